@@ -1,0 +1,99 @@
+# Makefile — builds lib/ into a static library, the programs into bin/, and runs tests and benchmarks.
+#
+#   make            build everything (warnings are errors in spirit: there must be none)
+#   make deps       install the Debian packages the build needs (apt-get, as root)
+#   make test       install what is missing, build, run every test; ends "N passed, N failed"
+#   make sanitize   the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make valgrind   the unit tests under valgrind
+#   make bench      benchmarks at the GPT-2 124M shape (see README)
+#   make demo       split a model, launch a pipeline, generate text
+
+PKGS := libzmq libczmq msgpack openblas inih libcjson libsodium libpcre2-8
+DEBS := build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
+        libopenblas0-pthread libinih-dev libcjson-dev libsodium-dev libpcre2-dev gnuplot-nox \
+        valgrind bible-kjv-text
+
+BUILD ?= build
+BIN ?= bin
+OPT ?= -O3 -march=native
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS ?= $(OPT)
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -g -pthread -Ilib $(PKG_CFLAGS)
+LDLIBS += $(PKG_LIBS) -lm -lpthread
+
+LIB_SRC := $(wildcard lib/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libsplitlearn.a
+TOOLS := $(patsubst tools/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard tools/*.c))
+NODES := $(patsubst nodes/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard nodes/*.c))
+TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
+
+.PHONY: all deps ensure-deps test check sanitize valgrind bench demo clean format
+all: $(TOOLS) $(NODES) $(TESTS)
+
+$(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/zmq-splitlearn-%: $(BUILD)/tools/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/zmq-splitlearn-%: $(BUILD)/nodes/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%.o: tests/%.c tests/check.h $(wildcard lib/*.h) | ensure-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Installs the build's Debian packages when root, else prints the command to run.
+deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS); \
+	else \
+	    echo "run as root: apt-get install -y --no-install-recommends $(DEBS)"; exit 1; \
+	fi
+
+# Runs 'make deps' only when a package is missing, so that test and demo work on a fresh machine.
+ensure-deps:
+	@pkg-config --exists $(PKGS) 2>/dev/null && command -v valgrind >/dev/null || $(MAKE) --no-print-directory deps
+
+# The sub-make re-reads pkg-config after ensure-deps may have installed the packages.
+test check: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@SL_BIN=$(BIN) tests/run.sh $(TESTS)
+
+sanitize: ensure-deps
+	@$(MAKE) --no-print-directory BUILD=build-san BIN=build-san/bin OPT="$(SAN_FLAGS)" all
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    SL_BIN=build-san/bin tests/run.sh $(patsubst $(BUILD)/%,build-san/%,$(TESTS))
+
+valgrind: ensure-deps
+	@$(MAKE) --no-print-directory BUILD=build-vg BIN=build-vg/bin OPT="-O1 -g" all
+	@SL_BIN=build-vg/bin tests/run.sh --wrap "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
+	    $(patsubst $(BUILD)/%,build-vg/%,$(UNIT_TESTS))
+
+bench: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@tools/bench.sh
+
+format:
+	clang-format -i lib/*.[ch] tools/*.c nodes/*.c tests/*.[ch]
+
+clean:
+	rm -rf $(BUILD) build-san build-vg $(BIN)
+
+.SECONDARY:
