@@ -8,9 +8,9 @@
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
 #   make demo       split a model, launch a pipeline, generate text
 
-PKGS := libzmq libczmq msgpack openblas inih libcjson libsodium libpcre2-8
+PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
 DEBS := build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
-        libopenblas0-pthread libinih-dev libcjson-dev libsodium-dev libpcre2-dev gnuplot-nox \
+        libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev gnuplot-nox \
         valgrind bible-kjv-text
 
 BUILD ?= build

@@ -1,0 +1,362 @@
+/* checkpoint.c — HF GPT-2 config.json parsing and model directory / hub cache / shard resolution. */
+#include "checkpoint.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct sl_checkpoint {
+    char *dir;
+    sl_config cfg;
+    sl_st_file **files;
+    size_t file_count;
+};
+
+/* ---- config.json ---- */
+
+char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0, got;
+    do {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            char *more = realloc(buf, cap);
+            if (!more) break;
+            buf = more;
+        }
+        got = fread(buf + len, 1, cap - len - 1, fp);
+        len += got;
+    } while (got > 0 && len <= max_bytes);
+    int failed = ferror(fp) || !buf;
+    fclose(fp);
+    if (failed || len > max_bytes) {
+        sl_fail(err, "%s: %s", path, failed ? "read failed" : "file too large");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* A positive integer field; missing uses fallback when fallback > 0. */
+static int config_int(const cJSON *root, const char *key, int fallback, int *out, const char *origin, sl_err *err)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item || cJSON_IsNull(item)) {
+        if (fallback > 0) {
+            *out = fallback;
+            return 0;
+        }
+        return sl_fail(err, "%s: missing \"%s\"", origin, key);
+    }
+    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
+    if (!(v >= 1 && v <= INT_MAX / 8) || v != (double)(int)v)
+        return sl_fail(err, "%s: \"%s\" must be a positive integer", origin, key);
+    *out = (int)v;
+    return 0;
+}
+
+static int config_check_supported(const cJSON *root, const char *origin, sl_err *err)
+{
+    const cJSON *model_type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (cJSON_IsString(model_type) && strcmp(model_type->valuestring, "gpt2") != 0)
+        return sl_fail(err, "%s: model_type \"%s\" is not supported (only gpt2)", origin, model_type->valuestring);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
+        strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
+        return sl_fail(err, "%s: activation_function \"%s\" is not supported (gelu_new)", origin, act->valuestring);
+    static const char *const unsupported_flags[] = {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
+                                                    "add_cross_attention"};
+    for (size_t i = 0; i < sizeof unsupported_flags / sizeof *unsupported_flags; i++)
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, unsupported_flags[i])))
+            return sl_fail(err, "%s: \"%s\": true is not supported", origin, unsupported_flags[i]);
+    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_weights");
+    if (cJSON_IsFalse(scale)) return sl_fail(err, "%s: \"scale_attn_weights\": false is not supported", origin);
+    return 0;
+}
+
+int sl_config_parse(const char *json, const char *origin, sl_config *cfg, sl_err *err)
+{
+    cJSON *root = cJSON_Parse(json);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return sl_fail(err, "%s: not a JSON object (malformed JSON)", origin);
+    }
+    sl_config c = {0};
+    int rc = config_check_supported(root, origin, err);
+    if (rc == 0) rc = config_int(root, "n_layer", 0, &c.n_layer, origin, err);
+    if (rc == 0) rc = config_int(root, "n_embd", 0, &c.n_embd, origin, err);
+    if (rc == 0) rc = config_int(root, "n_head", 0, &c.n_head, origin, err);
+    if (rc == 0) rc = config_int(root, "vocab_size", 0, &c.vocab_size, origin, err);
+    if (rc == 0) rc = config_int(root, "n_positions", 0, &c.n_positions, origin, err);
+    if (rc == 0) rc = config_int(root, "n_inner", 4 * c.n_embd, &c.n_inner, origin, err);
+    if (rc == 0) rc = config_int(root, "eos_token_id", c.vocab_size - 1, &c.eos_token_id, origin, err);
+    if (rc == 0 && c.n_embd % c.n_head != 0)
+        rc = sl_fail(err, "%s: n_embd %d is not a multiple of n_head %d", origin, c.n_embd, c.n_head);
+    if (rc == 0) {
+        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
+        c.layer_norm_epsilon = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-5f;
+        if (!(c.layer_norm_epsilon > 0)) rc = sl_fail(err, "%s: layer_norm_epsilon must be > 0", origin);
+        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+        c.tie_word_embeddings = !cJSON_IsFalse(tie); /* HF's default is tied */
+    }
+    cJSON_Delete(root);
+    if (rc == 0) *cfg = c;
+    return rc;
+}
+
+int sl_config_load(const char *path, sl_config *cfg, sl_err *err)
+{
+    char *text = sl_read_text_file(path, 1u << 20, err);
+    if (!text) return -1;
+    int rc = sl_config_parse(text, path, cfg, err);
+    free(text);
+    return rc;
+}
+
+char *sl_config_to_json(const sl_config *cfg)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(root, "model_type", "gpt2");
+    cJSON_AddStringToObject(root, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(root, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
+    cJSON_AddNumberToObject(root, "n_inner", cfg->n_inner);
+    cJSON_AddNumberToObject(root, "vocab_size", cfg->vocab_size);
+    cJSON_AddNumberToObject(root, "n_positions", cfg->n_positions);
+    cJSON_AddNumberToObject(root, "n_ctx", cfg->n_positions);
+    cJSON_AddNumberToObject(root, "layer_norm_epsilon", cfg->layer_norm_epsilon);
+    cJSON_AddBoolToObject(root, "tie_word_embeddings", cfg->tie_word_embeddings);
+    cJSON_AddNumberToObject(root, "bos_token_id", cfg->eos_token_id);
+    cJSON_AddNumberToObject(root, "eos_token_id", cfg->eos_token_id);
+    cJSON_AddNumberToObject(root, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(root, "attn_pdrop", 0.0);
+    cJSON_AddNumberToObject(root, "embd_pdrop", 0.0);
+    cJSON_AddNumberToObject(root, "resid_pdrop", 0.0);
+    cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
+    cJSON_AddBoolToObject(root, "use_cache", 1);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* ---- locating the files ---- */
+
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* In a hub cache entry (has refs/main and snapshots/), the snapshot refs/main names. */
+static int resolve_hub_entry(const char *entry, char *out, size_t out_size, sl_err *err)
+{
+    char refs[PATH_MAX];
+    snprintf(refs, sizeof refs, "%s/refs/main", entry);
+    char *rev = sl_read_text_file(refs, 256, err);
+    if (!rev) return -1;
+    rev[strcspn(rev, " \r\n\t")] = '\0';
+    int rc = 0;
+    if (!*rev || strchr(rev, '/') || strstr(rev, ".."))
+        rc = sl_fail(err, "%s: not a revision hash", refs);
+    else if (snprintf(out, out_size, "%s/snapshots/%s", entry, rev) >= (int)out_size)
+        rc = sl_fail(err, "%s: path too long", entry);
+    else if (!is_dir(out))
+        rc = sl_fail(err, "%s: refs/main names revision %s but %s is missing", entry, rev, out);
+    free(rev);
+    return rc;
+}
+
+/* A repo id ("gpt2", "org/name") looked up in the hub cache directories, as huggingface_hub does. */
+static int resolve_repo_id(const char *id, char *out, size_t out_size)
+{
+    char name[512] = "models--";
+    size_t n = strlen(name);
+    for (const char *p = id; *p && n + 2 < sizeof name; p++) {
+        if (*p == '/') {
+            name[n++] = '-';
+            name[n++] = '-';
+        } else {
+            name[n++] = *p;
+        }
+    }
+    name[n] = '\0';
+    const char *hub = getenv("HF_HUB_CACHE"), *home = getenv("HF_HOME"), *user = getenv("HOME");
+    char roots[3][PATH_MAX] = {{0}};
+    if (hub) snprintf(roots[0], PATH_MAX, "%s", hub);
+    if (home) snprintf(roots[1], PATH_MAX, "%s/hub", home);
+    if (user) snprintf(roots[2], PATH_MAX, "%s/.cache/huggingface/hub", user);
+    for (int i = 0; i < 3; i++) {
+        if (!roots[i][0]) continue;
+        if (snprintf(out, out_size, "%s/%s", roots[i], name) < (int)out_size && is_dir(out)) return 0;
+    }
+    return -1;
+}
+
+/* Turns what the user named into the directory that holds config.json. */
+static int resolve_model_dir(const char *path, char *out, size_t out_size, sl_err *err)
+{
+    char entry[PATH_MAX];
+    if (!is_dir(path)) {
+        if (strchr(path, '/') && path[0] != '.' && path[0] != '/' && resolve_repo_id(path, entry, sizeof entry) == 0)
+            return resolve_hub_entry(entry, out, out_size, err);
+        if (!strchr(path, '/') && resolve_repo_id(path, entry, sizeof entry) == 0)
+            return resolve_hub_entry(entry, out, out_size, err);
+        return sl_fail(err, "%s: no such model directory (nor a repo id in the HF hub cache)", path);
+    }
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/config.json", path);
+    if (is_file(probe)) return snprintf(out, out_size, "%s", path) < (int)out_size ? 0 : sl_fail(err, "%s: path too long", path);
+    snprintf(probe, sizeof probe, "%s/refs/main", path);
+    if (is_file(probe)) return resolve_hub_entry(path, out, out_size, err);
+    return sl_fail(err, "%s: no config.json here (nor refs/main of an HF hub cache entry)", path);
+}
+
+/* ---- opening ---- */
+
+static int add_file(sl_checkpoint *ck, const char *path, sl_err *err)
+{
+    for (size_t i = 0; i < ck->file_count; i++)
+        if (strcmp(sl_st_path(ck->files[i]), path) == 0) return 0;
+    sl_st_file **files = realloc(ck->files, (ck->file_count + 1) * sizeof *files);
+    if (!files) return sl_fail(err, "%s: out of memory", path);
+    ck->files = files;
+    if (!(ck->files[ck->file_count] = sl_st_open(path, err))) return -1;
+    ck->file_count++;
+    return 0;
+}
+
+/* Opens every shard the index names and checks each listed tensor is where it says. */
+static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
+{
+    char *text = sl_read_text_file(index_path, 64u << 20, err);
+    if (!text) return -1;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    int rc = cJSON_IsObject(map) ? 0 : sl_fail(err, "%s: malformed JSON or no \"weight_map\" object", index_path);
+    const cJSON *item;
+    cJSON_ArrayForEach(item, map)
+    {
+        if (rc != 0) break;
+        char path[PATH_MAX];
+        if (!cJSON_IsString(item) || strchr(item->valuestring, '/') ||
+            snprintf(path, sizeof path, "%s/%s", ck->dir, item->valuestring) >= (int)sizeof path) {
+            rc = sl_fail(err, "%s: weight_map entry '%s' is not a file name", index_path, item->string);
+            break;
+        }
+        if ((rc = add_file(ck, path, err)) != 0) break;
+        const char *found_in = NULL;
+        if (!sl_checkpoint_tensor(ck, item->string, &found_in) || strcmp(found_in, path) != 0) {
+            rc = sl_fail(err, "%s: tensor '%s' is not in %s as the index says", index_path, item->string, path);
+            break;
+        }
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+static sl_checkpoint *checkpoint_alloc(const char *dir, sl_err *err)
+{
+    sl_checkpoint *ck = calloc(1, sizeof *ck);
+    if (!ck || !(ck->dir = strdup(dir))) {
+        free(ck);
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
+    return ck;
+}
+
+sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err)
+{
+    char dir[PATH_MAX], file[PATH_MAX + 64];
+    if (resolve_model_dir(path, dir, sizeof dir, err) != 0) return NULL;
+    sl_checkpoint *ck = checkpoint_alloc(dir, err);
+    if (!ck) return NULL;
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    int rc = sl_config_load(file, &ck->cfg, err);
+    if (rc == 0) {
+        snprintf(file, sizeof file, "%s/model.safetensors.index.json", dir);
+        if (is_file(file)) {
+            rc = open_shards(ck, file, err);
+        } else {
+            snprintf(file, sizeof file, "%s/model.safetensors", dir);
+            if (is_file(file)) {
+                rc = add_file(ck, file, err);
+            } else {
+                snprintf(file, sizeof file, "%s/pytorch_model.bin", dir);
+                rc = sl_fail(err, "%s: no model.safetensors or model.safetensors.index.json%s", dir,
+                             is_file(file) ? " (pytorch_model.bin is not read: save the model with "
+                                             "safe_serialization=True)"
+                                           : "");
+            }
+        }
+    }
+    if (rc != 0) sl_checkpoint_destroy(&ck);
+    return ck;
+}
+
+sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, sl_err *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    sl_checkpoint *ck = checkpoint_alloc(dir, err);
+    if (!ck) return NULL;
+    ck->cfg = *cfg;
+    if (add_file(ck, path, err) != 0) sl_checkpoint_destroy(&ck);
+    return ck;
+}
+
+void sl_checkpoint_destroy(sl_checkpoint **self)
+{
+    if (!self || !*self) return;
+    for (size_t i = 0; i < (*self)->file_count; i++) sl_st_close(&(*self)->files[i]);
+    free((*self)->files);
+    free((*self)->dir);
+    free(*self);
+    *self = NULL;
+}
+
+const sl_config *sl_checkpoint_config(const sl_checkpoint *self) { return &self->cfg; }
+const char *sl_checkpoint_dir(const sl_checkpoint *self) { return self->dir; }
+size_t sl_checkpoint_file_count(const sl_checkpoint *self) { return self->file_count; }
+const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i) { return sl_st_path(self->files[i]); }
+
+const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *name, const char **file)
+{
+    char prefixed[256];
+    const char *bare = strncmp(name, "transformer.", 12) == 0 ? name + 12 : name;
+    snprintf(prefixed, sizeof prefixed, "transformer.%s", bare);
+    for (size_t i = 0; i < self->file_count; i++) {
+        const sl_tensor *t = sl_st_find(self->files[i], prefixed);
+        if (!t) t = sl_st_find(self->files[i], bare);
+        if (t) {
+            if (file) *file = sl_st_path(self->files[i]);
+            return t;
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,82 @@
+/* dtype.c — element sizes, names and float conversions (F16 via the compiler's _Float16). */
+#include "dtype.h"
+
+#include <string.h>
+#include <strings.h>
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtypes[SL_DTYPE_COUNT] = {
+    [SL_F32] = {"F32", 4}, [SL_F16] = {"F16", 2}, [SL_BF16] = {"BF16", 2},
+    [SL_I64] = {"I64", 8}, [SL_I32] = {"I32", 4},
+};
+
+size_t sl_dtype_size(sl_dtype dt) { return dtypes[dt].size; }
+
+const char *sl_dtype_name(sl_dtype dt) { return dtypes[dt].name; }
+
+int sl_dtype_parse(const char *name, sl_dtype *out)
+{
+    for (int i = 0; i < SL_DTYPE_COUNT; i++)
+        if (strcasecmp(name, dtypes[i].name) == 0) {
+            *out = (sl_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40); /* quiet NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u);                                           /* to nearest even */
+    return (uint16_t)(bits >> 16);
+}
+
+void sl_dtype_to_f32(float *dst, const void *src, sl_dtype src_dt, size_t n)
+{
+    const unsigned char *s = src;
+    if (src_dt == SL_F32) {
+        memcpy(dst, src, n * 4);
+    } else if (src_dt == SL_F16) {
+        for (size_t i = 0; i < n; i++) {
+            _Float16 h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = (float)h;
+        }
+    } else if (src_dt == SL_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = bf16_to_f32(h);
+        }
+    }
+}
+
+void sl_dtype_from_f32(void *dst, sl_dtype dst_dt, const float *src, size_t n)
+{
+    unsigned char *d = dst;
+    if (dst_dt == SL_F32) {
+        memcpy(dst, src, n * 4);
+    } else if (dst_dt == SL_F16) {
+        for (size_t i = 0; i < n; i++) {
+            _Float16 h = (_Float16)src[i];
+            memcpy(d + 2 * i, &h, 2);
+        }
+    } else if (dst_dt == SL_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = f32_to_bf16(src[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+/* gpt2.h — running one stage of GPT-2 (blocks [first, last) with or without the embeddings and
+ * the head) over a batch of tokens, with a KV cache so that generation feeds one token at a time.
+ *
+ * The same call serves the whole model (embed + all blocks + head), a bottom (embed + blocks),
+ * a trunk (blocks) and a top (blocks + head): a split pipeline computes exactly what the
+ * monolithic model computes, with the same kernels in the same order. */
+#ifndef SL_GPT2_H
+#define SL_GPT2_H
+
+#include "params.h"
+
+/* The keys and values of one sequence for a stage's layers. */
+typedef struct sl_kv sl_kv;
+
+/* A cache for up to n_ctx positions (<= n_positions) of p's layers. Caller owns the result. */
+sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_err *err);
+void sl_kv_destroy(sl_kv **self);
+/* Positions held so far: the position of the next token. */
+int sl_kv_len(const sl_kv *self);
+/* Forgets every position (a new sequence). */
+void sl_kv_reset(sl_kv *self);
+/* Keeps the first len positions only (len <= sl_kv_len), e.g. to re-run a suffix. */
+void sl_kv_truncate(sl_kv *self, int len);
+int sl_kv_capacity(const sl_kv *self);
+size_t sl_kv_bytes(const sl_kv *self);
+
+/* What a stage returns: its output activations (a stage without head, or a head stage's
+ * hidden state after ln_f), or logits at every position or only at the last one. */
+typedef enum sl_output {
+    SL_OUT_HIDDEN,      /* out (T,C) */
+    SL_OUT_LOGITS_ALL,  /* out (T,V) */
+    SL_OUT_LOGITS_LAST, /* out (V) */
+} sl_output;
+
+/* A stage runner: borrowed params plus the scratch memory of one forward call, allocated once. */
+typedef struct sl_stage sl_stage;
+
+/* max_tokens bounds the tokens computed at once (longer inputs run in chunks through the
+ * cache). p must outlive the stage. Caller owns the result. */
+sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err);
+void sl_stage_destroy(sl_stage **self);
+const sl_params *sl_stage_params(const sl_stage *self);
+
+/* Runs T tokens at positions sl_kv_len(kv) .. +T-1 and appends them to kv.
+ * Input: ids (T) when the stage embeds, else hidden (T,C). The output is as `which` says; a
+ * stage without head can only give SL_OUT_HIDDEN (its output activations, before ln_f).
+ * Fails, leaving kv as it was, on a bad id, a full cache or a wrong request. */
+int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
+                     sl_output which, sl_err *err);
+
+#endif

@@ -1,0 +1,129 @@
+/* ops.c — forward operations of GPT-2 (plain loops that vectorize, OpenBLAS for matmuls). */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* e^x for x <= 88, to about 1 ulp: Cody-Waite reduction by ln 2 and a degree-6 polynomial.
+ * Written without calls or branches so that loops over it vectorize (libm's expf does not
+ * without -ffast-math, and attention and GELU spend most of their time here). */
+static inline float fast_expf(float x)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float k = (x * 1.44269504088896341f + magic) - magic;
+    float r = fmaf(k, -0.693359375f, x);
+    r = fmaf(k, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+void sl_encoder_forward(float *out, const int32_t *ids, const float *wte, const float *wpe, int T, int pos0, int C)
+{
+    for (int t = 0; t < T; t++) {
+        const float *te = wte + (size_t)ids[t] * C, *pe = wpe + (size_t)(pos0 + t) * C;
+        float *o = out + (size_t)t * C;
+        for (int i = 0; i < C; i++) o[i] = te[i] + pe[i];
+    }
+}
+
+void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                          int N, int C, float eps)
+{
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        float sum = 0;
+        for (int i = 0; i < C; i++) sum += x[i];
+        float m = sum / C, var = 0;
+        for (int i = 0; i < C; i++) var += (x[i] - m) * (x[i] - m);
+        float s = 1.0f / sqrtf(var / C + eps);
+        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * s * w[i] + b[i];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = s;
+    }
+}
+
+void sl_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                       bool accumulate)
+{
+    if (bias) {
+        for (int n = 0; n < N; n++) {
+            float *o = out + (size_t)n * OC;
+            if (accumulate)
+                for (int i = 0; i < OC; i++) o[i] += bias[i];
+            else
+                memcpy(o, bias, (size_t)OC * sizeof *o);
+        }
+    }
+    float beta = (bias || accumulate) ? 1.0f : 0.0f;
+    if (N == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, C, OC, 1.0f, w, OC, inp, 1, beta, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, C, 1.0f, inp, C, w, OC, beta, out, OC);
+}
+
+void sl_matmul_forward_wt(float *out, const float *inp, const float *w, int N, int C, int OC)
+{
+    if (N == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, w, C, inp, 1, 0.0f, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+}
+
+/* Softmax of row[0 .. valid) in place; the masked rest becomes 0. */
+static void causal_softmax_row(float *row, int valid, int len)
+{
+    float max = row[0];
+    for (int j = 1; j < valid; j++) max = fmaxf(max, row[j]);
+    float sum = 0;
+    for (int j = 0; j < valid; j++) {
+        row[j] = fast_expf(row[j] - max);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < valid; j++) row[j] *= inv;
+    for (int j = valid; j < len; j++) row[j] = 0;
+}
+
+void sl_attention_forward(float *out, float *probs, const float *q, int q_stride, const float *k, const float *v,
+                          int kv_stride, int T, int past, int n_head, int hd)
+{
+    const int Tk = past + T, C = n_head * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < n_head; h++) {
+        float *p = probs + (size_t)h * T * Tk;
+        const float *qh = q + h * hd, *kh = k + h * hd, *vh = v + h * hd;
+        if (T == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Tk, hd, scale, kh, kv_stride, qh, 1, 0.0f, p, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Tk, hd, scale, qh, q_stride, kh, kv_stride,
+                        0.0f, p, Tk);
+        for (int t = 0; t < T; t++) causal_softmax_row(p + (size_t)t * Tk, past + t + 1, Tk);
+        if (T == 1)
+            cblas_sgemv(CblasRowMajor, CblasTrans, Tk, hd, 1.0f, vh, kv_stride, p, 1, 0.0f, out + h * hd, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, Tk, 1.0f, p, Tk, vh, kv_stride, 0.0f,
+                        out + h * hd, C);
+    }
+}
+
+void sl_gelu_forward(float *out, const float *inp, size_t n)
+{
+    /* 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)): one exponential, no cancellation near 0. */
+    const float s = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], u = s * (x + 0.044715f * x * x * x);
+        out[i] = x / (1.0f + fast_expf(-2.0f * u));
+    }
+}

@@ -1,0 +1,38 @@
+/* ops.h — GPT-2's operations as plain functions over float32 arrays.
+ *
+ * Rows: N = B*T tokens; C = n_embd; OC = output channels; all arrays row-major. Every matmul
+ * goes to OpenBLAS (sgemm, or sgemv for a single row). The *_forward functions keep, in the
+ * buffers given, what the matching backward needs (LayerNorm's mean/rstd, attention weights). */
+#ifndef SL_OPS_H
+#define SL_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* out (T,C) = wte[ids[t]] + wpe[pos0 + t]; wte (V,C), wpe (P,C). ids are trusted here. */
+void sl_encoder_forward(float *out, const int32_t *ids, const float *wte, const float *wpe, int T, int pos0, int C);
+
+/* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) are written when not NULL. */
+void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                          int N, int C, float eps);
+
+/* out (N,OC) = inp (N,C) @ w (C,OC) + bias (OC); with accumulate, out += instead of =.
+ * bias may be NULL. */
+void sl_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                       bool accumulate);
+
+/* out (N,OC) = inp (N,C) @ w^T with w (OC,C): the LM head against wte's layout. */
+void sl_matmul_forward_wt(float *out, const float *inp, const float *w, int N, int C, int OC);
+
+/* Causal multi-head attention for T queries at positions past .. past+T-1.
+ * q (T, q_stride): head h at columns h*hd; k, v (past+T, kv_stride): keys/values of every
+ * position so far; probs (n_head, T, past+T): the softmax weights, kept for backward;
+ * out (T, n_head*hd). */
+void sl_attention_forward(float *out, float *probs, const float *q, int q_stride, const float *k, const float *v,
+                          int kv_stride, int T, int past, int n_head, int hd);
+
+/* out = gelu_new(inp) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); out may equal inp. */
+void sl_gelu_forward(float *out, const float *inp, size_t n);
+
+#endif

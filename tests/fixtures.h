@@ -1,0 +1,62 @@
+/* fixtures.h — reading ../shared/fixtures for the tests: the models, their refs.safetensors
+ * tensors and the prompts of refs.json. */
+#ifndef SL_TEST_FIXTURES_H
+#define SL_TEST_FIXTURES_H
+
+#include "check.h"
+#include "checkpoint.h"
+#include "safetensors.h"
+
+#include <cJSON.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct fixture_prompt {
+    int32_t ids[128], greedy[128];
+    double margins[128];
+    int n_ids, n_greedy;
+} fixture_prompt;
+
+static inline void fixture_path(char *out, size_t size, const char *model, const char *file)
+{
+    snprintf(out, size, "%s/%s/%s", check_fixtures(), model, file);
+}
+
+/* Reads refs.json's prompts; returns how many (at most max), 0 on failure (reported). */
+static inline int fixture_prompts(const char *model, fixture_prompt *out, int max)
+{
+    char path[1024];
+    fixture_path(path, sizeof path, model, "refs.json");
+    sl_err err;
+    char *text = sl_read_text_file(path, 1 << 24, &err);
+    if (!CHECK(text != NULL, "%s", err.msg)) return 0;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *prompts = cJSON_GetObjectItem(root, "prompts"), *p;
+    int n = 0;
+    cJSON_ArrayForEach(p, prompts)
+    {
+        if (n == max) break;
+        fixture_prompt *fp = &out[n++];
+        memset(fp, 0, sizeof *fp);
+        const cJSON *v;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItem(p, "ids")) fp->ids[fp->n_ids++] = v->valueint;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItem(p, "greedy")) fp->greedy[fp->n_greedy++] = v->valueint;
+        int m = 0;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItem(p, "margins")) fp->margins[m++] = v->valuedouble;
+    }
+    cJSON_Delete(root);
+    CHECK(n > 0, "%s: no prompts", path);
+    return n;
+}
+
+/* The F32 data of a reference tensor, checking its element count; NULL (reported) if absent. */
+static inline const float *fixture_f32(const sl_st_file *refs, const char *name, size_t numel)
+{
+    const sl_tensor *t = sl_st_find(refs, name);
+    if (!CHECK(t && t->dtype == SL_F32 && t->numel == numel, "reference %s missing or not F32[%zu]", name, numel))
+        return NULL;
+    return t->data;
+}
+
+#endif
