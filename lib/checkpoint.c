@@ -1,6 +1,8 @@
 /* checkpoint.c — HF GPT-2 config.json parsing and model directory / hub cache / shard resolution. */
 #include "checkpoint.h"
 
+#include "fileio.h"
+
 #include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
@@ -17,36 +19,6 @@ struct sl_checkpoint {
 };
 
 /* ---- config.json ---- */
-
-char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0, got;
-    do {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 8192;
-            char *more = realloc(buf, cap);
-            if (!more) break;
-            buf = more;
-        }
-        got = fread(buf + len, 1, cap - len - 1, fp);
-        len += got;
-    } while (got > 0 && len <= max_bytes);
-    int failed = ferror(fp) || !buf;
-    fclose(fp);
-    if (failed || len > max_bytes) {
-        sl_fail(err, "%s: %s", path, failed ? "read failed" : "file too large");
-        free(buf);
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
-}
 
 /* A positive integer field; missing uses fallback when fallback > 0. */
 static int config_int(const cJSON *root, const char *key, int fallback, int *out, const char *origin, sl_err *err)

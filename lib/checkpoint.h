@@ -32,9 +32,6 @@ int sl_config_load(const char *path, sl_config *cfg, sl_err *err);
 /* An HF-style config.json text for cfg. Caller frees the result; NULL when out of memory. */
 char *sl_config_to_json(const sl_config *cfg);
 
-/* Reads a whole file into a NUL-terminated buffer; caller frees. NULL and err on failure. */
-char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err);
-
 typedef struct sl_checkpoint sl_checkpoint;
 
 /* Opens a model directory, hub cache entry or repo id as described above. Caller owns it. */

@@ -1,6 +1,12 @@
 /* params.c — enumerating, loading and allocating a stage's GPT-2 tensors. */
 #include "params.h"
 
+#include "fileio.h"
+#include "rng.h"
+
+#include <cJSON.h>
+#include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,18 +197,137 @@ static int bind_zeroed(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
-int sl_params_alloc_like(sl_params *dst, const sl_params *src, sl_err *err)
+int sl_params_alloc(sl_params *p, const sl_config *cfg, int first, int last, bool embed, bool head, sl_err *err)
 {
-    if (params_init(dst, &src->cfg, src->first, src->last, src->embed, src->head, err) != 0) return -1;
-    dst->head_is_wte = src->head_is_wte;
-    size_t n = sl_params_count(src);
-    if (!(dst->owned = calloc(n ? n : 1, sizeof(float)))) {
-        sl_params_free(dst);
+    if (params_init(p, cfg, first, last, embed, head, err) != 0) return -1;
+    size_t n = sl_params_count(p);
+    if (!(p->owned = calloc(n ? n : 1, sizeof(float)))) {
+        sl_params_free(p);
         return sl_fail(err, "out of memory for %zu floats", n);
     }
-    sl_params_foreach(dst, bind_zeroed, dst);
-    if (dst->head_is_wte) dst->lm_head = dst->wte;
+    sl_params_foreach(p, bind_zeroed, p);
+    if (p->head_is_wte) p->lm_head = p->wte;
     return 0;
+}
+
+int sl_params_alloc_like(sl_params *dst, const sl_params *src, sl_err *err)
+{
+    return sl_params_alloc(dst, &src->cfg, src->first, src->last, src->embed, src->head, err);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static int init_tensor(sl_param_ref *ref, void *ctx)
+{
+    sl_rng *rng = ((void **)ctx)[0];
+    const sl_config *cfg = ((void **)ctx)[1];
+    float *x = *ref->slot, value = 0, std = 0.02f;
+    if (strstr(ref->name, "ln_") && ends_with(ref->name, ".weight")) value = 1;
+    if (ref->ndim == 1) {
+        for (size_t i = 0; i < ref->numel; i++) x[i] = value;
+        return 0;
+    }
+    if (ends_with(ref->name, "c_proj.weight")) std = 0.02f / sqrtf(2.0f * cfg->n_layer);
+    for (size_t i = 0; i < ref->numel; i++) x[i] = std * sl_rng_normal(rng);
+    return 0;
+}
+
+void sl_params_init_gpt2(sl_params *p, uint64_t seed)
+{
+    sl_rng rng;
+    sl_rng_seed(&rng, seed);
+    void *ctx[2] = {&rng, &p->cfg};
+    sl_params_foreach(p, init_tensor, ctx);
+}
+
+typedef struct save_ctx {
+    sl_st_writer **shards;
+    int n_shards, shard;
+    size_t per_shard, in_shard;
+    sl_dtype dtype;
+    bool prefix;
+    cJSON *weight_map;
+    char (*names)[64];
+    sl_err *err;
+} save_ctx;
+
+static int save_tensor(sl_param_ref *ref, void *ctx)
+{
+    save_ctx *sc = ctx;
+    size_t bytes = ref->numel * sl_dtype_size(sc->dtype);
+    if (sc->in_shard > 0 && sc->in_shard + bytes > sc->per_shard && sc->shard + 1 < sc->n_shards) {
+        sc->shard++;
+        sc->in_shard = 0;
+    }
+    sc->in_shard += bytes;
+    const char *name = sc->prefix || strncmp(ref->name, "transformer.", 12) != 0 ? ref->name : ref->name + 12;
+    if (sc->weight_map) cJSON_AddStringToObject(sc->weight_map, name, sc->names[sc->shard]);
+    return sl_st_writer_add_f32(sc->shards[sc->shard], name, sc->dtype, *ref->slot, ref->ndim, ref->shape, sc->err);
+}
+
+static int write_config(const sl_config *cfg, const char *dir, sl_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = sl_config_to_json(cfg);
+    int rc = text ? sl_write_text_file(path, text, err) : sl_fail(err, "out of memory");
+    free(text);
+    return rc;
+}
+
+static int write_index(cJSON *weight_map, size_t total_bytes, const char *dir, sl_err *err)
+{
+    cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "metadata");
+    cJSON_AddNumberToObject(meta, "total_size", (double)total_bytes);
+    cJSON_AddItemReferenceToObject(root, "weight_map", weight_map);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    int rc = text ? sl_write_text_file(path, text, err) : sl_fail(err, "out of memory");
+    free(text);
+    return rc;
+}
+
+int sl_params_save_hf(sl_params *p, const char *dir, sl_dtype dtype, int n_shards, bool prefix, sl_err *err)
+{
+    if (!p->embed || !p->head || p->first != 0 || p->last != p->cfg.n_layer)
+        return sl_fail(err, "only a whole model can be saved as an HF directory");
+    if (n_shards < 1 || n_shards > 99) return sl_fail(err, "shards must be 1..99");
+    if (sl_mkdirs(dir, err) != 0) return -1;
+    sl_config cfg = p->cfg;
+    cfg.tie_word_embeddings = p->head_is_wte;
+    if (write_config(&cfg, dir, err) != 0) return -1;
+    sl_st_writer *shards[99] = {0};
+    char names[99][64];
+    size_t total = sl_params_count(p) * sl_dtype_size(dtype);
+    save_ctx sc = {.shards = shards, .n_shards = n_shards, .per_shard = (total + n_shards - 1) / n_shards,
+                   .dtype = dtype, .prefix = prefix, .names = names, .err = err};
+    for (int i = 0; i < n_shards; i++) {
+        if (n_shards == 1) snprintf(names[i], sizeof names[i], "model.safetensors");
+        else snprintf(names[i], sizeof names[i], "model-%05d-of-%05d.safetensors", i + 1, n_shards);
+    }
+    int rc = 0;
+    for (int i = 0; i < n_shards && rc == 0; i++)
+        if (!(shards[i] = sl_st_writer_new()) || sl_st_writer_set_metadata(shards[i], "format", "pt", err) != 0)
+            rc = sl_fail(err, "out of memory");
+    if (rc == 0 && n_shards > 1 && !(sc.weight_map = cJSON_CreateObject())) rc = sl_fail(err, "out of memory");
+    if (rc == 0) rc = sl_params_foreach(p, save_tensor, &sc);
+    for (int i = 0; i < n_shards && rc == 0; i++) {
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= (int)sizeof path)
+            rc = sl_fail(err, "%s: path too long", dir);
+        else
+            rc = sl_st_writer_write(shards[i], path, NULL, err);
+    }
+    if (rc == 0 && sc.weight_map) rc = write_index(sc.weight_map, total, dir, err);
+    for (int i = 0; i < n_shards; i++) sl_st_writer_destroy(&shards[i]);
+    cJSON_Delete(sc.weight_map);
+    return rc;
 }
 
 void sl_params_free(sl_params *p)

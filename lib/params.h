@@ -57,8 +57,21 @@ size_t sl_params_count(const sl_params *p);
 int sl_params_load(sl_params *p, const sl_checkpoint *ck, int first, int last, bool embed, bool head, bool copy,
                    sl_err *err);
 
+/* Gives p the layout of a stage in one zeroed allocation it owns. */
+int sl_params_alloc(sl_params *p, const sl_config *cfg, int first, int last, bool embed, bool head, sl_err *err);
+
 /* Gives dst the layout of src in one zeroed allocation (gradients, Adam moments). */
 int sl_params_alloc_like(sl_params *dst, const sl_params *src, sl_err *err);
+
+/* GPT-2's initialisation, reproducible from seed: weights N(0, 0.02), the residual projections
+ * (attn.c_proj, mlp.c_proj) N(0, 0.02/sqrt(2 n_layer)), biases 0, LayerNorm weight 1, bias 0. */
+void sl_params_init_gpt2(sl_params *p, uint64_t seed);
+
+/* Saves a whole model (blocks [0, n_layer), embeddings and head) as an HF model directory:
+ * config.json and model.safetensors, or n_shards > 1 files model-0000K-of-0000N.safetensors
+ * with model.safetensors.index.json. Names carry "transformer." unless prefix is false;
+ * lm_head.weight is written when the head is not wte itself. */
+int sl_params_save_hf(sl_params *p, const char *dir, sl_dtype dtype, int n_shards, bool prefix, sl_err *err);
 
 /* Frees what p owns and zeroes it; accepts a zeroed struct. */
 void sl_params_free(sl_params *p);

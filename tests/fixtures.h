@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "checkpoint.h"
+#include "fileio.h"
 #include "safetensors.h"
 
 #include <cJSON.h>

@@ -1,0 +1,20 @@
+/* cpu.h — the compute threads: how many OpenBLAS uses, and pinning them one per core.
+ *
+ * On a small VM two unpinned threads are sometimes packed onto one core; pinning makes timings
+ * repeatable. Pinning is offered, not imposed: nodes take it from their topology section. */
+#ifndef SL_CPU_H
+#define SL_CPU_H
+
+#include "err.h"
+
+#include <stdbool.h>
+
+/* Sets OpenBLAS to n_threads (0: one per allowed CPU). With pin, the calling thread goes to the
+ * first allowed CPU and OpenBLAS's worker threads to the next ones, one each. Call it before
+ * starting other threads (those started earlier would be pinned as workers). */
+int sl_threads_setup(int n_threads, bool pin, sl_err *err);
+
+/* CPUs this process may run on. */
+int sl_cpu_count(void);
+
+#endif

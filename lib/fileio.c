@@ -1,0 +1,76 @@
+/* fileio.c — reading and atomically writing small files. */
+#include "fileio.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0, got = 0;
+    int out_of_memory = 0;
+    do {
+        if (len + 4096 + 1 > cap) {
+            char *more = realloc(buf, cap ? 2 * cap : 8192);
+            if (!more) {
+                out_of_memory = 1;
+                break;
+            }
+            buf = more;
+            cap = cap ? 2 * cap : 8192;
+        }
+        got = fread(buf + len, 1, cap - len - 1, fp);
+        len += got;
+    } while (got > 0 && len <= max_bytes);
+    int failed = ferror(fp) || out_of_memory;
+    fclose(fp);
+    if (failed || len > max_bytes) {
+        sl_fail(err, "%s: %s", path, out_of_memory ? "out of memory" : failed ? "read failed" : "file too large");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+int sl_write_text_file(const char *path, const char *text, sl_err *err)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return sl_fail(err, "%s: path too long", path);
+    FILE *fp = fopen(tmp, "w");
+    if (!fp) return sl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+    size_t len = strlen(text);
+    int ok = fwrite(text, 1, len, fp) == len && (len && text[len - 1] == '\n' ? 1 : fputc('\n', fp) != EOF);
+    ok = fclose(fp) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int saved = errno;
+        unlink(tmp);
+        return sl_fail(err, "%s: write failed: %s", path, strerror(saved));
+    }
+    return 0;
+}
+
+int sl_mkdirs(const char *dir, sl_err *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return sl_fail(err, "%s: path too long", dir);
+    for (char *p = path + 1;; p++) {
+        char c = *p;
+        if (c != '/' && c != '\0') continue;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            return sl_fail(err, "%s: cannot create: %s", path, strerror(errno));
+        *p = c;
+        if (!c) return 0;
+    }
+}

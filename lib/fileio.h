@@ -1,0 +1,19 @@
+/* fileio.h — whole-file reads and atomic writes of small text files (configs, metadata, JSON). */
+#ifndef SL_FILEIO_H
+#define SL_FILEIO_H
+
+#include "err.h"
+
+#include <stddef.h>
+
+/* Reads a whole file into a NUL-terminated buffer; caller frees. NULL and err on failure or
+ * when the file is larger than max_bytes. */
+char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err);
+
+/* Writes text (plus a final newline) to path.tmp, then renames it onto path. */
+int sl_write_text_file(const char *path, const char *text, sl_err *err);
+
+/* Creates dir and its missing parents. */
+int sl_mkdirs(const char *dir, sl_err *err);
+
+#endif

@@ -1,0 +1,463 @@
+/* part.c — writing split parts with their metadata, and finding and loading them again. */
+#include "part.h"
+
+#include "fileio.h"
+#include "sha256.h"
+#include "version.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const role_names[] = {"bottom", "trunk", "top"};
+
+const char *sl_role_name(sl_role role) { return role_names[role]; }
+
+int sl_role_parse(const char *name, sl_role *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, role_names[i]) == 0) {
+            *out = (sl_role)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* ---- small JSON helpers that name the file and field on error ---- */
+
+static int json_get_int(const cJSON *obj, const char *key, long *out, const char *origin, sl_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble)
+        return sl_fail(err, "%s: \"%s\" is missing or not an integer", origin, key);
+    *out = (long)v->valuedouble;
+    return 0;
+}
+
+static int json_get_str(const cJSON *obj, const char *key, char *out, size_t size, const char *origin, sl_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= size)
+        return sl_fail(err, "%s: \"%s\" is missing or not a string", origin, key);
+    memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+    return 0;
+}
+
+static int json_get_range(const cJSON *obj, const char *key, int *first, int *last, const char *origin, sl_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2 || !cJSON_IsNumber(cJSON_GetArrayItem(v, 0)) ||
+        !cJSON_IsNumber(cJSON_GetArrayItem(v, 1)))
+        return sl_fail(err, "%s: \"%s\" is not [first, last]", origin, key);
+    *first = cJSON_GetArrayItem(v, 0)->valueint;
+    *last = cJSON_GetArrayItem(v, 1)->valueint;
+    return 0;
+}
+
+static cJSON *json_read_file(const char *path, sl_err *err)
+{
+    char *text = sl_read_text_file(path, 16u << 20, err);
+    if (!text) return NULL;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        sl_fail(err, "%s: malformed JSON", path);
+        return NULL;
+    }
+    return root;
+}
+
+static int write_json_file(const char *path, const cJSON *root, sl_err *err)
+{
+    char *text = cJSON_Print(root);
+    if (!text) return sl_fail(err, "%s: out of memory", path);
+    int rc = sl_write_text_file(path, text, err);
+    free(text);
+    return rc;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Joins dir and rel unless rel is absolute; -1 when it does not fit. */
+static int join_path(char *out, size_t size, const char *dir, const char *rel)
+{
+    int n = rel[0] == '/' ? snprintf(out, size, "%s", rel) : snprintf(out, size, "%s/%s", dir, rel);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
+static void dir_of(char *out, size_t size, const char *path)
+{
+    snprintf(out, size, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash) *slash = '\0';
+    else snprintf(out, size, ".");
+}
+
+/* ---- metadata ---- */
+
+static cJSON *metadata_json(const sl_part_info *info, const char *source_json, const char *extra_json)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", "zmq-splitlearn-part");
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(root, "part", info->name);
+    cJSON_AddStringToObject(root, "role", sl_role_name(info->role));
+    cJSON *layers = cJSON_AddArrayToObject(root, "layers");
+    cJSON_AddItemToArray(layers, cJSON_CreateNumber(info->first));
+    cJSON_AddItemToArray(layers, cJSON_CreateNumber(info->last));
+    char *cfg_text = sl_config_to_json(&info->cfg);
+    cJSON_AddItemToObject(root, "config", cJSON_Parse(cfg_text ? cfg_text : "{}"));
+    free(cfg_text);
+    cJSON_AddNumberToObject(root, "parameters", (double)info->parameters);
+    cJSON_AddNumberToObject(root, "bytes", (double)info->bytes);
+    cJSON_AddStringToObject(root, "dtype", info->dtype);
+    cJSON_AddStringToObject(root, "file", base_name(info->file));
+    cJSON_AddStringToObject(root, "sha256", info->sha256);
+    if (source_json) cJSON_AddItemToObject(root, "source", cJSON_Parse(source_json));
+    cJSON_AddStringToObject(root, "tool", SL_TOOL_NAME);
+    cJSON *extra = extra_json ? cJSON_Parse(extra_json) : NULL, *item;
+    cJSON_ArrayForEach(item, extra) cJSON_AddItemReferenceToObject(root, item->string, item);
+    char *text = cJSON_Print(root); /* detach the references before extra goes */
+    cJSON_Delete(root);
+    cJSON_Delete(extra);
+    root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return root;
+}
+
+int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err)
+{
+    cJSON *root = json_read_file(path, err);
+    if (!root) return -1;
+    memset(info, 0, sizeof *info);
+    char role[16], file[PATH_MAX], dir[PATH_MAX];
+    long parameters = 0, bytes = 0, step = -1;
+    int rc = json_get_str(root, "part", info->name, sizeof info->name, path, err);
+    if (rc == 0) rc = json_get_str(root, "role", role, sizeof role, path, err);
+    if (rc == 0 && sl_role_parse(role, &info->role) != 0)
+        rc = sl_fail(err, "%s: \"role\" is \"%s\", not bottom, trunk or top", path, role);
+    if (rc == 0) rc = json_get_range(root, "layers", &info->first, &info->last, path, err);
+    if (rc == 0) rc = json_get_str(root, "dtype", info->dtype, sizeof info->dtype, path, err);
+    if (rc == 0) rc = json_get_str(root, "file", file, sizeof file, path, err);
+    if (rc == 0) rc = json_get_str(root, "sha256", info->sha256, sizeof info->sha256, path, err);
+    if (rc == 0) rc = json_get_int(root, "parameters", &parameters, path, err);
+    if (rc == 0) rc = json_get_int(root, "bytes", &bytes, path, err);
+    if (rc == 0 && cJSON_GetObjectItemCaseSensitive(root, "step")) rc = json_get_int(root, "step", &step, path, err);
+    const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
+    info->loss = cJSON_IsNumber(loss) ? loss->valuedouble : 0;
+    if (rc == 0) {
+        char *cfg_text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "config"));
+        char origin[PATH_MAX + 16];
+        snprintf(origin, sizeof origin, "%s: \"config\"", path);
+        rc = sl_config_parse(cfg_text ? cfg_text : "", origin, &info->cfg, err);
+        free(cfg_text);
+    }
+    if (rc == 0 && (info->first < 0 || info->last > info->cfg.n_layer || info->first > info->last))
+        rc = sl_fail(err, "%s: layers [%d, %d) are outside the model's %d", path, info->first, info->last,
+                     info->cfg.n_layer);
+    cJSON_Delete(root);
+    dir_of(dir, sizeof dir, path);
+    if (rc == 0 && join_path(info->file, sizeof info->file, dir, file) != 0)
+        rc = sl_fail(err, "%s: path of \"file\" too long", path);
+    info->parameters = (size_t)parameters;
+    info->bytes = (size_t)bytes;
+    info->step = step;
+    return rc;
+}
+
+int sl_split_read_index(const char *dir, sl_part_info *parts, int max, sl_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/split.json", dir);
+    cJSON *root = json_read_file(path, err);
+    if (!root) return -1;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "parts"), *item;
+    int n = cJSON_IsArray(list) ? 0 : sl_fail(err, "%s: \"parts\" is not an array", path);
+    cJSON_ArrayForEach(item, list)
+    {
+        char rel[PATH_MAX], meta[PATH_MAX * 2];
+        if (n == max) {
+            n = sl_fail(err, "%s: more than %d parts", path, max);
+            break;
+        }
+        if (json_get_str(item, "metadata", rel, sizeof rel, path, err) != 0) {
+            n = -1;
+            break;
+        }
+        if (join_path(meta, sizeof meta, dir, rel) != 0 || sl_part_read_metadata(meta, &parts[n], err) != 0) {
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    cJSON_Delete(root);
+    return n;
+}
+
+/* ---- loading ---- */
+
+struct sl_part {
+    sl_part_info info;
+    sl_checkpoint *ck;
+};
+
+static int verify_file(const sl_part_info *info, bool hash, sl_err *err)
+{
+    struct stat st;
+    if (stat(info->file, &st) != 0) return sl_fail(err, "%s: missing part file: %s", info->file, strerror(errno));
+    if ((size_t)st.st_size != info->bytes)
+        return sl_fail(err, "%s: %zu bytes but its metadata says %zu (truncated or replaced?)", info->file,
+                       (size_t)st.st_size, info->bytes);
+    if (!hash) return 0;
+    uint8_t digest[32];
+    char hex[65];
+    if (sl_sha256_file(info->file, digest, err) != 0) return -1;
+    sl_sha256_hex(digest, hex);
+    if (strcmp(hex, info->sha256) != 0)
+        return sl_fail(err, "%s: SHA-256 %s does not match the metadata's %s: the file was changed or corrupted",
+                       info->file, hex, info->sha256);
+    return 0;
+}
+
+sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err *err)
+{
+    sl_part_info *parts = calloc(SL_MAX_SPLITS + 1, sizeof *parts);
+    sl_part *self = calloc(1, sizeof *self);
+    int n = parts && self ? sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err) : sl_fail(err, "out of memory");
+    int found = -1;
+    for (int i = 0; i < n; i++)
+        if (parts[i].first == first && parts[i].last == last) found = i;
+    if (n >= 0 && found < 0) {
+        char have[512] = "";
+        for (int i = 0; i < n; i++)
+            snprintf(have + strlen(have), sizeof have - strlen(have), " %s [%d,%d)", parts[i].name, parts[i].first,
+                     parts[i].last);
+        sl_fail(err, "%s: no part has layers [%d,%d); the split has:%s", dir, first, last, have);
+    }
+    if (found >= 0) {
+        self->info = parts[found];
+        if (verify_file(&self->info, verify, err) == 0)
+            self->ck = sl_checkpoint_open_file(self->info.file, &self->info.cfg, err);
+    }
+    free(parts);
+    if (self && !self->ck) sl_part_destroy(&self);
+    return self;
+}
+
+void sl_part_destroy(sl_part **self)
+{
+    if (!self || !*self) return;
+    sl_checkpoint_destroy(&(*self)->ck);
+    free(*self);
+    *self = NULL;
+}
+
+const sl_part_info *sl_part_info_of(const sl_part *self) { return &self->info; }
+
+int sl_part_load_params(const sl_part *self, sl_params *p, bool copy, sl_err *err)
+{
+    const sl_part_info *in = &self->info;
+    if (sl_params_load(p, self->ck, in->first, in->last, in->role == SL_ROLE_BOTTOM, in->role == SL_ROLE_TOP, copy,
+                       err) != 0)
+        return -1;
+    size_t count = sl_params_count(p);
+    if (count != in->parameters) {
+        sl_params_free(p);
+        return sl_fail(err, "%s: %zu parameters but its metadata says %zu", in->file, count, in->parameters);
+    }
+    return 0;
+}
+
+/* ---- writing ---- */
+
+typedef struct add_ctx {
+    sl_st_writer *w;
+    sl_dtype dtype;
+    sl_err *err;
+} add_ctx;
+
+static int add_param(sl_param_ref *ref, void *ctx)
+{
+    add_ctx *ac = ctx;
+    return sl_st_writer_add_f32(ac->w, ref->name, ac->dtype, *ref->slot, ref->ndim, ref->shape, ac->err);
+}
+
+/* Writes the tensors of p to dir/stem.safetensors and fills info (all but the metadata). */
+static int write_part_tensors(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
+                              const char *stem, sl_part_info *info, sl_err *err)
+{
+    memset(info, 0, sizeof *info);
+    snprintf(info->name, sizeof info->name, "%s", name);
+    info->role = role;
+    info->first = p->first;
+    info->last = p->last;
+    info->cfg = p->cfg;
+    info->parameters = sl_params_count(p);
+    info->step = -1;
+    snprintf(info->dtype, sizeof info->dtype, "%s", dtype == SL_F32 ? "f32" : dtype == SL_F16 ? "f16" : "bf16");
+    snprintf(info->file, sizeof info->file, "%s/%s.safetensors", dir, stem);
+    if (sl_mkdirs(dir, err) != 0) return -1;
+    sl_st_writer *w = sl_st_writer_new();
+    if (!w) return sl_fail(err, "out of memory");
+    add_ctx ac = {w, dtype, err};
+    uint8_t digest[32];
+    int rc = sl_st_writer_set_metadata(w, "format", "pt", err);
+    if (rc == 0) rc = sl_params_foreach(p, add_param, &ac);
+    if (rc == 0) rc = sl_st_writer_write(w, info->file, digest, err);
+    sl_st_writer_destroy(&w);
+    if (rc != 0) return -1;
+    sl_sha256_hex(digest, info->sha256);
+    struct stat st;
+    info->bytes = stat(info->file, &st) == 0 ? (size_t)st.st_size : 0;
+    return 0;
+}
+
+static int write_part_metadata(const sl_part_info *info, const char *source_json, const char *extra_json, sl_err *err)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%.*s_metadata.json", (int)(strlen(info->file) - strlen(".safetensors")), info->file);
+    cJSON *root = metadata_json(info, source_json, extra_json);
+    if (!root) return sl_fail(err, "%s: out of memory", path);
+    int rc = write_json_file(path, root, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
+                  const char *file_stem, const char *source_json, const char *extra_json, sl_part_info *info,
+                  sl_err *err)
+{
+    if (write_part_tensors(p, name, role, dtype, dir, file_stem, info, err) != 0) return -1;
+    return write_part_metadata(info, source_json, extra_json, err);
+}
+
+/* The source checkpoint's files and their SHA-256, hashed on another thread while parts are
+ * written (both are bound by memory bandwidth, and there are two cores). */
+typedef struct source_hash {
+    const sl_checkpoint *ck;
+    const char *model_path;
+    char *json; /* result */
+    sl_err err;
+    int rc;
+} source_hash;
+
+static void *hash_source(void *arg)
+{
+    source_hash *sh = arg;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "path", sh->model_path);
+    cJSON_AddStringToObject(root, "dir", sl_checkpoint_dir(sh->ck));
+    cJSON *files = cJSON_AddArrayToObject(root, "files");
+    for (size_t i = 0; i < sl_checkpoint_file_count(sh->ck) && sh->rc == 0; i++) {
+        const char *path = sl_checkpoint_file_path(sh->ck, i);
+        uint8_t digest[32];
+        char hex[65];
+        sh->rc = sl_sha256_file(path, digest, &sh->err);
+        sl_sha256_hex(digest, hex);
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "file", base_name(path));
+        cJSON_AddStringToObject(f, "sha256", hex);
+        cJSON_AddItemToArray(files, f);
+    }
+    sh->json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+static int check_splits(const sl_config *cfg, const sl_split_request *req, sl_err *err)
+{
+    if (req->n_splits < 1 || req->n_splits > SL_MAX_SPLITS)
+        return sl_fail(err, "give 1 to %d split points", SL_MAX_SPLITS);
+    for (int i = 0; i < req->n_splits; i++) {
+        int s = req->splits[i];
+        if (s < 1 || s >= cfg->n_layer)
+            return sl_fail(err, "split point %d is outside 1..%d (the model has %d layers)", s, cfg->n_layer - 1,
+                           cfg->n_layer);
+        if (i > 0 && s <= req->splits[i - 1])
+            return sl_fail(err, "split points must increase: %d after %d", s, req->splits[i - 1]);
+    }
+    return 0;
+}
+
+static int write_index(const sl_split_request *req, const sl_part_info *parts, int n, const char *source_json,
+                       sl_err *err)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", "zmq-splitlearn-split");
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(root, "name", req->name);
+    cJSON_AddItemToObject(root, "splits", cJSON_CreateIntArray(req->splits, req->n_splits));
+    cJSON_AddStringToObject(root, "dtype", parts[0].dtype);
+    cJSON_AddItemToObject(root, "source", cJSON_Parse(source_json));
+    cJSON_AddStringToObject(root, "tool", SL_TOOL_NAME);
+    cJSON *list = cJSON_AddArrayToObject(root, "parts");
+    for (int i = 0; i < n; i++) {
+        char rel[PATH_MAX];
+        const char *file = parts[i].file + strlen(req->out_dir) + 1;
+        snprintf(rel, sizeof rel, "%.*s_metadata.json", (int)(strlen(file) - strlen(".safetensors")), file);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", parts[i].name);
+        cJSON_AddStringToObject(e, "role", sl_role_name(parts[i].role));
+        int range[2] = {parts[i].first, parts[i].last};
+        cJSON_AddItemToObject(e, "layers", cJSON_CreateIntArray(range, 2));
+        cJSON_AddStringToObject(e, "metadata", rel);
+        cJSON_AddItemToArray(list, e);
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/split.json", req->out_dir);
+    int rc = write_json_file(path, root, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err)
+{
+    const sl_config *cfg = sl_checkpoint_config(ck);
+    if (check_splits(cfg, req, err) != 0) return -1;
+    if (sl_mkdirs(req->out_dir, err) != 0) return -1;
+    source_hash sh = {.ck = ck, .model_path = req->model_path};
+    pthread_t hasher;
+    if (pthread_create(&hasher, NULL, hash_source, &sh) != 0) return sl_fail(err, "cannot start a thread");
+    char splits_text[SL_MAX_SPLITS * 8] = "";
+    for (int i = 0; i < req->n_splits; i++)
+        snprintf(splits_text + strlen(splits_text), sizeof splits_text - strlen(splits_text), "%s%d", i ? "-" : "",
+                 req->splits[i]);
+    const int n = req->n_splits + 1;
+    size_t done = 0, total = 0;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        sl_role role = i == 0 ? SL_ROLE_BOTTOM : i == n - 1 ? SL_ROLE_TOP : SL_ROLE_TRUNK;
+        int first = i == 0 ? 0 : req->splits[i - 1], last = i == n - 1 ? cfg->n_layer : req->splits[i];
+        char name[32], dir[PATH_MAX], stem[256];
+        if (role == SL_ROLE_TRUNK) snprintf(name, sizeof name, "trunk%d", i);
+        else snprintf(name, sizeof name, "%s", sl_role_name(role));
+        snprintf(dir, sizeof dir, "%s/%s", req->out_dir, sl_role_name(role));
+        snprintf(stem, sizeof stem, "%s_%s_%s", req->name, splits_text, name);
+        sl_params p;
+        rc = sl_params_load(&p, ck, first, last, role == SL_ROLE_BOTTOM, role == SL_ROLE_TOP, false, err);
+        if (rc == 0) {
+            rc = write_part_tensors(&p, name, role, req->dtype, dir, stem, &parts[i], err);
+            sl_params_free(&p);
+        }
+        done += parts[i].bytes;
+        total = done * n / (i + 1);
+        if (req->progress) req->progress(req->progress_ctx, done, rc == 0 && i == n - 1 ? done : total);
+    }
+    pthread_join(hasher, NULL);
+    if (rc == 0 && sh.rc != 0) rc = sl_fail(err, "%s", sh.err.msg);
+    if (rc == 0 && !sh.json) rc = sl_fail(err, "out of memory");
+    for (int i = 0; i < n && rc == 0; i++) rc = write_part_metadata(&parts[i], sh.json, NULL, err);
+    if (rc == 0) rc = write_index(req, parts, n, sh.json, err);
+    free(sh.json);
+    return rc;
+}

@@ -1,0 +1,88 @@
+/* part.h — split parts: one safetensors file per stage holding only that stage's tensors, plus a
+ * metadata JSON that says what it is; and the index of a split directory.
+ *
+ * Directory written by sl_split_write (name = model name, splits = "2-10"):
+ *   OUT/split.json                                   index: name, splits, parts in chain order
+ *   OUT/bottom/<name>_<splits>_bottom.safetensors    wte, wpe, blocks [0, s1)
+ *   OUT/bottom/<name>_<splits>_bottom_metadata.json
+ *   OUT/trunk/<name>_<splits>_trunkK.safetensors     blocks [sK, sK+1), K = 1, 2, ...
+ *   OUT/top/<name>_<splits>_top.safetensors          blocks [sN, L), ln_f, lm_head.weight
+ * Tensor names are HF's ("transformer.h.3.attn.c_attn.weight"), so a part is a subset of an HF
+ * checkpoint. A tied model's top gets its own copy of wte as lm_head.weight: once split, the
+ * embedding and the head are separate tensors (trained separately in split learning).
+ *
+ * Metadata JSON: {"format": "zmq-splitlearn-part", "version": 1, "name", "part", "role":
+ * "bottom"|"trunk"|"top", "layers": [first, last], "splits": [...], "config": {HF config},
+ * "parameters", "bytes", "dtype", "file", "sha256", "source": {"path", "files": [{"file",
+ * "sha256"}]}, "tool", and after training "step", "loss"}. */
+#ifndef SL_PART_H
+#define SL_PART_H
+
+#include "checkpoint.h"
+#include "params.h"
+
+#include <limits.h>
+
+#define SL_MAX_SPLITS 64
+
+typedef enum sl_role { SL_ROLE_BOTTOM, SL_ROLE_TRUNK, SL_ROLE_TOP } sl_role;
+
+const char *sl_role_name(sl_role role);
+int sl_role_parse(const char *name, sl_role *out);
+
+typedef struct sl_part_info {
+    char name[64];      /* part name: bottom, trunk1.., top */
+    sl_role role;
+    int first, last;    /* blocks [first, last) */
+    sl_config cfg;
+    char dtype[8];      /* f32, f16, bf16 */
+    char file[PATH_MAX]; /* the safetensors file, absolute or relative to the cwd */
+    char sha256[65];
+    size_t bytes, parameters;
+    long step;          /* training step of a checkpoint, -1 when never trained */
+    double loss;
+} sl_part_info;
+
+/* Reads a part's metadata JSON; info->file is resolved next to it. */
+int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err);
+
+/* Reads OUT/split.json: the parts in chain order (at most max). Returns the count or -1. */
+int sl_split_read_index(const char *dir, sl_part_info *parts, int max, sl_err *err);
+
+/* A loaded part: its tensors mapped from disk. */
+typedef struct sl_part sl_part;
+
+/* Opens the part whose layers are [first, last) in a split directory. With verify, the file's
+ * SHA-256 is recomputed and a mismatch refused. Caller owns the result. */
+sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err *err);
+void sl_part_destroy(sl_part **self);
+const sl_part_info *sl_part_info_of(const sl_part *self);
+
+/* Points p at the part's tensors (shapes checked against the metadata's config). copy as in
+ * sl_params_load. The part must outlive p when copy is false. */
+int sl_part_load_params(const sl_part *self, sl_params *p, bool copy, sl_err *err);
+
+typedef void (*sl_progress_fn)(void *ctx, size_t done, size_t total);
+
+typedef struct sl_split_request {
+    const char *model_path; /* as given by the user, recorded as the source */
+    const char *name;       /* model name used in file names */
+    const int *splits;      /* strictly increasing, inside 1 .. n_layer-1 */
+    int n_splits;
+    sl_dtype dtype;         /* F32, F16 or BF16 */
+    const char *out_dir;
+    sl_progress_fn progress; /* may be NULL; called with bytes written so far */
+    void *progress_ctx;
+} sl_split_request;
+
+/* Writes the parts, their metadata and split.json; parts[] (n_splits + 1 entries) receives what
+ * was written. */
+int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
+
+/* Writes one part file + metadata from params (used by split and by training checkpoints).
+ * extra_json, when not NULL, is a JSON object whose members are added to the metadata. */
+int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
+                  const char *file_stem, const char *source_json, const char *extra_json, sl_part_info *info,
+                  sl_err *err);
+
+#endif
