@@ -77,7 +77,7 @@ int sl_config_parse(const char *json, const char *origin, sl_config *cfg, sl_err
         rc = sl_fail(err, "%s: n_embd %d is not a multiple of n_head %d", origin, c.n_embd, c.n_head);
     if (rc == 0) {
         const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
-        c.layer_norm_epsilon = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-5f;
+        c.layer_norm_epsilon = cJSON_IsNumber(eps) ? eps->valuedouble : 1e-5;
         if (!(c.layer_norm_epsilon > 0)) rc = sl_fail(err, "%s: layer_norm_epsilon must be > 0", origin);
         const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
         c.tie_word_embeddings = !cJSON_IsFalse(tie); /* HF's default is tied */

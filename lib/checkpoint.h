@@ -18,7 +18,7 @@
 
 typedef struct sl_config {
     int n_layer, n_embd, n_head, n_inner, vocab_size, n_positions;
-    float layer_norm_epsilon;
+    double layer_norm_epsilon;
     bool tie_word_embeddings;
     int eos_token_id;
 } sl_config;

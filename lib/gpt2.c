@@ -104,7 +104,7 @@ static void block_forward(sl_stage *s, const sl_block *w, sl_kv *kv, int l, int 
     const sl_config *c = &s->p->cfg;
     const int C = c->n_embd, past = kv->len;
     float *kc = kv->k + (size_t)l * kv->n_ctx * C, *vc = kv->v + (size_t)l * kv->n_ctx * C;
-    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln1_w, w->ln1_b, T, C, c->layer_norm_epsilon);
+    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln1_w, w->ln1_b, T, C, (float)c->layer_norm_epsilon);
     sl_matmul_forward(s->qkv, s->ln, w->qkv_w, w->qkv_b, T, C, 3 * C, false);
     for (int t = 0; t < T; t++) {
         const float *row = s->qkv + (size_t)t * 3 * C;
@@ -113,7 +113,7 @@ static void block_forward(sl_stage *s, const sl_block *w, sl_kv *kv, int l, int 
     }
     sl_attention_forward(s->atty, s->probs, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, C / c->n_head);
     sl_matmul_forward(s->x, s->atty, w->attn_proj_w, w->attn_proj_b, T, C, C, true);
-    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln2_w, w->ln2_b, T, C, c->layer_norm_epsilon);
+    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln2_w, w->ln2_b, T, C, (float)c->layer_norm_epsilon);
     sl_matmul_forward(s->fch, s->ln, w->fc_w, w->fc_b, T, C, c->n_inner, false);
     sl_gelu_forward(s->fch, s->fch, (size_t)T * c->n_inner);
     sl_matmul_forward(s->x, s->fch, w->fc_proj_w, w->fc_proj_b, T, c->n_inner, C, true);
@@ -130,7 +130,7 @@ static void head_forward(sl_stage *s, int T, float *out, sl_output which)
         T = 1;
     }
     float *normed = which == SL_OUT_HIDDEN ? out : s->ln;
-    sl_layernorm_forward(normed, NULL, NULL, rows, s->p->lnf_w, s->p->lnf_b, T, C, c->layer_norm_epsilon);
+    sl_layernorm_forward(normed, NULL, NULL, rows, s->p->lnf_w, s->p->lnf_b, T, C, (float)c->layer_norm_epsilon);
     if (which != SL_OUT_HIDDEN) sl_matmul_forward_wt(out, normed, s->p->lm_head, T, C, c->vocab_size);
 }
 

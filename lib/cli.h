@@ -1,0 +1,22 @@
+/* cli.h — parsing of command-line values shared by the tools, with errors naming the option. */
+#ifndef SL_CLI_H
+#define SL_CLI_H
+
+#include "err.h"
+
+#include <stdint.h>
+
+/* Exit codes of every program (documented in each --help). */
+enum { SL_EXIT_OK = 0, SL_EXIT_FAILURE = 1, SL_EXIT_USAGE = 2, SL_EXIT_TIMEOUT = 3 };
+
+/* "1,2,3" (or "1 2 3") into out; returns the count, -1 with err naming option on a bad entry,
+ * an empty list or more than max entries. */
+int sl_parse_int_list(const char *text, const char *option, int32_t *out, int max, sl_err *err);
+
+/* A whole number in [lo, hi]. */
+int sl_parse_long(const char *text, const char *option, long lo, long hi, long *out, sl_err *err);
+
+/* A finite number in [lo, hi]. */
+int sl_parse_double(const char *text, const char *option, double lo, double hi, double *out, sl_err *err);
+
+#endif
