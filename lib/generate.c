@@ -1,0 +1,82 @@
+/* generate.c — generation options and the logits file shared by run and send. */
+#include "generate.h"
+
+#include "cli.h"
+#include "safetensors.h"
+
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+void sl_gen_opts_init(sl_gen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_new_tokens = 32;
+    o->sampling = SL_SAMPLING_GREEDY;
+}
+
+int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err)
+{
+    long v;
+    double d;
+    switch (code) {
+    case 1000:
+        o->n_ids = sl_parse_int_list(arg, "--ids", o->ids, SL_MAX_PROMPT, err);
+        return o->n_ids < 0 ? -1 : 0;
+    case 1001:
+        if (sl_parse_long(arg, "--max-new-tokens", 0, 1 << 20, &v, err) != 0) return -1;
+        o->max_new_tokens = (int)v;
+        return 0;
+    case 1002: o->sampling.greedy = true; return 0;
+    case 1003:
+        if (sl_parse_double(arg, "--temperature", 1e-6, 1e6, &d, err) != 0) return -1;
+        o->sampling.temperature = (float)d;
+        o->sampling.greedy = false;
+        return 0;
+    case 1004:
+        if (sl_parse_long(arg, "--top-k", 0, INT_MAX, &v, err) != 0) return -1;
+        o->sampling.top_k = (int)v;
+        o->sampling.greedy = false;
+        return 0;
+    case 1005:
+        if (sl_parse_double(arg, "--top-p", 1e-9, 1, &d, err) != 0) return -1;
+        o->sampling.top_p = (float)d;
+        o->sampling.greedy = false;
+        return 0;
+    case 1006:
+        if (sl_parse_long(arg, "--seed", 0, __LONG_MAX__, &v, err) != 0) return -1;
+        o->sampling.seed = (uint64_t)v;
+        return 0;
+    case 1007: o->print_ids = true; return 0;
+    case 1008: o->logits_path = arg; return 0;
+    case 1009: o->ignore_eos = true; return 0;
+    case 1010: o->vocab_dir = arg; return 0;
+    case 1011: o->quiet = true; return 0;
+    default: return sl_fail(err, "unknown option");
+    }
+}
+
+int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err)
+{
+    sl_st_writer *w = sl_st_writer_new();
+    if (!w) return sl_fail(err, "out of memory");
+    int64_t shape[2] = {T, vocab};
+    int rc = sl_st_writer_add_f32(w, "logits", SL_F32, logits, 2, shape, err);
+    if (rc == 0) rc = sl_st_writer_write(w, path, NULL, err);
+    sl_st_writer_destroy(&w);
+    return rc;
+}
+
+void sl_default_vocab_dir(char *out, size_t size)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (access("models/gpt2-vocab/vocab.json", R_OK) == 0 || n <= 0) {
+        snprintf(out, size, "models/gpt2-vocab");
+        return;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(out, size, "%s/../models/gpt2-vocab", exe);
+}

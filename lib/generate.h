@@ -1,0 +1,57 @@
+/* generate.h — what zmq-splitlearn-run and zmq-splitlearn-send share: the generation options,
+ * their parsing, and the output contract (streamed text, --print-ids, --logits FILE). */
+#ifndef SL_GENERATE_H
+#define SL_GENERATE_H
+
+#include "err.h"
+#include "sampler.h"
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SL_MAX_PROMPT 4096
+
+typedef struct sl_gen_opts {
+    const char *prompt;  /* text, or NULL when ids are given */
+    int32_t ids[SL_MAX_PROMPT];
+    int n_ids;
+    int max_new_tokens;
+    sl_sampling sampling;
+    bool print_ids, ignore_eos, quiet;
+    const char *logits_path; /* --logits FILE */
+    const char *vocab_dir;   /* --vocab DIR */
+} sl_gen_opts;
+
+/* The long options of generation, to put in a tool's getopt_long table. */
+#define SL_GEN_OPTIONS                                                                          \
+    {"ids", 1, 0, 1000}, {"max-new-tokens", 1, 0, 1001}, {"greedy", 0, 0, 1002},                \
+        {"temperature", 1, 0, 1003}, {"top-k", 1, 0, 1004}, {"top-p", 1, 0, 1005},              \
+        {"seed", 1, 0, 1006}, {"print-ids", 0, 0, 1007}, {"logits", 1, 0, 1008},                \
+        {"ignore-eos", 0, 0, 1009}, {"vocab", 1, 0, 1010}, {"quiet", 0, 0, 1011}
+
+#define SL_GEN_USAGE                                                                            \
+    "  --ids 1,2,3            the prompt as token ids instead of text\n"                       \
+    "  --max-new-tokens N     tokens to generate (default 32; 0: only the prompt's logits)\n"  \
+    "  --greedy               argmax decoding (the default)\n"                                 \
+    "  --temperature T --top-k K --top-p P --seed S   sampling, reproducible with --seed\n"   \
+    "  --ignore-eos           do not stop at the end-of-text token\n"                          \
+    "  --print-ids            print the generated ids (not the prompt) on one last line\n"     \
+    "  --logits FILE          write F32 'logits' [T, vocab] at every prompt position\n"        \
+    "  --vocab DIR            vocab.json + merges.txt (default: the model's, else models/gpt2-vocab)\n" \
+    "  --quiet                do not stream the generated text\n"
+
+/* Defaults: 32 greedy tokens. */
+void sl_gen_opts_init(sl_gen_opts *o);
+
+/* Applies one of SL_GEN_OPTIONS (code >= 1000); returns 0, or -1 with err for a bad value. */
+int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err);
+
+/* Writes the logits [T, vocab] to a safetensors file with one F32 tensor "logits". */
+int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err);
+
+/* The default vocab directory: models/gpt2-vocab beside the program's bin/ or in the cwd. */
+void sl_default_vocab_dir(char *out, size_t size);
+
+#endif

@@ -1,0 +1,203 @@
+/* test_part.c — splitting checkpoints into parts and loading them back: every part holds only
+ * its tensors, chained parts reproduce the fixture's logits, metadata is right, and a changed,
+ * truncated or missing part file is refused with a clear message. */
+#include "fileio.h"
+#include "fixtures.h"
+#include "gpt2.h"
+#include "part.h"
+#include "sha256.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char tmp_root[256];
+
+static int split(const char *model, const int *splits, int n, sl_dtype dtype, const char *out, sl_part_info *parts)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    if (!CHECK(ck != NULL, "%s", err.msg)) return -1;
+    sl_split_request req = {.model_path = src, .name = model, .splits = splits, .n_splits = n, .dtype = dtype,
+                            .out_dir = out};
+    int rc = sl_split_write(ck, &req, parts, &err);
+    CHECK(rc == 0, "split %s: %s", model, err.msg);
+    sl_checkpoint_destroy(&ck);
+    return rc;
+}
+
+/* Runs the prompt through the parts in chain order; returns the last position's logits. */
+static float *chain(const char *dir, const sl_part_info *parts, int n, const fixture_prompt *fp)
+{
+    const sl_config *c = &parts[0].cfg;
+    const int T = fp->n_ids;
+    float *act = malloc((size_t)T * c->n_embd * sizeof(float)), *next = malloc((size_t)T * c->n_embd * sizeof(float));
+    float *logits = malloc((size_t)c->vocab_size * sizeof(float));
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        sl_err err;
+        sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, &err);
+        sl_params p;
+        if (!CHECK(part && sl_part_load_params(part, &p, false, &err) == 0, "load %s: %s", parts[i].name, err.msg)) {
+            sl_part_destroy(&part);
+            rc = -1;
+            break;
+        }
+        sl_stage *s = sl_stage_new(&p, T, &err);
+        sl_kv *kv = sl_kv_new(&p, T, &err);
+        bool top = i == n - 1;
+        rc = sl_stage_forward(s, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
+                              top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
+        CHECK(rc == 0, "forward %s: %s", parts[i].name, err.msg);
+        float *t = act;
+        act = next;
+        next = t;
+        sl_kv_destroy(&kv);
+        sl_stage_destroy(&s);
+        sl_params_free(&p);
+        sl_part_destroy(&part);
+    }
+    free(act);
+    free(next);
+    if (rc != 0) free(logits);
+    return rc == 0 ? logits : NULL;
+}
+
+static void test_split_reproduces_logits(void)
+{
+    const int splits[][3] = {{1, 0, 0}, {2, 4, 0}, {1, 3, 5}, {5, 0, 0}};
+    const int counts[] = {1, 2, 3, 1};
+    fixture_prompt prompts[4];
+    if (fixture_prompts("tiny-a", prompts, 4) < 4) return;
+    char refs_path[PATH_MAX];
+    fixture_path(refs_path, sizeof refs_path, "tiny-a", "refs.safetensors");
+    sl_err err;
+    sl_st_file *refs = sl_st_open(refs_path, &err);
+    if (!CHECK(refs != NULL, "%s", err.msg)) return;
+    const float *want = fixture_f32(refs, "p3.logits_last", 50257);
+    for (int k = 0; k < 4; k++) {
+        char out[PATH_MAX];
+        snprintf(out, sizeof out, "%s/tiny-a-%d", tmp_root, k);
+        sl_part_info parts[4];
+        if (split("tiny-a", splits[k], counts[k], SL_F32, out, parts) != 0) continue;
+        float *got = chain(out, parts, counts[k] + 1, &prompts[3]);
+        char what[64];
+        snprintf(what, sizeof what, "tiny-a split %d parts", counts[k] + 1);
+        if (got && want) CHECK_CLOSE(got, want, 50257, 1e-5, what);
+        free(got);
+    }
+    sl_st_close(&refs);
+}
+
+static void test_part_contents_and_metadata(void)
+{
+    char out[PATH_MAX];
+    snprintf(out, sizeof out, "%s/tiny-a-meta", tmp_root);
+    const int splits[] = {2, 4};
+    sl_part_info parts[3];
+    if (split("tiny-a", splits, 2, SL_F16, out, parts) != 0) return;
+    const char *names[] = {"bottom", "trunk1", "top"};
+    const int ranges[][2] = {{0, 2}, {2, 4}, {4, 6}};
+    sl_part_info index[4];
+    sl_err err;
+    int n = sl_split_read_index(out, index, 4, &err);
+    CHECK(n == 3, "index has %d parts: %s", n, err.msg);
+    for (int i = 0; i < 3 && n == 3; i++) {
+        CHECK(strcmp(index[i].name, names[i]) == 0, "part %d is %s", i, index[i].name);
+        CHECK(index[i].first == ranges[i][0] && index[i].last == ranges[i][1], "%s layers [%d,%d)", names[i],
+              index[i].first, index[i].last);
+        CHECK(strcmp(index[i].dtype, "f16") == 0 && index[i].step == -1, "%s dtype %s", names[i], index[i].dtype);
+        uint8_t digest[32];
+        char hex[65];
+        sl_sha256_file(index[i].file, digest, &err);
+        sl_sha256_hex(digest, hex);
+        CHECK(strcmp(hex, index[i].sha256) == 0, "%s sha256 in metadata matches the file", names[i]);
+        CHECK(strstr(index[i].file, "/tiny-a_2-4_") != NULL, "%s file name %s", names[i], index[i].file);
+        sl_st_file *f = sl_st_open(index[i].file, &err);
+        if (!CHECK(f != NULL, "%s", err.msg)) continue;
+        bool has_wte = sl_st_find(f, "transformer.wte.weight"), has_head = sl_st_find(f, "lm_head.weight");
+        bool has_h0 = sl_st_find(f, "transformer.h.0.attn.c_attn.weight"), has_lnf = sl_st_find(f, "transformer.ln_f.weight");
+        CHECK(has_wte == (i == 0) && has_h0 == (i == 0), "%s holds wte/h.0 only if bottom", names[i]);
+        CHECK(has_head == (i == 2) && has_lnf == (i == 2), "%s holds lm_head/ln_f only if top (tied model)", names[i]);
+        CHECK(sl_st_count(f) == (i == 0 ? 2 + 24u : i == 1 ? 24u : 24 + 3u), "%s has %zu tensors", names[i],
+              sl_st_count(f));
+        sl_st_close(&f);
+    }
+    char meta[PATH_MAX * 2];
+    snprintf(meta, sizeof meta, "%s/top/tiny-a_2-4_top_metadata.json", out);
+    char *text = sl_read_text_file(meta, 1 << 20, &err);
+    CHECK(text && strstr(text, "\"source\"") && strstr(text, "\"sha256\"") && strstr(text, "zmq-splitlearn") &&
+              strstr(text, "\"parameters\""),
+          "metadata has source, sha256, tool, parameters");
+    free(text);
+}
+
+static void test_damaged_parts(void)
+{
+    char out[PATH_MAX];
+    snprintf(out, sizeof out, "%s/tiny-b-damaged", tmp_root);
+    const int splits[] = {3};
+    sl_part_info parts[2];
+    if (split("tiny-b", splits, 1, SL_F32, out, parts) != 0) return;
+    sl_err err;
+    /* Flip one byte of the top's data: same size, different hash. */
+    FILE *fp = fopen(parts[1].file, "r+b");
+    fseek(fp, -5, SEEK_END);
+    int byte = fgetc(fp);
+    fseek(fp, -5, SEEK_END);
+    fputc(byte ^ 0x55, fp);
+    fclose(fp);
+    sl_part *part = sl_part_open(out, 3, 5, false, &err);
+    CHECK(part != NULL, "without --verify the changed part still loads: %s", err.msg);
+    sl_part_destroy(&part);
+    part = sl_part_open(out, 3, 5, true, &err);
+    CHECK(part == NULL && strstr(err.msg, "SHA-256") && strstr(err.msg, parts[1].file), "verify refuses: %s", err.msg);
+    sl_part_destroy(&part);
+    CHECK(truncate(parts[0].file, 100) == 0, "truncate");
+    part = sl_part_open(out, 0, 3, false, &err);
+    CHECK(part == NULL && strstr(err.msg, "metadata says"), "truncated part refused: %s", err.msg);
+    sl_part_destroy(&part);
+    part = sl_part_open(out, 0, 2, false, &err);
+    CHECK(part == NULL && strstr(err.msg, "no part has layers [0,2)") && strstr(err.msg, "bottom [0,3)"),
+          "unknown range lists the parts: %s", err.msg);
+    sl_part_destroy(&part);
+    unlink(parts[1].file);
+    part = sl_part_open(out, 3, 5, false, &err);
+    CHECK(part == NULL && strstr(err.msg, "missing part file"), "missing part file: %s", err.msg);
+    sl_part_destroy(&part);
+}
+
+static void test_bad_splits(void)
+{
+    char out[PATH_MAX], src[PATH_MAX];
+    snprintf(out, sizeof out, "%s/bad", tmp_root);
+    snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    const int cases[][2] = {{0, 2}, {3, 3}, {4, 2}, {2, 5}};
+    const char *needles[] = {"outside", "increase", "increase", "outside"};
+    sl_part_info parts[3];
+    for (int i = 0; i < 4 && ck; i++) {
+        sl_split_request req = {.model_path = src, .name = "x", .splits = cases[i], .n_splits = 2, .dtype = SL_F32,
+                                .out_dir = out};
+        CHECK(sl_split_write(ck, &req, parts, &err) != 0 && strstr(err.msg, needles[i]), "splits %d,%d: %s",
+              cases[i][0], cases[i][1], err.msg);
+    }
+    sl_checkpoint_destroy(&ck);
+}
+
+int main(void)
+{
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/sl-test-part-XXXXXX");
+    if (!mkdtemp(tmp_root)) return fprintf(stderr, "mkdtemp failed\n"), 1;
+    test_split_reproduces_logits();
+    test_part_contents_and_metadata();
+    test_damaged_parts();
+    test_bad_splits();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
+    return check_done();
+}
