@@ -12,7 +12,6 @@ typedef struct scored {
 
 struct sl_sampler {
     sl_sampling opts;
-    sl_rng rng;
     int vocab_size;
     scored *cand; /* (vocab_size) scratch */
 };
@@ -32,7 +31,6 @@ sl_sampler *sl_sampler_new(const sl_sampling *opts, int vocab_size)
     if (!self) return NULL;
     self->opts = *opts;
     self->vocab_size = vocab_size;
-    sl_rng_seed(&self->rng, opts->seed);
     if (!(self->cand = malloc((size_t)vocab_size * sizeof *self->cand))) sl_sampler_destroy(&self);
     return self;
 }
@@ -74,7 +72,7 @@ static int gather_candidates(sl_sampler *self, const float *logits)
     return n;
 }
 
-int32_t sl_sampler_next(sl_sampler *self, const float *logits)
+int32_t sl_sampler_next(sl_sampler *self, const float *logits, uint64_t index)
 {
     if (self->opts.greedy) return argmax(logits, self->vocab_size);
     int n = gather_candidates(self, logits);
@@ -85,7 +83,9 @@ int32_t sl_sampler_next(sl_sampler *self, const float *logits)
     double kept = 0;
     int keep = 0;
     while (keep < n && (keep == 0 || kept < self->opts.top_p * total)) kept += exp(self->cand[keep++].logit);
-    double r = sl_rng_uniform(&self->rng) * kept, acc = 0;
+    sl_rng rng;
+    sl_rng_seed(&rng, self->opts.seed ^ (index * 0xd1b54a32d192ed03ull));
+    double r = sl_rng_uniform(&rng) * kept, acc = 0;
     for (int i = 0; i < keep; i++) {
         acc += exp(self->cand[i].logit);
         if (r < acc) return self->cand[i].id;

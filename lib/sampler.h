@@ -29,7 +29,9 @@ typedef struct sl_sampler sl_sampler;
 sl_sampler *sl_sampler_new(const sl_sampling *opts, int vocab_size);
 void sl_sampler_destroy(sl_sampler **self);
 
-/* The chosen token id for logits (vocab_size). */
-int32_t sl_sampler_next(sl_sampler *self, const float *logits);
+/* The chosen token id for logits (vocab_size) as the index-th generated token. The random draw
+ * depends only on (seed, index), not on earlier calls: a pipeline whose top node restarts
+ * mid-sequence samples exactly what the monolithic runner samples. */
+int32_t sl_sampler_next(sl_sampler *self, const float *logits, uint64_t index);
 
 #endif

@@ -1,0 +1,305 @@
+/* topology.c — parsing (inih, fed line by line so that errors carry line numbers) and validation
+ * of pipeline topology files. */
+#include "topology.h"
+
+#include "cli.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct parse_state {
+    sl_topology *t;
+    FILE *fp;
+    int line;             /* line the reader returned last */
+    int pipeline_line;    /* 0 when there is no [pipeline] */
+    sl_topo_node *node;   /* section being read, NULL for [pipeline] */
+    bool seen[SL_MAX_NODES][3]; /* role, layers, listen given */
+    char parts_raw[PATH_MAX];
+    sl_err *err;
+    int rc;
+} parse_state;
+
+static const char pipeline_keys[] =
+    "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, hwm, verify";
+static const char node_keys[] = "role, layers, listen, host, threads, pin";
+
+/* inih reads through this, so the state always knows the current line; section headers are
+ * handled here too, because inih reports a section only once it has a key. */
+static char *read_line(char *buf, int size, void *stream)
+{
+    parse_state *ps = stream;
+    if (ps->rc != 0 || !fgets(buf, size, ps->fp)) return NULL;
+    ps->line++;
+    const char *p = buf + strspn(buf, " \t");
+    if (*p != '[') return buf;
+    const char *end = strchr(p, ']');
+    if (!end) return buf; /* inih reports the malformed header */
+    char section[128];
+    snprintf(section, sizeof section, "%.*s", (int)(end - p - 1), p + 1);
+    sl_topology *t = ps->t;
+    if (strcmp(section, "pipeline") == 0) {
+        if (ps->pipeline_line)
+            ps->rc = sl_fail(ps->err, "%s:%d: second [pipeline] section (the first is at line %d)", t->path, ps->line,
+                             ps->pipeline_line);
+        ps->pipeline_line = ps->line;
+        ps->node = NULL;
+    } else if (strncmp(section, "node.", 5) == 0 && section[5]) {
+        for (int i = 0; i < t->n_nodes && ps->rc == 0; i++)
+            if (strcmp(t->nodes[i].name, section + 5) == 0)
+                ps->rc = sl_fail(ps->err, "%s:%d: [%s] appears twice (first at line %d); give each node its own name",
+                                 t->path, ps->line, section, t->nodes[i].line);
+        if (ps->rc == 0 && t->n_nodes == SL_MAX_NODES)
+            ps->rc = sl_fail(ps->err, "%s:%d: more than %d nodes", t->path, ps->line, SL_MAX_NODES);
+        if (ps->rc == 0 && strlen(section + 5) >= sizeof t->nodes[0].name)
+            ps->rc = sl_fail(ps->err, "%s:%d: node name too long", t->path, ps->line);
+        if (ps->rc == 0) {
+            ps->node = &t->nodes[t->n_nodes++];
+            snprintf(ps->node->name, sizeof ps->node->name, "%s", section + 5);
+            snprintf(ps->node->host, sizeof ps->node->host, "localhost");
+            ps->node->line = ps->line;
+        }
+    } else {
+        ps->rc = sl_fail(ps->err, "%s:%d: unknown section [%s]; sections are [pipeline] and [node.NAME]", t->path,
+                         ps->line, section);
+    }
+    return buf;
+}
+
+static int parse_layers(parse_state *ps, const char *value)
+{
+    int a, b, n = 0;
+    if (sscanf(value, "%d-%d%n", &a, &b, &n) != 2 || value[n] || a < 0 || b <= a)
+        return sl_fail(ps->err, "%s:%d: layers = %s: write FIRST-LAST with FIRST < LAST, e.g. 0-2 for blocks [0,2)",
+                       ps->t->path, ps->line, value);
+    ps->node->first = a;
+    ps->node->last = b;
+    return 0;
+}
+
+static int parse_bool(parse_state *ps, const char *key, const char *value, bool *out)
+{
+    if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1")) return *out = true, 0;
+    if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0")) return *out = false, 0;
+    return sl_fail(ps->err, "%s:%d: %s = %s: write yes or no", ps->t->path, ps->line, key, value);
+}
+
+static int parse_endpoint(parse_state *ps, const char *value, char *out)
+{
+    if ((strncmp(value, "tcp://", 6) != 0 && strncmp(value, "ipc://", 6) != 0) || strlen(value) >= SL_MAX_ENDPOINT ||
+        strlen(value) < 8)
+        return sl_fail(ps->err, "%s:%d: listen = %s: write tcp://HOST:PORT or ipc:///PATH", ps->t->path, ps->line,
+                       value);
+    snprintf(out, SL_MAX_ENDPOINT, "%s", value);
+    return 0;
+}
+
+/* Wraps a cli.h number error with file:line. */
+static int number(parse_state *ps, int rc)
+{
+    if (rc != 0) sl_err_prefix(ps->err, "%s:%d", ps->t->path, ps->line);
+    return rc;
+}
+
+static int pipeline_key(parse_state *ps, const char *key, const char *value)
+{
+    sl_topology *t = ps->t;
+    long v;
+    double d;
+    if (!strcmp(key, "name")) return snprintf(t->name, sizeof t->name, "%s", value), 0;
+    if (!strcmp(key, "parts")) return snprintf(ps->parts_raw, sizeof ps->parts_raw, "%s", value), 0;
+    if (!strcmp(key, "activations")) {
+        if (sl_dtype_parse(value, &t->activations) != 0 || t->activations > SL_BF16)
+            return sl_fail(ps->err, "%s:%d: activations = %s: write f32, f16 or bf16", t->path, ps->line, value);
+        return 0;
+    }
+    if (!strcmp(key, "timeout")) return number(ps, sl_parse_double(value, "timeout", 0.001, 1e6, &t->timeout, ps->err));
+    if (!strcmp(key, "idle_timeout"))
+        return number(ps, sl_parse_double(value, "idle_timeout", 0.001, 1e9, &t->idle_timeout, ps->err));
+    if (!strcmp(key, "max_sessions")) {
+        int rc = number(ps, sl_parse_long(value, "max_sessions", 1, 1 << 20, &v, ps->err));
+        t->max_sessions = (int)v;
+        return rc;
+    }
+    if (!strcmp(key, "max_message_mb")) {
+        int rc = number(ps, sl_parse_double(value, "max_message_mb", 0.001, 4096, &d, ps->err));
+        t->max_message = (size_t)(d * 1048576.0);
+        return rc;
+    }
+    if (!strcmp(key, "hwm")) {
+        int rc = number(ps, sl_parse_long(value, "hwm", 1, 1 << 24, &v, ps->err));
+        t->hwm = (int)v;
+        return rc;
+    }
+    if (!strcmp(key, "verify")) return parse_bool(ps, key, value, &t->verify);
+    return sl_fail(ps->err, "%s:%d: unknown key '%s' in [pipeline] (keys: %s)", t->path, ps->line, key, pipeline_keys);
+}
+
+static int node_key(parse_state *ps, const char *key, const char *value)
+{
+    sl_topo_node *n = ps->node;
+    bool *seen = ps->seen[n - ps->t->nodes];
+    long v;
+    if (!strcmp(key, "role")) {
+        seen[0] = true;
+        if (sl_role_parse(value, &n->role) != 0)
+            return sl_fail(ps->err, "%s:%d: role = %s: write bottom, trunk or top", ps->t->path, ps->line, value);
+        return 0;
+    }
+    if (!strcmp(key, "layers")) return seen[1] = true, parse_layers(ps, value);
+    if (!strcmp(key, "listen")) return seen[2] = true, parse_endpoint(ps, value, n->listen);
+    if (!strcmp(key, "host")) return snprintf(n->host, sizeof n->host, "%s", value), 0;
+    if (!strcmp(key, "threads")) {
+        int rc = number(ps, sl_parse_long(value, "threads", 0, 1024, &v, ps->err));
+        n->threads = (int)v;
+        return rc;
+    }
+    if (!strcmp(key, "pin")) return parse_bool(ps, key, value, &n->pin);
+    return sl_fail(ps->err, "%s:%d: unknown key '%s' in [node.%s] (keys: %s)", ps->t->path, ps->line, key, n->name,
+                   node_keys);
+}
+
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    parse_state *ps = user;
+    (void)section;
+    if (ps->rc == 0) {
+        if (!ps->node && !ps->pipeline_line)
+            ps->rc = sl_fail(ps->err, "%s:%d: '%s' is outside any section; put it under [pipeline] or [node.NAME]",
+                             ps->t->path, ps->line, key);
+        else
+            ps->rc = ps->node ? node_key(ps, key, value) : pipeline_key(ps, key, value);
+    }
+    return ps->rc == 0;
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* parts is relative to the topology file's directory, or else to the current directory. */
+static int resolve_parts(parse_state *ps, const char *raw)
+{
+    sl_topology *t = ps->t;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", t->path);
+    char *slash = strrchr(dir, '/');
+    char beside[PATH_MAX * 2];
+    if (slash) *slash = '\0';
+    snprintf(beside, sizeof beside, "%s/%s", slash ? dir : ".", raw);
+    const char *chosen = raw[0] == '/' || !slash || (!is_dir(beside) && is_dir(raw)) ? raw : beside;
+    if (snprintf(t->parts, sizeof t->parts, "%s", chosen) >= (int)sizeof t->parts)
+        return sl_fail(ps->err, "%s:%d: parts path too long", t->path, ps->pipeline_line);
+    return 0;
+}
+
+static int check_nodes(parse_state *ps)
+{
+    sl_topology *t = ps->t;
+    if (!ps->pipeline_line) return sl_fail(ps->err, "%s: no [pipeline] section; add one with parts = DIR", t->path);
+    if (!ps->parts_raw[0])
+        return sl_fail(ps->err, "%s:%d: [pipeline] has no 'parts'; add parts = DIR (a zmq-splitlearn-split output)",
+                       t->path, ps->pipeline_line);
+    if (t->n_nodes < 2) return sl_fail(ps->err, "%s: a pipeline needs at least a bottom and a top node", t->path);
+    static const char *const names[] = {"role", "layers", "listen"}, *const hints[] = {
+        "role = bottom|trunk|top", "layers = FIRST-LAST", "listen = tcp://HOST:PORT"};
+    for (int i = 0; i < t->n_nodes; i++) {
+        sl_topo_node *n = &t->nodes[i];
+        for (int k = 0; k < 3; k++)
+            if (!ps->seen[i][k])
+                return sl_fail(ps->err, "%s:%d: [node.%s] has no '%s'; add %s", t->path, n->line, n->name, names[k],
+                               hints[k]);
+        sl_role want = i == 0 ? SL_ROLE_BOTTOM : i == t->n_nodes - 1 ? SL_ROLE_TOP : SL_ROLE_TRUNK;
+        if (n->role != want)
+            return sl_fail(ps->err, "%s:%d: [node.%s] is a %s but stage %d of %d must be a %s (stages chain in file "
+                           "order: bottom first, trunks, top last)",
+                           t->path, n->line, n->name, sl_role_name(n->role), i + 1, t->n_nodes, sl_role_name(want));
+        if (i == 0 && n->first != 0)
+            return sl_fail(ps->err, "%s:%d: [node.%s] must start at layer 0 (layers = 0-%d)", t->path, n->line, n->name,
+                           n->last);
+        if (i > 0 && n->first != t->nodes[i - 1].last)
+            return sl_fail(ps->err, "%s:%d: [node.%s] starts at layer %d but [node.%s] ends at %d: %s; make it "
+                           "layers = %d-%d",
+                           t->path, n->line, n->name, n->first, t->nodes[i - 1].name, t->nodes[i - 1].last,
+                           n->first > t->nodes[i - 1].last ? "a gap" : "an overlap", t->nodes[i - 1].last, n->last);
+        for (int j = 0; j < i; j++)
+            if (strcmp(t->nodes[j].listen, n->listen) == 0)
+                return sl_fail(ps->err, "%s:%d: [node.%s] listens on %s like [node.%s]; give each node its own endpoint",
+                               t->path, n->line, n->name, n->listen, t->nodes[j].name);
+    }
+    return 0;
+}
+
+static int check_parts(parse_state *ps)
+{
+    sl_topology *t = ps->t;
+    sl_part_info parts[SL_MAX_SPLITS + 1];
+    sl_err inner;
+    int n = sl_split_read_index(t->parts, parts, SL_MAX_SPLITS + 1, &inner);
+    if (n < 0)
+        return sl_fail(ps->err, "%s:%d: parts = %s is not a split directory (%s); make one with zmq-splitlearn-split",
+                       t->path, ps->pipeline_line, ps->parts_raw, inner.msg);
+    int n_layer = parts[0].cfg.n_layer;
+    for (int i = 0; i < t->n_nodes; i++) {
+        sl_topo_node *node = &t->nodes[i];
+        int found = -1;
+        for (int j = 0; j < n; j++)
+            if (parts[j].first == node->first && parts[j].last == node->last) found = j;
+        if (found < 0) {
+            char have[512] = "";
+            for (int j = 0; j < n; j++)
+                snprintf(have + strlen(have), sizeof have - strlen(have), " %d-%d", parts[j].first, parts[j].last);
+            return sl_fail(ps->err, "%s:%d: [node.%s] layers = %d-%d match no part in %s (it has:%s)", t->path,
+                           node->line, node->name, node->first, node->last, t->parts, have);
+        }
+        if (access(parts[found].file, R_OK) != 0)
+            return sl_fail(ps->err, "%s:%d: [node.%s]: part file %s is missing", t->path, node->line, node->name,
+                           parts[found].file);
+    }
+    const sl_topo_node *top = &t->nodes[t->n_nodes - 1];
+    if (top->last != n_layer)
+        return sl_fail(ps->err, "%s:%d: [node.%s] ends at layer %d but the model has %d; make it layers = %d-%d",
+                       t->path, top->line, top->name, top->last, n_layer, top->first, n_layer);
+    return 0;
+}
+
+int sl_topology_load(const char *path, sl_topology *t, bool check_parts_dir, sl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->path, sizeof t->path, "%s", path);
+    t->activations = SL_F32;
+    t->timeout = 30;
+    t->idle_timeout = 600;
+    t->max_sessions = 64;
+    t->max_message = 256u << 20;
+    t->hwm = 1000;
+    parse_state ps = {.t = t, .err = err};
+    if (!(ps.fp = fopen(path, "r"))) return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    int bad_line = ini_parse_stream(read_line, &ps, on_key, &ps);
+    fclose(ps.fp);
+    if (ps.rc != 0) return -1;
+    if (bad_line != 0)
+        return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", path, bad_line);
+    if (check_nodes(&ps) != 0) return -1;
+    if (resolve_parts(&ps, ps.parts_raw) != 0) return -1;
+    if (!t->name[0]) {
+        const char *base = strrchr(t->parts, '/');
+        snprintf(t->name, sizeof t->name, "%.127s", base && base[1] ? base + 1 : t->parts);
+    }
+    return check_parts_dir ? check_parts(&ps) : 0;
+}
+
+const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name)
+{
+    for (int i = 0; i < t->n_nodes; i++)
+        if (strcmp(t->nodes[i].name, name) == 0) return &t->nodes[i];
+    return NULL;
+}
+
+int sl_topology_index(const sl_topology *t, const sl_topo_node *node) { return (int)(node - t->nodes); }

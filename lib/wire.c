@@ -1,0 +1,430 @@
+/* wire.c — msgpack encoding and validating decoding of pipeline messages (see wire.h). */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result", "error", "end", "ack"};
+
+const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
+
+struct sl_wire_decoder {
+    msgpack_unpacked unpacked; /* its zone is reused from message to message */
+};
+
+sl_wire_decoder *sl_wire_decoder_new(void)
+{
+    sl_wire_decoder *self = calloc(1, sizeof *self);
+    if (self) msgpack_unpacked_init(&self->unpacked);
+    return self;
+}
+
+void sl_wire_decoder_destroy(sl_wire_decoder **self)
+{
+    if (!self || !*self) return;
+    msgpack_unpacked_destroy(&(*self)->unpacked);
+    free(*self);
+    *self = NULL;
+}
+
+/* ---- decoding ---- */
+
+enum { F_V = 1 << 0, F_KIND = 1 << 1, F_SESSION = 1 << 2, F_STEP = 1 << 3, F_POS = 1 << 4, F_CTX = 1 << 5,
+       F_REPLY = 1 << 6, F_IDS = 1 << 7, F_X = 1 << 8, F_SHAPE = 1 << 9, F_DTYPE = 1 << 10, F_TOKEN = 1 << 11,
+       F_LOGITS = 1 << 12, F_NODE = 1 << 13, F_CODE = 1 << 14 };
+
+static bool key_is(const msgpack_object *key, const char *name)
+{
+    size_t n = strlen(name);
+    return key->via.str.size == n && memcmp(key->via.str.ptr, name, n) == 0;
+}
+
+static int get_uint(const msgpack_object *o, const char *field, uint64_t max, uint64_t *out, sl_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
+        return sl_fail(err, "field \"%s\" must be an unsigned integer <= %llu", field, (unsigned long long)max);
+    *out = o->via.u64;
+    return 0;
+}
+
+static int get_number(const msgpack_object *o, const char *field, double *out, sl_err *err)
+{
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) *out = o->via.f64;
+    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) *out = (double)o->via.u64;
+    else return sl_fail(err, "field \"%s\" must be a number", field);
+    return 0;
+}
+
+static int get_bool(const msgpack_object *o, const char *field, bool *out, sl_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_BOOLEAN) return sl_fail(err, "field \"%s\" must be a boolean", field);
+    *out = o->via.boolean;
+    return 0;
+}
+
+static int get_str(const msgpack_object *o, const char *field, char *out, size_t size, sl_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= size || memchr(o->via.str.ptr, '\0', o->via.str.size))
+        return sl_fail(err, "field \"%s\" must be a string shorter than %zu bytes", field, size);
+    memcpy(out, o->via.str.ptr, o->via.str.size);
+    out[o->via.str.size] = '\0';
+    return 0;
+}
+
+static int get_bin(const msgpack_object *o, const char *field, const void **ptr, size_t *len, sl_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_BIN) return sl_fail(err, "field \"%s\" must be binary", field);
+    *ptr = o->via.bin.ptr;
+    *len = o->via.bin.size;
+    return 0;
+}
+
+static int decode_sample(const msgpack_object *o, sl_msg *m, sl_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_MAP) return sl_fail(err, "field \"sample\" must be a map");
+    m->has_sample = true;
+    m->sample = SL_SAMPLING_GREEDY;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
+        double d = 0;
+        uint64_t u = 0;
+        int rc = 0;
+        if (k->type != MSGPACK_OBJECT_STR) return sl_fail(err, "field \"sample\" has a non-string key");
+        if (key_is(k, "greedy")) rc = get_bool(v, "sample.greedy", &m->sample.greedy, err);
+        else if (key_is(k, "temperature")) rc = get_number(v, "sample.temperature", &d, err), m->sample.temperature = (float)d;
+        else if (key_is(k, "top_p")) rc = get_number(v, "sample.top_p", &d, err), m->sample.top_p = (float)d;
+        else if (key_is(k, "top_k")) rc = get_uint(v, "sample.top_k", INT32_MAX, &u, err), m->sample.top_k = (int)u;
+        else if (key_is(k, "seed")) rc = get_uint(v, "sample.seed", UINT64_MAX, &m->sample.seed, err);
+        else if (key_is(k, "index")) rc = get_uint(v, "sample.index", UINT64_MAX, &m->sample_index, err);
+        if (rc != 0) return rc;
+    }
+    sl_sampling ranges = m->sample; /* checked even when greedy ignores them */
+    ranges.greedy = false;
+    if (sl_sampling_check(&ranges, err) != 0) {
+        sl_err_prefix(err, "field \"sample\"");
+        return -1;
+    }
+    return 0;
+}
+
+static int decode_shape(const msgpack_object *o, sl_msg *m, sl_err *err)
+{
+    uint64_t r = 0, c = 0;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
+        get_uint(&o->via.array.ptr[0], "shape[0]", UINT32_MAX, &r, err) != 0 ||
+        get_uint(&o->via.array.ptr[1], "shape[1]", UINT32_MAX, &c, err) != 0)
+        return sl_fail(err, "field \"shape\" must be [rows, cols]");
+    m->rows = (uint32_t)r;
+    m->cols = (uint32_t)c;
+    return 0;
+}
+
+/* One key of the top-level map; *seen collects which fields were present. */
+static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg *m, unsigned *seen,
+                        size_t *x_len, size_t *ids_len, size_t *logits_len, sl_err *err)
+{
+    uint64_t u = 0;
+    char text[16];
+    if (k->type != MSGPACK_OBJECT_STR) return sl_fail(err, "a key of the message map is not a string");
+    if (key_is(k, "v")) {
+        *seen |= F_V;
+        if (get_uint(v, "v", UINT32_MAX, &u, err) != 0) return -1;
+        if (u != SL_WIRE_VERSION) return sl_fail(err, "field \"v\": version %llu is not supported (this is %d)",
+                                                 (unsigned long long)u, SL_WIRE_VERSION);
+    } else if (key_is(k, "kind")) {
+        *seen |= F_KIND;
+        if (get_str(v, "kind", text, sizeof text, err) != 0) return -1;
+        int i = 0;
+        while (i < SL_MSG_KIND_COUNT && strcmp(text, kind_names[i]) != 0) i++;
+        if (i == SL_MSG_KIND_COUNT) return sl_fail(err, "field \"kind\": unknown kind \"%s\"", text);
+        m->kind = (sl_msg_kind)i;
+    } else if (key_is(k, "session")) {
+        *seen |= F_SESSION;
+        return get_uint(v, "session", UINT64_MAX, &m->session, err);
+    } else if (key_is(k, "step")) {
+        *seen |= F_STEP;
+        return get_uint(v, "step", UINT64_MAX, &m->step, err);
+    } else if (key_is(k, "pos")) {
+        *seen |= F_POS;
+        if (get_uint(v, "pos", UINT32_MAX, &u, err) != 0) return -1;
+        m->pos = (uint32_t)u;
+    } else if (key_is(k, "ctx")) {
+        *seen |= F_CTX;
+        if (get_uint(v, "ctx", UINT32_MAX, &u, err) != 0) return -1;
+        m->ctx = (uint32_t)u;
+    } else if (key_is(k, "reply_to")) {
+        *seen |= F_REPLY;
+        if (get_str(v, "reply_to", m->reply_to, sizeof m->reply_to, err) != 0) return -1;
+        if (strncmp(m->reply_to, "tcp://", 6) != 0 && strncmp(m->reply_to, "ipc://", 6) != 0)
+            return sl_fail(err, "field \"reply_to\": \"%s\" is not a tcp:// or ipc:// endpoint", m->reply_to);
+    } else if (key_is(k, "ids")) {
+        *seen |= F_IDS;
+        return get_bin(v, "ids", &m->ids, ids_len, err);
+    } else if (key_is(k, "x")) {
+        *seen |= F_X;
+        return get_bin(v, "x", &m->x, x_len, err);
+    } else if (key_is(k, "logits")) {
+        *seen |= F_LOGITS;
+        return get_bin(v, "logits", &m->logits, logits_len, err);
+    } else if (key_is(k, "shape")) {
+        *seen |= F_SHAPE;
+        return decode_shape(v, m, err);
+    } else if (key_is(k, "dtype")) {
+        *seen |= F_DTYPE;
+        if (get_str(v, "dtype", text, sizeof text, err) != 0) return -1;
+        if (sl_dtype_parse(text, &m->dtype) != 0 || m->dtype > SL_BF16)
+            return sl_fail(err, "field \"dtype\": \"%s\" is not f32, f16 or bf16", text);
+    } else if (key_is(k, "sample")) {
+        return decode_sample(v, m, err);
+    } else if (key_is(k, "want_logits")) {
+        return get_bool(v, "want_logits", &m->want_logits, err);
+    } else if (key_is(k, "ack")) {
+        return get_bool(v, "ack", &m->ack, err);
+    } else if (key_is(k, "token")) {
+        *seen |= F_TOKEN;
+        if (get_uint(v, "token", INT32_MAX, &u, err) != 0) return -1;
+        m->token = (int32_t)u;
+    } else if (key_is(k, "node")) {
+        *seen |= F_NODE;
+        return get_str(v, "node", m->node, sizeof m->node, err);
+    } else if (key_is(k, "code")) {
+        *seen |= F_CODE;
+        return get_str(v, "code", m->code, sizeof m->code, err);
+    } else if (key_is(k, "message")) {
+        return get_str(v, "message", m->message, sizeof m->message, err);
+    }
+    return 0;
+}
+
+/* The fields each kind must carry. */
+static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
+{
+    static const unsigned need[SL_MSG_KIND_COUNT] = {
+        [SL_MSG_FORWARD] = F_SESSION | F_STEP | F_POS | F_REPLY,
+        [SL_MSG_RESULT] = F_SESSION | F_STEP | F_POS | F_TOKEN,
+        [SL_MSG_ERROR] = F_SESSION | F_CODE,
+        [SL_MSG_END] = F_SESSION,
+        [SL_MSG_ACK] = F_SESSION | F_STEP | F_NODE,
+    };
+    static const char *const names[] = {"v", "kind", "session", "step", "pos", "ctx", "reply_to", "ids",
+                                        "x", "shape", "dtype", "token", "logits", "node", "code"};
+    unsigned want = F_V | F_KIND | ((seen & F_KIND) ? need[m->kind] : 0);
+    for (int i = 0; i < 15; i++)
+        if ((want & (1u << i)) && !(seen & (1u << i)))
+            return sl_fail(err, "field \"%s\" is missing%s%s", names[i], (seen & F_KIND) ? " from a " : "",
+                           (seen & F_KIND) ? kind_names[m->kind] : "");
+    return 0;
+}
+
+/* Sizes of the payloads against shape, dtype and the model. */
+static int check_payload(sl_msg *m, unsigned seen, size_t x_len, size_t ids_len, size_t logits_len,
+                         const sl_wire_limits *lim, sl_err *err)
+{
+    if (m->kind == SL_MSG_FORWARD) {
+        if (!!(seen & F_IDS) == !!(seen & F_X)) return sl_fail(err, "a forward carries exactly one of \"ids\" and \"x\"");
+        uint64_t tokens;
+        if (seen & F_IDS) {
+            if (ids_len % 4 || ids_len == 0) return sl_fail(err, "field \"ids\": %zu bytes is not a whole number of int32", ids_len);
+            tokens = ids_len / 4;
+            m->n_ids = (uint32_t)tokens;
+        } else {
+            if (!(seen & F_SHAPE) || !(seen & F_DTYPE)) return sl_fail(err, "field \"x\" needs \"shape\" and \"dtype\"");
+            uint64_t want = (uint64_t)m->rows * m->cols * sl_dtype_size(m->dtype);
+            if (m->rows == 0 || want != x_len)
+                return sl_fail(err, "field \"x\": %zu bytes but shape [%u, %u] of %s needs %llu", x_len, m->rows,
+                               m->cols, sl_dtype_name(m->dtype), (unsigned long long)want);
+            if (lim->n_embd && m->cols != lim->n_embd)
+                return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
+            tokens = m->rows;
+        }
+        if (lim->n_positions && ((uint64_t)m->pos + tokens > lim->n_positions || m->ctx > lim->n_positions))
+            return sl_fail(err, "field \"pos\": positions %u..%llu (ctx %u) go beyond n_positions %u", m->pos,
+                           (unsigned long long)(m->pos + tokens - 1), m->ctx, lim->n_positions);
+    }
+    if (m->kind == SL_MSG_RESULT && (seen & F_LOGITS)) {
+        uint64_t want = (uint64_t)m->rows * m->cols * 4;
+        if (!(seen & F_SHAPE) || want != logits_len)
+            return sl_fail(err, "field \"logits\": %zu bytes do not match shape [%u, %u] of f32", logits_len, m->rows,
+                           m->cols);
+        if (lim->vocab_size && m->cols != lim->vocab_size)
+            return sl_fail(err, "field \"logits\": width %u but the vocabulary has %u", m->cols, lim->vocab_size);
+    }
+    if (lim->vocab_size && m->kind == SL_MSG_RESULT && (uint32_t)m->token >= lim->vocab_size)
+        return sl_fail(err, "field \"token\": %d is outside the vocabulary", m->token);
+    return 0;
+}
+
+int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl_wire_limits *limits, sl_msg *m,
+                   sl_err *err)
+{
+    static const sl_wire_limits none = {0};
+    if (!limits) limits = &none;
+    memset(m, 0, sizeof *m);
+    m->dtype = SL_F32;
+    if (limits->max_bytes && len > limits->max_bytes)
+        return sl_fail(err, "message of %zu bytes is over the %zu-byte cap", len, limits->max_bytes);
+    size_t off = 0;
+    msgpack_unpack_return ret = msgpack_unpack_next(&self->unpacked, data, len, &off);
+    if (ret != MSGPACK_UNPACK_SUCCESS) return sl_fail(err, "not a msgpack message (%d)", (int)ret);
+    if (off != len) return sl_fail(err, "%zu stray bytes after the msgpack map", len - off);
+    const msgpack_object *root = &self->unpacked.data;
+    if (root->type != MSGPACK_OBJECT_MAP) return sl_fail(err, "the message is not a msgpack map");
+    unsigned seen = 0;
+    size_t x_len = 0, ids_len = 0, logits_len = 0;
+    for (uint32_t i = 0; i < root->via.map.size; i++)
+        if (decode_field(&root->via.map.ptr[i].key, &root->via.map.ptr[i].val, m, &seen, &x_len, &ids_len,
+                         &logits_len, err) != 0)
+            return -1;
+    if (check_required(m, seen, err) != 0) return -1;
+    return check_payload(m, seen, x_len, ids_len, logits_len, limits, err);
+}
+
+void sl_msg_copy_ids(const sl_msg *m, int32_t *out)
+{
+    const unsigned char *p = m->ids;
+    for (uint32_t i = 0; i < m->n_ids; i++)
+        out[i] = (int32_t)((uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
+                           (uint32_t)p[4 * i + 3] << 24);
+}
+
+void sl_msg_copy_x(const sl_msg *m, float *out) { sl_dtype_to_f32(out, m->x, m->dtype, (size_t)m->rows * m->cols); }
+
+/* ---- encoding ---- */
+
+static void pack_key(msgpack_packer *pk, const char *key)
+{
+    size_t n = strlen(key);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, key, n);
+}
+
+static void pack_str(msgpack_packer *pk, const char *key, const char *value)
+{
+    pack_key(pk, key);
+    pack_key(pk, value);
+}
+
+static void pack_uint(msgpack_packer *pk, const char *key, uint64_t value)
+{
+    pack_key(pk, key);
+    msgpack_pack_uint64(pk, value);
+}
+
+static void pack_bool(msgpack_packer *pk, const char *key, bool value)
+{
+    pack_key(pk, key);
+    if (value) msgpack_pack_true(pk);
+    else msgpack_pack_false(pk);
+}
+
+/* Floats converted to dtype in chunks, straight into the buffer. */
+static void pack_floats(msgpack_packer *pk, const char *key, const float *x, size_t n, sl_dtype dtype)
+{
+    pack_key(pk, key);
+    size_t elem = sl_dtype_size(dtype);
+    msgpack_pack_bin(pk, n * elem);
+    if (dtype == SL_F32) {
+        msgpack_pack_bin_body(pk, x, n * 4);
+        return;
+    }
+    unsigned char chunk[8192];
+    for (size_t i = 0; i < n; i += sizeof chunk / elem) {
+        size_t k = n - i < sizeof chunk / elem ? n - i : sizeof chunk / elem;
+        sl_dtype_from_f32(chunk, dtype, x + i, k);
+        msgpack_pack_bin_body(pk, chunk, k * elem);
+    }
+}
+
+static void pack_shape(msgpack_packer *pk, uint32_t rows, uint32_t cols)
+{
+    pack_key(pk, "shape");
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint32(pk, rows);
+    msgpack_pack_uint32(pk, cols);
+}
+
+static void pack_sample(msgpack_packer *pk, const sl_msg *m)
+{
+    pack_key(pk, "sample");
+    msgpack_pack_map(pk, 6);
+    pack_bool(pk, "greedy", m->sample.greedy);
+    pack_key(pk, "temperature");
+    msgpack_pack_double(pk, m->sample.temperature);
+    pack_uint(pk, "top_k", (uint64_t)m->sample.top_k);
+    pack_key(pk, "top_p");
+    msgpack_pack_double(pk, m->sample.top_p);
+    pack_uint(pk, "seed", m->sample.seed);
+    pack_uint(pk, "index", m->sample_index);
+}
+
+static size_t count_fields(const sl_msg *m)
+{
+    size_t n = 3; /* v, kind, session */
+    switch (m->kind) {
+    case SL_MSG_FORWARD:
+        /* step pos ctx reply_to want_logits ack, then ids or x shape dtype, then sample */
+        return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0);
+    case SL_MSG_RESULT: return n + 3 + (m->logits ? 2 : 0);
+    case SL_MSG_ERROR: return n + 4;
+    case SL_MSG_END: return n + (m->reply_to[0] ? 1 : 0);
+    case SL_MSG_ACK: return n + 2;
+    default: return n;
+    }
+}
+
+int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
+{
+    if (m->kind >= SL_MSG_KIND_COUNT) return sl_fail(err, "unknown message kind %d", (int)m->kind);
+    if (m->kind == SL_MSG_FORWARD && !m->ids && !m->x) return sl_fail(err, "a forward needs ids or x");
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, count_fields(m));
+    pack_uint(&pk, "v", SL_WIRE_VERSION);
+    pack_str(&pk, "kind", kind_names[m->kind]);
+    pack_uint(&pk, "session", m->session);
+    switch (m->kind) {
+    case SL_MSG_FORWARD:
+        pack_uint(&pk, "step", m->step);
+        pack_uint(&pk, "pos", m->pos);
+        pack_uint(&pk, "ctx", m->ctx);
+        pack_str(&pk, "reply_to", m->reply_to);
+        pack_bool(&pk, "want_logits", m->want_logits);
+        pack_bool(&pk, "ack", m->ack);
+        if (m->ids) {
+            pack_key(&pk, "ids");
+            msgpack_pack_bin(&pk, (size_t)m->n_ids * 4);
+            msgpack_pack_bin_body(&pk, m->ids, (size_t)m->n_ids * 4); /* x86-64 is little-endian */
+        } else {
+            pack_floats(&pk, "x", m->x, (size_t)m->rows * m->cols, m->dtype);
+            pack_shape(&pk, m->rows, m->cols);
+            pack_str(&pk, "dtype", m->dtype == SL_F32 ? "f32" : m->dtype == SL_F16 ? "f16" : "bf16");
+        }
+        if (m->has_sample) pack_sample(&pk, m);
+        break;
+    case SL_MSG_RESULT:
+        pack_uint(&pk, "step", m->step);
+        pack_uint(&pk, "pos", m->pos);
+        pack_uint(&pk, "token", (uint64_t)m->token);
+        if (m->logits) {
+            pack_floats(&pk, "logits", m->logits, (size_t)m->rows * m->cols, SL_F32);
+            pack_shape(&pk, m->rows, m->cols);
+        }
+        break;
+    case SL_MSG_ERROR:
+        pack_uint(&pk, "step", m->step);
+        pack_str(&pk, "node", m->node);
+        pack_str(&pk, "code", m->code);
+        pack_str(&pk, "message", m->message);
+        break;
+    case SL_MSG_END:
+        if (m->reply_to[0]) pack_str(&pk, "reply_to", m->reply_to);
+        break;
+    case SL_MSG_ACK:
+        pack_uint(&pk, "step", m->step);
+        pack_str(&pk, "node", m->node);
+        break;
+    default: break;
+    }
+    return 0;
+}
