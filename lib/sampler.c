@@ -43,6 +43,8 @@ void sl_sampler_destroy(sl_sampler **self)
     *self = NULL;
 }
 
+void sl_sampler_configure(sl_sampler *self, const sl_sampling *opts) { self->opts = *opts; }
+
 static int32_t argmax(const float *x, int n)
 {
     int32_t best = 0;

@@ -29,6 +29,9 @@ typedef struct sl_sampler sl_sampler;
 sl_sampler *sl_sampler_new(const sl_sampling *opts, int vocab_size);
 void sl_sampler_destroy(sl_sampler **self);
 
+/* Replaces the options (a node takes them from each request). */
+void sl_sampler_configure(sl_sampler *self, const sl_sampling *opts);
+
 /* The chosen token id for logits (vocab_size) as the index-th generated token. The random draw
  * depends only on (seed, index), not on earlier calls: a pipeline whose top node restarts
  * mid-sequence samples exactly what the monolithic runner samples. */

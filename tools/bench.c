@@ -164,7 +164,7 @@ int main(int argc, char **argv)
     if (sl_threads_setup((int)threads, pin, &err) != 0) fprintf(stderr, "warning: %s\n", err.msg), pin = false;
     bench b = {.prompt = (int)prompt, .decode = (int)decode, .runs = (int)runs};
     sl_checkpoint *ck = sl_checkpoint_open(argv[optind], &err);
-    if (!ck || sl_params_load(&b.p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, false, &err) != 0) {
+    if (!ck || sl_params_load(&b.p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, getenv("BENCH_COPY") != NULL, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-bench: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }

@@ -1,0 +1,208 @@
+/* client.c — request/answer loop of zmq-splitlearn-send over PUSH (to the bottom) and PULL (the
+ * answers from every node). */
+#include "client.h"
+
+#include "wire.h"
+
+#include <czmq.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+struct sl_client {
+    const sl_topology *topo;
+    zsock_t *push, *pull;
+    char endpoint[SL_WIRE_ENDPOINT_MAX];
+    sl_wire_decoder *decoder;
+    msgpack_sbuffer out;
+    int32_t *context; /* prompt + generated so far, for re-sends */
+    int context_cap;
+    int resends;
+};
+
+sl_client *sl_client_new(const sl_topology *topo, const char *reply_endpoint, sl_err *err)
+{
+    sl_client *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    self->topo = topo;
+    msgpack_sbuffer_init(&self->out);
+    self->decoder = sl_wire_decoder_new();
+    self->pull = zsock_new(ZMQ_PULL);
+    self->push = zsock_new(ZMQ_PUSH);
+    if (!self->decoder || !self->pull || !self->push) {
+        sl_fail(err, "out of memory");
+        sl_client_destroy(&self);
+        return NULL;
+    }
+    zsock_set_maxmsgsize(self->pull, (int64_t)topo->max_message);
+    zsock_set_linger(self->push, 1000);
+    zsock_set_sndtimeo(self->push, (int)(topo->timeout * 1000));
+    const char *bind_at = reply_endpoint ? reply_endpoint : "tcp://127.0.0.1:*";
+    if (zsock_bind(self->pull, "%s", bind_at) < 0) {
+        sl_fail(err, "cannot bind the reply socket at %s: %s", bind_at, zmq_strerror(zmq_errno()));
+        sl_client_destroy(&self);
+        return NULL;
+    }
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", zsock_endpoint(self->pull));
+    if (zsock_connect(self->push, "%s", topo->nodes[0].listen) != 0) {
+        sl_fail(err, "cannot connect to %s: %s", topo->nodes[0].listen, zmq_strerror(zmq_errno()));
+        sl_client_destroy(&self);
+    }
+    return self;
+}
+
+void sl_client_destroy(sl_client **self)
+{
+    if (!self || !*self) return;
+    zsock_destroy(&(*self)->push);
+    zsock_destroy(&(*self)->pull);
+    sl_wire_decoder_destroy(&(*self)->decoder);
+    msgpack_sbuffer_destroy(&(*self)->out);
+    free((*self)->context);
+    free(*self);
+    *self = NULL;
+}
+
+const char *sl_client_endpoint(const sl_client *self) { return self->endpoint; }
+int sl_client_resends(const sl_client *self) { return self->resends; }
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int send_msg(sl_client *self, const sl_msg *m, sl_err *err)
+{
+    if (sl_wire_encode(m, &self->out, err) != 0) return -1;
+    if (zmq_send(zsock_resolve(self->push), self->out.data, self->out.size, 0) < 0)
+        return sl_fail(err, "cannot send to the bottom node %s (%s): %s", self->topo->nodes[0].name,
+                       self->topo->nodes[0].listen, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* Names the first stage in chain order that has not acknowledged the current step. */
+static int timeout_error(sl_client *self, const bool *acked, double timeout, sl_err *err)
+{
+    const sl_topology *t = self->topo;
+    for (int i = 0; i < t->n_nodes; i++)
+        if (!acked[i])
+            return sl_fail(err, "no answer within %g s: stage %d of %d, node %s (%s), did not answer%s%s", timeout,
+                           i + 1, t->n_nodes, t->nodes[i].name, t->nodes[i].listen, i ? "; the last that did was " : "",
+                           i ? t->nodes[i - 1].name : ""),
+                   SL_CLIENT_TIMEOUT;
+    sl_fail(err, "no answer within %g s: every stage acknowledged but the top node %s sent no result", timeout,
+            t->nodes[t->n_nodes - 1].name);
+    return SL_CLIENT_TIMEOUT;
+}
+
+typedef enum { GOT_RESULT, GOT_LOST_SESSION } outcome;
+
+/* Waits for the result of (session, step), collecting acks; -1/-2 on error or timeout. */
+static int await_result(sl_client *self, uint64_t session, uint64_t step, const sl_client_request *req, int32_t *token,
+                        outcome *what, sl_err *err)
+{
+    bool acked[SL_MAX_NODES] = {false};
+    double deadline = now_s() + req->timeout;
+    void *sock = zsock_resolve(self->pull);
+    for (;;) {
+        double left = deadline - now_s();
+        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+        int rc = left > 0 ? zmq_poll(&item, 1, (long)(left * 1000) + 1) : 0;
+        if (rc < 0 && zmq_errno() == EINTR) return sl_fail(err, "interrupted");
+        if (rc <= 0) return timeout_error(self, acked, req->timeout, err);
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, sock, 0) < 0) {
+            zmq_msg_close(&frame);
+            continue;
+        }
+        sl_msg m;
+        sl_wire_limits limits = {.vocab_size = (uint32_t)req->vocab_size};
+        sl_err bad;
+        int ok = sl_wire_decode(self->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
+                 m.session == session && m.step == step;
+        int result = 1; /* keep waiting */
+        if (ok && m.kind == SL_MSG_ACK) {
+            for (int i = 0; i < self->topo->n_nodes; i++)
+                if (strcmp(self->topo->nodes[i].name, m.node) == 0) acked[i] = true;
+        } else if (ok && m.kind == SL_MSG_ERROR) {
+            if (strcmp(m.code, "unknown_session") == 0) {
+                *what = GOT_LOST_SESSION;
+                result = 0;
+            } else {
+                result = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
+            }
+        } else if (ok && m.kind == SL_MSG_RESULT) {
+            *token = m.token;
+            *what = GOT_RESULT;
+            if (req->logits && m.logits && m.rows == (uint32_t)req->n_ids && m.cols == (uint32_t)req->vocab_size)
+                memcpy(req->logits, m.logits, (size_t)m.rows * m.cols * sizeof(float));
+            result = 0;
+        }
+        zmq_msg_close(&frame);
+        if (result != 1) return result;
+    }
+}
+
+static int ensure_context(sl_client *self, int n, sl_err *err)
+{
+    if (n <= self->context_cap) return 0;
+    int32_t *more = realloc(self->context, (size_t)n * sizeof *more);
+    if (!more) return sl_fail(err, "out of memory");
+    self->context = more;
+    self->context_cap = n;
+    return 0;
+}
+
+int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *out, int *n_out, sl_err *err)
+{
+    *n_out = 0;
+    int total = req->n_ids + req->max_new_tokens;
+    if (req->n_positions && total > req->n_positions) total = req->n_positions;
+    if (req->n_ids < 1) return sl_fail(err, "empty prompt");
+    if (ensure_context(self, req->n_ids + req->max_new_tokens + 1, err) != 0) return -1;
+    memcpy(self->context, req->ids, (size_t)req->n_ids * sizeof *req->ids);
+    int len = req->n_ids;
+    uint64_t session = 0;
+    while (!session && getrandom(&session, sizeof session, 0) != sizeof session) {}
+    sl_msg m = {.kind = SL_MSG_FORWARD, .session = session, .ctx = (uint32_t)total, .ack = true, .has_sample = true,
+                .sample = req->sampling};
+    snprintf(m.reply_to, sizeof m.reply_to, "%s", self->endpoint);
+    int from = 0, rc = 0;
+    bool resent = false;
+    for (uint64_t step = 0; rc == 0 && *n_out < req->max_new_tokens; step++) {
+        m.step = step;
+        m.pos = (uint32_t)from;
+        m.ids = self->context + from;
+        m.n_ids = (uint32_t)(len - from);
+        m.sample_index = (uint64_t)*n_out;
+        m.want_logits = req->logits && from == 0 && step == 0;
+        int32_t token = 0;
+        outcome what = GOT_RESULT;
+        if ((rc = send_msg(self, &m, err)) != 0 || (rc = await_result(self, session, step, req, &token, &what, err)) != 0)
+            break;
+        if (what == GOT_LOST_SESSION) {
+            if (resent) {
+                rc = sl_fail(err, "a node lost the session again right after the context was re-sent");
+                break;
+            }
+            resent = true;
+            self->resends++;
+            from = 0; /* the whole context again, transparently */
+            continue;
+        }
+        resent = false;
+        if (token == req->eos_token) break;
+        out[(*n_out)++] = token;
+        self->context[len++] = token;
+        if (req->on_token) req->on_token(req->ctx, token);
+        if (len > total) break; /* the last token needs no forward: the cache may be full */
+        from = len - 1;
+    }
+    sl_msg end = {.kind = SL_MSG_END, .session = session};
+    sl_err ignored;
+    send_msg(self, &end, &ignored);
+    return rc;
+}

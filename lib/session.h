@@ -1,0 +1,34 @@
+/* session.h — a node's sessions: one KV cache per sequence in flight for the node's layers,
+ * found by the client's 64-bit session id, dropped when ended, idle too long, or least
+ * recently used when the table is full. */
+#ifndef SL_SESSION_H
+#define SL_SESSION_H
+
+#include "gpt2.h"
+
+#include <stdint.h>
+
+typedef struct sl_sessions sl_sessions;
+
+/* A table of at most max_sessions for params' layers. Caller owns the result. */
+sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double idle_timeout);
+void sl_sessions_destroy(sl_sessions **self);
+
+/* The cache of session id, or NULL when unknown; touches its last use. */
+sl_kv *sl_sessions_find(sl_sessions *self, uint64_t id, double now);
+
+/* Opens (or re-opens, forgetting its positions) session id with room for ctx positions. When the
+ * table is full the least recently used session goes and *evicted receives its id (else 0). */
+sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uint64_t *evicted, sl_err *err);
+
+/* Drops session id; returns whether it existed. */
+bool sl_sessions_close(sl_sessions *self, uint64_t id);
+
+/* Drops sessions idle longer than the timeout; returns how many, with the first id in *first. */
+int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first);
+
+int sl_sessions_count(const sl_sessions *self);
+/* Bytes of KV cache held by open sessions. */
+size_t sl_sessions_bytes(const sl_sessions *self);
+
+#endif

@@ -1,0 +1,397 @@
+/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), binds its
+ * PULL socket, and for every message runs its layers and pushes the result on: activations to
+ * the next stage, or, at the top, the sampled token to the client that asked. */
+#include "cli.h"
+#include "cpu.h"
+#include "gpt2.h"
+#include "outbox.h"
+#include "sampler.h"
+#include "session.h"
+#include "topology.h"
+#include "wire.h"
+
+#include <czmq.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <time.h>
+
+static const char usage[] =
+    "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify]\n"
+    "\n"
+    "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads "
+    "come\n"
+    "from its section (config/README.md). Logs one line per event to stderr; prints\n"
+    "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
+    "  --verify   recompute the part's SHA-256 before loading it (also: verify = yes in "
+    "[pipeline])\n"
+    "\n"
+    "exit status: 0 stopped by a signal, 1 could not start (topology, part, socket), 2 usage "
+    "error\n";
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct node {
+    const char *name;
+    sl_topology topo;
+    const sl_topo_node *self;
+    const sl_topo_node *next; /* NULL at the top */
+    sl_part *part;
+    sl_params params;
+    sl_stage *stage;
+    sl_sessions *sessions;
+    sl_sampler *sampler;
+    sl_wire_decoder *decoder;
+    sl_wire_limits limits;
+    sl_outbox *replies;
+    zsock_t *pull, *push;
+    msgpack_sbuffer out;
+    int32_t *ids;       /* (n_positions) */
+    float *in, *hidden; /* (n_positions, C) */
+    float *logits;      /* (V), or (n_positions, V) while a request wants every position */
+    size_t logits_rows;
+    long handled, refused;
+} node;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void log_line(const node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(const node *n, const char *fmt, ...)
+{
+    char stamp[32];
+    time_t t = time(NULL);
+    strftime(stamp, sizeof stamp, "%H:%M:%S", localtime(&t));
+    fprintf(stderr, "%s %s: ", stamp, n->name);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* Sends msg to the client's reply_to; a failure is logged, never fatal. */
+static void reply(node *n, const char *endpoint, const sl_msg *msg)
+{
+    sl_err err;
+    if (!endpoint[0]) return;
+    if (sl_wire_encode(msg, &n->out, &err) != 0 ||
+        sl_outbox_send(n->replies, endpoint, n->out.data, n->out.size, &err) != 0)
+        log_line(n, "could not answer %s: %s", endpoint, err.msg);
+}
+
+static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
+{
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = req->session, .step = req->step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    n->refused++;
+    log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session,
+             (unsigned long long)req->step, code, e.message);
+    reply(n, req->reply_to, &e);
+}
+
+/* Pushes msg (re-encoded) to the next stage; blocks at most the send timeout (backpressure). */
+static int pass_on(node *n, const sl_msg *msg, sl_err *err)
+{
+    if (sl_wire_encode(msg, &n->out, err) != 0) return -1;
+    if (zmq_send(zsock_resolve(n->push), n->out.data, n->out.size, 0) < 0)
+        return sl_fail(err, "next stage %s (%s) does not take messages: %s", n->next->name,
+                       n->next->listen, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* The session's cache, positioned at req->pos: opened at position 0, rewound when the client
+ * re-sends earlier positions, NULL (answered) when this node lost the session. */
+static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
+{
+    double t = now_s();
+    sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
+    if (kv && (int)req->pos <= sl_kv_len(kv) && (int)req->pos + tokens <= sl_kv_capacity(kv)) {
+        sl_kv_truncate(kv, (int)req->pos);
+        return kv;
+    }
+    if (req->pos != 0) {
+        reply_error(n, req, "unknown_session",
+                    "%s does not hold positions 0..%u of this session (restarted or "
+                    "evicted); re-send the whole context",
+                    n->name, req->pos - 1);
+        return NULL;
+    }
+    int ctx = req->ctx > (uint32_t)tokens ? (int)req->ctx : tokens;
+    uint64_t evicted;
+    sl_err err;
+    if (!(kv = sl_sessions_open(n->sessions, req->session, ctx, t, &evicted, &err))) {
+        reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
+        return NULL;
+    }
+    if (evicted)
+        log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
+    log_line(n, "session %016llx opened (%d positions, %d sessions)",
+             (unsigned long long)req->session, ctx, sl_sessions_count(n->sessions));
+    return kv;
+}
+
+static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
+{
+    const int V = n->params.cfg.vocab_size;
+    sl_err err;
+    sl_output which = req->want_logits ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST;
+    if (req->want_logits && (size_t)T > n->logits_rows) {
+        float *more = realloc(n->logits, (size_t)T * V * sizeof(float));
+        if (!more) {
+            reply_error(n, req, "internal", "out of memory for %d rows of logits", T);
+            return;
+        }
+        n->logits = more;
+        n->logits_rows = (size_t)T;
+    }
+    if (sl_stage_forward(n->stage, kv, T, NULL, n->in, n->logits, which, &err) != 0) {
+        reply_error(n, req, "context_full", "%s", err.msg);
+        return;
+    }
+    const float *last = n->logits + (req->want_logits ? (size_t)(T - 1) * V : 0);
+    sl_sampler_configure(n->sampler, req->has_sample ? &req->sample : &SL_SAMPLING_GREEDY);
+    sl_msg res = {.kind = SL_MSG_RESULT,
+                  .session = req->session,
+                  .step = req->step,
+                  .pos = req->pos,
+                  .token = sl_sampler_next(n->sampler, last, req->sample_index)};
+    if (req->want_logits) {
+        res.logits = n->logits;
+        res.rows = (uint32_t)T;
+        res.cols = (uint32_t)V;
+    }
+    reply(n, req->reply_to, &res);
+}
+
+static void handle_forward(node *n, sl_msg *req)
+{
+    const sl_config *cfg = &n->params.cfg;
+    bool bottom = n->params.embed;
+    if (bottom != (req->ids != NULL)) {
+        reply_error(n, req, "bad_message", "%s takes %s", n->name,
+                    bottom ? "token ids (\"ids\")" : "activations (\"x\")");
+        return;
+    }
+    int T = bottom ? (int)req->n_ids : (int)req->rows;
+    if (req->ack) {
+        sl_msg ack = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
+        snprintf(ack.node, sizeof ack.node, "%s", n->name);
+        reply(n, req->reply_to, &ack);
+    }
+    sl_kv *kv = session_for(n, req, T);
+    if (!kv) return;
+    sl_err err;
+    if (bottom) {
+        sl_msg_copy_ids(req, n->ids);
+        if (sl_stage_forward(n->stage, kv, T, n->ids, NULL, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
+            reply_error(n, req, "bad_message", "%s", err.msg);
+            return;
+        }
+    } else {
+        sl_msg_copy_x(req, n->in);
+        if (!n->next) {
+            run_top(n, req, kv, T);
+            return;
+        }
+        if (sl_stage_forward(n->stage, kv, T, NULL, n->in, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
+            reply_error(n, req, "context_full", "%s", err.msg);
+            return;
+        }
+    }
+    sl_msg fwd = *req;
+    fwd.ids = NULL;
+    fwd.n_ids = 0;
+    fwd.x = n->hidden;
+    fwd.rows = (uint32_t)T;
+    fwd.cols = (uint32_t)cfg->n_embd;
+    fwd.dtype = n->topo.activations;
+    if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+}
+
+static void handle(node *n, const void *data, size_t len)
+{
+    sl_msg msg;
+    sl_err err;
+    if (sl_wire_decode(n->decoder, data, len, &n->limits, &msg, &err) != 0) {
+        /* msg holds what was read before the bad field: answer when we know where to. */
+        msg.kind = SL_MSG_ERROR;
+        {
+            reply_error(n, &msg, "bad_message", "%s", err.msg);
+            return;
+        }
+    }
+    n->handled++;
+    if (msg.kind == SL_MSG_FORWARD) {
+        handle_forward(n, &msg);
+    } else if (msg.kind == SL_MSG_END) {
+        if (sl_sessions_close(n->sessions, msg.session))
+            log_line(n, "session %016llx closed (%d open)", (unsigned long long)msg.session,
+                     sl_sessions_count(n->sessions));
+        if (n->next && pass_on(n, &msg, &err) != 0) log_line(n, "%s", err.msg);
+    } else {
+        reply_error(n, &msg, "bad_message", "%s does not take '%s' messages", n->name,
+                    sl_msg_kind_name(msg.kind));
+    }
+}
+
+static int open_sockets(node *n, sl_err *err)
+{
+    n->pull = zsock_new(ZMQ_PULL);
+    if (!n->pull) return sl_fail(err, "cannot create a socket");
+    zsock_set_maxmsgsize(n->pull, (int64_t)n->topo.max_message);
+    zsock_set_rcvhwm(n->pull, n->topo.hwm);
+    if (zsock_bind(n->pull, "%s", n->self->listen) < 0)
+        return sl_fail(err, "cannot listen on %s: %s", n->self->listen, zmq_strerror(zmq_errno()));
+    if (n->next) {
+        n->push = zsock_new(ZMQ_PUSH);
+        if (!n->push) return sl_fail(err, "cannot create a socket");
+        zsock_set_sndhwm(n->push, n->topo.hwm);
+        zsock_set_sndtimeo(n->push, (int)(n->topo.timeout * 1000));
+        zsock_set_linger(n->push, 1000);
+        if (zsock_connect(n->push, "%s", n->next->listen) != 0)
+            return sl_fail(err, "cannot connect to %s: %s", n->next->listen,
+                           zmq_strerror(zmq_errno()));
+    }
+    n->replies = sl_outbox_new(64, n->topo.hwm);
+    return n->replies ? 0 : sl_fail(err, "out of memory");
+}
+
+static int start(node *n, const char *topology, bool verify, sl_err *err)
+{
+    if (sl_topology_load(topology, &n->topo, true, err) != 0) return -1;
+    if (!(n->self = sl_topology_node(&n->topo, n->name)))
+        return sl_fail(err, "%s has no [node.%s]", topology, n->name);
+    int index = sl_topology_index(&n->topo, n->self);
+    n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
+    if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
+    if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last,
+                                 verify || n->topo.verify, err)))
+        return -1;
+    if (sl_part_load_params(n->part, &n->params, false, err) != 0) return -1;
+    const sl_config *cfg = &n->params.cfg;
+    n->stage = sl_stage_new(&n->params, 128, err);
+    n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
+    n->sampler = sl_sampler_new(&SL_SAMPLING_GREEDY, cfg->vocab_size);
+    n->decoder = sl_wire_decoder_new();
+    n->ids = malloc((size_t)cfg->n_positions * sizeof *n->ids);
+    n->in = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
+    n->hidden = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
+    n->logits = malloc((size_t)cfg->vocab_size * sizeof(float));
+    n->logits_rows = 1;
+    if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in ||
+        !n->hidden || !n->logits)
+        return sl_fail(err, "out of memory");
+    n->limits = (sl_wire_limits){.n_embd = (uint32_t)cfg->n_embd,
+                                 .n_positions = (uint32_t)cfg->n_positions,
+                                 .vocab_size = (uint32_t)cfg->vocab_size,
+                                 .max_bytes = n->topo.max_message};
+    msgpack_sbuffer_init(&n->out);
+    return open_sockets(n, err);
+}
+
+static void serve(node *n)
+{
+    void *sock = zsock_resolve(n->pull);
+    zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+    double last_expiry = now_s();
+    while (!stop_requested) {
+        int rc = zmq_poll(&item, 1, 200);
+        if (rc < 0 && zmq_errno() != EINTR) break;
+        while (!stop_requested && rc > 0) {
+            zmq_msg_t msg;
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            handle(n, zmq_msg_data(&msg), zmq_msg_size(&msg));
+            zmq_msg_close(&msg);
+        }
+        double t = now_s();
+        if (t - last_expiry > 1.0) {
+            uint64_t first = 0;
+            int gone = sl_sessions_expire(n->sessions, t, &first);
+            if (gone)
+                log_line(n, "%d idle session(s) expired (first %016llx)", gone,
+                         (unsigned long long)first);
+            last_expiry = t;
+        }
+    }
+}
+
+static void shutdown_node(node *n)
+{
+    zsock_destroy(&n->pull);
+    zsock_destroy(&n->push);
+    sl_outbox_destroy(&n->replies);
+    msgpack_sbuffer_destroy(&n->out);
+    free(n->ids);
+    free(n->in);
+    free(n->hidden);
+    free(n->logits);
+    sl_wire_decoder_destroy(&n->decoder);
+    sl_sampler_destroy(&n->sampler);
+    sl_sessions_destroy(&n->sessions);
+    sl_stage_destroy(&n->stage);
+    sl_params_free(&n->params);
+    sl_part_destroy(&n->part);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"verify", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    bool verify = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (c == 'v')
+            verify = true;
+        else if (c == 'h')
+            return fputs(usage, stdout), SL_EXIT_OK;
+        else
+            return fputs(usage, stderr), SL_EXIT_USAGE;
+    }
+    if (argc - optind != 2) {
+        fprintf(stderr, "zmq-splitlearn-node: give TOPOLOGY.ini and NODE_NAME\n%s", usage);
+        return SL_EXIT_USAGE;
+    }
+    zsys_handler_set(NULL); /* our own handlers: czmq's would swallow SIGTERM */
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    node n = {.name = argv[optind + 1]};
+    sl_err err;
+    log_line(&n, "starting (%s)", argv[optind]);
+    if (start(&n, argv[optind], verify, &err) != 0) {
+        log_line(&n, "cannot start: %s", err.msg);
+        shutdown_node(&n);
+        return SL_EXIT_FAILURE;
+    }
+    const sl_part_info *info = sl_part_info_of(n.part);
+    log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen,
+             sl_role_name(info->role), info->first, info->last, (double)info->parameters / 1e6,
+             n.next ? n.next->listen : "answers clients");
+    serve(&n);
+    log_line(&n, "stopping: %ld messages handled, %ld refused, %d sessions open", n.handled,
+             n.refused, sl_sessions_count(n.sessions));
+    shutdown_node(&n);
+    return SL_EXIT_OK;
+}
