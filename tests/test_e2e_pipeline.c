@@ -1,0 +1,517 @@
+/* test_e2e_pipeline.c — real node processes over tcp:// and ipc://: the pipeline's answers
+ * (tokens and prompt logits) equal the monolithic model's for every split of tiny-b (3 and 5
+ * stages) and for tiny-a's references; two clients at once; garbage sent to a node; a node
+ * killed and restarted mid-session; a missing stage named on timeout; the launcher's stop. */
+#include "client.h"
+#include "fileio.h"
+#include "fixtures.h"
+#include "gpt2.h"
+#include "part.h"
+#include "wire.h"
+
+#include <czmq.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tmp[256], bin[512];
+static int port_base;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Starts argv with stdout and stderr to log. */
+static pid_t spawn(char *const argv[], const char *log)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *fp = freopen(log, "a", stdout);
+        if (fp) dup2(fileno(stdout), STDERR_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+    sl_err err;
+    char *text = sl_read_text_file(path, 1 << 24, &err);
+    bool found = text && strstr(text, needle);
+    free(text);
+    return found;
+}
+
+static bool wait_for(const char *path, const char *needle, double seconds)
+{
+    for (double end = now_s() + seconds; now_s() < end; usleep(20000))
+        if (needle ? file_has(path, needle) : access(path, F_OK) == 0) return true;
+    return false;
+}
+
+/* ---- a split of a fixture and its topology ---- */
+
+typedef struct pipeline {
+    char topo[PATH_MAX], parts[PATH_MAX], ready[PATH_MAX], log[PATH_MAX];
+    int n_stages;
+    pid_t launcher;
+} pipeline;
+
+static int make_pipeline(pipeline *p, const char *model, const int *splits, int n_splits, bool ipc, const char *label)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
+    snprintf(p->parts, sizeof p->parts, "%s/parts-%s", tmp, label);
+    snprintf(p->topo, sizeof p->topo, "%s/%s.ini", tmp, label);
+    snprintf(p->ready, sizeof p->ready, "%s/%s.ready", tmp, label);
+    snprintf(p->log, sizeof p->log, "%s/%s.log", tmp, label);
+    p->n_stages = n_splits + 1;
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_part_info parts[SL_MAX_SPLITS + 1];
+    sl_split_request req = {.model_path = src, .name = model, .splits = splits, .n_splits = n_splits,
+                            .dtype = SL_F32, .out_dir = p->parts};
+    int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
+    sl_checkpoint_destroy(&ck);
+    if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
+    char text[8192];
+    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\n", p->parts);
+    for (int i = 0; i <= n_splits; i++) {
+        char endpoint[300];
+        if (ipc) snprintf(endpoint, sizeof endpoint, "ipc://%s/%s-%d.sock", tmp, label, i);
+        else snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port_base++);
+        len += snprintf(text + len, sizeof text - (size_t)len, "\n[node.%s]\nrole = %s\nlayers = %d-%d\nlisten = %s\n",
+                        parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, endpoint);
+    }
+    return sl_write_text_file(p->topo, text, &err);
+}
+
+static int launch(pipeline *p)
+{
+    char prog[600];
+    snprintf(prog, sizeof prog, "%s/zmq-splitlearn-launch", bin);
+    char *argv[] = {prog, p->topo, "--ready-file", p->ready, NULL};
+    unlink(p->ready);
+    p->launcher = spawn(argv, p->log);
+    return CHECK(wait_for(p->ready, NULL, 30), "pipeline %s not ready in 30 s (log %s)", p->topo, p->log) ? 0 : -1;
+}
+
+static void stop(pipeline *p)
+{
+    if (p->launcher <= 0) return;
+    kill(p->launcher, SIGTERM);
+    int status = 0;
+    waitpid(p->launcher, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "launcher of %s stops cleanly (status %d)", p->topo, status);
+    p->launcher = 0;
+}
+
+/* ---- the monolithic reference ---- */
+
+typedef struct answer {
+    int32_t tokens[64];
+    int n;
+    float *logits; /* [T, V] */
+} answer;
+
+static void reference(const char *model, const int32_t *ids, int T, int max_new, answer *a)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    const sl_config *c = sl_checkpoint_config(ck);
+    sl_params p;
+    sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
+    sl_stage *s = sl_stage_new(&p, 128, &err);
+    sl_kv *kv = sl_kv_new(&p, T + max_new, &err);
+    a->logits = malloc((size_t)T * c->vocab_size * sizeof(float));
+    float *last = malloc((size_t)c->vocab_size * sizeof(float));
+    sl_stage_forward(s, kv, T, ids, NULL, a->logits, SL_OUT_LOGITS_ALL, &err);
+    memcpy(last, a->logits + (size_t)(T - 1) * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
+    a->n = 0;
+    for (int i = 0; i < max_new; i++) {
+        int32_t best = 0;
+        for (int v = 1; v < c->vocab_size; v++)
+            if (last[v] > last[best]) best = v;
+        if (best == c->eos_token_id) break;
+        a->tokens[a->n++] = best;
+        if (i + 1 < max_new) sl_stage_forward(s, kv, 1, &best, NULL, last, SL_OUT_LOGITS_LAST, &err);
+    }
+    free(last);
+    sl_kv_destroy(&kv);
+    sl_stage_destroy(&s);
+    sl_params_free(&p);
+    sl_checkpoint_destroy(&ck);
+}
+
+typedef struct ask {
+    const sl_topology *topo;
+    const int32_t *ids;
+    int T, max_new, vocab, n_positions;
+    answer got;
+    int rc, resends;
+    char err[1024];
+    void (*on_token)(void *, int32_t);
+    void *user; /* for on_token */
+} ask;
+
+static void *ask_pipeline(void *arg)
+{
+    ask *q = arg;
+    sl_err err = {{0}};
+    sl_client *c = sl_client_new(q->topo, NULL, &err);
+    q->got.logits = malloc((size_t)q->T * q->vocab * sizeof(float));
+    sl_client_request req = {.ids = q->ids, .n_ids = q->T, .max_new_tokens = q->max_new, .sampling = SL_SAMPLING_GREEDY,
+                             .eos_token = q->vocab == 50257 ? 50256 : q->vocab - 1, .logits = q->got.logits,
+                             .vocab_size = q->vocab, .n_positions = q->n_positions, .timeout = 20,
+                             .on_token = q->on_token, .ctx = q};
+    q->rc = c ? sl_client_generate(c, &req, q->got.tokens, &q->got.n, &err) : -1;
+    q->resends = c ? sl_client_resends(c) : 0;
+    snprintf(q->err, sizeof q->err, "%s", err.msg);
+    sl_client_destroy(&c);
+    return NULL;
+}
+
+static void compare(const char *label, const ask *q, const answer *want, int vocab)
+{
+    CHECK(q->rc == 0, "%s: client failed: %s", label, q->err);
+    bool same = q->got.n == want->n && memcmp(q->got.tokens, want->tokens, (size_t)want->n * sizeof(int32_t)) == 0;
+    CHECK(same, "%s: %d tokens from the pipeline differ from the monolithic %d", label, q->got.n, want->n);
+    char what[128];
+    snprintf(what, sizeof what, "%s: prompt logits", label);
+    CHECK_CLOSE(q->got.logits, want->logits, (size_t)q->T * vocab, 1e-6, what);
+}
+
+static const int32_t prompt_b[] = {625, 684, 897, 578, 775, 833, 225, 12, 400};
+
+static void test_every_split(void)
+{
+    answer want;
+    reference("tiny-b", prompt_b, 9, 12, &want);
+    int combos = 0;
+    for (int a = 1; a < 5; a++)
+        for (int b = a + 1; b < 5; b++) {
+            char label[32];
+            snprintf(label, sizeof label, "b-%d-%d", a, b);
+            int splits[2] = {a, b};
+            pipeline p = {0};
+            if (make_pipeline(&p, "tiny-b", splits, 2, combos % 2 == 1, label) != 0 || launch(&p) != 0) {
+                stop(&p);
+                continue;
+            }
+            sl_topology topo;
+            sl_err err;
+            sl_topology_load(p.topo, &topo, true, &err);
+            ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 12, .vocab = 1000, .n_positions = 64};
+            ask_pipeline(&q);
+            compare(label, &q, &want, 1000);
+            free(q.got.logits);
+            stop(&p);
+            combos++;
+        }
+    CHECK(combos == 6, "all 6 three-stage splits of tiny-b ran (%d)", combos);
+    free(want.logits);
+}
+
+static void test_five_stages_and_two_clients(void)
+{
+    int splits[4] = {1, 2, 3, 4};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, 4, false, "b-5") != 0 || launch(&p) != 0) {
+        stop(&p);
+        return;
+    }
+    sl_topology topo;
+    sl_err err;
+    CHECK(sl_topology_load(p.topo, &topo, true, &err) == 0, "%s", err.msg);
+    static const int32_t other[] = {944, 3, 17, 99};
+    answer want_a, want_b;
+    reference("tiny-b", prompt_b, 9, 16, &want_a);
+    reference("tiny-b", other, 4, 16, &want_b);
+    ask qa = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 16, .vocab = 1000, .n_positions = 64};
+    ask qb = {.topo = &topo, .ids = other, .T = 4, .max_new = 16, .vocab = 1000, .n_positions = 64};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, ask_pipeline, &qa);
+    pthread_create(&tb, NULL, ask_pipeline, &qb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    compare("5 stages, client A", &qa, &want_a, 1000);
+    compare("5 stages, client B (concurrent)", &qb, &want_b, 1000);
+    free(qa.got.logits);
+    free(qb.got.logits);
+    free(want_a.logits);
+    free(want_b.logits);
+    stop(&p);
+}
+
+static void test_tiny_a_references(void)
+{
+    fixture_prompt prompts[4];
+    if (fixture_prompts("tiny-a", prompts, 4) < 4) return;
+    int splits[2] = {2, 4};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-a", splits, 2, true, "a-3") != 0 || launch(&p) != 0) {
+        stop(&p);
+        return;
+    }
+    sl_topology topo;
+    sl_err err;
+    sl_topology_load(p.topo, &topo, true, &err);
+    char refs_path[PATH_MAX];
+    fixture_path(refs_path, sizeof refs_path, "tiny-a", "refs.safetensors");
+    sl_st_file *refs = sl_st_open(refs_path, &err);
+    for (int i = 0; i < 4 && refs; i++) {
+        fixture_prompt *fp = &prompts[i];
+        int steps = 0;
+        while (steps < fp->n_greedy && fp->margins[steps] >= 1e-3) steps++;
+        ask q = {.topo = &topo, .ids = fp->ids, .T = fp->n_ids, .max_new = steps, .vocab = 50257, .n_positions = 128};
+        ask_pipeline(&q);
+        CHECK(q.rc == 0 && q.got.n == steps && memcmp(q.got.tokens, fp->greedy, (size_t)steps * 4) == 0,
+              "tiny-a p%d: pipeline greedy equals the reference (%d steps): %s", i, steps, q.err);
+        char name[32], what[64];
+        snprintf(name, sizeof name, "p%d.logits_last", i);
+        snprintf(what, sizeof what, "tiny-a p%d pipeline logits", i);
+        const float *ref = fixture_f32(refs, name, 50257);
+        if (ref && q.rc == 0) CHECK_CLOSE(q.got.logits + (size_t)(fp->n_ids - 1) * 50257, ref, 50257, 1e-5, what);
+        free(q.got.logits);
+    }
+    sl_st_close(&refs);
+    stop(&p);
+}
+
+/* Sends frames straight to a node's PULL socket. */
+static void send_raw(const char *endpoint, const void *data, size_t len)
+{
+    zsock_t *push = zsock_new(ZMQ_PUSH);
+    zsock_set_linger(push, 2000);
+    zsock_connect(push, "%s", endpoint);
+    zmq_send(zsock_resolve(push), data, len, 0);
+    zsock_destroy(&push);
+}
+
+static void test_garbage(void)
+{
+    int splits[2] = {2, 3};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, 2, false, "b-garbage") != 0 || launch(&p) != 0) {
+        stop(&p);
+        return;
+    }
+    sl_topology topo;
+    sl_err err;
+    sl_topology_load(p.topo, &topo, true, &err);
+    unsigned char noise[4096];
+    for (size_t i = 0; i < sizeof noise; i++) noise[i] = (unsigned char)(i * 131 + 7);
+    const unsigned char huge_bin[] = {0x81, 0xa1, 'x', 0xc6, 0x7f, 0xff, 0xff, 0xff, 1, 2, 3};
+    const unsigned char huge_map[] = {0xdf, 0x7f, 0xff, 0xff, 0xff};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "hello", 5);
+    msgpack_pack_str_with_body(&pk, "world", 5);
+    msgpack_pack_str_with_body(&pk, "v", 1);
+    msgpack_pack_uint8(&pk, 1);
+    /* A forward whose x claims more rows than it carries, with a reply_to we listen on. */
+    sl_msg lie = {.kind = SL_MSG_FORWARD, .session = 9, .step = 0, .pos = 0, .rows = 3, .cols = 48, .dtype = SL_F32};
+    float x[3 * 48] = {0};
+    lie.x = x;
+    zsock_t *listen = zsock_new(ZMQ_PULL);
+    zsock_bind(listen, "tcp://127.0.0.1:*");
+    snprintf(lie.reply_to, sizeof lie.reply_to, "%s", zsock_endpoint(listen));
+    msgpack_sbuffer lie_buf;
+    msgpack_sbuffer_init(&lie_buf);
+    sl_wire_encode(&lie, &lie_buf, &err);
+    for (int stage = 0; stage < 3; stage++) {
+        const char *ep = topo.nodes[stage].listen;
+        for (int k = 1; k <= 64; k++) send_raw(ep, noise, (size_t)k * 61 % sizeof noise + 1);
+        send_raw(ep, huge_bin, sizeof huge_bin);
+        send_raw(ep, huge_map, sizeof huge_map);
+        send_raw(ep, buf.data, buf.size);
+        /* shape [3, 48] but only 2 rows of bytes: cut the payload short inside the frame */
+        send_raw(ep, lie_buf.data, lie_buf.size - 4 * 48);
+    }
+    /* The bottom answers a well-formed message of the wrong kind with an error to reply_to. */
+    send_raw(topo.nodes[0].listen, lie_buf.data, lie_buf.size);
+    zsock_set_rcvtimeo(listen, 5000);
+    zmsg_t *reply = zmsg_recv(listen);
+    zframe_t *frame = reply ? zmsg_first(reply) : NULL;
+    sl_msg m;
+    sl_wire_decoder *dec = sl_wire_decoder_new();
+    int rc = frame ? sl_wire_decode(dec, zframe_data(frame), zframe_size(frame), NULL, &m, &err) : -1;
+    CHECK(rc == 0 && m.kind == SL_MSG_ERROR && strcmp(m.code, "bad_message") == 0 && strstr(m.message, "token ids") &&
+              strcmp(m.node, "bottom") == 0,
+          "bottom answers activations with an error naming itself: %s", rc == 0 ? m.message : "(nothing)");
+    sl_wire_decoder_destroy(&dec);
+    zmsg_destroy(&reply);
+    zsock_destroy(&listen);
+    msgpack_sbuffer_destroy(&buf);
+    msgpack_sbuffer_destroy(&lie_buf);
+    answer want;
+    reference("tiny-b", prompt_b, 9, 8, &want);
+    ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 8, .vocab = 1000, .n_positions = 64};
+    ask_pipeline(&q);
+    compare("after garbage", &q, &want, 1000);
+    free(q.got.logits);
+    free(want.logits);
+    CHECK(file_has(p.log, "bad_message"), "nodes log the bad messages");
+    stop(&p);
+}
+
+/* ---- a node killed and restarted mid-session ---- */
+
+typedef struct restart {
+    char prog[600], topo[PATH_MAX], log[PATH_MAX];
+    pid_t pid;
+    int kill_after, seen;
+} restart;
+
+static pid_t start_node(restart *r, const char *name)
+{
+    char *argv[] = {r->prog, r->topo, (char *)name, NULL};
+    return spawn(argv, r->log);
+}
+
+static void kill_trunk_midway(void *ctx, int32_t token)
+{
+    (void)token;
+    restart *r = ((ask *)ctx)->user;
+    if (++r->seen != r->kill_after) return;
+    kill(r->pid, SIGKILL);
+    waitpid(r->pid, NULL, 0);
+    size_t before = 0;
+    sl_err err;
+    char *text = sl_read_text_file(r->log, 1 << 24, &err);
+    if (text) before = strlen(text);
+    free(text);
+    r->pid = start_node(r, "trunk1");
+    for (double end = now_s() + 20; now_s() < end; usleep(20000)) {
+        text = sl_read_text_file(r->log, 1 << 24, &err);
+        bool ready = text && strlen(text) > before && strstr(text + before, "trunk1: ready");
+        free(text);
+        if (ready) break;
+    }
+}
+
+static void test_restart_and_timeout(void)
+{
+    int splits[2] = {2, 4};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, 2, false, "b-restart") != 0) return;
+    sl_topology topo;
+    sl_err err;
+    sl_topology_load(p.topo, &topo, true, &err);
+    restart r = {.kill_after = 4};
+    snprintf(r.prog, sizeof r.prog, "%s/zmq-splitlearn-node", bin);
+    snprintf(r.topo, sizeof r.topo, "%s", p.topo);
+    snprintf(r.log, sizeof r.log, "%s", p.log);
+    const char *names[3] = {"bottom", "trunk1", "top"};
+    pid_t pids[3];
+    for (int i = 0; i < 3; i++) pids[i] = start_node(&r, names[i]);
+    r.pid = pids[1];
+    CHECK(wait_for(p.log, "bottom: ready", 20) && wait_for(p.log, "trunk1: ready", 20) &&
+              wait_for(p.log, "top: ready", 20),
+          "three nodes started by hand");
+    answer want;
+    reference("tiny-b", prompt_b, 9, 10, &want);
+    ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 10, .vocab = 1000, .n_positions = 64,
+             .on_token = kill_trunk_midway, .user = &r};
+    ask_pipeline(&q);
+    compare("trunk killed and restarted after 4 tokens", &q, &want, 1000);
+    CHECK(q.resends >= 1, "the client re-sent the context (%d times)", q.resends);
+    CHECK(file_has(p.log, "unknown_session"), "the restarted trunk reported the unknown session");
+    free(q.got.logits);
+    free(want.logits);
+
+    /* Without the trunk, the client names it. */
+    kill(r.pid, SIGTERM);
+    waitpid(r.pid, NULL, 0);
+    sl_client *c = sl_client_new(&topo, NULL, &err);
+    int32_t out[4];
+    int n;
+    sl_client_request req = {.ids = prompt_b, .n_ids = 9, .max_new_tokens = 2, .sampling = SL_SAMPLING_GREEDY,
+                             .eos_token = -1, .vocab_size = 1000, .timeout = 1.0};
+    int rc = sl_client_generate(c, &req, out, &n, &err);
+    CHECK(rc == SL_CLIENT_TIMEOUT && strstr(err.msg, "trunk1") && strstr(err.msg, "stage 2 of 3") &&
+              strstr(err.msg, "bottom"),
+          "timeout names the silent stage: %s", err.msg);
+    sl_client_destroy(&c);
+    for (int i = 0; i < 3; i += 2) {
+        kill(pids[i], SIGTERM);
+        int status;
+        waitpid(pids[i], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s exits 0 on SIGTERM", names[i]);
+    }
+}
+
+static void test_launcher_stop(void)
+{
+    int splits[1] = {3};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, 1, true, "b-launch") != 0 || launch(&p) != 0) {
+        stop(&p);
+        return;
+    }
+    /* The node processes are the launcher's children: find them through /proc. */
+    char cmd[512], line[64];
+    snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)p.launcher);
+    FILE *fp = popen(cmd, "r");
+    pid_t kids[8];
+    int n = 0;
+    while (fp && n < 8 && fgets(line, sizeof line, fp)) kids[n++] = (pid_t)atoi(line);
+    if (fp) pclose(fp);
+    CHECK(n == 2, "launcher started 2 nodes (%d)", n);
+    /* A node that dies makes the launcher stop the rest and exit 1 naming it. */
+    kill(kids[0], SIGKILL);
+    int status = 0;
+    double end = now_s() + 15;
+    while (now_s() < end && waitpid(p.launcher, &status, WNOHANG) == 0) usleep(20000);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "launcher exits 1 when a node dies (status %d)", status);
+    CHECK(file_has(p.log, "killed by signal 9"), "launcher names the dead node");
+    usleep(100000);
+    CHECK(kill(kids[1], 0) != 0, "the other node was stopped too (no orphan)");
+    p.launcher = 0;
+    if (launch(&p) == 0) {
+        snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)p.launcher);
+        fp = popen(cmd, "r");
+        n = 0;
+        while (fp && n < 8 && fgets(line, sizeof line, fp)) kids[n++] = (pid_t)atoi(line);
+        if (fp) pclose(fp);
+        stop(&p);
+        usleep(100000);
+        int left = 0;
+        for (int i = 0; i < n; i++) left += kill(kids[i], 0) == 0;
+        CHECK(n == 2 && left == 0, "after SIGTERM to the launcher no node is left (%d of %d)", left, n);
+    }
+}
+
+int main(void)
+{
+    snprintf(tmp, sizeof tmp, "/tmp/sl-e2e-XXXXXX");
+    if (!mkdtemp(tmp)) return 1;
+    const char *env = getenv("SL_BIN");
+    char *abs = realpath(env && *env ? env : "bin", NULL);
+    snprintf(bin, sizeof bin, "%s", abs ? abs : "bin");
+    free(abs);
+    port_base = 21000 + (int)(getpid() % 2000) * 16;
+    signal(SIGPIPE, SIG_IGN);
+    zsys_handler_set(NULL);
+    test_every_split();
+    test_five_stages_and_two_clients();
+    test_tiny_a_references();
+    test_garbage();
+    test_restart_and_timeout();
+    test_launcher_stop();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return check_done();
+}
