@@ -90,6 +90,10 @@ bench: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@tools/bench.sh
 
+demo: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
+
 format:
 	clang-format -i lib/*.[ch] tools/*.c nodes/*.c tests/*.[ch]
 

@@ -38,7 +38,10 @@ static char *read_line(char *buf, int size, void *stream)
     const char *p = buf + strspn(buf, " \t");
     if (*p != '[') return buf;
     const char *end = strchr(p, ']');
-    if (!end) return buf; /* inih reports the malformed header */
+    if (!end) {
+        ps->rc = sl_fail(ps->err, "%s:%d: not INI syntax: a section header without ']'", ps->t->path, ps->line);
+        return buf;
+    }
     char section[128];
     snprintf(section, sizeof section, "%.*s", (int)(end - p - 1), p + 1);
     sl_topology *t = ps->t;
@@ -258,6 +261,10 @@ static int check_parts(parse_state *ps)
             return sl_fail(ps->err, "%s:%d: [node.%s] layers = %d-%d match no part in %s (it has:%s)", t->path,
                            node->line, node->name, node->first, node->last, t->parts, have);
         }
+        if (parts[found].role != node->role)
+            return sl_fail(ps->err, "%s:%d: [node.%s] is a %s but the part for layers %d-%d is a %s", t->path,
+                           node->line, node->name, sl_role_name(node->role), node->first, node->last,
+                           sl_role_name(parts[found].role));
         if (access(parts[found].file, R_OK) != 0)
             return sl_fail(ps->err, "%s:%d: [node.%s]: part file %s is missing", t->path, node->line, node->name,
                            parts[found].file);

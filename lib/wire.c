@@ -29,6 +29,64 @@ void sl_wire_decoder_destroy(sl_wire_decoder **self)
 
 /* ---- decoding ---- */
 
+/* Our messages have a few dozen msgpack items; more is refused before msgpack-c sees it. */
+#define MAX_ITEMS 4096
+
+static uint64_t read_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    return v;
+}
+
+/* Walks the msgpack structure without building it: every claimed length must fit in the bytes
+ * left and the item count stays small. msgpack-c allocates a container's claimed size before
+ * it checks the bytes exist, so a 5-byte "map of 2^31 entries" would otherwise ask for 128 GB. */
+static int prescan(const unsigned char *p, size_t len, sl_err *err)
+{
+    size_t pos = 0, pending = 1, items = 0;
+    while (pending > 0) {
+        if (pos >= len) return sl_fail(err, "truncated msgpack (%zu bytes)", len);
+        unsigned t = p[pos++];
+        pending--;
+        uint64_t skip = 0, count = 0;
+        int width = 0;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) skip = 0;
+        else if (t >= 0x80 && t <= 0x8f) count = 2 * (uint64_t)(t & 0x0f);
+        else if (t >= 0x90 && t <= 0x9f) count = t & 0x0f;
+        else if (t >= 0xa0 && t <= 0xbf) skip = t & 0x1f;
+        else if (t == 0xcc || t == 0xd0) skip = 1;
+        else if (t == 0xcd || t == 0xd1) skip = 2;
+        else if (t == 0xca || t == 0xce || t == 0xd2) skip = 4;
+        else if (t == 0xcb || t == 0xcf || t == 0xd3) skip = 8;
+        else if (t >= 0xd4 && t <= 0xd8) skip = 1 + (1u << (t - 0xd4));
+        else if (t == 0xc4 || t == 0xd9) width = 1;
+        else if (t == 0xc5 || t == 0xda) width = 2;
+        else if (t == 0xc6 || t == 0xdb) width = 4;
+        else if (t == 0xc7 || t == 0xc8 || t == 0xc9) width = 1 << (t - 0xc7), skip = 1; /* ext: + type byte */
+        else if (t == 0xdc || t == 0xdd || t == 0xde || t == 0xdf) width = t & 1 ? 4 : 2;
+        else return sl_fail(err, "byte 0x%02x at offset %zu is not msgpack", t, pos - 1);
+        if (width) {
+            if ((size_t)width > len - pos) return sl_fail(err, "truncated msgpack length at offset %zu", pos);
+            uint64_t n = read_be(p + pos, width);
+            pos += (size_t)width;
+            if (t >= 0xdc) count = t >= 0xde ? 2 * n : n;
+            else skip += n;
+        }
+        if (skip > len - pos)
+            return sl_fail(err, "msgpack item at offset %zu claims %llu bytes but %zu remain", pos,
+                           (unsigned long long)skip, len - pos);
+        if (count > len - pos || items + count > MAX_ITEMS)
+            return sl_fail(err, "msgpack container at offset %zu claims %llu entries (%zu bytes remain, at most %d "
+                           "items)", pos, (unsigned long long)count, len - pos, MAX_ITEMS);
+        pos += (size_t)skip;
+        pending += (size_t)count;
+        items += (size_t)count;
+    }
+    if (pos != len) return sl_fail(err, "%zu stray bytes after the msgpack map", len - pos);
+    return 0;
+}
+
 enum { F_V = 1 << 0, F_KIND = 1 << 1, F_SESSION = 1 << 2, F_STEP = 1 << 3, F_POS = 1 << 4, F_CTX = 1 << 5,
        F_REPLY = 1 << 6, F_IDS = 1 << 7, F_X = 1 << 8, F_SHAPE = 1 << 9, F_DTYPE = 1 << 10, F_TOKEN = 1 << 11,
        F_LOGITS = 1 << 12, F_NODE = 1 << 13, F_CODE = 1 << 14 };
@@ -263,6 +321,7 @@ int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl
     m->dtype = SL_F32;
     if (limits->max_bytes && len > limits->max_bytes)
         return sl_fail(err, "message of %zu bytes is over the %zu-byte cap", len, limits->max_bytes);
+    if (prescan(data, len, err) != 0) return -1;
     size_t off = 0;
     msgpack_unpack_return ret = msgpack_unpack_next(&self->unpacked, data, len, &off);
     if (ret != MSGPACK_UNPACK_SUCCESS) return sl_fail(err, "not a msgpack message (%d)", (int)ret);

@@ -109,7 +109,10 @@ int main(int argc, char **argv)
     sl_part_info parts[SL_MAX_SPLITS + 1];
     rc = sl_split_write(ck, &req, parts, &err);
     if (rc == 0 && topology) {
-        char *text = topology_text(parts, n_splits + 1, name, out, (int)port);
+        /* Absolute, so that the topology works from any directory. */
+        char *abs_out = realpath(out, NULL);
+        char *text = topology_text(parts, n_splits + 1, name, abs_out ? abs_out : out, (int)port);
+        free(abs_out);
         rc = text ? sl_write_text_file(topology, text, &err) : sl_fail(&err, "out of memory");
         free(text);
     }

@@ -1,0 +1,132 @@
+/* test_topology.c — topology files: a valid one (the split tool's output and the shipped
+ * examples' syntax) loads; every validation rule gives its file:line message. */
+#include "check.h"
+#include "fileio.h"
+#include "part.h"
+#include "topology.h"
+
+#include <limits.h>
+#include <string.h>
+
+static char tmp[200], parts[256];
+
+static const char nodes3[] = "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://127.0.0.1:5701\n\n"
+                             "[node.trunk1]\nrole = trunk\nlayers = 2-4\nlisten = tcp://127.0.0.1:5702\n"
+                             "host = localhost   ; inline comment\nthreads = 2\npin = yes\n\n"
+                             "[node.top]\nrole = top\nlayers = 4-5\nlisten = ipc:///tmp/sl-top.sock\n";
+
+static int load_text(const char *text, sl_topology *t, bool check_parts, sl_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/t.ini", tmp);
+    sl_write_text_file(path, text, err);
+    return sl_topology_load(path, t, check_parts, err);
+}
+
+static void expect(const char *label, const char *text, bool check_parts, const char *needle)
+{
+    static sl_topology t;
+    sl_err err = {{0}};
+    int rc = load_text(text, &t, check_parts, &err);
+    CHECK(rc != 0 && strstr(err.msg, needle), "%s: want '%s', got rc %d '%s'", label, needle, rc, err.msg);
+}
+
+static void test_valid(void)
+{
+    static sl_topology t;
+    char text[4096];
+    snprintf(text, sizeof text, "; a comment\n[pipeline]\nname = tb\nparts = %s\nactivations = bf16\ntimeout = 5\n"
+                                "max_sessions = 3\nidle_timeout = 60\nmax_message_mb = 8\nhwm = 10\nverify = no\n\n%s",
+             parts, nodes3);
+    sl_err err;
+    CHECK(load_text(text, &t, true, &err) == 0, "valid topology: %s", err.msg);
+    CHECK(t.n_nodes == 3 && strcmp(t.nodes[1].name, "trunk1") == 0 && t.nodes[1].role == SL_ROLE_TRUNK &&
+              t.nodes[1].first == 2 && t.nodes[1].last == 4 && t.nodes[1].threads == 2 && t.nodes[1].pin &&
+              strcmp(t.nodes[1].host, "localhost") == 0 && t.activations == SL_BF16 && t.max_sessions == 3 &&
+              t.timeout == 5 && t.hwm == 10 && t.max_message == 8u << 20 && strcmp(t.name, "tb") == 0,
+          "fields as written");
+    CHECK(t.nodes[0].line == 13 && t.nodes[2].line == 26, "section lines %d %d", t.nodes[0].line, t.nodes[2].line);
+}
+
+static void test_errors(void)
+{
+    char text[4096];
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[nodes.x]\nrole = top\n", parts);
+    expect("unknown section", text, false, "t.ini:3: unknown section [nodes.x]");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\ncolour = blue\n%s", parts, nodes3);
+    expect("unknown pipeline key", text, false, "t.ini:3: unknown key 'colour' in [pipeline]");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s\ncores = 4\n", parts, nodes3);
+    expect("unknown node key", text, false, "t.ini:21: unknown key 'cores' in [node.top]");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    expect("missing role", text, false, "t.ini:3: [node.bottom] has no 'role'");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    expect("missing layers", text, false, "[node.bottom] has no 'layers'");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    expect("missing listen", text, false, "[node.bottom] has no 'listen'");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 3-5\nlisten = tcp://a:2\n", parts);
+    expect("gap", text, false, "t.ini:7: [node.top] starts at layer 3 but [node.bottom] ends at 2: a gap");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 1-5\nlisten = tcp://a:2\n", parts);
+    expect("overlap", text, false, "an overlap; make it layers = 2-5");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:1\n", parts);
+    expect("duplicate endpoint", text, false, "t.ini:7: [node.top] listens on tcp://a:1 like [node.bottom]");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.top]\nrole = top\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.bottom]\nrole = bottom\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    expect("order", text, false, "is a top but stage 1 of 2 must be a bottom");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-4\nlisten = tcp://a:2\n", parts);
+    expect("role not matching the part", text, true, "t.ini:7: [node.top] is a top but the part for layers 2-4 is a trunk");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-3\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 3-5\nlisten = tcp://a:2\n", parts);
+    expect("layers not matching parts", text, true, "t.ini:3: [node.bottom] layers = 0-3 match no part");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s/nowhere\n%s", tmp, nodes3);
+    expect("parts missing", text, true, "t.ini:1: parts = ");
+    expect("no pipeline", nodes3, false, "no [pipeline] section");
+    snprintf(text, sizeof text, "[pipeline]\nname = x\n%s", nodes3);
+    expect("no parts", text, false, "t.ini:1: [pipeline] has no 'parts'");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = middle\n", parts);
+    expect("bad role", text, false, "t.ini:4: role = middle: write bottom, trunk or top");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlayers = 2to4\n", parts);
+    expect("bad layers", text, false, "t.ini:4: layers = 2to4");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlisten = http://x\n", parts);
+    expect("bad endpoint", text, false, "t.ini:4: listen = http://x");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = soon\n", parts);
+    expect("bad number", text, false, "t.ini:3: timeout");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.a]\nrole = bottom\n[node.a]\n", parts);
+    expect("duplicate node", text, false, "t.ini:5: [node.a] appears twice");
+    expect("not ini", "[pipeline\nparts = x\n", false, "t.ini:1: not INI syntax");
+    expect("not ini 2", "[pipeline]\nparts x\n", false, "t.ini:2: not INI syntax");
+    expect("key before section", "parts = x\n", false, "t.ini:1: 'parts' is outside any section");
+    sl_topology t;
+    sl_err err;
+    CHECK(sl_topology_load("/nonexistent/t.ini", &t, false, &err) != 0 && strstr(err.msg, "/nonexistent/t.ini"),
+          "missing file: %s", err.msg);
+}
+
+int main(void)
+{
+    snprintf(tmp, sizeof tmp, "/tmp/sl-test-topo-XXXXXX");
+    if (!mkdtemp(tmp)) return 1;
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
+    snprintf(parts, sizeof parts, "%s/parts", tmp);
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    const int splits[] = {2, 4};
+    sl_part_info info[3];
+    sl_split_request req = {.model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32,
+                            .out_dir = parts};
+    CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
+    sl_checkpoint_destroy(&ck);
+    test_valid();
+    test_errors();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return check_done();
+}
