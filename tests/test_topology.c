@@ -108,6 +108,20 @@ static void test_errors(void)
           "missing file: %s", err.msg);
 }
 
+/* The shipped examples are valid topologies (their parts are not here: syntax and chain only). */
+static void test_examples(void)
+{
+    const char *files[] = {"config/local-3stage.ini", "config/local-5stage.ini", "config/u-shaped.ini",
+                           "config/multi-host.ini"};
+    const int nodes[] = {3, 5, 3, 5};
+    for (int i = 0; i < 4; i++) {
+        static sl_topology t;
+        sl_err err;
+        CHECK(sl_topology_load(files[i], &t, false, &err) == 0 && t.n_nodes == nodes[i], "%s: %s", files[i],
+              err.msg);
+    }
+}
+
 int main(void)
 {
     snprintf(tmp, sizeof tmp, "/tmp/sl-test-topo-XXXXXX");
@@ -125,6 +139,7 @@ int main(void)
     sl_checkpoint_destroy(&ck);
     test_valid();
     test_errors();
+    test_examples();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
