@@ -8,6 +8,8 @@
 
 #include <cblas.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +117,56 @@ static double time_sgemm(bench *b, bool all_logits)
     return median(t, b->runs);
 }
 
+/* The floor under decode: every weight read once, by as many threads as compute, each pinned. */
+typedef struct reader {
+    sl_params *p;
+    int index, count, cpu;
+    float sum;
+} reader;
+
+static int read_half(sl_param_ref *ref, void *ctx)
+{
+    reader *r = ctx;
+    size_t per = ref->numel / (size_t)r->count, from = per * (size_t)r->index;
+    size_t to = r->index == r->count - 1 ? ref->numel : from + per;
+    const float *x = *ref->slot;
+    float acc[16] = {0};
+    size_t i = from;
+    for (; i + 16 <= to; i += 16)
+        for (int k = 0; k < 16; k++) acc[k] += x[i + k];
+    for (; i < to; i++) acc[0] += x[i];
+    for (int k = 0; k < 16; k++) r->sum += acc[k];
+    return 0;
+}
+
+static void *read_weights(void *arg)
+{
+    reader *r = arg;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(r->cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    sl_params_foreach(r->p, read_half, r);
+    return NULL;
+}
+
+static double time_weight_read(sl_params *p, int threads, int runs)
+{
+    double t[64];
+    for (int r = -1; r < runs; r++) {
+        reader rd[8];
+        pthread_t th[8];
+        double t0 = now();
+        for (int i = 0; i < threads && i < 8; i++) {
+            rd[i] = (reader){.p = p, .index = i, .count = threads, .cpu = i % sl_cpu_count()};
+            pthread_create(&th[i], NULL, read_weights, &rd[i]);
+        }
+        for (int i = 0; i < threads && i < 8; i++) pthread_join(th[i], NULL);
+        if (r >= 0) t[r] = now() - t0;
+    }
+    return median(t, runs);
+}
+
 static double time_part_load(const char *parts_dir, int first, int last, int runs)
 {
     double t[64];
@@ -182,6 +234,7 @@ int main(int argc, char **argv)
     double prefill_all = time_prefill(&b, SL_OUT_LOGITS_ALL), sgemm_all = time_sgemm(&b, true);
     double prefill_last = time_prefill(&b, SL_OUT_LOGITS_LAST), sgemm_last = time_sgemm(&b, false);
     double decode_ms = time_decode(&b) * 1e3;
+    double floor_ms = time_weight_read(&b.p, (int)threads, (int)runs) * 1e3;
     printf("| work (%d layers, %d wide, vocab %d; %ld threads%s; median of %ld) | ms | sgemm-only ms | ratio |\n",
            cfg->n_layer, cfg->n_embd, cfg->vocab_size, threads, pin ? ", pinned" : "", runs);
     printf("|---|---|---|---|\n");
@@ -190,6 +243,8 @@ int main(int argc, char **argv)
     printf("| prefill %ld tokens, logits at the last position | %.1f | %.1f | %.3f |\n", prompt, prefill_last * 1e3,
            sgemm_last * 1e3, prefill_last / sgemm_last);
     printf("| decode, ms per token (%ld tokens after %ld, KV cache) | %.2f | | |\n", decode, prompt, decode_ms);
+    printf("| reading every weight once (%.0f MB, %ld pinned threads): the decode floor | %.2f | | %.3f |\n",
+           (double)sl_params_count(&b.p) * 4 / 1e6, threads, floor_ms, decode_ms / floor_ms);
     if (parts_dir) {
         sl_part_info parts[SL_MAX_SPLITS + 1];
         int n = sl_split_read_index(parts_dir, parts, SL_MAX_SPLITS + 1, &err);

@@ -27,4 +27,6 @@ split_median=$(printf '%s\n' "${split_times[@]}" | sort -n | awk '{a[NR]=$1} END
     echo
     "$bin/zmq-splitlearn-bench" "$model" --runs "$runs" --parts "$dir/parts-124m" --threads 2
     echo "| split 124M at 2,10 into 3 parts, F32, SHA-256 of all (median of $runs) | $(awk -v s="$split_median" 'BEGIN {printf "%.0f", s * 1000}') | | |"
+    echo
+    "$bin/zmq-splitlearn-bench-pipeline" "$model" "$dir/parts-124m" --runs "$runs" --threads 2
 } | tee "$dir/results.md"

@@ -1,0 +1,267 @@
+/* bench-pipeline.c — zmq-splitlearn-bench-pipeline: a 3-stage pipeline on loopback against the
+ * monolithic model in one run: prefill and decode time, overhead per hop, throughput with
+ * concurrent clients, and each node's peak RSS against its part's weights and KV cache. */
+#include "cli.h"
+#include "client.h"
+#include "cpu.h"
+#include "fileio.h"
+#include "gpt2.h"
+#include "part.h"
+
+#include <czmq.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "usage: zmq-splitlearn-bench-pipeline MODEL_DIR PARTS_DIR [--runs 5] [--prompt 64] [--decode 32]\n"
+    "                                     [--threads 2] [--port 5801]\n"
+    "\n"
+    "PARTS_DIR is a 3-part split of MODEL_DIR (zmq-splitlearn-split --splits A,B). Starts the three\n"
+    "nodes with zmq-splitlearn-launch (tcp loopback, --threads each, pinned), times the monolithic\n"
+    "model in this process and the pipeline through zmq-splitlearn's client, and prints a table.\n"
+    "\n"
+    "exit status: 0 done, 1 failure, 2 usage error\n";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct timing {
+    double start, first, last;
+    int tokens;
+} timing;
+
+static void on_token(void *ctx, int32_t token)
+{
+    (void)token;
+    timing *t = ctx;
+    double now = now_s();
+    if (t->tokens++ == 0) t->first = now;
+    t->last = now;
+}
+
+typedef struct job {
+    const sl_topology *topo;
+    const int32_t *ids;
+    int prompt, decode, vocab, generations;
+    double prefill, per_token; /* of the last generation */
+    int tokens, rc;
+    char err[1024];
+} job;
+
+static void *client_job(void *arg)
+{
+    job *j = arg;
+    sl_err err = {{0}};
+    sl_client *c = sl_client_new(j->topo, NULL, &err);
+    int32_t *out = malloc((size_t)j->decode * sizeof *out);
+    j->rc = c && out ? 0 : -1;
+    for (int g = 0; g < j->generations && j->rc == 0; g++) {
+        timing t = {.start = now_s()};
+        sl_client_request req = {.ids = j->ids, .n_ids = j->prompt, .max_new_tokens = j->decode,
+                                 .sampling = SL_SAMPLING_GREEDY, .eos_token = -1, .vocab_size = j->vocab,
+                                 .timeout = 60, .on_token = on_token, .ctx = &t};
+        int n = 0;
+        j->rc = sl_client_generate(c, &req, out, &n, &err);
+        j->tokens += n;
+        j->prefill = t.first - t.start;
+        j->per_token = n > 1 ? (t.last - t.first) / (n - 1) : 0;
+    }
+    snprintf(j->err, sizeof j->err, "%s", err.msg);
+    free(out);
+    sl_client_destroy(&c);
+    return NULL;
+}
+
+/* Monolithic: prefill (logits of the last position) and greedy decode, as zmq-splitlearn-run. */
+static void monolithic(const char *model, const int32_t *ids, int prompt, int decode, int runs, double *prefill,
+                       double *per_token)
+{
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
+    const sl_config *c = sl_checkpoint_config(ck);
+    sl_params p;
+    sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
+    sl_stage *s = sl_stage_new(&p, 128, &err);
+    sl_kv *kv = sl_kv_new(&p, prompt + decode, &err);
+    float *logits = malloc((size_t)c->vocab_size * sizeof(float));
+    double pre[32], dec[32];
+    for (int r = -1; r < runs; r++) {
+        sl_kv_reset(kv);
+        double t0 = now_s();
+        sl_stage_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+        double t1 = now_s();
+        for (int i = 1; i < decode; i++) {
+            int32_t best = 0;
+            for (int v = 1; v < c->vocab_size; v++)
+                if (logits[v] > logits[best]) best = v;
+            sl_stage_forward(s, kv, 1, &best, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+        }
+        if (r >= 0) {
+            pre[r] = t1 - t0;
+            dec[r] = (now_s() - t1) / (decode - 1);
+        }
+    }
+    *prefill = median(pre, runs);
+    *per_token = median(dec, runs);
+    free(logits);
+    sl_kv_destroy(&kv);
+    sl_stage_destroy(&s);
+    sl_params_free(&p);
+    sl_checkpoint_destroy(&ck);
+}
+
+static long peak_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    long kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    if (fp) fclose(fp);
+    return kb;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {{"runs", 1, 0, 'r'},    {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},
+                                            {"threads", 1, 0, 't'}, {"port", 1, 0, 'P'},   {"help", 0, 0, 'h'},
+                                            {0, 0, 0, 0}};
+    long runs = 5, prompt = 64, decode = 32, threads = 2, port = 5801;
+    sl_err err;
+    int c, rc = 0;
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
+        if (c == 'r') rc = sl_parse_long(optarg, "--runs", 1, 31, &runs, &err);
+        else if (c == 'p') rc = sl_parse_long(optarg, "--prompt", 1, 512, &prompt, &err);
+        else if (c == 'd') rc = sl_parse_long(optarg, "--decode", 2, 512, &decode, &err);
+        else if (c == 't') rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
+        else if (c == 'P') rc = sl_parse_long(optarg, "--port", 1024, 65000, &port, &err);
+        else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
+        else return fputs(usage, stderr), SL_EXIT_USAGE;
+    }
+    if (rc == 0 && argc - optind != 2) rc = sl_fail(&err, "give MODEL_DIR and PARTS_DIR");
+    if (rc != 0) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n%s", err.msg, usage), SL_EXIT_USAGE;
+    const char *model = argv[optind], *parts_dir = argv[optind + 1];
+    sl_part_info parts[SL_MAX_SPLITS + 1];
+    int n_parts = sl_split_read_index(parts_dir, parts, SL_MAX_SPLITS + 1, &err);
+    if (n_parts != 3) return fprintf(stderr, "%s: need a 3-part split (%s)\n", parts_dir, err.msg), SL_EXIT_FAILURE;
+    char *abs_parts = realpath(parts_dir, NULL);
+    char topo_path[] = "/tmp/sl-bench-pipeline-XXXXXX.ini", ready[64], text[4096];
+    int fd = mkstemps(topo_path, 4);
+    close(fd);
+    snprintf(ready, sizeof ready, "%s.ready", topo_path);
+    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 60\n", abs_parts);
+    for (int i = 0; i < 3; i++)
+        len += snprintf(text + len, sizeof text - (size_t)len,
+                        "[node.%s]\nrole = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%ld\nthreads = %ld\npin = yes\n",
+                        parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i, threads);
+    free(abs_parts);
+    sl_write_text_file(topo_path, text, &err);
+
+    const sl_config *cfg = &parts[0].cfg;
+    int32_t *ids = malloc((size_t)prompt * sizeof *ids);
+    for (int i = 0; i < prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % cfg->vocab_size);
+    sl_threads_setup((int)threads, true, &err);
+    double mono_prefill, mono_token;
+    monolithic(model, ids, (int)prompt, (int)decode, (int)runs, &mono_prefill, &mono_token);
+
+    char exe[4096], launcher[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(launcher, sizeof launcher, "%s/zmq-splitlearn-launch", exe);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout)) _exit(1);
+        execl(launcher, launcher, topo_path, "--ready-file", ready, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++) usleep(50000);
+    static sl_topology topo;
+    if (access(ready, F_OK) != 0 || sl_topology_load(topo_path, &topo, true, &err) != 0) {
+        fprintf(stderr, "pipeline did not start\n");
+        kill(pid, SIGTERM);
+        return SL_EXIT_FAILURE;
+    }
+    zsys_handler_set(NULL);
+    double pre[32], tok[32];
+    job one = {.topo = &topo, .ids = ids, .prompt = (int)prompt, .decode = (int)decode, .vocab = cfg->vocab_size,
+               .generations = 1};
+    for (int r = -1; r < runs; r++) {
+        client_job(&one);
+        if (one.rc != 0) fprintf(stderr, "client: %s\n", one.err);
+        if (r >= 0) pre[r] = one.prefill, tok[r] = one.per_token;
+    }
+    double pipe_prefill = median(pre, (int)runs), pipe_token = median(tok, (int)runs);
+    printf("| 3-stage pipeline vs monolithic (%d layers, %d wide; %ld threads per process, pinned; median of %ld) | "
+           "monolithic | pipeline | ratio |\n|---|---|---|---|\n",
+           cfg->n_layer, cfg->n_embd, threads, runs);
+    printf("| prefill %ld tokens to first token, ms | %.1f | %.1f | %.3f |\n", prompt, mono_prefill * 1e3,
+           pipe_prefill * 1e3, pipe_prefill / mono_prefill);
+    printf("| decode, ms per token | %.2f | %.2f | %.3f |\n", mono_token * 1e3, pipe_token * 1e3,
+           pipe_token / mono_token);
+    printf("| decode overhead per hop (4 hops: client, bottom, trunk, top, client), ms | | %.3f | |\n",
+           (pipe_token - mono_token) * 1e3 / 4);
+    for (int clients = 1; clients <= 8; clients *= 2) {
+        job jobs[8];
+        pthread_t th[8];
+        double t0 = now_s();
+        for (int i = 0; i < clients; i++) {
+            jobs[i] = one;
+            jobs[i].tokens = 0;
+            jobs[i].generations = 2;
+            pthread_create(&th[i], NULL, client_job, &jobs[i]);
+        }
+        int total = 0;
+        for (int i = 0; i < clients; i++) pthread_join(th[i], NULL), total += jobs[i].tokens;
+        printf("| throughput, %d concurrent client%s (each 2 x %ld tokens after %ld), tokens/s | | %.1f | |\n", clients,
+               clients > 1 ? "s" : "", decode, prompt, total / (now_s() - t0));
+    }
+    char cmd[64], line[64];
+    snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);
+    FILE *fp = popen(cmd, "r");
+    for (int i = 0; fp && fgets(line, sizeof line, fp); i++) {
+        pid_t node = (pid_t)atoi(line);
+        char comm[256] = "", path[64];
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)node);
+        FILE *cf = fopen(path, "r");
+        size_t got = cf ? fread(comm, 1, sizeof comm - 1, cf) : 0;
+        if (cf) fclose(cf);
+        const char *name = comm;
+        for (size_t k = 0, seen = 0; k < got; k++)
+            if (!comm[k] && ++seen == 2) name = comm + k + 1; /* argv[2] */
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(name, parts[k].name)) {
+                double kv_mb = 8.0 * (parts[k].last - parts[k].first) * (double)(prompt + decode) * cfg->n_embd * 8 / 1048576.0;
+                printf("| peak RSS of node %s, MB (part %.0f MB + KV of 8 sessions %.1f MB + 20 MB = %.0f) | | %.0f | |\n",
+                       name, parts[k].bytes / 1048576.0, kv_mb, parts[k].bytes / 1048576.0 + kv_mb + 20,
+                       peak_rss_kb(node) / 1024.0);
+            }
+    }
+    if (fp) pclose(fp);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(topo_path);
+    free(ids);
+    return SL_EXIT_OK;
+}
