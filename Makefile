@@ -8,6 +8,7 @@
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
 #   make demo       split a model, launch a pipeline, generate text
 
+SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
 DEBS := build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
         libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev gnuplot-nox \
@@ -32,7 +33,7 @@ NODES := $(patsubst nodes/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard nodes/*.c))
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
 
-.PHONY: all deps ensure-deps test check sanitize valgrind bench demo clean format
+.PHONY: all deps ensure-deps test check sanitize valgrind bench demo fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
@@ -94,10 +95,26 @@ demo: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
 
+# Each parser under libFuzzer (clang) for FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 30
+fuzz: ensure-deps
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g -fsanitize=address,fuzzer-no-link" \
+	    build-fuzz/libsplitlearn.a
+	@for f in tests/fuzz_*.c; do \
+	    name=$$(basename $$f .c); \
+	    clang -O1 -g -fsanitize=address,fuzzer -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) $$f \
+	        build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
+	    mkdir -p build-fuzz/corpus-$$name; \
+	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
+	    build-fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 \
+	        build-fuzz/corpus-$$name 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
+	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
 format:
 	clang-format -i lib/*.[ch] tools/*.c nodes/*.c tests/*.[ch]
 
 clean:
-	rm -rf $(BUILD) build-san build-vg $(BIN)
+	rm -rf $(BUILD) build-san build-vg build-fuzz $(BIN)
 
 .SECONDARY:

@@ -43,6 +43,58 @@ static uint16_t f32_to_bf16(float f)
     return (uint16_t)(bits >> 16);
 }
 
+#ifdef __FLT16_MAX__ /* the compiler has _Float16: conversions compile to F16C instructions */
+static float f16_to_f32(uint16_t h)
+{
+    _Float16 v;
+    memcpy(&v, &h, 2);
+    return (float)v;
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    _Float16 v = (_Float16)f;
+    uint16_t h;
+    memcpy(&h, &v, 2);
+    return h;
+}
+#else /* IEEE half by hand, rounding to nearest even */
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0x1f) bits = sign | 0x7f800000u | man << 13;
+    else if (exp) bits = sign | (exp + 112) << 23 | man << 13;
+    else if (!man) bits = sign;
+    else {
+        int e = -1;
+        do e++, man <<= 1; while (!(man & 0x400));
+        bits = sign | (uint32_t)(112 - e) << 23 | (man & 0x3ff) << 13;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint32_t sign = (bits >> 16) & 0x8000, abs = bits & 0x7fffffffu;
+    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00);           /* NaN */
+    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);           /* overflow to infinity */
+    if (abs < 0x38800000u) {                                            /* subnormal or zero */
+        if (abs < 0x33000000u) return (uint16_t)sign;
+        uint32_t man = (abs & 0x7fffff) | 0x800000, shift = 126 - (abs >> 23);
+        uint32_t half = man >> shift, rest = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        half += rest > mid || (rest == mid && (half & 1));
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = ((abs >> 13) - (112u << 10)), rest = abs & 0x1fff;
+    half += rest > 0x1000 || (rest == 0x1000 && (half & 1));
+    return (uint16_t)(sign | half);
+}
+#endif
+
 void sl_dtype_to_f32(float *dst, const void *src, sl_dtype src_dt, size_t n)
 {
     const unsigned char *s = src;
@@ -50,9 +102,9 @@ void sl_dtype_to_f32(float *dst, const void *src, sl_dtype src_dt, size_t n)
         memcpy(dst, src, n * 4);
     } else if (src_dt == SL_F16) {
         for (size_t i = 0; i < n; i++) {
-            _Float16 h;
+            uint16_t h;
             memcpy(&h, s + 2 * i, 2);
-            dst[i] = (float)h;
+            dst[i] = f16_to_f32(h);
         }
     } else if (src_dt == SL_BF16) {
         for (size_t i = 0; i < n; i++) {
@@ -70,7 +122,7 @@ void sl_dtype_from_f32(void *dst, sl_dtype dst_dt, const float *src, size_t n)
         memcpy(dst, src, n * 4);
     } else if (dst_dt == SL_F16) {
         for (size_t i = 0; i < n; i++) {
-            _Float16 h = (_Float16)src[i];
+            uint16_t h = f32_to_f16(src[i]);
             memcpy(d + 2 * i, &h, 2);
         }
     } else if (dst_dt == SL_BF16) {
