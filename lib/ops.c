@@ -127,3 +127,121 @@ void sl_gelu_forward(float *out, const float *inp, size_t n)
         out[i] = x / (1.0f + fast_expf(-2.0f * u));
     }
 }
+
+/* ---- backward ---- */
+
+void sl_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids, int T, int pos0, int C)
+{
+    for (int t = 0; t < T; t++) {
+        const float *d = dout + (size_t)t * C;
+        float *te = dwte ? dwte + (size_t)ids[t] * C : NULL, *pe = dwpe + (size_t)(pos0 + t) * C;
+        for (int i = 0; i < C; i++) pe[i] += d[i];
+        if (te)
+            for (int i = 0; i < C; i++) te[i] += d[i];
+    }
+}
+
+void sl_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                           const float *mean, const float *rstd, int N, int C)
+{
+    for (int n = 0; n < N; n++) {
+        const float *d = dout + (size_t)n * C, *x = inp + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C, m = mean[n], s = rstd[n];
+        /* dnorm = d * w; dx = s * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) */
+        float dnorm_mean = 0, dnorm_norm_mean = 0;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s, dnorm = w[i] * d[i];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s, dnorm = w[i] * d[i];
+            db[i] += d[i];
+            dw[i] += norm * d[i];
+            dx[i] += s * (dnorm - dnorm_mean - norm * dnorm_norm_mean);
+        }
+    }
+}
+
+void sl_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                        int N, int C, int OC)
+{
+    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, OC);
+    if (dbias)
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC;
+            for (int o = 0; o < OC; o++) dbias[o] += d[o];
+        }
+}
+
+void sl_matmul_backward_wt(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
+                           int OC)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+}
+
+void sl_attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs, int T,
+                           int n_head, int hd)
+{
+    const int C = n_head * hd, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < n_head; h++) {
+        const float *p = probs + (size_t)h * T * T, *q = qkv + h * hd, *k = qkv + C + h * hd, *v = qkv + 2 * C + h * hd;
+        float *dq = dqkv + h * hd, *dk = dqkv + C + h * hd, *dv = dqkv + 2 * C + h * hd;
+        const float *dy = dout + h * hd;
+        /* dP = dY V^T (T,T); dV += P^T dY */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dy, C, v, C3, 0.0f, dprobs, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dy, C, 1.0f, dv, C3);
+        /* softmax backward, folded with the 1/sqrt(hd) scale: dS = scale * P (dP - rowsum(P dP)) */
+        for (int t = 0; t < T; t++) {
+            const float *pr = p + (size_t)t * T;
+            float *dr = dprobs + (size_t)t * T, dot = 0;
+            for (int j = 0; j <= t; j++) dot += pr[j] * dr[j];
+            for (int j = 0; j <= t; j++) dr[j] = scale * pr[j] * (dr[j] - dot);
+            for (int j = t + 1; j < T; j++) dr[j] = 0;
+        }
+        /* dQ += dS K; dK += dS^T Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dprobs, T, k, C3, 1.0f, dq, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dprobs, T, q, C3, 1.0f, dk, C3);
+    }
+}
+
+void sl_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    const float s = 0.7978845608028654f;
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], u = s * (x + 0.044715f * x * x * x);
+        float th = 2.0f / (1.0f + fast_expf(-2.0f * u)) - 1.0f; /* tanh(u) */
+        float sech2 = 1.0f - th * th, du = s * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += (0.5f * (1.0f + th) + 0.5f * x * sech2 * du) * dout[i];
+    }
+}
+
+double sl_crossentropy_forward_backward(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
+                                        float scale)
+{
+    double loss = 0;
+    for (int t = 0; t < T; t++) {
+        const float *z = logits + (size_t)t * V;
+        float *dz = dlogits ? dlogits + (size_t)t * V : NULL;
+        if (targets[t] < 0) {
+            if (dz) memset(dz, 0, (size_t)V * sizeof *dz);
+            continue;
+        }
+        float max = z[0];
+        for (int v = 1; v < V; v++) max = z[v] > max ? z[v] : max;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)(z[v] - max));
+        double log_sum = log(sum);
+        loss += log_sum - (double)(z[targets[t]] - max);
+        if (dz) {
+            for (int v = 0; v < V; v++) dz[v] = (float)(exp((double)(z[v] - max) - log_sum)) * scale;
+            dz[targets[t]] -= scale;
+        }
+    }
+    return loss;
+}

@@ -35,4 +35,37 @@ void sl_attention_forward(float *out, float *probs, const float *q, int q_stride
 /* out = gelu_new(inp) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); out may equal inp. */
 void sl_gelu_forward(float *out, const float *inp, size_t n);
 
+/* ---- backward: each accumulates (+=) into its gradient outputs, which the caller zeroes ---- */
+
+/* dwte (V,C), dwpe (P,C) += scatter of dout (T,C) by ids / positions. */
+void sl_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids, int T, int pos0, int C);
+
+/* dinp (N,C), dw, db (C) from dout (N,C), the forward's inp, w and saved mean, rstd (N). */
+void sl_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                           const float *mean, const float *rstd, int N, int C);
+
+/* For out = inp (N,C) @ w (C,OC) + b: dinp += dout @ w^T, dw += inp^T @ dout, dbias += sum of
+ * dout's rows. dinp and dbias may be NULL. */
+void sl_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                        int N, int C, int OC);
+
+/* For out = inp (N,C) @ w^T, w (OC,C): dinp += dout @ w, dw += dout^T @ inp. */
+void sl_matmul_backward_wt(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int C,
+                           int OC);
+
+/* Attention of T queries over the same T positions (training: no cache, past 0).
+ * dqkv (T,3C) += from dout (T,C), using the forward's qkv (T,3C) and probs (n_head,T,T);
+ * dprobs (T,T) is scratch. */
+void sl_attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs, int T,
+                           int n_head, int hd);
+
+/* dinp += gelu_new'(inp) * dout. */
+void sl_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+/* Mean next-token cross-entropy: logits (T,V) row t predicts targets[t] (< 0: no target).
+ * Returns the sum of -log p over the rows with targets; when dlogits is not NULL it receives
+ * (softmax - onehot) * scale for those rows and 0 for the others. */
+double sl_crossentropy_forward_backward(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
+                                        float scale);
+
 #endif

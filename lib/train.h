@@ -1,0 +1,47 @@
+/* train.h — training one stage of GPT-2: a forward pass that keeps what backward needs, the
+ * backward pass, and AdamW with PyTorch's semantics. A stage is a bottom (ids in), trunk or
+ * top (loss out), or the whole model; a pipeline chains stages exactly as inference does, with
+ * gradients flowing back: sl_train_backward's din is what a stage sends to the previous one. */
+#ifndef SL_TRAIN_H
+#define SL_TRAIN_H
+
+#include "params.h"
+
+typedef struct sl_adamw {
+    float lr, beta1, beta2, eps, weight_decay; /* weight decay applies to every parameter */
+} sl_adamw;
+
+/* PyTorch's defaults with lr 1e-3 and weight decay 0.01. */
+#define SL_ADAMW_DEFAULT ((sl_adamw){.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f})
+
+typedef struct sl_train sl_train;
+
+/* A trainer for B sequences of T tokens over params, which must own its weights in one
+ * allocation (sl_params_load with copy). params is borrowed and updated in place by
+ * sl_train_step. Caller owns the result. */
+sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err);
+void sl_train_destroy(sl_train **self);
+
+/* Forward over B*T tokens. Input: ids (B*T) for a bottom, else in (B*T, C). A stage without
+ * head writes out (B*T, C); a top reads targets (B*T, next token of each position, < 0 for
+ * none) and writes the mean cross-entropy over the targets to *loss. */
+int sl_train_forward(sl_train *self, const int32_t *ids, const float *in, const int32_t *targets, float *out,
+                     float *loss, sl_err *err);
+
+/* Backward of the last forward, accumulating into the gradients. A stage without head reads
+ * dout (B*T, C), the gradient of its output; a stage without embeddings writes din (B*T, C). */
+int sl_train_backward(sl_train *self, const float *dout, float *din, sl_err *err);
+
+void sl_train_zero_grad(sl_train *self);
+
+/* The gradients (same layout as the params). */
+sl_params *sl_train_grads(sl_train *self);
+
+/* One AdamW step over every parameter from the accumulated gradients (bias-corrected, decoupled
+ * weight decay, as torch.optim.AdamW). */
+void sl_train_step(sl_train *self, const sl_adamw *opt);
+
+/* Steps taken so far. */
+long sl_train_steps(const sl_train *self);
+
+#endif

@@ -1,0 +1,190 @@
+/* test_train.c — training against ../shared/fixtures/tiny-b/grads.*: the loss, the gradient of
+ * every parameter, the gradient crossing every split point (bottom [0,K) + top [K,L) chained),
+ * and every parameter after one AdamW step. */
+#include "fileio.h"
+#include "fixtures.h"
+#include "train.h"
+
+#include <limits.h>
+
+#define GRAD_TOL 1e-6
+
+typedef struct ref_list {
+    sl_param_ref refs[256];
+    int n;
+} ref_list;
+
+static int collect(sl_param_ref *ref, void *ctx)
+{
+    ref_list *l = ctx;
+    l->refs[l->n++] = *ref;
+    return 0;
+}
+
+static sl_st_file *grads_file;
+static int32_t ids[64], targets[64];
+static int T;
+static float want_loss;
+
+static void load_fixture(void)
+{
+    char path[PATH_MAX];
+    sl_err err;
+    fixture_path(path, sizeof path, "tiny-b", "grads.safetensors");
+    grads_file = sl_st_open(path, &err);
+    CHECK(grads_file != NULL, "%s", err.msg);
+    fixture_path(path, sizeof path, "tiny-b", "grads.json");
+    char *text = sl_read_text_file(path, 1 << 20, &err);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(root, "ids")) ids[T++] = v->valueint;
+    want_loss = (float)cJSON_GetObjectItem(root, "loss")->valuedouble;
+    cJSON_Delete(root);
+    free(text);
+    for (int t = 0; t < T; t++) targets[t] = t + 1 < T ? ids[t + 1] : -1;
+}
+
+static sl_checkpoint *open_model(void)
+{
+    char path[PATH_MAX];
+    sl_err err;
+    snprintf(path, sizeof path, "%s/tiny-b", check_fixtures());
+    sl_checkpoint *ck = sl_checkpoint_open(path, &err);
+    CHECK(ck != NULL, "%s", err.msg);
+    return ck;
+}
+
+/* Compares every tensor of got (a grads or params struct) with prefix.<name> in the fixture. */
+static void compare_all(sl_params *got, const char *prefix, double tol, const char *label)
+{
+    ref_list l = {.n = 0};
+    sl_params_foreach(got, collect, &l);
+    int compared = 0;
+    for (int i = 0; i < l.n; i++) {
+        char name[128], what[160];
+        snprintf(name, sizeof name, "%s.%s", prefix, l.refs[i].name);
+        snprintf(what, sizeof what, "%s %s", label, name);
+        const float *want = fixture_f32(grads_file, name, l.refs[i].numel);
+        if (!want) continue;
+        CHECK_CLOSE(*l.refs[i].slot, want, l.refs[i].numel, tol, what);
+        compared++;
+    }
+    CHECK(compared == l.n && l.n > 0, "%s: compared %d of %d tensors", label, compared, l.n);
+}
+
+static void test_whole_model(void)
+{
+    sl_checkpoint *ck = open_model();
+    if (!ck) return;
+    sl_params p;
+    sl_err err;
+    CHECK(sl_params_load(&p, ck, 0, 5, true, true, true, &err) == 0, "%s", err.msg);
+    sl_train *tr = sl_train_new(&p, 1, T, &err);
+    if (!CHECK(tr != NULL, "%s", err.msg)) return;
+    float loss = 0;
+    sl_train_zero_grad(tr);
+    CHECK(sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err) == 0, "%s", err.msg);
+    CHECK(fabsf(loss - want_loss) <= 1e-5f, "loss %.7f, reference %.7f", loss, want_loss);
+    CHECK(sl_train_backward(tr, NULL, NULL, &err) == 0, "%s", err.msg);
+    compare_all(sl_train_grads(tr), "grad", GRAD_TOL, "whole model");
+
+    /* One AdamW step: within 1e-5, at most 0.01% beyond, none beyond 2 lr (fixture README). */
+    sl_train_step(tr, &SL_ADAMW_DEFAULT);
+    ref_list l = {.n = 0};
+    sl_params_foreach(&p, collect, &l);
+    size_t total = 0, beyond = 0;
+    double worst = 0;
+    for (int i = 0; i < l.n; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "after_adamw.%s", l.refs[i].name);
+        const float *want = fixture_f32(grads_file, name, l.refs[i].numel);
+        for (size_t k = 0; want && k < l.refs[i].numel; k++) {
+            double d = fabs((double)(*l.refs[i].slot)[k] - want[k]);
+            beyond += d > 1e-5;
+            worst = d > worst ? d : worst;
+        }
+        total += l.refs[i].numel;
+    }
+    CHECK(beyond * 10000 <= total && worst <= 2e-3, "after AdamW: %zu of %zu elements beyond 1e-5, worst %.3g",
+          beyond, total, worst);
+    sl_train_destroy(&tr);
+    sl_params_free(&p);
+    sl_checkpoint_destroy(&ck);
+}
+
+/* Bottom [0,K) and top [K,L) chained: the top's input gradient is actgrad.K, and every
+ * parameter gradient is the whole model's. */
+static void test_split_gradients(void)
+{
+    sl_checkpoint *ck = open_model();
+    if (!ck) return;
+    const int C = 48;
+    float *act = malloc((size_t)T * C * sizeof(float)), *dact = malloc((size_t)T * C * sizeof(float));
+    for (int K = 0; K < 5; K++) {
+        sl_params bp, tp;
+        sl_err err;
+        int rc = sl_params_load(&bp, ck, 0, K, true, false, true, &err);
+        rc |= sl_params_load(&tp, ck, K, 5, false, true, true, &err);
+        if (!CHECK(rc == 0, "load K=%d: %s", K, err.msg)) continue;
+        sl_train *bottom = sl_train_new(&bp, 1, T, &err), *top = sl_train_new(&tp, 1, T, &err);
+        float loss;
+        sl_train_zero_grad(bottom);
+        sl_train_zero_grad(top);
+        rc = sl_train_forward(bottom, ids, NULL, NULL, act, NULL, &err);
+        rc |= sl_train_forward(top, NULL, act, targets, NULL, &loss, &err);
+        rc |= sl_train_backward(top, NULL, dact, &err);
+        rc |= sl_train_backward(bottom, dact, NULL, &err);
+        CHECK(rc == 0 && fabsf(loss - want_loss) <= 1e-5f, "split at %d: loss %.7f: %s", K, loss, rc ? err.msg : "");
+        char name[32], what[64];
+        snprintf(name, sizeof name, "actgrad.%d", K);
+        snprintf(what, sizeof what, "gradient crossing a split before layer %d", K);
+        const float *want = fixture_f32(grads_file, name, (size_t)T * C);
+        if (want) CHECK_CLOSE(dact, want, (size_t)T * C, GRAD_TOL, what);
+        snprintf(what, sizeof what, "split at %d, bottom", K);
+        compare_all(sl_train_grads(bottom), "grad", GRAD_TOL, what);
+        snprintf(what, sizeof what, "split at %d, top", K);
+        compare_all(sl_train_grads(top), "grad", GRAD_TOL, what);
+        sl_train_destroy(&bottom);
+        sl_train_destroy(&top);
+        sl_params_free(&bp);
+        sl_params_free(&tp);
+    }
+    free(act);
+    free(dact);
+    sl_checkpoint_destroy(&ck);
+}
+
+static void test_errors(void)
+{
+    sl_checkpoint *ck = open_model();
+    if (!ck) return;
+    sl_params p;
+    sl_err err;
+    sl_params_load(&p, ck, 0, 5, true, true, false, &err);
+    CHECK(!sl_train_new(&p, 1, 8, &err) && strstr(err.msg, "writable"), "mmap'd weights refused: %s", err.msg);
+    sl_params_free(&p);
+    sl_params_load(&p, ck, 0, 5, true, true, true, &err);
+    CHECK(!sl_train_new(&p, 1, 65, &err) && strstr(err.msg, "64"), "T beyond n_positions: %s", err.msg);
+    sl_train *tr = sl_train_new(&p, 1, 4, &err);
+    int32_t bad[4] = {1, 2, 1000, 3}, none[4] = {-1, -1, -1, -1};
+    float loss;
+    CHECK(sl_train_forward(tr, bad, NULL, none, NULL, &loss, &err) != 0 && strstr(err.msg, "1000"), "bad id: %s",
+          err.msg);
+    CHECK(sl_train_forward(tr, ids, NULL, none, NULL, &loss, &err) != 0 && strstr(err.msg, "no position"),
+          "no targets: %s", err.msg);
+    sl_train_destroy(&tr);
+    sl_params_free(&p);
+    sl_checkpoint_destroy(&ck);
+}
+
+int main(void)
+{
+    load_fixture();
+    if (grads_file && T == 24) {
+        test_whole_model();
+        test_split_gradients();
+        test_errors();
+    }
+    sl_st_close(&grads_file);
+    return check_done();
+}
