@@ -389,21 +389,25 @@ static int check_splits(const sl_config *cfg, const sl_split_request *req, sl_er
     return 0;
 }
 
-static int write_index(const sl_split_request *req, const sl_part_info *parts, int n, const char *source_json,
-                       sl_err *err)
+int sl_split_write_index(const char *out_dir, const char *name, const sl_part_info *parts, int n,
+                         const char *source_json, sl_err *err)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", "zmq-splitlearn-split");
     cJSON_AddNumberToObject(root, "version", 1);
-    cJSON_AddStringToObject(root, "name", req->name);
-    cJSON_AddItemToObject(root, "splits", cJSON_CreateIntArray(req->splits, req->n_splits));
+    cJSON_AddStringToObject(root, "name", name);
+    cJSON *splits = cJSON_AddArrayToObject(root, "splits");
+    for (int i = 1; i < n; i++) cJSON_AddItemToArray(splits, cJSON_CreateNumber(parts[i].first));
     cJSON_AddStringToObject(root, "dtype", parts[0].dtype);
-    cJSON_AddItemToObject(root, "source", cJSON_Parse(source_json));
+    if (source_json) cJSON_AddItemToObject(root, "source", cJSON_Parse(source_json));
     cJSON_AddStringToObject(root, "tool", SL_TOOL_NAME);
     cJSON *list = cJSON_AddArrayToObject(root, "parts");
+    size_t dir_len = strlen(out_dir);
     for (int i = 0; i < n; i++) {
+        const char *file = strncmp(parts[i].file, out_dir, dir_len) == 0 && parts[i].file[dir_len] == '/'
+                               ? parts[i].file + dir_len + 1
+                               : parts[i].file;
         char rel[PATH_MAX];
-        const char *file = parts[i].file + strlen(req->out_dir) + 1;
         snprintf(rel, sizeof rel, "%.*s_metadata.json", (int)(strlen(file) - strlen(".safetensors")), file);
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", parts[i].name);
@@ -414,7 +418,7 @@ static int write_index(const sl_split_request *req, const sl_part_info *parts, i
         cJSON_AddItemToArray(list, e);
     }
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/split.json", req->out_dir);
+    snprintf(path, sizeof path, "%s/split.json", out_dir);
     int rc = write_json_file(path, root, err);
     cJSON_Delete(root);
     return rc;
@@ -427,7 +431,7 @@ typedef struct part_job {
     const sl_split_request *req;
     sl_role role;
     int first, last;
-    char name[32], dir[PATH_MAX], stem[256];
+    char name[32], dir[PATH_MAX], stem[1024];
     sl_part_info *info;
     sl_err err;
     int rc;
@@ -457,7 +461,7 @@ static void plan_part(part_job *j, const sl_checkpoint *ck, const sl_split_reque
     if (j->role == SL_ROLE_TRUNK) snprintf(j->name, sizeof j->name, "trunk%d", i);
     else snprintf(j->name, sizeof j->name, "%s", sl_role_name(j->role));
     snprintf(j->dir, sizeof j->dir, "%s/%s", req->out_dir, sl_role_name(j->role));
-    snprintf(j->stem, sizeof j->stem, "%s_%s_%s", req->name, splits, j->name);
+    snprintf(j->stem, sizeof j->stem, "%.200s_%s_%s", req->name, splits, j->name);
 }
 
 int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err)
@@ -499,7 +503,7 @@ int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part
     if (rc == 0 && sh.rc != 0) rc = sl_fail(err, "%s", sh.err.msg);
     if (rc == 0 && !sh.json) rc = sl_fail(err, "out of memory");
     for (int i = 0; i < n && rc == 0; i++) rc = write_part_metadata(&parts[i], sh.json, NULL, err);
-    if (rc == 0) rc = write_index(req, parts, n, sh.json, err);
+    if (rc == 0) rc = sl_split_write_index(req->out_dir, req->name, parts, n, sh.json, err);
     free(sh.json);
     free(jobs);
     free(threads);

@@ -79,6 +79,10 @@ typedef struct sl_split_request {
  * was written. */
 int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
 
+/* Writes OUT/split.json listing parts (in chain order, files under out_dir). */
+int sl_split_write_index(const char *out_dir, const char *name, const sl_part_info *parts, int n,
+                         const char *source_json, sl_err *err);
+
 /* Writes one part file + metadata from params (used by split and by training checkpoints).
  * extra_json, when not NULL, is a JSON object whose members are added to the metadata. */
 int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,

@@ -1,4 +1,5 @@
-/* tokenizer.c — GPT-2 byte-level BPE over PCRE2 (pre-tokenizer) and cJSON (vocab.json). */
+/* tokenizer.c — GPT-2 byte-level BPE: PCRE2 pre-tokenizer, cJSON vocab, heap-ordered merges and
+ * a cache of recently encoded pieces. */
 #include "tokenizer.h"
 
 #include "fileio.h"
@@ -13,257 +14,408 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char gpt2_pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+#ifndef PCRE2_MATCH_INVALID_UTF
+#error "PCRE2 10.34 or newer is needed: encoding arbitrary bytes relies on PCRE2_MATCH_INVALID_UTF"
+#endif
 
-/* A merge: the pair (left, right) becomes `merged`; lower rank merges first. */
+/* GPT-2's pattern with \s spelled out as Unicode White_Space, which is what \s means to the
+ * reference implementations (tiktoken and HF tokenizers): PCRE2's \s also matches U+180E. */
+#define SPACE "\\t\\n\\v\\f\\r\\x{85}\\p{Z}"
+static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+"
+                                   "| ?[^" SPACE "\\p{L}\\p{N}]+"
+                                   "|[" SPACE "]+(?![^" SPACE "])|[" SPACE "]+";
+
+enum {
+    ALPHABET_SIZE = 256 + 68, /* GPT-2 moves the 68 bytes that do not print to U+0100.. */
+    MAX_FILE_BYTES = 64 << 20,
+    MAX_TOKEN_BYTES = 1024,
+    /* The cache keeps pieces up to CACHE_MAX_PIECE bytes (words, in practice) and starts over
+     * when half full, so that its memory stays bounded (1.5 MB of slots, at most 9 MB of keys
+     * and ids; about 2 MB for English text) however much is encoded. */
+    CACHE_SLOTS = 1 << 16,
+    CACHE_MAX_ENTRIES = CACHE_SLOTS / 2,
+    CACHE_MAX_PIECE = 48,
+};
+
+/* merges.txt line `rank`: the adjacent pair (left, right) becomes `merged`. */
 typedef struct merge_slot {
-    uint64_t pair; /* (left << 32 | right) + 1; 0: empty */
+    uint64_t key; /* pair_key(left, right); 0: empty slot */
     int32_t rank, merged;
 } merge_slot;
 
+typedef struct cache_slot {
+    uint64_t hash;
+    uint32_t key_at, key_len; /* key_len 0: empty slot (pieces are never empty) */
+    uint32_t ids_at, ids_len;
+} cache_slot;
+
+typedef struct piece_cache {
+    cache_slot *slots;
+    size_t count;
+    char *keys;
+    size_t keys_len, keys_cap;
+    int32_t *ids;
+    size_t ids_len, ids_cap;
+} piece_cache;
+
+/* One symbol of a piece during BPE: a doubly linked list over the piece's byte positions. */
+typedef struct symbol {
+    int32_t id; /* -1 once merged into the symbol on its left */
+    int32_t prev, next;
+} symbol;
+
+/* A merge that may apply at `left`, valid while the symbols there still hold these ids. */
+typedef struct candidate {
+    int32_t rank, left, left_id, right_id;
+} candidate;
+
+typedef struct bpe_scratch {
+    symbol *syms;
+    candidate *heap;
+    int32_t *out;
+    size_t cap; /* syms and out hold cap entries, heap 3 * cap */
+} bpe_scratch;
+
 struct sl_tokenizer {
     int32_t vocab_size;
-    char *bytes;          /* every token's bytes, back to back */
-    size_t *offsets;      /* token i is bytes[offsets[i] .. offsets[i+1]) */
+    char *bytes;     /* every token's bytes, in id order, back to back */
+    size_t *offsets; /* token i is bytes[offsets[i] .. offsets[i + 1]) */
     int32_t byte_token[256];
-    merge_slot *merges;   /* open addressing, power-of-two size */
+    merge_slot *merges; /* open addressing, power-of-two size */
     size_t merge_mask;
     pcre2_code *pattern;
     pcre2_match_data *match;
-    int32_t *work;        /* BPE scratch: symbols of the current piece */
-    size_t work_cap;
+    bpe_scratch scratch;
+    piece_cache cache;
 };
 
-/* ---- GPT-2's byte alphabet: bytes that print stand for themselves, the rest map to 256+ ---- */
+/* ---- hashing ---- */
 
-static int byte_to_codepoint(int b)
+static uint64_t mix64(uint64_t x)
 {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return b;
-    int n = 0;
-    for (int x = 0; x < b; x++)
-        if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
-    return 256 + n;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
 }
 
-/* Inverse of byte_to_codepoint over 0..323, -1 elsewhere. */
-static void build_codepoint_table(int16_t table[324])
+static uint64_t hash_bytes(const void *data, size_t len)
 {
-    for (int i = 0; i < 324; i++) table[i] = -1;
-    for (int b = 0; b < 256; b++) table[byte_to_codepoint(b)] = (int16_t)b;
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then mixed so that the low bits spread */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return mix64(h ^ len);
 }
 
-/* Decodes a vocab key (UTF-8 of alphabet characters) into raw bytes; -1 if not of the alphabet. */
-static int key_to_bytes(const char *key, const int16_t table[324], char *out, size_t *len)
+static uint64_t pair_key(int32_t left, int32_t right)
 {
-    const unsigned char *p = (const unsigned char *)key;
+    return ((uint64_t)(uint32_t)left << 32 | (uint32_t)right) + 1;
+}
+
+static size_t power_of_two_at_least(size_t n)
+{
+    size_t size = 16;
+    while (size < n)
+        size <<= 1;
+    return size;
+}
+
+/* ---- GPT-2's byte alphabet ---- */
+
+/* The bytes that GPT-2 writes as the character of the same code point. */
+static bool prints_as_itself(int b)
+{
+    return (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+}
+
+/* codepoint_byte[cp] = the byte that code point cp stands for, -1 if none. */
+static void build_alphabet(int16_t codepoint_byte[ALPHABET_SIZE])
+{
+    for (int cp = 0; cp < ALPHABET_SIZE; cp++)
+        codepoint_byte[cp] = -1;
+    int moved = 0;
+    for (int b = 0; b < 256; b++)
+        codepoint_byte[prints_as_itself(b) ? b : 256 + moved++] = (int16_t)b;
+}
+
+/* Turns a vocab or merges token (UTF-8 of alphabet characters) into raw bytes, at most
+ * MAX_TOKEN_BYTES; -1 if a character is outside the alphabet or the token is too long. */
+static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPHABET_SIZE],
+                             char *out, size_t *len)
+{
+    const unsigned char *p = (const unsigned char *)text;
     size_t n = 0;
     while (*p) {
         int cp;
-        if (p[0] < 0x80) cp = *p++;
-        else if ((p[0] & 0xe0) == 0xc0 && (p[1] & 0xc0) == 0x80) cp = (p[0] & 0x1f) << 6 | (p[1] & 0x3f), p += 2;
-        else return -1;
-        if (cp >= 324 || table[cp] < 0) return -1;
-        out[n++] = (char)table[cp];
+        if (p[0] < 0x80) {
+            cp = *p++;
+        } else if ((p[0] & 0xe0) == 0xc0 && (p[1] & 0xc0) == 0x80) {
+            cp = (p[0] & 0x1f) << 6 | (p[1] & 0x3f);
+            p += 2;
+        } else {
+            return -1; /* three-byte characters are all beyond the alphabet */
+        }
+        if (cp >= ALPHABET_SIZE || codepoint_byte[cp] < 0 || n == MAX_TOKEN_BYTES) return -1;
+        out[n++] = (char)codepoint_byte[cp];
     }
     *len = n;
     return 0;
 }
 
-/* ---- the merge table ---- */
+/* ---- vocab.json ---- */
 
-static size_t hash_pair(uint64_t key)
+/* Checks that item maps a token to an id in 0..count-1 not seen before; returns the id. */
+static int32_t vocab_entry_id(const cJSON *item, int count, const cJSON **by_id, const char *path,
+                              sl_err *err)
 {
-    key ^= key >> 33;
-    key *= 0xff51afd7ed558ccdull;
-    key ^= key >> 33;
-    return (size_t)key;
-}
-
-static merge_slot *merge_find(const sl_tokenizer *t, int32_t left, int32_t right)
-{
-    uint64_t key = ((uint64_t)(uint32_t)left << 32 | (uint32_t)right) + 1;
-    for (size_t i = hash_pair(key) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
-        merge_slot *s = &t->merges[i];
-        if (s->pair == key || s->pair == 0) return s;
+    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
+    if (!(v >= 0 && v < count) || v != (double)(int32_t)v) {
+        sl_fail(err, "%s: token \"%.200s\": id %s; ids must be whole numbers 0..%d", path,
+                item->string, cJSON_IsNumber(item) ? "out of range" : "is not a number", count - 1);
+        return -1;
     }
+    if (by_id[(int32_t)v]) {
+        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path,
+                by_id[(int32_t)v]->string, item->string, (int32_t)v);
+        return -1;
+    }
+    return (int32_t)v;
 }
 
-/* ---- loading ---- */
-
-/* Token strings to ids while merges.txt is read: a sorted array searched by bytes. */
-typedef struct named {
-    const char *bytes;
-    size_t len;
-    int32_t id;
-} named;
-
-static int cmp_named(const void *a, const void *b)
+/* Lays the tokens' bytes out in id order (by_id is complete: count distinct ids). */
+static int store_tokens(sl_tokenizer *t, const cJSON **by_id, size_t key_bytes, const char *path,
+                        sl_err *err)
 {
-    const named *x = a, *y = b;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->bytes, y->bytes, n);
-    return c ? c : (x->len > y->len) - (x->len < y->len);
-}
-
-static int32_t lookup(const named *index, int32_t count, const char *bytes, size_t len)
-{
-    named key = {bytes, len, 0};
-    const named *hit = bsearch(&key, index, (size_t)count, sizeof key, cmp_named);
-    return hit ? hit->id : -1;
+    int16_t codepoint_byte[ALPHABET_SIZE];
+    build_alphabet(codepoint_byte);
+    t->bytes = malloc(key_bytes + 1); /* a token has at most as many bytes as its key */
+    t->offsets = malloc(((size_t)t->vocab_size + 1) * sizeof *t->offsets);
+    if (!t->bytes || !t->offsets) return sl_fail(err, "%s: out of memory", path);
+    size_t at = 0, len;
+    for (int32_t id = 0; id < t->vocab_size; id++) {
+        t->offsets[id] = at;
+        if (alphabet_to_bytes(by_id[id]->string, codepoint_byte, t->bytes + at, &len) != 0)
+            return sl_fail(err,
+                           "%s: token \"%.200s\" (id %d) has a character outside GPT-2's "
+                           "byte alphabet or is too long",
+                           path, by_id[id]->string, id);
+        at += len;
+    }
+    t->offsets[t->vocab_size] = at;
+    return 0;
 }
 
 static int load_vocab(sl_tokenizer *t, const char *path, sl_err *err)
 {
-    char *text = sl_read_text_file(path, 64u << 20, err);
+    char *text = sl_read_text_file(path, MAX_FILE_BYTES, err);
     if (!text) return -1;
     cJSON *root = cJSON_Parse(text);
     free(text);
-    if (!cJSON_IsObject(root)) {
+    int count = cJSON_GetArraySize(root);
+    if (!cJSON_IsObject(root) || count == 0) {
         cJSON_Delete(root);
-        return sl_fail(err, "%s: malformed JSON (expected an object of token: id)", path);
+        return sl_fail(err, "%s: malformed JSON: expected a non-empty object of token: id", path);
     }
-    int count = cJSON_GetArraySize(root), rc = 0;
-    int16_t table[324];
-    build_codepoint_table(table);
-    size_t total = 0;
+    const cJSON **by_id = calloc((size_t)count, sizeof *by_id);
+    int rc = by_id ? 0 : sl_fail(err, "%s: out of memory", path);
+    size_t key_bytes = 0;
     const cJSON *item;
-    cJSON_ArrayForEach(item, root) total += strlen(item->string);
-    t->vocab_size = count;
-    t->bytes = malloc(total + 1);
-    size_t *lens = calloc((size_t)count + 1, sizeof *lens);
-    char **starts = calloc((size_t)count + 1, sizeof *starts);
-    t->offsets = calloc((size_t)count + 1, sizeof *t->offsets);
-    if (!t->bytes || !lens || !starts || !t->offsets) rc = sl_fail(err, "%s: out of memory", path);
-    size_t used = 0;
     cJSON_ArrayForEach(item, root)
     {
-        if (rc != 0) break;
-        double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
-        if (!(v >= 0 && v < count) || v != (double)(int)v) {
-            rc = sl_fail(err, "%s: token \"%s\" has id %s; ids must be 0..%d", path, item->string,
-                         cJSON_IsNumber(item) ? "out of range" : "that is not a number", count - 1);
-        } else if (starts[(int)v]) {
-            rc = sl_fail(err, "%s: id %d is given twice", path, (int)v);
-        } else if (key_to_bytes(item->string, table, t->bytes + used, &lens[(int)v]) != 0) {
-            rc = sl_fail(err, "%s: token \"%s\" has a character outside GPT-2's byte alphabet", path, item->string);
-        } else {
-            starts[(int)v] = t->bytes + used;
-            used += lens[(int)v];
+        int32_t id = rc == 0 ? vocab_entry_id(item, count, by_id, path, err) : -1;
+        if (id < 0) {
+            rc = -1;
+            break;
         }
+        by_id[id] = item;
+        key_bytes += strlen(item->string);
     }
+    t->vocab_size = count;
+    if (rc == 0) rc = store_tokens(t, by_id, key_bytes, path, err);
+    free(by_id);
     cJSON_Delete(root);
-    /* Lay the tokens out in id order so that offsets are monotonic. */
-    char *ordered = rc == 0 ? malloc(used + 1) : NULL;
-    if (rc == 0 && !ordered) rc = sl_fail(err, "%s: out of memory", path);
-    size_t at = 0;
-    for (int i = 0; rc == 0 && i < count; i++) {
-        t->offsets[i] = at;
-        memcpy(ordered + at, starts[i], lens[i]);
-        at += lens[i];
-    }
-    if (rc == 0) {
-        t->offsets[count] = at;
-        free(t->bytes);
-        t->bytes = ordered;
-    }
-    free(lens);
-    free(starts);
     return rc;
 }
 
-static int add_merge(sl_tokenizer *t, const named *index, const int16_t table[324], char *line, int rank,
-                     const char *path, int lineno, sl_err *err)
+/* ---- merges.txt ---- */
+
+/* Token bytes to id while merges.txt is read: open addressing over the ids, -1 empty. */
+typedef struct token_index {
+    int32_t *slots;
+    size_t mask;
+} token_index;
+
+static int32_t token_index_find(const sl_tokenizer *t, const token_index *index, const char *bytes,
+                                size_t len, size_t *slot_out)
 {
-    char *space = strchr(line, ' ');
-    if (!space || strchr(space + 1, ' '))
-        return sl_fail(err, "%s:%d: expected two tokens separated by one space", path, lineno);
-    *space = '\0';
-    char a[512], b[512], ab[1024];
-    size_t la, lb;
-    if (strlen(line) >= sizeof a || strlen(space + 1) >= sizeof b || key_to_bytes(line, table, a, &la) != 0 ||
-        key_to_bytes(space + 1, table, b, &lb) != 0)
-        return sl_fail(err, "%s:%d: a token has a character outside GPT-2's byte alphabet", path, lineno);
-    memcpy(ab, a, la);
-    memcpy(ab + la, b, lb);
-    int32_t left = lookup(index, t->vocab_size, a, la), right = lookup(index, t->vocab_size, b, lb);
-    int32_t merged = lookup(index, t->vocab_size, ab, la + lb);
-    if (left < 0 || right < 0 || merged < 0)
-        return sl_fail(err, "%s:%d: merge \"%s %s\" uses a token missing from vocab.json", path, lineno, line, space + 1);
-    merge_slot *s = merge_find(t, left, right);
-    if (s->pair == 0) *s = (merge_slot){((uint64_t)(uint32_t)left << 32 | (uint32_t)right) + 1, rank, merged};
+    size_t i = hash_bytes(bytes, len) & index->mask;
+    for (;; i = (i + 1) & index->mask) {
+        int32_t id = index->slots[i];
+        size_t id_len = id < 0 ? 0 : t->offsets[id + 1] - t->offsets[id];
+        if (id < 0 || (id_len == len && memcmp(t->bytes + t->offsets[id], bytes, len) == 0)) {
+            if (slot_out) *slot_out = i;
+            return id;
+        }
+    }
+}
+
+static int token_index_build(const sl_tokenizer *t, token_index *index)
+{
+    size_t size = power_of_two_at_least(2 * (size_t)t->vocab_size);
+    index->slots = malloc(size * sizeof *index->slots);
+    if (!index->slots) return -1;
+    index->mask = size - 1;
+    memset(index->slots, 0xff, size * sizeof *index->slots);
+    for (int32_t id = 0; id < t->vocab_size; id++) {
+        size_t slot, len = t->offsets[id + 1] - t->offsets[id];
+        /* A repeated token keeps its first id, like a dictionary built from vocab.json. */
+        if (token_index_find(t, index, t->bytes + t->offsets[id], len, &slot) < 0)
+            index->slots[slot] = id;
+    }
     return 0;
 }
 
-static int load_merges(sl_tokenizer *t, const char *path, sl_err *err)
+static merge_slot *merge_find(const sl_tokenizer *t, int32_t left, int32_t right)
 {
-    char *text = sl_read_text_file(path, 64u << 20, err);
+    uint64_t key = pair_key(left, right);
+    for (size_t i = mix64(key) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        merge_slot *s = &t->merges[i];
+        if (s->key == key || s->key == 0) return s;
+    }
+}
+
+/* Reading merges.txt: the token index and the alphabet, built once for all its lines. */
+typedef struct merges_reader {
+    const token_index *index;
+    int16_t codepoint_byte[ALPHABET_SIZE];
+    const char *path;
+} merges_reader;
+
+/* Parses one "A B" line of merges.txt into the merge table with the given rank. */
+static int add_merge(sl_tokenizer *t, const merges_reader *r, char *line, int32_t rank, int lineno,
+                     sl_err *err)
+{
+    char *space = strchr(line, ' ');
+    if (!space || space == line || !space[1] || strchr(space + 1, ' '))
+        return sl_fail(err, "%s:%d: expected two tokens separated by one space", r->path, lineno);
+    *space = '\0';
+    char merged_bytes[2 * MAX_TOKEN_BYTES], right_bytes[MAX_TOKEN_BYTES];
+    size_t left_len, right_len;
+    if (alphabet_to_bytes(line, r->codepoint_byte, merged_bytes, &left_len) != 0 ||
+        alphabet_to_bytes(space + 1, r->codepoint_byte, right_bytes, &right_len) != 0)
+        return sl_fail(err, "%s:%d: a token has a character outside GPT-2's byte alphabet", r->path,
+                       lineno);
+    int32_t left = token_index_find(t, r->index, merged_bytes, left_len, NULL);
+    int32_t right = token_index_find(t, r->index, right_bytes, right_len, NULL);
+    memcpy(merged_bytes + left_len, right_bytes, right_len);
+    int32_t merged = token_index_find(t, r->index, merged_bytes, left_len + right_len, NULL);
+    if (left < 0 || right < 0 || merged < 0)
+        return sl_fail(err, "%s:%d: merge \"%.200s %.200s\" uses a token missing from vocab.json",
+                       r->path, lineno, line, space + 1);
+    /* A repeated pair takes its last rank, as the dict of OpenAI's encoder.py does. */
+    *merge_find(t, left, right) = (merge_slot){pair_key(left, right), rank, merged};
+    return 0;
+}
+
+static int load_merges(sl_tokenizer *t, const token_index *index, const char *path, sl_err *err)
+{
+    char *text = sl_read_text_file(path, MAX_FILE_BYTES, err);
     if (!text) return -1;
     size_t lines = 1;
-    for (const char *p = text; *p; p++) lines += *p == '\n';
-    size_t size = 1;
-    while (size < 2 * lines) size <<= 1;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    size_t size = power_of_two_at_least(2 * lines);
     t->merges = calloc(size, sizeof *t->merges);
     t->merge_mask = size - 1;
-    named *index = malloc((size_t)t->vocab_size * sizeof *index);
-    int rc = t->merges && index ? 0 : sl_fail(err, "%s: out of memory", path);
-    for (int32_t i = 0; rc == 0 && i < t->vocab_size; i++)
-        index[i] = (named){t->bytes + t->offsets[i], t->offsets[i + 1] - t->offsets[i], i};
-    if (rc == 0) qsort(index, (size_t)t->vocab_size, sizeof *index, cmp_named);
-    int16_t table[324];
-    build_codepoint_table(table);
-    int rank = 0, lineno = 0;
-    for (char *line = text, *next; rc == 0 && line && *line; line = next) {
+    int rc = t->merges ? 0 : sl_fail(err, "%s: out of memory", path);
+    merges_reader reader = {.index = index, .path = path};
+    build_alphabet(reader.codepoint_byte);
+    int32_t rank = 0;
+    int lineno = 0;
+    for (char *line = text, *next; rc == 0 && line; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = '\0';
         lineno++;
         size_t n = strlen(line);
         if (n && line[n - 1] == '\r') line[--n] = '\0';
         if (n == 0 || (lineno == 1 && strncmp(line, "#version", 8) == 0)) continue;
-        rc = add_merge(t, index, table, line, rank++, path, lineno, err);
+        rc = add_merge(t, &reader, line, rank++, lineno, err);
     }
-    for (int b = 0; rc == 0 && b < 256; b++) {
-        char byte = (char)b;
-        if ((t->byte_token[b] = lookup(index, t->vocab_size, &byte, 1)) < 0)
-            rc = sl_fail(err, "%s: vocab.json has no token for byte %d", path, b);
-    }
-    free(index);
     free(text);
     return rc;
 }
+
+/* Every piece starts as one token per byte, so the vocab needs all 256 single-byte tokens. */
+static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const char *path,
+                            sl_err *err)
+{
+    for (int b = 0; b < 256; b++) {
+        char byte = (char)b;
+        if ((t->byte_token[b] = token_index_find(t, index, &byte, 1, NULL)) < 0)
+            return sl_fail(err, "%s: no token for byte %d", path, b);
+    }
+    return 0;
+}
+
+/* ---- setup ---- */
 
 static int compile_pattern(sl_tokenizer *t, sl_err *err)
 {
     int code;
     PCRE2_SIZE offset;
-    t->pattern = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED,
-                               PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &offset, NULL);
-    if (!t->pattern) return sl_fail(err, "cannot compile the pre-tokenizer pattern (PCRE2 error %d)", code);
-    pcre2_jit_compile(t->pattern, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if no JIT */
+    uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
+    t->pattern = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED, options, &code,
+                               &offset, NULL);
+    if (!t->pattern) {
+        PCRE2_UCHAR why[256];
+        pcre2_get_error_message(code, why, sizeof why);
+        return sl_fail(err, "pre-tokenizer pattern, offset %zu: %s", (size_t)offset, why);
+    }
+    /* Without JIT support pcre2_match interprets the pattern: slower, same result. */
+    pcre2_jit_compile(t->pattern, PCRE2_JIT_COMPLETE);
     t->match = pcre2_match_data_create_from_pattern(t->pattern, NULL);
     return t->match ? 0 : sl_fail(err, "out of memory");
+}
+
+static int load(sl_tokenizer *t, const char *dir, sl_err *err)
+{
+    char vocab[PATH_MAX], merges[PATH_MAX];
+    if (snprintf(vocab, sizeof vocab, "%s/vocab.json", dir) >= (int)sizeof vocab ||
+        snprintf(merges, sizeof merges, "%s/merges.txt", dir) >= (int)sizeof merges)
+        return sl_fail(err, "%s: path too long", dir);
+    token_index index = {0};
+    int rc = load_vocab(t, vocab, err);
+    if (rc == 0 && token_index_build(t, &index) != 0) rc = sl_fail(err, "out of memory");
+    if (rc == 0) rc = find_byte_tokens(t, &index, vocab, err);
+    if (rc == 0) rc = load_merges(t, &index, merges, err);
+    free(index.slots);
+    if (rc == 0) rc = compile_pattern(t, err);
+    if (rc == 0 && !(t->cache.slots = calloc(CACHE_SLOTS, sizeof *t->cache.slots)))
+        rc = sl_fail(err, "out of memory");
+    return rc;
 }
 
 sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err)
 {
     sl_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/vocab.json", dir);
-    int rc = load_vocab(t, path, err);
-    snprintf(path, sizeof path, "%s/merges.txt", dir);
-    if (rc == 0) rc = load_merges(t, path, err);
-    if (rc == 0) rc = compile_pattern(t, err);
-    if (rc != 0) sl_tokenizer_destroy(&t);
+    if (!t) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
+    if (load(t, dir, err) != 0) sl_tokenizer_destroy(&t);
     return t;
 }
 
 sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, sl_err *err)
 {
     char vocab[PATH_MAX], merges[PATH_MAX];
-    snprintf(vocab, sizeof vocab, "%s/vocab.json", model_dir);
-    snprintf(merges, sizeof merges, "%s/merges.txt", model_dir);
-    bool own = access(vocab, R_OK) == 0 && access(merges, R_OK) == 0;
+    bool own = model_dir &&
+               snprintf(vocab, sizeof vocab, "%s/vocab.json", model_dir) < (int)sizeof vocab &&
+               snprintf(merges, sizeof merges, "%s/merges.txt", model_dir) < (int)sizeof merges &&
+               access(vocab, R_OK) == 0 && access(merges, R_OK) == 0;
     return sl_tokenizer_new(own ? model_dir : fallback_dir, err);
 }
 
@@ -276,83 +428,228 @@ void sl_tokenizer_destroy(sl_tokenizer **self)
     free(t->bytes);
     free(t->offsets);
     free(t->merges);
-    free(t->work);
+    free(t->scratch.syms);
+    free(t->scratch.heap);
+    free(t->scratch.out);
+    free(t->cache.slots);
+    free(t->cache.keys);
+    free(t->cache.ids);
     free(t);
     *self = NULL;
 }
 
-/* ---- encoding ---- */
+/* ---- growable arrays ---- */
 
-static int push_ids(int32_t **ids, size_t *n, size_t *cap, const int32_t *src, size_t count, sl_err *err)
+/* buf (capacity *cap elements of size bytes) with room for need elements: buf itself, or a
+ * bigger copy (updating *cap), or NULL when out of memory (buf is then left as it was). */
+static void *grown(void *buf, size_t *cap, size_t need, size_t size)
 {
-    if (*n + count > *cap) {
-        size_t want = *cap ? *cap : 64;
-        while (want < *n + count) want *= 2;
-        int32_t *more = realloc(*ids, want * sizeof *more);
-        if (!more) return sl_fail(err, "out of memory");
-        *ids = more;
-        *cap = want;
-    }
-    memcpy(*ids + *n, src, count * sizeof *src);
+    if (need <= *cap) return buf;
+    size_t want = *cap ? *cap : 64;
+    while (want < need)
+        want *= 2;
+    if (want > SIZE_MAX / size) return NULL;
+    void *more = realloc(buf, want * size);
+    if (more) *cap = want;
+    return more;
+}
+
+static int push_ids(int32_t **ids, size_t *n, size_t *cap, const int32_t *src, size_t count,
+                    sl_err *err)
+{
+    int32_t *room = grown(*ids, cap, *n + count, sizeof *room);
+    if (!room) return sl_fail(err, "out of memory for %zu token ids", *n + count);
+    *ids = room;
+    memcpy(room + *n, src, count * sizeof *src);
     *n += count;
     return 0;
 }
 
-/* BPE on one piece: start from its bytes' tokens, merge the lowest-ranked pair until none. */
-static int encode_piece(sl_tokenizer *t, const unsigned char *piece, size_t len, int32_t **ids, size_t *n,
-                        size_t *cap, sl_err *err)
+/* ---- the piece cache ---- */
+
+static cache_slot *cache_slot_for(const piece_cache *c, const unsigned char *piece, size_t len,
+                                  uint64_t hash)
 {
-    if (len > t->work_cap) {
-        int32_t *more = realloc(t->work, len * sizeof *more);
-        if (!more) return sl_fail(err, "out of memory");
-        t->work = more;
-        t->work_cap = len;
+    for (size_t i = hash & (CACHE_SLOTS - 1);; i = (i + 1) & (CACHE_SLOTS - 1)) {
+        cache_slot *s = &c->slots[i];
+        if (s->key_len == 0) return s;
+        if (s->hash == hash && s->key_len == len && memcmp(c->keys + s->key_at, piece, len) == 0)
+            return s;
     }
-    int32_t *sym = t->work;
-    size_t count = len;
-    for (size_t i = 0; i < len; i++) sym[i] = t->byte_token[piece[i]];
-    while (count > 1) {
-        int32_t best_rank = INT32_MAX, merged = -1;
-        size_t best = 0;
-        for (size_t i = 0; i + 1 < count; i++) {
-            const merge_slot *s = merge_find(t, sym[i], sym[i + 1]);
-            if (s->pair && s->rank < best_rank) best_rank = s->rank, best = i, merged = s->merged;
-        }
-        if (merged < 0) break;
-        /* Every occurrence of the best pair, left to right, as GPT-2 does. */
-        int32_t left = sym[best], right = sym[best + 1];
-        size_t out = 0;
-        for (size_t i = 0; i < count; i++) {
-            if (i + 1 < count && sym[i] == left && sym[i + 1] == right) sym[out++] = merged, i++;
-            else sym[out++] = sym[i];
-        }
-        count = out;
-    }
-    return push_ids(ids, n, cap, sym, count, err);
 }
 
-int sl_tokenizer_encode(sl_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap,
-                        sl_err *err)
+/* Remembers a piece's ids; when memory is short the piece just stays uncached. */
+static void cache_add(piece_cache *c, const unsigned char *piece, size_t len, uint64_t hash,
+                      const int32_t *ids, size_t count)
+{
+    if (c->count == CACHE_MAX_ENTRIES) {
+        memset(c->slots, 0, CACHE_SLOTS * sizeof *c->slots);
+        c->count = c->keys_len = c->ids_len = 0;
+    }
+    char *keys = grown(c->keys, &c->keys_cap, c->keys_len + len, 1);
+    if (keys) c->keys = keys;
+    int32_t *ids_room = grown(c->ids, &c->ids_cap, c->ids_len + count, sizeof *ids_room);
+    if (ids_room) c->ids = ids_room;
+    if (!keys || !ids_room) return;
+    cache_slot *s = cache_slot_for(c, piece, len, hash);
+    *s = (cache_slot){hash, (uint32_t)c->keys_len, (uint32_t)len, (uint32_t)c->ids_len,
+                      (uint32_t)count};
+    memcpy(c->keys + c->keys_len, piece, len);
+    memcpy(c->ids + c->ids_len, ids, count * sizeof *ids);
+    c->keys_len += len;
+    c->ids_len += count;
+    c->count++;
+}
+
+/* ---- BPE on one piece ---- */
+
+/* Pieces index their symbols with int32_t; a longer run without a break is refused. */
+#define MAX_PIECE_BYTES ((size_t)INT32_MAX / 4)
+
+static int scratch_reserve(bpe_scratch *s, size_t len)
+{
+    if (len <= s->cap) return 0;
+    size_t cap = power_of_two_at_least(len);
+    symbol *syms = realloc(s->syms, cap * sizeof *syms);
+    if (syms) s->syms = syms;
+    int32_t *out = realloc(s->out, cap * sizeof *out);
+    if (out) s->out = out;
+    candidate *heap = realloc(s->heap, 3 * cap * sizeof *heap);
+    if (heap) s->heap = heap;
+    if (!syms || !out || !heap) return -1;
+    s->cap = cap;
+    return 0;
+}
+
+/* Heap order: lowest rank first; among equal ranks the leftmost, which is what GPT-2's loop
+ * (merge every occurrence of the best pair, left to right) amounts to. */
+static bool comes_before(const candidate *a, const candidate *b)
+{
+    return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
+}
+
+static void heap_push(candidate *heap, size_t *n, candidate c)
+{
+    size_t i = (*n)++;
+    while (i > 0 && comes_before(&c, &heap[(i - 1) / 2])) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = c;
+}
+
+static candidate heap_pop(candidate *heap, size_t *n)
+{
+    candidate top = heap[0], last = heap[--*n];
+    size_t i = 0;
+    for (size_t child; (child = 2 * i + 1) < *n; i = child) {
+        if (child + 1 < *n && comes_before(&heap[child + 1], &heap[child])) child++;
+        if (!comes_before(&heap[child], &last)) break;
+        heap[i] = heap[child];
+    }
+    heap[i] = last;
+    return top;
+}
+
+/* Queues the merge of the symbol at left with its right neighbour, if merges.txt has one. */
+static void consider_pair(const sl_tokenizer *t, bpe_scratch *s, size_t *heap_len, int32_t left)
+{
+    if (left < 0 || s->syms[left].next < 0) return;
+    int32_t left_id = s->syms[left].id, right_id = s->syms[s->syms[left].next].id;
+    const merge_slot *m = merge_find(t, left_id, right_id);
+    if (m->key) heap_push(s->heap, heap_len, (candidate){m->rank, left, left_id, right_id});
+}
+
+/* Merges the pieces's byte tokens, best rank first, until no pair has a merge; writes the
+ * resulting ids to s->out and returns their count. A heap of candidate merges, some stale,
+ * keeps this O(n log n) where rescanning the piece after each merge would be quadratic. */
+static size_t bpe(const sl_tokenizer *t, bpe_scratch *s, const unsigned char *piece, size_t len)
+{
+    int32_t n = (int32_t)len;
+    for (int32_t i = 0; i < n; i++)
+        s->syms[i] = (symbol){t->byte_token[piece[i]], i - 1, i + 1 < n ? i + 1 : -1};
+    size_t heap_len = 0;
+    for (int32_t i = 0; i + 1 < n; i++)
+        consider_pair(t, s, &heap_len, i);
+    while (heap_len > 0) {
+        candidate c = heap_pop(s->heap, &heap_len);
+        symbol *left = &s->syms[c.left];
+        int32_t right = left->next;
+        /* Stale when either symbol has merged with another since the candidate was queued. */
+        if (left->id != c.left_id || right < 0 || s->syms[right].id != c.right_id) continue;
+        left->id = merge_find(t, c.left_id, c.right_id)->merged;
+        left->next = s->syms[right].next;
+        if (left->next >= 0) s->syms[left->next].prev = c.left;
+        s->syms[right].id = -1;
+        consider_pair(t, s, &heap_len, left->prev);
+        consider_pair(t, s, &heap_len, c.left);
+    }
+    size_t count = 0;
+    for (int32_t i = 0; i >= 0; i = s->syms[i].next)
+        s->out[count++] = s->syms[i].id;
+    return count;
+}
+
+static int encode_piece(sl_tokenizer *t, const unsigned char *piece, size_t len, int32_t **ids,
+                        size_t *n, size_t *cap, sl_err *err)
+{
+    bool cacheable = len <= CACHE_MAX_PIECE;
+    uint64_t hash = cacheable ? hash_bytes(piece, len) : 0;
+    if (cacheable) {
+        const cache_slot *hit = cache_slot_for(&t->cache, piece, len, hash);
+        if (hit->key_len)
+            return push_ids(ids, n, cap, t->cache.ids + hit->ids_at, hit->ids_len, err);
+    }
+    if (len > MAX_PIECE_BYTES)
+        return sl_fail(err, "a run of %zu bytes without a word break is too long to encode", len);
+    if (scratch_reserve(&t->scratch, len) != 0)
+        return sl_fail(err, "out of memory for a piece of %zu bytes", len);
+    size_t count = bpe(t, &t->scratch, piece, len);
+    if (cacheable) cache_add(&t->cache, piece, len, hash, t->scratch.out, count);
+    return push_ids(ids, n, cap, t->scratch.out, count, err);
+}
+
+/* ---- encoding ---- */
+
+/* The next match of the pattern at or after byte at: [*start, *end), or len, len if none. */
+static int next_match(sl_tokenizer *t, const unsigned char *text, size_t len, size_t at,
+                      size_t *start, size_t *end, sl_err *err)
+{
+    int rc = pcre2_match(t->pattern, text, len, at, 0, t->match, NULL);
+    if (rc == PCRE2_ERROR_NOMATCH) {
+        *start = *end = len;
+        return 0;
+    }
+    if (rc < 0) {
+        PCRE2_UCHAR why[256];
+        pcre2_get_error_message(rc, why, sizeof why);
+        return sl_fail(err, "pre-tokenizer failed at byte %zu: %s", at, why);
+    }
+    const PCRE2_SIZE *ovector = pcre2_get_ovector_pointer(t->match);
+    *start = ovector[0];
+    *end = ovector[1];
+    /* No alternative of the pattern matches the empty string; this guards the loop anyway. */
+    if (*end <= *start) return sl_fail(err, "pre-tokenizer matched nothing at byte %zu", *start);
+    return 0;
+}
+
+int sl_tokenizer_encode(sl_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n,
+                        size_t *cap, sl_err *err)
 {
     const unsigned char *s = (const unsigned char *)text;
-    size_t at = 0;
+    size_t first = *n, at = 0, start, end;
     while (at < len) {
-        int rc = pcre2_match(t->pattern, s, len, at, 0, t->match, NULL);
-        size_t start = len, end = len;
-        if (rc > 0) {
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);
-            start = ov[0];
-            end = ov[1];
-        } else if (rc != PCRE2_ERROR_NOMATCH) {
-            return sl_fail(err, "pre-tokenizer failed at byte %zu (PCRE2 error %d)", at, rc);
-        }
-        /* Bytes the pattern skipped (invalid UTF-8) are a piece of their own. */
-        if (start > at && encode_piece(t, s + at, start - at, ids, n, cap, err) != 0) return -1;
-        if (end > start && encode_piece(t, s + start, end - start, ids, n, cap, err) != 0) return -1;
-        if (end == start && start < len) return sl_fail(err, "pre-tokenizer matched nothing at byte %zu", start);
+        if (next_match(t, s, len, at, &start, &end, err) != 0) goto fail;
+        /* What the pattern stepped over is a run of bytes that are not valid UTF-8. */
+        if (start > at && encode_piece(t, s + at, start - at, ids, n, cap, err) != 0) goto fail;
+        if (end > start && encode_piece(t, s + start, end - start, ids, n, cap, err) != 0)
+            goto fail;
         at = end;
     }
     return 0;
+fail:
+    *n = first;
+    return -1;
 }
 
 /* ---- decoding ---- */
@@ -364,19 +661,21 @@ const char *sl_tokenizer_token(const sl_tokenizer *t, int32_t id, size_t *len)
     return t->bytes + t->offsets[id];
 }
 
-char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, size_t *out_len, sl_err *err)
+char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, size_t *out_len,
+                          sl_err *err)
 {
     size_t total = 0, len;
     for (size_t i = 0; i < n; i++) {
         if (!sl_tokenizer_token(t, ids[i], &len)) {
-            sl_fail(err, "token id %d at position %zu is outside the vocabulary (0..%d)", ids[i], i, t->vocab_size - 1);
+            sl_fail(err, "token id %d at position %zu is outside the vocabulary (0..%d)", ids[i], i,
+                    t->vocab_size - 1);
             return NULL;
         }
         total += len;
     }
     char *out = malloc(total + 1);
     if (!out) {
-        sl_fail(err, "out of memory");
+        sl_fail(err, "out of memory for %zu bytes of text", total);
         return NULL;
     }
     size_t at = 0;
@@ -390,4 +689,59 @@ char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, s
     return out;
 }
 
-int32_t sl_tokenizer_vocab_size(const sl_tokenizer *t) { return t->vocab_size; }
+int32_t sl_tokenizer_vocab_size(const sl_tokenizer *t)
+{
+    return t->vocab_size;
+}
+
+/* ---- streaming UTF-8 ---- */
+
+/* The length of the UTF-8 sequence that lead starts; 0 if lead cannot start one. */
+static size_t utf8_sequence_length(unsigned char lead)
+{
+    if (lead < 0x80) return 1;
+    if (lead >= 0xc2 && lead <= 0xdf) return 2;
+    if (lead >= 0xe0 && lead <= 0xef) return 3;
+    if (lead >= 0xf0 && lead <= 0xf4) return 4;
+    return 0;
+}
+
+/* Whether b can follow lead: the narrower ranges rule out overlong forms, surrogates and code
+ * points beyond U+10FFFF. */
+static bool utf8_second_byte_ok(unsigned char lead, unsigned char b)
+{
+    unsigned char lo = lead == 0xe0 ? 0xa0 : lead == 0xf0 ? 0x90 : 0x80;
+    unsigned char hi = lead == 0xed ? 0x9f : lead == 0xf4 ? 0x8f : 0xbf;
+    return b >= lo && b <= hi;
+}
+
+/* How many bytes at the end of buf are the start of a character that more bytes could
+ * complete (0 to 3). */
+static size_t unfinished_tail(const unsigned char *buf, size_t n)
+{
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char lead = buf[n - back];
+        if (lead >= 0x80 && lead < 0xc0) continue; /* a continuation byte: look further back */
+        if (utf8_sequence_length(lead) <= back) return 0;
+        return back == 1 || utf8_second_byte_ok(lead, buf[n - back + 1]) ? back : 0;
+    }
+    return 0;
+}
+
+size_t sl_utf8_stream_feed(sl_utf8_stream *s, const char *bytes, size_t len, char *out)
+{
+    memcpy(out, s->held, s->n_held);
+    if (len) memcpy(out + s->n_held, bytes, len);
+    size_t total = s->n_held + len, keep = unfinished_tail((unsigned char *)out, total);
+    memcpy(s->held, out + total - keep, keep);
+    s->n_held = keep;
+    return total - keep;
+}
+
+size_t sl_utf8_stream_flush(sl_utf8_stream *s, char *out)
+{
+    size_t n = s->n_held;
+    memcpy(out, s->held, n);
+    s->n_held = 0;
+    return n;
+}

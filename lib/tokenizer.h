@@ -1,10 +1,21 @@
 /* tokenizer.h — GPT-2's byte-level BPE (vocab.json + merges.txt): text to token ids and back.
  *
- * Encoding splits the text with GPT-2's pattern ('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
- * ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+, Unicode classes, PCRE2), maps each piece's bytes to GPT-2's
- * byte alphabet and applies the merges by rank. Bytes that are not valid UTF-8 never match the
- * pattern; each such run is encoded as a piece of its own, so any byte string round-trips.
- * A tokenizer is not safe to use from two threads at once (it keeps match scratch). */
+ * Encoding splits the text with GPT-2's pre-tokenizer pattern
+ *     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * (PCRE2, Unicode classes; \s is Unicode White_Space, as tiktoken and HF tokenizers read it),
+ * maps each piece's bytes to GPT-2's byte alphabet and applies the merges lowest rank first, as
+ * OpenAI's encoder.py, HF tokenizers and tiktoken do.
+ *
+ * Any byte string encodes and round-trips: decode(encode(x)) == x. Bytes that are not valid
+ * UTF-8 (stray continuation bytes, truncated or overlong sequences, surrogates) match no part of
+ * the pattern (PCRE2_MATCH_INVALID_UTF); each maximal run of them between two matches is a piece
+ * of its own, so a character cut in half still encodes as GPT-2's partial-character tokens.
+ * "<|endoftext|>" in the text is ordinary text (not id 50256), as with tiktoken's encode_ordinary.
+ *
+ * Ownership: the caller owns the tokenizer (sl_tokenizer_destroy), the id arrays it passes to
+ * encode and the strings decode returns (free). sl_tokenizer_token's bytes belong to the
+ * tokenizer. One tokenizer must not be used by two threads at once: encode keeps scratch space
+ * and a cache of recent pieces in it (the const functions may run concurrently). */
 #ifndef SL_TOKENIZER_H
 #define SL_TOKENIZER_H
 
@@ -19,23 +30,45 @@ typedef struct sl_tokenizer sl_tokenizer;
  * Caller owns the result. */
 sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err);
 
-/* The model directory's vocab when it has vocab.json and merges.txt, else fallback_dir's. */
+/* The model directory's vocab when it holds vocab.json and merges.txt, else fallback_dir's. */
 sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, sl_err *err);
 
+/* Frees the tokenizer and sets *self to NULL; NULL and *self == NULL are fine. */
 void sl_tokenizer_destroy(sl_tokenizer **self);
 
-/* Appends the ids of len bytes of text to the caller-owned growable array (*ids, *n, *cap),
- * growing it with realloc. */
-int sl_tokenizer_encode(sl_tokenizer *self, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap,
-                        sl_err *err);
+/* Appends the ids of len bytes of text to the caller-owned array (*ids, *n, *cap), growing it
+ * with realloc (start with NULL, 0, 0). Returns 0, or -1 with err (out of memory); on failure
+ * *n is left as it was. */
+int sl_tokenizer_encode(sl_tokenizer *self, const char *text, size_t len, int32_t **ids, size_t *n,
+                        size_t *cap, sl_err *err);
 
-/* The bytes of one token (maybe part of a UTF-8 character), owned by the tokenizer; NULL for an
- * id outside the vocabulary. */
+/* The raw bytes of one token (maybe part of a UTF-8 character; not NUL-terminated), owned by
+ * the tokenizer; sets *len. NULL for an id outside the vocabulary. */
 const char *sl_tokenizer_token(const sl_tokenizer *self, int32_t id, size_t *len);
 
-/* The text of n ids as a NUL-terminated malloc'ed string (caller frees) of *out_len bytes. */
-char *sl_tokenizer_decode(const sl_tokenizer *self, const int32_t *ids, size_t n, size_t *out_len, sl_err *err);
+/* The bytes of n ids as a malloc'ed string (caller frees), NUL-terminated after *out_len bytes
+ * (out_len may be NULL). NULL with err naming the id and its position for an id outside the
+ * vocabulary. */
+char *sl_tokenizer_decode(const sl_tokenizer *self, const int32_t *ids, size_t n, size_t *out_len,
+                          sl_err *err);
 
 int32_t sl_tokenizer_vocab_size(const sl_tokenizer *self);
+
+/* Streaming output: tokens arrive one at a time and a character may span two of them. The
+ * stream holds back an unfinished UTF-8 sequence at the end of what it was fed until the next
+ * bytes complete it, so printed text never splits a character. Bytes that cannot become valid
+ * UTF-8 pass through unchanged: the concatenated output always equals the concatenated input.
+ * Zero-initialise (sl_utf8_stream s = {0}); it owns no memory. */
+typedef struct sl_utf8_stream {
+    unsigned char held[3];
+    size_t n_held;
+} sl_utf8_stream;
+
+/* Writes to out (room for len + 3 bytes) the held bytes and those of bytes[0..len) that end on
+ * a character boundary; keeps an unfinished trailing sequence. Returns the count written. */
+size_t sl_utf8_stream_feed(sl_utf8_stream *s, const char *bytes, size_t len, char *out);
+
+/* At the end of the text: writes the bytes still held (at most 3) to out; returns the count. */
+size_t sl_utf8_stream_flush(sl_utf8_stream *s, char *out);
 
 #endif

@@ -62,7 +62,7 @@ static char *read_line(char *buf, int size, void *stream)
             ps->rc = sl_fail(ps->err, "%s:%d: node name too long", t->path, ps->line);
         if (ps->rc == 0) {
             ps->node = &t->nodes[t->n_nodes++];
-            snprintf(ps->node->name, sizeof ps->node->name, "%s", section + 5);
+            snprintf(ps->node->name, sizeof ps->node->name, "%.63s", section + 5);
             snprintf(ps->node->host, sizeof ps->node->host, "localhost");
             ps->node->line = ps->line;
         }
