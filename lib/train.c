@@ -129,10 +129,9 @@ sl_params *sl_train_grads(sl_train *self)
 {
     return &self->grads;
 }
-long sl_train_steps(const sl_train *self)
-{
-    return self->steps;
-}
+long sl_train_steps(const sl_train *self) { return self->steps; }
+void sl_train_set_steps(sl_train *self, long steps) { self->steps = steps; }
+sl_params *sl_train_moments(sl_train *self, int which) { return which ? &self->v : &self->m; }
 
 void sl_train_zero_grad(sl_train *self)
 {

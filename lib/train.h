@@ -41,7 +41,11 @@ sl_params *sl_train_grads(sl_train *self);
  * weight decay, as torch.optim.AdamW). */
 void sl_train_step(sl_train *self, const sl_adamw *opt);
 
-/* Steps taken so far. */
+/* Steps taken so far, and setting it when the moments are restored from a checkpoint. */
 long sl_train_steps(const sl_train *self);
+void sl_train_set_steps(sl_train *self, long steps);
+
+/* AdamW's moments (which 0: first, 1: second), same layout as the params, to save and restore. */
+sl_params *sl_train_moments(sl_train *self, int which);
 
 #endif

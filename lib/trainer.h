@@ -1,0 +1,54 @@
+/* trainer.h — split learning over the parts of a split: every stage (bottom, trunks, top) has its
+ * own parameters and its own AdamW state; a step runs the forward stage by stage, the loss at the
+ * top, the gradient back stage by stage, and updates each stage from its own gradients. A tied
+ * checkpoint is untied once split: the bottom's wte and the top's lm_head are separate copies,
+ * each trained by the gradient of its own path.
+ *
+ * This is the in-process chain: the reference the network pipeline must equal, and what
+ * zmq-splitlearn-train runs. Checkpoints are split directories (parts + metadata with step and
+ * loss, plus each part's optimizer state beside it) that the inference pipeline loads as is. */
+#ifndef SL_TRAINER_H
+#define SL_TRAINER_H
+
+#include "part.h"
+#include "train.h"
+
+typedef struct sl_trainer_opts {
+    int batch, seq_len;     /* B sequences of T tokens per micro-batch */
+    int grad_accum;         /* micro-batches per step */
+    sl_adamw adamw;         /* lr is the peak learning rate */
+    float grad_clip;        /* clip the global gradient norm to this; 0: no clipping */
+    long warmup, total_steps;
+    bool cosine;            /* cosine decay to 10% of lr over total_steps after warmup */
+} sl_trainer_opts;
+
+typedef struct sl_trainer sl_trainer;
+
+/* Loads every part of the split directory dir (copied, writable) with its optimizer state when
+ * the directory is a checkpoint. Caller owns the result. */
+sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err);
+void sl_trainer_destroy(sl_trainer **self);
+
+/* One optimizer step over grad_accum micro-batches: ids and targets hold grad_accum * B * T
+ * tokens (targets < 0: no target). *loss receives the mean loss of the step's forward passes,
+ * before the update. */
+int sl_trainer_step(sl_trainer *self, const int32_t *ids, const int32_t *targets, float *loss, sl_err *err);
+
+/* The loss of one micro-batch without training. */
+int sl_trainer_eval(sl_trainer *self, const int32_t *ids, const int32_t *targets, float *loss, sl_err *err);
+
+/* Steps taken (counting those of the checkpoint it was loaded from). */
+long sl_trainer_step_count(const sl_trainer *self);
+
+/* The learning rate of the next step. */
+float sl_trainer_lr(const sl_trainer *self);
+
+/* Writes a checkpoint split directory: every part, its metadata ("step", "loss") and its
+ * optimizer state (<part>_optim.safetensors), and split.json. */
+int sl_trainer_save(sl_trainer *self, const char *dir, float loss, sl_err *err);
+
+/* Number of stages and the parameters of stage i (for tests and merging). */
+int sl_trainer_stages(const sl_trainer *self);
+sl_params *sl_trainer_params(sl_trainer *self, int i);
+
+#endif
