@@ -1,0 +1,272 @@
+/* train.c — zmq-splitlearn-train: split learning over the parts a topology names. Every stage
+ * keeps its own parameters and AdamW state; token ids and labels are used by the bottom and the
+ * top only. Prints "step K loss X" for every step, logs CSV, checkpoints as split directories,
+ * resumes exactly, and plots the losses (gnuplot) at the end. */
+#include "cli.h"
+#include "cpu.h"
+#include "data.h"
+#include "fileio.h"
+#include "generate.h"
+#include "topology.h"
+#include "trainer.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "usage: zmq-splitlearn-train TOPOLOGY.ini (--data FILE... | --ids 1,2,3) [options]\n"
+    "\n"
+    "  --batch B --seq-len T       sequences per micro-batch and their length (default 4 x 64;\n"
+    "                              --ids trains on exactly that one sequence: B 1, T its length)\n"
+    "  --steps N | --epochs E      how long (default 100 steps)\n"
+    "  --lr LR --weight-decay WD   AdamW (default 1e-3, 0.01; betas 0.9, 0.999, eps 1e-8)\n"
+    "  --warmup STEPS --schedule cosine|constant --grad-accum K --grad-clip C\n"
+    "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps\n"
+    "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load\n"
+    "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
+    "  --seed S --threads N --log FILE (CSV; default SAVE_DIR/train_log.csv)\n"
+    "\n"
+    "Every stage of the topology's split runs in this process with its own optimizer state (the\n"
+    "exact reference for a distributed run). SIGINT or SIGTERM saves a checkpoint, then exits.\n"
+    "\n"
+    "exit status: 0 done, 1 failure, 2 usage error\n";
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct run {
+    const char *topology, *resume, *save_dir, *eval_file, *log_path, *vocab;
+    const char *files[64];
+    int n_files;
+    int32_t ids[4096];
+    int n_ids;
+    long steps, epochs, eval_every, save_every, threads;
+    uint64_t seed;
+    sl_trainer_opts opts;
+} run;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse(run *r, int argc, char **argv, sl_err *err)
+{
+    static const struct option options[] = {
+        {"data", 1, 0, 'D'},     {"ids", 1, 0, 'i'},          {"batch", 1, 0, 'b'},       {"seq-len", 1, 0, 'T'},
+        {"steps", 1, 0, 's'},    {"epochs", 1, 0, 'e'},       {"lr", 1, 0, 'l'},          {"weight-decay", 1, 0, 'w'},
+        {"warmup", 1, 0, 'W'},   {"schedule", 1, 0, 'S'},     {"grad-accum", 1, 0, 'k'},  {"grad-clip", 1, 0, 'c'},
+        {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'},  {"save-dir", 1, 0, 'o'},    {"save-every", 1, 0, 'N'},
+        {"resume", 1, 0, 'r'},   {"seed", 1, 0, 'x'},         {"threads", 1, 0, 't'},     {"log", 1, 0, 'L'},
+        {"vocab", 1, 0, 'V'},    {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+    long v;
+    double d;
+    int c, rc = 0;
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
+        switch (c) {
+        case 'D':
+            if (r->n_files == 64) return sl_fail(err, "--data: at most 64 files");
+            r->files[r->n_files++] = optarg;
+            for (; optind < argc && argv[optind][0] != '-'; optind++)
+                if (r->n_files < 64) r->files[r->n_files++] = argv[optind];
+            break;
+        case 'i': rc = (r->n_ids = sl_parse_int_list(optarg, "--ids", r->ids, 4096, err)) < 0 ? -1 : 0; break;
+        case 'b': rc = sl_parse_long(optarg, "--batch", 1, 4096, &v, err), r->opts.batch = (int)v; break;
+        case 'T': rc = sl_parse_long(optarg, "--seq-len", 2, 1 << 16, &v, err), r->opts.seq_len = (int)v; break;
+        case 's': rc = sl_parse_long(optarg, "--steps", 1, __LONG_MAX__, &r->steps, err); break;
+        case 'e': rc = sl_parse_long(optarg, "--epochs", 1, 1 << 20, &r->epochs, err); break;
+        case 'l': rc = sl_parse_double(optarg, "--lr", 0, 10, &d, err), r->opts.adamw.lr = (float)d; break;
+        case 'w': rc = sl_parse_double(optarg, "--weight-decay", 0, 10, &d, err), r->opts.adamw.weight_decay = (float)d; break;
+        case 'W': rc = sl_parse_long(optarg, "--warmup", 0, __LONG_MAX__, &r->opts.warmup, err); break;
+        case 'S':
+            if (strcmp(optarg, "cosine") && strcmp(optarg, "constant")) rc = sl_fail(err, "--schedule: cosine or constant");
+            r->opts.cosine = !strcmp(optarg, "cosine");
+            break;
+        case 'k': rc = sl_parse_long(optarg, "--grad-accum", 1, 1 << 16, &v, err), r->opts.grad_accum = (int)v; break;
+        case 'c': rc = sl_parse_double(optarg, "--grad-clip", 0, 1e9, &d, err), r->opts.grad_clip = (float)d; break;
+        case 'E': r->eval_file = optarg; break;
+        case 'n': rc = sl_parse_long(optarg, "--eval-every", 1, __LONG_MAX__, &r->eval_every, err); break;
+        case 'o': r->save_dir = optarg; break;
+        case 'N': rc = sl_parse_long(optarg, "--save-every", 1, __LONG_MAX__, &r->save_every, err); break;
+        case 'r': r->resume = optarg; break;
+        case 'x': rc = sl_parse_long(optarg, "--seed", 0, __LONG_MAX__, &v, err), r->seed = (uint64_t)v; break;
+        case 't': rc = sl_parse_long(optarg, "--threads", 0, 1024, &r->threads, err); break;
+        case 'L': r->log_path = optarg; break;
+        case 'V': r->vocab = optarg; break;
+        case 'h': fputs(usage, stdout); exit(SL_EXIT_OK);
+        default: return sl_fail(err, "unknown option");
+        }
+    }
+    if (rc != 0) return -1;
+    if (argc - optind != 1) return sl_fail(err, "give one TOPOLOGY.ini");
+    r->topology = argv[optind];
+    if (!r->n_files == !r->n_ids) return sl_fail(err, "give --data FILE... or --ids (one of them)");
+    if (r->n_ids) {
+        if (r->n_ids < 2) return sl_fail(err, "--ids needs at least 2 tokens");
+        r->opts.batch = 1;
+        r->opts.seq_len = r->n_ids;
+    }
+    return 0;
+}
+
+/* The micro-batches of step `step` (K of them) into ids and targets. */
+static void step_batch(run *r, sl_data *data, long step, int32_t *ids, int32_t *targets)
+{
+    const int K = r->opts.grad_accum, BT = r->opts.batch * r->opts.seq_len;
+    for (int k = 0; k < K; k++) {
+        if (data) {
+            sl_data_batch(data, step * K + k, r->opts.batch, r->seed, ids + (size_t)k * BT, targets + (size_t)k * BT);
+            continue;
+        }
+        memcpy(ids + (size_t)k * BT, r->ids, (size_t)BT * sizeof *ids);
+        for (int t = 0; t < BT; t++) targets[(size_t)k * BT + t] = t + 1 < BT ? r->ids[t + 1] : -1;
+    }
+}
+
+static float evaluate(run *r, sl_trainer *tr, sl_data *eval, int32_t *ids, int32_t *targets, sl_err *err)
+{
+    int batches = sl_data_sequences(eval) / r->opts.batch;
+    if (batches > 8) batches = 8;
+    if (batches < 1) batches = 1;
+    double sum = 0;
+    for (int b = 0; b < batches; b++) {
+        float loss;
+        sl_data_batch(eval, b, r->opts.batch, 12345, ids, targets);
+        if (sl_trainer_eval(tr, ids, targets, &loss, err) != 0) return NAN;
+        sum += loss;
+    }
+    return (float)(sum / batches);
+}
+
+/* loss.png beside the log, when gnuplot is installed. */
+static void plot(const char *log_path, const char *png)
+{
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "zmq-splitlearn-train: gnuplot not found: no plot (apt-get install gnuplot-nox)\n");
+        return;
+    }
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd,
+             "gnuplot -e \"set terminal png size 900,500; set output '%s'; set datafile separator ','; "
+             "set key autotitle columnhead; set xlabel 'step'; set ylabel 'loss'; set grid; "
+             "plot '%s' using 1:2 with lines title 'train', '' using 1:(strcol(3) eq '' ? NaN : \\$3) "
+             "with linespoints title 'eval'\" 2>/dev/null",
+             png, log_path);
+    if (system(cmd) == 0) printf("plot: %s\n", png);
+}
+
+static int train(run *r, sl_err *err)
+{
+    sl_topology topo;
+    if (sl_topology_load(r->topology, &topo, true, err) != 0) return -1;
+    sl_trainer *tr = sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
+    if (!tr) return -1;
+    const sl_config *cfg = &sl_trainer_params(tr, 0)->cfg;
+    sl_tokenizer *tok = NULL;
+    sl_data *data = NULL, *eval = NULL;
+    char vocab[PATH_MAX];
+    sl_default_vocab_dir(vocab, sizeof vocab);
+    int rc = 0;
+    if (r->n_files || r->eval_file) rc = (tok = sl_tokenizer_new(r->vocab ? r->vocab : vocab, err)) ? 0 : -1;
+    if (rc == 0 && r->n_files &&
+        !(data = sl_data_new(tok, r->files, r->n_files, r->opts.seq_len, cfg->eos_token_id, err)))
+        rc = -1;
+    if (rc == 0 && r->eval_file &&
+        !(eval = sl_data_new(tok, &r->eval_file, 1, r->opts.seq_len, cfg->eos_token_id, err)))
+        rc = -1;
+    long total = r->steps ? r->steps : 100;
+    if (data && r->epochs) total = r->epochs * sl_data_sequences(data) / ((long)r->opts.batch * r->opts.grad_accum);
+    if (total < 1) total = 1;
+    r->opts.total_steps = total;
+    const size_t tokens_per_step = (size_t)r->opts.grad_accum * r->opts.batch * r->opts.seq_len;
+    int32_t *ids = malloc(tokens_per_step * sizeof *ids), *targets = malloc(tokens_per_step * sizeof *targets);
+    char log_default[PATH_MAX];
+    if (r->save_dir) snprintf(log_default, sizeof log_default, "%s/train_log.csv", r->save_dir);
+    const char *log_path = r->log_path ? r->log_path : r->save_dir ? log_default : NULL;
+    if (rc == 0 && r->save_dir) rc = sl_mkdirs(r->save_dir, err);
+    FILE *log = rc == 0 && log_path ? fopen(log_path, sl_trainer_step_count(tr) ? "a" : "w") : NULL;
+    if (log && !sl_trainer_step_count(tr)) fprintf(log, "step,loss,eval_loss,lr,tokens_per_s,seconds\n");
+    if (rc == 0 && data)
+        printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(data),
+               sl_data_sequences(data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
+    bool tty = isatty(STDOUT_FILENO);
+    double start = now_s();
+    long first = sl_trainer_step_count(tr);
+    float loss = NAN;
+    while (rc == 0 && !stop_requested && sl_trainer_step_count(tr) < total) {
+        long step = sl_trainer_step_count(tr);
+        float lr = sl_trainer_lr(tr);
+        step_batch(r, data, step, ids, targets);
+        double t0 = now_s();
+        if ((rc = sl_trainer_step(tr, ids, targets, &loss, err)) != 0) break;
+        double secs = now_s() - t0, tps = (double)tokens_per_step / secs;
+        float eval_loss = NAN;
+        if (eval && r->eval_every && (step + 1) % r->eval_every == 0)
+            eval_loss = evaluate(r, tr, eval, ids, targets, err);
+        printf("step %ld loss %.6f", step + 1, (double)loss);
+        if (eval_loss == eval_loss) printf(" eval %.4f", (double)eval_loss);
+        if (tty) {
+            double per = (now_s() - start) / (double)(step + 1 - first);
+            printf("  lr %.2e  %.0f tok/s  ETA %.0f s", (double)lr, tps, per * (double)(total - step - 1));
+        }
+        putchar('\n');
+        fflush(stdout);
+        if (log) {
+            fprintf(log, "%ld,%.6f,", step + 1, (double)loss);
+            if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
+            fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, now_s() - start);
+            fflush(log);
+        }
+        if (r->save_dir && r->save_every && (step + 1) % r->save_every == 0)
+            rc = sl_trainer_save(tr, r->save_dir, loss, err);
+    }
+    if (stop_requested) fprintf(stderr, "zmq-splitlearn-train: stopping at step %ld\n", sl_trainer_step_count(tr));
+    if (rc == 0 && r->save_dir) {
+        rc = sl_trainer_save(tr, r->save_dir, loss, err);
+        if (rc == 0) printf("checkpoint: %s (step %ld)\n", r->save_dir, sl_trainer_step_count(tr));
+    }
+    if (log) fclose(log);
+    if (rc == 0 && log_path && r->save_dir) {
+        char png[PATH_MAX + 16];
+        snprintf(png, sizeof png, "%s/loss.png", r->save_dir);
+        plot(log_path, png);
+    }
+    free(ids);
+    free(targets);
+    sl_data_destroy(&data);
+    sl_data_destroy(&eval);
+    sl_tokenizer_destroy(&tok);
+    sl_trainer_destroy(&tr);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    run r = {.opts = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT}, .seed = 1};
+    sl_err err;
+    if (parse(&r, argc, argv, &err) != 0) {
+        fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
+        return SL_EXIT_USAGE;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (sl_threads_setup((int)r.threads, false, &err) != 0 || train(&r, &err) != 0) {
+        fprintf(stderr, "zmq-splitlearn-train: %s\n", err.msg);
+        return SL_EXIT_FAILURE;
+    }
+    return SL_EXIT_OK;
+}
