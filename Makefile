@@ -32,6 +32,7 @@ TOOLS := $(patsubst tools/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard tools/*.c))
 NODES := $(patsubst nodes/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard nodes/*.c))
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
+SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all deps ensure-deps test check sanitize valgrind bench demo fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
@@ -75,12 +76,12 @@ ensure-deps:
 # The sub-make re-reads pkg-config after ensure-deps may have installed the packages.
 test check: ensure-deps
 	@$(MAKE) --no-print-directory all
-	@SL_BIN=$(BIN) tests/run.sh $(TESTS)
+	@SL_BIN=$(BIN) tests/run.sh $(TESTS) $(SCRIPT_TESTS)
 
 sanitize: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-san BIN=build-san/bin OPT="$(SAN_FLAGS)" all
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    SL_BIN=build-san/bin tests/run.sh $(patsubst $(BUILD)/%,build-san/%,$(TESTS))
+	    SL_BIN=build-san/bin tests/run.sh $(patsubst $(BUILD)/%,build-san/%,$(TESTS)) $(SCRIPT_TESTS)
 
 valgrind: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-vg BIN=build-vg/bin OPT="-O1 -g" all

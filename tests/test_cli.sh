@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# test_cli.sh — the programs' command-line contracts: output formats other tools rely on
+# (--print-ids, --logits, "step K loss X"), exit codes, and whole flows (split --topology, launch,
+# send equal to run, train + resume, merge). Ends with "N passed, N failed".
+set -u
+bin=$(cd "${SL_BIN:-bin}" && pwd)
+fixtures=${SL_FIXTURES:-../shared/fixtures}
+tmp=$(mktemp -d /tmp/sl-test-cli-XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+passed=0 failed=0
+check() { # check "what" command...
+    local what=$1; shift
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
+}
+status_is() { # status_is N command...
+    local want=$1; shift
+    "$@" >/dev/null 2>&1
+    [ $? -eq "$want" ]
+}
+
+ids=625,684,897,578,775,833,225
+# --help everywhere, exit codes
+for p in split node launch send run tokenize mkmodel train merge bench bench-pipeline; do
+    check "$p --help exits 0" status_is 0 "$bin/zmq-splitlearn-$p" --help
+done
+check "run without arguments: usage error 2" status_is 2 "$bin/zmq-splitlearn-run"
+check "run on a missing model: 1" status_is 1 "$bin/zmq-splitlearn-run" "$tmp/none" --ids 1,2
+check "split with bad splits: 1" status_is 1 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 4,2 -o "$tmp/x"
+check "send with a bad option: 2" status_is 2 "$bin/zmq-splitlearn-send" --bogus
+
+# run: --print-ids is the last line, the greedy reference of tiny-b's prompt 1
+out=$("$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 5 --print-ids --quiet)
+check "run --print-ids prints the generated ids" test "$out" = "255 255 255 255 255"
+"$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 1 --quiet --logits "$tmp/run.st"
+check "run --logits writes [7, 1000] F32" grep -q '"logits":{"shape":\[7,1000\]' <(head -c 200 "$tmp/run.st" | tail -c +9)
+
+# tokenize round trip
+ids_text=$("$bin/zmq-splitlearn-tokenize" "Hello world!")
+check "tokenize" test "$ids_text" = "15496 995 0"
+check "tokenize --decode" test "$("$bin/zmq-splitlearn-tokenize" --decode 15496 995 0)" = "Hello world!"
+
+# split --topology, launch, send equals run (ids and logits)
+"$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 2,4 -o "$tmp/parts" --topology "$tmp/topo.ini" \
+    --port $((22000 + $$ % 1000 * 4)) >/dev/null
+check "split wrote the topology" grep -q "layers = 2-4" "$tmp/topo.ini"
+"$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --ready-file "$tmp/ready" >"$tmp/launch.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/ready" ] && break; sleep 0.05; done
+check "launcher ready" test -f "$tmp/ready"
+sent=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 5 --print-ids --quiet --logits "$tmp/send.st")
+check "send --print-ids equals run" test "$sent" = "$out"
+check "send --logits equals run --logits byte for byte" cmp -s "$tmp/run.st" "$tmp/send.st"
+json=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 3 --json)
+check "send --json" grep -q '"ids":\[255,255,255\]' <<<"$json"
+kill -TERM $launcher; wait $launcher
+check "launcher exits 0 on SIGTERM" test $? -eq 0
+check "send with no pipeline: exit 3 naming the stage" bash -c \
+    "'$bin/zmq-splitlearn-send' '$tmp/topo.ini' --ids $ids --timeout 0.5 2>&1 >/dev/null | grep -q 'node bottom'; \
+     test \${PIPESTATUS[0]} -eq 3"
+
+# train: "step K loss X", the fixture's first loss, resume continues exactly, merge
+train_ids=215,845,160,857,612,114,43,444,35,141,514,970,466,808,917,823,629,441,514,266,496,379,247,993
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 >"$tmp/straight.log"
+check "train prints step K loss X" grep -qE '^step 4 loss [0-9.]+$' "$tmp/straight.log"
+check "first loss is the fixture's 7.010754" grep -q '^step 1 loss 7.01075' "$tmp/straight.log"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 2 --save-dir "$tmp/ckpt" >/dev/null
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 --resume "$tmp/ckpt" >"$tmp/resumed.log"
+check "resume gives the same losses" test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step [34] ' "$tmp/resumed.log")"
+"$bin/zmq-splitlearn-merge" "$tmp/ckpt" -o "$tmp/merged" >/dev/null
+check "merge writes an untied HF directory" grep -q '"tie_word_embeddings":.*false' "$tmp/merged/config.json"
+check "the merged model runs" status_is 0 "$bin/zmq-splitlearn-run" "$tmp/merged" --ids $ids --max-new-tokens 2 --quiet
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
