@@ -1,5 +1,6 @@
 /* client.c — request/answer loop of zmq-splitlearn-send over PUSH (to the bottom) and PULL (the
  * answers from every node). */
+#include "clock.h"
 #include "client.h"
 
 #include "wire.h"
@@ -66,13 +67,6 @@ void sl_client_destroy(sl_client **self)
 const char *sl_client_endpoint(const sl_client *self) { return self->endpoint; }
 int sl_client_resends(const sl_client *self) { return self->resends; }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int send_msg(sl_client *self, const sl_msg *m, sl_err *err)
 {
     if (sl_wire_encode(m, &self->out, err) != 0) return -1;
@@ -104,10 +98,10 @@ static int await_result(sl_client *self, uint64_t session, uint64_t step, const 
                         outcome *what, sl_err *err)
 {
     bool acked[SL_MAX_NODES] = {false};
-    double deadline = now_s() + req->timeout;
+    double deadline = sl_now() + req->timeout;
     void *sock = zsock_resolve(self->pull);
     for (;;) {
-        double left = deadline - now_s();
+        double left = deadline - sl_now();
         zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
         int rc = left > 0 ? zmq_poll(&item, 1, (long)(left * 1000) + 1) : 0;
         if (rc < 0 && zmq_errno() == EINTR) return sl_fail(err, "interrupted");

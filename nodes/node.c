@@ -1,6 +1,7 @@
 /* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), binds its
  * PULL socket, and for every message runs its layers and pushes the result on: activations to
  * the next stage, or, at the top, the sampled token to the client that asked. */
+#include "clock.h"
 #include "cli.h"
 #include "cpu.h"
 #include "gpt2.h"
@@ -59,13 +60,6 @@ typedef struct node {
     long handled, refused;
 } node;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void log_line(const node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(const node *n, const char *fmt, ...)
 {
@@ -121,7 +115,7 @@ static int pass_on(node *n, const sl_msg *msg, sl_err *err)
  * re-sends earlier positions, NULL (answered) when this node lost the session. */
 static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
 {
-    double t = now_s();
+    double t = sl_now();
     sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
     if (kv && (int)req->pos <= sl_kv_len(kv) && (int)req->pos + tokens <= sl_kv_capacity(kv)) {
         sl_kv_truncate(kv, (int)req->pos);
@@ -311,7 +305,7 @@ static void serve(node *n)
 {
     void *sock = zsock_resolve(n->pull);
     zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-    double last_expiry = now_s();
+    double last_expiry = sl_now();
     while (!stop_requested) {
         int rc = zmq_poll(&item, 1, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
@@ -325,7 +319,7 @@ static void serve(node *n)
             handle(n, zmq_msg_data(&msg), zmq_msg_size(&msg));
             zmq_msg_close(&msg);
         }
-        double t = now_s();
+        double t = sl_now();
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);

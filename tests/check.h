@@ -58,6 +58,21 @@ static inline const char *check_fixtures(void)
     return dir && *dir ? dir : "../shared/fixtures";
 }
 
+/* Makes a fresh directory /tmp/sl-test-NAME-XXXXXX into dir; 0 on success. */
+static inline int check_tmpdir(char *dir, size_t size, const char *name)
+{
+    snprintf(dir, size, "/tmp/sl-test-%s-XXXXXX", name);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+/* Removes a directory made by check_tmpdir, with everything in it. */
+static inline void check_rmtree(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
 static inline int check_done(void)
 {
     printf("%d passed, %d failed\n", check_passed, check_failed);

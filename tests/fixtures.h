@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "checkpoint.h"
+#include "params.h"
 #include "fileio.h"
 #include "safetensors.h"
 
@@ -58,6 +59,19 @@ static inline const float *fixture_f32(const sl_st_file *refs, const char *name,
     if (!CHECK(t && t->dtype == SL_F32 && t->numel == numel, "reference %s missing or not F32[%zu]", name, numel))
         return NULL;
     return t->data;
+}
+
+/* Every tensor reference of a params struct, in its fixed order. */
+typedef struct fixture_refs {
+    sl_param_ref refs[256];
+    int n;
+} fixture_refs;
+
+static inline int fixture_collect(sl_param_ref *ref, void *ctx)
+{
+    fixture_refs *l = ctx;
+    l->refs[l->n++] = *ref;
+    return 0;
 }
 
 #endif

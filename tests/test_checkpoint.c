@@ -226,14 +226,11 @@ static void test_bad_models(void)
 
 int main(void)
 {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/sl-test-checkpoint-XXXXXX");
-    if (!mkdtemp(tmp_root)) return fprintf(stderr, "mkdtemp failed\n"), 1;
+    if (check_tmpdir(tmp_root, sizeof tmp_root, "checkpoint") != 0) return 1;
     test_layouts();
     test_hub_cache();
     test_malformed_files();
     test_bad_models();
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
+    check_rmtree(tmp_root);
     return check_done();
 }

@@ -2,6 +2,7 @@
  * (tokens and prompt logits) equal the monolithic model's for every split of tiny-b (3 and 5
  * stages) and for tiny-a's references; two clients at once; garbage sent to a node; a node
  * killed and restarted mid-session; a missing stage named on timeout; the launcher's stop. */
+#include "clock.h"
 #include "client.h"
 #include "fileio.h"
 #include "fixtures.h"
@@ -18,13 +19,6 @@
 
 static char tmp[256], bin[512];
 static int port_base;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Starts argv with stdout and stderr to log. */
 static pid_t spawn(char *const argv[], const char *log)
@@ -50,7 +44,7 @@ static bool file_has(const char *path, const char *needle)
 
 static bool wait_for(const char *path, const char *needle, double seconds)
 {
-    for (double end = now_s() + seconds; now_s() < end; usleep(20000))
+    for (double end = sl_now() + seconds; sl_now() < end; usleep(20000))
         if (needle ? file_has(path, needle) : access(path, F_OK) == 0) return true;
     return false;
 }
@@ -393,7 +387,7 @@ static void kill_trunk_midway(void *ctx, int32_t token)
     if (text) before = strlen(text);
     free(text);
     r->pid = start_node(r, "trunk1");
-    for (double end = now_s() + 20; now_s() < end; usleep(20000)) {
+    for (double end = sl_now() + 20; sl_now() < end; usleep(20000)) {
         text = sl_read_text_file(r->log, 1 << 24, &err);
         bool ready = text && strlen(text) > before && strstr(text + before, "trunk1: ready");
         free(text);
@@ -472,8 +466,8 @@ static void test_launcher_stop(void)
     /* A node that dies makes the launcher stop the rest and exit 1 naming it. */
     kill(kids[0], SIGKILL);
     int status = 0;
-    double end = now_s() + 15;
-    while (now_s() < end && waitpid(p.launcher, &status, WNOHANG) == 0) usleep(20000);
+    double end = sl_now() + 15;
+    while (sl_now() < end && waitpid(p.launcher, &status, WNOHANG) == 0) usleep(20000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "launcher exits 1 when a node dies (status %d)", status);
     CHECK(file_has(p.log, "killed by signal 9"), "launcher names the dead node");
     usleep(100000);
@@ -495,8 +489,7 @@ static void test_launcher_stop(void)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/sl-e2e-XXXXXX");
-    if (!mkdtemp(tmp)) return 1;
+    if (check_tmpdir(tmp, sizeof tmp, "e2e") != 0) return 1;
     const char *env = getenv("SL_BIN");
     char *abs = realpath(env && *env ? env : "bin", NULL);
     snprintf(bin, sizeof bin, "%s", abs ? abs : "bin");
@@ -510,8 +503,6 @@ int main(void)
     test_garbage();
     test_restart_and_timeout();
     test_launcher_stop();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    check_rmtree(tmp);
     return check_done();
 }

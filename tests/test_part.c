@@ -190,14 +190,11 @@ static void test_bad_splits(void)
 
 int main(void)
 {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/sl-test-part-XXXXXX");
-    if (!mkdtemp(tmp_root)) return fprintf(stderr, "mkdtemp failed\n"), 1;
+    if (check_tmpdir(tmp_root, sizeof tmp_root, "part") != 0) return 1;
     test_split_reproduces_logits();
     test_part_contents_and_metadata();
     test_damaged_parts();
     test_bad_splits();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
+    check_rmtree(tmp_root);
     return check_done();
 }

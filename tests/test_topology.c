@@ -124,8 +124,7 @@ static void test_examples(void)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/sl-test-topo-XXXXXX");
-    if (!mkdtemp(tmp)) return 1;
+    if (check_tmpdir(tmp, sizeof tmp, "topo") != 0) return 1;
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     snprintf(parts, sizeof parts, "%s/parts", tmp);
@@ -140,8 +139,6 @@ int main(void)
     test_valid();
     test_errors();
     test_examples();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    check_rmtree(tmp);
     return check_done();
 }

@@ -9,18 +9,6 @@
 
 #define GRAD_TOL 1e-6
 
-typedef struct ref_list {
-    sl_param_ref refs[256];
-    int n;
-} ref_list;
-
-static int collect(sl_param_ref *ref, void *ctx)
-{
-    ref_list *l = ctx;
-    l->refs[l->n++] = *ref;
-    return 0;
-}
-
 static sl_st_file *grads_file;
 static int32_t ids[64], targets[64];
 static int T;
@@ -57,8 +45,8 @@ static sl_checkpoint *open_model(void)
 /* Compares every tensor of got (a grads or params struct) with prefix.<name> in the fixture. */
 static void compare_all(sl_params *got, const char *prefix, double tol, const char *label)
 {
-    ref_list l = {.n = 0};
-    sl_params_foreach(got, collect, &l);
+    fixture_refs l = {.n = 0};
+    sl_params_foreach(got, fixture_collect, &l);
     int compared = 0;
     for (int i = 0; i < l.n; i++) {
         char name[128], what[160];
@@ -90,8 +78,8 @@ static void test_whole_model(void)
 
     /* One AdamW step: within 1e-5, at most 0.01% beyond, none beyond 2 lr (fixture README). */
     sl_train_step(tr, &SL_ADAMW_DEFAULT);
-    ref_list l = {.n = 0};
-    sl_params_foreach(&p, collect, &l);
+    fixture_refs l = {.n = 0};
+    sl_params_foreach(&p, fixture_collect, &l);
     size_t total = 0, beyond = 0;
     double worst = 0;
     for (int i = 0; i < l.n; i++) {

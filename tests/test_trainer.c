@@ -12,18 +12,6 @@ static char tmp[200];
 static int32_t ids[24], targets[24];
 static const int T = 24, STEPS = 3;
 
-typedef struct ref_list {
-    sl_param_ref refs[256];
-    int n;
-} ref_list;
-
-static int collect(sl_param_ref *ref, void *ctx)
-{
-    ref_list *l = ctx;
-    l->refs[l->n++] = *ref;
-    return 0;
-}
-
 /* The single-process reference: the whole model as one stage. */
 static sl_params reference;
 static float ref_losses[3];
@@ -64,13 +52,13 @@ static int split_tiny_b(const int *splits, int n, const char *out)
 /* Every tensor of every stage equals the reference's tensor of that name. */
 static void compare_params(sl_trainer *tr, const char *label)
 {
-    ref_list want = {.n = 0};
-    sl_params_foreach(&reference, collect, &want);
+    fixture_refs want = {.n = 0};
+    sl_params_foreach(&reference, fixture_collect, &want);
     int matched = 0;
     double worst = 0;
     for (int i = 0; i < sl_trainer_stages(tr); i++) {
-        ref_list got = {.n = 0};
-        sl_params_foreach(sl_trainer_params(tr, i), collect, &got);
+        fixture_refs got = {.n = 0};
+        sl_params_foreach(sl_trainer_params(tr, i), fixture_collect, &got);
         for (int g = 0; g < got.n; g++)
             for (int w = 0; w < want.n; w++)
                 if (!strcmp(got.refs[g].name, want.refs[w].name)) {
@@ -178,8 +166,7 @@ static void test_data(void)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/sl-test-trainer-XXXXXX");
-    if (!mkdtemp(tmp)) return 1;
+    if (check_tmpdir(tmp, sizeof tmp, "trainer") != 0) return 1;
     char path[PATH_MAX];
     fixture_path(path, sizeof path, "tiny-b", "grads.json");
     sl_err err;
@@ -198,8 +185,6 @@ int main(void)
         test_data();
     }
     sl_params_free(&reference);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    check_rmtree(tmp);
     return check_done();
 }

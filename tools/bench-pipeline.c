@@ -1,6 +1,7 @@
 /* bench-pipeline.c — zmq-splitlearn-bench-pipeline: a 3-stage pipeline on loopback against the
  * monolithic model in one run: prefill and decode time, overhead per hop, throughput with
  * concurrent clients, and each node's peak RSS against its part's weights and KV cache. */
+#include "clock.h"
 #include "cli.h"
 #include "client.h"
 #include "cpu.h"
@@ -26,25 +27,6 @@ static const char usage[] =
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 typedef struct timing {
     double start, first, last;
     int tokens;
@@ -54,7 +36,7 @@ static void on_token(void *ctx, int32_t token)
 {
     (void)token;
     timing *t = ctx;
-    double now = now_s();
+    double now = sl_now();
     if (t->tokens++ == 0) t->first = now;
     t->last = now;
 }
@@ -76,7 +58,7 @@ static void *client_job(void *arg)
     int32_t *out = malloc((size_t)j->decode * sizeof *out);
     j->rc = c && out ? 0 : -1;
     for (int g = 0; g < j->generations && j->rc == 0; g++) {
-        timing t = {.start = now_s()};
+        timing t = {.start = sl_now()};
         sl_client_request req = {.ids = j->ids, .n_ids = j->prompt, .max_new_tokens = j->decode,
                                  .sampling = SL_SAMPLING_GREEDY, .eos_token = -1, .vocab_size = j->vocab,
                                  .timeout = 60, .on_token = on_token, .ctx = &t};
@@ -107,9 +89,9 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     double pre[32], dec[32];
     for (int r = -1; r < runs; r++) {
         sl_kv_reset(kv);
-        double t0 = now_s();
+        double t0 = sl_now();
         sl_stage_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
-        double t1 = now_s();
+        double t1 = sl_now();
         for (int i = 1; i < decode; i++) {
             int32_t best = 0;
             for (int v = 1; v < c->vocab_size; v++)
@@ -118,11 +100,11 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
         }
         if (r >= 0) {
             pre[r] = t1 - t0;
-            dec[r] = (now_s() - t1) / (decode - 1);
+            dec[r] = (sl_now() - t1) / (decode - 1);
         }
     }
-    *prefill = median(pre, runs);
-    *per_token = median(dec, runs);
+    *prefill = sl_median(pre, runs);
+    *per_token = sl_median(dec, runs);
     free(logits);
     sl_kv_destroy(&kv);
     sl_stage_destroy(&s);
@@ -212,7 +194,7 @@ int main(int argc, char **argv)
         if (one.rc != 0) fprintf(stderr, "client: %s\n", one.err);
         if (r >= 0) pre[r] = one.prefill, tok[r] = one.per_token;
     }
-    double pipe_prefill = median(pre, (int)runs), pipe_token = median(tok, (int)runs);
+    double pipe_prefill = sl_median(pre, (int)runs), pipe_token = sl_median(tok, (int)runs);
     printf("| 3-stage pipeline vs monolithic (%d layers, %d wide; %ld threads per process, pinned; median of %ld) | "
            "monolithic | pipeline | ratio |\n|---|---|---|---|\n",
            cfg->n_layer, cfg->n_embd, threads, runs);
@@ -225,7 +207,7 @@ int main(int argc, char **argv)
     for (int clients = 1; clients <= 8; clients *= 2) {
         job jobs[8];
         pthread_t th[8];
-        double t0 = now_s();
+        double t0 = sl_now();
         for (int i = 0; i < clients; i++) {
             jobs[i] = one;
             jobs[i].tokens = 0;
@@ -235,7 +217,7 @@ int main(int argc, char **argv)
         int total = 0;
         for (int i = 0; i < clients; i++) pthread_join(th[i], NULL), total += jobs[i].tokens;
         printf("| throughput, %d concurrent client%s (each 2 x %ld tokens after %ld), tokens/s | | %.1f | |\n", clients,
-               clients > 1 ? "s" : "", decode, prompt, total / (now_s() - t0));
+               clients > 1 ? "s" : "", decode, prompt, total / (sl_now() - t0));
     }
     char cmd[64], line[64];
     snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);

@@ -1,13 +1,16 @@
 /* bench.c — zmq-splitlearn-bench: the engine's benchmarks at a real model shape, with the
  * OpenBLAS sgemm time of the same matmuls measured in the same run so that the figures come
  * with ratios that survive a noisy machine. */
+#include "clock.h"
 #include "cli.h"
 #include "cpu.h"
 #include "gpt2.h"
 #include "part.h"
+#include "train.h"
 
 #include <cblas.h>
 #include <getopt.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -27,25 +30,6 @@ static const char usage[] =
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 typedef struct bench {
     sl_params p;
     sl_stage *stage;
@@ -61,14 +45,14 @@ static double time_prefill(bench *b, sl_output which)
     double t[64];
     for (int r = -1; r < b->runs; r++) {
         sl_kv_reset(b->kv);
-        double t0 = now();
+        double t0 = sl_now();
         if (sl_stage_forward(b->stage, b->kv, b->prompt, b->ids, NULL, b->logits, which, &err) != 0) {
             fprintf(stderr, "prefill: %s\n", err.msg);
             exit(SL_EXIT_FAILURE);
         }
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = sl_now() - t0;
     }
-    return median(t, b->runs);
+    return sl_median(t, b->runs);
 }
 
 static double time_decode(bench *b)
@@ -79,7 +63,7 @@ static double time_decode(bench *b)
         sl_kv_reset(b->kv);
         sl_stage_forward(b->stage, b->kv, b->prompt, b->ids, NULL, b->logits, SL_OUT_LOGITS_LAST, &err);
         int32_t next = 1;
-        double t0 = now();
+        double t0 = sl_now();
         for (int i = 0; i < b->decode; i++) {
             if (sl_stage_forward(b->stage, b->kv, 1, &next, NULL, b->logits, SL_OUT_LOGITS_LAST, &err) != 0) {
                 fprintf(stderr, "decode: %s\n", err.msg);
@@ -87,9 +71,9 @@ static double time_decode(bench *b)
             }
             next = (next * 7919 + 13) % b->p.cfg.vocab_size;
         }
-        if (r >= 0) t[r] = (now() - t0) / b->decode;
+        if (r >= 0) t[r] = (sl_now() - t0) / b->decode;
     }
-    return median(t, b->runs);
+    return sl_median(t, b->runs);
 }
 
 /* The prefill's matmuls alone, as plain sgemm calls on buffers of the same shapes. */
@@ -100,7 +84,7 @@ static double time_sgemm(bench *b, bool all_logits)
     float *in = calloc((size_t)T * H, sizeof(float)), *out = calloc((size_t)T * (V > H ? V : H), sizeof(float));
     double t[64];
     for (int r = -1; r < b->runs; r++) {
-        double t0 = now();
+        double t0 = sl_now();
         for (int l = 0; l < c->n_layer; l++) {
             const sl_block *w = &b->p.blocks[l];
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 3 * C, C, 1, in, C, w->qkv_w, 3 * C, 0, out, 3 * C);
@@ -110,11 +94,11 @@ static double time_sgemm(bench *b, bool all_logits)
         }
         int rows = all_logits ? T : 1;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, C, 1, in, C, b->p.lm_head, C, 0, out, V);
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = sl_now() - t0;
     }
     free(in);
     free(out);
-    return median(t, b->runs);
+    return sl_median(t, b->runs);
 }
 
 /* The floor under decode: every weight read once, by as many threads as compute, each pinned. */
@@ -156,15 +140,42 @@ static double time_weight_read(sl_params *p, int threads, int runs)
     for (int r = -1; r < runs; r++) {
         reader rd[8];
         pthread_t th[8];
-        double t0 = now();
+        double t0 = sl_now();
         for (int i = 0; i < threads && i < 8; i++) {
             rd[i] = (reader){.p = p, .index = i, .count = threads, .cpu = i % sl_cpu_count()};
             pthread_create(&th[i], NULL, read_weights, &rd[i]);
         }
         for (int i = 0; i < threads && i < 8; i++) pthread_join(th[i], NULL);
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = sl_now() - t0;
     }
-    return median(t, runs);
+    return sl_median(t, runs);
+}
+
+/* Training steps of B x T tokens (forward, loss, backward, AdamW) on writable copies. */
+static double time_train_step(const sl_checkpoint *ck, int B, int T, int runs)
+{
+    sl_err err;
+    sl_params p;
+    const sl_config *c = sl_checkpoint_config(ck);
+    if (sl_params_load(&p, ck, 0, c->n_layer, true, true, true, &err) != 0) return NAN;
+    sl_train *tr = sl_train_new(&p, B, T, &err);
+    int32_t *ids = malloc((size_t)B * T * sizeof *ids), *targets = malloc((size_t)B * T * sizeof *targets);
+    for (int i = 0; i < B * T; i++) ids[i] = (i * 7919 + 13) % c->vocab_size, targets[i] = (i * 104729 + 7) % c->vocab_size;
+    double t[64];
+    for (int r = -1; tr && r < runs; r++) {
+        float loss;
+        double t0 = sl_now();
+        sl_train_zero_grad(tr);
+        sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err);
+        sl_train_backward(tr, NULL, NULL, &err);
+        sl_train_step(tr, &SL_ADAMW_DEFAULT);
+        if (r >= 0) t[r] = sl_now() - t0;
+    }
+    free(ids);
+    free(targets);
+    sl_train_destroy(&tr);
+    sl_params_free(&p);
+    return sl_median(t, runs);
 }
 
 static double time_part_load(const char *parts_dir, int first, int last, int runs)
@@ -172,18 +183,18 @@ static double time_part_load(const char *parts_dir, int first, int last, int run
     double t[64];
     sl_err err;
     for (int r = -1; r < runs; r++) {
-        double t0 = now();
+        double t0 = sl_now();
         sl_part *part = sl_part_open(parts_dir, first, last, false, &err);
         sl_params p;
         if (!part || sl_part_load_params(part, &p, false, &err) != 0) {
             fprintf(stderr, "part load: %s\n", err.msg);
             exit(SL_EXIT_FAILURE);
         }
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = sl_now() - t0;
         sl_params_free(&p);
         sl_part_destroy(&part);
     }
-    return median(t, runs);
+    return sl_median(t, runs);
 }
 
 int main(int argc, char **argv)
@@ -254,7 +265,12 @@ int main(int argc, char **argv)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("| peak RSS of this process, MB | %.0f | | |\n", (double)ru.ru_maxrss / 1024);
+    printf("| peak RSS of this process (inference), MB; weights %.0f MB | %.0f | | %.3f |\n",
+           (double)sl_params_count(&b.p) * 4 / 1048576, (double)ru.ru_maxrss / 1024,
+           (double)ru.ru_maxrss * 1024 / ((double)sl_params_count(&b.p) * 4));
+    double step = time_train_step(ck, 4, 64, (int)runs);
+    printf("| training, B=4 T=64, forward + loss + backward + AdamW, one process: ms per step (tokens/s) | %.0f "
+           "(%.0f tok/s) | | |\n", step * 1e3, 256 / step);
     free(b.ids);
     free(b.logits);
     sl_kv_destroy(&b.kv);

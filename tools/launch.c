@@ -1,6 +1,7 @@
 /* launch.c — zmq-splitlearn-launch: starts every node of a topology that runs on this host,
  * waits until each reports ready, prefixes their logs with the node name, and stops them all
  * when it is stopped or when one of them dies. */
+#include "clock.h"
 #include "cli.h"
 #include "topology.h"
 
@@ -154,18 +155,11 @@ static void stop_all(child *cs, int n)
         }
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Relays logs until stopped or a node dies; returns the exit status. */
 static int supervise(child *cs, int n, const char *ready_file, double start_timeout)
 {
     bool all_ready = false;
-    double started = now_s();
+    double started = sl_now();
     while (!stop_requested) {
         struct pollfd fds[SL_MAX_NODES];
         for (int i = 0; i < n; i++) fds[i] = (struct pollfd){.fd = cs[i].fd, .events = POLLIN};
@@ -191,7 +185,7 @@ static int supervise(child *cs, int n, const char *ready_file, double start_time
             FILE *fp = ready_file ? fopen(ready_file, "w") : NULL;
             if (fp) fclose(fp);
         }
-        if (!all_ready && now_s() - started > start_timeout) {
+        if (!all_ready && sl_now() - started > start_timeout) {
             for (int i = 0; i < n; i++)
                 if (!cs[i].ready) fprintf(stderr, "launch: node %s not ready after %g s\n", cs[i].node->name, start_timeout);
             stop_all(cs, n);

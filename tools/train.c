@@ -2,6 +2,7 @@
  * keeps its own parameters and AdamW state; token ids and labels are used by the bottom and the
  * top only. Prints "step K loss X" for every step, logs CSV, checkpoints as split directories,
  * resumes exactly, and plots the losses (gnuplot) at the end. */
+#include "clock.h"
 #include "cli.h"
 #include "cpu.h"
 #include "data.h"
@@ -55,13 +56,6 @@ typedef struct run {
     uint64_t seed;
     sl_trainer_opts opts;
 } run;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
@@ -203,23 +197,23 @@ static int train(run *r, sl_err *err)
         printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(data),
                sl_data_sequences(data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
     bool tty = isatty(STDOUT_FILENO);
-    double start = now_s();
+    double start = sl_now();
     long first = sl_trainer_step_count(tr);
     float loss = NAN;
     while (rc == 0 && !stop_requested && sl_trainer_step_count(tr) < total) {
         long step = sl_trainer_step_count(tr);
         float lr = sl_trainer_lr(tr);
         step_batch(r, data, step, ids, targets);
-        double t0 = now_s();
+        double t0 = sl_now();
         if ((rc = sl_trainer_step(tr, ids, targets, &loss, err)) != 0) break;
-        double secs = now_s() - t0, tps = (double)tokens_per_step / secs;
+        double secs = sl_now() - t0, tps = (double)tokens_per_step / secs;
         float eval_loss = NAN;
         if (eval && r->eval_every && (step + 1) % r->eval_every == 0)
             eval_loss = evaluate(r, tr, eval, ids, targets, err);
         printf("step %ld loss %.6f", step + 1, (double)loss);
         if (eval_loss == eval_loss) printf(" eval %.4f", (double)eval_loss);
         if (tty) {
-            double per = (now_s() - start) / (double)(step + 1 - first);
+            double per = (sl_now() - start) / (double)(step + 1 - first);
             printf("  lr %.2e  %.0f tok/s  ETA %.0f s", (double)lr, tps, per * (double)(total - step - 1));
         }
         putchar('\n');
@@ -227,7 +221,7 @@ static int train(run *r, sl_err *err)
         if (log) {
             fprintf(log, "%ld,%.6f,", step + 1, (double)loss);
             if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
-            fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, now_s() - start);
+            fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, sl_now() - start);
             fflush(log);
         }
         if (r->save_dir && r->save_every && (step + 1) % r->save_every == 0)

@@ -1,0 +1,11 @@
+/* clock.h — time for timeouts, logs and benchmarks: monotonic seconds and the median of samples. */
+#ifndef SL_CLOCK_H
+#define SL_CLOCK_H
+
+/* Seconds on the monotonic clock (an arbitrary origin: use differences). */
+double sl_now(void);
+
+/* The median of n samples (sorts them in place); 0 when n is 0. */
+double sl_median(double *samples, int n);
+
+#endif
