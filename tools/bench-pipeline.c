@@ -12,6 +12,7 @@
 #include <czmq.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -148,10 +149,11 @@ int main(int argc, char **argv)
     int n_parts = sl_split_read_index(parts_dir, parts, SL_MAX_SPLITS + 1, &err);
     if (n_parts != 3) return fprintf(stderr, "%s: need a 3-part split (%s)\n", parts_dir, err.msg), SL_EXIT_FAILURE;
     char *abs_parts = realpath(parts_dir, NULL);
-    char topo_path[] = "/tmp/sl-bench-pipeline-XXXXXX.ini", ready[64], text[4096];
+    char topo_path[] = "/tmp/sl-bench-pipeline-XXXXXX.ini", ready[64], log_path[64], text[4096];
     int fd = mkstemps(topo_path, 4);
     close(fd);
     snprintf(ready, sizeof ready, "%s.ready", topo_path);
+    snprintf(log_path, sizeof log_path, "%s.log", topo_path);
     int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 60\n", abs_parts);
     for (int i = 0; i < 3; i++)
         len += snprintf(text + len, sizeof text - (size_t)len,
@@ -174,14 +176,23 @@ int main(int argc, char **argv)
     snprintf(launcher, sizeof launcher, "%s/zmq-splitlearn-launch", exe);
     pid_t pid = fork();
     if (pid == 0) {
-        if (!freopen("/dev/null", "w", stdout)) _exit(1);
+        /* This process pinned itself; the nodes pin themselves from all CPUs. */
+        cpu_set_t all;
+        CPU_ZERO(&all);
+        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++) CPU_SET(cpu, &all);
+        sched_setaffinity(0, sizeof all, &all);
+        if (!freopen(log_path, "w", stdout)) _exit(1);
+        dup2(fileno(stdout), STDERR_FILENO);
         execl(launcher, launcher, topo_path, "--ready-file", ready, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++) usleep(50000);
     static sl_topology topo;
     if (access(ready, F_OK) != 0 || sl_topology_load(topo_path, &topo, true, &err) != 0) {
-        fprintf(stderr, "pipeline did not start\n");
+        sl_err ignored;
+        char *log = sl_read_text_file(log_path, 1 << 20, &ignored);
+        fprintf(stderr, "pipeline did not start:\n%s", log ? log : "(no log)\n");
+        free(log);
         kill(pid, SIGTERM);
         return SL_EXIT_FAILURE;
     }
@@ -244,6 +255,7 @@ int main(int argc, char **argv)
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     unlink(topo_path);
+    unlink(log_path);
     free(ids);
     return SL_EXIT_OK;
 }
