@@ -4,6 +4,8 @@
 #include "ops.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,7 +133,7 @@ sl_params *sl_train_grads(sl_train *self)
 }
 long sl_train_steps(const sl_train *self) { return self->steps; }
 void sl_train_set_steps(sl_train *self, long steps) { self->steps = steps; }
-sl_params *sl_train_moments(sl_train *self, int which) { return which ? &self->v : &self->m; }
+
 
 void sl_train_zero_grad(sl_train *self)
 {
@@ -295,4 +297,65 @@ void sl_train_step(sl_train *t, const sl_adamw *o)
         p[i] *= decay;
         p[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + o->eps);
     }
+}
+
+/* ---- optimizer state ---- */
+
+typedef struct moments_ctx {
+    sl_st_writer *w;
+    sl_st_file *f;
+    const char *prefix;
+    sl_err *err;
+} moments_ctx;
+
+static int add_moment(sl_param_ref *ref, void *ctx)
+{
+    moments_ctx *mc = ctx;
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", mc->prefix, ref->name);
+    return sl_st_writer_add_f32(mc->w, name, SL_F32, *ref->slot, ref->ndim, ref->shape, mc->err);
+}
+
+static int read_moment(sl_param_ref *ref, void *ctx)
+{
+    moments_ctx *mc = ctx;
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", mc->prefix, ref->name);
+    const sl_tensor *t = sl_st_find(mc->f, name);
+    if (!t || t->dtype != SL_F32 || t->numel != ref->numel)
+        return sl_fail(mc->err, "%s: optimizer state '%s' is missing or has the wrong shape", sl_st_path(mc->f), name);
+    memcpy(*ref->slot, t->data, ref->numel * sizeof(float));
+    return 0;
+}
+
+int sl_train_save_state(sl_train *t, const char *path, sl_err *err)
+{
+    char steps[32];
+    snprintf(steps, sizeof steps, "%ld", t->steps);
+    sl_st_writer *w = sl_st_writer_new();
+    if (!w) return sl_fail(err, "out of memory");
+    moments_ctx mc = {.w = w, .prefix = "m", .err = err};
+    int rc = sl_st_writer_set_metadata(w, "step", steps, err);
+    if (rc == 0) rc = sl_params_foreach(&t->m, add_moment, &mc);
+    mc.prefix = "v";
+    if (rc == 0) rc = sl_params_foreach(&t->v, add_moment, &mc);
+    if (rc == 0) rc = sl_st_writer_write(w, path, NULL, err);
+    sl_st_writer_destroy(&w);
+    return rc;
+}
+
+int sl_train_load_state(sl_train *t, const char *path, sl_err *err)
+{
+    if (access(path, F_OK) != 0) return 1;
+    sl_st_file *f = sl_st_open(path, err);
+    if (!f) return -1;
+    const char *steps = sl_st_metadata(f, "step");
+    moments_ctx mc = {.f = f, .prefix = "m", .err = err};
+    int rc = steps ? 0 : sl_fail(err, "%s: no \"step\" in its metadata", path);
+    if (rc == 0) rc = sl_params_foreach(&t->m, read_moment, &mc);
+    mc.prefix = "v";
+    if (rc == 0) rc = sl_params_foreach(&t->v, read_moment, &mc);
+    if (rc == 0) t->steps = atol(steps);
+    sl_st_close(&f);
+    return rc;
 }

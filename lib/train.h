@@ -45,7 +45,12 @@ void sl_train_step(sl_train *self, const sl_adamw *opt);
 long sl_train_steps(const sl_train *self);
 void sl_train_set_steps(sl_train *self, long steps);
 
-/* AdamW's moments (which 0: first, 1: second), same layout as the params, to save and restore. */
-sl_params *sl_train_moments(sl_train *self, int which);
+/* Saves AdamW's moments and step count to a safetensors file ("m.<name>", "v.<name>",
+ * metadata "step"). */
+int sl_train_save_state(sl_train *self, const char *path, sl_err *err);
+
+/* Restores what sl_train_save_state wrote. Returns 1 when path does not exist (a fresh start),
+ * 0 when restored, -1 with err when the file is not a matching state. */
+int sl_train_load_state(sl_train *self, const char *path, sl_err *err);
 
 #endif

@@ -1,7 +1,12 @@
 /* trainer.c — the in-process split-learning chain: stages, schedule, clipping, checkpoints. */
 #include "trainer.h"
 
+#include "clock.h"
 #include "fileio.h"
+#include "wire.h"
+
+#include <czmq.h>
+#include <sys/random.h>
 
 #include <cJSON.h>
 #include <limits.h>
@@ -24,7 +29,13 @@ struct sl_trainer {
     long steps;
     float *act, *grad; /* (B*T, C) crossing the boundaries, two of each to ping-pong */
     float *act2, *grad2;
-    char name[128];
+    /* remote trunks */
+    sl_topology topo;
+    bool remote;
+    zsock_t *from_trunks, *grads_in, *to_first, *to_last; /* top's and bottom's PULL; PUSH to the trunks */
+    sl_wire_decoder *decoder;
+    msgpack_sbuffer out;
+    uint64_t run_id, message;
 };
 
 /* The optimizer state file beside a part: <stem>_optim.safetensors. */
@@ -33,51 +44,13 @@ static void optim_path(const char *part_file, char *out, size_t size)
     snprintf(out, size, "%.*s_optim.safetensors", (int)(strlen(part_file) - strlen(".safetensors")), part_file);
 }
 
-typedef struct moments_ctx {
-    sl_st_writer *w;
-    sl_st_file *f;
-    const char *prefix;
-    sl_err *err;
-} moments_ctx;
-
-static int add_moment(sl_param_ref *ref, void *ctx)
-{
-    moments_ctx *mc = ctx;
-    char name[96];
-    snprintf(name, sizeof name, "%s.%s", mc->prefix, ref->name);
-    return sl_st_writer_add_f32(mc->w, name, SL_F32, *ref->slot, ref->ndim, ref->shape, mc->err);
-}
-
-static int read_moment(sl_param_ref *ref, void *ctx)
-{
-    moments_ctx *mc = ctx;
-    char name[96];
-    snprintf(name, sizeof name, "%s.%s", mc->prefix, ref->name);
-    const sl_tensor *t = sl_st_find(mc->f, name);
-    if (!t || t->dtype != SL_F32 || t->numel != ref->numel)
-        return sl_fail(mc->err, "%s: optimizer state '%s' is missing or has the wrong shape", sl_st_path(mc->f), name);
-    memcpy(*ref->slot, t->data, ref->numel * sizeof(float));
-    return 0;
-}
-
-/* Restores m and v when the part has an optimizer state file; returns the steps it records. */
+/* Restores the part's optimizer state when it has one; returns the steps it records (0: fresh). */
 static long load_optimizer(stage *s, sl_err *err)
 {
     char path[PATH_MAX + 32];
     optim_path(s->info.file, path, sizeof path);
-    sl_st_file *f = sl_st_open(path, NULL);
-    if (!f) return 0; /* a fresh split: no state yet */
-    long steps = -1;
-    const char *text = sl_st_metadata(f, "step");
-    if (text) steps = atol(text);
-    moments_ctx mc = {.f = f, .prefix = "m", .err = err};
-    int rc = steps < 0 ? sl_fail(err, "%s: no \"step\" in its metadata", path) : 0;
-    if (rc == 0) rc = sl_params_foreach(sl_train_moments(s->train, 0), read_moment, &mc);
-    mc.prefix = "v";
-    if (rc == 0) rc = sl_params_foreach(sl_train_moments(s->train, 1), read_moment, &mc);
-    sl_st_close(&f);
-    if (rc == 0) sl_train_set_steps(s->train, steps);
-    return rc == 0 ? steps : -1;
+    int rc = sl_train_load_state(s->train, path, err);
+    return rc < 0 ? -1 : sl_train_steps(s->train);
 }
 
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err)
@@ -123,6 +96,12 @@ void sl_trainer_destroy(sl_trainer **self)
         sl_params_free(&t->stages[i].params);
         sl_part_destroy(&t->stages[i].part);
     }
+    zsock_destroy(&t->from_trunks);
+    zsock_destroy(&t->grads_in);
+    zsock_destroy(&t->to_first);
+    zsock_destroy(&t->to_last);
+    sl_wire_decoder_destroy(&t->decoder);
+    msgpack_sbuffer_destroy(&t->out);
     free(t->act);
     free(t->act2);
     free(t->grad);
@@ -144,6 +123,148 @@ float sl_trainer_lr(const sl_trainer *self)
     double progress = (double)(s - o->warmup) / (double)(o->total_steps - o->warmup);
     if (progress > 1) progress = 1;
     return o->adamw.lr * (float)(0.1 + 0.9 * 0.5 * (1.0 + cos(M_PI * progress)));
+}
+
+/* ---- remote trunks ---- */
+
+static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *who, sl_err *err)
+{
+    if (sl_wire_encode(m, &t->out, err) != 0) return -1;
+    if (zmq_send(zsock_resolve(sock), t->out.data, t->out.size, 0) < 0)
+        return sl_fail(err, "cannot send to %s: %s", who, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* Waits for a message of kind and step on either socket; copies its payload into out when
+ * given. A node's error ends the wait. */
+static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_err *err)
+{
+    zmq_pollitem_t items[2] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
+                               {.socket = zsock_resolve(t->grads_in), .events = ZMQ_POLLIN}};
+    const sl_config *c = &t->stages[0].params.cfg;
+    sl_wire_limits limits = {.n_embd = (uint32_t)c->n_embd, .n_positions = (uint32_t)c->n_positions,
+                             .max_bytes = t->topo.max_message};
+    double deadline = sl_now() + t->topo.timeout;
+    for (;;) {
+        double left = deadline - sl_now();
+        if (left <= 0 || zmq_poll(items, 2, (long)(left * 1000) + 1) <= 0)
+            return sl_fail(err, "no %s for step %llu from the trunks within %g s (are they running? "
+                           "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
+                           sl_msg_kind_name(kind), (unsigned long long)step, t->topo.timeout);
+        for (int i = 0; i < 2; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN)) continue;
+            zmq_msg_t frame;
+            zmq_msg_init(&frame);
+            if (zmq_msg_recv(&frame, items[i].socket, 0) < 0) continue;
+            sl_msg m;
+            sl_err bad;
+            int rc = 1;
+            if (sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
+                m.session == t->run_id) {
+                if (m.kind == SL_MSG_ERROR) rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
+                else if (m.kind == kind && m.step == step) {
+                    if (out) sl_msg_copy_x(&m, out);
+                    rc = 0;
+                }
+            }
+            zmq_msg_close(&frame);
+            if (rc != 1) return rc;
+        }
+    }
+}
+
+/* Bottom here, trunks there, top here; then the gradient the same way back. */
+static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, bool update,
+                      float lr, float *loss, sl_err *err)
+{
+    stage *bottom = &t->stages[0], *top = &t->stages[t->n - 1];
+    const int rows = t->opts.batch * t->opts.seq_len, C = bottom->params.cfg.n_embd;
+    uint64_t step = ++t->message;
+    sl_msg fwd = {.kind = SL_MSG_FORWARD, .session = t->run_id, .step = step, .train = true,
+                  .batch = (uint32_t)t->opts.batch, .x = t->act, .rows = (uint32_t)rows, .cols = (uint32_t)C,
+                  .dtype = t->topo.activations};
+    snprintf(fwd.reply_to, sizeof fwd.reply_to, "%s", t->topo.nodes[0].listen);
+    if (sl_train_forward(bottom->train, ids, NULL, NULL, t->act, NULL, err) != 0 ||
+        send_to(t, t->to_first, &fwd, t->topo.nodes[1].name, err) != 0 || await(t, SL_MSG_FORWARD, step, t->act2, err) != 0 ||
+        sl_train_forward(top->train, NULL, t->act2, targets, NULL, loss, err) != 0)
+        return -1;
+    if (!backward) return 0;
+    sl_msg back = {.kind = SL_MSG_BACKWARD, .session = t->run_id, .step = step, .x = t->grad, .rows = (uint32_t)rows,
+                   .cols = (uint32_t)C, .dtype = t->topo.activations, .update = update, .lr = lr,
+                   .weight_decay = t->opts.adamw.weight_decay};
+    snprintf(back.reply_to, sizeof back.reply_to, "%s", t->topo.nodes[0].listen);
+    if (sl_train_backward(top->train, NULL, t->grad, err) != 0 ||
+        send_to(t, t->to_last, &back, t->topo.nodes[t->topo.n_nodes - 2].name, err) != 0 ||
+        await(t, SL_MSG_BACKWARD, step, t->grad2, err) != 0)
+        return -1;
+    return sl_train_backward(bottom->train, t->grad2, NULL, err);
+}
+
+static zsock_t *socket_at(int type, const char *endpoint, bool bind, const sl_topology *topo, sl_err *err)
+{
+    zsock_t *s = zsock_new(type);
+    if (!s) {
+        sl_fail(err, "cannot create a socket");
+        return NULL;
+    }
+    zsock_set_maxmsgsize(s, (int64_t)topo->max_message);
+    zsock_set_linger(s, 1000);
+    zsock_set_sndtimeo(s, (int)(topo->timeout * 1000));
+    int rc = bind ? zsock_bind(s, "%s", endpoint) : zsock_connect(s, "%s", endpoint);
+    if (rc < 0) {
+        sl_fail(err, "cannot %s %s: %s", bind ? "listen on" : "connect to", endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&s);
+    }
+    return s;
+}
+
+sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const sl_trainer_opts *opts, sl_err *err)
+{
+    if (topo->n_nodes < 3) {
+        sl_fail(err, "%s has no trunk: train it in this process", topo->path);
+        return NULL;
+    }
+    if (opts->grad_clip > 0) {
+        sl_fail(err, "--grad-clip needs every stage's gradient norm: not available with remote trunks yet");
+        return NULL;
+    }
+    sl_trainer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->opts = *opts;
+    t->topo = *topo;
+    t->remote = true;
+    msgpack_sbuffer_init(&t->out);
+    while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {}
+    sl_part_info infos[SL_MAX_SPLITS + 1];
+    int n = sl_split_read_index(topo->parts, infos, SL_MAX_SPLITS + 1, err);
+    int rc = n == topo->n_nodes ? 0 : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", topo->parts, n, topo->n_nodes));
+    const int local[2] = {0, n - 1};
+    t->n = n;
+    for (int k = 0; rc == 0 && k < 2; k++) {
+        stage *s = &t->stages[local[k]];
+        s->info = infos[local[k]];
+        if (!(s->part = sl_part_open(topo->parts, s->info.first, s->info.last, topo->verify, err)) ||
+            sl_part_load_params(s->part, &s->params, true, err) != 0 ||
+            !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err)))
+            rc = -1;
+    }
+    for (int i = 1; rc == 0 && i < n - 1; i++) t->stages[i].info = infos[i];
+    size_t rows = (size_t)opts->batch * opts->seq_len, C = rc == 0 ? (size_t)infos[0].cfg.n_embd : 0;
+    if (rc == 0) {
+        t->act = malloc(rows * C * sizeof(float));
+        t->act2 = malloc(rows * C * sizeof(float));
+        t->grad = malloc(rows * C * sizeof(float));
+        t->grad2 = malloc(rows * C * sizeof(float));
+        t->decoder = sl_wire_decoder_new();
+        if (!t->act || !t->act2 || !t->grad || !t->grad2 || !t->decoder) rc = sl_fail(err, "out of memory");
+    }
+    if (rc == 0 && (!(t->grads_in = socket_at(ZMQ_PULL, topo->nodes[0].listen, true, topo, err)) ||
+                    !(t->from_trunks = socket_at(ZMQ_PULL, topo->nodes[n - 1].listen, true, topo, err)) ||
+                    !(t->to_first = socket_at(ZMQ_PUSH, topo->nodes[1].listen, false, topo, err)) ||
+                    !(t->to_last = socket_at(ZMQ_PUSH, topo->nodes[n - 2].listen, false, topo, err))))
+        rc = -1;
+    if (rc != 0) sl_trainer_destroy(&t);
+    return t;
 }
 
 /* Forward through every stage; with backward, the gradient back through every stage. */
@@ -185,11 +306,15 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
     const sl_trainer_opts *o = &t->opts;
     const size_t micro = (size_t)o->batch * o->seq_len;
     const int K = o->grad_accum > 0 ? o->grad_accum : 1;
-    for (int i = 0; i < t->n; i++) sl_train_zero_grad(t->stages[i].train);
+    for (int i = 0; i < t->n; i++)
+        if (t->stages[i].train) sl_train_zero_grad(t->stages[i].train);
     double total = 0;
+    const float lr = sl_trainer_lr(t);
     for (int k = 0; k < K; k++) {
         float l;
-        if (run_chain(t, ids + k * micro, targets + k * micro, true, &l, err) != 0) return -1;
+        int rc = t->remote ? run_remote(t, ids + k * micro, targets + k * micro, true, k == K - 1, lr, &l, err)
+                           : run_chain(t, ids + k * micro, targets + k * micro, true, &l, err);
+        if (rc != 0) return -1;
         total += l;
     }
     float scale = 1.0f / (float)K; /* the mean over micro-batches */
@@ -198,8 +323,9 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
         if (norm > o->grad_clip) scale *= (float)(o->grad_clip / norm);
     }
     sl_adamw opt = o->adamw;
-    opt.lr = sl_trainer_lr(t);
+    opt.lr = lr;
     for (int i = 0; i < t->n; i++) {
+        if (!t->stages[i].train) continue; /* a remote trunk updated itself */
         sl_params *g = sl_train_grads(t->stages[i].train);
         if (scale != 1.0f)
             for (size_t k = 0; k < g->owned_count; k++) g->owned[k] *= scale;
@@ -212,42 +338,48 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
 
 int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, float *loss, sl_err *err)
 {
-    return run_chain(t, ids, targets, false, loss, err);
+    if (!t->remote) return run_chain(t, ids, targets, false, loss, err);
+    /* The trunks keep this forward's activations; the next training forward replaces them. */
+    return run_remote(t, ids, targets, false, false, 0, loss, err);
 }
 
-static int save_optimizer(stage *s, const char *part_file, long steps, sl_err *err)
+/* Asks every remote trunk to write its part and optimizer state under dir (on its own host). */
+static int save_remote_trunks(sl_trainer *t, const char *dir, sl_part_info *saved, sl_err *err)
 {
-    char path[PATH_MAX + 32], step_text[32];
-    optim_path(part_file, path, sizeof path);
-    snprintf(step_text, sizeof step_text, "%ld", steps);
-    sl_st_writer *w = sl_st_writer_new();
-    if (!w) return sl_fail(err, "out of memory");
-    moments_ctx mc = {.w = w, .prefix = "m", .err = err};
-    int rc = sl_st_writer_set_metadata(w, "step", step_text, err);
-    if (rc == 0) rc = sl_params_foreach(sl_train_moments(s->train, 0), add_moment, &mc);
-    mc.prefix = "v";
-    if (rc == 0) rc = sl_params_foreach(sl_train_moments(s->train, 1), add_moment, &mc);
-    if (rc == 0) rc = sl_st_writer_write(w, path, NULL, err);
-    sl_st_writer_destroy(&w);
-    return rc;
+    uint64_t step = ++t->message;
+    for (int i = 1; i < t->n - 1; i++) {
+        const sl_topo_node *node = &t->topo.nodes[i];
+        sl_msg m = {.kind = SL_MSG_SAVE, .session = t->run_id, .step = step};
+        snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
+        snprintf(m.dir, sizeof m.dir, "%s", dir);
+        zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
+        int rc = push ? send_to(t, push, &m, node->name, err) : -1;
+        zsock_destroy(&push);
+        if (rc != 0 || await(t, SL_MSG_ACK, step, NULL, err) != 0) return -1;
+        saved[i] = t->stages[i].info;
+        snprintf(saved[i].file, sizeof saved[i].file, "%s/trunk/checkpoint_%s.safetensors", dir, node->name);
+    }
+    return 0;
 }
 
 int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
 {
     sl_part_info saved[SL_MAX_SPLITS + 1];
-    char extra[128], splits[SL_MAX_SPLITS * 8] = "";
+    char extra[128];
     if (sl_mkdirs(dir, err) != 0) return -1;
     snprintf(extra, sizeof extra, "{\"step\": %ld, \"loss\": %.9g}", t->steps, (double)loss);
-    for (int i = 1; i < t->n; i++)
-        snprintf(splits + strlen(splits), sizeof splits - strlen(splits), "%s%d", i > 1 ? "-" : "", t->stages[i].info.first);
+    if (t->remote && save_remote_trunks(t, dir, saved, err) != 0) return -1;
     for (int i = 0; i < t->n; i++) {
         stage *s = &t->stages[i];
+        if (!s->train) continue; /* saved by its node */
         char sub[PATH_MAX], stem[256];
         snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(s->info.role));
-        snprintf(stem, sizeof stem, "checkpoint_%s_%s", splits, s->info.name); /* re-saves replace */
+        snprintf(stem, sizeof stem, "checkpoint_%s", s->info.name); /* re-saves replace */
         if (sl_part_write(&s->params, s->info.name, s->info.role, SL_F32, sub, stem, NULL, extra, &saved[i], err) != 0)
             return -1;
-        if (save_optimizer(s, saved[i].file, t->steps, err) != 0) return -1;
+        char state[PATH_MAX + 32];
+        optim_path(saved[i].file, state, sizeof state);
+        if (sl_train_save_state(s->train, state, err) != 0) return -1;
     }
     return sl_split_write_index(dir, "checkpoint", saved, t->n, NULL, err);
 }

@@ -11,6 +11,7 @@
 #define SL_TRAINER_H
 
 #include "part.h"
+#include "topology.h"
 #include "train.h"
 
 typedef struct sl_trainer_opts {
@@ -27,6 +28,12 @@ typedef struct sl_trainer sl_trainer;
 /* Loads every part of the split directory dir (copied, writable) with its optimizer state when
  * the directory is a checkpoint. Caller owns the result. */
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err);
+/* The same chain with the trunks on the topology's nodes (which must be running): this process
+ * runs the bottom and the top, binding their listen endpoints, so token ids and labels never
+ * leave it; trunks receive activations and gradients only, and update themselves. Gradient
+ * clipping and resuming need every stage here and are refused. Caller owns the result. */
+sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const sl_trainer_opts *opts, sl_err *err);
+
 void sl_trainer_destroy(sl_trainer **self);
 
 /* One optimizer step over grad_accum micro-batches: ids and targets hold grad_accum * B * T

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result", "error", "end", "ack"};
+static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result", "error", "end",
+                                                           "ack",     "backward", "save"};
 
 const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
 
@@ -89,7 +90,7 @@ static int prescan(const unsigned char *p, size_t len, sl_err *err)
 
 enum { F_V = 1 << 0, F_KIND = 1 << 1, F_SESSION = 1 << 2, F_STEP = 1 << 3, F_POS = 1 << 4, F_CTX = 1 << 5,
        F_REPLY = 1 << 6, F_IDS = 1 << 7, F_X = 1 << 8, F_SHAPE = 1 << 9, F_DTYPE = 1 << 10, F_TOKEN = 1 << 11,
-       F_LOGITS = 1 << 12, F_NODE = 1 << 13, F_CODE = 1 << 14 };
+       F_LOGITS = 1 << 12, F_NODE = 1 << 13, F_CODE = 1 << 14, F_DIR = 1 << 15 };
 
 static bool key_is(const msgpack_object *key, const char *name)
 {
@@ -221,6 +222,29 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
     } else if (key_is(k, "x")) {
         *seen |= F_X;
         return get_bin(v, "x", &m->x, x_len, err);
+    } else if (key_is(k, "g")) {
+        *seen |= F_X; /* a backward's payload: same shape and dtype rules as x */
+        return get_bin(v, "g", &m->x, x_len, err);
+    } else if (key_is(k, "train")) {
+        return get_bool(v, "train", &m->train, err);
+    } else if (key_is(k, "update")) {
+        return get_bool(v, "update", &m->update, err);
+    } else if (key_is(k, "batch")) {
+        if (get_uint(v, "batch", 1u << 20, &u, err) != 0) return -1;
+        m->batch = (uint32_t)u;
+    } else if (key_is(k, "lr")) {
+        double d = 0;
+        if (get_number(v, "lr", &d, err) != 0) return -1;
+        if (!(d >= 0 && d <= 10)) return sl_fail(err, "field \"lr\" must be in 0..10");
+        m->lr = (float)d;
+    } else if (key_is(k, "wd")) {
+        double d = 0;
+        if (get_number(v, "wd", &d, err) != 0) return -1;
+        if (!(d >= 0 && d <= 10)) return sl_fail(err, "field \"wd\" must be in 0..10");
+        m->weight_decay = (float)d;
+    } else if (key_is(k, "dir")) {
+        *seen |= F_DIR;
+        return get_str(v, "dir", m->dir, sizeof m->dir, err);
     } else if (key_is(k, "logits")) {
         *seen |= F_LOGITS;
         return get_bin(v, "logits", &m->logits, logits_len, err);
@@ -263,11 +287,14 @@ static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
         [SL_MSG_ERROR] = F_SESSION | F_CODE,
         [SL_MSG_END] = F_SESSION,
         [SL_MSG_ACK] = F_SESSION | F_STEP | F_NODE,
+        [SL_MSG_BACKWARD] = F_SESSION | F_STEP | F_REPLY | F_X | F_SHAPE | F_DTYPE,
+        [SL_MSG_SAVE] = F_SESSION | F_STEP | F_REPLY | F_DIR,
     };
-    static const char *const names[] = {"v", "kind", "session", "step", "pos", "ctx", "reply_to", "ids",
-                                        "x", "shape", "dtype", "token", "logits", "node", "code"};
+    static const char *const names[] = {"v",      "kind",  "session", "step",   "pos",  "ctx",
+                                        "reply_to", "ids", "x (or g)", "shape", "dtype", "token",
+                                        "logits", "node",  "code",    "dir"};
     unsigned want = F_V | F_KIND | ((seen & F_KIND) ? need[m->kind] : 0);
-    for (int i = 0; i < 15; i++)
+    for (int i = 0; i < 16; i++)
         if ((want & (1u << i)) && !(seen & (1u << i)))
             return sl_fail(err, "field \"%s\" is missing%s%s", names[i], (seen & F_KIND) ? " from a " : "",
                            (seen & F_KIND) ? kind_names[m->kind] : "");
@@ -278,6 +305,16 @@ static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
 static int check_payload(sl_msg *m, unsigned seen, size_t x_len, size_t ids_len, size_t logits_len,
                          const sl_wire_limits *lim, sl_err *err)
 {
+    if (m->kind == SL_MSG_BACKWARD) {
+        uint64_t want = (uint64_t)m->rows * m->cols * sl_dtype_size(m->dtype);
+        if (m->rows == 0 || want != x_len)
+            return sl_fail(err, "field \"g\": %zu bytes but shape [%u, %u] of %s needs %llu", x_len, m->rows, m->cols,
+                           sl_dtype_name(m->dtype), (unsigned long long)want);
+        if (lim->n_embd && m->cols != lim->n_embd)
+            return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
+    }
+    if (m->kind == SL_MSG_FORWARD && m->train && (m->batch == 0 || ((seen & F_X) ? m->rows : (uint32_t)(ids_len / 4)) % m->batch))
+        return sl_fail(err, "field \"batch\": a training forward needs a batch that divides its rows");
     if (m->kind == SL_MSG_FORWARD) {
         if (!!(seen & F_IDS) == !!(seen & F_X)) return sl_fail(err, "a forward carries exactly one of \"ids\" and \"x\"");
         uint64_t tokens;
@@ -422,11 +459,13 @@ static size_t count_fields(const sl_msg *m)
     switch (m->kind) {
     case SL_MSG_FORWARD:
         /* step pos ctx reply_to want_logits ack, then ids or x shape dtype, then sample */
-        return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0);
+        return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 : 0);
     case SL_MSG_RESULT: return n + 3 + (m->logits ? 2 : 0);
     case SL_MSG_ERROR: return n + 4;
     case SL_MSG_END: return n + (m->reply_to[0] ? 1 : 0);
     case SL_MSG_ACK: return n + 2;
+    case SL_MSG_BACKWARD: return n + 8; /* step reply_to g shape dtype update lr wd */
+    case SL_MSG_SAVE: return n + 3;     /* step reply_to dir */
     default: return n;
     }
 }
@@ -460,6 +499,27 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
             pack_str(&pk, "dtype", m->dtype == SL_F32 ? "f32" : m->dtype == SL_F16 ? "f16" : "bf16");
         }
         if (m->has_sample) pack_sample(&pk, m);
+        if (m->train) {
+            pack_bool(&pk, "train", true);
+            pack_uint(&pk, "batch", m->batch);
+        }
+        break;
+    case SL_MSG_BACKWARD:
+        pack_uint(&pk, "step", m->step);
+        pack_str(&pk, "reply_to", m->reply_to);
+        pack_floats(&pk, "g", m->x, (size_t)m->rows * m->cols, m->dtype);
+        pack_shape(&pk, m->rows, m->cols);
+        pack_str(&pk, "dtype", m->dtype == SL_F32 ? "f32" : m->dtype == SL_F16 ? "f16" : "bf16");
+        pack_bool(&pk, "update", m->update);
+        pack_key(&pk, "lr");
+        msgpack_pack_double(&pk, m->lr);
+        pack_key(&pk, "wd");
+        msgpack_pack_double(&pk, m->weight_decay);
+        break;
+    case SL_MSG_SAVE:
+        pack_uint(&pk, "step", m->step);
+        pack_str(&pk, "reply_to", m->reply_to);
+        pack_str(&pk, "dir", m->dir);
         break;
     case SL_MSG_RESULT:
         pack_uint(&pk, "step", m->step);

@@ -5,6 +5,7 @@
  *   key        type         in kinds                 meaning
  *   "v"        uint         all                      protocol version: 1
  *   "kind"     str          all                      "forward" "result" "error" "end" "ack"
+ *                                                    "backward" "save"
  *   "session"  uint         all                      64-bit id the client chose for the sequence
  *   "step"     uint         forward result error ack request number within the session
  *   "pos"      uint         forward result           position of the request's first token
@@ -21,6 +22,13 @@
  *   "ack"      bool         forward                  every node acks receipt to reply_to
  *   "token"    uint         result                   the sampled token
  *   "logits"   bin          result                   f32 [rows, cols] when want_logits
+ *   "train"    bool         forward                  a training step: keep what backward needs
+ *   "batch"    uint         forward (train)          B sequences: rows = B x T
+ *   "g"        bin          backward                 gradient [rows, cols] of the receiver's output
+ *                                                    (in "dtype"), sent back stage by stage
+ *   "update"   bool         backward                 apply AdamW after this backward
+ *   "lr" "wd"  float        backward                 learning rate and weight decay of that update
+ *   "dir"      str          save                     where the node writes its part + optimizer
  *   "node"     str          ack error                the node that sends it
  *   "code"     str          error                    "bad_message" "unknown_session"
  *                                                    "context_full" "internal"
@@ -52,6 +60,8 @@ typedef enum sl_msg_kind {
     SL_MSG_ERROR,
     SL_MSG_END,
     SL_MSG_ACK,
+    SL_MSG_BACKWARD,
+    SL_MSG_SAVE,
     SL_MSG_KIND_COUNT
 } sl_msg_kind;
 
@@ -73,6 +83,11 @@ typedef struct sl_msg {
     /* result */
     int32_t token;
     const void *logits; /* rows x cols f32 (view when decoded; source when encoding); NULL if none */
+    /* training */
+    bool train, update;
+    uint32_t batch;
+    float lr, weight_decay;
+    char dir[512];
     /* ack, error */
     char node[64];
     char code[32];
@@ -105,7 +120,7 @@ int sl_wire_encode(const sl_msg *msg, msgpack_sbuffer *buf, sl_err *err);
 /* Copies the ids of a decoded forward into out (n_ids entries). */
 void sl_msg_copy_ids(const sl_msg *msg, int32_t *out);
 
-/* Converts the decoded x into float32 out (rows x cols). */
+/* Converts the decoded x (or a backward's g) into float32 out (rows x cols). */
 void sl_msg_copy_x(const sl_msg *msg, float *out);
 
 #endif

@@ -9,6 +9,7 @@
 #include "sampler.h"
 #include "session.h"
 #include "topology.h"
+#include "train.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -43,15 +44,20 @@ typedef struct node {
     sl_topology topo;
     const sl_topo_node *self;
     const sl_topo_node *next; /* NULL at the top */
+    const sl_topo_node *prev; /* NULL at the bottom */
     sl_part *part;
     sl_params params;
+    int train_B, train_T;
     sl_stage *stage;
     sl_sessions *sessions;
     sl_sampler *sampler;
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
     sl_outbox *replies;
-    zsock_t *pull, *push;
+    zsock_t *pull, *push, *push_prev; /* push_prev: gradients back, opened on first use */
+    sl_train *train;                  /* training state, made by the first training forward */
+    bool writable;                    /* params copied out of the mapping, for training */
+    FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (n_positions, C) */
@@ -220,6 +226,132 @@ static void handle_forward(node *n, sl_msg *req)
     if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
+
+/* ---- training: trunks train here; the bottom and the top stay with zmq-splitlearn-train ---- */
+
+/* Copies the weights out of the read-only mapping and makes the trainer for B x T tokens. */
+static int prepare_training(node *n, int B, int T, sl_err *err)
+{
+    if (n->params.embed || n->params.head)
+        return sl_fail(err, "%s is a %s: in training the bottom and the top run inside zmq-splitlearn-train",
+                       n->name, n->params.embed ? "bottom" : "top");
+    if (!n->writable) {
+        sl_params copy;
+        if (sl_part_load_params(n->part, &copy, true, err) != 0) return -1;
+        sl_stage_destroy(&n->stage);
+        sl_sessions_destroy(&n->sessions); /* their caches belong to the old weights */
+        sl_params_free(&n->params);
+        n->params = copy;
+        n->writable = true;
+        n->stage = sl_stage_new(&n->params, 128, err);
+        n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
+        if (!n->stage || !n->sessions) return sl_fail(err, "out of memory");
+        log_line(n, "training: weights copied out of the part (%.1f MB)", (double)sl_params_count(&n->params) * 4 / 1e6);
+    }
+    if (n->train && n->train_B == B && n->train_T == T) return 0;
+    sl_train *fresh = sl_train_new(&n->params, B, T, err);
+    if (!fresh) return -1;
+    if (n->train) sl_train_set_steps(fresh, sl_train_steps(n->train)); /* a new shape keeps the count, not moments */
+    sl_train_destroy(&n->train);
+    n->train = fresh;
+    n->train_B = B;
+    n->train_T = T;
+    return 0;
+}
+
+static void handle_train_forward(node *n, sl_msg *req)
+{
+    sl_err err;
+    if (!req->x) {
+        reply_error(n, req, "bad_message", "a training forward to %s carries activations", n->name);
+        return;
+    }
+    const int rows = (int)req->rows, B = (int)req->batch, T = rows / B;
+    if (prepare_training(n, B, T, &err) != 0) {
+        reply_error(n, req, "bad_message", "%s", err.msg);
+        return;
+    }
+    sl_msg_copy_x(req, n->in);
+    if (sl_train_forward(n->train, NULL, n->in, NULL, n->hidden, NULL, &err) != 0) {
+        reply_error(n, req, "internal", "%s", err.msg);
+        return;
+    }
+    sl_msg fwd = *req;
+    fwd.x = n->hidden;
+    fwd.dtype = n->topo.activations;
+    if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+}
+
+static int push_back(node *n, const sl_msg *msg, sl_err *err)
+{
+    if (!n->push_prev) {
+        n->push_prev = zsock_new(ZMQ_PUSH);
+        if (!n->push_prev) return sl_fail(err, "cannot create a socket");
+        zsock_set_sndhwm(n->push_prev, n->topo.hwm);
+        zsock_set_sndtimeo(n->push_prev, (int)(n->topo.timeout * 1000));
+        zsock_set_linger(n->push_prev, 1000);
+        if (zsock_connect(n->push_prev, "%s", n->prev->listen) != 0)
+            return sl_fail(err, "cannot connect to %s: %s", n->prev->listen, zmq_strerror(zmq_errno()));
+    }
+    if (sl_wire_encode(msg, &n->out, err) != 0) return -1;
+    if (zmq_send(zsock_resolve(n->push_prev), n->out.data, n->out.size, 0) < 0)
+        return sl_fail(err, "previous stage %s (%s) does not take messages: %s", n->prev->name, n->prev->listen,
+                       zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+static void handle_backward(node *n, sl_msg *req)
+{
+    sl_err err;
+    if (!n->train || (int)req->rows != n->train_B * n->train_T) {
+        reply_error(n, req, "bad_message", "%s has no training forward of %u rows to go back through", n->name,
+                    req->rows);
+        return;
+    }
+    sl_msg_copy_x(req, n->in); /* the gradient of this stage's output */
+    if (sl_train_backward(n->train, n->in, n->hidden, &err) != 0) {
+        reply_error(n, req, "internal", "%s", err.msg);
+        return;
+    }
+    sl_msg back = *req;
+    back.x = n->hidden;
+    back.dtype = n->topo.activations;
+    if (push_back(n, &back, &err) != 0) {
+        reply_error(n, req, "internal", "%s", err.msg);
+        return;
+    }
+    if (req->update) { /* after sending: the previous stage works while this one updates */
+        sl_adamw opt = SL_ADAMW_DEFAULT;
+        opt.lr = req->lr;
+        opt.weight_decay = req->weight_decay;
+        sl_train_step(n->train, &opt);
+        sl_train_zero_grad(n->train);
+    }
+}
+
+static void handle_save(node *n, sl_msg *req)
+{
+    sl_err err;
+    const sl_part_info *info = sl_part_info_of(n->part);
+    char dir[sizeof req->dir + 16], stem[256], extra[64], state[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/%s", req->dir, sl_role_name(info->role));
+    snprintf(stem, sizeof stem, "checkpoint_%s", n->name);
+    snprintf(extra, sizeof extra, "{\"step\": %ld}", n->train ? sl_train_steps(n->train) : 0L);
+    sl_part_info saved;
+    int rc = sl_part_write(&n->params, info->name, info->role, SL_F32, dir, stem, NULL, extra, &saved, &err);
+    snprintf(state, sizeof state, "%.*s_optim.safetensors", (int)(strlen(saved.file) - strlen(".safetensors")),
+             saved.file);
+    if (rc == 0 && n->train) rc = sl_train_save_state(n->train, state, &err);
+    if (rc != 0) {
+        reply_error(n, req, "internal", "cannot save: %s", err.msg);
+        return;
+    }
+    log_line(n, "saved %s", saved.file);
+    sl_msg ack = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
+    snprintf(ack.node, sizeof ack.node, "%s", n->name);
+    reply(n, req->reply_to, &ack);
+}
+
 static void handle(node *n, const void *data, size_t len)
 {
     sl_msg msg;
@@ -233,7 +365,18 @@ static void handle(node *n, const void *data, size_t len)
         }
     }
     n->handled++;
-    if (msg.kind == SL_MSG_FORWARD) {
+    if (n->trace) {
+        fprintf(n->trace, "%s ids=%d x=%d train=%d\n", sl_msg_kind_name(msg.kind), msg.ids != NULL, msg.x != NULL,
+                msg.train);
+        fflush(n->trace);
+    }
+    if (msg.kind == SL_MSG_FORWARD && msg.train) {
+        handle_train_forward(n, &msg);
+    } else if (msg.kind == SL_MSG_BACKWARD) {
+        handle_backward(n, &msg);
+    } else if (msg.kind == SL_MSG_SAVE) {
+        handle_save(n, &msg);
+    } else if (msg.kind == SL_MSG_FORWARD) {
         handle_forward(n, &msg);
     } else if (msg.kind == SL_MSG_END) {
         if (sl_sessions_close(n->sessions, msg.session))
@@ -275,6 +418,9 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
         return sl_fail(err, "%s has no [node.%s]", topology, n->name);
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
+    n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
+    const char *trace = getenv("SL_NODE_TRACE");
+    if (trace && *trace) n->trace = fopen(trace, "a");
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
     if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last,
                                  verify || n->topo.verify, err)))
@@ -335,6 +481,9 @@ static void shutdown_node(node *n)
 {
     zsock_destroy(&n->pull);
     zsock_destroy(&n->push);
+    zsock_destroy(&n->push_prev);
+    sl_train_destroy(&n->train);
+    if (n->trace) fclose(n->trace);
     sl_outbox_destroy(&n->replies);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);

@@ -60,15 +60,23 @@ check "send with no pipeline: exit 3 naming the stage" bash -c \
 
 # train: "step K loss X", the fixture's first loss, resume continues exactly, merge
 train_ids=215,845,160,857,612,114,43,444,35,141,514,970,466,808,917,823,629,441,514,266,496,379,247,993
-"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 >"$tmp/straight.log"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 4 >"$tmp/straight.log"
 check "train prints step K loss X" grep -qE '^step 4 loss [0-9.]+$' "$tmp/straight.log"
 check "first loss is the fixture's 7.010754" grep -q '^step 1 loss 7.01075' "$tmp/straight.log"
-"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 2 --save-dir "$tmp/ckpt" >/dev/null
-"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 --resume "$tmp/ckpt" >"$tmp/resumed.log"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 2 --save-dir "$tmp/ckpt" >/dev/null
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 4 --resume "$tmp/ckpt" >"$tmp/resumed.log"
 check "resume gives the same losses" test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step [34] ' "$tmp/resumed.log")"
 "$bin/zmq-splitlearn-merge" "$tmp/ckpt" -o "$tmp/merged" >/dev/null
 check "merge writes an untied HF directory" grep -q '"tie_word_embeddings":.*false' "$tmp/merged/config.json"
 check "the merged model runs" status_is 0 "$bin/zmq-splitlearn-run" "$tmp/merged" --ids $ids --max-new-tokens 2 --quiet
+
+# train with the trunk on its node: same losses as --local
+"$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --only trunk1 --ready-file "$tmp/ready2" >"$tmp/launch2.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/ready2" ] && break; sleep 0.05; done
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 >"$tmp/remote.log" 2>&1
+check "training through the trunk node equals --local" test "$(cat "$tmp/remote.log")" = "$(cat "$tmp/straight.log")"
+kill -TERM $launcher; wait $launcher
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -8,6 +8,7 @@
 #include "fixtures.h"
 #include "gpt2.h"
 #include "part.h"
+#include "trainer.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -487,6 +488,87 @@ static void test_launcher_stop(void)
     }
 }
 
+/* ---- split learning with the trunks on their nodes ---- */
+
+static const int32_t train_ids[] = {215, 845, 160, 857, 612, 114, 43, 444, 35, 141, 514, 970,
+                                    466, 808, 917, 823, 629, 441, 514, 266, 496, 379, 247, 993};
+
+static bool same_params(sl_params *a, sl_params *b)
+{
+    fixture_refs ra = {.n = 0}, rb = {.n = 0};
+    sl_params_foreach(a, fixture_collect, &ra);
+    sl_params_foreach(b, fixture_collect, &rb);
+    bool same = ra.n == rb.n && ra.n > 0;
+    for (int i = 0; same && i < ra.n; i++)
+        same = !memcmp(*ra.refs[i].slot, *rb.refs[i].slot, ra.refs[i].numel * sizeof(float));
+    return same;
+}
+
+static void test_remote_training(const int *splits, int n_splits, const char *label)
+{
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, n_splits, true, label) != 0) return;
+    char trace[PATH_MAX], prog[600], ckpt[PATH_MAX];
+    snprintf(trace, sizeof trace, "%s/%s.trace", tmp, label);
+    snprintf(ckpt, sizeof ckpt, "%s/%s-ckpt", tmp, label);
+    snprintf(prog, sizeof prog, "%s/zmq-splitlearn-launch", bin);
+    setenv("SL_NODE_TRACE", trace, 1);
+    char *argv[12] = {prog, p.topo, "--ready-file", p.ready};
+    int argc = 4;
+    static char names[4][16];
+    for (int i = 1; i < n_splits; i++) {
+        snprintf(names[i], sizeof names[i], "trunk%d", i);
+        argv[argc++] = "--only";
+        argv[argc++] = names[i];
+    }
+    argv[argc] = NULL;
+    p.launcher = spawn(argv, p.log);
+    unsetenv("SL_NODE_TRACE");
+    if (!CHECK(wait_for(p.ready, NULL, 30), "%s: trunks ready", label)) {
+        stop(&p);
+        return;
+    }
+    sl_topology topo;
+    sl_err err;
+    sl_topology_load(p.topo, &topo, true, &err);
+    sl_trainer_opts o = {.batch = 1, .seq_len = 24, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
+    sl_trainer *remote = sl_trainer_new_remote(&topo, &o, &err), *local = sl_trainer_new(p.parts, &o, &err);
+    int32_t targets[24];
+    for (int t = 0; t < 24; t++) targets[t] = t + 1 < 24 ? train_ids[t + 1] : -1;
+    bool same_losses = remote && local;
+    for (int s = 0; same_losses && s < 3; s++) {
+        float lr_, ll;
+        same_losses = sl_trainer_step(remote, train_ids, targets, &lr_, &err) == 0 &&
+                      sl_trainer_step(local, train_ids, targets, &ll, &err) == 0 && lr_ == ll;
+    }
+    CHECK(same_losses, "%s: 3 steps with remote trunks give the in-process losses exactly: %s", label, err.msg);
+    CHECK(remote && local && same_params(sl_trainer_params(remote, 0), sl_trainer_params(local, 0)) &&
+              same_params(sl_trainer_params(remote, n_splits), sl_trainer_params(local, n_splits)),
+          "%s: bottom and top parameters equal", label);
+    CHECK(remote && sl_trainer_save(remote, ckpt, 0, &err) == 0, "%s: save with remote trunks: %s", label, err.msg);
+    sl_trainer *back = sl_trainer_new(ckpt, &o, &err);
+    bool trunks_same = back != NULL;
+    for (int i = 1; trunks_same && i < n_splits; i++)
+        trunks_same = same_params(sl_trainer_params(back, i), sl_trainer_params(local, i));
+    CHECK(trunks_same, "%s: the trunks' saved parameters equal the in-process chain's: %s", label, err.msg);
+    CHECK(back && sl_trainer_step_count(back) == 3, "%s: the checkpoint resumes at step 3", label);
+    sl_trainer_destroy(&back);
+    sl_trainer_destroy(&remote);
+    sl_trainer_destroy(&local);
+    stop(&p);
+    /* What the trunks received: activations forward, gradients back, a save; never ids or labels. */
+    char *seen = sl_read_text_file(trace, 1 << 20, &err);
+    int lines = 0, clean = 0;
+    for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        lines++;
+        clean += !strncmp(line, "forward ids=0 x=1 train=1", 25) || !strncmp(line, "backward ids=0 x=1", 18) ||
+                 !strncmp(line, "save ids=0 x=0", 14);
+    }
+    CHECK(lines > 0 && clean == lines, "%s: trunks received only activations and gradients (%d of %d messages)",
+          label, clean, lines);
+    free(seen);
+}
+
 int main(void)
 {
     if (check_tmpdir(tmp, sizeof tmp, "e2e") != 0) return 1;
@@ -503,6 +585,9 @@ int main(void)
     test_garbage();
     test_restart_and_timeout();
     test_launcher_stop();
+    const int three[2] = {1, 3}, four[3] = {1, 2, 4};
+    test_remote_training(three, 2, "train-3");
+    test_remote_training(four, 3, "train-4");
     check_rmtree(tmp);
     return check_done();
 }

@@ -32,10 +32,13 @@ static const char usage[] =
     "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps\n"
     "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
-    "  --seed S --threads N --log FILE (CSV; default SAVE_DIR/train_log.csv)\n"
+    "  --seed S --threads N --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
     "\n"
-    "Every stage of the topology's split runs in this process with its own optimizer state (the\n"
-    "exact reference for a distributed run). SIGINT or SIGTERM saves a checkpoint, then exits.\n"
+    "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
+    "their listen endpoints); the trunks train on their nodes, which must be running\n"
+    "(zmq-splitlearn-launch TOPOLOGY --only trunk1 ...), each updating itself with its own AdamW\n"
+    "state. --local runs every stage here instead (required for --grad-clip and --resume for now).\n"
+    "SIGINT or SIGTERM saves a checkpoint, then exits.\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
@@ -53,6 +56,7 @@ typedef struct run {
     int32_t ids[4096];
     int n_ids;
     long steps, epochs, eval_every, save_every, threads;
+    bool local;
     uint64_t seed;
     sl_trainer_opts opts;
 } run;
@@ -65,7 +69,7 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
         {"warmup", 1, 0, 'W'},   {"schedule", 1, 0, 'S'},     {"grad-accum", 1, 0, 'k'},  {"grad-clip", 1, 0, 'c'},
         {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'},  {"save-dir", 1, 0, 'o'},    {"save-every", 1, 0, 'N'},
         {"resume", 1, 0, 'r'},   {"seed", 1, 0, 'x'},         {"threads", 1, 0, 't'},     {"log", 1, 0, 'L'},
-        {"vocab", 1, 0, 'V'},    {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+        {"vocab", 1, 0, 'V'},    {"local", 0, 0, 'Z'},        {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -100,6 +104,7 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
         case 't': rc = sl_parse_long(optarg, "--threads", 0, 1024, &r->threads, err); break;
         case 'L': r->log_path = optarg; break;
         case 'V': r->vocab = optarg; break;
+        case 'Z': r->local = true; break;
         case 'h': fputs(usage, stdout); exit(SL_EXIT_OK);
         default: return sl_fail(err, "unknown option");
         }
@@ -166,7 +171,10 @@ static int train(run *r, sl_err *err)
 {
     sl_topology topo;
     if (sl_topology_load(r->topology, &topo, true, err) != 0) return -1;
-    sl_trainer *tr = sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
+    bool remote = topo.n_nodes > 2 && !r->local;
+    if (remote && r->resume) return sl_fail(err, "--resume with remote trunks is not supported yet: add --local");
+    sl_trainer *tr = remote ? sl_trainer_new_remote(&topo, &r->opts, err)
+                            : sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
     if (!tr) return -1;
     const sl_config *cfg = &sl_trainer_params(tr, 0)->cfg;
     sl_tokenizer *tok = NULL;
