@@ -234,14 +234,20 @@ double sl_crossentropy_forward_backward(float *dlogits, const float *logits, con
         }
         float max = z[0];
         for (int v = 1; v < V; v++) max = z[v] > max ? z[v] : max;
+        const float target_logit = z[targets[t]]; /* read before dz (maybe z itself) is written */
         double sum = 0;
-        for (int v = 0; v < V; v++) sum += exp((double)(z[v] - max));
-        double log_sum = log(sum);
-        loss += log_sum - (double)(z[targets[t]] - max);
         if (dz) {
-            for (int v = 0; v < V; v++) dz[v] = (float)(exp((double)(z[v] - max) - log_sum)) * scale;
+            /* e^(z - max) into dz with the vectorized exp, summed in double, then normalized:
+             * the head's softmax is 2.5x the rest of a small model's step with libm's exp. */
+            for (int v = 0; v < V; v++) dz[v] = fast_expf(z[v] - max);
+            for (int v = 0; v < V; v++) sum += dz[v];
+            const float inv = (float)(1.0 / sum) * scale;
+            for (int v = 0; v < V; v++) dz[v] *= inv;
             dz[targets[t]] -= scale;
+        } else {
+            for (int v = 0; v < V; v++) sum += exp((double)(z[v] - max));
         }
+        loss += log(sum) - (double)(target_logit - max);
     }
     return loss;
 }

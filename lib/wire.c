@@ -330,7 +330,7 @@ static int check_payload(sl_msg *m, unsigned seen, size_t x_len, size_t ids_len,
                                m->cols, sl_dtype_name(m->dtype), (unsigned long long)want);
             if (lim->n_embd && m->cols != lim->n_embd)
                 return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
-            tokens = m->rows;
+            tokens = m->train && m->batch ? m->rows / m->batch : m->rows; /* a batch of sequences */
         }
         if (lim->n_positions && ((uint64_t)m->pos + tokens > lim->n_positions || m->ctx > lim->n_positions))
             return sl_fail(err, "field \"pos\": positions %u..%llu (ctx %u) go beyond n_positions %u", m->pos,

@@ -60,7 +60,8 @@ typedef struct node {
     FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
-    float *in, *hidden; /* (n_positions, C) */
+    float *in, *hidden; /* (io_rows, C): n_positions rows, more for a training batch */
+    size_t io_rows;
     float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused;
@@ -249,6 +250,15 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
         log_line(n, "training: weights copied out of the part (%.1f MB)", (double)sl_params_count(&n->params) * 4 / 1e6);
     }
     if (n->train && n->train_B == B && n->train_T == T) return 0;
+    size_t rows = (size_t)B * T, C = (size_t)n->params.cfg.n_embd;
+    if (rows > n->io_rows) {
+        float *in = realloc(n->in, rows * C * sizeof(float));
+        if (in) n->in = in;
+        float *hidden = in ? realloc(n->hidden, rows * C * sizeof(float)) : NULL;
+        if (hidden) n->hidden = hidden;
+        if (!in || !hidden) return sl_fail(err, "out of memory for a batch of %d x %d", B, T);
+        n->io_rows = rows;
+    }
     sl_train *fresh = sl_train_new(&n->params, B, T, err);
     if (!fresh) return -1;
     if (n->train) sl_train_set_steps(fresh, sl_train_steps(n->train)); /* a new shape keeps the count, not moments */
@@ -434,6 +444,7 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     n->ids = malloc((size_t)cfg->n_positions * sizeof *n->ids);
     n->in = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
     n->hidden = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
+    n->io_rows = (size_t)cfg->n_positions;
     n->logits = malloc((size_t)cfg->vocab_size * sizeof(float));
     n->logits_rows = 1;
     if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in ||
