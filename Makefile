@@ -6,13 +6,14 @@
 #   make sanitize   the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make valgrind   the unit tests under valgrind
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
-#   make demo       split a model, launch a pipeline, generate text
+#   make demo       launch a pipeline (the default model, or MODEL=DIR split in three), generate text
+#   make default-model   train the embedded default model again (about 35 minutes)
 
 SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
 DEBS := build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
         libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev gnuplot-nox \
-        valgrind bible-kjv-text
+        valgrind bible-kjv
 
 BUILD ?= build
 BIN ?= bin
@@ -34,7 +35,7 @@ TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
 SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 
-.PHONY: all deps ensure-deps test check sanitize valgrind bench demo fuzz clean format
+.PHONY: all deps ensure-deps test check sanitize valgrind bench demo default-model fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
@@ -111,6 +112,11 @@ fuzz: ensure-deps
 	        build-fuzz/corpus-$$name 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
 	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
+
+# Trains the embedded default model (models/default) with this pipeline: about 35 minutes.
+default-model: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@tools/default-model.sh
 
 format:
 	clang-format -i lib/*.[ch] tools/*.c nodes/*.c tests/*.[ch]
