@@ -56,6 +56,16 @@ int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err)
     }
 }
 
+int sl_gen_opts_finish(sl_gen_opts *o, int argc, char **argv, int first, const char *what, const char **target,
+                       sl_err *err)
+{
+    if (first >= argc || argc - first > 2) return sl_fail(err, "give %s and at most one prompt", what);
+    *target = argv[first];
+    if (argc - first == 2) o->prompt = argv[first + 1];
+    if (!o->prompt == !o->n_ids) return sl_fail(err, "give a prompt text or --ids (one of them)");
+    return sl_sampling_check(&o->sampling, err);
+}
+
 int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err)
 {
     sl_st_writer *w = sl_st_writer_new();

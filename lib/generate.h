@@ -48,6 +48,12 @@ void sl_gen_opts_init(sl_gen_opts *o);
 /* Applies one of SL_GEN_OPTIONS (code >= 1000); returns 0, or -1 with err for a bad value. */
 int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err);
 
+/* After the options: takes the positional arguments (the target, e.g. MODEL_DIR, named `what`
+ * in errors, and an optional prompt text), checks that exactly one of a prompt and --ids was
+ * given and that the sampling options are in range. */
+int sl_gen_opts_finish(sl_gen_opts *o, int argc, char **argv, int first, const char *what, const char **target,
+                       sl_err *err);
+
 /* Writes the logits [T, vocab] to a safetensors file with one F32 tensor "logits". */
 int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err);
 

@@ -124,17 +124,15 @@ int main(int argc, char **argv)
         else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
         else return fputs(usage, stderr), SL_EXIT_USAGE;
     }
-    if (rc == 0 && (optind >= argc || argc - optind > 2)) rc = sl_fail(&err, "give MODEL_DIR and at most one prompt");
-    if (rc == 0 && argc - optind == 2) r.opts.prompt = argv[optind + 1];
-    if (rc == 0 && !!r.opts.prompt == !!r.opts.n_ids) rc = sl_fail(&err, "give a prompt text or --ids (one of them)");
-    if (rc == 0) rc = sl_sampling_check(&r.opts.sampling, &err);
+    const char *target = NULL;
+    if (rc == 0) rc = sl_gen_opts_finish(&r.opts, argc, argv, optind, "MODEL_DIR", &target, &err);
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-run: %s\n%s", err.msg, usage);
         return SL_EXIT_USAGE;
     }
     sl_checkpoint *ck = NULL;
     rc = sl_threads_setup((int)threads, pin, &err);
-    if (rc == 0) rc = load(&r, argv[optind], &ck, &err);
+    if (rc == 0) rc = load(&r, target, &ck, &err);
     if (rc == 0) rc = generate(&r, &err);
     if (rc != 0) fprintf(stderr, "zmq-splitlearn-run: %s\n", err.msg);
     free(r.logits);

@@ -84,16 +84,14 @@ int main(int argc, char **argv)
         else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
         else return fputs(usage, stderr), SL_EXIT_USAGE;
     }
-    if (rc == 0 && (optind >= argc || argc - optind > 2)) rc = sl_fail(&err, "give TOPOLOGY.ini and at most one prompt");
-    if (rc == 0 && argc - optind == 2) s.opts.prompt = argv[optind + 1];
-    if (rc == 0 && !!s.opts.prompt == !!s.opts.n_ids) rc = sl_fail(&err, "give a prompt text or --ids (one of them)");
-    if (rc == 0) rc = sl_sampling_check(&s.opts.sampling, &err);
+    const char *target = NULL;
+    if (rc == 0) rc = sl_gen_opts_finish(&s.opts, argc, argv, optind, "TOPOLOGY.ini", &target, &err);
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-send: %s\n%s", err.msg, usage);
         return SL_EXIT_USAGE;
     }
     sl_topology topo;
-    if (sl_topology_load(argv[optind], &topo, false, &err) != 0) {
+    if (sl_topology_load(target, &topo, false, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-send: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }
