@@ -67,6 +67,33 @@ void sl_data_destroy(sl_data **self)
     *self = NULL;
 }
 
+sl_data *sl_data_hold_out(sl_data *self, double fraction, sl_err *err)
+{
+    size_t keep = (size_t)((double)self->n_tokens * (1.0 - fraction));
+    size_t held = self->n_tokens - keep;
+    if (keep < (size_t)self->seq_len + 1 || held < (size_t)self->seq_len + 1) {
+        sl_fail(err, "%zu tokens cannot give both a training and a held-out sequence of %d + 1", self->n_tokens,
+                self->seq_len);
+        return NULL;
+    }
+    sl_data *eval = calloc(1, sizeof *eval);
+    if (!eval) return NULL;
+    *eval = (sl_data){.n_tokens = held, .seq_len = self->seq_len, .order_epoch = -1};
+    eval->sequences = (int)((held - 1) / (size_t)self->seq_len);
+    eval->tokens = malloc(held * sizeof *eval->tokens);
+    eval->order = malloc((size_t)eval->sequences * sizeof *eval->order);
+    if (!eval->tokens || !eval->order) {
+        sl_data_destroy(&eval);
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
+    memcpy(eval->tokens, self->tokens + keep, held * sizeof *eval->tokens);
+    self->n_tokens = keep;
+    self->sequences = (int)((keep - 1) / (size_t)self->seq_len);
+    self->order_epoch = -1;
+    return eval;
+}
+
 int sl_data_sequences(const sl_data *self) { return self->sequences; }
 long sl_data_tokens(const sl_data *self) { return (long)self->n_tokens; }
 

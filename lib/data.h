@@ -16,6 +16,11 @@ typedef struct sl_data sl_data;
 sl_data *sl_data_new(sl_tokenizer *tok, const char *const *files, int n_files, int seq_len, int eos, sl_err *err);
 void sl_data_destroy(sl_data **self);
 
+/* Moves the last `fraction` of the tokens into a new data set (a held-out split for the eval
+ * loss) and keeps the rest; NULL with err when either side would hold no sequence. Caller owns
+ * the result. */
+sl_data *sl_data_hold_out(sl_data *self, double fraction, sl_err *err);
+
 int sl_data_sequences(const sl_data *self);
 long sl_data_tokens(const sl_data *self);
 

@@ -157,6 +157,12 @@ static void test_data(void)
     CHECK(ta[0] == a[1] && ta[14] == a[15], "targets are the next tokens");
     sl_data_batch(d, 5, 4, 8, b, tb);
     CHECK(memcmp(a, b, sizeof a) != 0, "another seed, another order");
+    long before = sl_data_tokens(d);
+    sl_data *held = sl_data_hold_out(d, 0.05, &err);
+    CHECK(held && sl_data_tokens(held) + sl_data_tokens(d) == before && sl_data_tokens(held) >= before / 20 &&
+              sl_data_sequences(held) >= 1,
+          "5%% held out: %ld + %ld of %ld tokens", held ? sl_data_tokens(held) : -1, sl_data_tokens(d), before);
+    sl_data_destroy(&held);
     const char *none[1] = {"/nonexistent.txt"};
     CHECK(!sl_data_new(tok, none, 1, 16, 50256, &err) && strstr(err.msg, "/nonexistent.txt"), "missing file: %s",
           err.msg);

@@ -8,9 +8,11 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "part.h"
+#include "trainer.h"
 
 #include <czmq.h>
 #include <getopt.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -123,6 +125,73 @@ static long peak_rss_kb(pid_t pid)
         if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
     if (fp) fclose(fp);
     return kb;
+}
+
+static pid_t launch_only(const char *launcher, const char *topo_path, const char *ready, const char *log_path,
+                         const char *node)
+{
+    unlink(ready);
+    pid_t pid = fork();
+    if (pid == 0) {
+        cpu_set_t all;
+        CPU_ZERO(&all);
+        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++) CPU_SET(cpu, &all);
+        sched_setaffinity(0, sizeof all, &all);
+        if (!freopen(log_path, "w", stdout)) _exit(1);
+        dup2(fileno(stdout), STDERR_FILENO);
+        execl(launcher, launcher, topo_path, "--ready-file", ready, "--only", node, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++) usleep(50000);
+    return pid;
+}
+
+/* ms per training step of B=4 x T=64: the chain in this process, then with the trunk on its node. */
+static double time_trainer(sl_trainer *tr, int runs)
+{
+    const int N = 4 * 64;
+    int32_t ids[256], targets[256];
+    for (int i = 0; i < N; i++) ids[i] = (i * 7919 + 13) % 50257, targets[i] = (i * 104729 + 7) % 50257;
+    double t[32];
+    sl_err err;
+    for (int r = -1; tr && r < runs; r++) {
+        float loss;
+        double t0 = sl_now();
+        if (sl_trainer_step(tr, ids, targets, &loss, &err) != 0) {
+            fprintf(stderr, "train: %s\n", err.msg);
+            return NAN;
+        }
+        if (r >= 0) t[r] = sl_now() - t0;
+    }
+    return tr ? sl_median(t, runs) : NAN;
+}
+
+static void train_bench(const char *launcher, const char *topo_path, const char *ready, const char *log_path, int runs)
+{
+    static sl_topology topo;
+    sl_err err;
+    if (sl_topology_load(topo_path, &topo, true, &err) != 0) return;
+    sl_trainer_opts o = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
+    sl_trainer *local = sl_trainer_new(topo.parts, &o, &err);
+    double local_ms = time_trainer(local, runs) * 1e3;
+    sl_trainer_destroy(&local);
+    pid_t pid = launch_only(launcher, topo_path, ready, log_path, topo.nodes[1].name);
+    sl_trainer *remote = sl_trainer_new_remote(&topo, &o, &err);
+    if (!remote) fprintf(stderr, "remote trainer: %s\n", err.msg);
+    double remote_ms = time_trainer(remote, runs) * 1e3;
+    char cmd[64], line[256];
+    long kb = -1;
+    snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);
+    FILE *fp = popen(cmd, "r");
+    if (fp && fgets(line, sizeof line, fp)) kb = peak_rss_kb((pid_t)atoi(line));
+    if (fp) pclose(fp);
+    sl_trainer_destroy(&remote);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    printf("\n| training B=4 T=64 (forward, loss, backward, AdamW), ms per step | in one process | trunk on its node | ratio |\n"
+           "|---|---|---|---|\n| 3-stage split, 124M | %.0f (%.0f tok/s) | %.0f (%.0f tok/s) | %.3f |\n",
+           local_ms, 256e3 / local_ms, remote_ms, 256e3 / remote_ms, remote_ms / local_ms);
+    printf("| peak RSS of the training trunk node, MB | | %.0f | |\n", kb / 1024.0);
 }
 
 int main(int argc, char **argv)
@@ -254,6 +323,7 @@ int main(int argc, char **argv)
     if (fp) pclose(fp);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
+    train_bench(launcher, topo_path, ready, log_path, (int)runs);
     unlink(topo_path);
     unlink(log_path);
     free(ids);

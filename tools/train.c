@@ -29,7 +29,8 @@ static const char usage[] =
     "  --steps N | --epochs E      how long (default 100 steps)\n"
     "  --lr LR --weight-decay WD   AdamW (default 1e-3, 0.01; betas 0.9, 0.999, eps 1e-8)\n"
     "  --warmup STEPS --schedule cosine|constant --grad-accum K --grad-clip C\n"
-    "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps\n"
+    "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps;\n"
+    "                              without --eval-data the last 5% of --data is held out\n"
     "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
     "  --seed S --threads N --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
@@ -189,6 +190,7 @@ static int train(run *r, sl_err *err)
     if (rc == 0 && r->eval_file &&
         !(eval = sl_data_new(tok, &r->eval_file, 1, r->opts.seq_len, cfg->eos_token_id, err)))
         rc = -1;
+    if (rc == 0 && data && !eval && r->eval_every && !(eval = sl_data_hold_out(data, 0.05, err))) rc = -1;
     long total = r->steps ? r->steps : 100;
     if (data && r->epochs) total = r->epochs * sl_data_sequences(data) / ((long)r->opts.batch * r->opts.grad_accum);
     if (total < 1) total = 1;
