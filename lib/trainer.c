@@ -218,7 +218,25 @@ static zsock_t *socket_at(int type, const char *endpoint, bool bind, const sl_to
     return s;
 }
 
-sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const sl_trainer_opts *opts, sl_err *err)
+/* Asks every trunk to load its part and optimizer state from the checkpoint dir. */
+static int load_remote_trunks(sl_trainer *t, const char *dir, sl_err *err)
+{
+    uint64_t step = ++t->message;
+    for (int i = 1; i < t->n - 1; i++) {
+        const sl_topo_node *node = &t->topo.nodes[i];
+        sl_msg m = {.kind = SL_MSG_LOAD, .session = t->run_id, .step = step};
+        snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
+        snprintf(m.dir, sizeof m.dir, "%s", dir);
+        zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
+        int rc = push ? send_to(t, push, &m, node->name, err) : -1;
+        zsock_destroy(&push);
+        if (rc != 0 || await(t, SL_MSG_ACK, step, NULL, err) != 0) return -1;
+    }
+    return 0;
+}
+
+sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, const sl_trainer_opts *opts,
+                                  sl_err *err)
 {
     if (topo->n_nodes < 3) {
         sl_fail(err, "%s has no trunk: train it in this process", topo->path);
@@ -235,19 +253,21 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const sl_trainer_opts
     t->remote = true;
     msgpack_sbuffer_init(&t->out);
     while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {}
+    const char *dir = resume ? resume : topo->parts;
     sl_part_info infos[SL_MAX_SPLITS + 1];
-    int n = sl_split_read_index(topo->parts, infos, SL_MAX_SPLITS + 1, err);
-    int rc = n == topo->n_nodes ? 0 : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", topo->parts, n, topo->n_nodes));
+    int n = sl_split_read_index(dir, infos, SL_MAX_SPLITS + 1, err);
+    int rc = n == topo->n_nodes ? 0 : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", dir, n, topo->n_nodes));
     const int local[2] = {0, n - 1};
     t->n = n;
     for (int k = 0; rc == 0 && k < 2; k++) {
         stage *s = &t->stages[local[k]];
         s->info = infos[local[k]];
-        if (!(s->part = sl_part_open(topo->parts, s->info.first, s->info.last, topo->verify, err)) ||
+        if (!(s->part = sl_part_open(dir, s->info.first, s->info.last, topo->verify, err)) ||
             sl_part_load_params(s->part, &s->params, true, err) != 0 ||
-            !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err)))
+            !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err)) || load_optimizer(s, err) < 0)
             rc = -1;
     }
+    t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
     for (int i = 1; rc == 0 && i < n - 1; i++) t->stages[i].info = infos[i];
     size_t rows = (size_t)opts->batch * opts->seq_len, C = rc == 0 ? (size_t)infos[0].cfg.n_embd : 0;
     if (rc == 0) {
@@ -263,6 +283,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const sl_trainer_opts
                     !(t->to_first = socket_at(ZMQ_PUSH, topo->nodes[1].listen, false, topo, err)) ||
                     !(t->to_last = socket_at(ZMQ_PUSH, topo->nodes[n - 2].listen, false, topo, err))))
         rc = -1;
+    if (rc == 0 && resume) rc = load_remote_trunks(t, resume, err);
     if (rc != 0) sl_trainer_destroy(&t);
     return t;
 }

@@ -30,9 +30,12 @@ typedef struct sl_trainer sl_trainer;
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err);
 /* The same chain with the trunks on the topology's nodes (which must be running): this process
  * runs the bottom and the top, binding their listen endpoints, so token ids and labels never
- * leave it; trunks receive activations and gradients only, and update themselves. Gradient
- * clipping and resuming need every stage here and are refused. Caller owns the result. */
-sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const sl_trainer_opts *opts, sl_err *err);
+ * leave it; trunks receive activations and gradients only, and update themselves. With resume
+ * (a checkpoint directory, which must exist at that path on every trunk's host too) every
+ * stage continues from it. Gradient clipping needs every stage's gradient norm and is refused.
+ * Caller owns the result. */
+sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, const sl_trainer_opts *opts,
+                                  sl_err *err);
 
 void sl_trainer_destroy(sl_trainer **self);
 

@@ -5,7 +5,7 @@
 #include <string.h>
 
 static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result", "error", "end",
-                                                           "ack",     "backward", "save"};
+                                                           "ack",     "backward", "save", "load"};
 
 const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
 
@@ -289,6 +289,7 @@ static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
         [SL_MSG_ACK] = F_SESSION | F_STEP | F_NODE,
         [SL_MSG_BACKWARD] = F_SESSION | F_STEP | F_REPLY | F_X | F_SHAPE | F_DTYPE,
         [SL_MSG_SAVE] = F_SESSION | F_STEP | F_REPLY | F_DIR,
+        [SL_MSG_LOAD] = F_SESSION | F_STEP | F_REPLY | F_DIR,
     };
     static const char *const names[] = {"v",      "kind",  "session", "step",   "pos",  "ctx",
                                         "reply_to", "ids", "x (or g)", "shape", "dtype", "token",
@@ -465,7 +466,8 @@ static size_t count_fields(const sl_msg *m)
     case SL_MSG_END: return n + (m->reply_to[0] ? 1 : 0);
     case SL_MSG_ACK: return n + 2;
     case SL_MSG_BACKWARD: return n + 8; /* step reply_to g shape dtype update lr wd */
-    case SL_MSG_SAVE: return n + 3;     /* step reply_to dir */
+    case SL_MSG_SAVE:
+    case SL_MSG_LOAD: return n + 3; /* step reply_to dir */
     default: return n;
     }
 }
@@ -517,6 +519,7 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         msgpack_pack_double(&pk, m->weight_decay);
         break;
     case SL_MSG_SAVE:
+    case SL_MSG_LOAD:
         pack_uint(&pk, "step", m->step);
         pack_str(&pk, "reply_to", m->reply_to);
         pack_str(&pk, "dir", m->dir);

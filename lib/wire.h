@@ -5,7 +5,7 @@
  *   key        type         in kinds                 meaning
  *   "v"        uint         all                      protocol version: 1
  *   "kind"     str          all                      "forward" "result" "error" "end" "ack"
- *                                                    "backward" "save"
+ *                                                    "backward" "save" "load"
  *   "session"  uint         all                      64-bit id the client chose for the sequence
  *   "step"     uint         forward result error ack request number within the session
  *   "pos"      uint         forward result           position of the request's first token
@@ -28,7 +28,8 @@
  *                                                    (in "dtype"), sent back stage by stage
  *   "update"   bool         backward                 apply AdamW after this backward
  *   "lr" "wd"  float        backward                 learning rate and weight decay of that update
- *   "dir"      str          save                     where the node writes its part + optimizer
+ *   "dir"      str          save load                where the node writes (save) or reads (load,
+ *                                                    to resume) its part + optimizer state
  *   "node"     str          ack error                the node that sends it
  *   "code"     str          error                    "bad_message" "unknown_session"
  *                                                    "context_full" "internal"
@@ -62,6 +63,7 @@ typedef enum sl_msg_kind {
     SL_MSG_ACK,
     SL_MSG_BACKWARD,
     SL_MSG_SAVE,
+    SL_MSG_LOAD,
     SL_MSG_KIND_COUNT
 } sl_msg_kind;
 

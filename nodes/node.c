@@ -58,6 +58,8 @@ typedef struct node {
     sl_train *train;                  /* training state, made by the first training forward */
     bool writable;                    /* params copied out of the mapping, for training */
     FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
+    char save_dir[512];               /* where the trainer last asked to save: SIGTERM saves there */
+    char pending_state[PATH_MAX];     /* optimizer state to restore when the trainer is made */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (io_rows, C): n_positions rows, more for a training batch */
@@ -266,6 +268,11 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
     n->train = fresh;
     n->train_B = B;
     n->train_T = T;
+    if (n->pending_state[0]) {
+        if (sl_train_load_state(n->train, n->pending_state, err) < 0) return -1;
+        log_line(n, "optimizer state restored at step %ld", sl_train_steps(n->train));
+        n->pending_state[0] = '\0';
+    }
     return 0;
 }
 
@@ -339,27 +346,69 @@ static void handle_backward(node *n, sl_msg *req)
     }
 }
 
-static void handle_save(node *n, sl_msg *req)
+static void state_path(const char *part_file, char *out, size_t size)
 {
-    sl_err err;
+    snprintf(out, size, "%.*s_optim.safetensors", (int)(strlen(part_file) - strlen(".safetensors")), part_file);
+}
+
+/* Writes this node's part and optimizer state under dir/<role>/checkpoint_<name>. */
+static int save_to(node *n, const char *dir_root, sl_err *err)
+{
     const sl_part_info *info = sl_part_info_of(n->part);
-    char dir[sizeof req->dir + 16], stem[256], extra[64], state[PATH_MAX + 32];
-    snprintf(dir, sizeof dir, "%s/%s", req->dir, sl_role_name(info->role));
+    char dir[600], stem[256], extra[64], state[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/%s", dir_root, sl_role_name(info->role));
     snprintf(stem, sizeof stem, "checkpoint_%s", n->name);
     snprintf(extra, sizeof extra, "{\"step\": %ld}", n->train ? sl_train_steps(n->train) : 0L);
     sl_part_info saved;
-    int rc = sl_part_write(&n->params, info->name, info->role, SL_F32, dir, stem, NULL, extra, &saved, &err);
-    snprintf(state, sizeof state, "%.*s_optim.safetensors", (int)(strlen(saved.file) - strlen(".safetensors")),
-             saved.file);
-    if (rc == 0 && n->train) rc = sl_train_save_state(n->train, state, &err);
-    if (rc != 0) {
+    if (sl_part_write(&n->params, info->name, info->role, SL_F32, dir, stem, NULL, extra, &saved, err) != 0) return -1;
+    state_path(saved.file, state, sizeof state);
+    if (n->train && sl_train_save_state(n->train, state, err) != 0) return -1;
+    log_line(n, "saved %s", saved.file);
+    return 0;
+}
+
+static void ack(node *n, const sl_msg *req)
+{
+    sl_msg a = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
+    snprintf(a.node, sizeof a.node, "%s", n->name);
+    reply(n, req->reply_to, &a);
+}
+
+static void handle_save(node *n, sl_msg *req)
+{
+    sl_err err;
+    if (save_to(n, req->dir, &err) != 0) {
         reply_error(n, req, "internal", "cannot save: %s", err.msg);
         return;
     }
-    log_line(n, "saved %s", saved.file);
-    sl_msg ack = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
-    snprintf(ack.node, sizeof ack.node, "%s", n->name);
-    reply(n, req->reply_to, &ack);
+    snprintf(n->save_dir, sizeof n->save_dir, "%s", req->dir);
+    ack(n, req);
+}
+
+/* Resuming: this node's part and optimizer state from a checkpoint directory on this host. */
+static void handle_load(node *n, sl_msg *req)
+{
+    sl_err err;
+    sl_part *part = sl_part_open(req->dir, n->self->first, n->self->last, n->topo.verify, &err);
+    sl_params params;
+    if (!part || sl_part_load_params(part, &params, true, &err) != 0) {
+        sl_part_destroy(&part);
+        reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
+        return;
+    }
+    sl_train_destroy(&n->train);
+    sl_stage_destroy(&n->stage);
+    sl_sessions_destroy(&n->sessions);
+    sl_params_free(&n->params);
+    sl_part_destroy(&n->part);
+    n->part = part;
+    n->params = params;
+    n->writable = true;
+    n->stage = sl_stage_new(&n->params, 128, &err);
+    n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
+    state_path(sl_part_info_of(part)->file, n->pending_state, sizeof n->pending_state);
+    log_line(n, "loaded %s", sl_part_info_of(part)->file);
+    ack(n, req);
 }
 
 static void handle(node *n, const void *data, size_t len)
@@ -386,6 +435,8 @@ static void handle(node *n, const void *data, size_t len)
         handle_backward(n, &msg);
     } else if (msg.kind == SL_MSG_SAVE) {
         handle_save(n, &msg);
+    } else if (msg.kind == SL_MSG_LOAD) {
+        handle_load(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
         handle_forward(n, &msg);
     } else if (msg.kind == SL_MSG_END) {
@@ -544,6 +595,9 @@ int main(int argc, char **argv)
              sl_role_name(info->role), info->first, info->last, (double)info->parameters / 1e6,
              n.next ? n.next->listen : "answers clients");
     serve(&n);
+    if (n.train && n.save_dir[0]) { /* stopped mid-training: keep what it learned */
+        if (save_to(&n, n.save_dir, &err) != 0) log_line(&n, "cannot save on stop: %s", err.msg);
+    }
     log_line(&n, "stopping: %ld messages handled, %ld refused, %d sessions open", n.handled,
              n.refused, sl_sessions_count(n.sessions));
     shutdown_node(&n);

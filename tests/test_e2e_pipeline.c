@@ -532,7 +532,7 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     sl_err err;
     sl_topology_load(p.topo, &topo, true, &err);
     sl_trainer_opts o = {.batch = 1, .seq_len = 24, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
-    sl_trainer *remote = sl_trainer_new_remote(&topo, &o, &err), *local = sl_trainer_new(p.parts, &o, &err);
+    sl_trainer *remote = sl_trainer_new_remote(&topo, NULL, &o, &err), *local = sl_trainer_new(p.parts, &o, &err);
     int32_t targets[24];
     for (int t = 0; t < 24; t++) targets[t] = t + 1 < 24 ? train_ids[t + 1] : -1;
     bool same_losses = remote && local;
@@ -554,8 +554,26 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     CHECK(back && sl_trainer_step_count(back) == 3, "%s: the checkpoint resumes at step 3", label);
     sl_trainer_destroy(&back);
     sl_trainer_destroy(&remote);
-    sl_trainer_destroy(&local);
+    /* Resuming with the trunks on their nodes continues exactly where the in-process chain goes on. */
+    remote = sl_trainer_new_remote(&topo, ckpt, &o, &err);
+    bool resumed = remote && sl_trainer_step_count(remote) == 3;
+    for (int s = 0; resumed && s < 2; s++) {
+        float lr_, ll;
+        resumed = sl_trainer_step(remote, train_ids, targets, &lr_, &err) == 0 &&
+                  sl_trainer_step(local, train_ids, targets, &ll, &err) == 0 && lr_ == ll;
+    }
+    CHECK(resumed, "%s: remote resume gives the uninterrupted losses: %s", label, err.msg);
+    sl_trainer_destroy(&remote);
+    /* Stopping a trunk mid-training saves it where the trainer last saved. */
     stop(&p);
+    sl_params *want = sl_trainer_params(local, 1), got;
+    sl_part *part = sl_part_open(ckpt, want->first, want->last, true, &err);
+    bool saved = part && sl_part_load_params(part, &got, true, &err) == 0;
+    CHECK(saved && sl_part_info_of(part)->step == 5 && same_params(&got, want),
+          "%s: a trunk stopped by SIGTERM saved its step-5 weights: %s", label, saved ? "" : err.msg);
+    if (saved) sl_params_free(&got);
+    sl_part_destroy(&part);
+    sl_trainer_destroy(&local);
     /* What the trunks received: activations forward, gradients back, a save; never ids or labels. */
     char *seen = sl_read_text_file(trace, 1 << 20, &err);
     int lines = 0, clean = 0;
@@ -564,6 +582,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
         clean += !strncmp(line, "forward ids=0 x=1 train=1", 25) || !strncmp(line, "backward ids=0 x=1", 18) ||
                  !strncmp(line, "save ids=0 x=0", 14);
     }
+    for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        clean += !strncmp(line, "load ids=0 x=0", 14);
     CHECK(lines > 0 && clean == lines, "%s: trunks received only activations and gradients (%d of %d messages)",
           label, clean, lines);
     free(seen);

@@ -176,7 +176,7 @@ static void train_bench(const char *launcher, const char *topo_path, const char 
     double local_ms = time_trainer(local, runs) * 1e3;
     sl_trainer_destroy(&local);
     pid_t pid = launch_only(launcher, topo_path, ready, log_path, topo.nodes[1].name);
-    sl_trainer *remote = sl_trainer_new_remote(&topo, &o, &err);
+    sl_trainer *remote = sl_trainer_new_remote(&topo, NULL, &o, &err);
     if (!remote) fprintf(stderr, "remote trainer: %s\n", err.msg);
     double remote_ms = time_trainer(remote, runs) * 1e3;
     char cmd[64], line[256];

@@ -38,7 +38,8 @@ static const char usage[] =
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
     "their listen endpoints); the trunks train on their nodes, which must be running\n"
     "(zmq-splitlearn-launch TOPOLOGY --only trunk1 ...), each updating itself with its own AdamW\n"
-    "state. --local runs every stage here instead (required for --grad-clip and --resume for now).\n"
+    "state; --resume DIR must exist at that path on the trunks' hosts too. --local runs every\n"
+    "stage here instead (required for --grad-clip for now).\n"
     "SIGINT or SIGTERM saves a checkpoint, then exits.\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
@@ -173,8 +174,7 @@ static int train(run *r, sl_err *err)
     sl_topology topo;
     if (sl_topology_load(r->topology, &topo, true, err) != 0) return -1;
     bool remote = topo.n_nodes > 2 && !r->local;
-    if (remote && r->resume) return sl_fail(err, "--resume with remote trunks is not supported yet: add --local");
-    sl_trainer *tr = remote ? sl_trainer_new_remote(&topo, &r->opts, err)
+    sl_trainer *tr = remote ? sl_trainer_new_remote(&topo, r->resume, &r->opts, err)
                             : sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
     if (!tr) return -1;
     const sl_config *cfg = &sl_trainer_params(tr, 0)->cfg;
