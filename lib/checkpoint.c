@@ -198,7 +198,8 @@ static int resolve_model_dir(const char *path, char *out, size_t out_size, sl_er
     }
     char probe[PATH_MAX];
     snprintf(probe, sizeof probe, "%s/config.json", path);
-    if (is_file(probe)) return snprintf(out, out_size, "%s", path) < (int)out_size ? 0 : sl_fail(err, "%s: path too long", path);
+    if (is_file(probe))
+        return snprintf(out, out_size, "%s", path) < (int)out_size ? 0 : sl_fail(err, "%s: path too long", path);
     snprintf(probe, sizeof probe, "%s/refs/main", path);
     if (is_file(probe)) return resolve_hub_entry(path, out, out_size, err);
     return sl_fail(err, "%s: no config.json here (nor refs/main of an HF hub cache entry)", path);
@@ -293,8 +294,10 @@ sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, s
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
     sl_checkpoint *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     ck->cfg = *cfg;
@@ -305,7 +308,8 @@ sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, s
 void sl_checkpoint_destroy(sl_checkpoint **self)
 {
     if (!self || !*self) return;
-    for (size_t i = 0; i < (*self)->file_count; i++) sl_st_close(&(*self)->files[i]);
+    for (size_t i = 0; i < (*self)->file_count; i++)
+        sl_st_close(&(*self)->files[i]);
     free((*self)->files);
     free((*self)->dir);
     free(*self);

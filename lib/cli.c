@@ -33,7 +33,8 @@ int sl_parse_int_list(const char *text, const char *option, int32_t *out, int ma
     int n = 0;
     const char *p = text;
     while (*p) {
-        while (*p == ',' || *p == ' ') p++;
+        while (*p == ',' || *p == ' ')
+            p++;
         if (!*p) break;
         char *end;
         errno = 0;

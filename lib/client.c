@@ -160,8 +160,13 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
     memcpy(self->context, req->ids, (size_t)req->n_ids * sizeof *req->ids);
     int len = req->n_ids;
     uint64_t session = 0;
-    while (!session && getrandom(&session, sizeof session, 0) != sizeof session) {}
-    sl_msg m = {.kind = SL_MSG_FORWARD, .session = session, .ctx = (uint32_t)total, .ack = true, .has_sample = true,
+    while (!session && getrandom(&session, sizeof session, 0) != sizeof session) {
+    }
+    sl_msg m = {.kind = SL_MSG_FORWARD,
+                .session = session,
+                .ctx = (uint32_t)total,
+                .ack = true,
+                .has_sample = true,
                 .sample = req->sampling};
     snprintf(m.reply_to, sizeof m.reply_to, "%s", self->endpoint);
     int from = 0, rc = 0;
@@ -175,7 +180,8 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
         m.want_logits = req->logits && from == 0 && step == 0;
         int32_t token = 0;
         outcome what = GOT_RESULT;
-        if ((rc = send_msg(self, &m, err)) != 0 || (rc = await_result(self, session, step, req, &token, &what, err)) != 0)
+        if ((rc = send_msg(self, &m, err)) != 0 ||
+            (rc = await_result(self, session, step, req, &token, &what, err)) != 0)
             break;
         if (what == GOT_LOST_SESSION) {
             if (resent) {

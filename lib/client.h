@@ -25,11 +25,11 @@ typedef struct sl_client_request {
     int n_ids;
     int max_new_tokens;
     sl_sampling sampling;
-    int eos_token;      /* generation stops there; -1: never */
-    float *logits;      /* when not NULL: receives [n_ids, vocab] logits of the prompt */
-    int vocab_size;     /* needed with logits */
-    int n_positions;    /* the model's limit: generation stops there */
-    double timeout;     /* seconds to wait for each answer */
+    int eos_token;                              /* generation stops there; -1: never */
+    float *logits;                              /* when not NULL: receives [n_ids, vocab] logits of the prompt */
+    int vocab_size;                             /* needed with logits */
+    int n_positions;                            /* the model's limit: generation stops there */
+    double timeout;                             /* seconds to wait for each answer */
     void (*on_token)(void *ctx, int32_t token); /* called as each token arrives; may be NULL */
     void *ctx;
 } sl_client_request;

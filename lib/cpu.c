@@ -44,8 +44,7 @@ int sl_threads_setup(int n_threads, bool pin, sl_err *err)
     int n_cpus = allowed_cpus(cpus, CPU_SETSIZE);
     if (n_cpus < 1) return sl_fail(err, "cannot read this process's CPU affinity: %s", strerror(errno));
     if (n_threads <= 0) n_threads = n_cpus;
-    if (pin && n_threads > n_cpus)
-        return sl_fail(err, "cannot pin %d threads to %d CPUs", n_threads, n_cpus);
+    if (pin && n_threads > n_cpus) return sl_fail(err, "cannot pin %d threads to %d CPUs", n_threads, n_cpus);
     openblas_set_num_threads(n_threads);
     if (!pin) return 0;
     /* A tiny sgemm makes OpenBLAS start its workers before we look for them. */

@@ -11,8 +11,8 @@ struct sl_data {
     int32_t *tokens;
     size_t n_tokens;
     int seq_len, sequences;
-    int *order;          /* the shuffled order of (order_seed, order_epoch) */
-    long order_epoch;    /* -1: none yet */
+    int *order;       /* the shuffled order of (order_seed, order_epoch) */
+    long order_epoch; /* -1: none yet */
     uint64_t order_seed;
 };
 
@@ -102,7 +102,8 @@ static void shuffle(sl_data *d, uint64_t seed, long epoch)
 {
     sl_rng rng;
     sl_rng_seed(&rng, seed ^ ((uint64_t)epoch * 0x9e3779b97f4a7c15ull));
-    for (int k = 0; k < d->sequences; k++) d->order[k] = k;
+    for (int k = 0; k < d->sequences; k++)
+        d->order[k] = k;
     for (int k = d->sequences - 1; k > 0; k--) {
         int j = (int)sl_rng_below(&rng, (uint64_t)k + 1), tmp = d->order[k];
         d->order[k] = d->order[j];

@@ -8,8 +8,7 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[SL_DTYPE_COUNT] = {
-    [SL_F32] = {"F32", 4}, [SL_F16] = {"F16", 2}, [SL_BF16] = {"BF16", 2},
-    [SL_I64] = {"I64", 8}, [SL_I32] = {"I32", 4},
+    [SL_F32] = {"F32", 4}, [SL_F16] = {"F16", 2}, [SL_BF16] = {"BF16", 2}, [SL_I64] = {"I64", 8}, [SL_I32] = {"I32", 4},
 };
 
 size_t sl_dtype_size(sl_dtype dt) { return dtypes[dt].size; }
@@ -39,7 +38,7 @@ static uint16_t f32_to_bf16(float f)
     uint32_t bits;
     memcpy(&bits, &f, 4);
     if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40); /* quiet NaN */
-    bits += 0x7fffu + ((bits >> 16) & 1u);                                           /* to nearest even */
+    bits += 0x7fffu + ((bits >> 16) & 1u);                                          /* to nearest even */
     return (uint16_t)(bits >> 16);
 }
 
@@ -62,12 +61,17 @@ static uint16_t f32_to_f16(float f)
 static float f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0x1f) bits = sign | 0x7f800000u | man << 13;
-    else if (exp) bits = sign | (exp + 112) << 23 | man << 13;
-    else if (!man) bits = sign;
+    if (exp == 0x1f)
+        bits = sign | 0x7f800000u | man << 13;
+    else if (exp)
+        bits = sign | (exp + 112) << 23 | man << 13;
+    else if (!man)
+        bits = sign;
     else {
         int e = -1;
-        do e++, man <<= 1; while (!(man & 0x400));
+        do
+            e++, man <<= 1;
+        while (!(man & 0x400));
         bits = sign | (uint32_t)(112 - e) << 23 | (man & 0x3ff) << 13;
     }
     float f;
@@ -80,9 +84,9 @@ static uint16_t f32_to_f16(float f)
     uint32_t bits;
     memcpy(&bits, &f, 4);
     uint32_t sign = (bits >> 16) & 0x8000, abs = bits & 0x7fffffffu;
-    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00);           /* NaN */
-    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);           /* overflow to infinity */
-    if (abs < 0x38800000u) {                                            /* subnormal or zero */
+    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  /* NaN */
+    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* overflow to infinity */
+    if (abs < 0x38800000u) {                                  /* subnormal or zero */
         if (abs < 0x33000000u) return (uint16_t)sign;
         uint32_t man = (abs & 0x7fffff) | 0x800000, shift = 126 - (abs >> 23);
         uint32_t half = man >> shift, rest = man & ((1u << shift) - 1), mid = 1u << (shift - 1);

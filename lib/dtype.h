@@ -5,14 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum sl_dtype {
-    SL_F32,
-    SL_F16,
-    SL_BF16,
-    SL_I64,
-    SL_I32,
-    SL_DTYPE_COUNT
-} sl_dtype;
+typedef enum sl_dtype { SL_F32, SL_F16, SL_BF16, SL_I64, SL_I32, SL_DTYPE_COUNT } sl_dtype;
 
 /* Bytes per element. */
 size_t sl_dtype_size(sl_dtype dt);

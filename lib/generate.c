@@ -27,7 +27,9 @@ int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err)
         if (sl_parse_long(arg, "--max-new-tokens", 0, 1 << 20, &v, err) != 0) return -1;
         o->max_new_tokens = (int)v;
         return 0;
-    case 1002: o->sampling.greedy = true; return 0;
+    case 1002:
+        o->sampling.greedy = true;
+        return 0;
     case 1003:
         if (sl_parse_double(arg, "--temperature", 1e-6, 1e6, &d, err) != 0) return -1;
         o->sampling.temperature = (float)d;
@@ -47,12 +49,23 @@ int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err)
         if (sl_parse_long(arg, "--seed", 0, __LONG_MAX__, &v, err) != 0) return -1;
         o->sampling.seed = (uint64_t)v;
         return 0;
-    case 1007: o->print_ids = true; return 0;
-    case 1008: o->logits_path = arg; return 0;
-    case 1009: o->ignore_eos = true; return 0;
-    case 1010: o->vocab_dir = arg; return 0;
-    case 1011: o->quiet = true; return 0;
-    default: return sl_fail(err, "unknown option");
+    case 1007:
+        o->print_ids = true;
+        return 0;
+    case 1008:
+        o->logits_path = arg;
+        return 0;
+    case 1009:
+        o->ignore_eos = true;
+        return 0;
+    case 1010:
+        o->vocab_dir = arg;
+        return 0;
+    case 1011:
+        o->quiet = true;
+        return 0;
+    default:
+        return sl_fail(err, "unknown option");
     }
 }
 

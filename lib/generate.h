@@ -14,7 +14,7 @@
 #define SL_MAX_PROMPT 4096
 
 typedef struct sl_gen_opts {
-    const char *prompt;  /* text, or NULL when ids are given */
+    const char *prompt; /* text, or NULL when ids are given */
     int32_t ids[SL_MAX_PROMPT];
     int n_ids;
     int max_new_tokens;
@@ -25,21 +25,23 @@ typedef struct sl_gen_opts {
 } sl_gen_opts;
 
 /* The long options of generation, to put in a tool's getopt_long table. */
-#define SL_GEN_OPTIONS                                                                          \
-    {"ids", 1, 0, 1000}, {"max-new-tokens", 1, 0, 1001}, {"greedy", 0, 0, 1002},                \
-        {"temperature", 1, 0, 1003}, {"top-k", 1, 0, 1004}, {"top-p", 1, 0, 1005},              \
-        {"seed", 1, 0, 1006}, {"print-ids", 0, 0, 1007}, {"logits", 1, 0, 1008},                \
-        {"ignore-eos", 0, 0, 1009}, {"vocab", 1, 0, 1010}, {"quiet", 0, 0, 1011}
+#define SL_GEN_OPTIONS                                                                                                 \
+    {"ids", 1, 0, 1000}, {"max-new-tokens", 1, 0, 1001}, {"greedy", 0, 0, 1002}, {"temperature", 1, 0, 1003},          \
+        {"top-k", 1, 0, 1004}, {"top-p", 1, 0, 1005}, {"seed", 1, 0, 1006}, {"print-ids", 0, 0, 1007},                 \
+        {"logits", 1, 0, 1008}, {"ignore-eos", 0, 0, 1009}, {"vocab", 1, 0, 1010},                                     \
+    {                                                                                                                  \
+        "quiet", 0, 0, 1011                                                                                            \
+    }
 
-#define SL_GEN_USAGE                                                                            \
-    "  --ids 1,2,3            the prompt as token ids instead of text\n"                       \
-    "  --max-new-tokens N     tokens to generate (default 32; 0: only the prompt's logits)\n"  \
-    "  --greedy               argmax decoding (the default)\n"                                 \
-    "  --temperature T --top-k K --top-p P --seed S   sampling, reproducible with --seed\n"   \
-    "  --ignore-eos           do not stop at the end-of-text token\n"                          \
-    "  --print-ids            print the generated ids (not the prompt) on one last line\n"     \
-    "  --logits FILE          write F32 'logits' [T, vocab] at every prompt position\n"        \
-    "  --vocab DIR            vocab.json + merges.txt (default: the model's, else models/gpt2-vocab)\n" \
+#define SL_GEN_USAGE                                                                                                   \
+    "  --ids 1,2,3            the prompt as token ids instead of text\n"                                               \
+    "  --max-new-tokens N     tokens to generate (default 32; 0: only the prompt's logits)\n"                          \
+    "  --greedy               argmax decoding (the default)\n"                                                         \
+    "  --temperature T --top-k K --top-p P --seed S   sampling, reproducible with --seed\n"                            \
+    "  --ignore-eos           do not stop at the end-of-text token\n"                                                  \
+    "  --print-ids            print the generated ids (not the prompt) on one last line\n"                             \
+    "  --logits FILE          write F32 'logits' [T, vocab] at every prompt position\n"                                \
+    "  --vocab DIR            vocab.json + merges.txt (default: the model's, else models/gpt2-vocab)\n"                \
     "  --quiet                do not stream the generated text\n"
 
 /* Defaults: 32 greedy tokens. */

@@ -72,7 +72,8 @@ sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
     size_t sizes[] = {T * C, T * C, T * 3 * C, (size_t)c->n_head * T * c->n_positions, T * C, T * c->n_inner};
     float **slots[] = {&s->x, &s->ln, &s->qkv, &s->probs, &s->atty, &s->fch};
     size_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += sizes[i];
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        total += sizes[i];
     if (!(s->mem = malloc(total * sizeof(float)))) {
         free(s);
         sl_fail(err, "out of memory for a stage workspace of %d tokens", max_tokens);
@@ -165,7 +166,8 @@ int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const
             sl_encoder_forward(self->x, ids + t0, p->wte, p->wpe, n, kv->len, C);
         else
             memcpy(self->x, hidden + (size_t)t0 * C, (size_t)n * C * sizeof(float));
-        for (int l = 0; l < p->last - p->first; l++) block_forward(self, &p->blocks[l], kv, l, n);
+        for (int l = 0; l < p->last - p->first; l++)
+            block_forward(self, &p->blocks[l], kv, l, n);
         kv->len += n;
         bool last_chunk = t0 + n == T;
         if (!p->head)

@@ -10,7 +10,7 @@
  * without -ffast-math, and attention and GELU spend most of their time here). */
 static inline float fast_expf(float x)
 {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float magic = 12582912.0f;                 /* 1.5 * 2^23: adding it rounds to an integer */
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x; /* ternaries vectorize; fminf does not */
     float k = (x * 1.44269504088896341f + magic) - magic;
     float r = fmaf(k, -0.693359375f, x);
@@ -33,22 +33,26 @@ void sl_encoder_forward(float *out, const int32_t *ids, const float *wte, const 
     for (int t = 0; t < T; t++) {
         const float *te = wte + (size_t)ids[t] * C, *pe = wpe + (size_t)(pos0 + t) * C;
         float *o = out + (size_t)t * C;
-        for (int i = 0; i < C; i++) o[i] = te[i] + pe[i];
+        for (int i = 0; i < C; i++)
+            o[i] = te[i] + pe[i];
     }
 }
 
-void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
-                          int N, int C, float eps)
+void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
+                          int C, float eps)
 {
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
         float sum = 0;
-        for (int i = 0; i < C; i++) sum += x[i];
+        for (int i = 0; i < C; i++)
+            sum += x[i];
         float m = sum / C, var = 0;
-        for (int i = 0; i < C; i++) var += (x[i] - m) * (x[i] - m);
+        for (int i = 0; i < C; i++)
+            var += (x[i] - m) * (x[i] - m);
         float s = 1.0f / sqrtf(var / C + eps);
-        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * s * w[i] + b[i];
+        for (int i = 0; i < C; i++)
+            o[i] = (x[i] - m) * s * w[i] + b[i];
         if (mean) mean[n] = m;
         if (rstd) rstd[n] = s;
     }
@@ -61,7 +65,8 @@ void sl_matmul_forward(float *out, const float *inp, const float *w, const float
         for (int n = 0; n < N; n++) {
             float *o = out + (size_t)n * OC;
             if (accumulate)
-                for (int i = 0; i < OC; i++) o[i] += bias[i];
+                for (int i = 0; i < OC; i++)
+                    o[i] += bias[i];
             else
                 memcpy(o, bias, (size_t)OC * sizeof *o);
         }
@@ -85,15 +90,18 @@ void sl_matmul_forward_wt(float *out, const float *inp, const float *w, int N, i
 static void causal_softmax_row(float *row, int valid, int len)
 {
     float max = row[0];
-    for (int j = 1; j < valid; j++) max = row[j] > max ? row[j] : max;
+    for (int j = 1; j < valid; j++)
+        max = row[j] > max ? row[j] : max;
     float sum = 0;
     for (int j = 0; j < valid; j++) {
         row[j] = fast_expf(row[j] - max);
         sum += row[j];
     }
     float inv = 1.0f / sum;
-    for (int j = 0; j < valid; j++) row[j] *= inv;
-    for (int j = valid; j < len; j++) row[j] = 0;
+    for (int j = 0; j < valid; j++)
+        row[j] *= inv;
+    for (int j = valid; j < len; j++)
+        row[j] = 0;
 }
 
 void sl_attention_forward(float *out, float *probs, const float *q, int q_stride, const float *k, const float *v,
@@ -107,9 +115,10 @@ void sl_attention_forward(float *out, float *probs, const float *q, int q_stride
         if (T == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Tk, hd, scale, kh, kv_stride, qh, 1, 0.0f, p, 1);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Tk, hd, scale, qh, q_stride, kh, kv_stride,
-                        0.0f, p, Tk);
-        for (int t = 0; t < T; t++) causal_softmax_row(p + (size_t)t * Tk, past + t + 1, Tk);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Tk, hd, scale, qh, q_stride, kh, kv_stride, 0.0f, p,
+                        Tk);
+        for (int t = 0; t < T; t++)
+            causal_softmax_row(p + (size_t)t * Tk, past + t + 1, Tk);
         if (T == 1)
             cblas_sgemv(CblasRowMajor, CblasTrans, Tk, hd, 1.0f, vh, kv_stride, p, 1, 0.0f, out + h * hd, 1);
         else
@@ -135,9 +144,11 @@ void sl_encoder_backward(float *dwte, float *dwpe, const float *dout, const int3
     for (int t = 0; t < T; t++) {
         const float *d = dout + (size_t)t * C;
         float *te = dwte ? dwte + (size_t)ids[t] * C : NULL, *pe = dwpe + (size_t)(pos0 + t) * C;
-        for (int i = 0; i < C; i++) pe[i] += d[i];
+        for (int i = 0; i < C; i++)
+            pe[i] += d[i];
         if (te)
-            for (int i = 0; i < C; i++) te[i] += d[i];
+            for (int i = 0; i < C; i++)
+                te[i] += d[i];
     }
 }
 
@@ -173,7 +184,8 @@ void sl_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
     if (dbias)
         for (int n = 0; n < N; n++) {
             const float *d = dout + (size_t)n * OC;
-            for (int o = 0; o < OC; o++) dbias[o] += d[o];
+            for (int o = 0; o < OC; o++)
+                dbias[o] += d[o];
         }
 }
 
@@ -200,9 +212,12 @@ void sl_attention_backward(float *dqkv, float *dprobs, const float *dout, const 
         for (int t = 0; t < T; t++) {
             const float *pr = p + (size_t)t * T;
             float *dr = dprobs + (size_t)t * T, dot = 0;
-            for (int j = 0; j <= t; j++) dot += pr[j] * dr[j];
-            for (int j = 0; j <= t; j++) dr[j] = scale * pr[j] * (dr[j] - dot);
-            for (int j = t + 1; j < T; j++) dr[j] = 0;
+            for (int j = 0; j <= t; j++)
+                dot += pr[j] * dr[j];
+            for (int j = 0; j <= t; j++)
+                dr[j] = scale * pr[j] * (dr[j] - dot);
+            for (int j = t + 1; j < T; j++)
+                dr[j] = 0;
         }
         /* dQ += dS K; dK += dS^T Q */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dprobs, T, k, C3, 1.0f, dq, C3);
@@ -233,19 +248,24 @@ double sl_crossentropy_forward_backward(float *dlogits, const float *logits, con
             continue;
         }
         float max = z[0];
-        for (int v = 1; v < V; v++) max = z[v] > max ? z[v] : max;
+        for (int v = 1; v < V; v++)
+            max = z[v] > max ? z[v] : max;
         const float target_logit = z[targets[t]]; /* read before dz (maybe z itself) is written */
         double sum = 0;
         if (dz) {
             /* e^(z - max) into dz with the vectorized exp, summed in double, then normalized:
              * the head's softmax is 2.5x the rest of a small model's step with libm's exp. */
-            for (int v = 0; v < V; v++) dz[v] = fast_expf(z[v] - max);
-            for (int v = 0; v < V; v++) sum += dz[v];
+            for (int v = 0; v < V; v++)
+                dz[v] = fast_expf(z[v] - max);
+            for (int v = 0; v < V; v++)
+                sum += dz[v];
             const float inv = (float)(1.0 / sum) * scale;
-            for (int v = 0; v < V; v++) dz[v] *= inv;
+            for (int v = 0; v < V; v++)
+                dz[v] *= inv;
             dz[targets[t]] -= scale;
         } else {
-            for (int v = 0; v < V; v++) sum += exp((double)(z[v] - max));
+            for (int v = 0; v < V; v++)
+                sum += exp((double)(z[v] - max));
         }
         loss += log(sum) - (double)(target_logit - max);
     }

@@ -14,8 +14,8 @@
 void sl_encoder_forward(float *out, const int32_t *ids, const float *wte, const float *wpe, int T, int pos0, int C);
 
 /* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) are written when not NULL. */
-void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
-                          int N, int C, float eps);
+void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
+                          int C, float eps);
 
 /* out (N,OC) = inp (N,C) @ w (C,OC) + bias (OC); with accumulate, out += instead of =.
  * bias may be NULL. */

@@ -32,7 +32,8 @@ sl_outbox *sl_outbox_new(int max_sockets, int hwm)
 void sl_outbox_destroy(sl_outbox **self)
 {
     if (!self || !*self) return;
-    for (int i = 0; i < (*self)->max; i++) zsock_destroy(&(*self)->conns[i].sock);
+    for (int i = 0; i < (*self)->max; i++)
+        zsock_destroy(&(*self)->conns[i].sock);
     free((*self)->conns);
     free(*self);
     *self = NULL;

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int visit(sl_param_ref *ref, float **slot, int ndim, int64_t d0, int64_t d1,
-                 int (*fn)(sl_param_ref *, void *), void *ctx)
+static int visit(sl_param_ref *ref, float **slot, int ndim, int64_t d0, int64_t d1, int (*fn)(sl_param_ref *, void *),
+                 void *ctx)
 {
     ref->slot = slot;
     ref->ndim = ndim;
@@ -32,12 +32,18 @@ static int visit_block(sl_block *b, int layer, const sl_config *c, int (*fn)(sl_
         int ndim;
         int64_t d0, d1;
     } t[] = {
-        {"ln_1.weight", &b->ln1_w, 1, C, 0},          {"ln_1.bias", &b->ln1_b, 1, C, 0},
-        {"attn.c_attn.weight", &b->qkv_w, 2, C, 3 * C}, {"attn.c_attn.bias", &b->qkv_b, 1, 3 * C, 0},
-        {"attn.c_proj.weight", &b->attn_proj_w, 2, C, C}, {"attn.c_proj.bias", &b->attn_proj_b, 1, C, 0},
-        {"ln_2.weight", &b->ln2_w, 1, C, 0},          {"ln_2.bias", &b->ln2_b, 1, C, 0},
-        {"mlp.c_fc.weight", &b->fc_w, 2, C, I},       {"mlp.c_fc.bias", &b->fc_b, 1, I, 0},
-        {"mlp.c_proj.weight", &b->fc_proj_w, 2, I, C}, {"mlp.c_proj.bias", &b->fc_proj_b, 1, C, 0},
+        {"ln_1.weight", &b->ln1_w, 1, C, 0},
+        {"ln_1.bias", &b->ln1_b, 1, C, 0},
+        {"attn.c_attn.weight", &b->qkv_w, 2, C, 3 * C},
+        {"attn.c_attn.bias", &b->qkv_b, 1, 3 * C, 0},
+        {"attn.c_proj.weight", &b->attn_proj_w, 2, C, C},
+        {"attn.c_proj.bias", &b->attn_proj_b, 1, C, 0},
+        {"ln_2.weight", &b->ln2_w, 1, C, 0},
+        {"ln_2.bias", &b->ln2_b, 1, C, 0},
+        {"mlp.c_fc.weight", &b->fc_w, 2, C, I},
+        {"mlp.c_fc.bias", &b->fc_b, 1, I, 0},
+        {"mlp.c_proj.weight", &b->fc_proj_w, 2, I, C},
+        {"mlp.c_proj.bias", &b->fc_proj_b, 1, C, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         sl_param_ref ref;
@@ -54,10 +60,10 @@ int sl_params_foreach(sl_params *p, int (*fn)(sl_param_ref *ref, void *ctx), voi
     const int64_t C = c->n_embd;
     sl_param_ref ref;
     int rc = 0;
-#define VISIT(nm, slot, nd, d0, d1)                                                \
-    do {                                                                           \
-        snprintf(ref.name, sizeof ref.name, "%s", nm);                             \
-        if ((rc = visit(&ref, slot, nd, d0, d1, fn, ctx)) != 0) return rc;         \
+#define VISIT(nm, slot, nd, d0, d1)                                                                                    \
+    do {                                                                                                               \
+        snprintf(ref.name, sizeof ref.name, "%s", nm);                                                                 \
+        if ((rc = visit(&ref, slot, nd, d0, d1, fn, ctx)) != 0) return rc;                                             \
     } while (0)
     if (p->embed) {
         VISIT("transformer.wte.weight", &p->wte, 2, c->vocab_size, C);
@@ -139,7 +145,8 @@ static int check_tensor(sl_param_ref *ref, void *ctx)
     const char *file = sl_checkpoint_dir(lc->ck);
     const sl_tensor *t = find_tensor(lc, ref, &file);
     if (!t) return sl_fail(lc->err, "%s: tensor '%s' is missing", file, ref->name);
-    bool same = t->ndim == ref->ndim && t->shape[0] == ref->shape[0] && (ref->ndim == 1 || t->shape[1] == ref->shape[1]);
+    bool same =
+        t->ndim == ref->ndim && t->shape[0] == ref->shape[0] && (ref->ndim == 1 || t->shape[1] == ref->shape[1]);
     if (!same) {
         char got[96], want[96];
         format_shape(got, sizeof got, t->ndim, t->shape);
@@ -228,11 +235,13 @@ static int init_tensor(sl_param_ref *ref, void *ctx)
     float *x = *ref->slot, value = 0, std = 0.02f;
     if (strstr(ref->name, "ln_") && ends_with(ref->name, ".weight")) value = 1;
     if (ref->ndim == 1) {
-        for (size_t i = 0; i < ref->numel; i++) x[i] = value;
+        for (size_t i = 0; i < ref->numel; i++)
+            x[i] = value;
         return 0;
     }
     if (ends_with(ref->name, "c_proj.weight")) std = 0.02f / sqrtf(2.0f * cfg->n_layer);
-    for (size_t i = 0; i < ref->numel; i++) x[i] = std * sl_rng_normal(rng);
+    for (size_t i = 0; i < ref->numel; i++)
+        x[i] = std * sl_rng_normal(rng);
     return 0;
 }
 
@@ -305,11 +314,18 @@ int sl_params_save_hf(sl_params *p, const char *dir, sl_dtype dtype, int n_shard
     sl_st_writer *shards[99] = {0};
     char names[99][64];
     size_t total = sl_params_count(p) * sl_dtype_size(dtype);
-    save_ctx sc = {.shards = shards, .n_shards = n_shards, .per_shard = (total + n_shards - 1) / n_shards,
-                   .dtype = dtype, .prefix = prefix, .names = names, .err = err};
+    save_ctx sc = {.shards = shards,
+                   .n_shards = n_shards,
+                   .per_shard = (total + n_shards - 1) / n_shards,
+                   .dtype = dtype,
+                   .prefix = prefix,
+                   .names = names,
+                   .err = err};
     for (int i = 0; i < n_shards; i++) {
-        if (n_shards == 1) snprintf(names[i], sizeof names[i], "model.safetensors");
-        else snprintf(names[i], sizeof names[i], "model-%05d-of-%05d.safetensors", i + 1, n_shards);
+        if (n_shards == 1)
+            snprintf(names[i], sizeof names[i], "model.safetensors");
+        else
+            snprintf(names[i], sizeof names[i], "model-%05d-of-%05d.safetensors", i + 1, n_shards);
     }
     int rc = 0;
     for (int i = 0; i < n_shards && rc == 0; i++)
@@ -325,7 +341,8 @@ int sl_params_save_hf(sl_params *p, const char *dir, sl_dtype dtype, int n_shard
             rc = sl_st_writer_write(shards[i], path, NULL, err);
     }
     if (rc == 0 && sc.weight_map) rc = write_index(sc.weight_map, total, dir, err);
-    for (int i = 0; i < n_shards; i++) sl_st_writer_destroy(&shards[i]);
+    for (int i = 0; i < n_shards; i++)
+        sl_st_writer_destroy(&shards[i]);
     cJSON_Delete(sc.weight_map);
     return rc;
 }

@@ -25,13 +25,13 @@ typedef struct sl_block {
 
 typedef struct sl_params {
     sl_config cfg;
-    int first, last;    /* blocks [first, last) */
-    bool embed, head;   /* has wte+wpe / has ln_f+head */
-    bool head_is_wte;   /* tied, both in this stage: head aliases wte */
+    int first, last;  /* blocks [first, last) */
+    bool embed, head; /* has wte+wpe / has ln_f+head */
+    bool head_is_wte; /* tied, both in this stage: head aliases wte */
     float *wte, *wpe;
-    sl_block *blocks;   /* last - first of them */
+    sl_block *blocks; /* last - first of them */
     float *lnf_w, *lnf_b, *lm_head;
-    float *owned;       /* the floats this struct owns (converted or copied tensors) */
+    float *owned; /* the floats this struct owns (converted or copied tensors) */
     size_t owned_count;
 } sl_params;
 

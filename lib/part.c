@@ -99,8 +99,10 @@ static void dir_of(char *out, size_t size, const char *path)
 {
     snprintf(out, size, "%s", path);
     char *slash = strrchr(out, '/');
-    if (slash) *slash = '\0';
-    else snprintf(out, size, ".");
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(out, size, ".");
 }
 
 /* ---- metadata ---- */
@@ -333,9 +335,8 @@ static int write_part_metadata(const sl_part_info *info, const char *source_json
     return rc;
 }
 
-int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
-                  const char *file_stem, const char *source_json, const char *extra_json, sl_part_info *info,
-                  sl_err *err)
+int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir, const char *file_stem,
+                  const char *source_json, const char *extra_json, sl_part_info *info, sl_err *err)
 {
     if (write_part_tensors(p, name, role, dtype, dir, file_stem, info, err) != 0) return -1;
     return write_part_metadata(info, source_json, extra_json, err);
@@ -397,7 +398,8 @@ int sl_split_write_index(const char *out_dir, const char *name, const sl_part_in
     cJSON_AddNumberToObject(root, "version", 1);
     cJSON_AddStringToObject(root, "name", name);
     cJSON *splits = cJSON_AddArrayToObject(root, "splits");
-    for (int i = 1; i < n; i++) cJSON_AddItemToArray(splits, cJSON_CreateNumber(parts[i].first));
+    for (int i = 1; i < n; i++)
+        cJSON_AddItemToArray(splits, cJSON_CreateNumber(parts[i].first));
     cJSON_AddStringToObject(root, "dtype", parts[0].dtype);
     if (source_json) cJSON_AddItemToObject(root, "source", cJSON_Parse(source_json));
     cJSON_AddStringToObject(root, "tool", SL_TOOL_NAME);
@@ -441,8 +443,8 @@ static void *write_part_job(void *arg)
 {
     part_job *j = arg;
     sl_params p;
-    j->rc = sl_params_load(&p, j->ck, j->first, j->last, j->role == SL_ROLE_BOTTOM, j->role == SL_ROLE_TOP, false,
-                           &j->err);
+    j->rc =
+        sl_params_load(&p, j->ck, j->first, j->last, j->role == SL_ROLE_BOTTOM, j->role == SL_ROLE_TOP, false, &j->err);
     if (j->rc == 0) {
         j->rc = write_part_tensors(&p, j->name, j->role, j->req->dtype, j->dir, j->stem, j->info, &j->err);
         sl_params_free(&p);
@@ -458,8 +460,10 @@ static void plan_part(part_job *j, const sl_checkpoint *ck, const sl_split_reque
     j->role = i == 0 ? SL_ROLE_BOTTOM : i == n - 1 ? SL_ROLE_TOP : SL_ROLE_TRUNK;
     j->first = i == 0 ? 0 : req->splits[i - 1];
     j->last = i == n - 1 ? n_layer : req->splits[i];
-    if (j->role == SL_ROLE_TRUNK) snprintf(j->name, sizeof j->name, "trunk%d", i);
-    else snprintf(j->name, sizeof j->name, "%s", sl_role_name(j->role));
+    if (j->role == SL_ROLE_TRUNK)
+        snprintf(j->name, sizeof j->name, "trunk%d", i);
+    else
+        snprintf(j->name, sizeof j->name, "%s", sl_role_name(j->role));
     snprintf(j->dir, sizeof j->dir, "%s/%s", req->out_dir, sl_role_name(j->role));
     snprintf(j->stem, sizeof j->stem, "%.200s_%s_%s", req->name, splits, j->name);
 }
@@ -502,7 +506,8 @@ int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part
     if (started[n]) pthread_join(threads[n], NULL);
     if (rc == 0 && sh.rc != 0) rc = sl_fail(err, "%s", sh.err.msg);
     if (rc == 0 && !sh.json) rc = sl_fail(err, "out of memory");
-    for (int i = 0; i < n && rc == 0; i++) rc = write_part_metadata(&parts[i], sh.json, NULL, err);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = write_part_metadata(&parts[i], sh.json, NULL, err);
     if (rc == 0) rc = sl_split_write_index(req->out_dir, req->name, parts, n, sh.json, err);
     free(sh.json);
     free(jobs);

@@ -31,15 +31,15 @@ const char *sl_role_name(sl_role role);
 int sl_role_parse(const char *name, sl_role *out);
 
 typedef struct sl_part_info {
-    char name[64];      /* part name: bottom, trunk1.., top */
+    char name[64]; /* part name: bottom, trunk1.., top */
     sl_role role;
-    int first, last;    /* blocks [first, last) */
+    int first, last; /* blocks [first, last) */
     sl_config cfg;
-    char dtype[8];      /* f32, f16, bf16 */
+    char dtype[8];       /* f32, f16, bf16 */
     char file[PATH_MAX]; /* the safetensors file, absolute or relative to the cwd */
     char sha256[65];
     size_t bytes, parameters;
-    long step;          /* training step of a checkpoint, -1 when never trained */
+    long step; /* training step of a checkpoint, -1 when never trained */
     double loss;
 } sl_part_info;
 
@@ -69,7 +69,7 @@ typedef struct sl_split_request {
     const char *name;       /* model name used in file names */
     const int *splits;      /* strictly increasing, inside 1 .. n_layer-1 */
     int n_splits;
-    sl_dtype dtype;         /* F32, F16 or BF16 */
+    sl_dtype dtype; /* F32, F16 or BF16 */
     const char *out_dir;
     sl_progress_fn progress; /* may be NULL; called with bytes written so far */
     void *progress_ctx;
@@ -85,8 +85,7 @@ int sl_split_write_index(const char *out_dir, const char *name, const sl_part_in
 
 /* Writes one part file + metadata from params (used by split and by training checkpoints).
  * extra_json, when not NULL, is a JSON object whose members are added to the metadata. */
-int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
-                  const char *file_stem, const char *source_json, const char *extra_json, sl_part_info *info,
-                  sl_err *err);
+int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir, const char *file_stem,
+                  const char *source_json, const char *extra_json, sl_part_info *info, sl_err *err);
 
 #endif

@@ -91,13 +91,12 @@ static int parse_tensor(sl_st_file *f, const cJSON *entry, sl_tensor *t, size_t 
         return sl_fail(err, "%s: \"data_offsets\" is not [begin, end] with begin <= end", where);
     size_t data_size = f->size - data_start;
     if (end > data_size)
-        return sl_fail(err, "%s: data ends at byte %llu but the file has only %zu data bytes (truncated?)",
-                       where, (unsigned long long)end, data_size);
+        return sl_fail(err, "%s: data ends at byte %llu but the file has only %zu data bytes (truncated?)", where,
+                       (unsigned long long)end, data_size);
     size_t elem = sl_dtype_size(t->dtype);
     if (t->numel > SIZE_MAX / elem || t->numel * elem != end - begin)
         return sl_fail(err, "%s: shape needs %zu bytes but data_offsets span %llu", where,
-                       t->numel > SIZE_MAX / elem ? SIZE_MAX : t->numel * elem,
-                       (unsigned long long)(end - begin));
+                       t->numel > SIZE_MAX / elem ? SIZE_MAX : t->numel * elem, (unsigned long long)(end - begin));
     t->name = strdup(entry->string);
     if (!t->name) return sl_fail(err, "%s: out of memory", where);
     t->data = f->map + data_start + begin;
@@ -114,8 +113,7 @@ static int parse_metadata(sl_st_file *f, const cJSON *meta, sl_err *err)
     const cJSON *item;
     cJSON_ArrayForEach(item, meta)
     {
-        if (!cJSON_IsString(item))
-            return sl_fail(err, "%s: metadata '%s' is not a string", f->path, item->string);
+        if (!cJSON_IsString(item)) return sl_fail(err, "%s: metadata '%s' is not a string", f->path, item->string);
         meta_entry *e = &f->meta[f->meta_count++];
         e->key = strdup(item->string);
         e->value = strdup(item->valuestring);
@@ -129,7 +127,8 @@ static int check_overlaps(sl_st_file *f, sl_err *err)
     if (f->count < 2) return 0;
     const sl_tensor **order = malloc(f->count * sizeof *order);
     if (!order) return sl_fail(err, "%s: out of memory", f->path);
-    for (size_t i = 0; i < f->count; i++) order[i] = &f->tensors[i];
+    for (size_t i = 0; i < f->count; i++)
+        order[i] = &f->tensors[i];
     qsort(order, f->count, sizeof *order, by_data);
     int rc = 0;
     for (size_t i = 1; i < f->count && rc == 0; i++) {
@@ -145,7 +144,8 @@ static int parse_header(sl_st_file *f, sl_err *err)
 {
     if (f->size < 8) return sl_fail(err, "%s: %zu bytes is too short for a safetensors file", f->path, f->size);
     uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | f->map[i];
+    for (int i = 7; i >= 0; i--)
+        n = n << 8 | f->map[i];
     if (n > f->size - 8 || n > MAX_HEADER_BYTES)
         return sl_fail(err, "%s: header length %llu does not fit in the file (%zu bytes; truncated?)", f->path,
                        (unsigned long long)n, f->size);
@@ -210,7 +210,8 @@ void sl_st_close(sl_st_file **self)
 {
     if (!self || !*self) return;
     sl_st_file *f = *self;
-    for (size_t i = 0; i < f->count; i++) free((char *)f->tensors[i].name);
+    for (size_t i = 0; i < f->count; i++)
+        free((char *)f->tensors[i].name);
     /* A tensor that failed after its name was copied is one past count. */
     if (f->tensors) free((char *)f->tensors[f->count].name);
     free(f->tensors);
@@ -265,7 +266,8 @@ sl_st_writer *sl_st_writer_new(void) { return calloc(1, sizeof(sl_st_writer)); }
 void sl_st_writer_destroy(sl_st_writer **self)
 {
     if (!self || !*self) return;
-    for (size_t i = 0; i < (*self)->count; i++) free((*self)->items[i].name);
+    for (size_t i = 0; i < (*self)->count; i++)
+        free((*self)->items[i].name);
     free((*self)->items);
     cJSON_Delete((*self)->meta);
     free(*self);
@@ -328,7 +330,8 @@ static char *build_header(sl_st_writer *w, size_t *len)
         pending *p = &w->items[i];
         cJSON *t = cJSON_AddObjectToObject(root, p->name);
         cJSON *shape = cJSON_AddArrayToObject(t, "shape");
-        for (int d = 0; d < p->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)p->shape[d]));
+        for (int d = 0; d < p->ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)p->shape[d]));
         size_t nbytes = p->numel * sl_dtype_size(p->dtype);
         cJSON *offs = cJSON_AddArrayToObject(t, "data_offsets");
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
@@ -387,11 +390,13 @@ int sl_st_writer_write(sl_st_writer *self, const char *path, uint8_t sha256[32],
     }
     sl_sha256 *hash = sha256 ? sl_sha256_new() : NULL;
     unsigned char len_bytes[8];
-    for (int i = 0; i < 8; i++) len_bytes[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len_bytes[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
     int rc = (sha256 && !hash) ? -1 : 0;
     if (rc == 0) rc = write_all(fp, hash, len_bytes, 8);
     if (rc == 0) rc = write_all(fp, hash, header, header_len);
-    for (size_t i = 0; i < self->count && rc == 0; i++) rc = write_tensor(fp, hash, &self->items[i]);
+    for (size_t i = 0; i < self->count && rc == 0; i++)
+        rc = write_tensor(fp, hash, &self->items[i]);
     free(header);
     if (fclose(fp) != 0) rc = -1;
     if (rc == 0 && rename(tmp, path) != 0) rc = -1;

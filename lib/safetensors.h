@@ -62,12 +62,12 @@ void sl_st_writer_destroy(sl_st_writer **self);
 
 /* Adds a tensor whose float32 values are stored as dtype (F32, F16 or BF16). The writer keeps
  * a pointer to data, not a copy: data must stay valid until sl_st_writer_write returns. */
-int sl_st_writer_add_f32(sl_st_writer *self, const char *name, sl_dtype dtype, const float *data,
-                         int ndim, const int64_t *shape, sl_err *err);
+int sl_st_writer_add_f32(sl_st_writer *self, const char *name, sl_dtype dtype, const float *data, int ndim,
+                         const int64_t *shape, sl_err *err);
 
 /* Adds a tensor whose bytes are already in dtype; data is borrowed as above. */
-int sl_st_writer_add_raw(sl_st_writer *self, const char *name, sl_dtype dtype, const void *data,
-                         int ndim, const int64_t *shape, sl_err *err);
+int sl_st_writer_add_raw(sl_st_writer *self, const char *name, sl_dtype dtype, const void *data, int ndim,
+                         const int64_t *shape, sl_err *err);
 
 /* Adds a "__metadata__" entry (both strings copied). */
 int sl_st_writer_set_metadata(sl_st_writer *self, const char *key, const char *value, sl_err *err);

@@ -80,11 +80,13 @@ int32_t sl_sampler_next(sl_sampler *self, const float *logits, uint64_t index)
     int n = gather_candidates(self, logits);
     if (self->opts.top_k > 0 && self->opts.top_k < n) n = self->opts.top_k;
     double total = 0;
-    for (int i = 0; i < n; i++) total += exp(self->cand[i].logit);
+    for (int i = 0; i < n; i++)
+        total += exp(self->cand[i].logit);
     /* top-p: the smallest prefix whose probability reaches p. */
     double kept = 0;
     int keep = 0;
-    while (keep < n && (keep == 0 || kept < self->opts.top_p * total)) kept += exp(self->cand[keep++].logit);
+    while (keep < n && (keep == 0 || kept < self->opts.top_p * total))
+        kept += exp(self->cand[keep++].logit);
     sl_rng rng;
     sl_rng_seed(&rng, self->opts.seed ^ (index * 0xd1b54a32d192ed03ull));
     double r = sl_rng_uniform(&rng) * kept, acc = 0;

@@ -40,7 +40,8 @@ static void free_slot(slot *s)
 void sl_sessions_destroy(sl_sessions **self)
 {
     if (!self || !*self) return;
-    for (int i = 0; i < (*self)->max; i++) free_slot(&(*self)->slots[i]);
+    for (int i = 0; i < (*self)->max; i++)
+        free_slot(&(*self)->slots[i]);
     free((*self)->slots);
     free(*self);
     *self = NULL;
@@ -113,7 +114,8 @@ int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first)
 int sl_sessions_count(const sl_sessions *self)
 {
     int n = 0;
-    for (int i = 0; i < self->max; i++) n += self->slots[i].id != 0;
+    for (int i = 0; i < self->max; i++)
+        n += self->slots[i].id != 0;
     return n;
 }
 

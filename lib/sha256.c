@@ -27,10 +27,7 @@ sl_sha256 *sl_sha256_new(void)
     return self;
 }
 
-void sl_sha256_update(sl_sha256 *self, const void *data, size_t len)
-{
-    EVP_DigestUpdate(self->ctx, data, len);
-}
+void sl_sha256_update(sl_sha256 *self, const void *data, size_t len) { EVP_DigestUpdate(self->ctx, data, len); }
 
 void sl_sha256_final(sl_sha256 *self, uint8_t digest[32])
 {

@@ -110,10 +110,7 @@ static uint64_t hash_bytes(const void *data, size_t len)
     return mix64(h ^ len);
 }
 
-static uint64_t pair_key(int32_t left, int32_t right)
-{
-    return ((uint64_t)(uint32_t)left << 32 | (uint32_t)right) + 1;
-}
+static uint64_t pair_key(int32_t left, int32_t right) { return ((uint64_t)(uint32_t)left << 32 | (uint32_t)right) + 1; }
 
 static size_t power_of_two_at_least(size_t n)
 {
@@ -143,8 +140,7 @@ static void build_alphabet(int16_t codepoint_byte[ALPHABET_SIZE])
 
 /* Turns a vocab or merges token (UTF-8 of alphabet characters) into raw bytes, at most
  * MAX_TOKEN_BYTES; -1 if a character is outside the alphabet or the token is too long. */
-static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPHABET_SIZE],
-                             char *out, size_t *len)
+static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPHABET_SIZE], char *out, size_t *len)
 {
     const unsigned char *p = (const unsigned char *)text;
     size_t n = 0;
@@ -168,26 +164,24 @@ static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPH
 /* ---- vocab.json ---- */
 
 /* Checks that item maps a token to an id in 0..count-1 not seen before; returns the id. */
-static int32_t vocab_entry_id(const cJSON *item, int count, const cJSON **by_id, const char *path,
-                              sl_err *err)
+static int32_t vocab_entry_id(const cJSON *item, int count, const cJSON **by_id, const char *path, sl_err *err)
 {
     double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
     if (!(v >= 0 && v < count) || v != (double)(int32_t)v) {
-        sl_fail(err, "%s: token \"%.200s\": id %s; ids must be whole numbers 0..%d", path,
-                item->string, cJSON_IsNumber(item) ? "out of range" : "is not a number", count - 1);
+        sl_fail(err, "%s: token \"%.200s\": id %s; ids must be whole numbers 0..%d", path, item->string,
+                cJSON_IsNumber(item) ? "out of range" : "is not a number", count - 1);
         return -1;
     }
     if (by_id[(int32_t)v]) {
-        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path,
-                by_id[(int32_t)v]->string, item->string, (int32_t)v);
+        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path, by_id[(int32_t)v]->string,
+                item->string, (int32_t)v);
         return -1;
     }
     return (int32_t)v;
 }
 
 /* Lays the tokens' bytes out in id order (by_id is complete: count distinct ids). */
-static int store_tokens(sl_tokenizer *t, const cJSON **by_id, size_t key_bytes, const char *path,
-                        sl_err *err)
+static int store_tokens(sl_tokenizer *t, const cJSON **by_id, size_t key_bytes, const char *path, sl_err *err)
 {
     int16_t codepoint_byte[ALPHABET_SIZE];
     build_alphabet(codepoint_byte);
@@ -248,8 +242,8 @@ typedef struct token_index {
     size_t mask;
 } token_index;
 
-static int32_t token_index_find(const sl_tokenizer *t, const token_index *index, const char *bytes,
-                                size_t len, size_t *slot_out)
+static int32_t token_index_find(const sl_tokenizer *t, const token_index *index, const char *bytes, size_t len,
+                                size_t *slot_out)
 {
     size_t i = hash_bytes(bytes, len) & index->mask;
     for (;; i = (i + 1) & index->mask) {
@@ -272,8 +266,7 @@ static int token_index_build(const sl_tokenizer *t, token_index *index)
     for (int32_t id = 0; id < t->vocab_size; id++) {
         size_t slot, len = t->offsets[id + 1] - t->offsets[id];
         /* A repeated token keeps its first id, like a dictionary built from vocab.json. */
-        if (token_index_find(t, index, t->bytes + t->offsets[id], len, &slot) < 0)
-            index->slots[slot] = id;
+        if (token_index_find(t, index, t->bytes + t->offsets[id], len, &slot) < 0) index->slots[slot] = id;
     }
     return 0;
 }
@@ -295,8 +288,7 @@ typedef struct merges_reader {
 } merges_reader;
 
 /* Parses one "A B" line of merges.txt into the merge table with the given rank. */
-static int add_merge(sl_tokenizer *t, const merges_reader *r, char *line, int32_t rank, int lineno,
-                     sl_err *err)
+static int add_merge(sl_tokenizer *t, const merges_reader *r, char *line, int32_t rank, int lineno, sl_err *err)
 {
     char *space = strchr(line, ' ');
     if (!space || space == line || !space[1] || strchr(space + 1, ' '))
@@ -306,15 +298,14 @@ static int add_merge(sl_tokenizer *t, const merges_reader *r, char *line, int32_
     size_t left_len, right_len;
     if (alphabet_to_bytes(line, r->codepoint_byte, merged_bytes, &left_len) != 0 ||
         alphabet_to_bytes(space + 1, r->codepoint_byte, right_bytes, &right_len) != 0)
-        return sl_fail(err, "%s:%d: a token has a character outside GPT-2's byte alphabet", r->path,
-                       lineno);
+        return sl_fail(err, "%s:%d: a token has a character outside GPT-2's byte alphabet", r->path, lineno);
     int32_t left = token_index_find(t, r->index, merged_bytes, left_len, NULL);
     int32_t right = token_index_find(t, r->index, right_bytes, right_len, NULL);
     memcpy(merged_bytes + left_len, right_bytes, right_len);
     int32_t merged = token_index_find(t, r->index, merged_bytes, left_len + right_len, NULL);
     if (left < 0 || right < 0 || merged < 0)
-        return sl_fail(err, "%s:%d: merge \"%.200s %.200s\" uses a token missing from vocab.json",
-                       r->path, lineno, line, space + 1);
+        return sl_fail(err, "%s:%d: merge \"%.200s %.200s\" uses a token missing from vocab.json", r->path, lineno,
+                       line, space + 1);
     /* A repeated pair takes its last rank, as the dict of OpenAI's encoder.py does. */
     *merge_find(t, left, right) = (merge_slot){pair_key(left, right), rank, merged};
     return 0;
@@ -349,8 +340,7 @@ static int load_merges(sl_tokenizer *t, const token_index *index, const char *pa
 }
 
 /* Every piece starts as one token per byte, so the vocab needs all 256 single-byte tokens. */
-static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const char *path,
-                            sl_err *err)
+static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const char *path, sl_err *err)
 {
     for (int b = 0; b < 256; b++) {
         char byte = (char)b;
@@ -367,8 +357,7 @@ static int compile_pattern(sl_tokenizer *t, sl_err *err)
     int code;
     PCRE2_SIZE offset;
     uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
-    t->pattern = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED, options, &code,
-                               &offset, NULL);
+    t->pattern = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED, options, &code, &offset, NULL);
     if (!t->pattern) {
         PCRE2_UCHAR why[256];
         pcre2_get_error_message(code, why, sizeof why);
@@ -393,8 +382,7 @@ static int load(sl_tokenizer *t, const char *dir, sl_err *err)
     if (rc == 0) rc = load_merges(t, &index, merges, err);
     free(index.slots);
     if (rc == 0) rc = compile_pattern(t, err);
-    if (rc == 0 && !(t->cache.slots = calloc(CACHE_SLOTS, sizeof *t->cache.slots)))
-        rc = sl_fail(err, "out of memory");
+    if (rc == 0 && !(t->cache.slots = calloc(CACHE_SLOTS, sizeof *t->cache.slots))) rc = sl_fail(err, "out of memory");
     return rc;
 }
 
@@ -412,8 +400,7 @@ sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err)
 sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, sl_err *err)
 {
     char vocab[PATH_MAX], merges[PATH_MAX];
-    bool own = model_dir &&
-               snprintf(vocab, sizeof vocab, "%s/vocab.json", model_dir) < (int)sizeof vocab &&
+    bool own = model_dir && snprintf(vocab, sizeof vocab, "%s/vocab.json", model_dir) < (int)sizeof vocab &&
                snprintf(merges, sizeof merges, "%s/merges.txt", model_dir) < (int)sizeof merges &&
                access(vocab, R_OK) == 0 && access(merges, R_OK) == 0;
     return sl_tokenizer_new(own ? model_dir : fallback_dir, err);
@@ -454,8 +441,7 @@ static void *grown(void *buf, size_t *cap, size_t need, size_t size)
     return more;
 }
 
-static int push_ids(int32_t **ids, size_t *n, size_t *cap, const int32_t *src, size_t count,
-                    sl_err *err)
+static int push_ids(int32_t **ids, size_t *n, size_t *cap, const int32_t *src, size_t count, sl_err *err)
 {
     int32_t *room = grown(*ids, cap, *n + count, sizeof *room);
     if (!room) return sl_fail(err, "out of memory for %zu token ids", *n + count);
@@ -467,20 +453,18 @@ static int push_ids(int32_t **ids, size_t *n, size_t *cap, const int32_t *src, s
 
 /* ---- the piece cache ---- */
 
-static cache_slot *cache_slot_for(const piece_cache *c, const unsigned char *piece, size_t len,
-                                  uint64_t hash)
+static cache_slot *cache_slot_for(const piece_cache *c, const unsigned char *piece, size_t len, uint64_t hash)
 {
     for (size_t i = hash & (CACHE_SLOTS - 1);; i = (i + 1) & (CACHE_SLOTS - 1)) {
         cache_slot *s = &c->slots[i];
         if (s->key_len == 0) return s;
-        if (s->hash == hash && s->key_len == len && memcmp(c->keys + s->key_at, piece, len) == 0)
-            return s;
+        if (s->hash == hash && s->key_len == len && memcmp(c->keys + s->key_at, piece, len) == 0) return s;
     }
 }
 
 /* Remembers a piece's ids; when memory is short the piece just stays uncached. */
-static void cache_add(piece_cache *c, const unsigned char *piece, size_t len, uint64_t hash,
-                      const int32_t *ids, size_t count)
+static void cache_add(piece_cache *c, const unsigned char *piece, size_t len, uint64_t hash, const int32_t *ids,
+                      size_t count)
 {
     if (c->count == CACHE_MAX_ENTRIES) {
         memset(c->slots, 0, CACHE_SLOTS * sizeof *c->slots);
@@ -492,8 +476,7 @@ static void cache_add(piece_cache *c, const unsigned char *piece, size_t len, ui
     if (ids_room) c->ids = ids_room;
     if (!keys || !ids_room) return;
     cache_slot *s = cache_slot_for(c, piece, len, hash);
-    *s = (cache_slot){hash, (uint32_t)c->keys_len, (uint32_t)len, (uint32_t)c->ids_len,
-                      (uint32_t)count};
+    *s = (cache_slot){hash, (uint32_t)c->keys_len, (uint32_t)len, (uint32_t)c->ids_len, (uint32_t)count};
     memcpy(c->keys + c->keys_len, piece, len);
     memcpy(c->ids + c->ids_len, ids, count * sizeof *ids);
     c->keys_len += len;
@@ -590,20 +573,18 @@ static size_t bpe(const sl_tokenizer *t, bpe_scratch *s, const unsigned char *pi
     return count;
 }
 
-static int encode_piece(sl_tokenizer *t, const unsigned char *piece, size_t len, int32_t **ids,
-                        size_t *n, size_t *cap, sl_err *err)
+static int encode_piece(sl_tokenizer *t, const unsigned char *piece, size_t len, int32_t **ids, size_t *n, size_t *cap,
+                        sl_err *err)
 {
     bool cacheable = len <= CACHE_MAX_PIECE;
     uint64_t hash = cacheable ? hash_bytes(piece, len) : 0;
     if (cacheable) {
         const cache_slot *hit = cache_slot_for(&t->cache, piece, len, hash);
-        if (hit->key_len)
-            return push_ids(ids, n, cap, t->cache.ids + hit->ids_at, hit->ids_len, err);
+        if (hit->key_len) return push_ids(ids, n, cap, t->cache.ids + hit->ids_at, hit->ids_len, err);
     }
     if (len > MAX_PIECE_BYTES)
         return sl_fail(err, "a run of %zu bytes without a word break is too long to encode", len);
-    if (scratch_reserve(&t->scratch, len) != 0)
-        return sl_fail(err, "out of memory for a piece of %zu bytes", len);
+    if (scratch_reserve(&t->scratch, len) != 0) return sl_fail(err, "out of memory for a piece of %zu bytes", len);
     size_t count = bpe(t, &t->scratch, piece, len);
     if (cacheable) cache_add(&t->cache, piece, len, hash, t->scratch.out, count);
     return push_ids(ids, n, cap, t->scratch.out, count, err);
@@ -612,8 +593,8 @@ static int encode_piece(sl_tokenizer *t, const unsigned char *piece, size_t len,
 /* ---- encoding ---- */
 
 /* The next match of the pattern at or after byte at: [*start, *end), or len, len if none. */
-static int next_match(sl_tokenizer *t, const unsigned char *text, size_t len, size_t at,
-                      size_t *start, size_t *end, sl_err *err)
+static int next_match(sl_tokenizer *t, const unsigned char *text, size_t len, size_t at, size_t *start, size_t *end,
+                      sl_err *err)
 {
     int rc = pcre2_match(t->pattern, text, len, at, 0, t->match, NULL);
     if (rc == PCRE2_ERROR_NOMATCH) {
@@ -633,8 +614,8 @@ static int next_match(sl_tokenizer *t, const unsigned char *text, size_t len, si
     return 0;
 }
 
-int sl_tokenizer_encode(sl_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n,
-                        size_t *cap, sl_err *err)
+int sl_tokenizer_encode(sl_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap,
+                        sl_err *err)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t first = *n, at = 0, start, end;
@@ -642,8 +623,7 @@ int sl_tokenizer_encode(sl_tokenizer *t, const char *text, size_t len, int32_t *
         if (next_match(t, s, len, at, &start, &end, err) != 0) goto fail;
         /* What the pattern stepped over is a run of bytes that are not valid UTF-8. */
         if (start > at && encode_piece(t, s + at, start - at, ids, n, cap, err) != 0) goto fail;
-        if (end > start && encode_piece(t, s + start, end - start, ids, n, cap, err) != 0)
-            goto fail;
+        if (end > start && encode_piece(t, s + start, end - start, ids, n, cap, err) != 0) goto fail;
         at = end;
     }
     return 0;
@@ -661,14 +641,12 @@ const char *sl_tokenizer_token(const sl_tokenizer *t, int32_t id, size_t *len)
     return t->bytes + t->offsets[id];
 }
 
-char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, size_t *out_len,
-                          sl_err *err)
+char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, size_t *out_len, sl_err *err)
 {
     size_t total = 0, len;
     for (size_t i = 0; i < n; i++) {
         if (!sl_tokenizer_token(t, ids[i], &len)) {
-            sl_fail(err, "token id %d at position %zu is outside the vocabulary (0..%d)", ids[i], i,
-                    t->vocab_size - 1);
+            sl_fail(err, "token id %d at position %zu is outside the vocabulary (0..%d)", ids[i], i, t->vocab_size - 1);
             return NULL;
         }
         total += len;
@@ -689,10 +667,7 @@ char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, s
     return out;
 }
 
-int32_t sl_tokenizer_vocab_size(const sl_tokenizer *t)
-{
-    return t->vocab_size;
-}
+int32_t sl_tokenizer_vocab_size(const sl_tokenizer *t) { return t->vocab_size; }
 
 /* ---- streaming UTF-8 ---- */
 

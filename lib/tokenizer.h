@@ -39,8 +39,8 @@ void sl_tokenizer_destroy(sl_tokenizer **self);
 /* Appends the ids of len bytes of text to the caller-owned array (*ids, *n, *cap), growing it
  * with realloc (start with NULL, 0, 0). Returns 0, or -1 with err (out of memory); on failure
  * *n is left as it was. */
-int sl_tokenizer_encode(sl_tokenizer *self, const char *text, size_t len, int32_t **ids, size_t *n,
-                        size_t *cap, sl_err *err);
+int sl_tokenizer_encode(sl_tokenizer *self, const char *text, size_t len, int32_t **ids, size_t *n, size_t *cap,
+                        sl_err *err);
 
 /* The raw bytes of one token (maybe part of a UTF-8 character; not NUL-terminated), owned by
  * the tokenizer; sets *len. NULL for an id outside the vocabulary. */
@@ -49,8 +49,7 @@ const char *sl_tokenizer_token(const sl_tokenizer *self, int32_t id, size_t *len
 /* The bytes of n ids as a malloc'ed string (caller frees), NUL-terminated after *out_len bytes
  * (out_len may be NULL). NULL with err naming the id and its position for an id outside the
  * vocabulary. */
-char *sl_tokenizer_decode(const sl_tokenizer *self, const int32_t *ids, size_t n, size_t *out_len,
-                          sl_err *err);
+char *sl_tokenizer_decode(const sl_tokenizer *self, const int32_t *ids, size_t n, size_t *out_len, sl_err *err);
 
 int32_t sl_tokenizer_vocab_size(const sl_tokenizer *self);
 

@@ -15,9 +15,9 @@
 typedef struct parse_state {
     sl_topology *t;
     FILE *fp;
-    int line;             /* line the reader returned last */
-    int pipeline_line;    /* 0 when there is no [pipeline] */
-    sl_topo_node *node;   /* section being read, NULL for [pipeline] */
+    int line;                   /* line the reader returned last */
+    int pipeline_line;          /* 0 when there is no [pipeline] */
+    sl_topo_node *node;         /* section being read, NULL for [pipeline] */
     bool seen[SL_MAX_NODES][3]; /* role, layers, listen given */
     char parts_raw[PATH_MAX];
     sl_err *err;
@@ -210,8 +210,9 @@ static int check_nodes(parse_state *ps)
         return sl_fail(ps->err, "%s:%d: [pipeline] has no 'parts'; add parts = DIR (a zmq-splitlearn-split output)",
                        t->path, ps->pipeline_line);
     if (t->n_nodes < 2) return sl_fail(ps->err, "%s: a pipeline needs at least a bottom and a top node", t->path);
-    static const char *const names[] = {"role", "layers", "listen"}, *const hints[] = {
-        "role = bottom|trunk|top", "layers = FIRST-LAST", "listen = tcp://HOST:PORT"};
+    static const char *const names[] = {"role", "layers", "listen"}, *const hints[] = {"role = bottom|trunk|top",
+                                                                                       "layers = FIRST-LAST",
+                                                                                       "listen = tcp://HOST:PORT"};
     for (int i = 0; i < t->n_nodes; i++) {
         sl_topo_node *n = &t->nodes[i];
         for (int k = 0; k < 3; k++)
@@ -220,20 +221,23 @@ static int check_nodes(parse_state *ps)
                                hints[k]);
         sl_role want = i == 0 ? SL_ROLE_BOTTOM : i == t->n_nodes - 1 ? SL_ROLE_TOP : SL_ROLE_TRUNK;
         if (n->role != want)
-            return sl_fail(ps->err, "%s:%d: [node.%s] is a %s but stage %d of %d must be a %s (stages chain in file "
+            return sl_fail(ps->err,
+                           "%s:%d: [node.%s] is a %s but stage %d of %d must be a %s (stages chain in file "
                            "order: bottom first, trunks, top last)",
                            t->path, n->line, n->name, sl_role_name(n->role), i + 1, t->n_nodes, sl_role_name(want));
         if (i == 0 && n->first != 0)
             return sl_fail(ps->err, "%s:%d: [node.%s] must start at layer 0 (layers = 0-%d)", t->path, n->line, n->name,
                            n->last);
         if (i > 0 && n->first != t->nodes[i - 1].last)
-            return sl_fail(ps->err, "%s:%d: [node.%s] starts at layer %d but [node.%s] ends at %d: %s; make it "
+            return sl_fail(ps->err,
+                           "%s:%d: [node.%s] starts at layer %d but [node.%s] ends at %d: %s; make it "
                            "layers = %d-%d",
                            t->path, n->line, n->name, n->first, t->nodes[i - 1].name, t->nodes[i - 1].last,
                            n->first > t->nodes[i - 1].last ? "a gap" : "an overlap", t->nodes[i - 1].last, n->last);
         for (int j = 0; j < i; j++)
             if (strcmp(t->nodes[j].listen, n->listen) == 0)
-                return sl_fail(ps->err, "%s:%d: [node.%s] listens on %s like [node.%s]; give each node its own endpoint",
+                return sl_fail(ps->err,
+                               "%s:%d: [node.%s] listens on %s like [node.%s]; give each node its own endpoint",
                                t->path, n->line, n->name, n->listen, t->nodes[j].name);
     }
     return 0;

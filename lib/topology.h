@@ -16,27 +16,27 @@
 #define SL_MAX_ENDPOINT 256
 
 typedef struct sl_topo_node {
-    char name[64];      /* NAME of [node.NAME] */
-    int line;           /* where its section starts */
+    char name[64]; /* NAME of [node.NAME] */
+    int line;      /* where its section starts */
     sl_role role;
-    int first, last;    /* layers = first-last: blocks [first, last) */
+    int first, last;              /* layers = first-last: blocks [first, last) */
     char listen[SL_MAX_ENDPOINT]; /* its PULL socket binds here; the previous stage connects */
-    char host[128];     /* where the launcher starts it (default localhost) */
-    int threads;        /* compute threads, 0: one per CPU */
-    bool pin;           /* pin compute threads one per CPU */
+    char host[128];               /* where the launcher starts it (default localhost) */
+    int threads;                  /* compute threads, 0: one per CPU */
+    bool pin;                     /* pin compute threads one per CPU */
 } sl_topo_node;
 
 typedef struct sl_topology {
     char path[PATH_MAX];
     char name[128];
-    char parts[PATH_MAX];      /* split directory, resolved */
-    sl_dtype activations;      /* dtype of activations on the wire: f32 (default), f16, bf16 */
-    double timeout;            /* seconds a client waits for an answer (default 30) */
-    double idle_timeout;       /* seconds before an idle session is dropped (default 600) */
-    int max_sessions;          /* sessions a node keeps; the least recently used goes (default 64) */
-    size_t max_message;        /* bytes; larger messages are refused (default 256 MiB) */
-    int hwm;                   /* ZeroMQ high-water mark in messages (default 1000) */
-    bool verify;               /* nodes recompute their part's SHA-256 at start */
+    char parts[PATH_MAX]; /* split directory, resolved */
+    sl_dtype activations; /* dtype of activations on the wire: f32 (default), f16, bf16 */
+    double timeout;       /* seconds a client waits for an answer (default 30) */
+    double idle_timeout;  /* seconds before an idle session is dropped (default 600) */
+    int max_sessions;     /* sessions a node keeps; the least recently used goes (default 64) */
+    size_t max_message;   /* bytes; larger messages are refused (default 256 MiB) */
+    int hwm;              /* ZeroMQ high-water mark in messages (default 1000) */
+    bool verify;          /* nodes recompute their part's SHA-256 at start */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;
 } sl_topology;

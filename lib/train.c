@@ -40,14 +40,13 @@ struct sl_train {
 static size_t layout(sl_train *t, float *mem)
 {
     const sl_config *c = &t->p->cfg;
-    const size_t N = (size_t)t->B * t->T, C = (size_t)c->n_embd, I = (size_t)c->n_inner,
-                 V = (size_t)c->vocab_size;
+    const size_t N = (size_t)t->B * t->T, C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t probs = (size_t)t->B * c->n_head * t->T * t->T;
     size_t used = 0;
-#define TAKE(ptr, count)                                                                           \
-    do {                                                                                           \
-        if (mem) (ptr) = mem + used;                                                               \
-        used += (count);                                                                           \
+#define TAKE(ptr, count)                                                                                               \
+    do {                                                                                                               \
+        if (mem) (ptr) = mem + used;                                                                                   \
+        used += (count);                                                                                               \
     } while (0)
     for (int l = 0; l < t->L; l++) {
         block_acts *a = &t->acts[l];
@@ -91,8 +90,7 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
         return NULL;
     }
     if (B < 1 || T < 1 || T > params->cfg.n_positions) {
-        sl_fail(err, "batch %d x %d tokens: need B >= 1 and 1 <= T <= %d", B, T,
-                params->cfg.n_positions);
+        sl_fail(err, "batch %d x %d tokens: need B >= 1 and 1 <= T <= %d", B, T, params->cfg.n_positions);
         return NULL;
     }
     sl_train *t = calloc(1, sizeof *t);
@@ -102,8 +100,7 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
     t->ids = calloc((size_t)B * T, sizeof *t->ids);
     size_t floats = layout(t, NULL);
     t->mem = t->acts && t->ids ? malloc(floats * sizeof(float)) : NULL;
-    if (!t->mem || sl_params_alloc_like(&t->grads, params, err) != 0 ||
-        sl_params_alloc_like(&t->m, params, err) != 0 ||
+    if (!t->mem || sl_params_alloc_like(&t->grads, params, err) != 0 || sl_params_alloc_like(&t->m, params, err) != 0 ||
         sl_params_alloc_like(&t->v, params, err) != 0) {
         if (!t->mem) sl_fail(err, "out of memory for the activations of %d x %d tokens", B, T);
         sl_train_destroy(&t);
@@ -127,18 +124,11 @@ void sl_train_destroy(sl_train **self)
     *self = NULL;
 }
 
-sl_params *sl_train_grads(sl_train *self)
-{
-    return &self->grads;
-}
+sl_params *sl_train_grads(sl_train *self) { return &self->grads; }
 long sl_train_steps(const sl_train *self) { return self->steps; }
 void sl_train_set_steps(sl_train *self, long steps) { self->steps = steps; }
 
-
-void sl_train_zero_grad(sl_train *self)
-{
-    memset(self->grads.owned, 0, self->grads.owned_count * sizeof(float));
-}
+void sl_train_zero_grad(sl_train *self) { memset(self->grads.owned, 0, self->grads.owned_count * sizeof(float)); }
 
 /* ---- forward ---- */
 
@@ -151,8 +141,8 @@ static void block_forward(sl_train *t, const sl_block *w, block_acts *a, const f
     sl_matmul_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C, false);
     for (int b = 0; b < t->B; b++) {
         const float *q = a->qkv + (size_t)b * T * 3 * C;
-        sl_attention_forward(a->atty + (size_t)b * T * C, a->probs + (size_t)b * nh * T * T, q,
-                             3 * C, q + C, q + 2 * C, 3 * C, T, 0, nh, hd);
+        sl_attention_forward(a->atty + (size_t)b * T * C, a->probs + (size_t)b * nh * T * T, q, 3 * C, q + C, q + 2 * C,
+                             3 * C, T, 0, nh, hd);
     }
     memcpy(a->res2, in, (size_t)N * C * sizeof(float));
     sl_matmul_forward(a->res2, a->atty, w->attn_proj_w, w->attn_proj_b, N, C, C, true);
@@ -163,13 +153,10 @@ static void block_forward(sl_train *t, const sl_block *w, block_acts *a, const f
     sl_matmul_forward(a->res3, a->fch_gelu, w->fc_proj_w, w->fc_proj_b, N, I, C, true);
 }
 
-static const float *stage_output(const sl_train *t)
-{
-    return t->L ? t->acts[t->L - 1].res3 : t->x0;
-}
+static const float *stage_output(const sl_train *t) { return t->L ? t->acts[t->L - 1].res3 : t->x0; }
 
-int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int32_t *targets,
-                     float *out, float *loss, sl_err *err)
+int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int32_t *targets, float *out, float *loss,
+                     sl_err *err)
 {
     const sl_config *c = &t->p->cfg;
     const int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
@@ -177,12 +164,10 @@ int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int
         if (!ids) return sl_fail(err, "a bottom takes token ids");
         for (int i = 0; i < N; i++)
             if (ids[i] < 0 || ids[i] >= V)
-                return sl_fail(err, "token id %d at position %d is outside the vocabulary (0..%d)",
-                               ids[i], i, V - 1);
+                return sl_fail(err, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i, V - 1);
         memcpy(t->ids, ids, (size_t)N * sizeof *ids);
         for (int b = 0; b < t->B; b++)
-            sl_encoder_forward(t->x0 + (size_t)b * t->T * C, ids + (size_t)b * t->T, t->p->wte,
-                               t->p->wpe, t->T, 0, C);
+            sl_encoder_forward(t->x0 + (size_t)b * t->T * C, ids + (size_t)b * t->T, t->p->wte, t->p->wpe, t->T, 0, C);
     } else {
         if (!in) return sl_fail(err, "a stage without embeddings takes activations");
         memcpy(t->x0, in, (size_t)N * C * sizeof(float));
@@ -199,9 +184,7 @@ int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int
     if (!targets) return sl_fail(err, "a top takes targets");
     int count = 0;
     for (int i = 0; i < N; i++) {
-        if (targets[i] >= V)
-            return sl_fail(err, "target %d at position %d is outside the vocabulary", targets[i],
-                           i);
+        if (targets[i] >= V) return sl_fail(err, "target %d at position %d is outside the vocabulary", targets[i], i);
         count += targets[i] >= 0;
     }
     if (count == 0) return sl_fail(err, "no position has a target");
@@ -209,47 +192,37 @@ int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int
                          (float)c->layer_norm_epsilon);
     sl_matmul_forward_wt(t->logits, t->lnf, t->p->lm_head, N, C, V);
     /* The logits become their gradient here: backward needs only that. */
-    double sum =
-        sl_crossentropy_forward_backward(t->logits, t->logits, targets, N, V, 1.0f / count);
+    double sum = sl_crossentropy_forward_backward(t->logits, t->logits, targets, N, V, 1.0f / count);
     *loss = (float)(sum / count);
     return 0;
 }
 
 /* ---- backward ---- */
 
-static void zero(float *x, size_t n)
-{
-    memset(x, 0, n * sizeof *x);
-}
+static void zero(float *x, size_t n) { memset(x, 0, n * sizeof *x); }
 
-static void block_backward(sl_train *t, const sl_block *w, sl_block *g, const block_acts *a,
-                           const float *in)
+static void block_backward(sl_train *t, const sl_block *w, sl_block *g, const block_acts *a, const float *in)
 {
     const sl_config *c = &t->p->cfg;
     const int N = t->B * t->T, C = c->n_embd, I = c->n_inner, nh = c->n_head, hd = C / nh, T = t->T;
     /* res3 = res2 + gelu(ln2 @ fc) @ fc_proj: t->dres is d res3, and flows on as d res2 */
     zero(t->dfch_gelu, (size_t)N * I);
-    sl_matmul_backward(t->dfch_gelu, g->fc_proj_w, g->fc_proj_b, t->dres, a->fch_gelu, w->fc_proj_w,
-                       N, I, C);
+    sl_matmul_backward(t->dfch_gelu, g->fc_proj_w, g->fc_proj_b, t->dres, a->fch_gelu, w->fc_proj_w, N, I, C);
     zero(t->dfch, (size_t)N * I);
     sl_gelu_backward(t->dfch, a->fch, t->dfch_gelu, (size_t)N * I);
     zero(t->dln, (size_t)N * C);
     sl_matmul_backward(t->dln, g->fc_w, g->fc_b, t->dfch, a->ln2, w->fc_w, N, C, I);
-    sl_layernorm_backward(t->dres, g->ln2_w, g->ln2_b, t->dln, a->res2, w->ln2_w, a->ln2_mean,
-                          a->ln2_rstd, N, C);
+    sl_layernorm_backward(t->dres, g->ln2_w, g->ln2_b, t->dln, a->res2, w->ln2_w, a->ln2_mean, a->ln2_rstd, N, C);
     /* res2 = in + attention(ln1 @ qkv) @ attn_proj */
     zero(t->datty, (size_t)N * C);
-    sl_matmul_backward(t->datty, g->attn_proj_w, g->attn_proj_b, t->dres, a->atty, w->attn_proj_w,
-                       N, C, C);
+    sl_matmul_backward(t->datty, g->attn_proj_w, g->attn_proj_b, t->dres, a->atty, w->attn_proj_w, N, C, C);
     zero(t->dqkv, (size_t)N * 3 * C);
     for (int b = 0; b < t->B; b++)
-        sl_attention_backward(t->dqkv + (size_t)b * T * 3 * C, t->dprobs,
-                              t->datty + (size_t)b * T * C, a->qkv + (size_t)b * T * 3 * C,
-                              a->probs + (size_t)b * nh * T * T, T, nh, hd);
+        sl_attention_backward(t->dqkv + (size_t)b * T * 3 * C, t->dprobs, t->datty + (size_t)b * T * C,
+                              a->qkv + (size_t)b * T * 3 * C, a->probs + (size_t)b * nh * T * T, T, nh, hd);
     zero(t->dln, (size_t)N * C);
     sl_matmul_backward(t->dln, g->qkv_w, g->qkv_b, t->dqkv, a->ln1, w->qkv_w, N, C, 3 * C);
-    sl_layernorm_backward(t->dres, g->ln1_w, g->ln1_b, t->dln, in, w->ln1_w, a->ln1_mean,
-                          a->ln1_rstd, N, C);
+    sl_layernorm_backward(t->dres, g->ln1_w, g->ln1_b, t->dln, in, w->ln1_w, a->ln1_mean, a->ln1_rstd, N, C);
 }
 
 int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
@@ -261,19 +234,17 @@ int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
         zero(t->dlnf, (size_t)N * C);
         sl_matmul_backward_wt(t->dlnf, g->lm_head, t->logits, t->lnf, t->p->lm_head, N, C, V);
         zero(t->dres, (size_t)N * C);
-        sl_layernorm_backward(t->dres, g->lnf_w, g->lnf_b, t->dlnf, stage_output(t), t->p->lnf_w,
-                              t->lnf_mean, t->lnf_rstd, N, C);
+        sl_layernorm_backward(t->dres, g->lnf_w, g->lnf_b, t->dlnf, stage_output(t), t->p->lnf_w, t->lnf_mean,
+                              t->lnf_rstd, N, C);
     } else {
         if (!dout) return sl_fail(err, "a stage without head takes the gradient of its output");
         memcpy(t->dres, dout, (size_t)N * C * sizeof(float));
     }
     for (int l = t->L - 1; l >= 0; l--)
-        block_backward(t, &t->p->blocks[l], &g->blocks[l], &t->acts[l],
-                       l ? t->acts[l - 1].res3 : t->x0);
+        block_backward(t, &t->p->blocks[l], &g->blocks[l], &t->acts[l], l ? t->acts[l - 1].res3 : t->x0);
     if (t->p->embed) {
         for (int b = 0; b < t->B; b++)
-            sl_encoder_backward(g->wte, g->wpe, t->dres + (size_t)b * t->T * C,
-                                t->ids + (size_t)b * t->T, t->T, 0, C);
+            sl_encoder_backward(g->wte, g->wpe, t->dres + (size_t)b * t->T * C, t->ids + (size_t)b * t->T, t->T, 0, C);
     } else {
         if (!din) return sl_fail(err, "a stage without embeddings gives the gradient of its input");
         memcpy(din, t->dres, (size_t)N * C * sizeof(float));
@@ -286,10 +257,8 @@ int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
 void sl_train_step(sl_train *t, const sl_adamw *o)
 {
     t->steps++;
-    const double bc1 = 1.0 - pow(o->beta1, (double)t->steps),
-                 bc2 = 1.0 - pow(o->beta2, (double)t->steps);
-    const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2),
-                decay = 1.0f - o->lr * o->weight_decay;
+    const double bc1 = 1.0 - pow(o->beta1, (double)t->steps), bc2 = 1.0 - pow(o->beta2, (double)t->steps);
+    const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2), decay = 1.0f - o->lr * o->weight_decay;
     float *p = t->p->owned, *g = t->grads.owned, *m = t->m.owned, *v = t->v.owned;
     for (size_t i = 0; i < t->p->owned_count; i++) {
         m[i] = o->beta1 * m[i] + (1.0f - o->beta1) * g[i];

@@ -71,8 +71,10 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
             break;
         }
         long steps = load_optimizer(s, err);
-        if (steps < 0) rc = -1;
-        else if (i > 0 && steps != t->steps) rc = sl_fail(err, "%s: its parts were saved at different steps", dir);
+        if (steps < 0)
+            rc = -1;
+        else if (i > 0 && steps != t->steps)
+            rc = sl_fail(err, "%s: its parts were saved at different steps", dir);
         t->steps = steps;
     }
     if (rc == 0) {
@@ -142,13 +144,14 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_
     zmq_pollitem_t items[2] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
                                {.socket = zsock_resolve(t->grads_in), .events = ZMQ_POLLIN}};
     const sl_config *c = &t->stages[0].params.cfg;
-    sl_wire_limits limits = {.n_embd = (uint32_t)c->n_embd, .n_positions = (uint32_t)c->n_positions,
-                             .max_bytes = t->topo.max_message};
+    sl_wire_limits limits = {
+        .n_embd = (uint32_t)c->n_embd, .n_positions = (uint32_t)c->n_positions, .max_bytes = t->topo.max_message};
     double deadline = sl_now() + t->topo.timeout;
     for (;;) {
         double left = deadline - sl_now();
         if (left <= 0 || zmq_poll(items, 2, (long)(left * 1000) + 1) <= 0)
-            return sl_fail(err, "no %s for step %llu from the trunks within %g s (are they running? "
+            return sl_fail(err,
+                           "no %s for step %llu from the trunks within %g s (are they running? "
                            "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
                            sl_msg_kind_name(kind), (unsigned long long)step, t->topo.timeout);
         for (int i = 0; i < 2; i++) {
@@ -161,7 +164,8 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_
             int rc = 1;
             if (sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
                 m.session == t->run_id) {
-                if (m.kind == SL_MSG_ERROR) rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
+                if (m.kind == SL_MSG_ERROR)
+                    rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out);
                     rc = 0;
@@ -174,23 +178,37 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_
 }
 
 /* Bottom here, trunks there, top here; then the gradient the same way back. */
-static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, bool update,
-                      float lr, float *loss, sl_err *err)
+static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, bool update, float lr,
+                      float *loss, sl_err *err)
 {
     stage *bottom = &t->stages[0], *top = &t->stages[t->n - 1];
     const int rows = t->opts.batch * t->opts.seq_len, C = bottom->params.cfg.n_embd;
     uint64_t step = ++t->message;
-    sl_msg fwd = {.kind = SL_MSG_FORWARD, .session = t->run_id, .step = step, .train = true,
-                  .batch = (uint32_t)t->opts.batch, .x = t->act, .rows = (uint32_t)rows, .cols = (uint32_t)C,
+    sl_msg fwd = {.kind = SL_MSG_FORWARD,
+                  .session = t->run_id,
+                  .step = step,
+                  .train = true,
+                  .batch = (uint32_t)t->opts.batch,
+                  .x = t->act,
+                  .rows = (uint32_t)rows,
+                  .cols = (uint32_t)C,
                   .dtype = t->topo.activations};
     snprintf(fwd.reply_to, sizeof fwd.reply_to, "%s", t->topo.nodes[0].listen);
     if (sl_train_forward(bottom->train, ids, NULL, NULL, t->act, NULL, err) != 0 ||
-        send_to(t, t->to_first, &fwd, t->topo.nodes[1].name, err) != 0 || await(t, SL_MSG_FORWARD, step, t->act2, err) != 0 ||
+        send_to(t, t->to_first, &fwd, t->topo.nodes[1].name, err) != 0 ||
+        await(t, SL_MSG_FORWARD, step, t->act2, err) != 0 ||
         sl_train_forward(top->train, NULL, t->act2, targets, NULL, loss, err) != 0)
         return -1;
     if (!backward) return 0;
-    sl_msg back = {.kind = SL_MSG_BACKWARD, .session = t->run_id, .step = step, .x = t->grad, .rows = (uint32_t)rows,
-                   .cols = (uint32_t)C, .dtype = t->topo.activations, .update = update, .lr = lr,
+    sl_msg back = {.kind = SL_MSG_BACKWARD,
+                   .session = t->run_id,
+                   .step = step,
+                   .x = t->grad,
+                   .rows = (uint32_t)rows,
+                   .cols = (uint32_t)C,
+                   .dtype = t->topo.activations,
+                   .update = update,
+                   .lr = lr,
                    .weight_decay = t->opts.adamw.weight_decay};
     snprintf(back.reply_to, sizeof back.reply_to, "%s", t->topo.nodes[0].listen);
     if (sl_train_backward(top->train, NULL, t->grad, err) != 0 ||
@@ -235,8 +253,7 @@ static int load_remote_trunks(sl_trainer *t, const char *dir, sl_err *err)
     return 0;
 }
 
-sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, const sl_trainer_opts *opts,
-                                  sl_err *err)
+sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, const sl_trainer_opts *opts, sl_err *err)
 {
     if (topo->n_nodes < 3) {
         sl_fail(err, "%s has no trunk: train it in this process", topo->path);
@@ -252,7 +269,8 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     t->topo = *topo;
     t->remote = true;
     msgpack_sbuffer_init(&t->out);
-    while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {}
+    while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {
+    }
     const char *dir = resume ? resume : topo->parts;
     sl_part_info infos[SL_MAX_SPLITS + 1];
     int n = sl_split_read_index(dir, infos, SL_MAX_SPLITS + 1, err);
@@ -268,7 +286,8 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
             rc = -1;
     }
     t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
-    for (int i = 1; rc == 0 && i < n - 1; i++) t->stages[i].info = infos[i];
+    for (int i = 1; rc == 0 && i < n - 1; i++)
+        t->stages[i].info = infos[i];
     size_t rows = (size_t)opts->batch * opts->seq_len, C = rc == 0 ? (size_t)infos[0].cfg.n_embd : 0;
     if (rc == 0) {
         t->act = malloc(rows * C * sizeof(float));
@@ -289,14 +308,13 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
 }
 
 /* Forward through every stage; with backward, the gradient back through every stage. */
-static int run_chain(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, float *loss,
-                     sl_err *err)
+static int run_chain(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, float *loss, sl_err *err)
 {
     float *in = NULL, *out = t->act;
     for (int i = 0; i < t->n; i++) {
         bool top = i == t->n - 1;
-        if (sl_train_forward(t->stages[i].train, i == 0 ? ids : NULL, in, top ? targets : NULL, top ? NULL : out,
-                             loss, err) != 0)
+        if (sl_train_forward(t->stages[i].train, i == 0 ? ids : NULL, in, top ? targets : NULL, top ? NULL : out, loss,
+                             err) != 0)
             return -1;
         in = out;
         out = out == t->act ? t->act2 : t->act;
@@ -317,7 +335,8 @@ static double grad_norm_sq(sl_trainer *t)
     double sum = 0;
     for (int i = 0; i < t->n; i++) {
         const sl_params *g = sl_train_grads(t->stages[i].train);
-        for (size_t k = 0; k < g->owned_count; k++) sum += (double)g->owned[k] * g->owned[k];
+        for (size_t k = 0; k < g->owned_count; k++)
+            sum += (double)g->owned[k] * g->owned[k];
     }
     return sum;
 }
@@ -349,7 +368,8 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
         if (!t->stages[i].train) continue; /* a remote trunk updated itself */
         sl_params *g = sl_train_grads(t->stages[i].train);
         if (scale != 1.0f)
-            for (size_t k = 0; k < g->owned_count; k++) g->owned[k] *= scale;
+            for (size_t k = 0; k < g->owned_count; k++)
+                g->owned[k] *= scale;
         sl_train_step(t->stages[i].train, &opt);
     }
     t->steps++;

@@ -15,12 +15,12 @@
 #include "train.h"
 
 typedef struct sl_trainer_opts {
-    int batch, seq_len;     /* B sequences of T tokens per micro-batch */
-    int grad_accum;         /* micro-batches per step */
-    sl_adamw adamw;         /* lr is the peak learning rate */
-    float grad_clip;        /* clip the global gradient norm to this; 0: no clipping */
+    int batch, seq_len; /* B sequences of T tokens per micro-batch */
+    int grad_accum;     /* micro-batches per step */
+    sl_adamw adamw;     /* lr is the peak learning rate */
+    float grad_clip;    /* clip the global gradient norm to this; 0: no clipping */
     long warmup, total_steps;
-    bool cosine;            /* cosine decay to 10% of lr over total_steps after warmup */
+    bool cosine; /* cosine decay to 10% of lr over total_steps after warmup */
 } sl_trainer_opts;
 
 typedef struct sl_trainer sl_trainer;

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result", "error", "end",
-                                                           "ack",     "backward", "save", "load"};
+static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result",   "error", "end",
+                                                          "ack",     "backward", "save",  "load"};
 
 const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
 
@@ -36,7 +36,8 @@ void sl_wire_decoder_destroy(sl_wire_decoder **self)
 static uint64_t read_be(const unsigned char *p, int n)
 {
     uint64_t v = 0;
-    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
     return v;
 }
 
@@ -52,34 +53,53 @@ static int prescan(const unsigned char *p, size_t len, sl_err *err)
         pending--;
         uint64_t skip = 0, count = 0;
         int width = 0;
-        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) skip = 0;
-        else if (t >= 0x80 && t <= 0x8f) count = 2 * (uint64_t)(t & 0x0f);
-        else if (t >= 0x90 && t <= 0x9f) count = t & 0x0f;
-        else if (t >= 0xa0 && t <= 0xbf) skip = t & 0x1f;
-        else if (t == 0xcc || t == 0xd0) skip = 1;
-        else if (t == 0xcd || t == 0xd1) skip = 2;
-        else if (t == 0xca || t == 0xce || t == 0xd2) skip = 4;
-        else if (t == 0xcb || t == 0xcf || t == 0xd3) skip = 8;
-        else if (t >= 0xd4 && t <= 0xd8) skip = 1 + (1u << (t - 0xd4));
-        else if (t == 0xc4 || t == 0xd9) width = 1;
-        else if (t == 0xc5 || t == 0xda) width = 2;
-        else if (t == 0xc6 || t == 0xdb) width = 4;
-        else if (t == 0xc7 || t == 0xc8 || t == 0xc9) width = 1 << (t - 0xc7), skip = 1; /* ext: + type byte */
-        else if (t == 0xdc || t == 0xdd || t == 0xde || t == 0xdf) width = t & 1 ? 4 : 2;
-        else return sl_fail(err, "byte 0x%02x at offset %zu is not msgpack", t, pos - 1);
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+            skip = 0;
+        else if (t >= 0x80 && t <= 0x8f)
+            count = 2 * (uint64_t)(t & 0x0f);
+        else if (t >= 0x90 && t <= 0x9f)
+            count = t & 0x0f;
+        else if (t >= 0xa0 && t <= 0xbf)
+            skip = t & 0x1f;
+        else if (t == 0xcc || t == 0xd0)
+            skip = 1;
+        else if (t == 0xcd || t == 0xd1)
+            skip = 2;
+        else if (t == 0xca || t == 0xce || t == 0xd2)
+            skip = 4;
+        else if (t == 0xcb || t == 0xcf || t == 0xd3)
+            skip = 8;
+        else if (t >= 0xd4 && t <= 0xd8)
+            skip = 1 + (1u << (t - 0xd4));
+        else if (t == 0xc4 || t == 0xd9)
+            width = 1;
+        else if (t == 0xc5 || t == 0xda)
+            width = 2;
+        else if (t == 0xc6 || t == 0xdb)
+            width = 4;
+        else if (t == 0xc7 || t == 0xc8 || t == 0xc9)
+            width = 1 << (t - 0xc7), skip = 1; /* ext: + type byte */
+        else if (t == 0xdc || t == 0xdd || t == 0xde || t == 0xdf)
+            width = t & 1 ? 4 : 2;
+        else
+            return sl_fail(err, "byte 0x%02x at offset %zu is not msgpack", t, pos - 1);
         if (width) {
             if ((size_t)width > len - pos) return sl_fail(err, "truncated msgpack length at offset %zu", pos);
             uint64_t n = read_be(p + pos, width);
             pos += (size_t)width;
-            if (t >= 0xdc) count = t >= 0xde ? 2 * n : n;
-            else skip += n;
+            if (t >= 0xdc)
+                count = t >= 0xde ? 2 * n : n;
+            else
+                skip += n;
         }
         if (skip > len - pos)
             return sl_fail(err, "msgpack item at offset %zu claims %llu bytes but %zu remain", pos,
                            (unsigned long long)skip, len - pos);
         if (count > len - pos || items + count > MAX_ITEMS)
-            return sl_fail(err, "msgpack container at offset %zu claims %llu entries (%zu bytes remain, at most %d "
-                           "items)", pos, (unsigned long long)count, len - pos, MAX_ITEMS);
+            return sl_fail(err,
+                           "msgpack container at offset %zu claims %llu entries (%zu bytes remain, at most %d "
+                           "items)",
+                           pos, (unsigned long long)count, len - pos, MAX_ITEMS);
         pos += (size_t)skip;
         pending += (size_t)count;
         items += (size_t)count;
@@ -88,9 +108,24 @@ static int prescan(const unsigned char *p, size_t len, sl_err *err)
     return 0;
 }
 
-enum { F_V = 1 << 0, F_KIND = 1 << 1, F_SESSION = 1 << 2, F_STEP = 1 << 3, F_POS = 1 << 4, F_CTX = 1 << 5,
-       F_REPLY = 1 << 6, F_IDS = 1 << 7, F_X = 1 << 8, F_SHAPE = 1 << 9, F_DTYPE = 1 << 10, F_TOKEN = 1 << 11,
-       F_LOGITS = 1 << 12, F_NODE = 1 << 13, F_CODE = 1 << 14, F_DIR = 1 << 15 };
+enum {
+    F_V = 1 << 0,
+    F_KIND = 1 << 1,
+    F_SESSION = 1 << 2,
+    F_STEP = 1 << 3,
+    F_POS = 1 << 4,
+    F_CTX = 1 << 5,
+    F_REPLY = 1 << 6,
+    F_IDS = 1 << 7,
+    F_X = 1 << 8,
+    F_SHAPE = 1 << 9,
+    F_DTYPE = 1 << 10,
+    F_TOKEN = 1 << 11,
+    F_LOGITS = 1 << 12,
+    F_NODE = 1 << 13,
+    F_CODE = 1 << 14,
+    F_DIR = 1 << 15
+};
 
 static bool key_is(const msgpack_object *key, const char *name)
 {
@@ -108,9 +143,12 @@ static int get_uint(const msgpack_object *o, const char *field, uint64_t max, ui
 
 static int get_number(const msgpack_object *o, const char *field, double *out, sl_err *err)
 {
-    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) *out = o->via.f64;
-    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) *out = (double)o->via.u64;
-    else return sl_fail(err, "field \"%s\" must be a number", field);
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+        *out = o->via.f64;
+    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        *out = (double)o->via.u64;
+    else
+        return sl_fail(err, "field \"%s\" must be a number", field);
     return 0;
 }
 
@@ -149,12 +187,18 @@ static int decode_sample(const msgpack_object *o, sl_msg *m, sl_err *err)
         uint64_t u = 0;
         int rc = 0;
         if (k->type != MSGPACK_OBJECT_STR) return sl_fail(err, "field \"sample\" has a non-string key");
-        if (key_is(k, "greedy")) rc = get_bool(v, "sample.greedy", &m->sample.greedy, err);
-        else if (key_is(k, "temperature")) rc = get_number(v, "sample.temperature", &d, err), m->sample.temperature = (float)d;
-        else if (key_is(k, "top_p")) rc = get_number(v, "sample.top_p", &d, err), m->sample.top_p = (float)d;
-        else if (key_is(k, "top_k")) rc = get_uint(v, "sample.top_k", INT32_MAX, &u, err), m->sample.top_k = (int)u;
-        else if (key_is(k, "seed")) rc = get_uint(v, "sample.seed", UINT64_MAX, &m->sample.seed, err);
-        else if (key_is(k, "index")) rc = get_uint(v, "sample.index", UINT64_MAX, &m->sample_index, err);
+        if (key_is(k, "greedy"))
+            rc = get_bool(v, "sample.greedy", &m->sample.greedy, err);
+        else if (key_is(k, "temperature"))
+            rc = get_number(v, "sample.temperature", &d, err), m->sample.temperature = (float)d;
+        else if (key_is(k, "top_p"))
+            rc = get_number(v, "sample.top_p", &d, err), m->sample.top_p = (float)d;
+        else if (key_is(k, "top_k"))
+            rc = get_uint(v, "sample.top_k", INT32_MAX, &u, err), m->sample.top_k = (int)u;
+        else if (key_is(k, "seed"))
+            rc = get_uint(v, "sample.seed", UINT64_MAX, &m->sample.seed, err);
+        else if (key_is(k, "index"))
+            rc = get_uint(v, "sample.index", UINT64_MAX, &m->sample_index, err);
         if (rc != 0) return rc;
     }
     sl_sampling ranges = m->sample; /* checked even when greedy ignores them */
@@ -179,8 +223,8 @@ static int decode_shape(const msgpack_object *o, sl_msg *m, sl_err *err)
 }
 
 /* One key of the top-level map; *seen collects which fields were present. */
-static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg *m, unsigned *seen,
-                        size_t *x_len, size_t *ids_len, size_t *logits_len, sl_err *err)
+static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg *m, unsigned *seen, size_t *x_len,
+                        size_t *ids_len, size_t *logits_len, sl_err *err)
 {
     uint64_t u = 0;
     char text[16];
@@ -188,13 +232,15 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
     if (key_is(k, "v")) {
         *seen |= F_V;
         if (get_uint(v, "v", UINT32_MAX, &u, err) != 0) return -1;
-        if (u != SL_WIRE_VERSION) return sl_fail(err, "field \"v\": version %llu is not supported (this is %d)",
-                                                 (unsigned long long)u, SL_WIRE_VERSION);
+        if (u != SL_WIRE_VERSION)
+            return sl_fail(err, "field \"v\": version %llu is not supported (this is %d)", (unsigned long long)u,
+                           SL_WIRE_VERSION);
     } else if (key_is(k, "kind")) {
         *seen |= F_KIND;
         if (get_str(v, "kind", text, sizeof text, err) != 0) return -1;
         int i = 0;
-        while (i < SL_MSG_KIND_COUNT && strcmp(text, kind_names[i]) != 0) i++;
+        while (i < SL_MSG_KIND_COUNT && strcmp(text, kind_names[i]) != 0)
+            i++;
         if (i == SL_MSG_KIND_COUNT) return sl_fail(err, "field \"kind\": unknown kind \"%s\"", text);
         m->kind = (sl_msg_kind)i;
     } else if (key_is(k, "session")) {
@@ -291,9 +337,8 @@ static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
         [SL_MSG_SAVE] = F_SESSION | F_STEP | F_REPLY | F_DIR,
         [SL_MSG_LOAD] = F_SESSION | F_STEP | F_REPLY | F_DIR,
     };
-    static const char *const names[] = {"v",      "kind",  "session", "step",   "pos",  "ctx",
-                                        "reply_to", "ids", "x (or g)", "shape", "dtype", "token",
-                                        "logits", "node",  "code",    "dir"};
+    static const char *const names[] = {"v",        "kind",  "session", "step",  "pos",    "ctx",  "reply_to", "ids",
+                                        "x (or g)", "shape", "dtype",   "token", "logits", "node", "code",     "dir"};
     unsigned want = F_V | F_KIND | ((seen & F_KIND) ? need[m->kind] : 0);
     for (int i = 0; i < 16; i++)
         if ((want & (1u << i)) && !(seen & (1u << i)))
@@ -314,17 +359,21 @@ static int check_payload(sl_msg *m, unsigned seen, size_t x_len, size_t ids_len,
         if (lim->n_embd && m->cols != lim->n_embd)
             return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
     }
-    if (m->kind == SL_MSG_FORWARD && m->train && (m->batch == 0 || ((seen & F_X) ? m->rows : (uint32_t)(ids_len / 4)) % m->batch))
+    if (m->kind == SL_MSG_FORWARD && m->train &&
+        (m->batch == 0 || ((seen & F_X) ? m->rows : (uint32_t)(ids_len / 4)) % m->batch))
         return sl_fail(err, "field \"batch\": a training forward needs a batch that divides its rows");
     if (m->kind == SL_MSG_FORWARD) {
-        if (!!(seen & F_IDS) == !!(seen & F_X)) return sl_fail(err, "a forward carries exactly one of \"ids\" and \"x\"");
+        if (!!(seen & F_IDS) == !!(seen & F_X))
+            return sl_fail(err, "a forward carries exactly one of \"ids\" and \"x\"");
         uint64_t tokens;
         if (seen & F_IDS) {
-            if (ids_len % 4 || ids_len == 0) return sl_fail(err, "field \"ids\": %zu bytes is not a whole number of int32", ids_len);
+            if (ids_len % 4 || ids_len == 0)
+                return sl_fail(err, "field \"ids\": %zu bytes is not a whole number of int32", ids_len);
             tokens = ids_len / 4;
             m->n_ids = (uint32_t)tokens;
         } else {
-            if (!(seen & F_SHAPE) || !(seen & F_DTYPE)) return sl_fail(err, "field \"x\" needs \"shape\" and \"dtype\"");
+            if (!(seen & F_SHAPE) || !(seen & F_DTYPE))
+                return sl_fail(err, "field \"x\" needs \"shape\" and \"dtype\"");
             uint64_t want = (uint64_t)m->rows * m->cols * sl_dtype_size(m->dtype);
             if (m->rows == 0 || want != x_len)
                 return sl_fail(err, "field \"x\": %zu bytes but shape [%u, %u] of %s needs %llu", x_len, m->rows,
@@ -369,8 +418,8 @@ int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl
     unsigned seen = 0;
     size_t x_len = 0, ids_len = 0, logits_len = 0;
     for (uint32_t i = 0; i < root->via.map.size; i++)
-        if (decode_field(&root->via.map.ptr[i].key, &root->via.map.ptr[i].val, m, &seen, &x_len, &ids_len,
-                         &logits_len, err) != 0)
+        if (decode_field(&root->via.map.ptr[i].key, &root->via.map.ptr[i].val, m, &seen, &x_len, &ids_len, &logits_len,
+                         err) != 0)
             return -1;
     if (check_required(m, seen, err) != 0) return -1;
     return check_payload(m, seen, x_len, ids_len, logits_len, limits, err);
@@ -410,8 +459,10 @@ static void pack_uint(msgpack_packer *pk, const char *key, uint64_t value)
 static void pack_bool(msgpack_packer *pk, const char *key, bool value)
 {
     pack_key(pk, key);
-    if (value) msgpack_pack_true(pk);
-    else msgpack_pack_false(pk);
+    if (value)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
 }
 
 /* Floats converted to dtype in chunks, straight into the buffer. */
@@ -461,14 +512,21 @@ static size_t count_fields(const sl_msg *m)
     case SL_MSG_FORWARD:
         /* step pos ctx reply_to want_logits ack, then ids or x shape dtype, then sample */
         return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 : 0);
-    case SL_MSG_RESULT: return n + 3 + (m->logits ? 2 : 0);
-    case SL_MSG_ERROR: return n + 4;
-    case SL_MSG_END: return n + (m->reply_to[0] ? 1 : 0);
-    case SL_MSG_ACK: return n + 2;
-    case SL_MSG_BACKWARD: return n + 8; /* step reply_to g shape dtype update lr wd */
+    case SL_MSG_RESULT:
+        return n + 3 + (m->logits ? 2 : 0);
+    case SL_MSG_ERROR:
+        return n + 4;
+    case SL_MSG_END:
+        return n + (m->reply_to[0] ? 1 : 0);
+    case SL_MSG_ACK:
+        return n + 2;
+    case SL_MSG_BACKWARD:
+        return n + 8; /* step reply_to g shape dtype update lr wd */
     case SL_MSG_SAVE:
-    case SL_MSG_LOAD: return n + 3; /* step reply_to dir */
-    default: return n;
+    case SL_MSG_LOAD:
+        return n + 3; /* step reply_to dir */
+    default:
+        return n;
     }
 }
 
@@ -546,7 +604,8 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_uint(&pk, "step", m->step);
         pack_str(&pk, "node", m->node);
         break;
-    default: break;
+    default:
+        break;
     }
     return 0;
 }

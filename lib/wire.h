@@ -73,11 +73,11 @@ typedef struct sl_msg {
     uint32_t pos, ctx;
     char reply_to[SL_WIRE_ENDPOINT_MAX]; /* "" when absent */
     /* forward: either ids or x */
-    const void *ids;   /* n_ids int32 LE; decode: view into the frame (maybe unaligned) */
+    const void *ids; /* n_ids int32 LE; decode: view into the frame (maybe unaligned) */
     uint32_t n_ids;
-    const void *x;     /* decode: rows x cols of dtype, a view; encode: rows x cols float32 */
+    const void *x; /* decode: rows x cols of dtype, a view; encode: rows x cols float32 */
     uint32_t rows, cols;
-    sl_dtype dtype;    /* element type of x on the wire */
+    sl_dtype dtype; /* element type of x on the wire */
     bool has_sample;
     sl_sampling sample;
     uint64_t sample_index; /* index of the token being sampled (seeds its draw) */

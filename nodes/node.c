@@ -18,18 +18,17 @@
 #include <stdarg.h>
 #include <time.h>
 
-static const char usage[] =
-    "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify]\n"
-    "\n"
-    "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads "
-    "come\n"
-    "from its section (config/README.md). Logs one line per event to stderr; prints\n"
-    "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
-    "  --verify   recompute the part's SHA-256 before loading it (also: verify = yes in "
-    "[pipeline])\n"
-    "\n"
-    "exit status: 0 stopped by a signal, 1 could not start (topology, part, socket), 2 usage "
-    "error\n";
+static const char usage[] = "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify]\n"
+                            "\n"
+                            "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads "
+                            "come\n"
+                            "from its section (config/README.md). Logs one line per event to stderr; prints\n"
+                            "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
+                            "  --verify   recompute the part's SHA-256 before loading it (also: verify = yes in "
+                            "[pipeline])\n"
+                            "\n"
+                            "exit status: 0 stopped by a signal, 1 could not start (topology, part, socket), 2 usage "
+                            "error\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -64,7 +63,7 @@ typedef struct node {
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (io_rows, C): n_positions rows, more for a training batch */
     size_t io_rows;
-    float *logits;      /* (V), or (n_positions, V) while a request wants every position */
+    float *logits; /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused;
 } node;
@@ -105,8 +104,8 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
     n->refused++;
-    log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session,
-             (unsigned long long)req->step, code, e.message);
+    log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session, (unsigned long long)req->step,
+             code, e.message);
     reply(n, req->reply_to, &e);
 }
 
@@ -115,8 +114,8 @@ static int pass_on(node *n, const sl_msg *msg, sl_err *err)
 {
     if (sl_wire_encode(msg, &n->out, err) != 0) return -1;
     if (zmq_send(zsock_resolve(n->push), n->out.data, n->out.size, 0) < 0)
-        return sl_fail(err, "next stage %s (%s) does not take messages: %s", n->next->name,
-                       n->next->listen, zmq_strerror(zmq_errno()));
+        return sl_fail(err, "next stage %s (%s) does not take messages: %s", n->next->name, n->next->listen,
+                       zmq_strerror(zmq_errno()));
     return 0;
 }
 
@@ -144,10 +143,9 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
         reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
         return NULL;
     }
-    if (evicted)
-        log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
-    log_line(n, "session %016llx opened (%d positions, %d sessions)",
-             (unsigned long long)req->session, ctx, sl_sessions_count(n->sessions));
+    if (evicted) log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
+    log_line(n, "session %016llx opened (%d positions, %d sessions)", (unsigned long long)req->session, ctx,
+             sl_sessions_count(n->sessions));
     return kv;
 }
 
@@ -229,15 +227,14 @@ static void handle_forward(node *n, sl_msg *req)
     if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
-
 /* ---- training: trunks train here; the bottom and the top stay with zmq-splitlearn-train ---- */
 
 /* Copies the weights out of the read-only mapping and makes the trainer for B x T tokens. */
 static int prepare_training(node *n, int B, int T, sl_err *err)
 {
     if (n->params.embed || n->params.head)
-        return sl_fail(err, "%s is a %s: in training the bottom and the top run inside zmq-splitlearn-train",
-                       n->name, n->params.embed ? "bottom" : "top");
+        return sl_fail(err, "%s is a %s: in training the bottom and the top run inside zmq-splitlearn-train", n->name,
+                       n->params.embed ? "bottom" : "top");
     if (!n->writable) {
         sl_params copy;
         if (sl_part_load_params(n->part, &copy, true, err) != 0) return -1;
@@ -249,7 +246,8 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
         n->stage = sl_stage_new(&n->params, 128, err);
         n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
         if (!n->stage || !n->sessions) return sl_fail(err, "out of memory");
-        log_line(n, "training: weights copied out of the part (%.1f MB)", (double)sl_params_count(&n->params) * 4 / 1e6);
+        log_line(n, "training: weights copied out of the part (%.1f MB)",
+                 (double)sl_params_count(&n->params) * 4 / 1e6);
     }
     if (n->train && n->train_B == B && n->train_T == T) return 0;
     size_t rows = (size_t)B * T, C = (size_t)n->params.cfg.n_embd;
@@ -445,8 +443,7 @@ static void handle(node *n, const void *data, size_t len)
                      sl_sessions_count(n->sessions));
         if (n->next && pass_on(n, &msg, &err) != 0) log_line(n, "%s", err.msg);
     } else {
-        reply_error(n, &msg, "bad_message", "%s does not take '%s' messages", n->name,
-                    sl_msg_kind_name(msg.kind));
+        reply_error(n, &msg, "bad_message", "%s does not take '%s' messages", n->name, sl_msg_kind_name(msg.kind));
     }
 }
 
@@ -465,8 +462,7 @@ static int open_sockets(node *n, sl_err *err)
         zsock_set_sndtimeo(n->push, (int)(n->topo.timeout * 1000));
         zsock_set_linger(n->push, 1000);
         if (zsock_connect(n->push, "%s", n->next->listen) != 0)
-            return sl_fail(err, "cannot connect to %s: %s", n->next->listen,
-                           zmq_strerror(zmq_errno()));
+            return sl_fail(err, "cannot connect to %s: %s", n->next->listen, zmq_strerror(zmq_errno()));
     }
     n->replies = sl_outbox_new(64, n->topo.hwm);
     return n->replies ? 0 : sl_fail(err, "out of memory");
@@ -475,16 +471,14 @@ static int open_sockets(node *n, sl_err *err)
 static int start(node *n, const char *topology, bool verify, sl_err *err)
 {
     if (sl_topology_load(topology, &n->topo, true, err) != 0) return -1;
-    if (!(n->self = sl_topology_node(&n->topo, n->name)))
-        return sl_fail(err, "%s has no [node.%s]", topology, n->name);
+    if (!(n->self = sl_topology_node(&n->topo, n->name))) return sl_fail(err, "%s has no [node.%s]", topology, n->name);
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
     n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
     const char *trace = getenv("SL_NODE_TRACE");
     if (trace && *trace) n->trace = fopen(trace, "a");
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
-    if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last,
-                                 verify || n->topo.verify, err)))
+    if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last, verify || n->topo.verify, err)))
         return -1;
     if (sl_part_load_params(n->part, &n->params, false, err) != 0) return -1;
     const sl_config *cfg = &n->params.cfg;
@@ -498,8 +492,7 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     n->io_rows = (size_t)cfg->n_positions;
     n->logits = malloc((size_t)cfg->vocab_size * sizeof(float));
     n->logits_rows = 1;
-    if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in ||
-        !n->hidden || !n->logits)
+    if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in || !n->hidden || !n->logits)
         return sl_fail(err, "out of memory");
     n->limits = (sl_wire_limits){.n_embd = (uint32_t)cfg->n_embd,
                                  .n_positions = (uint32_t)cfg->n_positions,
@@ -531,9 +524,7 @@ static void serve(node *n)
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);
-            if (gone)
-                log_line(n, "%d idle session(s) expired (first %016llx)", gone,
-                         (unsigned long long)first);
+            if (gone) log_line(n, "%d idle session(s) expired (first %016llx)", gone, (unsigned long long)first);
             last_expiry = t;
         }
     }
@@ -562,8 +553,7 @@ static void shutdown_node(node *n)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"verify", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {{"verify", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     bool verify = false;
     int c;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -591,15 +581,14 @@ int main(int argc, char **argv)
         return SL_EXIT_FAILURE;
     }
     const sl_part_info *info = sl_part_info_of(n.part);
-    log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen,
-             sl_role_name(info->role), info->first, info->last, (double)info->parameters / 1e6,
-             n.next ? n.next->listen : "answers clients");
+    log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
+             info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
     serve(&n);
     if (n.train && n.save_dir[0]) { /* stopped mid-training: keep what it learned */
         if (save_to(&n, n.save_dir, &err) != 0) log_line(&n, "cannot save on stop: %s", err.msg);
     }
-    log_line(&n, "stopping: %ld messages handled, %ld refused, %d sessions open", n.handled,
-             n.refused, sl_sessions_count(n.sessions));
+    log_line(&n, "stopping: %ld messages handled, %ld refused, %d sessions open", n.handled, n.refused,
+             sl_sessions_count(n.sessions));
     shutdown_node(&n);
     return SL_EXIT_OK;
 }

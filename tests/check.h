@@ -45,10 +45,10 @@ static inline double check_max_diff(const float *a, const float *b, size_t n)
     return worst;
 }
 
-#define CHECK_CLOSE(a, b, n, tol, what)                                                          \
-    do {                                                                                         \
-        double check_d_ = check_max_diff((a), (b), (n));                                         \
-        CHECK(check_d_ <= (tol), "%s: max |diff| %.3g > %.3g", (what), check_d_, (double)(tol)); \
+#define CHECK_CLOSE(a, b, n, tol, what)                                                                                \
+    do {                                                                                                               \
+        double check_d_ = check_max_diff((a), (b), (n));                                                               \
+        CHECK(check_d_ <= (tol), "%s: max |diff| %.3g > %.3g", (what), check_d_, (double)(tol));                       \
     } while (0)
 
 /* Fixture root: $SL_FIXTURES or ../shared/fixtures (tests run from the project root). */

@@ -21,10 +21,7 @@
 
 static sl_tokenizer *tokenizer;
 
-static void close_tokenizer(void)
-{
-    sl_tokenizer_destroy(&tokenizer);
-}
+static void close_tokenizer(void) { sl_tokenizer_destroy(&tokenizer); }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -122,10 +122,12 @@ static void write_raw(const char *path, const char *header, size_t data_bytes, u
     FILE *fp = fopen(path, "wb");
     uint64_t n = claimed_len ? claimed_len : strlen(header);
     unsigned char len[8];
-    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len[i] = (unsigned char)(n >> (8 * i));
     fwrite(len, 1, 8, fp);
     fputs(header, fp);
-    for (size_t i = 0; i < data_bytes; i++) fputc(0, fp);
+    for (size_t i = 0; i < data_bytes; i++)
+        fputc(0, fp);
     fclose(fp);
 }
 
@@ -137,8 +139,8 @@ static void expect_open_error(const char *label, const char *header, size_t data
     sl_err err = {{0}};
     sl_st_file *f = sl_st_open(path, &err);
     CHECK(f == NULL, "%s: opened a malformed file", label);
-    CHECK(strstr(err.msg, needle) && strstr(err.msg, path), "%s: message '%s' should name the file and say '%s'",
-          label, err.msg, needle);
+    CHECK(strstr(err.msg, needle) && strstr(err.msg, path), "%s: message '%s' should name the file and say '%s'", label,
+          err.msg, needle);
     sl_st_close(&f);
 }
 
@@ -156,7 +158,8 @@ static void test_malformed_files(void)
     expect_open_error("header-past-end", "{}", 0, 1000, "does not fit");
     expect_open_error("unknown-dtype", "{\"w\":{\"dtype\":\"F8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0,
                       "unsupported dtype");
-    expect_open_error("outside", "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, 0, "truncated");
+    expect_open_error("outside", "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, 0,
+                      "truncated");
     expect_open_error("size-mismatch", "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}}", 16, 0,
                       "shape needs 12 bytes");
     expect_open_error("overlap",
@@ -194,8 +197,7 @@ static void test_bad_models(void)
     CHECK(ck != NULL, "open: %s", err.msg);
     if (ck) {
         CHECK(sl_params_load(&p, ck, 0, 5, true, true, false, &err) != 0, "n_inner 192 accepted");
-        CHECK(strstr(err.msg, "mlp.c_fc.weight") && strstr(err.msg, "shape [48, 144]") &&
-                  strstr(err.msg, "[48, 192]"),
+        CHECK(strstr(err.msg, "mlp.c_fc.weight") && strstr(err.msg, "shape [48, 144]") && strstr(err.msg, "[48, 192]"),
               "shape error names tensor and shapes: %s", err.msg);
         CHECK(sl_params_load(&p, ck, 0, 6, true, true, false, &err) != 0 && strstr(err.msg, "outside"),
               "layer range beyond n_layer: %s", err.msg);
@@ -217,8 +219,10 @@ static void test_bad_models(void)
           "malformed config: %s", err.msg);
     sl_write_text_file(path, "{\"n_layer\": 6, \"n_embd\": 48, \"vocab_size\": 10, \"n_positions\": 8}", &err);
     CHECK(sl_checkpoint_open(dir, &err) == NULL && strstr(err.msg, "n_head"), "missing n_head: %s", err.msg);
-    sl_write_text_file(path, "{\"n_layer\": 1, \"n_embd\": 4, \"n_head\": 1, \"vocab_size\": 10, \"n_positions\": 8, "
-                             "\"activation_function\": \"relu\"}", &err);
+    sl_write_text_file(path,
+                       "{\"n_layer\": 1, \"n_embd\": 4, \"n_head\": 1, \"vocab_size\": 10, \"n_positions\": 8, "
+                       "\"activation_function\": \"relu\"}",
+                       &err);
     CHECK(sl_checkpoint_open(dir, &err) == NULL && strstr(err.msg, "relu"), "unsupported activation: %s", err.msg);
     snprintf(path, sizeof path, "%s/nothing-here", tmp_root);
     CHECK(sl_checkpoint_open(path, &err) == NULL && strstr(err.msg, "nothing-here"), "missing dir: %s", err.msg);

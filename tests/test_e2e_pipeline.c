@@ -70,8 +70,8 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_err err;
     sl_checkpoint *ck = sl_checkpoint_open(src, &err);
     sl_part_info parts[SL_MAX_SPLITS + 1];
-    sl_split_request req = {.model_path = src, .name = model, .splits = splits, .n_splits = n_splits,
-                            .dtype = SL_F32, .out_dir = p->parts};
+    sl_split_request req = {
+        .model_path = src, .name = model, .splits = splits, .n_splits = n_splits, .dtype = SL_F32, .out_dir = p->parts};
     int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
     sl_checkpoint_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
@@ -79,8 +79,10 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\n", p->parts);
     for (int i = 0; i <= n_splits; i++) {
         char endpoint[300];
-        if (ipc) snprintf(endpoint, sizeof endpoint, "ipc://%s/%s-%d.sock", tmp, label, i);
-        else snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port_base++);
+        if (ipc)
+            snprintf(endpoint, sizeof endpoint, "ipc://%s/%s-%d.sock", tmp, label, i);
+        else
+            snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port_base++);
         len += snprintf(text + len, sizeof text - (size_t)len, "\n[node.%s]\nrole = %s\nlayers = %d-%d\nlisten = %s\n",
                         parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, endpoint);
     }
@@ -163,10 +165,17 @@ static void *ask_pipeline(void *arg)
     sl_err err = {{0}};
     sl_client *c = sl_client_new(q->topo, NULL, &err);
     q->got.logits = malloc((size_t)q->T * q->vocab * sizeof(float));
-    sl_client_request req = {.ids = q->ids, .n_ids = q->T, .max_new_tokens = q->max_new, .sampling = SL_SAMPLING_GREEDY,
-                             .eos_token = q->vocab == 50257 ? 50256 : q->vocab - 1, .logits = q->got.logits,
-                             .vocab_size = q->vocab, .n_positions = q->n_positions, .timeout = 20,
-                             .on_token = q->on_token, .ctx = q};
+    sl_client_request req = {.ids = q->ids,
+                             .n_ids = q->T,
+                             .max_new_tokens = q->max_new,
+                             .sampling = SL_SAMPLING_GREEDY,
+                             .eos_token = q->vocab == 50257 ? 50256 : q->vocab - 1,
+                             .logits = q->got.logits,
+                             .vocab_size = q->vocab,
+                             .n_positions = q->n_positions,
+                             .timeout = 20,
+                             .on_token = q->on_token,
+                             .ctx = q};
     q->rc = c ? sl_client_generate(c, &req, q->got.tokens, &q->got.n, &err) : -1;
     q->resends = c ? sl_client_resends(c) : 0;
     snprintf(q->err, sizeof q->err, "%s", err.msg);
@@ -265,7 +274,8 @@ static void test_tiny_a_references(void)
     for (int i = 0; i < 4 && refs; i++) {
         fixture_prompt *fp = &prompts[i];
         int steps = 0;
-        while (steps < fp->n_greedy && fp->margins[steps] >= 1e-3) steps++;
+        while (steps < fp->n_greedy && fp->margins[steps] >= 1e-3)
+            steps++;
         ask q = {.topo = &topo, .ids = fp->ids, .T = fp->n_ids, .max_new = steps, .vocab = 50257, .n_positions = 128};
         ask_pipeline(&q);
         CHECK(q.rc == 0 && q.got.n == steps && memcmp(q.got.tokens, fp->greedy, (size_t)steps * 4) == 0,
@@ -303,7 +313,8 @@ static void test_garbage(void)
     sl_err err;
     sl_topology_load(p.topo, &topo, true, &err);
     unsigned char noise[4096];
-    for (size_t i = 0; i < sizeof noise; i++) noise[i] = (unsigned char)(i * 131 + 7);
+    for (size_t i = 0; i < sizeof noise; i++)
+        noise[i] = (unsigned char)(i * 131 + 7);
     const unsigned char huge_bin[] = {0x81, 0xa1, 'x', 0xc6, 0x7f, 0xff, 0xff, 0xff, 1, 2, 3};
     const unsigned char huge_map[] = {0xdf, 0x7f, 0xff, 0xff, 0xff};
     msgpack_sbuffer buf;
@@ -327,7 +338,8 @@ static void test_garbage(void)
     sl_wire_encode(&lie, &lie_buf, &err);
     for (int stage = 0; stage < 3; stage++) {
         const char *ep = topo.nodes[stage].listen;
-        for (int k = 1; k <= 64; k++) send_raw(ep, noise, (size_t)k * 61 % sizeof noise + 1);
+        for (int k = 1; k <= 64; k++)
+            send_raw(ep, noise, (size_t)k * 61 % sizeof noise + 1);
         send_raw(ep, huge_bin, sizeof huge_bin);
         send_raw(ep, huge_map, sizeof huge_map);
         send_raw(ep, buf.data, buf.size);
@@ -410,15 +422,22 @@ static void test_restart_and_timeout(void)
     snprintf(r.log, sizeof r.log, "%s", p.log);
     const char *names[3] = {"bottom", "trunk1", "top"};
     pid_t pids[3];
-    for (int i = 0; i < 3; i++) pids[i] = start_node(&r, names[i]);
+    for (int i = 0; i < 3; i++)
+        pids[i] = start_node(&r, names[i]);
     r.pid = pids[1];
     CHECK(wait_for(p.log, "bottom: ready", 20) && wait_for(p.log, "trunk1: ready", 20) &&
               wait_for(p.log, "top: ready", 20),
           "three nodes started by hand");
     answer want;
     reference("tiny-b", prompt_b, 9, 10, &want);
-    ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 10, .vocab = 1000, .n_positions = 64,
-             .on_token = kill_trunk_midway, .user = &r};
+    ask q = {.topo = &topo,
+             .ids = prompt_b,
+             .T = 9,
+             .max_new = 10,
+             .vocab = 1000,
+             .n_positions = 64,
+             .on_token = kill_trunk_midway,
+             .user = &r};
     ask_pipeline(&q);
     compare("trunk killed and restarted after 4 tokens", &q, &want, 1000);
     CHECK(q.resends >= 1, "the client re-sent the context (%d times)", q.resends);
@@ -432,8 +451,13 @@ static void test_restart_and_timeout(void)
     sl_client *c = sl_client_new(&topo, NULL, &err);
     int32_t out[4];
     int n;
-    sl_client_request req = {.ids = prompt_b, .n_ids = 9, .max_new_tokens = 2, .sampling = SL_SAMPLING_GREEDY,
-                             .eos_token = -1, .vocab_size = 1000, .timeout = 1.0};
+    sl_client_request req = {.ids = prompt_b,
+                             .n_ids = 9,
+                             .max_new_tokens = 2,
+                             .sampling = SL_SAMPLING_GREEDY,
+                             .eos_token = -1,
+                             .vocab_size = 1000,
+                             .timeout = 1.0};
     int rc = sl_client_generate(c, &req, out, &n, &err);
     CHECK(rc == SL_CLIENT_TIMEOUT && strstr(err.msg, "trunk1") && strstr(err.msg, "stage 2 of 3") &&
               strstr(err.msg, "bottom"),
@@ -461,14 +485,16 @@ static void test_launcher_stop(void)
     FILE *fp = popen(cmd, "r");
     pid_t kids[8];
     int n = 0;
-    while (fp && n < 8 && fgets(line, sizeof line, fp)) kids[n++] = (pid_t)atoi(line);
+    while (fp && n < 8 && fgets(line, sizeof line, fp))
+        kids[n++] = (pid_t)atoi(line);
     if (fp) pclose(fp);
     CHECK(n == 2, "launcher started 2 nodes (%d)", n);
     /* A node that dies makes the launcher stop the rest and exit 1 naming it. */
     kill(kids[0], SIGKILL);
     int status = 0;
     double end = sl_now() + 15;
-    while (sl_now() < end && waitpid(p.launcher, &status, WNOHANG) == 0) usleep(20000);
+    while (sl_now() < end && waitpid(p.launcher, &status, WNOHANG) == 0)
+        usleep(20000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "launcher exits 1 when a node dies (status %d)", status);
     CHECK(file_has(p.log, "killed by signal 9"), "launcher names the dead node");
     usleep(100000);
@@ -478,19 +504,21 @@ static void test_launcher_stop(void)
         snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)p.launcher);
         fp = popen(cmd, "r");
         n = 0;
-        while (fp && n < 8 && fgets(line, sizeof line, fp)) kids[n++] = (pid_t)atoi(line);
+        while (fp && n < 8 && fgets(line, sizeof line, fp))
+            kids[n++] = (pid_t)atoi(line);
         if (fp) pclose(fp);
         stop(&p);
         usleep(100000);
         int left = 0;
-        for (int i = 0; i < n; i++) left += kill(kids[i], 0) == 0;
+        for (int i = 0; i < n; i++)
+            left += kill(kids[i], 0) == 0;
         CHECK(n == 2 && left == 0, "after SIGTERM to the launcher no node is left (%d of %d)", left, n);
     }
 }
 
 /* ---- split learning with the trunks on their nodes ---- */
 
-static const int32_t train_ids[] = {215, 845, 160, 857, 612, 114, 43, 444, 35, 141, 514, 970,
+static const int32_t train_ids[] = {215, 845, 160, 857, 612, 114, 43,  444, 35,  141, 514, 970,
                                     466, 808, 917, 823, 629, 441, 514, 266, 496, 379, 247, 993};
 
 static bool same_params(sl_params *a, sl_params *b)
@@ -534,7 +562,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     sl_trainer_opts o = {.batch = 1, .seq_len = 24, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
     sl_trainer *remote = sl_trainer_new_remote(&topo, NULL, &o, &err), *local = sl_trainer_new(p.parts, &o, &err);
     int32_t targets[24];
-    for (int t = 0; t < 24; t++) targets[t] = t + 1 < 24 ? train_ids[t + 1] : -1;
+    for (int t = 0; t < 24; t++)
+        targets[t] = t + 1 < 24 ? train_ids[t + 1] : -1;
     bool same_losses = remote && local;
     for (int s = 0; same_losses && s < 3; s++) {
         float lr_, ll;
@@ -584,8 +613,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     }
     for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
         clean += !strncmp(line, "load ids=0 x=0", 14);
-    CHECK(lines > 0 && clean == lines, "%s: trunks received only activations and gradients (%d of %d messages)",
-          label, clean, lines);
+    CHECK(lines > 0 && clean == lines, "%s: trunks received only activations and gradients (%d of %d messages)", label,
+          clean, lines);
     free(seen);
 }
 

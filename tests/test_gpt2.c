@@ -74,7 +74,8 @@ static void test_logits(model *m)
         const sl_tensor *full = sl_st_find(m->refs, name);
         if (full) {
             snprintf(what, sizeof what, "%s %s", m->name, name);
-            if (CHECK(full->numel == (size_t)T * V, "%s shape", name)) CHECK_CLOSE(all, (const float *)full->data, (size_t)T * V, TOL, what);
+            if (CHECK(full->numel == (size_t)T * V, "%s shape", name))
+                CHECK_CLOSE(all, (const float *)full->data, (size_t)T * V, TOL, what);
         } else {
             snprintf(name, sizeof name, "p%d.logits_last", i);
             const float *ref = fixture_f32(m->refs, name, (size_t)V);
@@ -103,7 +104,8 @@ static void test_logits(model *m)
 static int comparable_steps(const fixture_prompt *fp)
 {
     int n = 0;
-    while (n < fp->n_greedy && fp->margins[n] >= 1e-3) n++;
+    while (n < fp->n_greedy && fp->margins[n] >= 1e-3)
+        n++;
     return n;
 }
 

@@ -20,8 +20,8 @@ static int split(const char *model, const int *splits, int n, sl_dtype dtype, co
     sl_err err;
     sl_checkpoint *ck = sl_checkpoint_open(src, &err);
     if (!CHECK(ck != NULL, "%s", err.msg)) return -1;
-    sl_split_request req = {.model_path = src, .name = model, .splits = splits, .n_splits = n, .dtype = dtype,
-                            .out_dir = out};
+    sl_split_request req = {
+        .model_path = src, .name = model, .splits = splits, .n_splits = n, .dtype = dtype, .out_dir = out};
     int rc = sl_split_write(ck, &req, parts, &err);
     CHECK(rc == 0, "split %s: %s", model, err.msg);
     sl_checkpoint_destroy(&ck);
@@ -118,11 +118,14 @@ static void test_part_contents_and_metadata(void)
         sl_st_file *f = sl_st_open(index[i].file, &err);
         if (!CHECK(f != NULL, "%s", err.msg)) continue;
         bool has_wte = sl_st_find(f, "transformer.wte.weight"), has_head = sl_st_find(f, "lm_head.weight");
-        bool has_h0 = sl_st_find(f, "transformer.h.0.attn.c_attn.weight"), has_lnf = sl_st_find(f, "transformer.ln_f.weight");
+        bool has_h0 = sl_st_find(f, "transformer.h.0.attn.c_attn.weight"),
+             has_lnf = sl_st_find(f, "transformer.ln_f.weight");
         CHECK(has_wte == (i == 0) && has_h0 == (i == 0), "%s holds wte/h.0 only if bottom", names[i]);
         CHECK(has_head == (i == 2) && has_lnf == (i == 2), "%s holds lm_head/ln_f only if top (tied model)", names[i]);
-        CHECK(sl_st_count(f) == (i == 0 ? 2 + 24u : i == 1 ? 24u : 24 + 3u), "%s has %zu tensors", names[i],
-              sl_st_count(f));
+        CHECK(sl_st_count(f) == (i == 0   ? 2 + 24u
+                                 : i == 1 ? 24u
+                                          : 24 + 3u),
+              "%s has %zu tensors", names[i], sl_st_count(f));
         sl_st_close(&f);
     }
     char meta[PATH_MAX * 2];
@@ -180,8 +183,8 @@ static void test_bad_splits(void)
     const char *needles[] = {"outside", "increase", "increase", "outside"};
     sl_part_info parts[3];
     for (int i = 0; i < 4 && ck; i++) {
-        sl_split_request req = {.model_path = src, .name = "x", .splits = cases[i], .n_splits = 2, .dtype = SL_F32,
-                                .out_dir = out};
+        sl_split_request req = {
+            .model_path = src, .name = "x", .splits = cases[i], .n_splits = 2, .dtype = SL_F32, .out_dir = out};
         CHECK(sl_split_write(ck, &req, parts, &err) != 0 && strstr(err.msg, needles[i]), "splits %d,%d: %s",
               cases[i][0], cases[i][1], err.msg);
     }

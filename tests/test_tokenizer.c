@@ -67,8 +67,7 @@ static bool is_utf8(const unsigned char *s, size_t n)
         if (len == 0 || i + len > n) return false;
         for (size_t k = 1; k < len; k++)
             if ((s[i + k] & 0xc0) != 0x80) return false;
-        if ((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f) || (c == 0xf0 && d < 0x90) ||
-            (c == 0xf4 && d > 0x8f))
+        if ((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f) || (c == 0xf0 && d < 0x90) || (c == 0xf4 && d > 0x8f))
             return false;
     }
     return true;
@@ -105,8 +104,7 @@ static cJSON *load_reference_cases(void)
 static reference_case case_at(const cJSON *root, int i)
 {
     const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "cases"), i);
-    return (reference_case){cJSON_GetStringValue(cJSON_GetObjectItem(c, "text")),
-                            cJSON_GetObjectItem(c, "ids"),
+    return (reference_case){cJSON_GetStringValue(cJSON_GetObjectItem(c, "text")), cJSON_GetObjectItem(c, "ids"),
                             cJSON_IsTrue(cJSON_GetObjectItem(c, "roundtrip"))};
 }
 
@@ -128,14 +126,12 @@ static void test_reference_cases(sl_tokenizer *tok, const cJSON *root, const cha
         ids got = {0};
         sl_err err;
         int rc = sl_tokenizer_encode(tok, c.text, strlen(c.text), &got.v, &got.n, &got.cap, &err);
-        CHECK(rc == 0 && ids_equal_json(&got, c.ids),
-              "%s, case %d \"%.40s\": encode gives %zu ids, reference %d", when, i, c.text, got.n,
-              cJSON_GetArraySize(c.ids));
+        CHECK(rc == 0 && ids_equal_json(&got, c.ids), "%s, case %d \"%.40s\": encode gives %zu ids, reference %d", when,
+              i, c.text, got.n, cJSON_GetArraySize(c.ids));
         if (c.roundtrip) {
             size_t len = 0;
             char *back = sl_tokenizer_decode(tok, got.v, got.n, &len, &err);
-            CHECK(back && len == strlen(c.text) && memcmp(back, c.text, len) == 0 &&
-                      back[len] == '\0',
+            CHECK(back && len == strlen(c.text) && memcmp(back, c.text, len) == 0 && back[len] == '\0',
                   "%s, case %d: decode(encode(text)) != text", when, i);
             free(back);
         }
@@ -158,8 +154,8 @@ static void test_encode_appends(sl_tokenizer *tok, const cJSON *root)
             ok = all.v[before + (size_t)k] == cJSON_GetArrayItem(c.ids, k)->valueint;
         expected += (size_t)cJSON_GetArraySize(c.ids);
     }
-    CHECK(ok && all.n == expected && all.cap >= all.n,
-          "encode appends to the caller's array (%zu ids, want %zu)", all.n, expected);
+    CHECK(ok && all.n == expected && all.cap >= all.n, "encode appends to the caller's array (%zu ids, want %zu)",
+          all.n, expected);
     free(all.v);
 }
 
@@ -216,8 +212,8 @@ static void check_encodes(sl_tokenizer *tok, const char *text, const int32_t *wa
     char shown[256] = "";
     for (size_t i = 0, at = 0; i < got.n && at < sizeof shown - 12; i++)
         at += (size_t)snprintf(shown + at, sizeof shown - at, " %d", got.v[i]);
-    CHECK(rc == 0 && same_ids(&got, want, n), "made-up vocab: \"%s\" gives%s (%zu ids, want %zu)",
-          text, shown, got.n, n);
+    CHECK(rc == 0 && same_ids(&got, want, n), "made-up vocab: \"%s\" gives%s (%zu ids, want %zu)", text, shown, got.n,
+          n);
     free(got.v);
 }
 
@@ -230,8 +226,7 @@ static void test_merge_order(const char *dir)
     sl_err err;
     sl_tokenizer *tok = sl_tokenizer_new(dir, &err);
     if (!CHECK(tok != NULL, "made-up vocab: %s", err.msg)) return;
-    CHECK(sl_tokenizer_vocab_size(tok) == 262, "made-up vocab size %d",
-          sl_tokenizer_vocab_size(tok));
+    CHECK(sl_tokenizer_vocab_size(tok) == 262, "made-up vocab size %d", sl_tokenizer_vocab_size(tok));
     check_encodes(tok, "abc", (const int32_t[]){'a', 256}, 2);        /* b c before a b */
     check_encodes(tok, "aaaaa", (const int32_t[]){259, 'a'}, 2);      /* aa aa | a */
     check_encodes(tok, "aaa", (const int32_t[]){258, 'a'}, 2);        /* leftmost pair first */
@@ -280,12 +275,10 @@ static void test_byte_round_trips(sl_tokenizer *tok)
         size_t len = random_text(&rng, buf, sizeof buf);
         if (!round_trips(tok, (const char *)buf, len)) failed++, first_failed = k;
     }
-    CHECK(failed == 0, "%d of 2000 random byte strings did not round-trip (e.g. #%d)", failed,
-          first_failed);
-    static const char *const odd[] = {
-        "\xff",         "\xe2\x82",     "a\xe2\x82",         "\xe2\x82 b",
-        "\xc0\xaf",     "\xed\xa0\x80", "\xf4\x90\x80\x80",  " \x80\x80 \x80",
-        "\xf0\x9f\x99", "caf\xc3",      "x\xe3\x81\x93\x80y"};
+    CHECK(failed == 0, "%d of 2000 random byte strings did not round-trip (e.g. #%d)", failed, first_failed);
+    static const char *const odd[] = {"\xff",         "\xe2\x82",     "a\xe2\x82",         "\xe2\x82 b",
+                                      "\xc0\xaf",     "\xed\xa0\x80", "\xf4\x90\x80\x80",  " \x80\x80 \x80",
+                                      "\xf0\x9f\x99", "caf\xc3",      "x\xe3\x81\x93\x80y"};
     for (size_t i = 0; i < sizeof odd / sizeof *odd; i++)
         CHECK(round_trips(tok, odd[i], strlen(odd[i])), "invalid UTF-8 #%zu round-trips", i);
     CHECK(round_trips(tok, "a\0b \0\0 c", 8), "NUL bytes round-trip");
@@ -330,8 +323,8 @@ static void test_long_pieces(sl_tokenizer *tok)
         clock_gettime(CLOCK_MONOTONIC, &start);
         bool ok = round_trips(tok, text, len);
         double secs = seconds_since(&start);
-        CHECK(ok && secs < 5, "300 KB of '%c': round trip %s in %.2f s",
-              fill[f] == '\n' ? 'n' : fill[f], ok ? "ok" : "FAILED", secs);
+        CHECK(ok && secs < 5, "300 KB of '%c': round trip %s in %.2f s", fill[f] == '\n' ? 'n' : fill[f],
+              ok ? "ok" : "FAILED", secs);
     }
     free(text);
 }
@@ -352,8 +345,8 @@ static void test_cache_turnover(sl_tokenizer *tok)
 
 /* Feeds ids one by one; true when the output equals decode and every chunk is whole UTF-8
  * (when the text is). */
-static bool streams_whole_characters(sl_tokenizer *tok, const int32_t *v, size_t n,
-                                     const char *text, size_t text_len, bool text_is_utf8)
+static bool streams_whole_characters(sl_tokenizer *tok, const int32_t *v, size_t n, const char *text, size_t text_len,
+                                     bool text_is_utf8)
 {
     sl_utf8_stream stream = {0};
     char *out = malloc(text_len + 4), chunk[1200];
@@ -403,8 +396,7 @@ static void test_stream(sl_tokenizer *tok, const cJSON *root)
     CHECK(failed == 0, "%d of 500 random byte strings did not stream back unchanged", failed);
     sl_utf8_stream s = {0};
     char out[8];
-    CHECK(sl_utf8_stream_feed(&s, "\xf0\x9f", 2, out) == 0 && s.n_held == 2,
-          "an unfinished emoji is held");
+    CHECK(sl_utf8_stream_feed(&s, "\xf0\x9f", 2, out) == 0 && s.n_held == 2, "an unfinished emoji is held");
     CHECK(sl_utf8_stream_feed(&s, "\x99", 1, out) == 0 && s.n_held == 3, "still unfinished");
     CHECK(sl_utf8_stream_feed(&s, "\x82!", 2, out) == 5 && memcmp(out, "\xf0\x9f\x99\x82!", 5) == 0,
           "the emoji comes out whole with the next byte");
@@ -418,12 +410,10 @@ static void test_decode_errors(sl_tokenizer *tok)
 {
     sl_err err;
     int32_t bad[2] = {15496, 50257};
-    CHECK(!sl_tokenizer_decode(tok, bad, 2, NULL, &err) && strstr(err.msg, "50257") &&
-              strstr(err.msg, "position 1"),
+    CHECK(!sl_tokenizer_decode(tok, bad, 2, NULL, &err) && strstr(err.msg, "50257") && strstr(err.msg, "position 1"),
           "out-of-range id: %s", err.msg);
     int32_t negative = -3;
-    CHECK(!sl_tokenizer_decode(tok, &negative, 1, NULL, &err) && strstr(err.msg, "-3"),
-          "negative id: %s", err.msg);
+    CHECK(!sl_tokenizer_decode(tok, &negative, 1, NULL, &err) && strstr(err.msg, "-3"), "negative id: %s", err.msg);
     size_t len = 99;
     CHECK(!sl_tokenizer_token(tok, -1, &len) && !sl_tokenizer_token(tok, 50257, &len),
           "ids outside the vocab have no bytes");
@@ -436,13 +426,11 @@ static void test_decode_errors(sl_tokenizer *tok)
 }
 
 /* Loading dir fails with a message that contains every one of the given strings. */
-static void check_load_fails(const char *dir, const char *what, const char *want1,
-                             const char *want2)
+static void check_load_fails(const char *dir, const char *what, const char *want1, const char *want2)
 {
     sl_err err = {{0}};
     sl_tokenizer *tok = sl_tokenizer_new(dir, &err);
-    CHECK(!tok && strstr(err.msg, want1) && (!want2 || strstr(err.msg, want2)), "%s: \"%s\"", what,
-          err.msg);
+    CHECK(!tok && strstr(err.msg, want1) && (!want2 || strstr(err.msg, want2)), "%s: \"%s\"", what, err.msg);
     sl_tokenizer_destroy(&tok);
 }
 
@@ -489,8 +477,7 @@ static void test_for_model(const char *own_dir, const char *gpt2_dir)
     CHECK(tok && sl_tokenizer_vocab_size(tok) == 50257, "without one, the fallback is used");
     sl_tokenizer_destroy(&tok);
     tok = sl_tokenizer_for_model("/nonexistent-model-dir", "/nonexistent-vocab", &err);
-    CHECK(!tok && strstr(err.msg, "/nonexistent-vocab/vocab.json"),
-          "a missing fallback names its file: %s", err.msg);
+    CHECK(!tok && strstr(err.msg, "/nonexistent-vocab/vocab.json"), "a missing fallback names its file: %s", err.msg);
     sl_tokenizer_destroy(NULL);
 }
 

@@ -35,8 +35,9 @@ static void test_valid(void)
 {
     static sl_topology t;
     char text[4096];
-    snprintf(text, sizeof text, "; a comment\n[pipeline]\nname = tb\nparts = %s\nactivations = bf16\ntimeout = 5\n"
-                                "max_sessions = 3\nidle_timeout = 60\nmax_message_mb = 8\nhwm = 10\nverify = no\n\n%s",
+    snprintf(text, sizeof text,
+             "; a comment\n[pipeline]\nname = tb\nparts = %s\nactivations = bf16\ntimeout = 5\n"
+             "max_sessions = 3\nidle_timeout = 60\nmax_message_mb = 8\nhwm = 10\nverify = no\n\n%s",
              parts, nodes3);
     sl_err err;
     CHECK(load_text(text, &t, true, &err) == 0, "valid topology: %s", err.msg);
@@ -57,32 +58,51 @@ static void test_errors(void)
     expect("unknown pipeline key", text, false, "t.ini:3: unknown key 'colour' in [pipeline]");
     snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s\ncores = 4\n", parts, nodes3);
     expect("unknown node key", text, false, "t.ini:21: unknown key 'cores' in [node.top]");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlayers = 0-2\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n",
+             parts);
     expect("missing role", text, false, "t.ini:3: [node.bottom] has no 'role'");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n",
+             parts);
     expect("missing layers", text, false, "[node.bottom] has no 'layers'");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
-                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
+             "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n",
+             parts);
     expect("missing listen", text, false, "[node.bottom] has no 'listen'");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 3-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 3-5\nlisten = tcp://a:2\n",
+             parts);
     expect("gap", text, false, "t.ini:7: [node.top] starts at layer 3 but [node.bottom] ends at 2: a gap");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 1-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 1-5\nlisten = tcp://a:2\n",
+             parts);
     expect("overlap", text, false, "an overlap; make it layers = 2-5");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:1\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:1\n",
+             parts);
     expect("duplicate endpoint", text, false, "t.ini:7: [node.top] listens on tcp://a:1 like [node.bottom]");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.top]\nrole = top\nlayers = 0-2\nlisten = tcp://a:1\n"
-                                "[node.bottom]\nrole = bottom\nlayers = 2-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.top]\nrole = top\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "[node.bottom]\nrole = bottom\nlayers = 2-5\nlisten = tcp://a:2\n",
+             parts);
     expect("order", text, false, "is a top but stage 1 of 2 must be a bottom");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 2-4\nlisten = tcp://a:2\n", parts);
-    expect("role not matching the part", text, true, "t.ini:7: [node.top] is a top but the part for layers 2-4 is a trunk");
-    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-3\nlisten = tcp://a:1\n"
-                                "[node.top]\nrole = top\nlayers = 3-5\nlisten = tcp://a:2\n", parts);
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 2-4\nlisten = tcp://a:2\n",
+             parts);
+    expect("role not matching the part", text, true,
+           "t.ini:7: [node.top] is a top but the part for layers 2-4 is a trunk");
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-3\nlisten = tcp://a:1\n"
+             "[node.top]\nrole = top\nlayers = 3-5\nlisten = tcp://a:2\n",
+             parts);
     expect("layers not matching parts", text, true, "t.ini:3: [node.bottom] layers = 0-3 match no part");
     snprintf(text, sizeof text, "[pipeline]\nparts = %s/nowhere\n%s", tmp, nodes3);
     expect("parts missing", text, true, "t.ini:1: parts = ");
@@ -117,8 +137,7 @@ static void test_examples(void)
     for (int i = 0; i < 4; i++) {
         static sl_topology t;
         sl_err err;
-        CHECK(sl_topology_load(files[i], &t, false, &err) == 0 && t.n_nodes == nodes[i], "%s: %s", files[i],
-              err.msg);
+        CHECK(sl_topology_load(files[i], &t, false, &err) == 0 && t.n_nodes == nodes[i], "%s: %s", files[i], err.msg);
     }
 }
 
@@ -132,8 +151,8 @@ int main(void)
     sl_checkpoint *ck = sl_checkpoint_open(src, &err);
     const int splits[] = {2, 4};
     sl_part_info info[3];
-    sl_split_request req = {.model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32,
-                            .out_dir = parts};
+    sl_split_request req = {
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
     sl_checkpoint_destroy(&ck);
     test_valid();

@@ -29,7 +29,8 @@ static void load_fixture(void)
     want_loss = (float)cJSON_GetObjectItem(root, "loss")->valuedouble;
     cJSON_Delete(root);
     free(text);
-    for (int t = 0; t < T; t++) targets[t] = t + 1 < T ? ids[t + 1] : -1;
+    for (int t = 0; t < T; t++)
+        targets[t] = t + 1 < T ? ids[t + 1] : -1;
 }
 
 static sl_checkpoint *open_model(void)
@@ -93,8 +94,8 @@ static void test_whole_model(void)
         }
         total += l.refs[i].numel;
     }
-    CHECK(beyond * 10000 <= total && worst <= 2e-3, "after AdamW: %zu of %zu elements beyond 1e-5, worst %.3g",
-          beyond, total, worst);
+    CHECK(beyond * 10000 <= total && worst <= 2e-3, "after AdamW: %zu of %zu elements beyond 1e-5, worst %.3g", beyond,
+          total, worst);
     sl_train_destroy(&tr);
     sl_params_free(&p);
     sl_checkpoint_destroy(&ck);

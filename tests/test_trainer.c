@@ -41,8 +41,8 @@ static int split_tiny_b(const int *splits, int n, const char *out)
     sl_err err;
     sl_checkpoint *ck = sl_checkpoint_open(src, &err);
     sl_part_info parts[8];
-    sl_split_request req = {.model_path = src, .name = "tb", .splits = splits, .n_splits = n, .dtype = SL_F32,
-                            .out_dir = out};
+    sl_split_request req = {
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = n, .dtype = SL_F32, .out_dir = out};
     int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
     CHECK(rc == 0, "split: %s", err.msg);
     sl_checkpoint_destroy(&ck);
@@ -112,22 +112,27 @@ static void test_resume(void)
     sl_err err;
     float straight[4], resumed[4], loss;
     sl_trainer *tr = sl_trainer_new(dir, &o, &err);
-    for (int s = 0; tr && s < 4; s++) sl_trainer_step(tr, ids, targets, &straight[s], &err);
+    for (int s = 0; tr && s < 4; s++)
+        sl_trainer_step(tr, ids, targets, &straight[s], &err);
     sl_trainer_destroy(&tr);
     tr = sl_trainer_new(dir, &o, &err);
-    for (int s = 0; tr && s < 2; s++) sl_trainer_step(tr, ids, targets, &resumed[s], &err);
+    for (int s = 0; tr && s < 2; s++)
+        sl_trainer_step(tr, ids, targets, &resumed[s], &err);
     CHECK(tr && sl_trainer_save(tr, ckpt, resumed[1], &err) == 0, "save: %s", err.msg);
     sl_trainer_destroy(&tr);
     tr = sl_trainer_new(ckpt, &o, &err);
     CHECK(tr && sl_trainer_step_count(tr) == 2, "resumed at step %ld: %s", tr ? sl_trainer_step_count(tr) : -1,
           err.msg);
-    for (int s = 2; tr && s < 4; s++) sl_trainer_step(tr, ids, targets, &resumed[s], &err);
+    for (int s = 2; tr && s < 4; s++)
+        sl_trainer_step(tr, ids, targets, &resumed[s], &err);
     bool same = true;
-    for (int s = 0; s < 4; s++) same &= resumed[s] == straight[s];
+    for (int s = 0; s < 4; s++)
+        same &= resumed[s] == straight[s];
     CHECK(same, "resumed losses %.7f %.7f equal the uninterrupted %.7f %.7f (warmup, cosine, clipping)", resumed[2],
           resumed[3], straight[2], straight[3]);
     sl_part_info parts[4];
-    CHECK(sl_split_read_index(ckpt, parts, 4, &err) == 3 && parts[0].step == 2 && fabs(parts[2].loss - resumed[1]) < 1e-6,
+    CHECK(sl_split_read_index(ckpt, parts, 4, &err) == 3 && parts[0].step == 2 &&
+              fabs(parts[2].loss - resumed[1]) < 1e-6,
           "checkpoint metadata has step and loss: %s", err.msg);
     CHECK(sl_trainer_eval(tr, ids, targets, &loss, &err) == 0 && loss < straight[0], "eval loss %.4f after training",
           loss);
@@ -141,7 +146,8 @@ static void test_data(void)
     snprintf(vocab, sizeof vocab, "%s/../gpt2-vocab", check_fixtures());
     sl_err err;
     char text[8192] = "";
-    for (int i = 0; i < 100; i++) snprintf(text + strlen(text), sizeof text - strlen(text), "Verse %d: the word. ", i);
+    for (int i = 0; i < 100; i++)
+        snprintf(text + strlen(text), sizeof text - strlen(text), "Verse %d: the word. ", i);
     sl_write_text_file(path, text, &err);
     sl_tokenizer *tok = sl_tokenizer_new(vocab, &err);
     const char *files[2] = {path, path};
@@ -183,7 +189,8 @@ int main(void)
     cJSON_ArrayForEach(v, cJSON_GetObjectItem(root, "ids")) if (n < 24) ids[n++] = v->valueint;
     cJSON_Delete(root);
     free(text);
-    for (int t = 0; t < T; t++) targets[t] = t + 1 < T ? ids[t + 1] : -1;
+    for (int t = 0; t < T; t++)
+        targets[t] = t + 1 < T ? ids[t + 1] : -1;
     if (CHECK(n == 24, "grads.json ids")) {
         train_reference();
         test_chains();

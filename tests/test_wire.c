@@ -46,15 +46,17 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
         sl_msg_copy_x(&out, back);
         double tol = dt == SL_F32 ? 0 : dt == SL_F16 ? 1e-3 : 1e-2;
         int bad = 0;
-        for (int i = 0; i < 8; i++) bad += fabs(back[i] - x[i]) > tol * fabs(x[i]) + 1e-6;
+        for (int i = 0; i < 8; i++)
+            bad += fabs(back[i] - x[i]) > tol * fabs(x[i]) + 1e-6;
         CHECK(out.rows == 2 && out.cols == 4 && out.dtype == fx.dtype && bad == 0, "x as %s round-trips",
               sl_dtype_name(fx.dtype));
     }
 
     float logits[20];
-    for (int i = 0; i < 20; i++) logits[i] = (float)i / 3;
-    sl_msg res = {.kind = SL_MSG_RESULT, .session = 5, .step = 2, .pos = 4, .token = 9, .logits = logits, .rows = 2,
-                  .cols = 10};
+    for (int i = 0; i < 20; i++)
+        logits[i] = (float)i / 3;
+    sl_msg res = {
+        .kind = SL_MSG_RESULT, .session = 5, .step = 2, .pos = 4, .token = 9, .logits = logits, .rows = 2, .cols = 10};
     CHECK(roundtrip(&res, &out, buf, dec, &err) == 0 && out.token == 9 && out.rows == 2 &&
               memcmp(out.logits, logits, sizeof logits) == 0,
           "result with logits: %s", err.msg);
@@ -66,7 +68,8 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
               strcmp(out.node, "trunk1") == 0 && strcmp(out.message, "no such session") == 0,
           "error: %s", err.msg);
     sl_msg end = {.kind = SL_MSG_END, .session = 77};
-    CHECK(roundtrip(&end, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_END && out.session == 77, "end: %s", err.msg);
+    CHECK(roundtrip(&end, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_END && out.session == 77, "end: %s",
+          err.msg);
     sl_msg ack = {.kind = SL_MSG_ACK, .session = 77, .step = 4};
     snprintf(ack.node, sizeof ack.node, "bottom");
     CHECK(roundtrip(&ack, &out, buf, dec, &err) == 0 && out.step == 4 && strcmp(out.node, "bottom") == 0, "ack: %s",
@@ -224,10 +227,12 @@ static void test_random_bytes(sl_wire_decoder *dec, msgpack_sbuffer *valid)
             /* Mutations of a valid message reach deeper than pure noise. */
             n = valid->size;
             memcpy(buf, valid->data, n);
-            for (int k = 0; k < 3; k++) buf[sl_rng_below(&rng, n)] = (unsigned char)sl_rng_next(&rng);
+            for (int k = 0; k < 3; k++)
+                buf[sl_rng_below(&rng, n)] = (unsigned char)sl_rng_next(&rng);
             n = sl_rng_below(&rng, 4) ? n : sl_rng_below(&rng, n) + 1;
         } else {
-            for (size_t k = 0; k < n; k++) buf[k] = (unsigned char)sl_rng_next(&rng);
+            for (size_t k = 0; k < n; k++)
+                buf[k] = (unsigned char)sl_rng_next(&rng);
         }
         sl_msg m;
         sl_err err;

@@ -62,9 +62,15 @@ static void *client_job(void *arg)
     j->rc = c && out ? 0 : -1;
     for (int g = 0; g < j->generations && j->rc == 0; g++) {
         timing t = {.start = sl_now()};
-        sl_client_request req = {.ids = j->ids, .n_ids = j->prompt, .max_new_tokens = j->decode,
-                                 .sampling = SL_SAMPLING_GREEDY, .eos_token = -1, .vocab_size = j->vocab,
-                                 .timeout = 60, .on_token = on_token, .ctx = &t};
+        sl_client_request req = {.ids = j->ids,
+                                 .n_ids = j->prompt,
+                                 .max_new_tokens = j->decode,
+                                 .sampling = SL_SAMPLING_GREEDY,
+                                 .eos_token = -1,
+                                 .vocab_size = j->vocab,
+                                 .timeout = 60,
+                                 .on_token = on_token,
+                                 .ctx = &t};
         int n = 0;
         j->rc = sl_client_generate(c, &req, out, &n, &err);
         j->tokens += n;
@@ -135,14 +141,16 @@ static pid_t launch_only(const char *launcher, const char *topo_path, const char
     if (pid == 0) {
         cpu_set_t all;
         CPU_ZERO(&all);
-        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++) CPU_SET(cpu, &all);
+        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++)
+            CPU_SET(cpu, &all);
         sched_setaffinity(0, sizeof all, &all);
         if (!freopen(log_path, "w", stdout)) _exit(1);
         dup2(fileno(stdout), STDERR_FILENO);
         execl(launcher, launcher, topo_path, "--ready-file", ready, "--only", node, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++) usleep(50000);
+    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++)
+        usleep(50000);
     return pid;
 }
 
@@ -151,7 +159,8 @@ static double time_trainer(sl_trainer *tr, int runs)
 {
     const int N = 4 * 64;
     int32_t ids[256], targets[256];
-    for (int i = 0; i < N; i++) ids[i] = (i * 7919 + 13) % 50257, targets[i] = (i * 104729 + 7) % 50257;
+    for (int i = 0; i < N; i++)
+        ids[i] = (i * 7919 + 13) % 50257, targets[i] = (i * 104729 + 7) % 50257;
     double t[32];
     sl_err err;
     for (int r = -1; tr && r < runs; r++) {
@@ -188,7 +197,8 @@ static void train_bench(const char *launcher, const char *topo_path, const char 
     sl_trainer_destroy(&remote);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
-    printf("\n| training B=4 T=64 (forward, loss, backward, AdamW), ms per step | in one process | trunk on its node | ratio |\n"
+    printf("\n| training B=4 T=64 (forward, loss, backward, AdamW), ms per step | in one process | trunk on its node | "
+           "ratio |\n"
            "|---|---|---|---|\n| 3-stage split, 124M | %.0f (%.0f tok/s) | %.0f (%.0f tok/s) | %.3f |\n",
            local_ms, 256e3 / local_ms, remote_ms, 256e3 / remote_ms, remote_ms / local_ms);
     printf("| peak RSS of the training trunk node, MB | | %.0f | |\n", kb / 1024.0);
@@ -196,20 +206,27 @@ static void train_bench(const char *launcher, const char *topo_path, const char 
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"runs", 1, 0, 'r'},    {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},
-                                            {"threads", 1, 0, 't'}, {"port", 1, 0, 'P'},   {"help", 0, 0, 'h'},
-                                            {0, 0, 0, 0}};
+    static const struct option options[] = {
+        {"runs", 1, 0, 'r'}, {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'}, {"threads", 1, 0, 't'},
+        {"port", 1, 0, 'P'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     long runs = 5, prompt = 64, decode = 32, threads = 2, port = 5801;
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
-        if (c == 'r') rc = sl_parse_long(optarg, "--runs", 1, 31, &runs, &err);
-        else if (c == 'p') rc = sl_parse_long(optarg, "--prompt", 1, 512, &prompt, &err);
-        else if (c == 'd') rc = sl_parse_long(optarg, "--decode", 2, 512, &decode, &err);
-        else if (c == 't') rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
-        else if (c == 'P') rc = sl_parse_long(optarg, "--port", 1024, 65000, &port, &err);
-        else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
-        else return fputs(usage, stderr), SL_EXIT_USAGE;
+        if (c == 'r')
+            rc = sl_parse_long(optarg, "--runs", 1, 31, &runs, &err);
+        else if (c == 'p')
+            rc = sl_parse_long(optarg, "--prompt", 1, 512, &prompt, &err);
+        else if (c == 'd')
+            rc = sl_parse_long(optarg, "--decode", 2, 512, &decode, &err);
+        else if (c == 't')
+            rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
+        else if (c == 'P')
+            rc = sl_parse_long(optarg, "--port", 1024, 65000, &port, &err);
+        else if (c == 'h')
+            return fputs(usage, stdout), SL_EXIT_OK;
+        else
+            return fputs(usage, stderr), SL_EXIT_USAGE;
     }
     if (rc == 0 && argc - optind != 2) rc = sl_fail(&err, "give MODEL_DIR and PARTS_DIR");
     if (rc != 0) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n%s", err.msg, usage), SL_EXIT_USAGE;
@@ -225,15 +242,17 @@ int main(int argc, char **argv)
     snprintf(log_path, sizeof log_path, "%s.log", topo_path);
     int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 60\n", abs_parts);
     for (int i = 0; i < 3; i++)
-        len += snprintf(text + len, sizeof text - (size_t)len,
-                        "[node.%s]\nrole = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%ld\nthreads = %ld\npin = yes\n",
-                        parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i, threads);
+        len +=
+            snprintf(text + len, sizeof text - (size_t)len,
+                     "[node.%s]\nrole = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%ld\nthreads = %ld\npin = yes\n",
+                     parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i, threads);
     free(abs_parts);
     sl_write_text_file(topo_path, text, &err);
 
     const sl_config *cfg = &parts[0].cfg;
     int32_t *ids = malloc((size_t)prompt * sizeof *ids);
-    for (int i = 0; i < prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % cfg->vocab_size);
+    for (int i = 0; i < prompt; i++)
+        ids[i] = (int32_t)((i * 7919 + 13) % cfg->vocab_size);
     sl_threads_setup((int)threads, true, &err);
     double mono_prefill, mono_token;
     monolithic(model, ids, (int)prompt, (int)decode, (int)runs, &mono_prefill, &mono_token);
@@ -248,14 +267,16 @@ int main(int argc, char **argv)
         /* This process pinned itself; the nodes pin themselves from all CPUs. */
         cpu_set_t all;
         CPU_ZERO(&all);
-        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++) CPU_SET(cpu, &all);
+        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++)
+            CPU_SET(cpu, &all);
         sched_setaffinity(0, sizeof all, &all);
         if (!freopen(log_path, "w", stdout)) _exit(1);
         dup2(fileno(stdout), STDERR_FILENO);
         execl(launcher, launcher, topo_path, "--ready-file", ready, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++) usleep(50000);
+    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++)
+        usleep(50000);
     static sl_topology topo;
     if (access(ready, F_OK) != 0 || sl_topology_load(topo_path, &topo, true, &err) != 0) {
         sl_err ignored;
@@ -267,7 +288,11 @@ int main(int argc, char **argv)
     }
     zsys_handler_set(NULL);
     double pre[32], tok[32];
-    job one = {.topo = &topo, .ids = ids, .prompt = (int)prompt, .decode = (int)decode, .vocab = cfg->vocab_size,
+    job one = {.topo = &topo,
+               .ids = ids,
+               .prompt = (int)prompt,
+               .decode = (int)decode,
+               .vocab = cfg->vocab_size,
                .generations = 1};
     for (int r = -1; r < runs; r++) {
         client_job(&one);
@@ -295,7 +320,8 @@ int main(int argc, char **argv)
             pthread_create(&th[i], NULL, client_job, &jobs[i]);
         }
         int total = 0;
-        for (int i = 0; i < clients; i++) pthread_join(th[i], NULL), total += jobs[i].tokens;
+        for (int i = 0; i < clients; i++)
+            pthread_join(th[i], NULL), total += jobs[i].tokens;
         printf("| throughput, %d concurrent client%s (each 2 x %ld tokens after %ld), tokens/s | | %.1f | |\n", clients,
                clients > 1 ? "s" : "", decode, prompt, total / (sl_now() - t0));
     }
@@ -314,10 +340,12 @@ int main(int argc, char **argv)
             if (!comm[k] && ++seen == 2) name = comm + k + 1; /* argv[2] */
         for (int k = 0; k < 3; k++)
             if (!strcmp(name, parts[k].name)) {
-                double kv_mb = 8.0 * (parts[k].last - parts[k].first) * (double)(prompt + decode) * cfg->n_embd * 8 / 1048576.0;
-                printf("| peak RSS of node %s, MB (part %.0f MB + KV of 8 sessions %.1f MB + 20 MB = %.0f) | | %.0f | |\n",
-                       name, parts[k].bytes / 1048576.0, kv_mb, parts[k].bytes / 1048576.0 + kv_mb + 20,
-                       peak_rss_kb(node) / 1024.0);
+                double kv_mb =
+                    8.0 * (parts[k].last - parts[k].first) * (double)(prompt + decode) * cfg->n_embd * 8 / 1048576.0;
+                printf(
+                    "| peak RSS of node %s, MB (part %.0f MB + KV of 8 sessions %.1f MB + 20 MB = %.0f) | | %.0f | |\n",
+                    name, parts[k].bytes / 1048576.0, kv_mb, parts[k].bytes / 1048576.0 + kv_mb + 20,
+                    peak_rss_kb(node) / 1024.0);
             }
     }
     if (fp) pclose(fp);

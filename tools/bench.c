@@ -87,7 +87,8 @@ static double time_sgemm(bench *b, bool all_logits)
         double t0 = sl_now();
         for (int l = 0; l < c->n_layer; l++) {
             const sl_block *w = &b->p.blocks[l];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 3 * C, C, 1, in, C, w->qkv_w, 3 * C, 0, out, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 3 * C, C, 1, in, C, w->qkv_w, 3 * C, 0, out,
+                        3 * C);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, C, 1, in, C, w->attn_proj_w, C, 0, out, C);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, H, C, 1, in, C, w->fc_w, H, 0, out, H);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H, 1, in, H, w->fc_proj_w, C, 0, out, C);
@@ -117,9 +118,12 @@ static int read_half(sl_param_ref *ref, void *ctx)
     float acc[16] = {0};
     size_t i = from;
     for (; i + 16 <= to; i += 16)
-        for (int k = 0; k < 16; k++) acc[k] += x[i + k];
-    for (; i < to; i++) acc[0] += x[i];
-    for (int k = 0; k < 16; k++) r->sum += acc[k];
+        for (int k = 0; k < 16; k++)
+            acc[k] += x[i + k];
+    for (; i < to; i++)
+        acc[0] += x[i];
+    for (int k = 0; k < 16; k++)
+        r->sum += acc[k];
     return 0;
 }
 
@@ -145,7 +149,8 @@ static double time_weight_read(sl_params *p, int threads, int runs)
             rd[i] = (reader){.p = p, .index = i, .count = threads, .cpu = i % sl_cpu_count()};
             pthread_create(&th[i], NULL, read_weights, &rd[i]);
         }
-        for (int i = 0; i < threads && i < 8; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < threads && i < 8; i++)
+            pthread_join(th[i], NULL);
         if (r >= 0) t[r] = sl_now() - t0;
     }
     return sl_median(t, runs);
@@ -160,7 +165,8 @@ static double time_train_step(const sl_checkpoint *ck, int B, int T, int runs)
     if (sl_params_load(&p, ck, 0, c->n_layer, true, true, true, &err) != 0) return NAN;
     sl_train *tr = sl_train_new(&p, B, T, &err);
     int32_t *ids = malloc((size_t)B * T * sizeof *ids), *targets = malloc((size_t)B * T * sizeof *targets);
-    for (int i = 0; i < B * T; i++) ids[i] = (i * 7919 + 13) % c->vocab_size, targets[i] = (i * 104729 + 7) % c->vocab_size;
+    for (int i = 0; i < B * T; i++)
+        ids[i] = (i * 7919 + 13) % c->vocab_size, targets[i] = (i * 104729 + 7) % c->vocab_size;
     double t[64];
     for (int r = -1; tr && r < runs; r++) {
         float loss;
@@ -199,9 +205,9 @@ static double time_part_load(const char *parts_dir, int first, int last, int run
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"runs", 1, 0, 'r'},  {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},
+    static const struct option options[] = {{"runs", 1, 0, 'r'},    {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},
                                             {"threads", 1, 0, 't'}, {"no-pin", 0, 0, 'n'}, {"parts", 1, 0, 'P'},
-                                            {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+                                            {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     long runs = 7, prompt = 64, decode = 32, threads = 2;
     bool pin = true;
     const char *parts_dir = NULL;
@@ -209,14 +215,30 @@ int main(int argc, char **argv)
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
         switch (c) {
-        case 'r': rc = sl_parse_long(optarg, "--runs", 1, 64, &runs, &err); break;
-        case 'p': rc = sl_parse_long(optarg, "--prompt", 1, 1024, &prompt, &err); break;
-        case 'd': rc = sl_parse_long(optarg, "--decode", 1, 1024, &decode, &err); break;
-        case 't': rc = sl_parse_long(optarg, "--threads", 1, 256, &threads, &err); break;
-        case 'n': pin = false; break;
-        case 'P': parts_dir = optarg; break;
-        case 'h': fputs(usage, stdout); return SL_EXIT_OK;
-        default: fputs(usage, stderr); return SL_EXIT_USAGE;
+        case 'r':
+            rc = sl_parse_long(optarg, "--runs", 1, 64, &runs, &err);
+            break;
+        case 'p':
+            rc = sl_parse_long(optarg, "--prompt", 1, 1024, &prompt, &err);
+            break;
+        case 'd':
+            rc = sl_parse_long(optarg, "--decode", 1, 1024, &decode, &err);
+            break;
+        case 't':
+            rc = sl_parse_long(optarg, "--threads", 1, 256, &threads, &err);
+            break;
+        case 'n':
+            pin = false;
+            break;
+        case 'P':
+            parts_dir = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return SL_EXIT_OK;
+        default:
+            fputs(usage, stderr);
+            return SL_EXIT_USAGE;
         }
     }
     if (rc == 0 && optind != argc - 1) rc = sl_fail(&err, "give exactly one MODEL_DIR");
@@ -227,7 +249,8 @@ int main(int argc, char **argv)
     if (sl_threads_setup((int)threads, pin, &err) != 0) fprintf(stderr, "warning: %s\n", err.msg), pin = false;
     bench b = {.prompt = (int)prompt, .decode = (int)decode, .runs = (int)runs};
     sl_checkpoint *ck = sl_checkpoint_open(argv[optind], &err);
-    if (!ck || sl_params_load(&b.p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, getenv("BENCH_COPY") != NULL, &err) != 0) {
+    if (!ck || sl_params_load(&b.p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, getenv("BENCH_COPY") != NULL,
+                              &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-bench: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }
@@ -240,7 +263,8 @@ int main(int argc, char **argv)
     b.kv = sl_kv_new(&b.p, (int)(prompt + decode), &err);
     b.ids = malloc((size_t)prompt * sizeof *b.ids);
     b.logits = malloc((size_t)prompt * cfg->vocab_size * sizeof(float));
-    for (int i = 0; i < prompt; i++) b.ids[i] = (i * 7919 + 13) % cfg->vocab_size;
+    for (int i = 0; i < prompt; i++)
+        b.ids[i] = (i * 7919 + 13) % cfg->vocab_size;
 
     double prefill_all = time_prefill(&b, SL_OUT_LOGITS_ALL), sgemm_all = time_sgemm(&b, true);
     double prefill_last = time_prefill(&b, SL_OUT_LOGITS_LAST), sgemm_last = time_sgemm(&b, false);
@@ -270,7 +294,8 @@ int main(int argc, char **argv)
            (double)ru.ru_maxrss * 1024 / ((double)sl_params_count(&b.p) * 4));
     double step = time_train_step(ck, 4, 64, (int)runs);
     printf("| training, B=4 T=64, forward + loss + backward + AdamW, one process: ms per step (tokens/s) | %.0f "
-           "(%.0f tok/s) | | |\n", step * 1e3, 256 / step);
+           "(%.0f tok/s) | | |\n",
+           step * 1e3, 256 / step);
     free(b.ids);
     free(b.logits);
     sl_kv_destroy(&b.kv);

@@ -32,7 +32,7 @@ static const char usage[] =
 typedef struct child {
     const sl_topo_node *node;
     pid_t pid;
-    int fd;           /* its stdout + stderr */
+    int fd; /* its stdout + stderr */
     char buf[8192];
     size_t len;
     bool ready, exited;
@@ -125,8 +125,10 @@ static void reap(child *cs, int n)
 
 static void describe_exit(const child *c, char *out, size_t size)
 {
-    if (WIFSIGNALED(c->status)) snprintf(out, size, "killed by signal %d", WTERMSIG(c->status));
-    else snprintf(out, size, "exited with status %d", WEXITSTATUS(c->status));
+    if (WIFSIGNALED(c->status))
+        snprintf(out, size, "killed by signal %d", WTERMSIG(c->status));
+    else
+        snprintf(out, size, "exited with status %d", WEXITSTATUS(c->status));
 }
 
 /* SIGTERM to all, up to 10 s to go, then SIGKILL. */
@@ -142,7 +144,8 @@ static void stop_all(child *cs, int n)
             }
         reap(cs, n);
         int alive = 0;
-        for (int i = 0; i < n; i++) alive += cs[i].pid > 0 && !cs[i].exited;
+        for (int i = 0; i < n; i++)
+            alive += cs[i].pid > 0 && !cs[i].exited;
         if (!alive) return;
         usleep(10000);
     }
@@ -162,7 +165,8 @@ static int supervise(child *cs, int n, const char *ready_file, double start_time
     double started = sl_now();
     while (!stop_requested) {
         struct pollfd fds[SL_MAX_NODES];
-        for (int i = 0; i < n; i++) fds[i] = (struct pollfd){.fd = cs[i].fd, .events = POLLIN};
+        for (int i = 0; i < n; i++)
+            fds[i] = (struct pollfd){.fd = cs[i].fd, .events = POLLIN};
         poll(fds, (nfds_t)n, 100);
         for (int i = 0; i < n; i++)
             if (cs[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP))) read_output(&cs[i]);
@@ -177,7 +181,8 @@ static int supervise(child *cs, int n, const char *ready_file, double start_time
                 return SL_EXIT_FAILURE;
             }
         int ready = 0;
-        for (int i = 0; i < n; i++) ready += cs[i].ready;
+        for (int i = 0; i < n; i++)
+            ready += cs[i].ready;
         if (!all_ready && ready == n) {
             all_ready = true;
             printf("launch: all %d nodes ready\n", n);
@@ -187,7 +192,8 @@ static int supervise(child *cs, int n, const char *ready_file, double start_time
         }
         if (!all_ready && sl_now() - started > start_timeout) {
             for (int i = 0; i < n; i++)
-                if (!cs[i].ready) fprintf(stderr, "launch: node %s not ready after %g s\n", cs[i].node->name, start_timeout);
+                if (!cs[i].ready)
+                    fprintf(stderr, "launch: node %s not ready after %g s\n", cs[i].node->name, start_timeout);
             stop_all(cs, n);
             return SL_EXIT_FAILURE;
         }
@@ -208,24 +214,33 @@ static int supervise(child *cs, int n, const char *ready_file, double start_time
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"only", 1, 0, 'o'}, {"ready-file", 1, 0, 'r'},
-                                            {"start-timeout", 1, 0, 's'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {{"only", 1, 0, 'o'},
+                                            {"ready-file", 1, 0, 'r'},
+                                            {"start-timeout", 1, 0, 's'},
+                                            {"help", 0, 0, 'h'},
+                                            {0, 0, 0, 0}};
     const char *only[SL_MAX_NODES], *ready_file = NULL;
     int n_only = 0, c, rc = 0;
     double start_timeout = 120;
     sl_err err;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
-        if (c == 'o' && n_only < SL_MAX_NODES) only[n_only++] = optarg;
-        else if (c == 'r') ready_file = optarg;
-        else if (c == 's') rc = sl_parse_double(optarg, "--start-timeout", 0.1, 1e6, &start_timeout, &err);
-        else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
-        else return fputs(usage, stderr), SL_EXIT_USAGE;
+        if (c == 'o' && n_only < SL_MAX_NODES)
+            only[n_only++] = optarg;
+        else if (c == 'r')
+            ready_file = optarg;
+        else if (c == 's')
+            rc = sl_parse_double(optarg, "--start-timeout", 0.1, 1e6, &start_timeout, &err);
+        else if (c == 'h')
+            return fputs(usage, stdout), SL_EXIT_OK;
+        else
+            return fputs(usage, stderr), SL_EXIT_USAGE;
     }
     if (rc == 0 && argc - optind != 1) rc = sl_fail(&err, "give one TOPOLOGY.ini");
     static sl_topology topo;
     if (rc == 0 && sl_topology_load(argv[optind], &topo, true, &err) != 0) rc = -1;
     for (int i = 0; rc == 0 && i < n_only; i++)
-        if (!sl_topology_node(&topo, only[i])) rc = sl_fail(&err, "--only %s: %s has no [node.%s]", only[i], argv[optind], only[i]);
+        if (!sl_topology_node(&topo, only[i]))
+            rc = sl_fail(&err, "--only %s: %s has no [node.%s]", only[i], argv[optind], only[i]);
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-launch: %s\n", err.msg);
         return SL_EXIT_USAGE;
@@ -234,7 +249,8 @@ int main(int argc, char **argv)
     int n = 0;
     for (int i = 0; i < topo.n_nodes; i++) {
         bool chosen = n_only ? false : is_local(topo.nodes[i].host);
-        for (int k = 0; k < n_only; k++) chosen |= strcmp(only[k], topo.nodes[i].name) == 0;
+        for (int k = 0; k < n_only; k++)
+            chosen |= strcmp(only[k], topo.nodes[i].name) == 0;
         if (chosen) cs[n++] = (child){.node = &topo.nodes[i], .fd = -1};
     }
     if (n == 0) {

@@ -83,17 +83,22 @@ static int merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'}, {"help", 0, 0, 'h'},
-                                            {0, 0, 0, 0}};
+    static const struct option options[] = {
+        {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *out = NULL;
     sl_dtype dtype = SL_F32;
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "o:h", options, NULL)) != -1 && rc == 0) {
-        if (c == 'o') out = optarg;
-        else if (c == 'd') rc = sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
-        else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
-        else return fputs(usage, stderr), SL_EXIT_USAGE;
+        if (c == 'o')
+            out = optarg;
+        else if (c == 'd')
+            rc =
+                sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
+        else if (c == 'h')
+            return fputs(usage, stdout), SL_EXIT_OK;
+        else
+            return fputs(usage, stderr), SL_EXIT_USAGE;
     }
     if (rc == 0 && (argc - optind != 1 || !out)) rc = sl_fail(&err, "give PARTS_DIR and -o HF_DIR");
     if (rc != 0) return fprintf(stderr, "zmq-splitlearn-merge: %s\n%s", err.msg, usage), SL_EXIT_USAGE;

@@ -20,13 +20,27 @@ static const char usage[] =
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"n-layer", 1, 0, 'L'}, {"n-embd", 1, 0, 'C'},      {"n-head", 1, 0, 'H'}, {"n-inner", 1, 0, 'I'},
-        {"vocab", 1, 0, 'V'},   {"n-positions", 1, 0, 'P'}, {"seed", 1, 0, 's'},   {"dtype", 1, 0, 'd'},
-        {"shards", 1, 0, 'S'},  {"untied", 0, 0, 'u'},      {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
-    sl_config cfg = {.n_layer = 12, .n_embd = 768, .n_head = 12, .vocab_size = 50257, .n_positions = 1024,
-                     .layer_norm_epsilon = 1e-5f, .tie_word_embeddings = true, .eos_token_id = 50256};
+    static const struct option options[] = {{"n-layer", 1, 0, 'L'},
+                                            {"n-embd", 1, 0, 'C'},
+                                            {"n-head", 1, 0, 'H'},
+                                            {"n-inner", 1, 0, 'I'},
+                                            {"vocab", 1, 0, 'V'},
+                                            {"n-positions", 1, 0, 'P'},
+                                            {"seed", 1, 0, 's'},
+                                            {"dtype", 1, 0, 'd'},
+                                            {"shards", 1, 0, 'S'},
+                                            {"untied", 0, 0, 'u'},
+                                            {"output", 1, 0, 'o'},
+                                            {"help", 0, 0, 'h'},
+                                            {0, 0, 0, 0}};
+    sl_config cfg = {.n_layer = 12,
+                     .n_embd = 768,
+                     .n_head = 12,
+                     .vocab_size = 50257,
+                     .n_positions = 1024,
+                     .layer_norm_epsilon = 1e-5f,
+                     .tie_word_embeddings = true,
+                     .eos_token_id = 50256};
     long v, seed = 0, shards = 1, inner = 0;
     const char *out = NULL;
     sl_dtype dtype = SL_F32;
@@ -34,19 +48,46 @@ int main(int argc, char **argv)
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "o:h", options, NULL)) != -1 && rc == 0) {
         switch (c) {
-        case 'L': rc = sl_parse_long(optarg, "--n-layer", 1, 1000, &v, &err), cfg.n_layer = (int)v; break;
-        case 'C': rc = sl_parse_long(optarg, "--n-embd", 1, 1 << 16, &v, &err), cfg.n_embd = (int)v; break;
-        case 'H': rc = sl_parse_long(optarg, "--n-head", 1, 1024, &v, &err), cfg.n_head = (int)v; break;
-        case 'I': rc = sl_parse_long(optarg, "--n-inner", 1, 1 << 18, &inner, &err); break;
-        case 'V': rc = sl_parse_long(optarg, "--vocab", 1, 1 << 24, &v, &err), cfg.vocab_size = (int)v; break;
-        case 'P': rc = sl_parse_long(optarg, "--n-positions", 1, 1 << 16, &v, &err), cfg.n_positions = (int)v; break;
-        case 's': rc = sl_parse_long(optarg, "--seed", 0, __LONG_MAX__, &seed, &err); break;
-        case 'S': rc = sl_parse_long(optarg, "--shards", 1, 99, &shards, &err); break;
-        case 'd': rc = sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0; break;
-        case 'u': cfg.tie_word_embeddings = false; break;
-        case 'o': out = optarg; break;
-        case 'h': fputs(usage, stdout); return SL_EXIT_OK;
-        default: fputs(usage, stderr); return SL_EXIT_USAGE;
+        case 'L':
+            rc = sl_parse_long(optarg, "--n-layer", 1, 1000, &v, &err), cfg.n_layer = (int)v;
+            break;
+        case 'C':
+            rc = sl_parse_long(optarg, "--n-embd", 1, 1 << 16, &v, &err), cfg.n_embd = (int)v;
+            break;
+        case 'H':
+            rc = sl_parse_long(optarg, "--n-head", 1, 1024, &v, &err), cfg.n_head = (int)v;
+            break;
+        case 'I':
+            rc = sl_parse_long(optarg, "--n-inner", 1, 1 << 18, &inner, &err);
+            break;
+        case 'V':
+            rc = sl_parse_long(optarg, "--vocab", 1, 1 << 24, &v, &err), cfg.vocab_size = (int)v;
+            break;
+        case 'P':
+            rc = sl_parse_long(optarg, "--n-positions", 1, 1 << 16, &v, &err), cfg.n_positions = (int)v;
+            break;
+        case 's':
+            rc = sl_parse_long(optarg, "--seed", 0, __LONG_MAX__, &seed, &err);
+            break;
+        case 'S':
+            rc = sl_parse_long(optarg, "--shards", 1, 99, &shards, &err);
+            break;
+        case 'd':
+            rc =
+                sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
+            break;
+        case 'u':
+            cfg.tie_word_embeddings = false;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return SL_EXIT_OK;
+        default:
+            fputs(usage, stderr);
+            return SL_EXIT_USAGE;
         }
     }
     if (rc == 0 && !out) rc = sl_fail(&err, "-o DIR is required");

@@ -10,16 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
-    "usage: zmq-splitlearn-run MODEL_DIR [\"prompt text\" | --ids 1,2,3] [options]\n"
-    "\n"
-    "Generates from the prompt with the whole model in this process, streaming the text.\n"
-    "MODEL_DIR: an HF GPT-2 directory, an HF hub cache entry, or a repo id in the hub cache.\n"
-    "\n" SL_GEN_USAGE
-    "  --threads N            compute threads (default: one per CPU)\n"
-    "  --pin                  pin the compute threads one per CPU\n"
-    "\n"
-    "exit status: 0 done, 1 failure (model, vocab, I/O), 2 usage error\n";
+static const char usage[] = "usage: zmq-splitlearn-run MODEL_DIR [\"prompt text\" | --ids 1,2,3] [options]\n"
+                            "\n"
+                            "Generates from the prompt with the whole model in this process, streaming the text.\n"
+                            "MODEL_DIR: an HF GPT-2 directory, an HF hub cache entry, or a repo id in the hub cache.\n"
+                            "\n" SL_GEN_USAGE "  --threads N            compute threads (default: one per CPU)\n"
+                            "  --pin                  pin the compute threads one per CPU\n"
+                            "\n"
+                            "exit status: 0 done, 1 failure (model, vocab, I/O), 2 usage error\n";
 
 typedef struct run {
     sl_gen_opts opts;
@@ -43,7 +41,8 @@ static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
         char fallback[PATH_MAX];
         sl_default_vocab_dir(fallback, sizeof fallback);
         const char *dir = r->opts.vocab_dir ? r->opts.vocab_dir : fallback;
-        r->tok = r->opts.vocab_dir ? sl_tokenizer_new(dir, err) : sl_tokenizer_for_model(sl_checkpoint_dir(*ck), dir, err);
+        r->tok =
+            r->opts.vocab_dir ? sl_tokenizer_new(dir, err) : sl_tokenizer_for_model(sl_checkpoint_dir(*ck), dir, err);
         if (!r->tok && r->opts.prompt) return -1;
         if (!r->tok) fprintf(stderr, "zmq-splitlearn-run: no vocab (%s): text is not shown\n", err->msg);
     }
@@ -101,7 +100,8 @@ static int generate(run *r, sl_err *err)
     }
     if (!r->opts.quiet && r->tok) putchar('\n');
     if (r->opts.print_ids) {
-        for (int i = 0; i < r->n_generated; i++) printf("%s%d", i ? " " : "", r->generated[i]);
+        for (int i = 0; i < r->n_generated; i++)
+            printf("%s%d", i ? " " : "", r->generated[i]);
         putchar('\n');
     }
     return 0;
@@ -109,8 +109,8 @@ static int generate(run *r, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {SL_GEN_OPTIONS, {"threads", 1, 0, 't'}, {"pin", 0, 0, 'p'},
-                                            {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {
+        SL_GEN_OPTIONS, {"threads", 1, 0, 't'}, {"pin", 0, 0, 'p'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     run r = {0};
     sl_gen_opts_init(&r.opts);
     long threads = 0;
@@ -118,11 +118,16 @@ int main(int argc, char **argv)
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
-        if (c >= 1000) rc = sl_gen_opts_apply(&r.opts, c, optarg, &err);
-        else if (c == 't') rc = sl_parse_long(optarg, "--threads", 1, 1024, &threads, &err);
-        else if (c == 'p') pin = true;
-        else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
-        else return fputs(usage, stderr), SL_EXIT_USAGE;
+        if (c >= 1000)
+            rc = sl_gen_opts_apply(&r.opts, c, optarg, &err);
+        else if (c == 't')
+            rc = sl_parse_long(optarg, "--threads", 1, 1024, &threads, &err);
+        else if (c == 'p')
+            pin = true;
+        else if (c == 'h')
+            return fputs(usage, stdout), SL_EXIT_OK;
+        else
+            return fputs(usage, stderr), SL_EXIT_USAGE;
     }
     const char *target = NULL;
     if (rc == 0) rc = sl_gen_opts_finish(&r.opts, argc, argv, optind, "MODEL_DIR", &target, &err);

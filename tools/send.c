@@ -68,7 +68,7 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {SL_GEN_OPTIONS, {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
+    static const struct option options[] = {SL_GEN_OPTIONS,       {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
                                             {"reply", 1, 0, 'r'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     send_ctx s = {0};
     sl_gen_opts_init(&s.opts);
@@ -77,12 +77,18 @@ int main(int argc, char **argv)
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
-        if (c >= 1000) rc = sl_gen_opts_apply(&s.opts, c, optarg, &err);
-        else if (c == 'j') s.json = true;
-        else if (c == 't') rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, &timeout, &err);
-        else if (c == 'r') reply = optarg;
-        else if (c == 'h') return fputs(usage, stdout), SL_EXIT_OK;
-        else return fputs(usage, stderr), SL_EXIT_USAGE;
+        if (c >= 1000)
+            rc = sl_gen_opts_apply(&s.opts, c, optarg, &err);
+        else if (c == 'j')
+            s.json = true;
+        else if (c == 't')
+            rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, &timeout, &err);
+        else if (c == 'r')
+            reply = optarg;
+        else if (c == 'h')
+            return fputs(usage, stdout), SL_EXIT_OK;
+        else
+            return fputs(usage, stderr), SL_EXIT_USAGE;
     }
     const char *target = NULL;
     if (rc == 0) rc = sl_gen_opts_finish(&s.opts, argc, argv, optind, "TOPOLOGY.ini", &target, &err);
@@ -123,17 +129,25 @@ int main(int argc, char **argv)
     sl_client *client = sl_client_new(&topo, reply, &err);
     rc = client ? 0 : -1;
     if (rc == 0) {
-        sl_client_request req = {.ids = prompt, .n_ids = (int)n_prompt, .max_new_tokens = s.opts.max_new_tokens,
-                                 .sampling = s.opts.sampling, .eos_token = s.opts.ignore_eos ? -1 : cfg.eos_token_id,
-                                 .logits = logits, .vocab_size = cfg.vocab_size, .n_positions = cfg.n_positions,
-                                 .timeout = timeout > 0 ? timeout : topo.timeout, .on_token = stream_token, .ctx = &s};
+        sl_client_request req = {.ids = prompt,
+                                 .n_ids = (int)n_prompt,
+                                 .max_new_tokens = s.opts.max_new_tokens,
+                                 .sampling = s.opts.sampling,
+                                 .eos_token = s.opts.ignore_eos ? -1 : cfg.eos_token_id,
+                                 .logits = logits,
+                                 .vocab_size = cfg.vocab_size,
+                                 .n_positions = cfg.n_positions,
+                                 .timeout = timeout > 0 ? timeout : topo.timeout,
+                                 .on_token = stream_token,
+                                 .ctx = &s};
         rc = sl_client_generate(client, &req, out, &n_out, &err);
     }
     if (rc == 0 && logits) rc = sl_write_logits(s.opts.logits_path, logits, (int)n_prompt, cfg.vocab_size, &err);
     if (rc == 0 && s.json) print_json(&s, out, n_out, sl_client_resends(client));
     if (!s.json && !s.opts.quiet && s.tok) putchar('\n');
     if (rc == 0 && s.opts.print_ids && !s.json) {
-        for (int i = 0; i < n_out; i++) printf("%s%d", i ? " " : "", out[i]);
+        for (int i = 0; i < n_out; i++)
+            printf("%s%d", i ? " " : "", out[i]);
         putchar('\n');
     }
     if (rc != 0) fprintf(stderr, "zmq-splitlearn-send: %s\n", err.msg);

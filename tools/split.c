@@ -51,16 +51,16 @@ static char *topology_text(const sl_part_info *parts, int n, const char *name, c
                                   name, parts_dir);
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(text + len, cap - len,
-                                "\n[node.%s]\nrole   = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%d\n", parts[i].name,
-                                sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i);
+                                "\n[node.%s]\nrole   = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%d\n",
+                                parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i);
     return text;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'},
-                                            {"name", 1, 0, 'n'},     {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},
-                                            {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    static const struct option options[] = {
+        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'}, {"name", 1, 0, 'n'},
+        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
     int32_t splits[SL_MAX_SPLITS];
     int n_splits = 0;
     long port = 5701;
@@ -70,14 +70,31 @@ int main(int argc, char **argv)
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "o:h", options, NULL)) != -1 && rc == 0) {
         switch (c) {
-        case 's': rc = (n_splits = sl_parse_int_list(optarg, "--splits", splits, SL_MAX_SPLITS, &err)) < 0 ? -1 : 0; break;
-        case 'o': out = optarg; break;
-        case 'd': rc = sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0; break;
-        case 'n': name = optarg; break;
-        case 't': topology = optarg; break;
-        case 'p': rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err); break;
-        case 'h': fputs(usage, stdout); return SL_EXIT_OK;
-        default: fputs(usage, stderr); return SL_EXIT_USAGE;
+        case 's':
+            rc = (n_splits = sl_parse_int_list(optarg, "--splits", splits, SL_MAX_SPLITS, &err)) < 0 ? -1 : 0;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'd':
+            rc =
+                sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
+            break;
+        case 'n':
+            name = optarg;
+            break;
+        case 't':
+            topology = optarg;
+            break;
+        case 'p':
+            rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err);
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return SL_EXIT_OK;
+        default:
+            fputs(usage, stderr);
+            return SL_EXIT_USAGE;
         }
     }
     if (rc == 0 && optind != argc - 1) rc = sl_fail(&err, "give exactly one MODEL_DIR");
@@ -101,11 +118,18 @@ int main(int argc, char **argv)
         name = default_name;
     }
     int splits_int[SL_MAX_SPLITS];
-    for (int i = 0; i < n_splits; i++) splits_int[i] = splits[i];
+    for (int i = 0; i < n_splits; i++)
+        splits_int[i] = splits[i];
     progress pr = {.tty = isatty(STDERR_FILENO)};
     clock_gettime(CLOCK_MONOTONIC, &pr.start);
-    sl_split_request req = {.model_path = model, .name = name, .splits = splits_int, .n_splits = n_splits,
-                            .dtype = dtype, .out_dir = out, .progress = show_progress, .progress_ctx = &pr};
+    sl_split_request req = {.model_path = model,
+                            .name = name,
+                            .splits = splits_int,
+                            .n_splits = n_splits,
+                            .dtype = dtype,
+                            .out_dir = out,
+                            .progress = show_progress,
+                            .progress_ctx = &pr};
     sl_part_info parts[SL_MAX_SPLITS + 1];
     rc = sl_split_write(ck, &req, parts, &err);
     if (rc == 0 && topology) {

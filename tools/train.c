@@ -66,12 +66,12 @@ typedef struct run {
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
     static const struct option options[] = {
-        {"data", 1, 0, 'D'},     {"ids", 1, 0, 'i'},          {"batch", 1, 0, 'b'},       {"seq-len", 1, 0, 'T'},
-        {"steps", 1, 0, 's'},    {"epochs", 1, 0, 'e'},       {"lr", 1, 0, 'l'},          {"weight-decay", 1, 0, 'w'},
-        {"warmup", 1, 0, 'W'},   {"schedule", 1, 0, 'S'},     {"grad-accum", 1, 0, 'k'},  {"grad-clip", 1, 0, 'c'},
-        {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'},  {"save-dir", 1, 0, 'o'},    {"save-every", 1, 0, 'N'},
-        {"resume", 1, 0, 'r'},   {"seed", 1, 0, 'x'},         {"threads", 1, 0, 't'},     {"log", 1, 0, 'L'},
-        {"vocab", 1, 0, 'V'},    {"local", 0, 0, 'Z'},        {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+        {"data", 1, 0, 'D'},      {"ids", 1, 0, 'i'},        {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
+        {"steps", 1, 0, 's'},     {"epochs", 1, 0, 'e'},     {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
+        {"warmup", 1, 0, 'W'},    {"schedule", 1, 0, 'S'},   {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
+        {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'}, {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
+        {"resume", 1, 0, 'r'},    {"seed", 1, 0, 'x'},       {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
+        {"vocab", 1, 0, 'V'},     {"local", 0, 0, 'Z'},      {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -83,32 +83,76 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             for (; optind < argc && argv[optind][0] != '-'; optind++)
                 if (r->n_files < 64) r->files[r->n_files++] = argv[optind];
             break;
-        case 'i': rc = (r->n_ids = sl_parse_int_list(optarg, "--ids", r->ids, 4096, err)) < 0 ? -1 : 0; break;
-        case 'b': rc = sl_parse_long(optarg, "--batch", 1, 4096, &v, err), r->opts.batch = (int)v; break;
-        case 'T': rc = sl_parse_long(optarg, "--seq-len", 2, 1 << 16, &v, err), r->opts.seq_len = (int)v; break;
-        case 's': rc = sl_parse_long(optarg, "--steps", 1, __LONG_MAX__, &r->steps, err); break;
-        case 'e': rc = sl_parse_long(optarg, "--epochs", 1, 1 << 20, &r->epochs, err); break;
-        case 'l': rc = sl_parse_double(optarg, "--lr", 0, 10, &d, err), r->opts.adamw.lr = (float)d; break;
-        case 'w': rc = sl_parse_double(optarg, "--weight-decay", 0, 10, &d, err), r->opts.adamw.weight_decay = (float)d; break;
-        case 'W': rc = sl_parse_long(optarg, "--warmup", 0, __LONG_MAX__, &r->opts.warmup, err); break;
+        case 'i':
+            rc = (r->n_ids = sl_parse_int_list(optarg, "--ids", r->ids, 4096, err)) < 0 ? -1 : 0;
+            break;
+        case 'b':
+            rc = sl_parse_long(optarg, "--batch", 1, 4096, &v, err), r->opts.batch = (int)v;
+            break;
+        case 'T':
+            rc = sl_parse_long(optarg, "--seq-len", 2, 1 << 16, &v, err), r->opts.seq_len = (int)v;
+            break;
+        case 's':
+            rc = sl_parse_long(optarg, "--steps", 1, __LONG_MAX__, &r->steps, err);
+            break;
+        case 'e':
+            rc = sl_parse_long(optarg, "--epochs", 1, 1 << 20, &r->epochs, err);
+            break;
+        case 'l':
+            rc = sl_parse_double(optarg, "--lr", 0, 10, &d, err), r->opts.adamw.lr = (float)d;
+            break;
+        case 'w':
+            rc = sl_parse_double(optarg, "--weight-decay", 0, 10, &d, err), r->opts.adamw.weight_decay = (float)d;
+            break;
+        case 'W':
+            rc = sl_parse_long(optarg, "--warmup", 0, __LONG_MAX__, &r->opts.warmup, err);
+            break;
         case 'S':
-            if (strcmp(optarg, "cosine") && strcmp(optarg, "constant")) rc = sl_fail(err, "--schedule: cosine or constant");
+            if (strcmp(optarg, "cosine") && strcmp(optarg, "constant"))
+                rc = sl_fail(err, "--schedule: cosine or constant");
             r->opts.cosine = !strcmp(optarg, "cosine");
             break;
-        case 'k': rc = sl_parse_long(optarg, "--grad-accum", 1, 1 << 16, &v, err), r->opts.grad_accum = (int)v; break;
-        case 'c': rc = sl_parse_double(optarg, "--grad-clip", 0, 1e9, &d, err), r->opts.grad_clip = (float)d; break;
-        case 'E': r->eval_file = optarg; break;
-        case 'n': rc = sl_parse_long(optarg, "--eval-every", 1, __LONG_MAX__, &r->eval_every, err); break;
-        case 'o': r->save_dir = optarg; break;
-        case 'N': rc = sl_parse_long(optarg, "--save-every", 1, __LONG_MAX__, &r->save_every, err); break;
-        case 'r': r->resume = optarg; break;
-        case 'x': rc = sl_parse_long(optarg, "--seed", 0, __LONG_MAX__, &v, err), r->seed = (uint64_t)v; break;
-        case 't': rc = sl_parse_long(optarg, "--threads", 0, 1024, &r->threads, err); break;
-        case 'L': r->log_path = optarg; break;
-        case 'V': r->vocab = optarg; break;
-        case 'Z': r->local = true; break;
-        case 'h': fputs(usage, stdout); exit(SL_EXIT_OK);
-        default: return sl_fail(err, "unknown option");
+        case 'k':
+            rc = sl_parse_long(optarg, "--grad-accum", 1, 1 << 16, &v, err), r->opts.grad_accum = (int)v;
+            break;
+        case 'c':
+            rc = sl_parse_double(optarg, "--grad-clip", 0, 1e9, &d, err), r->opts.grad_clip = (float)d;
+            break;
+        case 'E':
+            r->eval_file = optarg;
+            break;
+        case 'n':
+            rc = sl_parse_long(optarg, "--eval-every", 1, __LONG_MAX__, &r->eval_every, err);
+            break;
+        case 'o':
+            r->save_dir = optarg;
+            break;
+        case 'N':
+            rc = sl_parse_long(optarg, "--save-every", 1, __LONG_MAX__, &r->save_every, err);
+            break;
+        case 'r':
+            r->resume = optarg;
+            break;
+        case 'x':
+            rc = sl_parse_long(optarg, "--seed", 0, __LONG_MAX__, &v, err), r->seed = (uint64_t)v;
+            break;
+        case 't':
+            rc = sl_parse_long(optarg, "--threads", 0, 1024, &r->threads, err);
+            break;
+        case 'L':
+            r->log_path = optarg;
+            break;
+        case 'V':
+            r->vocab = optarg;
+            break;
+        case 'Z':
+            r->local = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            exit(SL_EXIT_OK);
+        default:
+            return sl_fail(err, "unknown option");
         }
     }
     if (rc != 0) return -1;
@@ -133,7 +177,8 @@ static void step_batch(run *r, sl_data *data, long step, int32_t *ids, int32_t *
             continue;
         }
         memcpy(ids + (size_t)k * BT, r->ids, (size_t)BT * sizeof *ids);
-        for (int t = 0; t < BT; t++) targets[(size_t)k * BT + t] = t + 1 < BT ? r->ids[t + 1] : -1;
+        for (int t = 0; t < BT; t++)
+            targets[(size_t)k * BT + t] = t + 1 < BT ? r->ids[t + 1] : -1;
     }
 }
 
