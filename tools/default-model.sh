@@ -47,4 +47,5 @@ mkdir -p "$out"
 "$bin/zmq-splitlearn-split" "$work/merged" --splits 1,3 --dtype f16 --name kjv -o "$out/parts" >/dev/null
 cp "$work/ckpt/loss.png" "$out/loss.png"
 cp "$work/ckpt/train_log.csv" "$out/train_log.csv"
-echo "done: $out (write its INFO.md from $work/train.out)"
+tools/model-info.sh "$out" "$work"
+echo "done: $out"
