@@ -236,13 +236,13 @@ static zsock_t *socket_at(int type, const char *endpoint, bool bind, const sl_to
     return s;
 }
 
-/* Asks every trunk to load its part and optimizer state from the checkpoint dir. */
-static int load_remote_trunks(sl_trainer *t, const char *dir, sl_err *err)
+/* Sends kind (save or load) with dir to every trunk and waits for each one's ack. */
+static int command_trunks(sl_trainer *t, sl_msg_kind kind, const char *dir, sl_err *err)
 {
     uint64_t step = ++t->message;
     for (int i = 1; i < t->n - 1; i++) {
         const sl_topo_node *node = &t->topo.nodes[i];
-        sl_msg m = {.kind = SL_MSG_LOAD, .session = t->run_id, .step = step};
+        sl_msg m = {.kind = kind, .session = t->run_id, .step = step};
         snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
         snprintf(m.dir, sizeof m.dir, "%s", dir);
         zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
@@ -302,7 +302,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
                     !(t->to_first = socket_at(ZMQ_PUSH, topo->nodes[1].listen, false, topo, err)) ||
                     !(t->to_last = socket_at(ZMQ_PUSH, topo->nodes[n - 2].listen, false, topo, err))))
         rc = -1;
-    if (rc == 0 && resume) rc = load_remote_trunks(t, resume, err);
+    if (rc == 0 && resume) rc = command_trunks(t, SL_MSG_LOAD, resume, err);
     if (rc != 0) sl_trainer_destroy(&t);
     return t;
 }
@@ -384,21 +384,13 @@ int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
     return run_remote(t, ids, targets, false, false, 0, loss, err);
 }
 
-/* Asks every remote trunk to write its part and optimizer state under dir (on its own host). */
+/* Every remote trunk writes its part and optimizer state under dir (on its own host). */
 static int save_remote_trunks(sl_trainer *t, const char *dir, sl_part_info *saved, sl_err *err)
 {
-    uint64_t step = ++t->message;
+    if (command_trunks(t, SL_MSG_SAVE, dir, err) != 0) return -1;
     for (int i = 1; i < t->n - 1; i++) {
-        const sl_topo_node *node = &t->topo.nodes[i];
-        sl_msg m = {.kind = SL_MSG_SAVE, .session = t->run_id, .step = step};
-        snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
-        snprintf(m.dir, sizeof m.dir, "%s", dir);
-        zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
-        int rc = push ? send_to(t, push, &m, node->name, err) : -1;
-        zsock_destroy(&push);
-        if (rc != 0 || await(t, SL_MSG_ACK, step, NULL, err) != 0) return -1;
         saved[i] = t->stages[i].info;
-        snprintf(saved[i].file, sizeof saved[i].file, "%s/trunk/checkpoint_%s.safetensors", dir, node->name);
+        snprintf(saved[i].file, sizeof saved[i].file, "%s/trunk/checkpoint_%s.safetensors", dir, t->topo.nodes[i].name);
     }
     return 0;
 }

@@ -133,12 +133,14 @@ static long peak_rss_kb(pid_t pid)
     return kb;
 }
 
-static pid_t launch_only(const char *launcher, const char *topo_path, const char *ready, const char *log_path,
-                         const char *node)
+/* Starts the launcher (only `node` when not NULL) and waits until its nodes are ready. */
+static pid_t launch(const char *launcher, const char *topo_path, const char *ready, const char *log_path,
+                    const char *node)
 {
     unlink(ready);
     pid_t pid = fork();
     if (pid == 0) {
+        /* This process pinned itself; the nodes pin themselves from all CPUs. */
         cpu_set_t all;
         CPU_ZERO(&all);
         for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++)
@@ -146,7 +148,10 @@ static pid_t launch_only(const char *launcher, const char *topo_path, const char
         sched_setaffinity(0, sizeof all, &all);
         if (!freopen(log_path, "w", stdout)) _exit(1);
         dup2(fileno(stdout), STDERR_FILENO);
-        execl(launcher, launcher, topo_path, "--ready-file", ready, "--only", node, (char *)NULL);
+        if (node)
+            execl(launcher, launcher, topo_path, "--ready-file", ready, "--only", node, (char *)NULL);
+        else
+            execl(launcher, launcher, topo_path, "--ready-file", ready, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++)
@@ -184,7 +189,7 @@ static void train_bench(const char *launcher, const char *topo_path, const char 
     sl_trainer *local = sl_trainer_new(topo.parts, &o, &err);
     double local_ms = time_trainer(local, runs) * 1e3;
     sl_trainer_destroy(&local);
-    pid_t pid = launch_only(launcher, topo_path, ready, log_path, topo.nodes[1].name);
+    pid_t pid = launch(launcher, topo_path, ready, log_path, topo.nodes[1].name);
     sl_trainer *remote = sl_trainer_new_remote(&topo, NULL, &o, &err);
     if (!remote) fprintf(stderr, "remote trainer: %s\n", err.msg);
     double remote_ms = time_trainer(remote, runs) * 1e3;
@@ -262,21 +267,7 @@ int main(int argc, char **argv)
     exe[n > 0 ? n : 0] = '\0';
     *strrchr(exe, '/') = '\0';
     snprintf(launcher, sizeof launcher, "%s/zmq-splitlearn-launch", exe);
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* This process pinned itself; the nodes pin themselves from all CPUs. */
-        cpu_set_t all;
-        CPU_ZERO(&all);
-        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++)
-            CPU_SET(cpu, &all);
-        sched_setaffinity(0, sizeof all, &all);
-        if (!freopen(log_path, "w", stdout)) _exit(1);
-        dup2(fileno(stdout), STDERR_FILENO);
-        execl(launcher, launcher, topo_path, "--ready-file", ready, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++)
-        usleep(50000);
+    pid_t pid = launch(launcher, topo_path, ready, log_path, NULL);
     static sl_topology topo;
     if (access(ready, F_OK) != 0 || sl_topology_load(topo_path, &topo, true, &err) != 0) {
         sl_err ignored;
