@@ -179,7 +179,7 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_
 
 /* Bottom here, trunks there, top here; then the gradient the same way back. */
 static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, bool update, float lr,
-                      float *loss, sl_err *err)
+                      float grad_scale, float *loss, sl_err *err)
 {
     stage *bottom = &t->stages[0], *top = &t->stages[t->n - 1];
     const int rows = t->opts.batch * t->opts.seq_len, C = bottom->params.cfg.n_embd;
@@ -209,7 +209,8 @@ static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets,
                    .dtype = t->topo.activations,
                    .update = update,
                    .lr = lr,
-                   .weight_decay = t->opts.adamw.weight_decay};
+                   .weight_decay = t->opts.adamw.weight_decay,
+                   .grad_scale = grad_scale};
     snprintf(back.reply_to, sizeof back.reply_to, "%s", t->topo.nodes[0].listen);
     if (sl_train_backward(top->train, NULL, t->grad, err) != 0 ||
         send_to(t, t->to_last, &back, t->topo.nodes[t->topo.n_nodes - 2].name, err) != 0 ||
@@ -352,8 +353,9 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
     const float lr = sl_trainer_lr(t);
     for (int k = 0; k < K; k++) {
         float l;
-        int rc = t->remote ? run_remote(t, ids + k * micro, targets + k * micro, true, k == K - 1, lr, &l, err)
-                           : run_chain(t, ids + k * micro, targets + k * micro, true, &l, err);
+        int rc = t->remote
+                     ? run_remote(t, ids + k * micro, targets + k * micro, true, k == K - 1, lr, 1.0f / K, &l, err)
+                     : run_chain(t, ids + k * micro, targets + k * micro, true, &l, err);
         if (rc != 0) return -1;
         total += l;
     }
@@ -381,7 +383,7 @@ int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
 {
     if (!t->remote) return run_chain(t, ids, targets, false, loss, err);
     /* The trunks keep this forward's activations; the next training forward replaces them. */
-    return run_remote(t, ids, targets, false, false, 0, loss, err);
+    return run_remote(t, ids, targets, false, false, 0, 1, loss, err);
 }
 
 /* Every remote trunk writes its part and optimizer state under dir (on its own host). */

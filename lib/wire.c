@@ -288,6 +288,11 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
         if (get_number(v, "wd", &d, err) != 0) return -1;
         if (!(d >= 0 && d <= 10)) return sl_fail(err, "field \"wd\" must be in 0..10");
         m->weight_decay = (float)d;
+    } else if (key_is(k, "scale")) {
+        double d = 0;
+        if (get_number(v, "scale", &d, err) != 0) return -1;
+        if (!(d > 0 && d <= 1)) return sl_fail(err, "field \"scale\" must be in (0, 1]");
+        m->grad_scale = (float)d;
     } else if (key_is(k, "dir")) {
         *seen |= F_DIR;
         return get_str(v, "dir", m->dir, sizeof m->dir, err);
@@ -406,6 +411,7 @@ int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl
     if (!limits) limits = &none;
     memset(m, 0, sizeof *m);
     m->dtype = SL_F32;
+    m->grad_scale = 1; /* a backward without "scale" updates with the gradients as they are */
     if (limits->max_bytes && len > limits->max_bytes)
         return sl_fail(err, "message of %zu bytes is over the %zu-byte cap", len, limits->max_bytes);
     if (prescan(data, len, err) != 0) return -1;
@@ -521,7 +527,7 @@ static size_t count_fields(const sl_msg *m)
     case SL_MSG_ACK:
         return n + 2;
     case SL_MSG_BACKWARD:
-        return n + 8; /* step reply_to g shape dtype update lr wd */
+        return n + 9; /* step reply_to g shape dtype update lr wd scale */
     case SL_MSG_SAVE:
     case SL_MSG_LOAD:
         return n + 3; /* step reply_to dir */
@@ -575,6 +581,8 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         msgpack_pack_double(&pk, m->lr);
         pack_key(&pk, "wd");
         msgpack_pack_double(&pk, m->weight_decay);
+        pack_key(&pk, "scale");
+        msgpack_pack_double(&pk, m->grad_scale > 0 ? m->grad_scale : 1.0);
         break;
     case SL_MSG_SAVE:
     case SL_MSG_LOAD:

@@ -28,6 +28,8 @@
  *                                                    (in "dtype"), sent back stage by stage
  *   "update"   bool         backward                 apply AdamW after this backward
  *   "lr" "wd"  float        backward                 learning rate and weight decay of that update
+ *   "scale"    float        backward                 gradients are multiplied by it before the update
+ *                                                    (1/K over K accumulated micro-batches)
  *   "dir"      str          save load                where the node writes (save) or reads (load,
  *                                                    to resume) its part + optimizer state
  *   "node"     str          ack error                the node that sends it
@@ -88,7 +90,7 @@ typedef struct sl_msg {
     /* training */
     bool train, update;
     uint32_t batch;
-    float lr, weight_decay;
+    float lr, weight_decay, grad_scale;
     char dir[512];
     /* ack, error */
     char node[64];

@@ -339,6 +339,10 @@ static void handle_backward(node *n, sl_msg *req)
         sl_adamw opt = SL_ADAMW_DEFAULT;
         opt.lr = req->lr;
         opt.weight_decay = req->weight_decay;
+        sl_params *g = sl_train_grads(n->train);
+        if (req->grad_scale != 1.0f)
+            for (size_t i = 0; i < g->owned_count; i++)
+                g->owned[i] *= req->grad_scale;
         sl_train_step(n->train, &opt);
         sl_train_zero_grad(n->train);
     }

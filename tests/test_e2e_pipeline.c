@@ -593,15 +593,34 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     }
     CHECK(resumed, "%s: remote resume gives the uninterrupted losses: %s", label, err.msg);
     sl_trainer_destroy(&remote);
+    /* Two accumulated micro-batches per step: the trunks average like the local stages. */
+    sl_trainer_opts o2 = o;
+    o2.grad_accum = 2;
+    int32_t ids2[48], targets2[48];
+    for (int k = 0; k < 48; k++)
+        ids2[k] = train_ids[k < 24 ? k : 47 - k], targets2[k] = targets[k % 24];
+    for (int k = 24; k < 48; k++)
+        targets2[k] = k + 1 < 48 ? ids2[k + 1] : -1;
+    sl_trainer *r2 = sl_trainer_new_remote(&topo, ckpt, &o2, &err), *l2 = sl_trainer_new(ckpt, &o2, &err);
+    bool accumulated = r2 && l2;
+    for (int s = 0; accumulated && s < 2; s++) {
+        float lr_, ll;
+        accumulated = sl_trainer_step(r2, ids2, targets2, &lr_, &err) == 0 &&
+                      sl_trainer_step(l2, ids2, targets2, &ll, &err) == 0 && lr_ == ll;
+    }
+    CHECK(accumulated && same_params(sl_trainer_params(r2, 0), sl_trainer_params(l2, 0)),
+          "%s: --grad-accum 2 with remote trunks equals the in-process chain: %s", label, err.msg);
+    sl_trainer_destroy(&r2);
     /* Stopping a trunk mid-training saves it where the trainer last saved. */
     stop(&p);
-    sl_params *want = sl_trainer_params(local, 1), got;
+    sl_params *want = l2 ? sl_trainer_params(l2, 1) : sl_trainer_params(local, 1), got; /* the last run */
     sl_part *part = sl_part_open(ckpt, want->first, want->last, true, &err);
     bool saved = part && sl_part_load_params(part, &got, true, &err) == 0;
     CHECK(saved && sl_part_info_of(part)->step == 5 && same_params(&got, want),
           "%s: a trunk stopped by SIGTERM saved its step-5 weights: %s", label, saved ? "" : err.msg);
     if (saved) sl_params_free(&got);
     sl_part_destroy(&part);
+    sl_trainer_destroy(&l2);
     sl_trainer_destroy(&local);
     /* What the trunks received: activations forward, gradients back, a save; never ids or labels. */
     char *seen = sl_read_text_file(trace, 1 << 20, &err);
