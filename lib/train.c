@@ -128,6 +128,13 @@ sl_params *sl_train_grads(sl_train *self) { return &self->grads; }
 long sl_train_steps(const sl_train *self) { return self->steps; }
 void sl_train_set_steps(sl_train *self, long steps) { self->steps = steps; }
 
+double sl_train_grad_norm2(sl_train *self, float scale)
+{
+    double sum = 0;
+    for (size_t i = 0; i < self->grads.owned_count; i++) sum += (double)self->grads.owned[i] * self->grads.owned[i];
+    return sum * ((double)scale * scale);
+}
+
 void sl_train_zero_grad(sl_train *self) { memset(self->grads.owned, 0, self->grads.owned_count * sizeof(float)); }
 
 /* ---- forward ---- */

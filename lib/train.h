@@ -41,6 +41,11 @@ sl_params *sl_train_grads(sl_train *self);
  * weight decay, as torch.optim.AdamW). */
 void sl_train_step(sl_train *self, const sl_adamw *opt);
 
+/* scale^2 times the squared norm of the accumulated gradients, summed in double in the
+ * parameters' order: every stage computes it the same way so that global clipping gives the
+ * same factor in one process and across nodes. */
+double sl_train_grad_norm2(sl_train *self, float scale);
+
 /* Steps taken so far, and setting it when the moments are restored from a checkpoint. */
 long sl_train_steps(const sl_train *self);
 void sl_train_set_steps(sl_train *self, long steps);

@@ -139,7 +139,7 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
 
 /* Waits for a message of kind and step on either socket; copies its payload into out when
  * given. A node's error ends the wait. */
-static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_err *err)
+static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2, sl_err *err)
 {
     zmq_pollitem_t items[2] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
                                {.socket = zsock_resolve(t->grads_in), .events = ZMQ_POLLIN}};
@@ -168,6 +168,7 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_
                     rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out);
+                    if (gnorm2) *gnorm2 = m.gnorm2;
                     rc = 0;
                 }
             }
@@ -178,8 +179,9 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, sl_
 }
 
 /* Bottom here, trunks there, top here; then the gradient the same way back. */
+/* trunks_norm2, when not NULL, asks the trunks for their gradient norms (see wire.h "gnorm2"). */
 static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets, bool backward, bool update, float lr,
-                      float grad_scale, float *loss, sl_err *err)
+                      float grad_scale, double *trunks_norm2, float *loss, sl_err *err)
 {
     stage *bottom = &t->stages[0], *top = &t->stages[t->n - 1];
     const int rows = t->opts.batch * t->opts.seq_len, C = bottom->params.cfg.n_embd;
@@ -196,7 +198,7 @@ static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets,
     snprintf(fwd.reply_to, sizeof fwd.reply_to, "%s", t->topo.nodes[0].listen);
     if (sl_train_forward(bottom->train, ids, NULL, NULL, t->act, NULL, err) != 0 ||
         send_to(t, t->to_first, &fwd, t->topo.nodes[1].name, err) != 0 ||
-        await(t, SL_MSG_FORWARD, step, t->act2, err) != 0 ||
+        await(t, SL_MSG_FORWARD, step, t->act2, NULL, err) != 0 ||
         sl_train_forward(top->train, NULL, t->act2, targets, NULL, loss, err) != 0)
         return -1;
     if (!backward) return 0;
@@ -210,11 +212,12 @@ static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets,
                    .update = update,
                    .lr = lr,
                    .weight_decay = t->opts.adamw.weight_decay,
-                   .grad_scale = grad_scale};
+                   .grad_scale = grad_scale,
+                   .has_gnorm2 = trunks_norm2 != NULL};
     snprintf(back.reply_to, sizeof back.reply_to, "%s", t->topo.nodes[0].listen);
     if (sl_train_backward(top->train, NULL, t->grad, err) != 0 ||
         send_to(t, t->to_last, &back, t->topo.nodes[t->topo.n_nodes - 2].name, err) != 0 ||
-        await(t, SL_MSG_BACKWARD, step, t->grad2, err) != 0)
+        await(t, SL_MSG_BACKWARD, step, t->grad2, trunks_norm2, err) != 0)
         return -1;
     return sl_train_backward(bottom->train, t->grad2, NULL, err);
 }
@@ -249,7 +252,7 @@ static int command_trunks(sl_trainer *t, sl_msg_kind kind, const char *dir, sl_e
         zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
         int rc = push ? send_to(t, push, &m, node->name, err) : -1;
         zsock_destroy(&push);
-        if (rc != 0 || await(t, SL_MSG_ACK, step, NULL, err) != 0) return -1;
+        if (rc != 0 || await(t, SL_MSG_ACK, step, NULL, NULL, err) != 0) return -1;
     }
     return 0;
 }
@@ -258,10 +261,6 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
 {
     if (topo->n_nodes < 3) {
         sl_fail(err, "%s has no trunk: train it in this process", topo->path);
-        return NULL;
-    }
-    if (opts->grad_clip > 0) {
-        sl_fail(err, "--grad-clip needs every stage's gradient norm: not available with remote trunks yet");
         return NULL;
     }
     sl_trainer *t = calloc(1, sizeof *t);
@@ -331,15 +330,32 @@ static int run_chain(sl_trainer *t, const int32_t *ids, const int32_t *targets, 
     return 0;
 }
 
-static double grad_norm_sq(sl_trainer *t)
+/* The global squared gradient norm of the mean over micro-batches, combined in one order for
+ * both modes: the trunks from last to first (as a backward message collects them), then the top,
+ * then the bottom. trunks_norm2 < 0: the trunks are here. */
+static double global_norm2(sl_trainer *t, float scale, double trunks_norm2)
 {
-    double sum = 0;
-    for (int i = 0; i < t->n; i++) {
-        const sl_params *g = sl_train_grads(t->stages[i].train);
-        for (size_t k = 0; k < g->owned_count; k++)
-            sum += (double)g->owned[k] * g->owned[k];
+    if (trunks_norm2 < 0) {
+        trunks_norm2 = 0;
+        for (int i = t->n - 2; i >= 1; i--)
+            trunks_norm2 += sl_train_grad_norm2(t->stages[i].train, scale);
     }
-    return sum;
+    double top = sl_train_grad_norm2(t->stages[t->n - 1].train, scale);
+    return trunks_norm2 + top + sl_train_grad_norm2(t->stages[0].train, scale);
+}
+
+/* Sends a clipped step's update along the trunks and waits for it to come back through them. */
+static int update_remote_trunks(sl_trainer *t, float lr, float scale, sl_err *err)
+{
+    sl_msg m = {.kind = SL_MSG_UPDATE,
+                .session = t->run_id,
+                .step = ++t->message,
+                .lr = lr,
+                .weight_decay = t->opts.adamw.weight_decay,
+                .grad_scale = scale};
+    snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
+    if (send_to(t, t->to_first, &m, t->topo.nodes[1].name, err) != 0) return -1;
+    return await(t, SL_MSG_UPDATE, m.step, NULL, NULL, err);
 }
 
 int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, float *loss, sl_err *err)
@@ -351,23 +367,27 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
         if (t->stages[i].train) sl_train_zero_grad(t->stages[i].train);
     double total = 0;
     const float lr = sl_trainer_lr(t);
+    const bool clip = o->grad_clip > 0;
+    float scale = 1.0f / (float)K; /* the mean over micro-batches */
+    double trunks_norm2 = -1;
     for (int k = 0; k < K; k++) {
         float l;
-        int rc = t->remote
-                     ? run_remote(t, ids + k * micro, targets + k * micro, true, k == K - 1, lr, 1.0f / K, &l, err)
-                     : run_chain(t, ids + k * micro, targets + k * micro, true, &l, err);
+        bool last = k == K - 1;
+        int rc = t->remote ? run_remote(t, ids + k * micro, targets + k * micro, true, last && !clip, lr, scale,
+                                        last && clip ? &trunks_norm2 : NULL, &l, err)
+                           : run_chain(t, ids + k * micro, targets + k * micro, true, &l, err);
         if (rc != 0) return -1;
         total += l;
     }
-    float scale = 1.0f / (float)K; /* the mean over micro-batches */
-    if (o->grad_clip > 0) {
-        double norm = sqrt(grad_norm_sq(t)) * scale;
+    if (clip) {
+        double norm = sqrt(global_norm2(t, scale, trunks_norm2));
         if (norm > o->grad_clip) scale *= (float)(o->grad_clip / norm);
+        if (t->remote && update_remote_trunks(t, lr, scale, err) != 0) return -1;
     }
     sl_adamw opt = o->adamw;
     opt.lr = lr;
     for (int i = 0; i < t->n; i++) {
-        if (!t->stages[i].train) continue; /* a remote trunk updated itself */
+        if (!t->stages[i].train) continue; /* a remote trunk updates itself */
         sl_params *g = sl_train_grads(t->stages[i].train);
         if (scale != 1.0f)
             for (size_t k = 0; k < g->owned_count; k++)
@@ -383,7 +403,7 @@ int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
 {
     if (!t->remote) return run_chain(t, ids, targets, false, loss, err);
     /* The trunks keep this forward's activations; the next training forward replaces them. */
-    return run_remote(t, ids, targets, false, false, 0, 1, loss, err);
+    return run_remote(t, ids, targets, false, false, 0, 1, NULL, loss, err);
 }
 
 /* Every remote trunk writes its part and optimizer state under dir (on its own host). */

@@ -32,8 +32,8 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
  * runs the bottom and the top, binding their listen endpoints, so token ids and labels never
  * leave it; trunks receive activations and gradients only, and update themselves. With resume
  * (a checkpoint directory, which must exist at that path on every trunk's host too) every
- * stage continues from it. Gradient clipping needs every stage's gradient norm and is refused.
- * Caller owns the result. */
+ * stage continues from it. With gradient clipping the trunks report their gradient norms and
+ * update only when the global factor is known. Caller owns the result. */
 sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, const sl_trainer_opts *opts,
                                   sl_err *err);
 

@@ -4,8 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_names[SL_MSG_KIND_COUNT] = {"forward", "result",   "error", "end",
-                                                          "ack",     "backward", "save",  "load"};
+static const char *const kind_names[] = {"forward",  "result", "error", "end",   "ack",
+                                         "backward", "save",   "load",  "update"};
+_Static_assert(sizeof kind_names / sizeof *kind_names == SL_MSG_KIND_COUNT, "a name for every message kind");
 
 const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
 
@@ -288,6 +289,10 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
         if (get_number(v, "wd", &d, err) != 0) return -1;
         if (!(d >= 0 && d <= 10)) return sl_fail(err, "field \"wd\" must be in 0..10");
         m->weight_decay = (float)d;
+    } else if (key_is(k, "gnorm2")) {
+        if (get_number(v, "gnorm2", &m->gnorm2, err) != 0) return -1;
+        if (!(m->gnorm2 >= 0)) return sl_fail(err, "field \"gnorm2\" must be >= 0");
+        m->has_gnorm2 = true;
     } else if (key_is(k, "scale")) {
         double d = 0;
         if (get_number(v, "scale", &d, err) != 0) return -1;
@@ -341,6 +346,7 @@ static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
         [SL_MSG_BACKWARD] = F_SESSION | F_STEP | F_REPLY | F_X | F_SHAPE | F_DTYPE,
         [SL_MSG_SAVE] = F_SESSION | F_STEP | F_REPLY | F_DIR,
         [SL_MSG_LOAD] = F_SESSION | F_STEP | F_REPLY | F_DIR,
+        [SL_MSG_UPDATE] = F_SESSION | F_STEP | F_REPLY,
     };
     static const char *const names[] = {"v",        "kind",  "session", "step",  "pos",    "ctx",  "reply_to", "ids",
                                         "x (or g)", "shape", "dtype",   "token", "logits", "node", "code",     "dir"};
@@ -527,7 +533,9 @@ static size_t count_fields(const sl_msg *m)
     case SL_MSG_ACK:
         return n + 2;
     case SL_MSG_BACKWARD:
-        return n + 9; /* step reply_to g shape dtype update lr wd scale */
+        return n + 9 + (m->has_gnorm2 ? 1 : 0); /* step reply_to g shape dtype update lr wd scale [gnorm2] */
+    case SL_MSG_UPDATE:
+        return n + 5; /* step reply_to lr wd scale */
     case SL_MSG_SAVE:
     case SL_MSG_LOAD:
         return n + 3; /* step reply_to dir */
@@ -577,6 +585,20 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_shape(&pk, m->rows, m->cols);
         pack_str(&pk, "dtype", m->dtype == SL_F32 ? "f32" : m->dtype == SL_F16 ? "f16" : "bf16");
         pack_bool(&pk, "update", m->update);
+        pack_key(&pk, "lr");
+        msgpack_pack_double(&pk, m->lr);
+        pack_key(&pk, "wd");
+        msgpack_pack_double(&pk, m->weight_decay);
+        pack_key(&pk, "scale");
+        msgpack_pack_double(&pk, m->grad_scale > 0 ? m->grad_scale : 1.0);
+        if (m->has_gnorm2) {
+            pack_key(&pk, "gnorm2");
+            msgpack_pack_double(&pk, m->gnorm2);
+        }
+        break;
+    case SL_MSG_UPDATE:
+        pack_uint(&pk, "step", m->step);
+        pack_str(&pk, "reply_to", m->reply_to);
         pack_key(&pk, "lr");
         msgpack_pack_double(&pk, m->lr);
         pack_key(&pk, "wd");

@@ -5,7 +5,7 @@
  *   key        type         in kinds                 meaning
  *   "v"        uint         all                      protocol version: 1
  *   "kind"     str          all                      "forward" "result" "error" "end" "ack"
- *                                                    "backward" "save" "load"
+ *                                                    "backward" "save" "load" "update"
  *   "session"  uint         all                      64-bit id the client chose for the sequence
  *   "step"     uint         forward result error ack request number within the session
  *   "pos"      uint         forward result           position of the request's first token
@@ -28,8 +28,12 @@
  *                                                    (in "dtype"), sent back stage by stage
  *   "update"   bool         backward                 apply AdamW after this backward
  *   "lr" "wd"  float        backward                 learning rate and weight decay of that update
- *   "scale"    float        backward                 gradients are multiplied by it before the update
- *                                                    (1/K over K accumulated micro-batches)
+ *   "scale"    float        backward update          gradients are multiplied by it before the update
+ *                                                    (1/K over K micro-batches, times the clip factor)
+ *   "gnorm2"   float        backward                 when present, each trunk adds the squared norm of
+ *                                                    its (scaled) gradients: for global clipping; the
+ *                                                    update then comes as an "update" message that
+ *                                                    travels the forward path back to the client
  *   "dir"      str          save load                where the node writes (save) or reads (load,
  *                                                    to resume) its part + optimizer state
  *   "node"     str          ack error                the node that sends it
@@ -66,6 +70,7 @@ typedef enum sl_msg_kind {
     SL_MSG_BACKWARD,
     SL_MSG_SAVE,
     SL_MSG_LOAD,
+    SL_MSG_UPDATE,
     SL_MSG_KIND_COUNT
 } sl_msg_kind;
 
@@ -91,6 +96,8 @@ typedef struct sl_msg {
     bool train, update;
     uint32_t batch;
     float lr, weight_decay, grad_scale;
+    bool has_gnorm2;
+    double gnorm2;
     char dir[512];
     /* ack, error */
     char node[64];

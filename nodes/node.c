@@ -315,6 +315,33 @@ static int push_back(node *n, const sl_msg *msg, sl_err *err)
     return 0;
 }
 
+/* AdamW on the accumulated gradients, multiplied first by the request's scale (1/K, clipping). */
+static void apply_update(node *n, const sl_msg *req)
+{
+    sl_adamw opt = SL_ADAMW_DEFAULT;
+    opt.lr = req->lr;
+    opt.weight_decay = req->weight_decay;
+    sl_params *g = sl_train_grads(n->train);
+    if (req->grad_scale != 1.0f)
+        for (size_t i = 0; i < g->owned_count; i++)
+            g->owned[i] *= req->grad_scale;
+    sl_train_step(n->train, &opt);
+    sl_train_zero_grad(n->train);
+}
+
+/* A clipped step's update: applied here, then passed along the forward path (so it always comes
+ * before the next forward), back to the trainer at the end. */
+static void handle_update(node *n, sl_msg *req)
+{
+    sl_err err;
+    if (!n->train) {
+        reply_error(n, req, "bad_message", "%s has no training state to update", n->name);
+        return;
+    }
+    apply_update(n, req);
+    if (pass_on(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+}
+
 static void handle_backward(node *n, sl_msg *req)
 {
     sl_err err;
@@ -329,23 +356,14 @@ static void handle_backward(node *n, sl_msg *req)
         return;
     }
     sl_msg back = *req;
+    if (req->has_gnorm2) back.gnorm2 = req->gnorm2 + sl_train_grad_norm2(n->train, req->grad_scale);
     back.x = n->hidden;
     back.dtype = n->topo.activations;
     if (push_back(n, &back, &err) != 0) {
         reply_error(n, req, "internal", "%s", err.msg);
         return;
     }
-    if (req->update) { /* after sending: the previous stage works while this one updates */
-        sl_adamw opt = SL_ADAMW_DEFAULT;
-        opt.lr = req->lr;
-        opt.weight_decay = req->weight_decay;
-        sl_params *g = sl_train_grads(n->train);
-        if (req->grad_scale != 1.0f)
-            for (size_t i = 0; i < g->owned_count; i++)
-                g->owned[i] *= req->grad_scale;
-        sl_train_step(n->train, &opt);
-        sl_train_zero_grad(n->train);
-    }
+    if (req->update) apply_update(n, req); /* after sending: the previous stage works meanwhile */
 }
 
 static void state_path(const char *part_file, char *out, size_t size)
@@ -439,6 +457,8 @@ static void handle(node *n, const void *data, size_t len)
         handle_save(n, &msg);
     } else if (msg.kind == SL_MSG_LOAD) {
         handle_load(n, &msg);
+    } else if (msg.kind == SL_MSG_UPDATE) {
+        handle_update(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
         handle_forward(n, &msg);
     } else if (msg.kind == SL_MSG_END) {

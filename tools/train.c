@@ -39,7 +39,7 @@ static const char usage[] =
     "their listen endpoints); the trunks train on their nodes, which must be running\n"
     "(zmq-splitlearn-launch TOPOLOGY --only trunk1 ...), each updating itself with its own AdamW\n"
     "state; --resume DIR must exist at that path on the trunks' hosts too. --local runs every\n"
-    "stage here instead (required for --grad-clip for now).\n"
+    "stage here instead.\n"
     "SIGINT or SIGTERM saves a checkpoint, then exits.\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
