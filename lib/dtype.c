@@ -5,15 +5,18 @@
 #include <strings.h>
 
 static const struct {
-    const char *name;
+    const char *name, *lower;
     size_t size;
 } dtypes[SL_DTYPE_COUNT] = {
-    [SL_F32] = {"F32", 4}, [SL_F16] = {"F16", 2}, [SL_BF16] = {"BF16", 2}, [SL_I64] = {"I64", 8}, [SL_I32] = {"I32", 4},
+    [SL_F32] = {"F32", "f32", 4}, [SL_F16] = {"F16", "f16", 2}, [SL_BF16] = {"BF16", "bf16", 2},
+    [SL_I64] = {"I64", "i64", 8}, [SL_I32] = {"I32", "i32", 4},
 };
 
 size_t sl_dtype_size(sl_dtype dt) { return dtypes[dt].size; }
 
 const char *sl_dtype_name(sl_dtype dt) { return dtypes[dt].name; }
+
+const char *sl_dtype_lower(sl_dtype dt) { return dtypes[dt].lower; }
 
 int sl_dtype_parse(const char *name, sl_dtype *out)
 {

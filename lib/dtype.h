@@ -13,6 +13,9 @@ size_t sl_dtype_size(sl_dtype dt);
 /* Safetensors spelling: "F32", "F16", "BF16", "I64", "I32". */
 const char *sl_dtype_name(sl_dtype dt);
 
+/* The lower-case spelling used on the command line, in metadata and on the wire: "f32", "bf16". */
+const char *sl_dtype_lower(sl_dtype dt);
+
 /* Parses a safetensors dtype name (also accepts lower case "f32", "f16", "bf16"); -1 if unknown. */
 int sl_dtype_parse(const char *name, sl_dtype *out);
 

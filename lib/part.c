@@ -105,6 +105,13 @@ static void dir_of(char *out, size_t size, const char *path)
         snprintf(out, size, ".");
 }
 
+void sl_part_sibling(const char *part_file, const char *suffix, char *out, size_t size)
+{
+    size_t len = strlen(part_file), ext = strlen(".safetensors");
+    int stem = (int)(len >= ext && strcmp(part_file + len - ext, ".safetensors") == 0 ? len - ext : len);
+    snprintf(out, size, "%.*s%s", stem, part_file, suffix);
+}
+
 /* ---- metadata ---- */
 
 static cJSON *metadata_json(const sl_part_info *info, const char *source_json, const char *extra_json)
@@ -306,7 +313,7 @@ static int write_part_tensors(sl_params *p, const char *name, sl_role role, sl_d
     info->cfg = p->cfg;
     info->parameters = sl_params_count(p);
     info->step = -1;
-    snprintf(info->dtype, sizeof info->dtype, "%s", dtype == SL_F32 ? "f32" : dtype == SL_F16 ? "f16" : "bf16");
+    snprintf(info->dtype, sizeof info->dtype, "%s", sl_dtype_lower(dtype));
     snprintf(info->file, sizeof info->file, "%s/%s.safetensors", dir, stem);
     if (sl_mkdirs(dir, err) != 0) return -1;
     sl_st_writer *w = sl_st_writer_new();
@@ -327,7 +334,7 @@ static int write_part_tensors(sl_params *p, const char *name, sl_role role, sl_d
 static int write_part_metadata(const sl_part_info *info, const char *source_json, const char *extra_json, sl_err *err)
 {
     char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%.*s_metadata.json", (int)(strlen(info->file) - strlen(".safetensors")), info->file);
+    sl_part_sibling(info->file, "_metadata.json", path, sizeof path);
     cJSON *root = metadata_json(info, source_json, extra_json);
     if (!root) return sl_fail(err, "%s: out of memory", path);
     int rc = write_json_file(path, root, err);
@@ -410,7 +417,7 @@ int sl_split_write_index(const char *out_dir, const char *name, const sl_part_in
                                ? parts[i].file + dir_len + 1
                                : parts[i].file;
         char rel[PATH_MAX];
-        snprintf(rel, sizeof rel, "%.*s_metadata.json", (int)(strlen(file) - strlen(".safetensors")), file);
+        sl_part_sibling(file, "_metadata.json", rel, sizeof rel);
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", parts[i].name);
         cJSON_AddStringToObject(e, "role", sl_role_name(parts[i].role));

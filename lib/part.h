@@ -43,6 +43,10 @@ typedef struct sl_part_info {
     double loss;
 } sl_part_info;
 
+/* The path of a file beside a part: its name without ".safetensors", then suffix
+ * ("_metadata.json", "_optim.safetensors"). */
+void sl_part_sibling(const char *part_file, const char *suffix, char *out, size_t size);
+
 /* Reads a part's metadata JSON; info->file is resolved next to it. */
 int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err);
 

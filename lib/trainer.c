@@ -39,16 +39,11 @@ struct sl_trainer {
 };
 
 /* The optimizer state file beside a part: <stem>_optim.safetensors. */
-static void optim_path(const char *part_file, char *out, size_t size)
-{
-    snprintf(out, size, "%.*s_optim.safetensors", (int)(strlen(part_file) - strlen(".safetensors")), part_file);
-}
-
 /* Restores the part's optimizer state when it has one; returns the steps it records (0: fresh). */
 static long load_optimizer(stage *s, sl_err *err)
 {
     char path[PATH_MAX + 32];
-    optim_path(s->info.file, path, sizeof path);
+    sl_part_sibling(s->info.file, "_optim.safetensors", path, sizeof path);
     int rc = sl_train_load_state(s->train, path, err);
     return rc < 0 ? -1 : sl_train_steps(s->train);
 }
@@ -433,7 +428,7 @@ int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
         if (sl_part_write(&s->params, s->info.name, s->info.role, SL_F32, sub, stem, NULL, extra, &saved[i], err) != 0)
             return -1;
         char state[PATH_MAX + 32];
-        optim_path(saved[i].file, state, sizeof state);
+        sl_part_sibling(saved[i].file, "_optim.safetensors", state, sizeof state);
         if (sl_train_save_state(s->train, state, err) != 0) return -1;
     }
     return sl_split_write_index(dir, "checkpoint", saved, t->n, NULL, err);

@@ -517,6 +517,17 @@ static void pack_sample(msgpack_packer *pk, const sl_msg *m)
     pack_uint(pk, "index", m->sample_index);
 }
 
+/* lr, wd and scale: the optimizer step a backward or an update message asks for. */
+static void pack_update(msgpack_packer *pk, const sl_msg *m)
+{
+    pack_key(pk, "lr");
+    msgpack_pack_double(pk, m->lr);
+    pack_key(pk, "wd");
+    msgpack_pack_double(pk, m->weight_decay);
+    pack_key(pk, "scale");
+    msgpack_pack_double(pk, m->grad_scale > 0 ? m->grad_scale : 1.0);
+}
+
 static size_t count_fields(const sl_msg *m)
 {
     size_t n = 3; /* v, kind, session */
@@ -570,7 +581,7 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         } else {
             pack_floats(&pk, "x", m->x, (size_t)m->rows * m->cols, m->dtype);
             pack_shape(&pk, m->rows, m->cols);
-            pack_str(&pk, "dtype", m->dtype == SL_F32 ? "f32" : m->dtype == SL_F16 ? "f16" : "bf16");
+            pack_str(&pk, "dtype", sl_dtype_lower(m->dtype));
         }
         if (m->has_sample) pack_sample(&pk, m);
         if (m->train) {
@@ -583,14 +594,9 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_str(&pk, "reply_to", m->reply_to);
         pack_floats(&pk, "g", m->x, (size_t)m->rows * m->cols, m->dtype);
         pack_shape(&pk, m->rows, m->cols);
-        pack_str(&pk, "dtype", m->dtype == SL_F32 ? "f32" : m->dtype == SL_F16 ? "f16" : "bf16");
+        pack_str(&pk, "dtype", sl_dtype_lower(m->dtype));
         pack_bool(&pk, "update", m->update);
-        pack_key(&pk, "lr");
-        msgpack_pack_double(&pk, m->lr);
-        pack_key(&pk, "wd");
-        msgpack_pack_double(&pk, m->weight_decay);
-        pack_key(&pk, "scale");
-        msgpack_pack_double(&pk, m->grad_scale > 0 ? m->grad_scale : 1.0);
+        pack_update(&pk, m);
         if (m->has_gnorm2) {
             pack_key(&pk, "gnorm2");
             msgpack_pack_double(&pk, m->gnorm2);
@@ -599,12 +605,7 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
     case SL_MSG_UPDATE:
         pack_uint(&pk, "step", m->step);
         pack_str(&pk, "reply_to", m->reply_to);
-        pack_key(&pk, "lr");
-        msgpack_pack_double(&pk, m->lr);
-        pack_key(&pk, "wd");
-        msgpack_pack_double(&pk, m->weight_decay);
-        pack_key(&pk, "scale");
-        msgpack_pack_double(&pk, m->grad_scale > 0 ? m->grad_scale : 1.0);
+        pack_update(&pk, m);
         break;
     case SL_MSG_SAVE:
     case SL_MSG_LOAD:

@@ -229,6 +229,20 @@ static void handle_forward(node *n, sl_msg *req)
 
 /* ---- training: trunks train here; the bottom and the top stay with zmq-splitlearn-train ---- */
 
+/* Makes params the node's weights (it takes them over), with a fresh stage and session table:
+ * cached keys and values belong to the weights they were computed with. */
+static int install_params(node *n, sl_params *params, bool writable, sl_err *err)
+{
+    sl_stage_destroy(&n->stage);
+    sl_sessions_destroy(&n->sessions);
+    sl_params_free(&n->params);
+    n->params = *params;
+    n->writable = writable;
+    n->stage = sl_stage_new(&n->params, 128, err);
+    n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
+    return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
+}
+
 /* Copies the weights out of the read-only mapping and makes the trainer for B x T tokens. */
 static int prepare_training(node *n, int B, int T, sl_err *err)
 {
@@ -237,15 +251,7 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
                        n->params.embed ? "bottom" : "top");
     if (!n->writable) {
         sl_params copy;
-        if (sl_part_load_params(n->part, &copy, true, err) != 0) return -1;
-        sl_stage_destroy(&n->stage);
-        sl_sessions_destroy(&n->sessions); /* their caches belong to the old weights */
-        sl_params_free(&n->params);
-        n->params = copy;
-        n->writable = true;
-        n->stage = sl_stage_new(&n->params, 128, err);
-        n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
-        if (!n->stage || !n->sessions) return sl_fail(err, "out of memory");
+        if (sl_part_load_params(n->part, &copy, true, err) != 0 || install_params(n, &copy, true, err) != 0) return -1;
         log_line(n, "training: weights copied out of the part (%.1f MB)",
                  (double)sl_params_count(&n->params) * 4 / 1e6);
     }
@@ -366,11 +372,6 @@ static void handle_backward(node *n, sl_msg *req)
     if (req->update) apply_update(n, req); /* after sending: the previous stage works meanwhile */
 }
 
-static void state_path(const char *part_file, char *out, size_t size)
-{
-    snprintf(out, size, "%.*s_optim.safetensors", (int)(strlen(part_file) - strlen(".safetensors")), part_file);
-}
-
 /* Writes this node's part and optimizer state under dir/<role>/checkpoint_<name>. */
 static int save_to(node *n, const char *dir_root, sl_err *err)
 {
@@ -381,7 +382,7 @@ static int save_to(node *n, const char *dir_root, sl_err *err)
     snprintf(extra, sizeof extra, "{\"step\": %ld}", n->train ? sl_train_steps(n->train) : 0L);
     sl_part_info saved;
     if (sl_part_write(&n->params, info->name, info->role, SL_F32, dir, stem, NULL, extra, &saved, err) != 0) return -1;
-    state_path(saved.file, state, sizeof state);
+    sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
     if (n->train && sl_train_save_state(n->train, state, err) != 0) return -1;
     log_line(n, "saved %s", saved.file);
     return 0;
@@ -417,16 +418,13 @@ static void handle_load(node *n, sl_msg *req)
         return;
     }
     sl_train_destroy(&n->train);
-    sl_stage_destroy(&n->stage);
-    sl_sessions_destroy(&n->sessions);
-    sl_params_free(&n->params);
     sl_part_destroy(&n->part);
     n->part = part;
-    n->params = params;
-    n->writable = true;
-    n->stage = sl_stage_new(&n->params, 128, &err);
-    n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
-    state_path(sl_part_info_of(part)->file, n->pending_state, sizeof n->pending_state);
+    if (install_params(n, &params, true, &err) != 0) {
+        reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
+        return;
+    }
+    sl_part_sibling(sl_part_info_of(part)->file, "_optim.safetensors", n->pending_state, sizeof n->pending_state);
     log_line(n, "loaded %s", sl_part_info_of(part)->file);
     ack(n, req);
 }
@@ -504,10 +502,10 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
     if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last, verify || n->topo.verify, err)))
         return -1;
-    if (sl_part_load_params(n->part, &n->params, false, err) != 0) return -1;
+    sl_params mapped;
+    if (sl_part_load_params(n->part, &mapped, false, err) != 0 || install_params(n, &mapped, false, err) != 0)
+        return -1;
     const sl_config *cfg = &n->params.cfg;
-    n->stage = sl_stage_new(&n->params, 128, err);
-    n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
     n->sampler = sl_sampler_new(&SL_SAMPLING_GREEDY, cfg->vocab_size);
     n->decoder = sl_wire_decoder_new();
     n->ids = malloc((size_t)cfg->n_positions * sizeof *n->ids);
