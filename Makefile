@@ -23,7 +23,7 @@ SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sa
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS ?= $(OPT)
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -g -pthread -Ilib $(PKG_CFLAGS)
+CFLAGS += -std=c11 -D_GNU_SOURCE -fno-math-errno -Wall -Wextra -g -pthread -Ilib $(PKG_CFLAGS)
 LDLIBS += $(PKG_LIBS) -lm -lpthread
 
 LIB_SRC := $(wildcard lib/*.c)

@@ -271,3 +271,14 @@ double sl_crossentropy_forward_backward(float *dlogits, const float *logits, con
     }
     return loss;
 }
+
+void sl_adamw_update(float *restrict p, float *restrict m, float *restrict v, const float *restrict g, size_t n,
+                     float beta1, float beta2, float eps, float decay, float step_size, float bc2_sqrt)
+{
+    for (size_t i = 0; i < n; i++) {
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g[i];
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+        p[i] *= decay;
+        p[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+    }
+}

@@ -68,4 +68,10 @@ void sl_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n
 double sl_crossentropy_forward_backward(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
                                         float scale);
 
+/* One AdamW update of n parameters in place, params p, moments m and v, gradients g (n each,
+ * not overlapping): m, v = moving averages of g and g^2; p = p * decay - step_size * m /
+ * (sqrt(v) / bc2_sqrt + eps). The caller folds the bias corrections into step_size and bc2_sqrt. */
+void sl_adamw_update(float *restrict p, float *restrict m, float *restrict v, const float *restrict g, size_t n,
+                     float beta1, float beta2, float eps, float decay, float step_size, float bc2_sqrt);
+
 #endif

@@ -266,13 +266,8 @@ void sl_train_step(sl_train *t, const sl_adamw *o)
     t->steps++;
     const double bc1 = 1.0 - pow(o->beta1, (double)t->steps), bc2 = 1.0 - pow(o->beta2, (double)t->steps);
     const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2), decay = 1.0f - o->lr * o->weight_decay;
-    float *p = t->p->owned, *g = t->grads.owned, *m = t->m.owned, *v = t->v.owned;
-    for (size_t i = 0; i < t->p->owned_count; i++) {
-        m[i] = o->beta1 * m[i] + (1.0f - o->beta1) * g[i];
-        v[i] = o->beta2 * v[i] + (1.0f - o->beta2) * g[i] * g[i];
-        p[i] *= decay;
-        p[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + o->eps);
-    }
+    sl_adamw_update(t->p->owned, t->m.owned, t->v.owned, t->grads.owned, t->p->owned_count, o->beta1, o->beta2, o->eps,
+                    decay, step_size, bc2_sqrt);
 }
 
 /* ---- optimizer state ---- */
