@@ -10,10 +10,31 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* The thread ids of this process, into tids (at most max); returns how many, -1 on error. */
+static int list_threads(pid_t *tids, int max)
+{
+    DIR *dir = opendir("/proc/self/task");
+    if (!dir) return -1;
+    int n = 0;
+    struct dirent *e;
+    while (n < max && (e = readdir(dir)) != NULL) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (tid > 0) tids[n++] = tid;
+    }
+    closedir(dir);
+    return n;
+}
+
+/* The CPUs the calling thread may use (the process's, unless it was pinned). */
+static void allowed_cpus(cpu_set_t *set)
+{
+    if (sched_getaffinity(0, sizeof *set, set) != 0) CPU_ZERO(set);
+}
+
 int sl_cpu_count(void)
 {
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    allowed_cpus(&set);
     return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
 }
 
@@ -27,40 +48,38 @@ static int pin_thread(pid_t tid, int cpu, sl_err *err)
     return 0;
 }
 
-/* The allowed CPUs in order, into cpus (at most max); returns how many. */
-static int allowed_cpus(int *cpus, int max)
+/* Makes OpenBLAS start its workers before we look for them: they start at load time, but a
+ * fork() stops them (OpenBLAS's atfork handler) and they come back only with the next threaded
+ * call, with the calling thread's affinity. An sgemm of 128^3 is above OpenBLAS's threading
+ * threshold (about 64^3). */
+static int start_workers(sl_err *err)
 {
-    cpu_set_t set;
-    int n = 0;
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
-    for (int c = 0; c < CPU_SETSIZE && n < max; c++)
-        if (CPU_ISSET(c, &set)) cpus[n++] = c;
-    return n;
+    enum { n = 128 };
+    float *a = calloc(2 * n * n, sizeof *a);
+    if (!a) return sl_fail(err, "out of memory");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, a, n, 0, a + n * n, n);
+    free(a);
+    return 0;
 }
 
 int sl_threads_setup(int n_threads, bool pin, sl_err *err)
 {
-    int cpus[CPU_SETSIZE];
-    int n_cpus = allowed_cpus(cpus, CPU_SETSIZE);
+    cpu_set_t allowed;
+    allowed_cpus(&allowed);
+    int cpus[CPU_SETSIZE], n_cpus = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &allowed)) cpus[n_cpus++] = c;
     if (n_cpus < 1) return sl_fail(err, "cannot read this process's CPU affinity: %s", strerror(errno));
     if (n_threads <= 0) n_threads = n_cpus;
     if (pin && n_threads > n_cpus) return sl_fail(err, "cannot pin %d threads to %d CPUs", n_threads, n_cpus);
     openblas_set_num_threads(n_threads);
     if (!pin) return 0;
-    /* A tiny sgemm makes OpenBLAS start its workers before we look for them. */
-    float a[4] = {1, 2, 3, 4}, c[4];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2, 2, 2, 1, a, 2, a, 2, 0, c, 2);
-    pid_t self = (pid_t)syscall(SYS_gettid);
-    if (pin_thread(self, cpus[0], err) != 0) return -1;
-    DIR *dir = opendir("/proc/self/task");
-    if (!dir) return sl_fail(err, "cannot list /proc/self/task: %s", strerror(errno));
-    int next = 1, rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(dir)) != NULL) {
-        pid_t tid = (pid_t)atoi(e->d_name);
-        if (tid <= 0 || tid == self) continue;
-        rc = pin_thread(tid, cpus[next++ % n_threads], err);
-    }
-    closedir(dir);
+    if (start_workers(err) != 0) return -1;
+    pid_t self = (pid_t)syscall(SYS_gettid), tids[1024];
+    int n = list_threads(tids, 1024);
+    if (n < 0) return sl_fail(err, "cannot list /proc/self/task: %s", strerror(errno));
+    int rc = pin_thread(self, cpus[0], err);
+    for (int i = 0, next = 1; rc == 0 && i < n; i++)
+        if (tids[i] != self) rc = pin_thread(tids[i], cpus[next++ % n_threads], err);
     return rc;
 }

@@ -9,9 +9,11 @@
 
 #include <stdbool.h>
 
-/* Sets OpenBLAS to n_threads (0: one per allowed CPU). With pin, the calling thread goes to the
- * first allowed CPU and OpenBLAS's worker threads to the next ones, one each. Call it before
- * starting other threads (those started earlier would be pinned as workers). */
+/* Sets OpenBLAS to n_threads (0: one per CPU the calling thread may use). With pin, the calling
+ * thread goes to the first of those CPUs and OpenBLAS's worker threads to the next ones, one
+ * each. Call it before starting other threads (those started earlier would be pinned as workers).
+ * After a fork() OpenBLAS restarts its workers with the calling thread's affinity: to pin them
+ * again, give the calling thread its former CPU set back (sched_setaffinity) and call this again. */
 int sl_threads_setup(int n_threads, bool pin, sl_err *err);
 
 /* CPUs this process may run on. */

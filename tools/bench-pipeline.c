@@ -1,6 +1,8 @@
 /* bench-pipeline.c — zmq-splitlearn-bench-pipeline: a 3-stage pipeline on loopback against the
  * monolithic model in one run: prefill and decode time, overhead per hop, throughput with
- * concurrent clients, and each node's peak RSS against its part's weights and KV cache. */
+ * concurrent clients, each node's peak RSS against its part's weights and KV cache; then a
+ * training step of the whole model, of the split chained in this process, and with the trunk on
+ * its node. */
 #include "clock.h"
 #include "cli.h"
 #include "client.h"
@@ -8,6 +10,7 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "part.h"
+#include "train.h"
 #include "trainer.h"
 
 #include <czmq.h>
@@ -26,7 +29,9 @@ static const char usage[] =
     "\n"
     "PARTS_DIR is a 3-part split of MODEL_DIR (zmq-splitlearn-split --splits A,B). Starts the three\n"
     "nodes with zmq-splitlearn-launch (tcp loopback, --threads each, pinned), times the monolithic\n"
-    "model in this process and the pipeline through zmq-splitlearn's client, and prints a table.\n"
+    "model in this process and the pipeline through zmq-splitlearn's client, then training steps\n"
+    "(B=4, T=64) of the whole model, of the split in this process and with the trunk on its node,\n"
+    "and prints Markdown tables.\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
@@ -134,18 +139,28 @@ static long peak_rss_kb(pid_t pid)
 }
 
 /* Starts the launcher (only `node` when not NULL) and waits until its nodes are ready. */
+/* The CPUs this process had before it pinned its threads. */
+typedef struct cpus {
+    cpu_set_t set;
+    int threads;
+} cpus;
+
+/* Pins this process's compute threads again after a fork (see sl_threads_setup). */
+static void repin(const cpus *c)
+{
+    sl_err err;
+    if (sched_setaffinity(0, sizeof c->set, &c->set) != 0 || sl_threads_setup(c->threads, true, &err) != 0)
+        fprintf(stderr, "warning: cannot pin this process's threads again\n");
+}
+
 static pid_t launch(const char *launcher, const char *topo_path, const char *ready, const char *log_path,
-                    const char *node)
+                    const char *node, const cpus *c)
 {
     unlink(ready);
     pid_t pid = fork();
     if (pid == 0) {
-        /* This process pinned itself; the nodes pin themselves from all CPUs. */
-        cpu_set_t all;
-        CPU_ZERO(&all);
-        for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++)
-            CPU_SET(cpu, &all);
-        sched_setaffinity(0, sizeof all, &all);
+        /* This process pinned itself; the nodes pin themselves from all its CPUs. */
+        sched_setaffinity(0, sizeof c->set, &c->set);
         if (!freopen(log_path, "w", stdout)) _exit(1);
         dup2(fileno(stdout), STDERR_FILENO);
         if (node)
@@ -154,18 +169,58 @@ static pid_t launch(const char *launcher, const char *topo_path, const char *rea
             execl(launcher, launcher, topo_path, "--ready-file", ready, (char *)NULL);
         _exit(127);
     }
+    /* fork() made OpenBLAS stop its workers (its atfork handler); the ones it starts again would
+     * share the main thread's CPU. */
+    repin(c);
     for (int i = 0; i < 1200 && access(ready, F_OK) != 0; i++)
         usleep(50000);
     return pid;
 }
 
-/* ms per training step of B=4 x T=64: the chain in this process, then with the trunk on its node. */
+/* The same B=4 x T=64 batch for every training measurement. */
+static void train_batch(int32_t *ids, int32_t *targets, int vocab)
+{
+    for (int i = 0; i < 4 * 64; i++)
+        ids[i] = (i * 7919 + 13) % vocab, targets[i] = (i * 104729 + 7) % vocab;
+}
+
+/* Median seconds per training step (forward, loss, backward, AdamW) of the whole model in one
+ * sl_train: the single-process reference of the pipeline's step. */
+static double time_whole_model(const char *model, int runs)
+{
+    sl_err err;
+    sl_params p;
+    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
+    if (!ck || sl_params_load(&p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, true, &err) != 0) {
+        fprintf(stderr, "whole model: %s\n", err.msg);
+        sl_checkpoint_destroy(&ck);
+        return NAN;
+    }
+    sl_train *tr = sl_train_new(&p, 4, 64, &err);
+    int32_t ids[256], targets[256];
+    train_batch(ids, targets, p.cfg.vocab_size);
+    double t[32];
+    for (int r = -1; tr && r < runs; r++) {
+        float loss;
+        double t0 = sl_now();
+        sl_train_zero_grad(tr);
+        sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err);
+        sl_train_backward(tr, NULL, NULL, &err);
+        sl_train_step(tr, &SL_ADAMW_DEFAULT);
+        if (r >= 0) t[r] = sl_now() - t0;
+    }
+    double median = tr ? sl_median(t, runs) : NAN;
+    sl_train_destroy(&tr);
+    sl_params_free(&p);
+    sl_checkpoint_destroy(&ck);
+    return median;
+}
+
+/* Median seconds per training step of a trainer (the chain here, or with remote trunks). */
 static double time_trainer(sl_trainer *tr, int runs)
 {
-    const int N = 4 * 64;
     int32_t ids[256], targets[256];
-    for (int i = 0; i < N; i++)
-        ids[i] = (i * 7919 + 13) % 50257, targets[i] = (i * 104729 + 7) % 50257;
+    train_batch(ids, targets, 50257);
     double t[32];
     sl_err err;
     for (int r = -1; tr && r < runs; r++) {
@@ -180,16 +235,18 @@ static double time_trainer(sl_trainer *tr, int runs)
     return tr ? sl_median(t, runs) : NAN;
 }
 
-static void train_bench(const char *launcher, const char *topo_path, const char *ready, const char *log_path, int runs)
+static void train_bench(const char *model, const char *launcher, const char *topo_path, const char *ready,
+                        const char *log_path, int runs, const cpus *c)
 {
     static sl_topology topo;
     sl_err err;
     if (sl_topology_load(topo_path, &topo, true, &err) != 0) return;
+    double whole_ms = time_whole_model(model, runs) * 1e3;
     sl_trainer_opts o = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
     sl_trainer *local = sl_trainer_new(topo.parts, &o, &err);
     double local_ms = time_trainer(local, runs) * 1e3;
     sl_trainer_destroy(&local);
-    pid_t pid = launch(launcher, topo_path, ready, log_path, topo.nodes[1].name);
+    pid_t pid = launch(launcher, topo_path, ready, log_path, topo.nodes[1].name, c);
     sl_trainer *remote = sl_trainer_new_remote(&topo, NULL, &o, &err);
     if (!remote) fprintf(stderr, "remote trainer: %s\n", err.msg);
     double remote_ms = time_trainer(remote, runs) * 1e3;
@@ -202,11 +259,15 @@ static void train_bench(const char *launcher, const char *topo_path, const char 
     sl_trainer_destroy(&remote);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
-    printf("\n| training B=4 T=64 (forward, loss, backward, AdamW), ms per step | in one process | trunk on its node | "
-           "ratio |\n"
-           "|---|---|---|---|\n| 3-stage split, 124M | %.0f (%.0f tok/s) | %.0f (%.0f tok/s) | %.3f |\n",
-           local_ms, 256e3 / local_ms, remote_ms, 256e3 / remote_ms, remote_ms / local_ms);
-    printf("| peak RSS of the training trunk node, MB | | %.0f | |\n", kb / 1024.0);
+    printf("\n| training B=4 T=64 (forward, loss, backward, AdamW; %d threads per process, pinned; median of %d), "
+           "124M | ms per step | tokens/s | ratio to the whole model |\n|---|---|---|---|\n",
+           c->threads, runs);
+    printf("| whole model, one process | %.0f | %.0f | 1.000 |\n", whole_ms, 256e3 / whole_ms);
+    printf("| 3-stage split, chained in one process | %.0f | %.0f | %.3f |\n", local_ms, 256e3 / local_ms,
+           local_ms / whole_ms);
+    printf("| 3-stage pipeline, trunk on its node (tcp loopback) | %.0f | %.0f | %.3f |\n", remote_ms,
+           256e3 / remote_ms, remote_ms / whole_ms);
+    printf("| peak RSS of the training trunk node, MB | %.0f | | |\n", kb / 1024.0);
 }
 
 int main(int argc, char **argv)
@@ -258,6 +319,8 @@ int main(int argc, char **argv)
     int32_t *ids = malloc((size_t)prompt * sizeof *ids);
     for (int i = 0; i < prompt; i++)
         ids[i] = (int32_t)((i * 7919 + 13) % cfg->vocab_size);
+    cpus cpus_before = {.threads = (int)threads};
+    sched_getaffinity(0, sizeof cpus_before.set, &cpus_before.set);
     sl_threads_setup((int)threads, true, &err);
     double mono_prefill, mono_token;
     monolithic(model, ids, (int)prompt, (int)decode, (int)runs, &mono_prefill, &mono_token);
@@ -267,7 +330,7 @@ int main(int argc, char **argv)
     exe[n > 0 ? n : 0] = '\0';
     *strrchr(exe, '/') = '\0';
     snprintf(launcher, sizeof launcher, "%s/zmq-splitlearn-launch", exe);
-    pid_t pid = launch(launcher, topo_path, ready, log_path, NULL);
+    pid_t pid = launch(launcher, topo_path, ready, log_path, NULL, &cpus_before);
     static sl_topology topo;
     if (access(ready, F_OK) != 0 || sl_topology_load(topo_path, &topo, true, &err) != 0) {
         sl_err ignored;
@@ -342,7 +405,7 @@ int main(int argc, char **argv)
     if (fp) pclose(fp);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
-    train_bench(launcher, topo_path, ready, log_path, (int)runs);
+    train_bench(model, launcher, topo_path, ready, log_path, (int)runs, &cpus_before);
     unlink(topo_path);
     unlink(log_path);
     free(ids);

@@ -6,7 +6,6 @@
 #include "cpu.h"
 #include "gpt2.h"
 #include "part.h"
-#include "train.h"
 
 #include <cblas.h>
 #include <getopt.h>
@@ -156,34 +155,6 @@ static double time_weight_read(sl_params *p, int threads, int runs)
     return sl_median(t, runs);
 }
 
-/* Training steps of B x T tokens (forward, loss, backward, AdamW) on writable copies. */
-static double time_train_step(const sl_checkpoint *ck, int B, int T, int runs)
-{
-    sl_err err;
-    sl_params p;
-    const sl_config *c = sl_checkpoint_config(ck);
-    if (sl_params_load(&p, ck, 0, c->n_layer, true, true, true, &err) != 0) return NAN;
-    sl_train *tr = sl_train_new(&p, B, T, &err);
-    int32_t *ids = malloc((size_t)B * T * sizeof *ids), *targets = malloc((size_t)B * T * sizeof *targets);
-    for (int i = 0; i < B * T; i++)
-        ids[i] = (i * 7919 + 13) % c->vocab_size, targets[i] = (i * 104729 + 7) % c->vocab_size;
-    double t[64];
-    for (int r = -1; tr && r < runs; r++) {
-        float loss;
-        double t0 = sl_now();
-        sl_train_zero_grad(tr);
-        sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err);
-        sl_train_backward(tr, NULL, NULL, &err);
-        sl_train_step(tr, &SL_ADAMW_DEFAULT);
-        if (r >= 0) t[r] = sl_now() - t0;
-    }
-    free(ids);
-    free(targets);
-    sl_train_destroy(&tr);
-    sl_params_free(&p);
-    return sl_median(t, runs);
-}
-
 static double time_part_load(const char *parts_dir, int first, int last, int runs)
 {
     double t[64];
@@ -292,10 +263,6 @@ int main(int argc, char **argv)
     printf("| peak RSS of this process (inference), MB; weights %.0f MB | %.0f | | %.3f |\n",
            (double)sl_params_count(&b.p) * 4 / 1048576, (double)ru.ru_maxrss / 1024,
            (double)ru.ru_maxrss * 1024 / ((double)sl_params_count(&b.p) * 4));
-    double step = time_train_step(ck, 4, 64, (int)runs);
-    printf("| training, B=4 T=64, forward + loss + backward + AdamW, one process: ms per step (tokens/s) | %.0f "
-           "(%.0f tok/s) | | |\n",
-           step * 1e3, 256 / step);
     free(b.ids);
     free(b.logits);
     sl_kv_destroy(&b.kv);

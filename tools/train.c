@@ -33,7 +33,8 @@ static const char usage[] =
     "                              without --eval-data the last 5% of --data is held out\n"
     "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
-    "  --seed S --threads N --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
+    "  --seed S --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
+    "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
     "\n"
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
     "their listen endpoints); the trunks train on their nodes, which must be running\n"
@@ -58,7 +59,7 @@ typedef struct run {
     int32_t ids[4096];
     int n_ids;
     long steps, epochs, eval_every, save_every, threads;
-    bool local;
+    bool local, pin;
     uint64_t seed;
     sl_trainer_opts opts;
 } run;
@@ -71,7 +72,8 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
         {"warmup", 1, 0, 'W'},    {"schedule", 1, 0, 'S'},   {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
         {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'}, {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
         {"resume", 1, 0, 'r'},    {"seed", 1, 0, 'x'},       {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
-        {"vocab", 1, 0, 'V'},     {"local", 0, 0, 'Z'},      {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+        {"vocab", 1, 0, 'V'},     {"local", 0, 0, 'Z'},      {"pin", 0, 0, 'P'},        {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -138,6 +140,9 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             break;
         case 't':
             rc = sl_parse_long(optarg, "--threads", 0, 1024, &r->threads, err);
+            break;
+        case 'P':
+            r->pin = true;
             break;
         case 'L':
             r->log_path = optarg;
@@ -313,7 +318,7 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    if (sl_threads_setup((int)r.threads, false, &err) != 0 || train(&r, &err) != 0) {
+    if (sl_threads_setup((int)r.threads, r.pin, &err) != 0 || train(&r, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-train: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }
