@@ -11,7 +11,7 @@
 
 SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
-DEBS := build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
+DEBS := build-essential pkg-config bsdutils libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
         libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev gnuplot-nox \
         valgrind bible-kjv procps
 

@@ -1,10 +1,13 @@
-/* session.c — the session table (a small array: nodes keep tens of sessions, not thousands). */
+/* session.c — the session table (a small array: nodes keep tens of sessions, not thousands).
+ * A closed or evicted session's cache stays in its slot for the next session that fits in it:
+ * a fresh cache costs page faults on first touch, which on a VM cost more than a 64-token
+ * prefill's whole transport. Expiry frees the caches of idle slots. */
 #include "session.h"
 
 #include <stdlib.h>
 
 typedef struct slot {
-    uint64_t id; /* 0: free */
+    uint64_t id; /* 0: free (kv may still hold a cache to reuse) */
     sl_kv *kv;
     double last_used;
 } slot;
@@ -36,6 +39,8 @@ static void free_slot(slot *s)
     sl_kv_destroy(&s->kv);
     s->id = 0;
 }
+
+static bool fits(const slot *s, int ctx) { return s->kv && sl_kv_capacity(s->kv) >= ctx; }
 
 void sl_sessions_destroy(sl_sessions **self)
 {
@@ -70,12 +75,12 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
         return NULL;
     }
     slot *s = find(self, id);
-    if (s && sl_kv_capacity(s->kv) >= ctx) {
-        sl_kv_reset(s->kv);
-        s->last_used = now;
-        return s->kv;
+    if (s && !fits(s, ctx)) {
+        free_slot(s);
+        s = NULL;
     }
-    if (s) free_slot(s);
+    for (int i = 0; i < self->max && !s; i++) /* a free slot whose cache fits */
+        if (!self->slots[i].id && fits(&self->slots[i], ctx)) s = &self->slots[i];
     for (int i = 0; i < self->max && !s; i++)
         if (!self->slots[i].id) s = &self->slots[i];
     if (!s) {
@@ -83,9 +88,14 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
         for (int i = 1; i < self->max; i++)
             if (self->slots[i].last_used < s->last_used) s = &self->slots[i];
         *evicted = s->id;
-        free_slot(s);
     }
-    if (!(s->kv = sl_kv_new(self->params, ctx, err))) return NULL;
+    s->id = 0;
+    if (fits(s, ctx)) {
+        sl_kv_reset(s->kv);
+    } else {
+        sl_kv_destroy(&s->kv);
+        if (!(s->kv = sl_kv_new(self->params, ctx, err))) return NULL;
+    }
     s->id = id;
     s->last_used = now;
     return s->kv;
@@ -94,7 +104,7 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
 bool sl_sessions_close(sl_sessions *self, uint64_t id)
 {
     slot *s = find(self, id);
-    if (s) free_slot(s);
+    if (s) s->id = 0; /* the cache stays for the next session */
     return s != NULL;
 }
 
@@ -103,10 +113,9 @@ int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first)
     int n = 0;
     for (int i = 0; i < self->max; i++) {
         slot *s = &self->slots[i];
-        if (s->id && now - s->last_used > self->idle_timeout) {
-            if (n++ == 0 && first) *first = s->id;
-            free_slot(s);
-        }
+        if (!s->kv || now - s->last_used <= self->idle_timeout) continue;
+        if (s->id && n++ == 0 && first) *first = s->id;
+        free_slot(s);
     }
     return n;
 }
@@ -123,6 +132,6 @@ size_t sl_sessions_bytes(const sl_sessions *self)
 {
     size_t n = 0;
     for (int i = 0; i < self->max; i++)
-        if (self->slots[i].id) n += sl_kv_bytes(self->slots[i].kv);
+        if (self->slots[i].kv) n += sl_kv_bytes(self->slots[i].kv);
     return n;
 }

@@ -21,14 +21,15 @@ sl_kv *sl_sessions_find(sl_sessions *self, uint64_t id, double now);
  * table is full the least recently used session goes and *evicted receives its id (else 0). */
 sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uint64_t *evicted, sl_err *err);
 
-/* Drops session id; returns whether it existed. */
+/* Drops session id, keeping its cache for a later session; returns whether it existed. */
 bool sl_sessions_close(sl_sessions *self, uint64_t id);
 
-/* Drops sessions idle longer than the timeout; returns how many, with the first id in *first. */
+/* Drops sessions idle longer than the timeout and frees their caches; returns how many, with the
+ * first id in *first. */
 int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first);
 
 int sl_sessions_count(const sl_sessions *self);
-/* Bytes of KV cache held by open sessions. */
+/* Bytes of KV cache held: open sessions' and those kept for reuse. */
 size_t sl_sessions_bytes(const sl_sessions *self);
 
 #endif

@@ -33,6 +33,8 @@ struct sl_trainer {
     sl_topology topo;
     bool remote;
     zsock_t *from_trunks, *grads_in, *to_first, *to_last; /* top's and bottom's PULL; PUSH to the trunks */
+    zactor_t *watch[2];    /* monitors of to_first and to_last: a trunk's dropped connection */
+    const char *watched[2]; /* their nodes' names */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
     uint64_t run_id, message;
@@ -93,6 +95,8 @@ void sl_trainer_destroy(sl_trainer **self)
         sl_params_free(&t->stages[i].params);
         sl_part_destroy(&t->stages[i].part);
     }
+    for (int i = 0; i < 2; i++)
+        zactor_destroy(&t->watch[i]);
     zsock_destroy(&t->from_trunks);
     zsock_destroy(&t->grads_in);
     zsock_destroy(&t->to_first);
@@ -132,23 +136,55 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
     return 0;
 }
 
+/* A monitor of sock's dropped connections (the peer process stopped or its host went away). */
+static zactor_t *watch_socket(zsock_t *sock)
+{
+    zactor_t *m = zactor_new(zmonitor, sock);
+    if (!m) return NULL;
+    zstr_sendx(m, "LISTEN", "DISCONNECTED", NULL);
+    zstr_sendx(m, "START", NULL);
+    zsock_wait(m);
+    return m;
+}
+
+/* A dropped connection reported by watch i, as the trainer's error. */
+static int connection_lost(sl_trainer *t, int i, sl_msg_kind kind, sl_err *err)
+{
+    zmsg_t *event = zmsg_recv(t->watch[i]);
+    char *name = event ? zmsg_popstr(event) : NULL, *value = event ? zmsg_popstr(event) : NULL;
+    char *endpoint = event ? zmsg_popstr(event) : NULL;
+    sl_fail(err,
+            "lost the connection to node %s (%s) while waiting for a %s message in step %ld: the node stopped "
+            "or its host is unreachable",
+            t->watched[i], endpoint ? endpoint : "?", sl_msg_kind_name(kind), t->steps + 1);
+    free(name);
+    free(value);
+    free(endpoint);
+    zmsg_destroy(&event);
+    return -1;
+}
+
 /* Waits for a message of kind and step on either socket; copies its payload into out when
- * given. A node's error ends the wait. */
+ * given. A node's error, or a dropped connection to the first or last trunk, ends the wait. */
 static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2, sl_err *err)
 {
-    zmq_pollitem_t items[2] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
-                               {.socket = zsock_resolve(t->grads_in), .events = ZMQ_POLLIN}};
+    zmq_pollitem_t items[4] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
+                               {.socket = zsock_resolve(t->grads_in), .events = ZMQ_POLLIN},
+                               {.socket = zsock_resolve(t->watch[0]), .events = ZMQ_POLLIN},
+                               {.socket = zsock_resolve(t->watch[1]), .events = ZMQ_POLLIN}};
     const sl_config *c = &t->stages[0].params.cfg;
     sl_wire_limits limits = {
         .n_embd = (uint32_t)c->n_embd, .n_positions = (uint32_t)c->n_positions, .max_bytes = t->topo.max_message};
     double deadline = sl_now() + t->topo.timeout;
     for (;;) {
         double left = deadline - sl_now();
-        if (left <= 0 || zmq_poll(items, 2, (long)(left * 1000) + 1) <= 0)
+        if (left <= 0 || zmq_poll(items, 4, (long)(left * 1000) + 1) <= 0)
             return sl_fail(err,
-                           "no %s for step %llu from the trunks within %g s (are they running? "
+                           "no %s message from the trunks within %g s in step %ld (are they running? "
                            "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
-                           sl_msg_kind_name(kind), (unsigned long long)step, t->topo.timeout);
+                           sl_msg_kind_name(kind), t->topo.timeout, t->steps + 1);
+        for (int i = 0; i < 2; i++)
+            if (items[2 + i].revents & ZMQ_POLLIN) return connection_lost(t, i, kind, err);
         for (int i = 0; i < 2; i++) {
             if (!(items[i].revents & ZMQ_POLLIN)) continue;
             zmq_msg_t frame;
@@ -297,6 +333,12 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
                     !(t->to_first = socket_at(ZMQ_PUSH, topo->nodes[1].listen, false, topo, err)) ||
                     !(t->to_last = socket_at(ZMQ_PUSH, topo->nodes[n - 2].listen, false, topo, err))))
         rc = -1;
+    if (rc == 0) {
+        t->watched[0] = t->topo.nodes[1].name;
+        t->watched[1] = t->topo.nodes[n - 2].name;
+        if (!(t->watch[0] = watch_socket(t->to_first)) || !(t->watch[1] = watch_socket(t->to_last)))
+            rc = sl_fail(err, "cannot monitor the connections to the trunks");
+    }
     if (rc == 0 && resume) rc = command_trunks(t, SL_MSG_LOAD, resume, err);
     if (rc != 0) sl_trainer_destroy(&t);
     return t;

@@ -78,5 +78,41 @@ for _ in $(seq 300); do [ -f "$tmp/ready2" ] && break; sleep 0.05; done
 check "training through the trunk node equals --local" test "$(cat "$tmp/remote.log")" = "$(cat "$tmp/straight.log")"
 kill -TERM $launcher; wait $launcher
 
+# a trunk killed mid-training: the trainer stops at once naming it and the last checkpoint,
+# and --resume from there continues with the losses of an uninterrupted run
+start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background, $launcher
+    "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --only trunk1 --ready-file "$1" >>"$tmp/launch3.log" 2>&1 &
+    launcher=$!
+    for _ in $(seq 300); do [ -f "$1" ] && break; sleep 0.05; done
+}
+start_trunk "$tmp/ready3"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 1000000 --save-dir "$tmp/ckpt3" \
+    --save-every 2 >"$tmp/killed.log" 2>&1 &
+trainer=$!
+for _ in $(seq 600); do grep -q '^step 5 ' "$tmp/killed.log" && break; sleep 0.05; done
+t0=$(date +%s)
+kill -KILL "$(pgrep -P $launcher)"
+wait $trainer
+status=$?
+wait $launcher 2>/dev/null
+check "trainer exits 1 when its trunk dies (status $status)" test $status -eq 1
+check "... within 5 s (not the 30 s timeout)" test $(($(date +%s) - t0)) -le 5
+check "... naming the lost node" grep -q "lost the connection to node trunk1" "$tmp/killed.log"
+saved=$(sed -n 's/.*the last checkpoint is .* (step \([0-9]*\)).*/\1/p' "$tmp/killed.log")
+check "... and the checkpoint to resume from (step '$saved')" grep -q -- "--resume $tmp/ckpt3" "$tmp/killed.log"
+start_trunk "$tmp/ready4"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps $((saved + 2)) --resume "$tmp/ckpt3" \
+    >"$tmp/after.log" 2>&1
+kill -TERM $launcher; wait $launcher
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((saved + 2)) >"$tmp/whole.log"
+check "resumed after the crash: the losses of an uninterrupted run" test -n "$saved" -a \
+    "$(grep -E "^step $((saved + 1)) |^step $((saved + 2)) " "$tmp/whole.log")" = "$(grep '^step ' "$tmp/after.log")"
+
+# on a terminal: every step's line and a status line redrawn under them; plain lines otherwise
+script -qc "'$bin/zmq-splitlearn-train' '$tmp/topo.ini' --local --ids $train_ids --steps 3" /dev/null >"$tmp/tty.log"
+check "a TTY gets the status line (step/total, ETA) redrawn in place" grep -q $'step 3/3 (100%).*ETA 0:00:00\r\033\[K' "$tmp/tty.log"
+check "... under every step's line" test "$(grep -c '^step [0-9]* loss' <(tr -d '\r' <"$tmp/tty.log" | sed 's/\x1b\[K/\n/g'))" -eq 3
+check "no status line without a TTY" test -z "$(grep -E 'ETA|\[K' "$tmp/straight.log")"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

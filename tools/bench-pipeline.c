@@ -157,6 +157,7 @@ static pid_t launch(const char *launcher, const char *topo_path, const char *rea
                     const char *node, const cpus *c)
 {
     unlink(ready);
+    fflush(stdout); /* else the child would write this process's buffered lines too */
     pid_t pid = fork();
     if (pid == 0) {
         /* This process pinned itself; the nodes pin themselves from all its CPUs. */

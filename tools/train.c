@@ -31,7 +31,8 @@ static const char usage[] =
     "  --warmup STEPS --schedule cosine|constant --grad-accum K --grad-clip C\n"
     "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps;\n"
     "                              without --eval-data the last 5% of --data is held out\n"
-    "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load\n"
+    "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load,\n"
+    "                              every N steps (default 100; 0: only at the end) and at the end\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
     "  --seed S --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
     "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
@@ -41,7 +42,9 @@ static const char usage[] =
     "(zmq-splitlearn-launch TOPOLOGY --only trunk1 ...), each updating itself with its own AdamW\n"
     "state; --resume DIR must exist at that path on the trunks' hosts too. --local runs every\n"
     "stage here instead.\n"
-    "SIGINT or SIGTERM saves a checkpoint, then exits.\n"
+    "SIGINT or SIGTERM saves a checkpoint, then exits. When a node stops mid-training the trainer\n"
+    "stops too (at once when it was the first or last trunk, else after the topology's timeout)\n"
+    "and names the last checkpoint to --resume from.\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
@@ -130,7 +133,7 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             r->save_dir = optarg;
             break;
         case 'N':
-            rc = sl_parse_long(optarg, "--save-every", 1, __LONG_MAX__, &r->save_every, err);
+            rc = sl_parse_long(optarg, "--save-every", 0, __LONG_MAX__, &r->save_every, err);
             break;
         case 'r':
             r->resume = optarg;
@@ -187,19 +190,21 @@ static void step_batch(run *r, sl_data *data, long step, int32_t *ids, int32_t *
     }
 }
 
-static float evaluate(run *r, sl_trainer *tr, sl_data *eval, int32_t *ids, int32_t *targets, sl_err *err)
+/* The mean loss of up to 8 batches of eval into *loss. */
+static int evaluate(run *r, sl_trainer *tr, sl_data *eval, int32_t *ids, int32_t *targets, float *loss, sl_err *err)
 {
     int batches = sl_data_sequences(eval) / r->opts.batch;
     if (batches > 8) batches = 8;
     if (batches < 1) batches = 1;
     double sum = 0;
     for (int b = 0; b < batches; b++) {
-        float loss;
+        float l;
         sl_data_batch(eval, b, r->opts.batch, 12345, ids, targets);
-        if (sl_trainer_eval(tr, ids, targets, &loss, err) != 0) return NAN;
-        sum += loss;
+        if (sl_trainer_eval(tr, ids, targets, &l, err) != 0) return -1;
+        sum += l;
     }
-    return (float)(sum / batches);
+    *loss = (float)(sum / batches);
+    return 0;
 }
 
 /* loss.png beside the log, when gnuplot is installed. */
@@ -217,6 +222,58 @@ static void plot(const char *log_path, const char *png)
              "with linespoints title 'eval'\" 2>/dev/null",
              png, log_path);
     if (system(cmd) == 0) printf("plot: %s\n", png);
+}
+
+/* What a person watching sees: every step's "step K loss X" line (the contract for scripts and
+ * logs) and, on a terminal, a status line under them redrawn in place. */
+typedef struct progress {
+    bool tty, drawn;
+    double start;
+    long first, total;
+    float eval; /* the last eval loss, NAN before the first */
+} progress;
+
+static void progress_erase(progress *p)
+{
+    if (p->drawn) fputs("\r\033[K", stdout);
+    p->drawn = false;
+}
+
+static void progress_step(progress *p, long step, float loss, float eval_loss, float lr, double tokens_per_s)
+{
+    progress_erase(p);
+    printf("step %ld loss %.6f", step, (double)loss);
+    if (eval_loss == eval_loss) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
+    putchar('\n');
+    if (p->tty) {
+        long eta = (long)((sl_now() - p->start) / (double)(step - p->first) * (double)(p->total - step) + 0.5);
+        printf("step %ld/%ld (%.0f%%)  loss %.4f", step, p->total, 100.0 * (double)step / (double)p->total,
+               (double)loss);
+        if (p->eval == p->eval) printf("  eval %.4f", (double)p->eval);
+        printf("  lr %.2e  %.0f tok/s  ETA %ld:%02ld:%02ld", (double)lr, tokens_per_s, eta / 3600, eta / 60 % 60,
+               eta % 60);
+        p->drawn = true;
+    }
+    fflush(stdout);
+}
+
+static void progress_end(progress *p)
+{
+    progress_erase(p);
+    fflush(stdout);
+}
+
+/* Adds to a failed run's error where to continue from: dir at step (dir NULL: none). */
+static void name_last_checkpoint(const char *dir, long step, sl_err *err)
+{
+    size_t len = strlen(err->msg);
+    if (!dir)
+        snprintf(err->msg + len, sizeof err->msg - len,
+                 "\nno checkpoint was written (--save-dir DIR keeps one every --save-every steps)");
+    else
+        snprintf(err->msg + len, sizeof err->msg - len,
+                 "\nthe last checkpoint is %s (step %ld): start the stopped node again and continue with --resume %s",
+                 dir, step, dir);
 }
 
 static int train(run *r, sl_err *err)
@@ -256,37 +313,40 @@ static int train(run *r, sl_err *err)
     if (rc == 0 && data)
         printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(data),
                sl_data_sequences(data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
-    bool tty = isatty(STDOUT_FILENO);
-    double start = sl_now();
-    long first = sl_trainer_step_count(tr);
+    progress pr = {.tty = isatty(STDOUT_FILENO), .start = sl_now(), .first = sl_trainer_step_count(tr),
+                   .total = total, .eval = NAN};
     float loss = NAN;
+    const char *ckpt = r->resume; /* the last checkpoint, at step ckpt_step */
+    long ckpt_step = pr.first;
     while (rc == 0 && !stop_requested && sl_trainer_step_count(tr) < total) {
         long step = sl_trainer_step_count(tr);
         float lr = sl_trainer_lr(tr);
         step_batch(r, data, step, ids, targets);
         double t0 = sl_now();
-        if ((rc = sl_trainer_step(tr, ids, targets, &loss, err)) != 0) break;
-        double secs = sl_now() - t0, tps = (double)tokens_per_step / secs;
+        double secs = 0;
         float eval_loss = NAN;
-        if (eval && r->eval_every && (step + 1) % r->eval_every == 0)
-            eval_loss = evaluate(r, tr, eval, ids, targets, err);
-        printf("step %ld loss %.6f", step + 1, (double)loss);
-        if (eval_loss == eval_loss) printf(" eval %.4f", (double)eval_loss);
-        if (tty) {
-            double per = (sl_now() - start) / (double)(step + 1 - first);
-            printf("  lr %.2e  %.0f tok/s  ETA %.0f s", (double)lr, tps, per * (double)(total - step - 1));
+        if ((rc = sl_trainer_step(tr, ids, targets, &loss, err)) == 0) secs = sl_now() - t0;
+        if (rc == 0 && eval && r->eval_every && (step + 1) % r->eval_every == 0)
+            rc = evaluate(r, tr, eval, ids, targets, &eval_loss, err);
+        if (rc != 0) {
+            name_last_checkpoint(ckpt, ckpt_step, err);
+            break;
         }
-        putchar('\n');
-        fflush(stdout);
+        double tps = (double)tokens_per_step / secs;
+        progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
         if (log) {
             fprintf(log, "%ld,%.6f,", step + 1, (double)loss);
             if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
-            fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, sl_now() - start);
+            fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, sl_now() - pr.start);
             fflush(log);
         }
-        if (r->save_dir && r->save_every && (step + 1) % r->save_every == 0)
-            rc = sl_trainer_save(tr, r->save_dir, loss, err);
+        if (r->save_dir && r->save_every && (step + 1) % r->save_every == 0 &&
+            (rc = sl_trainer_save(tr, r->save_dir, loss, err)) == 0) {
+            ckpt = r->save_dir;
+            ckpt_step = step + 1;
+        }
     }
+    progress_end(&pr);
     if (stop_requested) fprintf(stderr, "zmq-splitlearn-train: stopping at step %ld\n", sl_trainer_step_count(tr));
     if (rc == 0 && r->save_dir) {
         rc = sl_trainer_save(tr, r->save_dir, loss, err);
@@ -309,7 +369,9 @@ static int train(run *r, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    run r = {.opts = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT}, .seed = 1};
+    run r = {.opts = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT},
+             .seed = 1,
+             .save_every = 100};
     sl_err err;
     if (parse(&r, argc, argv, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
