@@ -120,6 +120,9 @@ char *sl_config_to_json(const sl_config *cfg)
     cJSON_AddNumberToObject(root, "embd_pdrop", 0.0);
     cJSON_AddNumberToObject(root, "resid_pdrop", 0.0);
     cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
+    cJSON_AddBoolToObject(root, "scale_attn_by_inverse_layer_idx", 0);
+    cJSON_AddBoolToObject(root, "reorder_and_upcast_attn", 0);
+    cJSON_AddBoolToObject(root, "add_cross_attention", 0);
     cJSON_AddBoolToObject(root, "use_cache", 1);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);

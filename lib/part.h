@@ -83,6 +83,11 @@ typedef struct sl_split_request {
  * was written. */
 int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
 
+/* Joins the parts of a split directory (or a training checkpoint) into one HF GPT-2 model
+ * directory: config.json and model.safetensors with transformer.-prefixed names in dtype (F32, F16
+ * or BF16). The result is untied (lm_head.weight from the top, wte from the bottom). */
+int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err);
+
 /* Writes OUT/split.json listing parts (in chain order, files under out_dir). */
 int sl_split_write_index(const char *out_dir, const char *name, const sl_part_info *parts, int n,
                          const char *source_json, sl_err *err);

@@ -1,6 +1,7 @@
 /* test_part.c — splitting checkpoints into parts and loading them back: every part holds only
  * its tensors, chained parts reproduce the fixture's logits, metadata is right, and a changed,
- * truncated or missing part file is refused with a clear message. */
+ * truncated or missing part file is refused with a clear message; merging a split gives back
+ * HF's own model.safetensors and config.json. */
 #include "fileio.h"
 #include "fixtures.h"
 #include "gpt2.h"
@@ -172,6 +173,86 @@ static void test_damaged_parts(void)
     sl_part_destroy(&part);
 }
 
+/* What HF's config.json says must be what the merged one says, for every key both have. */
+static void check_config_like_hf(const char *merged_dir, const char *model)
+{
+    char path[PATH_MAX + 32];
+    sl_err err;
+    snprintf(path, sizeof path, "%s/config.json", merged_dir);
+    char *ours_text = sl_read_text_file(path, 1 << 20, &err);
+    fixture_path(path, sizeof path, model, "config.json");
+    char *hf_text = sl_read_text_file(path, 1 << 20, &err);
+    cJSON *ours = cJSON_Parse(ours_text ? ours_text : ""), *hf = cJSON_Parse(hf_text ? hf_text : ""), *item;
+    static const char *const required[] = {"architectures", "model_type", "activation_function", "n_layer", "n_embd",
+                                           "n_head", "vocab_size", "n_positions", "layer_norm_epsilon",
+                                           "tie_word_embeddings", "scale_attn_weights",
+                                           "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"};
+    for (size_t i = 0; i < sizeof required / sizeof *required; i++)
+        CHECK(cJSON_GetObjectItem(ours, required[i]) != NULL, "%s: merged config.json has \"%s\"", model,
+              required[i]);
+    int compared = 0;
+    cJSON_ArrayForEach(item, hf)
+    {
+        const cJSON *mine = cJSON_GetObjectItem(ours, item->string);
+        if (!mine || !strcmp(item->string, "tie_word_embeddings")) continue;
+        compared++;
+        if (!strcmp(item->string, "n_inner") && cJSON_IsNull(item)) /* null: 4 * n_embd */
+            CHECK(mine->valuedouble == 4 * cJSON_GetObjectItem(hf, "n_embd")->valuedouble, "%s: n_inner 4 n_embd",
+                  model);
+        else
+            CHECK(cJSON_Compare(item, mine, true), "%s: config.json \"%s\" as HF wrote it", model, item->string);
+    }
+    CHECK(compared >= 15, "%s: %d keys compared with HF's config.json", model, compared);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(ours, "tie_word_embeddings")), "%s: merged model is untied", model);
+    cJSON_Delete(ours);
+    cJSON_Delete(hf);
+    free(ours_text);
+    free(hf_text);
+}
+
+/* split + merge gives back HF's own file: every tensor's name, dtype, shape and bytes (a tied
+ * model gains lm_head.weight, a copy of wte), and "format": "pt", which transformers requires. */
+static void test_merge_gives_back_hf(const char *model, sl_dtype dtype)
+{
+    const int splits[] = {2, 4};
+    char parts_dir[PATH_MAX], merged[PATH_MAX], path[PATH_MAX + 32];
+    snprintf(parts_dir, sizeof parts_dir, "%s/%s-merge-parts", tmp_root, model);
+    snprintf(merged, sizeof merged, "%s/%s-merged", tmp_root, model);
+    sl_part_info parts[3];
+    sl_err err;
+    if (split(model, splits, 2, dtype, parts_dir, parts) != 0) return;
+    if (!CHECK(sl_split_merge(parts_dir, merged, dtype, &err) == 0, "merge %s: %s", model, err.msg)) return;
+    snprintf(path, sizeof path, "%s/model.safetensors", merged);
+    sl_st_file *ours = sl_st_open(path, &err);
+    fixture_path(path, sizeof path, model, "model.safetensors");
+    sl_st_file *hf = sl_st_open(path, &err);
+    if (!CHECK(ours && hf, "open: %s", err.msg)) goto done;
+    const char *format = sl_st_metadata(ours, "format");
+    CHECK(format && !strcmp(format, "pt"), "%s: merged file says format pt", model);
+    const sl_tensor *wte = sl_st_find(hf, "transformer.wte.weight");
+    bool tied = !sl_st_find(hf, "lm_head.weight");
+    CHECK(sl_st_count(ours) == sl_st_count(hf) + tied, "%s: %zu tensors (HF %zu%s)", model, sl_st_count(ours),
+          sl_st_count(hf), tied ? " + lm_head.weight" : "");
+    int same = 0;
+    for (size_t i = 0; i < sl_st_count(hf); i++) {
+        const sl_tensor *want = sl_st_at(hf, i), *got = sl_st_find(ours, want->name);
+        same += got && got->dtype == want->dtype && got->ndim == want->ndim &&
+                !memcmp(got->shape, want->shape, sizeof got->shape) && got->nbytes == want->nbytes &&
+                !memcmp(got->data, want->data, want->nbytes);
+    }
+    CHECK(same == (int)sl_st_count(hf), "%s: %d of %zu tensors equal HF's in name, dtype, shape and bytes", model,
+          same, sl_st_count(hf));
+    if (tied) {
+        const sl_tensor *head = sl_st_find(ours, "lm_head.weight");
+        CHECK(head && wte && head->nbytes == wte->nbytes && !memcmp(head->data, wte->data, wte->nbytes),
+              "%s: lm_head.weight is a copy of the tied wte", model);
+    }
+    check_config_like_hf(merged, model);
+done:
+    sl_st_close(&ours);
+    sl_st_close(&hf);
+}
+
 static void test_bad_splits(void)
 {
     char out[PATH_MAX], src[PATH_MAX];
@@ -195,6 +276,8 @@ int main(void)
 {
     if (check_tmpdir(tmp_root, sizeof tmp_root, "part") != 0) return 1;
     test_split_reproduces_logits();
+    test_merge_gives_back_hf("tiny-a", SL_F16);
+    test_merge_gives_back_hf("tiny-b", SL_F32);
     test_part_contents_and_metadata();
     test_damaged_parts();
     test_bad_splits();
