@@ -131,7 +131,8 @@ void sl_train_set_steps(sl_train *self, long steps) { self->steps = steps; }
 double sl_train_grad_norm2(sl_train *self, float scale)
 {
     double sum = 0;
-    for (size_t i = 0; i < self->grads.owned_count; i++) sum += (double)self->grads.owned[i] * self->grads.owned[i];
+    for (size_t i = 0; i < self->grads.owned_count; i++)
+        sum += (double)self->grads.owned[i] * self->grads.owned[i];
     return sum * ((double)scale * scale);
 }
 

@@ -33,7 +33,7 @@ struct sl_trainer {
     sl_topology topo;
     bool remote;
     zsock_t *from_trunks, *grads_in, *to_first, *to_last; /* top's and bottom's PULL; PUSH to the trunks */
-    zactor_t *watch[2];    /* monitors of to_first and to_last: a trunk's dropped connection */
+    zactor_t *watch[2];     /* monitors of to_first and to_last: a trunk's dropped connection */
     const char *watched[2]; /* their nodes' names */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;

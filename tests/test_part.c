@@ -183,13 +183,21 @@ static void check_config_like_hf(const char *merged_dir, const char *model)
     fixture_path(path, sizeof path, model, "config.json");
     char *hf_text = sl_read_text_file(path, 1 << 20, &err);
     cJSON *ours = cJSON_Parse(ours_text ? ours_text : ""), *hf = cJSON_Parse(hf_text ? hf_text : ""), *item;
-    static const char *const required[] = {"architectures", "model_type", "activation_function", "n_layer", "n_embd",
-                                           "n_head", "vocab_size", "n_positions", "layer_norm_epsilon",
-                                           "tie_word_embeddings", "scale_attn_weights",
-                                           "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"};
+    static const char *const required[] = {"architectures",
+                                           "model_type",
+                                           "activation_function",
+                                           "n_layer",
+                                           "n_embd",
+                                           "n_head",
+                                           "vocab_size",
+                                           "n_positions",
+                                           "layer_norm_epsilon",
+                                           "tie_word_embeddings",
+                                           "scale_attn_weights",
+                                           "scale_attn_by_inverse_layer_idx",
+                                           "reorder_and_upcast_attn"};
     for (size_t i = 0; i < sizeof required / sizeof *required; i++)
-        CHECK(cJSON_GetObjectItem(ours, required[i]) != NULL, "%s: merged config.json has \"%s\"", model,
-              required[i]);
+        CHECK(cJSON_GetObjectItem(ours, required[i]) != NULL, "%s: merged config.json has \"%s\"", model, required[i]);
     int compared = 0;
     cJSON_ArrayForEach(item, hf)
     {
@@ -240,8 +248,8 @@ static void test_merge_gives_back_hf(const char *model, sl_dtype dtype)
                 !memcmp(got->shape, want->shape, sizeof got->shape) && got->nbytes == want->nbytes &&
                 !memcmp(got->data, want->data, want->nbytes);
     }
-    CHECK(same == (int)sl_st_count(hf), "%s: %d of %zu tensors equal HF's in name, dtype, shape and bytes", model,
-          same, sl_st_count(hf));
+    CHECK(same == (int)sl_st_count(hf), "%s: %d of %zu tensors equal HF's in name, dtype, shape and bytes", model, same,
+          sl_st_count(hf));
     if (tied) {
         const sl_tensor *head = sl_st_find(ours, "lm_head.weight");
         CHECK(head && wte && head->nbytes == wte->nbytes && !memcmp(head->data, wte->data, wte->nbytes),

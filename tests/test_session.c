@@ -5,8 +5,13 @@
 
 #include <string.h>
 
-static const sl_config config = {.n_layer = 2, .n_embd = 16, .n_head = 2, .n_inner = 64, .vocab_size = 32,
-                                 .n_positions = 64, .layer_norm_epsilon = 1e-5};
+static const sl_config config = {.n_layer = 2,
+                                 .n_embd = 16,
+                                 .n_head = 2,
+                                 .n_inner = 64,
+                                 .vocab_size = 32,
+                                 .n_positions = 64,
+                                 .layer_norm_epsilon = 1e-5};
 
 static void test_open_find_close(const sl_params *p)
 {

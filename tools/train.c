@@ -69,14 +69,31 @@ typedef struct run {
 
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
-    static const struct option options[] = {
-        {"data", 1, 0, 'D'},      {"ids", 1, 0, 'i'},        {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
-        {"steps", 1, 0, 's'},     {"epochs", 1, 0, 'e'},     {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
-        {"warmup", 1, 0, 'W'},    {"schedule", 1, 0, 'S'},   {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
-        {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'}, {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
-        {"resume", 1, 0, 'r'},    {"seed", 1, 0, 'x'},       {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
-        {"vocab", 1, 0, 'V'},     {"local", 0, 0, 'Z'},      {"pin", 0, 0, 'P'},        {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option options[] = {{"data", 1, 0, 'D'},
+                                            {"ids", 1, 0, 'i'},
+                                            {"batch", 1, 0, 'b'},
+                                            {"seq-len", 1, 0, 'T'},
+                                            {"steps", 1, 0, 's'},
+                                            {"epochs", 1, 0, 'e'},
+                                            {"lr", 1, 0, 'l'},
+                                            {"weight-decay", 1, 0, 'w'},
+                                            {"warmup", 1, 0, 'W'},
+                                            {"schedule", 1, 0, 'S'},
+                                            {"grad-accum", 1, 0, 'k'},
+                                            {"grad-clip", 1, 0, 'c'},
+                                            {"eval-data", 1, 0, 'E'},
+                                            {"eval-every", 1, 0, 'n'},
+                                            {"save-dir", 1, 0, 'o'},
+                                            {"save-every", 1, 0, 'N'},
+                                            {"resume", 1, 0, 'r'},
+                                            {"seed", 1, 0, 'x'},
+                                            {"threads", 1, 0, 't'},
+                                            {"log", 1, 0, 'L'},
+                                            {"vocab", 1, 0, 'V'},
+                                            {"local", 0, 0, 'Z'},
+                                            {"pin", 0, 0, 'P'},
+                                            {"help", 0, 0, 'h'},
+                                            {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -313,8 +330,11 @@ static int train(run *r, sl_err *err)
     if (rc == 0 && data)
         printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(data),
                sl_data_sequences(data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
-    progress pr = {.tty = isatty(STDOUT_FILENO), .start = sl_now(), .first = sl_trainer_step_count(tr),
-                   .total = total, .eval = NAN};
+    progress pr = {.tty = isatty(STDOUT_FILENO),
+                   .start = sl_now(),
+                   .first = sl_trainer_step_count(tr),
+                   .total = total,
+                   .eval = NAN};
     float loss = NAN;
     const char *ckpt = r->resume; /* the last checkpoint, at step ckpt_step */
     long ckpt_step = pr.first;
@@ -369,9 +389,8 @@ static int train(run *r, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    run r = {.opts = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT},
-             .seed = 1,
-             .save_every = 100};
+    run r = {
+        .opts = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT}, .seed = 1, .save_every = 100};
     sl_err err;
     if (parse(&r, argc, argv, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
