@@ -17,7 +17,6 @@
 
 typedef struct stage {
     sl_part_info info;
-    sl_part *part;
     sl_params params;
     sl_train *train;
 } stage;
@@ -50,6 +49,18 @@ static long load_optimizer(stage *s, sl_err *err)
     return rc < 0 ? -1 : sl_train_steps(s->train);
 }
 
+/* Loads stage s (s->info set) from split directory dir: its weights copied out of the part, whose
+ * mapping then goes (its pages would count in the trainer's RSS for nothing), its trainer and its
+ * optimizer state when the part has one. Returns the steps that state records (0: fresh), or -1. */
+static long load_stage(stage *s, const char *dir, bool verify, const sl_trainer_opts *opts, sl_err *err)
+{
+    sl_part *part = sl_part_open(dir, s->info.first, s->info.last, verify, err);
+    int rc = part ? sl_part_load_params(part, &s->params, true, err) : -1;
+    sl_part_destroy(&part);
+    if (rc != 0 || !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err))) return -1;
+    return load_optimizer(s, err);
+}
+
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err)
 {
     sl_trainer *t = calloc(1, sizeof *t);
@@ -61,13 +72,7 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
     for (int i = 0; rc == 0 && i < t->n; i++) {
         stage *s = &t->stages[i];
         s->info = infos[i];
-        if (!(s->part = sl_part_open(dir, infos[i].first, infos[i].last, false, err)) ||
-            sl_part_load_params(s->part, &s->params, true, err) != 0 ||
-            !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err))) {
-            rc = -1;
-            break;
-        }
-        long steps = load_optimizer(s, err);
+        long steps = load_stage(s, dir, false, opts, err);
         if (steps < 0)
             rc = -1;
         else if (i > 0 && steps != t->steps)
@@ -93,7 +98,6 @@ void sl_trainer_destroy(sl_trainer **self)
     for (int i = 0; i < SL_MAX_SPLITS + 1; i++) {
         sl_train_destroy(&t->stages[i].train);
         sl_params_free(&t->stages[i].params);
-        sl_part_destroy(&t->stages[i].part);
     }
     for (int i = 0; i < 2; i++)
         zactor_destroy(&t->watch[i]);
@@ -311,10 +315,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     for (int k = 0; rc == 0 && k < 2; k++) {
         stage *s = &t->stages[local[k]];
         s->info = infos[local[k]];
-        if (!(s->part = sl_part_open(dir, s->info.first, s->info.last, topo->verify, err)) ||
-            sl_part_load_params(s->part, &s->params, true, err) != 0 ||
-            !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err)) || load_optimizer(s, err) < 0)
-            rc = -1;
+        if (load_stage(s, dir, topo->verify, opts, err) < 0) rc = -1;
     }
     t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
     for (int i = 1; rc == 0 && i < n - 1; i++)

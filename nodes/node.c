@@ -44,7 +44,8 @@ typedef struct node {
     const sl_topo_node *self;
     const sl_topo_node *next; /* NULL at the top */
     const sl_topo_node *prev; /* NULL at the bottom */
-    sl_part *part;
+    sl_part *part;            /* while the weights are used in place from its mapping (not after a training copy) */
+    sl_part_info info;        /* the part's: name, role, layers, file */
     sl_params params;
     int train_B, train_T;
     sl_stage *stage;
@@ -252,6 +253,7 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
     if (!n->writable) {
         sl_params copy;
         if (sl_part_load_params(n->part, &copy, true, err) != 0 || install_params(n, &copy, true, err) != 0) return -1;
+        sl_part_destroy(&n->part); /* its mapped pages would stay in the node's RSS for nothing */
         log_line(n, "training: weights copied out of the part (%.1f MB)",
                  (double)sl_params_count(&n->params) * 4 / 1e6);
     }
@@ -375,7 +377,7 @@ static void handle_backward(node *n, sl_msg *req)
 /* Writes this node's part and optimizer state under dir/<role>/checkpoint_<name>. */
 static int save_to(node *n, const char *dir_root, sl_err *err)
 {
-    const sl_part_info *info = sl_part_info_of(n->part);
+    const sl_part_info *info = &n->info;
     char dir[600], stem[256], extra[64], state[PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s/%s", dir_root, sl_role_name(info->role));
     snprintf(stem, sizeof stem, "checkpoint_%s", n->name);
@@ -419,13 +421,14 @@ static void handle_load(node *n, sl_msg *req)
     }
     sl_train_destroy(&n->train);
     sl_part_destroy(&n->part);
-    n->part = part;
+    n->info = *sl_part_info_of(part);
+    sl_part_destroy(&part);
     if (install_params(n, &params, true, &err) != 0) {
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
         return;
     }
-    sl_part_sibling(sl_part_info_of(part)->file, "_optim.safetensors", n->pending_state, sizeof n->pending_state);
-    log_line(n, "loaded %s", sl_part_info_of(part)->file);
+    sl_part_sibling(n->info.file, "_optim.safetensors", n->pending_state, sizeof n->pending_state);
+    log_line(n, "loaded %s", n->info.file);
     ack(n, req);
 }
 
@@ -502,6 +505,7 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
     if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last, verify || n->topo.verify, err)))
         return -1;
+    n->info = *sl_part_info_of(n->part);
     sl_params mapped;
     if (sl_part_load_params(n->part, &mapped, false, err) != 0 || install_params(n, &mapped, false, err) != 0)
         return -1;
@@ -602,7 +606,7 @@ int main(int argc, char **argv)
         shutdown_node(&n);
         return SL_EXIT_FAILURE;
     }
-    const sl_part_info *info = sl_part_info_of(n.part);
+    const sl_part_info *info = &n.info;
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
     serve(&n);

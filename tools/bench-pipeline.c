@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,7 +139,6 @@ static long peak_rss_kb(pid_t pid)
     return kb;
 }
 
-/* Starts the launcher (only `node` when not NULL) and waits until its nodes are ready. */
 /* The CPUs this process had before it pinned its threads. */
 typedef struct cpus {
     cpu_set_t set;
@@ -153,6 +153,7 @@ static void repin(const cpus *c)
         fprintf(stderr, "warning: cannot pin this process's threads again\n");
 }
 
+/* Starts the launcher (only `node` when not NULL) and waits until its nodes are ready. */
 static pid_t launch(const char *launcher, const char *topo_path, const char *ready, const char *log_path,
                     const char *node, const cpus *c)
 {
@@ -217,7 +218,7 @@ static double time_whole_model(const char *model, int runs)
     return median;
 }
 
-/* Median seconds per training step of a trainer (the chain here, or with remote trunks). */
+/* Median seconds per training step of an in-process trainer. */
 static double time_trainer(sl_trainer *tr, int runs)
 {
     int32_t ids[256], targets[256];
@@ -236,7 +237,64 @@ static double time_trainer(sl_trainer *tr, int runs)
     return tr ? sl_median(t, runs) : NAN;
 }
 
-static void train_bench(const char *model, const char *launcher, const char *topo_path, const char *ready,
+/* A made-up text of about `words` words for the training tool (tokens/s do not depend on it). */
+static int write_text(const char *path, int words)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    static const char *const w[] = {"the", "light", "of", "day", "and", "night", "upon", "water", "land", "said"};
+    for (int i = 0; i < words; i++)
+        fprintf(f, "%s%s", w[(i * 7 + i / 10) % 10], i % 12 == 11 ? ".\n" : " ");
+    return fclose(f);
+}
+
+/* Runs zmq-splitlearn-train through the topology (its trunk on a node) for runs + 1 steps of
+ * B=4 x T=64, pinned like the nodes; returns the median step time in ms from its CSV log (the
+ * first step left out) and the tool's peak RSS in *kb: the process that holds bottom and top. */
+static double time_train_tool(const char *bin_dir, const char *topo_path, int runs, const cpus *c, long *kb)
+{
+    char data[96], csv[96], tool[4200], steps[16], threads[16];
+    snprintf(data, sizeof data, "%s.txt", topo_path);
+    snprintf(csv, sizeof csv, "%s.csv", topo_path);
+    snprintf(tool, sizeof tool, "%s/zmq-splitlearn-train", bin_dir);
+    snprintf(steps, sizeof steps, "%d", runs + 1);
+    snprintf(threads, sizeof threads, "%d", c->threads);
+    *kb = -1;
+    if (write_text(data, 256 * (runs + 2)) != 0) return NAN;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sched_setaffinity(0, sizeof c->set, &c->set);
+        if (!freopen("/dev/null", "w", stdout)) _exit(127);
+        execl(tool, tool, topo_path, "--data", data, "--batch", "4", "--seq-len", "64", "--steps", steps, "--threads",
+              threads, "--pin", "--log", csv, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "zmq-splitlearn-train failed (status %d)\n", status);
+        return NAN;
+    }
+    *kb = ru.ru_maxrss;
+    double ms[64];
+    int n = 0;
+    char line[256];
+    FILE *f = fopen(csv, "r");
+    while (f && fgets(line, sizeof line, f) && n < 64) {
+        long step;
+        double loss, lr, tps;
+        /* step,loss,eval_loss,lr,tokens_per_s,seconds; eval_loss is empty here */
+        if (sscanf(line, "%ld,%lf,,%lf,%lf", &step, &loss, &lr, &tps) == 4 && step > 1 && tps > 0)
+            ms[n++] = 256e3 / tps;
+    }
+    if (f) fclose(f);
+    unlink(data);
+    unlink(csv);
+    return n ? sl_median(ms, n) : NAN;
+}
+
+static void train_bench(const char *model, const char *bin_dir, const char *topo_path, const char *ready,
                         const char *log_path, int runs, const cpus *c)
 {
     static sl_topology topo;
@@ -247,17 +305,16 @@ static void train_bench(const char *model, const char *launcher, const char *top
     sl_trainer *local = sl_trainer_new(topo.parts, &o, &err);
     double local_ms = time_trainer(local, runs) * 1e3;
     sl_trainer_destroy(&local);
+    char launcher[4200];
+    snprintf(launcher, sizeof launcher, "%s/zmq-splitlearn-launch", bin_dir);
     pid_t pid = launch(launcher, topo_path, ready, log_path, topo.nodes[1].name, c);
-    sl_trainer *remote = sl_trainer_new_remote(&topo, NULL, &o, &err);
-    if (!remote) fprintf(stderr, "remote trainer: %s\n", err.msg);
-    double remote_ms = time_trainer(remote, runs) * 1e3;
+    long tool_kb = -1, trunk_kb = -1;
+    double remote_ms = time_train_tool(bin_dir, topo_path, runs, c, &tool_kb);
     char cmd[64], line[256];
-    long kb = -1;
     snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);
     FILE *fp = popen(cmd, "r");
-    if (fp && fgets(line, sizeof line, fp)) kb = peak_rss_kb((pid_t)atoi(line));
+    if (fp && fgets(line, sizeof line, fp)) trunk_kb = peak_rss_kb((pid_t)atoi(line));
     if (fp) pclose(fp);
-    sl_trainer_destroy(&remote);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     printf("\n| training B=4 T=64 (forward, loss, backward, AdamW; %d threads per process, pinned; median of %d), "
@@ -266,9 +323,11 @@ static void train_bench(const char *model, const char *launcher, const char *top
     printf("| whole model, one process | %.0f | %.0f | 1.000 |\n", whole_ms, 256e3 / whole_ms);
     printf("| 3-stage split, chained in one process | %.0f | %.0f | %.3f |\n", local_ms, 256e3 / local_ms,
            local_ms / whole_ms);
-    printf("| 3-stage pipeline, trunk on its node (tcp loopback) | %.0f | %.0f | %.3f |\n", remote_ms,
-           256e3 / remote_ms, remote_ms / whole_ms);
-    printf("| peak RSS of the training trunk node, MB | %.0f | | |\n", kb / 1024.0);
+    printf("| 3-stage pipeline: zmq-splitlearn-train (bottom, top) and the trunk's node, tcp loopback | %.0f | %.0f | "
+           "%.3f |\n",
+           remote_ms, 256e3 / remote_ms, remote_ms / whole_ms);
+    printf("| peak RSS of zmq-splitlearn-train (bottom [0,2) and top [10,12)), MB | %.0f | | |\n", tool_kb / 1024.0);
+    printf("| peak RSS of the training trunk node [2,10), MB | %.0f | | |\n", trunk_kb / 1024.0);
 }
 
 int main(int argc, char **argv)
@@ -406,7 +465,7 @@ int main(int argc, char **argv)
     if (fp) pclose(fp);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
-    train_bench(model, launcher, topo_path, ready, log_path, (int)runs, &cpus_before);
+    train_bench(model, exe, topo_path, ready, log_path, (int)runs, &cpus_before);
     unlink(topo_path);
     unlink(log_path);
     free(ids);
