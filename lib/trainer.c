@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include <cJSON.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -135,8 +136,8 @@ float sl_trainer_lr(const sl_trainer *self)
 static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *who, sl_err *err)
 {
     if (sl_wire_encode(m, &t->out, err) != 0) return -1;
-    if (zmq_send(zsock_resolve(sock), t->out.data, t->out.size, 0) < 0)
-        return sl_fail(err, "cannot send to %s: %s", who, zmq_strerror(zmq_errno()));
+    while (zmq_send(zsock_resolve(sock), t->out.data, t->out.size, 0) < 0)
+        if (zmq_errno() != EINTR) return sl_fail(err, "cannot send to %s: %s", who, zmq_strerror(zmq_errno()));
     return 0;
 }
 
@@ -182,7 +183,9 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
     double deadline = sl_now() + t->topo.timeout;
     for (;;) {
         double left = deadline - sl_now();
-        if (left <= 0 || zmq_poll(items, 4, (long)(left * 1000) + 1) <= 0)
+        int ready = left > 0 ? zmq_poll(items, 4, (long)(left * 1000) + 1) : 0;
+        if (ready < 0 && zmq_errno() == EINTR) continue; /* a signal: the caller stops after this step */
+        if (ready <= 0)
             return sl_fail(err,
                            "no %s message from the trunks within %g s in step %ld (are they running? "
                            "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
@@ -265,6 +268,8 @@ static zsock_t *socket_at(int type, const char *endpoint, bool bind, const sl_to
         return NULL;
     }
     zsock_set_maxmsgsize(s, (int64_t)topo->max_message);
+    zsock_set_sndhwm(s, topo->hwm);
+    zsock_set_rcvhwm(s, topo->hwm);
     zsock_set_linger(s, 1000);
     zsock_set_sndtimeo(s, (int)(topo->timeout * 1000));
     int rc = bind ? zsock_bind(s, "%s", endpoint) : zsock_connect(s, "%s", endpoint);

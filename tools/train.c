@@ -11,6 +11,8 @@
 #include "topology.h"
 #include "trainer.h"
 
+#include <czmq.h>
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -26,11 +28,12 @@ static const char usage[] =
     "\n"
     "  --batch B --seq-len T       sequences per micro-batch and their length (default 4 x 64;\n"
     "                              --ids trains on exactly that one sequence: B 1, T its length)\n"
-    "  --steps N | --epochs E      how long (default 100 steps)\n"
+    "  --steps N | --epochs E      how long (default 100 steps; with --ids an epoch is a step)\n"
     "  --lr LR --weight-decay WD   AdamW (default 1e-3, 0.01; betas 0.9, 0.999, eps 1e-8)\n"
     "  --warmup STEPS --schedule cosine|constant --grad-accum K --grad-clip C\n"
-    "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps;\n"
-    "                              without --eval-data the last 5% of --data is held out\n"
+    "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps\n"
+    "                              (default 100) and at the last; without --eval-data the last\n"
+    "                              5% of --data is held out\n"
     "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load,\n"
     "                              every N steps (default 100; 0: only at the end) and at the end\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
@@ -184,11 +187,26 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
     if (argc - optind != 1) return sl_fail(err, "give one TOPOLOGY.ini");
     r->topology = argv[optind];
     if (!r->n_files == !r->n_ids) return sl_fail(err, "give --data FILE... or --ids (one of them)");
+    if (r->steps && r->epochs) return sl_fail(err, "give --steps or --epochs, not both");
     if (r->n_ids) {
         if (r->n_ids < 2) return sl_fail(err, "--ids needs at least 2 tokens");
         r->opts.batch = 1;
         r->opts.seq_len = r->n_ids;
     }
+    return 0;
+}
+
+/* What the command line asks of the model it trains (from the split it starts or resumes from):
+ * a failure here is a usage error. */
+static int check_against_model(const run *r, const sl_config *cfg, sl_err *err)
+{
+    if (r->opts.seq_len > cfg->n_positions)
+        return sl_fail(err, "%s %d is longer than the model's n_positions (%d)", r->n_ids ? "--ids: a sequence of" : "--seq-len",
+                       r->opts.seq_len, cfg->n_positions);
+    for (int i = 0; i < r->n_ids; i++)
+        if (r->ids[i] < 0 || r->ids[i] >= cfg->vocab_size)
+            return sl_fail(err, "--ids: token id %d (entry %d) is outside the model's vocabulary (0..%d)", r->ids[i],
+                           i + 1, cfg->vocab_size - 1);
     return 0;
 }
 
@@ -293,46 +311,119 @@ static void name_last_checkpoint(const char *dir, long step, sl_err *err)
                  dir, step, dir);
 }
 
+/* The training text and the held-out text the run reads. */
+typedef struct corpus {
+    sl_tokenizer *tok;
+    sl_data *data, *eval;
+} corpus;
+
+static void corpus_free(corpus *c)
+{
+    sl_data_destroy(&c->data);
+    sl_data_destroy(&c->eval);
+    sl_tokenizer_destroy(&c->tok);
+}
+
+/* Tokenizes --data and --eval-data; without --eval-data the last 5% of --data is held out when
+ * it is large enough (required only when --eval-every asks for an eval loss). */
+static int corpus_load(run *r, const sl_config *cfg, corpus *c, sl_err *err)
+{
+    if (!r->n_files && !r->eval_file) return 0;
+    char vocab[PATH_MAX];
+    sl_default_vocab_dir(vocab, sizeof vocab);
+    if (!(c->tok = sl_tokenizer_new(r->vocab ? r->vocab : vocab, err))) return -1;
+    if (r->n_files && !(c->data = sl_data_new(c->tok, r->files, r->n_files, r->opts.seq_len, cfg->eos_token_id, err)))
+        return -1;
+    if (r->eval_file && !(c->eval = sl_data_new(c->tok, &r->eval_file, 1, r->opts.seq_len, cfg->eos_token_id, err)))
+        return -1;
+    if (c->data && !c->eval) {
+        sl_err why;
+        if (!(c->eval = sl_data_hold_out(c->data, 0.05, &why))) {
+            if (r->eval_every) return sl_fail(err, "--eval-every without --eval-data: %s", why.msg);
+            printf("data: no held-out eval loss (%s)\n", why.msg);
+        }
+    }
+    return 0;
+}
+
+/* The run's length in steps: --steps, or --epochs over the data (one step an epoch with --ids). */
+static long total_steps(const run *r, const sl_data *data)
+{
+    if (!r->epochs) return r->steps ? r->steps : 100;
+    if (!data) return r->epochs;
+    long total = r->epochs * sl_data_sequences(data) / ((long)r->opts.batch * r->opts.grad_accum);
+    return total < 1 ? 1 : total;
+}
+
+static const char log_header[] = "step,loss,eval_loss,lr,tokens_per_s,seconds\n";
+
+/* The CSV log, continued at step `from`: rows of later steps (written after the checkpoint the
+ * run resumes from) are dropped, and a new file gets its header. Caller closes the result. */
+static FILE *log_open(const char *path, long from, sl_err *err)
+{
+    sl_err ignored;
+    char *old = from > 0 ? sl_read_text_file(path, (size_t)1 << 30, &ignored) : NULL;
+    FILE *log = fopen(path, "w");
+    if (!log) {
+        free(old);
+        sl_fail(err, "%s: cannot create: %s", path, strerror(errno));
+        return NULL;
+    }
+    fputs(log_header, log);
+    for (char *line = old ? strtok(old, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        char *end;
+        long step = strtol(line, &end, 10);
+        if (end != line && *end == ',' && step <= from) fprintf(log, "%s\n", line);
+    }
+    free(old);
+    fflush(log);
+    return log;
+}
+
+static void log_step(FILE *log, long step, float loss, float eval_loss, float lr, double tps, double seconds)
+{
+    fprintf(log, "%ld,%.6f,", step, (double)loss);
+    if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
+    fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, seconds);
+    fflush(log);
+}
+
+/* Trains from the topology's split (or r->resume) to the end, or to a stop signal. Returns an
+ * exit status. */
 static int train(run *r, sl_err *err)
 {
     sl_topology topo;
-    if (sl_topology_load(r->topology, &topo, true, err) != 0) return -1;
-    bool remote = topo.n_nodes > 2 && !r->local;
-    sl_trainer *tr = remote ? sl_trainer_new_remote(&topo, r->resume, &r->opts, err)
-                            : sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
-    if (!tr) return -1;
-    const sl_config *cfg = &sl_trainer_params(tr, 0)->cfg;
-    sl_tokenizer *tok = NULL;
-    sl_data *data = NULL, *eval = NULL;
-    char vocab[PATH_MAX];
-    sl_default_vocab_dir(vocab, sizeof vocab);
-    int rc = 0;
-    if (r->n_files || r->eval_file) rc = (tok = sl_tokenizer_new(r->vocab ? r->vocab : vocab, err)) ? 0 : -1;
-    if (rc == 0 && r->n_files &&
-        !(data = sl_data_new(tok, r->files, r->n_files, r->opts.seq_len, cfg->eos_token_id, err)))
-        rc = -1;
-    if (rc == 0 && r->eval_file &&
-        !(eval = sl_data_new(tok, &r->eval_file, 1, r->opts.seq_len, cfg->eos_token_id, err)))
-        rc = -1;
-    if (rc == 0 && data && !eval && r->eval_every && !(eval = sl_data_hold_out(data, 0.05, err))) rc = -1;
-    long total = r->steps ? r->steps : 100;
-    if (data && r->epochs) total = r->epochs * sl_data_sequences(data) / ((long)r->opts.batch * r->opts.grad_accum);
-    if (total < 1) total = 1;
+    sl_part_info infos[SL_MAX_SPLITS + 1];
+    if (sl_topology_load(r->topology, &topo, true, err) != 0 ||
+        sl_split_read_index(topo.parts, infos, SL_MAX_SPLITS + 1, err) < 0)
+        return SL_EXIT_FAILURE;
+    if (check_against_model(r, &infos[0].cfg, err) != 0) return SL_EXIT_USAGE;
+    corpus c = {0};
+    int rc = corpus_load(r, &infos[0].cfg, &c, err);
+    const long total = total_steps(r, c.data);
+    long eval_every = r->eval_every ? r->eval_every : c.eval ? 100 : 0;
     r->opts.total_steps = total;
+    bool remote = topo.n_nodes > 2 && !r->local;
+    sl_trainer *tr = NULL;
+    if (rc == 0)
+        tr = remote ? sl_trainer_new_remote(&topo, r->resume, &r->opts, err)
+                    : sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
+    if (!tr) rc = -1;
     const size_t tokens_per_step = (size_t)r->opts.grad_accum * r->opts.batch * r->opts.seq_len;
     int32_t *ids = malloc(tokens_per_step * sizeof *ids), *targets = malloc(tokens_per_step * sizeof *targets);
+    if (rc == 0 && (!ids || !targets)) rc = sl_fail(err, "out of memory for a step of %zu tokens", tokens_per_step);
     char log_default[PATH_MAX];
     if (r->save_dir) snprintf(log_default, sizeof log_default, "%s/train_log.csv", r->save_dir);
     const char *log_path = r->log_path ? r->log_path : r->save_dir ? log_default : NULL;
     if (rc == 0 && r->save_dir) rc = sl_mkdirs(r->save_dir, err);
-    FILE *log = rc == 0 && log_path ? fopen(log_path, sl_trainer_step_count(tr) ? "a" : "w") : NULL;
-    if (log && !sl_trainer_step_count(tr)) fprintf(log, "step,loss,eval_loss,lr,tokens_per_s,seconds\n");
-    if (rc == 0 && data)
-        printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(data),
-               sl_data_sequences(data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
+    FILE *log = NULL;
+    if (rc == 0 && log_path && !(log = log_open(log_path, sl_trainer_step_count(tr), err))) rc = -1;
+    if (rc == 0 && c.data)
+        printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(c.data),
+               sl_data_sequences(c.data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
     progress pr = {.tty = isatty(STDOUT_FILENO),
                    .start = sl_now(),
-                   .first = sl_trainer_step_count(tr),
+                   .first = tr ? sl_trainer_step_count(tr) : 0,
                    .total = total,
                    .eval = NAN};
     float loss = NAN;
@@ -341,25 +432,19 @@ static int train(run *r, sl_err *err)
     while (rc == 0 && !stop_requested && sl_trainer_step_count(tr) < total) {
         long step = sl_trainer_step_count(tr);
         float lr = sl_trainer_lr(tr);
-        step_batch(r, data, step, ids, targets);
-        double t0 = sl_now();
-        double secs = 0;
+        step_batch(r, c.data, step, ids, targets);
+        double t0 = sl_now(), secs = 0;
         float eval_loss = NAN;
         if ((rc = sl_trainer_step(tr, ids, targets, &loss, err)) == 0) secs = sl_now() - t0;
-        if (rc == 0 && eval && r->eval_every && (step + 1) % r->eval_every == 0)
-            rc = evaluate(r, tr, eval, ids, targets, &eval_loss, err);
+        if (rc == 0 && c.eval && eval_every && ((step + 1) % eval_every == 0 || step + 1 == total))
+            rc = evaluate(r, tr, c.eval, ids, targets, &eval_loss, err);
         if (rc != 0) {
             name_last_checkpoint(ckpt, ckpt_step, err);
             break;
         }
         double tps = (double)tokens_per_step / secs;
         progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
-        if (log) {
-            fprintf(log, "%ld,%.6f,", step + 1, (double)loss);
-            if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
-            fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, sl_now() - pr.start);
-            fflush(log);
-        }
+        if (log) log_step(log, step + 1, loss, eval_loss, lr, tps, sl_now() - pr.start);
         if (r->save_dir && r->save_every && (step + 1) % r->save_every == 0 &&
             (rc = sl_trainer_save(tr, r->save_dir, loss, err)) == 0) {
             ckpt = r->save_dir;
@@ -367,7 +452,8 @@ static int train(run *r, sl_err *err)
         }
     }
     progress_end(&pr);
-    if (stop_requested) fprintf(stderr, "zmq-splitlearn-train: stopping at step %ld\n", sl_trainer_step_count(tr));
+    if (stop_requested && tr)
+        fprintf(stderr, "zmq-splitlearn-train: stopping at step %ld\n", sl_trainer_step_count(tr));
     if (rc == 0 && r->save_dir) {
         rc = sl_trainer_save(tr, r->save_dir, loss, err);
         if (rc == 0) printf("checkpoint: %s (step %ld)\n", r->save_dir, sl_trainer_step_count(tr));
@@ -380,11 +466,9 @@ static int train(run *r, sl_err *err)
     }
     free(ids);
     free(targets);
-    sl_data_destroy(&data);
-    sl_data_destroy(&eval);
-    sl_tokenizer_destroy(&tok);
+    corpus_free(&c);
     sl_trainer_destroy(&tr);
-    return rc;
+    return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAILURE;
 }
 
 int main(int argc, char **argv)
@@ -396,12 +480,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
         return SL_EXIT_USAGE;
     }
+    zsys_handler_set(NULL); /* czmq's handler would take SIGINT and SIGTERM from us: they save a checkpoint */
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    if (sl_threads_setup((int)r.threads, r.pin, &err) != 0 || train(&r, &err) != 0) {
-        fprintf(stderr, "zmq-splitlearn-train: %s\n", err.msg);
-        return SL_EXIT_FAILURE;
-    }
-    return SL_EXIT_OK;
+    int status = sl_threads_setup((int)r.threads, r.pin, &err) != 0 ? SL_EXIT_FAILURE : train(&r, &err);
+    if (status != SL_EXIT_OK) fprintf(stderr, "zmq-splitlearn-train: %s\n", err.msg);
+    return status;
 }
