@@ -238,11 +238,26 @@ static int verify_file(const sl_part_info *info, bool hash, sl_err *err)
     return 0;
 }
 
+/* Maps the file info describes, after checking its size (and with verify its SHA-256). */
+static sl_part *open_described(const sl_part_info *info, bool verify, sl_err *err)
+{
+    sl_part *self = calloc(1, sizeof *self);
+    if (!self) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
+    self->info = *info;
+    if (verify_file(&self->info, verify, err) == 0)
+        self->ck = sl_checkpoint_open_file(self->info.file, &self->info.cfg, err);
+    if (!self->ck) sl_part_destroy(&self);
+    return self;
+}
+
 sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err *err)
 {
     sl_part_info *parts = calloc(SL_MAX_SPLITS + 1, sizeof *parts);
-    sl_part *self = calloc(1, sizeof *self);
-    int n = parts && self ? sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err) : sl_fail(err, "out of memory");
+    sl_part *self = NULL;
+    int n = parts ? sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err) : sl_fail(err, "out of memory");
     int found = -1;
     for (int i = 0; i < n; i++)
         if (parts[i].first == first && parts[i].last == last) found = i;
@@ -253,14 +268,27 @@ sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err 
                      parts[i].last);
         sl_fail(err, "%s: no part has layers [%d,%d); the split has:%s", dir, first, last, have);
     }
-    if (found >= 0) {
-        self->info = parts[found];
-        if (verify_file(&self->info, verify, err) == 0)
-            self->ck = sl_checkpoint_open_file(self->info.file, &self->info.cfg, err);
-    }
+    if (found >= 0) self = open_described(&parts[found], verify, err);
     free(parts);
-    if (self && !self->ck) sl_part_destroy(&self);
     return self;
+}
+
+void sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s/checkpoint_%s.safetensors", dir, sl_role_name(role), name);
+}
+
+sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name, bool verify, sl_err *err)
+{
+    char file[PATH_MAX], meta[PATH_MAX + 16];
+    sl_part_info info;
+    sl_part_checkpoint_file(dir, role, name, file, sizeof file);
+    sl_part_sibling(file, "_metadata.json", meta, sizeof meta);
+    if (access(meta, F_OK) != 0) {
+        sl_fail(err, "%s: no such file: this checkpoint holds no %s part '%s' here", meta, sl_role_name(role), name);
+        return NULL;
+    }
+    return sl_part_read_metadata(meta, &info, err) == 0 ? open_described(&info, verify, err) : NULL;
 }
 
 void sl_part_destroy(sl_part **self)
@@ -347,6 +375,15 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
 {
     if (write_part_tensors(p, name, role, dtype, dir, file_stem, info, err) != 0) return -1;
     return write_part_metadata(info, source_json, extra_json, err);
+}
+
+int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, const char *extra_json,
+                             sl_part_info *info, sl_err *err)
+{
+    char sub[PATH_MAX], stem[300];
+    snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(role)); /* as sl_part_checkpoint_file() */
+    snprintf(stem, sizeof stem, "checkpoint_%s", name);
+    return sl_part_write(p, name, role, SL_F32, sub, stem, NULL, extra_json, info, err);
 }
 
 /* The source checkpoint's files and their SHA-256, hashed on another thread while parts are

@@ -25,7 +25,7 @@ typedef struct parse_state {
 } parse_state;
 
 static const char pipeline_keys[] =
-    "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, hwm, verify";
+    "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, hwm, verify, max_train_tokens";
 static const char node_keys[] = "role, layers, listen, host, threads, pin";
 
 /* inih reads through this, so the state always knows the current line; section headers are
@@ -139,6 +139,11 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
         return rc;
     }
     if (!strcmp(key, "verify")) return parse_bool(ps, key, value, &t->verify);
+    if (!strcmp(key, "max_train_tokens")) {
+        int rc = number(ps, sl_parse_long(value, "max_train_tokens", 2, 1 << 24, &v, ps->err));
+        t->max_train_tokens = (int)v;
+        return rc;
+    }
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [pipeline] (keys: %s)", t->path, ps->line, key, pipeline_keys);
 }
 
@@ -290,6 +295,7 @@ int sl_topology_load(const char *path, sl_topology *t, bool check_parts_dir, sl_
     t->max_sessions = 64;
     t->max_message = 256u << 20;
     t->hwm = 1000;
+    t->max_train_tokens = 16384;
     parse_state ps = {.t = t, .err = err};
     if (!(ps.fp = fopen(path, "r"))) return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
     int bad_line = ini_parse_stream(read_line, &ps, on_key, &ps);

@@ -50,13 +50,14 @@ static long load_optimizer(stage *s, sl_err *err)
     return rc < 0 ? -1 : sl_train_steps(s->train);
 }
 
-/* Loads stage s (s->info set) from split directory dir: its weights copied out of the part, whose
- * mapping then goes (its pages would count in the trainer's RSS for nothing), its trainer and its
+/* Loads stage s from part (which it destroys): its weights copied out of the part, whose mapping
+ * then goes (its pages would count in the trainer's RSS for nothing), its trainer and its
  * optimizer state when the part has one. Returns the steps that state records (0: fresh), or -1. */
-static long load_stage(stage *s, const char *dir, bool verify, const sl_trainer_opts *opts, sl_err *err)
+static long load_stage(stage *s, sl_part *part, const sl_trainer_opts *opts, sl_err *err)
 {
-    sl_part *part = sl_part_open(dir, s->info.first, s->info.last, verify, err);
-    int rc = part ? sl_part_load_params(part, &s->params, true, err) : -1;
+    if (!part) return -1;
+    s->info = *sl_part_info_of(part);
+    int rc = sl_part_load_params(part, &s->params, true, err);
     sl_part_destroy(&part);
     if (rc != 0 || !(s->train = sl_train_new(&s->params, opts->batch, opts->seq_len, err))) return -1;
     return load_optimizer(s, err);
@@ -72,8 +73,7 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
     int rc = t->n > 0 ? 0 : -1;
     for (int i = 0; rc == 0 && i < t->n; i++) {
         stage *s = &t->stages[i];
-        s->info = infos[i];
-        long steps = load_stage(s, dir, false, opts, err);
+        long steps = load_stage(s, sl_part_open(dir, infos[i].first, infos[i].last, false, err), opts, err);
         if (steps < 0)
             rc = -1;
         else if (i > 0 && steps != t->steps)
@@ -178,6 +178,7 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
                                {.socket = zsock_resolve(t->watch[0]), .events = ZMQ_POLLIN},
                                {.socket = zsock_resolve(t->watch[1]), .events = ZMQ_POLLIN}};
     const sl_config *c = &t->stages[0].params.cfg;
+    const uint32_t rows = (uint32_t)(t->opts.batch * t->opts.seq_len);
     sl_wire_limits limits = {
         .n_embd = (uint32_t)c->n_embd, .n_positions = (uint32_t)c->n_positions, .max_bytes = t->topo.max_message};
     double deadline = sl_now() + t->topo.timeout;
@@ -204,8 +205,11 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
                 m.session == t->run_id) {
                 if (m.kind == SL_MSG_ERROR)
                     rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
+                else if (m.kind == kind && m.step == step && out && m.rows != rows)
+                    rc = sl_fail(err, "a %s message of %u rows came back for a batch of %u rows", sl_msg_kind_name(kind),
+                                 m.rows, rows);
                 else if (m.kind == kind && m.step == step) {
-                    if (out) sl_msg_copy_x(&m, out);
+                    if (out) sl_msg_copy_x(&m, out); /* its width is the model's: the decoder checked */
                     if (gnorm2) *gnorm2 = m.gnorm2;
                     rc = 0;
                 }
@@ -289,6 +293,8 @@ static int command_trunks(sl_trainer *t, sl_msg_kind kind, const char *dir, sl_e
         sl_msg m = {.kind = kind, .session = t->run_id, .step = step};
         snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
         snprintf(m.dir, sizeof m.dir, "%s", dir);
+        m.has_at_step = kind == SL_MSG_LOAD;
+        m.at_step = (uint64_t)t->steps;
         zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
         int rc = push ? send_to(t, push, &m, node->name, err) : -1;
         zsock_destroy(&push);
@@ -311,18 +317,25 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     msgpack_sbuffer_init(&t->out);
     while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {
     }
-    const char *dir = resume ? resume : topo->parts;
+    /* The split says what each stage is; a checkpoint's bottom and top are read from its files
+     * here, the trunks' from theirs on their hosts (a checkpoint needs no shared directory). */
     sl_part_info infos[SL_MAX_SPLITS + 1];
-    int n = sl_split_read_index(dir, infos, SL_MAX_SPLITS + 1, err);
-    int rc = n == topo->n_nodes ? 0 : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", dir, n, topo->n_nodes));
+    int n = sl_split_read_index(topo->parts, infos, SL_MAX_SPLITS + 1, err);
+    int rc = n == topo->n_nodes ? 0
+                                : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", topo->parts, n, topo->n_nodes));
     const int local[2] = {0, n - 1};
     t->n = n;
+    long steps[2] = {0, 0};
     for (int k = 0; rc == 0 && k < 2; k++) {
-        stage *s = &t->stages[local[k]];
-        s->info = infos[local[k]];
-        if (load_stage(s, dir, topo->verify, opts, err) < 0) rc = -1;
+        const sl_part_info *in = &infos[local[k]];
+        sl_part *part = resume ? sl_part_open_checkpoint(resume, in->role, in->name, topo->verify, err)
+                               : sl_part_open(topo->parts, in->first, in->last, topo->verify, err);
+        if ((steps[k] = load_stage(&t->stages[local[k]], part, opts, err)) < 0) rc = -1;
     }
-    t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
+    if (rc == 0 && steps[0] != steps[1])
+        rc = sl_fail(err, "%s: its bottom was saved at step %ld and its top at step %ld: not one checkpoint", resume,
+                     steps[0], steps[1]);
+    t->steps = rc == 0 ? steps[0] : 0;
     for (int i = 1; rc == 0 && i < n - 1; i++)
         t->stages[i].info = infos[i];
     size_t rows = (size_t)opts->batch * opts->seq_len, C = rc == 0 ? (size_t)infos[0].cfg.n_embd : 0;
@@ -454,8 +467,8 @@ static int save_remote_trunks(sl_trainer *t, const char *dir, sl_part_info *save
 {
     if (command_trunks(t, SL_MSG_SAVE, dir, err) != 0) return -1;
     for (int i = 1; i < t->n - 1; i++) {
-        saved[i] = t->stages[i].info;
-        snprintf(saved[i].file, sizeof saved[i].file, "%s/trunk/checkpoint_%s.safetensors", dir, t->topo.nodes[i].name);
+        saved[i] = t->stages[i].info; /* for split.json: the trunk wrote its files on its host */
+        sl_part_checkpoint_file(dir, SL_ROLE_TRUNK, saved[i].name, saved[i].file, sizeof saved[i].file);
     }
     return 0;
 }
@@ -470,10 +483,7 @@ int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
     for (int i = 0; i < t->n; i++) {
         stage *s = &t->stages[i];
         if (!s->train) continue; /* saved by its node */
-        char sub[PATH_MAX], stem[256];
-        snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(s->info.role));
-        snprintf(stem, sizeof stem, "checkpoint_%s", s->info.name); /* re-saves replace */
-        if (sl_part_write(&s->params, s->info.name, s->info.role, SL_F32, sub, stem, NULL, extra, &saved[i], err) != 0)
+        if (sl_part_write_checkpoint(&s->params, s->info.name, s->info.role, dir, extra, &saved[i], err) != 0)
             return -1;
         char state[PATH_MAX + 32];
         sl_part_sibling(saved[i].file, "_optim.safetensors", state, sizeof state);

@@ -298,6 +298,9 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
         if (get_number(v, "scale", &d, err) != 0) return -1;
         if (!(d > 0 && d <= 1)) return sl_fail(err, "field \"scale\" must be in (0, 1]");
         m->grad_scale = (float)d;
+    } else if (key_is(k, "at_step")) {
+        if (get_uint(v, "at_step", (uint64_t)1 << 53, &m->at_step, err) != 0) return -1;
+        m->has_at_step = true;
     } else if (key_is(k, "dir")) {
         *seen |= F_DIR;
         return get_str(v, "dir", m->dir, sizeof m->dir, err);
@@ -548,8 +551,9 @@ static size_t count_fields(const sl_msg *m)
     case SL_MSG_UPDATE:
         return n + 5; /* step reply_to lr wd scale */
     case SL_MSG_SAVE:
-    case SL_MSG_LOAD:
         return n + 3; /* step reply_to dir */
+    case SL_MSG_LOAD:
+        return n + 3 + (m->has_at_step ? 1 : 0); /* step reply_to dir [at_step] */
     default:
         return n;
     }
@@ -612,6 +616,7 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_uint(&pk, "step", m->step);
         pack_str(&pk, "reply_to", m->reply_to);
         pack_str(&pk, "dir", m->dir);
+        if (m->kind == SL_MSG_LOAD && m->has_at_step) pack_uint(&pk, "at_step", m->at_step);
         break;
     case SL_MSG_RESULT:
         pack_uint(&pk, "step", m->step);

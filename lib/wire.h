@@ -36,6 +36,8 @@
  *                                                    travels the forward path back to the client
  *   "dir"      str          save load                where the node writes (save) or reads (load,
  *                                                    to resume) its part + optimizer state
+ *   "at_step"  uint         load                     the step the trainer resumes at: a trunk refuses
+ *                                                    a checkpoint of its own saved at another step
  *   "node"     str          ack error                the node that sends it
  *   "code"     str          error                    "bad_message" "unknown_session"
  *                                                    "context_full" "internal"
@@ -99,6 +101,8 @@ typedef struct sl_msg {
     bool has_gnorm2;
     double gnorm2;
     char dir[512];
+    bool has_at_step;
+    uint64_t at_step;
     /* ack, error */
     char node[64];
     char code[32];

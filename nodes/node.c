@@ -14,6 +14,7 @@
 
 #include <czmq.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <time.h>
@@ -56,6 +57,9 @@ typedef struct node {
     sl_outbox *replies;
     zsock_t *pull, *push, *push_prev; /* push_prev: gradients back, opened on first use */
     sl_train *train;                  /* training state, made by the first training forward */
+    uint64_t train_run;               /* the trainer's session the training state belongs to */
+    uint64_t forward_step;            /* the training forward whose activations backward may use */
+    bool forward_ready, grads_pending;
     bool writable;                    /* params copied out of the mapping, for training */
     FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
     char save_dir[512];               /* where the trainer last asked to save: SIGTERM saves there */
@@ -244,12 +248,51 @@ static int install_params(node *n, sl_params *params, bool writable, sl_err *err
     return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
 }
 
-/* Copies the weights out of the read-only mapping and makes the trainer for B x T tokens. */
+/* The part's own weights again, mapped as at start, with no training state. */
+static int reload_part(node *n, sl_err *err)
+{
+    sl_part *part = sl_part_open(n->topo.parts, n->self->first, n->self->last, false, err);
+    sl_params mapped;
+    if (!part || sl_part_load_params(part, &mapped, false, err) != 0) {
+        sl_part_destroy(&part);
+        return -1;
+    }
+    sl_train_destroy(&n->train);
+    sl_part_destroy(&n->part);
+    n->part = part;
+    n->info = *sl_part_info_of(part);
+    n->pending_state[0] = '\0';
+    return install_params(n, &mapped, false, err);
+}
+
+/* Gives the training state to run: a run this node has not seen starts from the part's own
+ * weights and a fresh optimizer (another run's progress must not leak into it). */
+static int begin_run(node *n, uint64_t run, sl_err *err)
+{
+    if (n->train_run == run) return 0;
+    if (n->writable) {
+        if (reload_part(n, err) != 0) return -1;
+        log_line(n, "training run %016llx: starting from the part's weights", (unsigned long long)run);
+    }
+    n->train_run = run;
+    n->forward_ready = n->grads_pending = false;
+    return 0;
+}
+
+/* Copies the weights out of the read-only mapping and makes the trainer for B x T tokens (one
+ * shape for a whole run: the trainer's buffers and optimizer state go together). */
 static int prepare_training(node *n, int B, int T, sl_err *err)
 {
     if (n->params.embed || n->params.head)
         return sl_fail(err, "%s is a %s: in training the bottom and the top run inside zmq-splitlearn-train", n->name,
                        n->params.embed ? "bottom" : "top");
+    if ((long)B * T > n->topo.max_train_tokens)
+        return sl_fail(err, "a training batch of %d x %d tokens is over this pipeline's max_train_tokens (%d)", B, T,
+                       n->topo.max_train_tokens);
+    if (n->train) {
+        if (n->train_B == B && n->train_T == T) return 0;
+        return sl_fail(err, "this run trains batches of %d x %d here, not %d x %d", n->train_B, n->train_T, B, T);
+    }
     if (!n->writable) {
         sl_params copy;
         if (sl_part_load_params(n->part, &copy, true, err) != 0 || install_params(n, &copy, true, err) != 0) return -1;
@@ -257,25 +300,26 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
         log_line(n, "training: weights copied out of the part (%.1f MB)",
                  (double)sl_params_count(&n->params) * 4 / 1e6);
     }
-    if (n->train && n->train_B == B && n->train_T == T) return 0;
+    if (!(n->train = sl_train_new(&n->params, B, T, err))) return -1;
     size_t rows = (size_t)B * T, C = (size_t)n->params.cfg.n_embd;
     if (rows > n->io_rows) {
         float *in = realloc(n->in, rows * C * sizeof(float));
         if (in) n->in = in;
         float *hidden = in ? realloc(n->hidden, rows * C * sizeof(float)) : NULL;
         if (hidden) n->hidden = hidden;
-        if (!in || !hidden) return sl_fail(err, "out of memory for a batch of %d x %d", B, T);
+        if (!in || !hidden) {
+            sl_train_destroy(&n->train);
+            return sl_fail(err, "out of memory for a batch of %d x %d", B, T);
+        }
         n->io_rows = rows;
     }
-    sl_train *fresh = sl_train_new(&n->params, B, T, err);
-    if (!fresh) return -1;
-    if (n->train) sl_train_set_steps(fresh, sl_train_steps(n->train)); /* a new shape keeps the count, not moments */
-    sl_train_destroy(&n->train);
-    n->train = fresh;
     n->train_B = B;
     n->train_T = T;
     if (n->pending_state[0]) {
-        if (sl_train_load_state(n->train, n->pending_state, err) < 0) return -1;
+        if (sl_train_load_state(n->train, n->pending_state, err) != 0) {
+            sl_train_destroy(&n->train); /* no training on without the optimizer state it resumes */
+            return -1;
+        }
         log_line(n, "optimizer state restored at step %ld", sl_train_steps(n->train));
         n->pending_state[0] = '\0';
     }
@@ -289,8 +333,12 @@ static void handle_train_forward(node *n, sl_msg *req)
         reply_error(n, req, "bad_message", "a training forward to %s carries activations", n->name);
         return;
     }
-    const int rows = (int)req->rows, B = (int)req->batch, T = rows / B;
-    if (prepare_training(n, B, T, &err) != 0) {
+    const int rows = (int)req->rows, B = (int)req->batch;
+    if (B < 1 || rows % B != 0) {
+        reply_error(n, req, "bad_message", "%d rows are not %d sequences (\"batch\") of equal length", rows, B);
+        return;
+    }
+    if (begin_run(n, req->session, &err) != 0 || prepare_training(n, B, rows / B, &err) != 0) {
         reply_error(n, req, "bad_message", "%s", err.msg);
         return;
     }
@@ -299,6 +347,8 @@ static void handle_train_forward(node *n, sl_msg *req)
         reply_error(n, req, "internal", "%s", err.msg);
         return;
     }
+    n->forward_step = req->step;
+    n->forward_ready = true;
     sl_msg fwd = *req;
     fwd.x = n->hidden;
     fwd.dtype = n->topo.activations;
@@ -323,18 +373,35 @@ static int push_back(node *n, const sl_msg *msg, sl_err *err)
     return 0;
 }
 
-/* AdamW on the accumulated gradients, multiplied first by the request's scale (1/K, clipping). */
-static void apply_update(node *n, const sl_msg *req)
+/* AdamW on the accumulated gradients, multiplied first by the request's scale (1/K, clipping).
+ * Non-finite gradients are dropped, not applied: one NaN would poison every later answer. */
+static int apply_update(node *n, const sl_msg *req, sl_err *err)
 {
+    sl_params *g = sl_train_grads(n->train);
+    n->grads_pending = false;
+    if (!isfinite(sl_train_grad_norm2(n->train, req->grad_scale))) {
+        sl_train_zero_grad(n->train);
+        return sl_fail(err, "non-finite gradients in step %llu: update refused, weights unchanged",
+                       (unsigned long long)req->step);
+    }
     sl_adamw opt = SL_ADAMW_DEFAULT;
     opt.lr = req->lr;
     opt.weight_decay = req->weight_decay;
-    sl_params *g = sl_train_grads(n->train);
     if (req->grad_scale != 1.0f)
         for (size_t i = 0; i < g->owned_count; i++)
             g->owned[i] *= req->grad_scale;
     sl_train_step(n->train, &opt);
     sl_train_zero_grad(n->train);
+    return 0;
+}
+
+/* Whether req belongs to the run this node trains for; answers when it does not. */
+static bool in_run(node *n, const sl_msg *req)
+{
+    if (n->train && req->session == n->train_run) return true;
+    reply_error(n, req, "bad_message", "%s has no training state of run %016llx (a trainer that is gone?)", n->name,
+                (unsigned long long)req->session);
+    return false;
 }
 
 /* A clipped step's update: applied here, then passed along the forward path (so it always comes
@@ -342,27 +409,31 @@ static void apply_update(node *n, const sl_msg *req)
 static void handle_update(node *n, sl_msg *req)
 {
     sl_err err;
-    if (!n->train) {
-        reply_error(n, req, "bad_message", "%s has no training state to update", n->name);
+    if (!in_run(n, req)) return;
+    if (!n->grads_pending) {
+        reply_error(n, req, "bad_message", "%s has no gradients to apply in step %llu", n->name,
+                    (unsigned long long)req->step);
         return;
     }
-    apply_update(n, req);
-    if (pass_on(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+    if (apply_update(n, req, &err) != 0 || pass_on(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
 static void handle_backward(node *n, sl_msg *req)
 {
     sl_err err;
-    if (!n->train || (int)req->rows != n->train_B * n->train_T) {
-        reply_error(n, req, "bad_message", "%s has no training forward of %u rows to go back through", n->name,
-                    req->rows);
+    if (!in_run(n, req)) return;
+    if (!n->forward_ready || req->step != n->forward_step || (int)req->rows != n->train_B * n->train_T) {
+        reply_error(n, req, "bad_message", "%s holds no training forward of step %llu with %u rows to go back through",
+                    n->name, (unsigned long long)req->step, req->rows);
         return;
     }
+    n->forward_ready = false; /* its saved activations go into this backward, once */
     sl_msg_copy_x(req, n->in); /* the gradient of this stage's output */
     if (sl_train_backward(n->train, n->in, n->hidden, &err) != 0) {
         reply_error(n, req, "internal", "%s", err.msg);
         return;
     }
+    n->grads_pending = true;
     sl_msg back = *req;
     if (req->has_gnorm2) back.gnorm2 = req->gnorm2 + sl_train_grad_norm2(n->train, req->grad_scale);
     back.x = n->hidden;
@@ -371,19 +442,17 @@ static void handle_backward(node *n, sl_msg *req)
         reply_error(n, req, "internal", "%s", err.msg);
         return;
     }
-    if (req->update) apply_update(n, req); /* after sending: the previous stage works meanwhile */
+    /* after sending: the previous stage works meanwhile */
+    if (req->update && apply_update(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
-/* Writes this node's part and optimizer state under dir/<role>/checkpoint_<name>. */
-static int save_to(node *n, const char *dir_root, sl_err *err)
+/* Writes this node's part and optimizer state under dir/trunk/checkpoint_<part name>. */
+static int save_to(node *n, const char *dir, sl_err *err)
 {
-    const sl_part_info *info = &n->info;
-    char dir[600], stem[256], extra[64], state[PATH_MAX + 32];
-    snprintf(dir, sizeof dir, "%s/%s", dir_root, sl_role_name(info->role));
-    snprintf(stem, sizeof stem, "checkpoint_%s", n->name);
+    char extra[64], state[PATH_MAX + 32];
     snprintf(extra, sizeof extra, "{\"step\": %ld}", n->train ? sl_train_steps(n->train) : 0L);
     sl_part_info saved;
-    if (sl_part_write(&n->params, info->name, info->role, SL_F32, dir, stem, NULL, extra, &saved, err) != 0) return -1;
+    if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, extra, &saved, err) != 0) return -1;
     sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
     if (n->train && sl_train_save_state(n->train, state, err) != 0) return -1;
     log_line(n, "saved %s", saved.file);
@@ -400,7 +469,7 @@ static void ack(node *n, const sl_msg *req)
 static void handle_save(node *n, sl_msg *req)
 {
     sl_err err;
-    if (save_to(n, req->dir, &err) != 0) {
+    if (begin_run(n, req->session, &err) != 0 || save_to(n, req->dir, &err) != 0) {
         reply_error(n, req, "internal", "cannot save: %s", err.msg);
         return;
     }
@@ -408,13 +477,36 @@ static void handle_save(node *n, sl_msg *req)
     ack(n, req);
 }
 
+/* Whether a checkpoint's part can replace this node's: same layers, same model, saved at the step
+ * the trainer resumes at, with its optimizer state beside it. */
+static int check_checkpoint(node *n, const sl_part_info *info, const sl_msg *req, char *state, size_t size,
+                            sl_err *err)
+{
+    const sl_config *a = &info->cfg, *b = &n->params.cfg;
+    if (info->first != n->self->first || info->last != n->self->last)
+        return sl_fail(err, "%s holds layers [%d,%d), this node runs [%d,%d)", info->file, info->first, info->last,
+                       n->self->first, n->self->last);
+    if (a->n_layer != b->n_layer || a->n_embd != b->n_embd || a->n_head != b->n_head || a->n_inner != b->n_inner ||
+        a->vocab_size != b->vocab_size || a->n_positions != b->n_positions)
+        return sl_fail(err, "%s is a part of another model (its config differs from %s's)", info->file, n->topo.parts);
+    if (req->has_at_step && info->step != (long)req->at_step)
+        return sl_fail(err, "%s was saved at step %ld but the trainer resumes at step %llu: not one checkpoint",
+                       info->file, info->step, (unsigned long long)req->at_step);
+    sl_part_sibling(info->file, "_optim.safetensors", state, size);
+    if (info->step > 0 && access(state, R_OK) != 0)
+        return sl_fail(err, "%s: missing (the optimizer state of a step-%ld checkpoint)", state, info->step);
+    return 0;
+}
+
 /* Resuming: this node's part and optimizer state from a checkpoint directory on this host. */
 static void handle_load(node *n, sl_msg *req)
 {
     sl_err err;
-    sl_part *part = sl_part_open(req->dir, n->self->first, n->self->last, n->topo.verify, &err);
+    char state[PATH_MAX];
+    sl_part *part = sl_part_open_checkpoint(req->dir, SL_ROLE_TRUNK, n->info.name, n->topo.verify, &err);
     sl_params params;
-    if (!part || sl_part_load_params(part, &params, true, &err) != 0) {
+    if (!part || check_checkpoint(n, sl_part_info_of(part), req, state, sizeof state, &err) != 0 ||
+        sl_part_load_params(part, &params, true, &err) != 0) {
         sl_part_destroy(&part);
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
         return;
@@ -427,8 +519,10 @@ static void handle_load(node *n, sl_msg *req)
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
         return;
     }
-    sl_part_sibling(n->info.file, "_optim.safetensors", n->pending_state, sizeof n->pending_state);
-    log_line(n, "loaded %s", n->info.file);
+    snprintf(n->pending_state, sizeof n->pending_state, "%s", state);
+    n->train_run = req->session;
+    n->forward_ready = n->grads_pending = false;
+    log_line(n, "loaded %s (step %ld)", n->info.file, n->info.step);
     ack(n, req);
 }
 
