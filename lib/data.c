@@ -43,8 +43,18 @@ sl_data *sl_data_new(sl_tokenizer *tok, const char *const *files, int n_files, i
             rc = -1;
             break;
         }
+        size_t len = strlen(text), bad;
+        if (sl_utf8_check(text, len, &bad, err) != 0) {
+            size_t line = 1;
+            for (size_t i = 0; i < bad; i++)
+                line += text[i] == '\n';
+            sl_err_prefix(err, "%s:%zu (byte %zu)", files[f], line, bad);
+            free(text);
+            rc = -1;
+            break;
+        }
         if (f > 0) rc = push_token(d, &cap, eos, err); /* documents are separated as GPT-2 saw them */
-        if (rc == 0) rc = sl_tokenizer_encode(tok, text, strlen(text), &d->tokens, &d->n_tokens, &cap, err);
+        if (rc == 0) rc = sl_tokenizer_encode(tok, text, len, &d->tokens, &d->n_tokens, &cap, err);
         if (rc != 0) sl_err_prefix(err, "%s", files[f]);
         free(text);
     }

@@ -39,6 +39,12 @@ char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err)
         free(buf);
         return NULL;
     }
+    const char *nul = memchr(buf, '\0', len);
+    if (nul) {
+        sl_fail(err, "%s: a NUL byte at offset %zu: not a text file", path, (size_t)(nul - buf));
+        free(buf);
+        return NULL;
+    }
     buf[len] = '\0';
     return buf;
 }

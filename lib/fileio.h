@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 
-/* Reads a whole file into a NUL-terminated buffer; caller frees. NULL and err on failure or
- * when the file is larger than max_bytes. */
+/* Reads a whole file into a NUL-terminated buffer; caller frees. NULL and err on failure, when
+ * the file is larger than max_bytes, or when it holds a NUL byte (not text). */
 char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err);
 
 /* Writes text (plus a final newline) to path.tmp, then renames it onto path. */

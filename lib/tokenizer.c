@@ -350,6 +350,31 @@ static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const cha
     return 0;
 }
 
+int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err)
+{
+    int code;
+    PCRE2_SIZE at;
+    pcre2_code *empty = pcre2_compile((PCRE2_SPTR) "", 0, PCRE2_UTF, &code, &at, NULL);
+    pcre2_match_data *md = empty ? pcre2_match_data_create(1, NULL) : NULL;
+    if (!md) {
+        pcre2_code_free(empty);
+        return sl_fail(err, "out of memory");
+    }
+    /* Matching checks the whole subject's UTF-8 first, and says where it goes wrong. */
+    int rc = pcre2_match(empty, (PCRE2_SPTR)text, len, 0, 0, md, NULL);
+    if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21) {
+        PCRE2_UCHAR why[128];
+        pcre2_get_error_message(rc, why, sizeof why);
+        *bad_offset = pcre2_get_startchar(md);
+        rc = sl_fail(err, "not UTF-8: %s", (const char *)why);
+    } else {
+        rc = 0;
+    }
+    pcre2_match_data_free(md);
+    pcre2_code_free(empty);
+    return rc;
+}
+
 /* ---- setup ---- */
 
 static int compile_pattern(sl_tokenizer *t, sl_err *err)

@@ -58,6 +58,10 @@ int32_t sl_tokenizer_vocab_size(const sl_tokenizer *self);
  * bytes complete it, so printed text never splits a character. Bytes that cannot become valid
  * UTF-8 pass through unchanged: the concatenated output always equals the concatenated input.
  * Zero-initialise (sl_utf8_stream s = {0}); it owns no memory. */
+/* Whether text[0..len) is valid UTF-8 (PCRE2's check): 0, or -1 with *bad_offset at the first
+ * byte of the first invalid sequence and err saying what is wrong with it. */
+int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err);
+
 typedef struct sl_utf8_stream {
     unsigned char held[3];
     size_t n_held;

@@ -6,7 +6,7 @@ set -u
 bin=$(cd "${SL_BIN:-bin}" && pwd)
 fixtures=${SL_FIXTURES:-../shared/fixtures}
 tmp=$(mktemp -d /tmp/sl-test-cli-XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 passed=0 failed=0
 check() { # check "what" command...
     local what=$1; shift
@@ -76,6 +76,50 @@ launcher=$!
 for _ in $(seq 300); do [ -f "$tmp/ready2" ] && break; sleep 0.05; done
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 >"$tmp/remote.log" 2>&1
 check "training through the trunk node equals --local" test "$(cat "$tmp/remote.log")" = "$(cat "$tmp/straight.log")"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 >"$tmp/remote2.log" 2>&1
+check "a second run on the same trunk starts from the part, not from the first run" \
+    test "$(cat "$tmp/remote2.log")" = "$(cat "$tmp/straight.log")"
+
+# SIGTERM to a trainer with a remote trunk: it finishes the step, saves every part, exits 0
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 1000000 --save-dir "$tmp/ckpt-term" \
+    --save-every 0 >"$tmp/term.log" 2>&1 &
+trainer=$!
+for _ in $(seq 600); do grep -q '^step 3 ' "$tmp/term.log" && break; sleep 0.05; done
+kill -TERM $trainer
+wait $trainer
+check "SIGTERM: the trainer with a remote trunk exits 0 (status $?)" test $? -eq 0
+at=$(sed -n 's/^checkpoint: .* (step \([0-9]*\))$/\1/p' "$tmp/term.log")
+check "... after saving a checkpoint (step '$at')" test -n "$at"
+check "... the trunk's part included, at the same step" \
+    grep -Eq "\"step\":[[:space:]]*$at,?$" "$tmp/ckpt-term/trunk/checkpoint_trunk1_metadata.json"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps $((at + 2)) --resume "$tmp/ckpt-term" \
+    >"$tmp/term-resumed.log" 2>&1
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((at + 2)) >"$tmp/term-whole.log"
+check "... and resumes with the losses of an uninterrupted run" test -n "$at" -a \
+    "$(grep -E "^step $((at + 1)) |^step $((at + 2)) " "$tmp/term-whole.log")" = "$(grep '^step ' "$tmp/term-resumed.log")"
+# parts of checkpoints from different steps are refused, naming both steps
+mkdir -p "$tmp/mixed"
+cp -r "$tmp/ckpt-term/." "$tmp/mixed/"
+cp "$tmp/ckpt/trunk/"* "$tmp/mixed/trunk/" # the trunk of the step-2 checkpoint
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps $((at + 2)) --resume "$tmp/mixed" >"$tmp/mixed.log" 2>&1
+check "a checkpoint mixing steps is refused (status $?)" grep -q "saved at step .* but the trainer resumes at step $at" \
+    "$tmp/mixed.log"
+
+# the trunk on "another host": its own working directory, so a relative checkpoint directory is
+# two directories; saving and resuming need no shared one
+mkdir -p "$tmp/host-a" "$tmp/host-b"
+kill -TERM $launcher; wait $launcher
+(cd "$tmp/host-b" && exec "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --only trunk1 --ready-file "$tmp/ready-b" \
+    >"$tmp/launch-b.log" 2>&1) &
+launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/ready-b" ] && break; sleep 0.05; done
+(cd "$tmp/host-a" && "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 2 --save-dir ck >/dev/null 2>&1 &&
+    "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 --resume ck >"$tmp/hosts.log" 2>&1)
+check "two hosts: each keeps its own parts of the checkpoint" \
+    test -f "$tmp/host-b/ck/trunk/checkpoint_trunk1.safetensors" -a ! -e "$tmp/host-a/ck/trunk" -a \
+    -f "$tmp/host-a/ck/bottom/checkpoint_bottom.safetensors"
+check "two hosts: resuming gives the uninterrupted losses" \
+    test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step ' "$tmp/hosts.log")"
 kill -TERM $launcher; wait $launcher
 
 # a trunk killed mid-training: the trainer stops at once naming it and the last checkpoint,
@@ -107,6 +151,38 @@ kill -TERM $launcher; wait $launcher
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((saved + 2)) >"$tmp/whole.log"
 check "resumed after the crash: the losses of an uninterrupted run" test -n "$saved" -a \
     "$(grep -E "^step $((saved + 1)) |^step $((saved + 2)) " "$tmp/whole.log")" = "$(grep '^step ' "$tmp/after.log")"
+
+# training on text: usage errors against the model, data errors naming file and line, the
+# cosine schedule, the log continued by a resume, the held-out eval loss
+"$bin/zmq-splitlearn-mkmodel" -o "$tmp/small" --n-layer 2 --n-embd 32 --n-head 2 --n-positions 32 --seed 3 >/dev/null
+"$bin/zmq-splitlearn-split" "$tmp/small" --splits 1 -o "$tmp/small-parts" --topology "$tmp/small.ini" \
+    --port $((22000 + $$ % 1000 * 4 + 3)) >/dev/null
+for i in $(seq 300); do echo "Line $i: the quick brown fox jumps over the lazy dog."; done >"$tmp/text.txt"
+train() { "$bin/zmq-splitlearn-train" "$tmp/small.ini" "$@"; }
+check "--seq-len over n_positions: usage error 2" status_is 2 train --data "$tmp/text.txt" --seq-len 33
+check "... naming both" bash -c "'$bin/zmq-splitlearn-train' '$tmp/small.ini' --data '$tmp/text.txt' --seq-len 33 2>&1 |
+    grep -q -- '--seq-len 33 is longer than the model.s n_positions (32)'"
+check "an id outside the vocabulary: usage error 2" status_is 2 train --ids 1,2,50257
+check "--steps with --epochs: usage error 2" status_is 2 train --data "$tmp/text.txt" --steps 2 --epochs 1
+{ head -n 40 "$tmp/text.txt"; printf 'bad \xff byte\n'; } >"$tmp/latin.txt"
+check "data that is not UTF-8: error 1 naming file, line and byte" bash -c "'$bin/zmq-splitlearn-train' '$tmp/small.ini' \
+    --data '$tmp/latin.txt' 2>&1 | grep -q 'latin.txt:41 (byte [0-9]*): not UTF-8'; test \${PIPESTATUS[0]} -eq 1"
+printf 'a\0b' >"$tmp/nul.txt"
+check "data with a NUL byte: error 1" bash -c "'$bin/zmq-splitlearn-train' '$tmp/small.ini' --data '$tmp/nul.txt' 2>&1 |
+    grep -q 'nul.txt: a NUL byte at offset 1'"
+train --data "$tmp/text.txt" --batch 2 --seq-len 16 --steps 12 --lr 1e-2 --warmup 2 --schedule cosine \
+    --eval-every 4 --save-dir "$tmp/cos" --save-every 6 >"$tmp/cos.log"
+lrs=$(cut -d, -f4 "$tmp/cos/train_log.csv" | tail -n +2 | tr '\n' ' ')
+check "cosine: warmup, then decay to 10% of --lr ($lrs)" test "$(echo $lrs | cut -d' ' -f1,2,12)" = "5.000e-03 1.000e-02 1.220e-03"
+check "held-out eval loss every --eval-every steps" test "$(grep -c ' eval [0-9.]*$' "$tmp/cos.log")" -eq 3
+train --data "$tmp/text.txt" --batch 2 --seq-len 16 --steps 12 --lr 1e-2 --warmup 2 --schedule cosine \
+    --eval-every 4 --resume "$tmp/cos/" --save-dir "$tmp/cos2" >/dev/null 2>&1
+train --data "$tmp/text.txt" --batch 2 --seq-len 16 --steps 12 --lr 1e-2 --warmup 2 --schedule cosine --eval-every 4 \
+    --save-dir "$tmp/cos" --save-every 6 >/dev/null 2>&1 # (the whole run again: the log has no step twice)
+check "a resumed log continues the checkpoint's (header, steps 1..12 once)" \
+    test "$(cut -d, -f1 "$tmp/cos2/train_log.csv" | tr '\n' ' ')" = "step 1 2 3 4 5 6 7 8 9 10 11 12 "
+check "... with the uninterrupted losses" test "$(cut -d, -f2 "$tmp/cos2/train_log.csv")" = \
+    "$(cut -d, -f2 "$tmp/cos/train_log.csv")"
 
 # on a terminal: every step's line and a status line redrawn under them; plain lines otherwise
 script -qc "'$bin/zmq-splitlearn-train' '$tmp/topo.ini' --local --ids $train_ids --steps 3" /dev/null >"$tmp/tty.log"

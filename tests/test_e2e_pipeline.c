@@ -12,6 +12,7 @@
 #include "wire.h"
 
 #include <czmq.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -378,6 +379,91 @@ static void test_garbage(void)
     stop(&p);
 }
 
+/* ---- training messages that do not fit the trunk's state ---- */
+
+/* Sends m to endpoint, then waits up to 5 s for an error containing want on listen. */
+static bool refused_with(const char *endpoint, sl_msg *m, zsock_t *listen, const char *want)
+{
+    sl_err err;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    snprintf(m->reply_to, sizeof m->reply_to, "%s", zsock_endpoint(listen));
+    if (sl_wire_encode(m, &buf, &err) == 0) send_raw(endpoint, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    sl_wire_decoder *dec = sl_wire_decoder_new();
+    bool found = false;
+    for (double end = sl_now() + 5; !found && sl_now() < end;) {
+        zmsg_t *reply = zmsg_recv(listen);
+        zframe_t *frame = reply ? zmsg_first(reply) : NULL;
+        sl_msg r;
+        found = frame && sl_wire_decode(dec, zframe_data(frame), zframe_size(frame), NULL, &r, &err) == 0 &&
+                r.kind == SL_MSG_ERROR && strstr(r.message, want);
+        zmsg_destroy(&reply);
+    }
+    sl_wire_decoder_destroy(&dec);
+    return found;
+}
+
+static void test_training_garbage(void)
+{
+    int splits[2] = {2, 3};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, 2, false, "b-train-garbage") != 0 || launch(&p) != 0) {
+        stop(&p);
+        return;
+    }
+    sl_topology topo;
+    sl_err err;
+    sl_topology_load(p.topo, &topo, true, &err);
+    const char *trunk = topo.nodes[1].listen;
+    zsock_t *listen = zsock_new(ZMQ_PULL);
+    zsock_bind(listen, "tcp://127.0.0.1:*");
+    zsock_set_rcvtimeo(listen, 1000);
+    float x[4 * 48] = {0};
+    sl_msg back = {.kind = SL_MSG_BACKWARD, .session = 77, .step = 1, .x = x, .rows = 2, .cols = 48, .grad_scale = 1};
+    CHECK(refused_with(trunk, &back, listen, "has no training state of run"), "a backward before any forward: refused");
+    sl_msg fwd = {.kind = SL_MSG_FORWARD, .session = 77, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
+    CHECK(refused_with(trunk, &fwd, listen, "in training the bottom and the top run inside"),
+          "a training forward goes through the trunk (the top refuses it)");
+    back.step = 2;
+    CHECK(refused_with(trunk, &back, listen, "holds no training forward of step 2"), "a backward of another step: refused");
+    sl_msg update = {.kind = SL_MSG_UPDATE, .session = 77, .step = 3, .lr = 1e-3f, .grad_scale = 1};
+    CHECK(refused_with(trunk, &update, listen, "has no gradients to apply"), "an update without a backward: refused");
+    fwd.rows = 4;
+    CHECK(refused_with(trunk, &fwd, listen, "trains batches of 1 x 2 here, not 1 x 4"),
+          "another batch shape within a run: refused");
+    back.step = 1;
+    back.update = true;
+    x[5] = NAN;
+    CHECK(refused_with(trunk, &back, listen, "non-finite gradients in step 1: update refused"),
+          "a NaN gradient is not applied");
+    /* A checkpoint of another model (tiny-a, 32 wide) where this trunk's would be. */
+    char other[400], src[PATH_MAX];
+    snprintf(other, sizeof other, "%s/other-model", tmp);
+    snprintf(src, sizeof src, "%s/tiny-a", check_fixtures());
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_params pa;
+    sl_part_info info;
+    bool written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
+                   sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, "{\"step\": 0}", &info,
+                                            &err) == 0;
+    if (ck && written) sl_params_free(&pa);
+    sl_checkpoint_destroy(&ck);
+    sl_msg load = {.kind = SL_MSG_LOAD, .session = 78, .step = 1};
+    snprintf(load.dir, sizeof load.dir, "%s", other);
+    CHECK(written && refused_with(trunk, &load, listen, "is a part of another model"),
+          "a checkpoint of another model: refused (%s)", written ? "" : err.msg);
+    zsock_destroy(&listen);
+    answer want;
+    reference("tiny-b", prompt_b, 9, 8, &want);
+    ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 8, .vocab = 1000, .n_positions = 64};
+    ask_pipeline(&q);
+    compare("inference after refused training messages", &q, &want, 1000);
+    free(q.got.logits);
+    free(want.logits);
+    stop(&p);
+}
+
 /* ---- a node killed and restarted mid-session ---- */
 
 typedef struct restart {
@@ -658,6 +744,7 @@ int main(void)
     test_five_stages_and_two_clients();
     test_tiny_a_references();
     test_garbage();
+    test_training_garbage();
     test_restart_and_timeout();
     test_launcher_stop();
     const int three[2] = {1, 3}, four[3] = {1, 2, 4};

@@ -74,6 +74,32 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     snprintf(ack.node, sizeof ack.node, "bottom");
     CHECK(roundtrip(&ack, &out, buf, dec, &err) == 0 && out.step == 4 && strcmp(out.node, "bottom") == 0, "ack: %s",
           err.msg);
+
+    /* training */
+    float g[2 * 4] = {1, -2, 3, -4, 5, -6, 7, -8};
+    sl_msg back = {.kind = SL_MSG_BACKWARD, .session = 9, .step = 5, .x = g, .rows = 2, .cols = 4, .update = true,
+                   .lr = 0.25f, .weight_decay = 0.5f, .grad_scale = 0.125f, .has_gnorm2 = true, .gnorm2 = 3.5};
+    snprintf(back.reply_to, sizeof back.reply_to, "ipc:///tmp/x");
+    float gback[8];
+    int rc = roundtrip(&back, &out, buf, dec, &err);
+    if (rc == 0) sl_msg_copy_x(&out, gback);
+    CHECK(rc == 0 && out.kind == SL_MSG_BACKWARD && out.update && out.lr == 0.25f && out.weight_decay == 0.5f &&
+              out.grad_scale == 0.125f && out.has_gnorm2 && out.gnorm2 == 3.5 && !memcmp(gback, g, sizeof g),
+          "backward: %s", err.msg);
+    sl_msg update = {.kind = SL_MSG_UPDATE, .session = 9, .step = 6, .lr = 0.5f, .grad_scale = 1};
+    snprintf(update.reply_to, sizeof update.reply_to, "ipc:///tmp/x");
+    CHECK(roundtrip(&update, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_UPDATE && out.lr == 0.5f,
+          "update: %s", err.msg);
+    sl_msg load = {.kind = SL_MSG_LOAD, .session = 9, .step = 7, .has_at_step = true, .at_step = 1200};
+    snprintf(load.reply_to, sizeof load.reply_to, "ipc:///tmp/x");
+    snprintf(load.dir, sizeof load.dir, "ckpt/run 1");
+    CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_LOAD && out.has_at_step &&
+              out.at_step == 1200 && !strcmp(out.dir, "ckpt/run 1"),
+          "load with at_step: %s", err.msg);
+    load.kind = SL_MSG_SAVE;
+    CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_SAVE && !out.has_at_step &&
+              !strcmp(out.dir, "ckpt/run 1"),
+          "save (no at_step): %s", err.msg);
 }
 
 /* Packs a map from alternating key / value writers. */

@@ -26,7 +26,8 @@
 static const char usage[] =
     "usage: zmq-splitlearn-train TOPOLOGY.ini (--data FILE... | --ids 1,2,3) [options]\n"
     "\n"
-    "  --batch B --seq-len T       sequences per micro-batch and their length (default 4 x 64;\n"
+    "  --batch B --seq-len T       sequences per micro-batch and their length (default 4 x 64, or\n"
+    "                              n_positions when less;\n"
     "                              --ids trains on exactly that one sequence: B 1, T its length)\n"
     "  --steps N | --epochs E      how long (default 100 steps; with --ids an epoch is a step)\n"
     "  --lr LR --weight-decay WD   AdamW (default 1e-3, 0.01; betas 0.9, 0.999, eps 1e-8)\n"
@@ -197,9 +198,10 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
 }
 
 /* What the command line asks of the model it trains (from the split it starts or resumes from):
- * a failure here is a usage error. */
-static int check_against_model(const run *r, const sl_config *cfg, sl_err *err)
+ * a failure here is a usage error. The default sequence length fits the model. */
+static int check_against_model(run *r, const sl_config *cfg, sl_err *err)
 {
+    if (!r->opts.seq_len) r->opts.seq_len = cfg->n_positions < 64 ? cfg->n_positions : 64;
     if (r->opts.seq_len > cfg->n_positions)
         return sl_fail(err, "%s %d is longer than the model's n_positions (%d)", r->n_ids ? "--ids: a sequence of" : "--seq-len",
                        r->opts.seq_len, cfg->n_positions);
@@ -357,12 +359,16 @@ static long total_steps(const run *r, const sl_data *data)
 
 static const char log_header[] = "step,loss,eval_loss,lr,tokens_per_s,seconds\n";
 
-/* The CSV log, continued at step `from`: rows of later steps (written after the checkpoint the
- * run resumes from) are dropped, and a new file gets its header. Caller closes the result. */
-static FILE *log_open(const char *path, long from, sl_err *err)
+/* The CSV log, continued at step `from`: the rows up to it come from the log there or, for a new
+ * file, from the log in the checkpoint resumed (resume_dir); later rows (written after that
+ * checkpoint) are dropped. Caller closes the result. */
+static FILE *log_open(const char *path, long from, const char *resume_dir, sl_err *err)
 {
     sl_err ignored;
-    char *old = from > 0 ? sl_read_text_file(path, (size_t)1 << 30, &ignored) : NULL;
+    char before[PATH_MAX + 16];
+    snprintf(before, sizeof before, "%s/train_log.csv", resume_dir ? resume_dir : ".");
+    const char *source = resume_dir && access(path, F_OK) != 0 ? before : path;
+    char *old = from > 0 ? sl_read_text_file(source, (size_t)1 << 30, &ignored) : NULL;
     FILE *log = fopen(path, "w");
     if (!log) {
         free(old);
@@ -417,7 +423,7 @@ static int train(run *r, sl_err *err)
     const char *log_path = r->log_path ? r->log_path : r->save_dir ? log_default : NULL;
     if (rc == 0 && r->save_dir) rc = sl_mkdirs(r->save_dir, err);
     FILE *log = NULL;
-    if (rc == 0 && log_path && !(log = log_open(log_path, sl_trainer_step_count(tr), err))) rc = -1;
+    if (rc == 0 && log_path && !(log = log_open(log_path, sl_trainer_step_count(tr), r->resume, err))) rc = -1;
     if (rc == 0 && c.data)
         printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(c.data),
                sl_data_sequences(c.data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
@@ -438,18 +444,17 @@ static int train(run *r, sl_err *err)
         if ((rc = sl_trainer_step(tr, ids, targets, &loss, err)) == 0) secs = sl_now() - t0;
         if (rc == 0 && c.eval && eval_every && ((step + 1) % eval_every == 0 || step + 1 == total))
             rc = evaluate(r, tr, c.eval, ids, targets, &eval_loss, err);
-        if (rc != 0) {
-            name_last_checkpoint(ckpt, ckpt_step, err);
-            break;
+        if (rc == 0) {
+            double tps = (double)tokens_per_step / secs;
+            progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
+            if (log) log_step(log, step + 1, loss, eval_loss, lr, tps, sl_now() - pr.start);
         }
-        double tps = (double)tokens_per_step / secs;
-        progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
-        if (log) log_step(log, step + 1, loss, eval_loss, lr, tps, sl_now() - pr.start);
-        if (r->save_dir && r->save_every && (step + 1) % r->save_every == 0 &&
+        if (rc == 0 && r->save_dir && r->save_every && (step + 1) % r->save_every == 0 &&
             (rc = sl_trainer_save(tr, r->save_dir, loss, err)) == 0) {
             ckpt = r->save_dir;
             ckpt_step = step + 1;
         }
+        if (rc != 0) name_last_checkpoint(ckpt, ckpt_step, err);
     }
     progress_end(&pr);
     if (stop_requested && tr)
@@ -474,7 +479,7 @@ static int train(run *r, sl_err *err)
 int main(int argc, char **argv)
 {
     run r = {
-        .opts = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT}, .seed = 1, .save_every = 100};
+        .opts = {.batch = 4, .seq_len = 0 /* 64, or n_positions when less */, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT}, .seed = 1, .save_every = 100};
     sl_err err;
     if (parse(&r, argc, argv, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
