@@ -25,7 +25,7 @@ typedef struct parse_state {
 } parse_state;
 
 static const char pipeline_keys[] =
-    "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, hwm, verify, max_train_tokens";
+    "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, hwm, verify, max_train_tokens, checkpoint_root";
 static const char node_keys[] = "role, layers, listen, host, threads, pin";
 
 /* inih reads through this, so the state always knows the current line; section headers are
@@ -139,6 +139,11 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
         return rc;
     }
     if (!strcmp(key, "verify")) return parse_bool(ps, key, value, &t->verify);
+    if (!strcmp(key, "checkpoint_root")) {
+        if (snprintf(t->checkpoint_root, sizeof t->checkpoint_root, "%s", value) >= (int)sizeof t->checkpoint_root)
+            return sl_fail(ps->err, "%s:%d: checkpoint_root: path too long", t->path, ps->line);
+        return 0;
+    }
     if (!strcmp(key, "max_train_tokens")) {
         int rc = number(ps, sl_parse_long(value, "max_train_tokens", 2, 1 << 24, &v, ps->err));
         t->max_train_tokens = (int)v;

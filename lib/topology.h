@@ -38,6 +38,7 @@ typedef struct sl_topology {
     int hwm;              /* ZeroMQ high-water mark in messages (default 1000) */
     bool verify;          /* nodes recompute their part's SHA-256 at start */
     int max_train_tokens; /* B x T of a training batch a trunk accepts (default 16384) */
+    char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;
 } sl_topology;

@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "cli.h"
 #include "cpu.h"
+#include "fileio.h"
 #include "gpt2.h"
 #include "outbox.h"
 #include "sampler.h"
@@ -62,7 +63,8 @@ typedef struct node {
     bool forward_ready, grads_pending;
     bool writable;                    /* params copied out of the mapping, for training */
     FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
-    char save_dir[512];               /* where the trainer last asked to save: SIGTERM saves there */
+    char root[PATH_MAX];              /* checkpoint_root, resolved: saves and loads stay below it */
+    char save_dir[PATH_MAX + 512];    /* where the trainer last asked to save: SIGTERM saves there */
     char pending_state[PATH_MAX];     /* optimizer state to restore when the trainer is made */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
@@ -466,14 +468,33 @@ static void ack(node *n, const sl_msg *req)
     reply(n, req->reply_to, &a);
 }
 
+/* Where a trainer's save or load directory lies on this host: below checkpoint_root (a relative
+ * one is taken there), with no ".." anywhere, so a trainer cannot make a node write or read
+ * elsewhere. */
+static int checkpoint_dir(const node *n, const char *asked, char *out, size_t size, sl_err *err)
+{
+    for (const char *p = asked; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
+        if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0'))
+            return sl_fail(err, "checkpoint directory %s: '..' is not allowed", asked);
+    size_t len = strlen(n->root);
+    bool under = !strncmp(asked, n->root, len) && (asked[len] == '/' || asked[len] == '\0' || len == 1);
+    if (asked[0] == '/' && !under)
+        return sl_fail(err, "checkpoint directory %s is outside %s, where %s keeps checkpoints (checkpoint_root)",
+                       asked, n->root, n->name);
+    int written = asked[0] == '/' ? snprintf(out, size, "%s", asked) : snprintf(out, size, "%s/%s", n->root, asked);
+    return written < (int)size ? 0 : sl_fail(err, "checkpoint directory %s: path too long", asked);
+}
+
 static void handle_save(node *n, sl_msg *req)
 {
     sl_err err;
-    if (begin_run(n, req->session, &err) != 0 || save_to(n, req->dir, &err) != 0) {
+    char dir[sizeof n->save_dir];
+    if (checkpoint_dir(n, req->dir, dir, sizeof dir, &err) != 0 || begin_run(n, req->session, &err) != 0 ||
+        save_to(n, dir, &err) != 0) {
         reply_error(n, req, "internal", "cannot save: %s", err.msg);
         return;
     }
-    snprintf(n->save_dir, sizeof n->save_dir, "%s", req->dir);
+    snprintf(n->save_dir, sizeof n->save_dir, "%s", dir);
     ack(n, req);
 }
 
@@ -502,8 +523,10 @@ static int check_checkpoint(node *n, const sl_part_info *info, const sl_msg *req
 static void handle_load(node *n, sl_msg *req)
 {
     sl_err err;
-    char state[PATH_MAX];
-    sl_part *part = sl_part_open_checkpoint(req->dir, SL_ROLE_TRUNK, n->info.name, n->topo.verify, &err);
+    char state[PATH_MAX], dir[sizeof n->save_dir];
+    sl_part *part = checkpoint_dir(n, req->dir, dir, sizeof dir, &err) == 0
+                        ? sl_part_open_checkpoint(dir, SL_ROLE_TRUNK, n->info.name, n->topo.verify, &err)
+                        : NULL;
     sl_params params;
     if (!part || check_checkpoint(n, sl_part_info_of(part), req, state, sizeof state, &err) != 0 ||
         sl_part_load_params(part, &params, true, &err) != 0) {
@@ -594,6 +617,9 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
     n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
+    const char *root = n->topo.checkpoint_root[0] ? n->topo.checkpoint_root : ".";
+    if (sl_mkdirs(root, err) != 0) return -1;
+    if (!realpath(root, n->root)) return sl_fail(err, "checkpoint_root %s: %s", root, strerror(errno));
     const char *trace = getenv("SL_NODE_TRACE");
     if (trace && *trace) n->trace = fopen(trace, "a");
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;

@@ -77,7 +77,7 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_checkpoint_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
     char text[8192];
-    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\n", p->parts);
+    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\n", p->parts, tmp);
     for (int i = 0; i <= n_splits; i++) {
         char endpoint[300];
         if (ipc)
@@ -453,6 +453,11 @@ static void test_training_garbage(void)
     snprintf(load.dir, sizeof load.dir, "%s", other);
     CHECK(written && refused_with(trunk, &load, listen, "is a part of another model"),
           "a checkpoint of another model: refused (%s)", written ? "" : err.msg);
+    snprintf(load.dir, sizeof load.dir, "%s/../etc", tmp);
+    CHECK(refused_with(trunk, &load, listen, "'..' is not allowed"), "a checkpoint path with '..': refused");
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = 78, .step = 2};
+    snprintf(save.dir, sizeof save.dir, "/var/tmp/elsewhere");
+    CHECK(refused_with(trunk, &save, listen, "is outside"), "a save outside checkpoint_root: refused");
     zsock_destroy(&listen);
     answer want;
     reference("tiny-b", prompt_b, 9, 8, &want);

@@ -37,16 +37,18 @@ static void test_valid(void)
     char text[4096];
     snprintf(text, sizeof text,
              "; a comment\n[pipeline]\nname = tb\nparts = %s\nactivations = bf16\ntimeout = 5\n"
-             "max_sessions = 3\nidle_timeout = 60\nmax_message_mb = 8\nhwm = 10\nverify = no\n\n%s",
+             "max_sessions = 3\nidle_timeout = 60\nmax_message_mb = 8\nhwm = 10\nverify = no\n"
+             "max_train_tokens = 4096\ncheckpoint_root = /srv/ckpt\n%s",
              parts, nodes3);
     sl_err err;
     CHECK(load_text(text, &t, true, &err) == 0, "valid topology: %s", err.msg);
     CHECK(t.n_nodes == 3 && strcmp(t.nodes[1].name, "trunk1") == 0 && t.nodes[1].role == SL_ROLE_TRUNK &&
               t.nodes[1].first == 2 && t.nodes[1].last == 4 && t.nodes[1].threads == 2 && t.nodes[1].pin &&
               strcmp(t.nodes[1].host, "localhost") == 0 && t.activations == SL_BF16 && t.max_sessions == 3 &&
-              t.timeout == 5 && t.hwm == 10 && t.max_message == 8u << 20 && strcmp(t.name, "tb") == 0,
+              t.timeout == 5 && t.hwm == 10 && t.max_message == 8u << 20 && strcmp(t.name, "tb") == 0 &&
+              t.max_train_tokens == 4096 && strcmp(t.checkpoint_root, "/srv/ckpt") == 0,
           "fields as written");
-    CHECK(t.nodes[0].line == 13 && t.nodes[2].line == 26, "section lines %d %d", t.nodes[0].line, t.nodes[2].line);
+    CHECK(t.nodes[0].line == 14 && t.nodes[2].line == 27, "section lines %d %d", t.nodes[0].line, t.nodes[2].line);
 }
 
 static void test_errors(void)
@@ -56,6 +58,8 @@ static void test_errors(void)
     expect("unknown section", text, false, "t.ini:3: unknown section [nodes.x]");
     snprintf(text, sizeof text, "[pipeline]\nparts = %s\ncolour = blue\n%s", parts, nodes3);
     expect("unknown pipeline key", text, false, "t.ini:3: unknown key 'colour' in [pipeline]");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nmax_train_tokens = 1\n%s", parts, nodes3);
+    expect("max_train_tokens out of range", text, false, "t.ini:3: max_train_tokens");
     snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s\ncores = 4\n", parts, nodes3);
     expect("unknown node key", text, false, "t.ini:21: unknown key 'cores' in [node.top]");
     snprintf(text, sizeof text,
