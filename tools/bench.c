@@ -241,6 +241,8 @@ int main(int argc, char **argv)
     double prefill_last = time_prefill(&b, SL_OUT_LOGITS_LAST), sgemm_last = time_sgemm(&b, false);
     double decode_ms = time_decode(&b) * 1e3;
     double floor_ms = time_weight_read(&b.p, (int)threads, (int)runs) * 1e3;
+    /* Which kernels OpenBLAS chose for this CPU: a CPU newer than the library gets generic ones. */
+    printf("OpenBLAS: %s; kernels: %s\n\n", openblas_get_config(), openblas_get_corename());
     printf("| work (%d layers, %d wide, vocab %d; %ld threads%s; median of %ld) | ms | sgemm-only ms | ratio |\n",
            cfg->n_layer, cfg->n_embd, cfg->vocab_size, threads, pin ? ", pinned" : "", runs);
     printf("|---|---|---|---|\n");
