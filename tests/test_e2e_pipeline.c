@@ -307,17 +307,37 @@ static void send_raw(const char *endpoint, const void *data, size_t len)
     zsock_destroy(&push);
 }
 
-static void test_garbage(void)
+/* tiny-b split at 2,3 on tcp, every node running, and its topology. */
+static int start_tiny_b(pipeline *p, const char *label, sl_topology *topo)
 {
     int splits[2] = {2, 3};
-    pipeline p = {0};
-    if (make_pipeline(&p, "tiny-b", splits, 2, false, "b-garbage") != 0 || launch(&p) != 0) {
-        stop(&p);
-        return;
+    sl_err err;
+    if (make_pipeline(p, "tiny-b", splits, 2, false, label) != 0 || launch(p) != 0 ||
+        !CHECK(sl_topology_load(p->topo, topo, true, &err) == 0, "%s: %s", label, err.msg)) {
+        stop(p);
+        return -1;
     }
+    return 0;
+}
+
+/* The pipeline still answers prompt_b exactly as the monolithic model does. */
+static void still_exact(const sl_topology *topo, const char *label)
+{
+    answer want;
+    reference("tiny-b", prompt_b, 9, 8, &want);
+    ask q = {.topo = topo, .ids = prompt_b, .T = 9, .max_new = 8, .vocab = 1000, .n_positions = 64};
+    ask_pipeline(&q);
+    compare(label, &q, &want, 1000);
+    free(q.got.logits);
+    free(want.logits);
+}
+
+static void test_garbage(void)
+{
+    pipeline p = {0};
     sl_topology topo;
     sl_err err;
-    sl_topology_load(p.topo, &topo, true, &err);
+    if (start_tiny_b(&p, "b-garbage", &topo) != 0) return;
     unsigned char noise[4096];
     for (size_t i = 0; i < sizeof noise; i++)
         noise[i] = (unsigned char)(i * 131 + 7);
@@ -368,13 +388,7 @@ static void test_garbage(void)
     zsock_destroy(&listen);
     msgpack_sbuffer_destroy(&buf);
     msgpack_sbuffer_destroy(&lie_buf);
-    answer want;
-    reference("tiny-b", prompt_b, 9, 8, &want);
-    ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 8, .vocab = 1000, .n_positions = 64};
-    ask_pipeline(&q);
-    compare("after garbage", &q, &want, 1000);
-    free(q.got.logits);
-    free(want.logits);
+    still_exact(&topo, "after garbage");
     CHECK(file_has(p.log, "bad_message"), "nodes log the bad messages");
     stop(&p);
 }
@@ -406,15 +420,10 @@ static bool refused_with(const char *endpoint, sl_msg *m, zsock_t *listen, const
 
 static void test_training_garbage(void)
 {
-    int splits[2] = {2, 3};
     pipeline p = {0};
-    if (make_pipeline(&p, "tiny-b", splits, 2, false, "b-train-garbage") != 0 || launch(&p) != 0) {
-        stop(&p);
-        return;
-    }
     sl_topology topo;
     sl_err err;
-    sl_topology_load(p.topo, &topo, true, &err);
+    if (start_tiny_b(&p, "b-train-garbage", &topo) != 0) return;
     const char *trunk = topo.nodes[1].listen;
     zsock_t *listen = zsock_new(ZMQ_PULL);
     zsock_bind(listen, "tcp://127.0.0.1:*");
@@ -459,13 +468,7 @@ static void test_training_garbage(void)
     snprintf(save.dir, sizeof save.dir, "/var/tmp/elsewhere");
     CHECK(refused_with(trunk, &save, listen, "is outside"), "a save outside checkpoint_root: refused");
     zsock_destroy(&listen);
-    answer want;
-    reference("tiny-b", prompt_b, 9, 8, &want);
-    ask q = {.topo = &topo, .ids = prompt_b, .T = 9, .max_new = 8, .vocab = 1000, .n_positions = 64};
-    ask_pipeline(&q);
-    compare("inference after refused training messages", &q, &want, 1000);
-    free(q.got.logits);
-    free(want.logits);
+    still_exact(&topo, "inference after refused training messages");
     stop(&p);
 }
 
