@@ -273,16 +273,17 @@ sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err 
     return self;
 }
 
-void sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size)
+int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err)
 {
-    snprintf(out, size, "%s/%s/checkpoint_%s.safetensors", dir, sl_role_name(role), name);
+    int n = snprintf(out, size, "%s/%s/checkpoint_%s.safetensors", dir, sl_role_name(role), name);
+    return n >= 0 && (size_t)n < size ? 0 : sl_fail(err, "%s: checkpoint path too long", dir);
 }
 
 sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name, bool verify, sl_err *err)
 {
     char file[PATH_MAX], meta[PATH_MAX + 16];
     sl_part_info info;
-    sl_part_checkpoint_file(dir, role, name, file, sizeof file);
+    if (sl_part_checkpoint_file(dir, role, name, file, sizeof file, err) != 0) return NULL;
     sl_part_sibling(file, "_metadata.json", meta, sizeof meta);
     if (access(meta, F_OK) != 0) {
         sl_fail(err, "%s: no such file: this checkpoint holds no %s part '%s' here", meta, sl_role_name(role), name);
@@ -380,9 +381,11 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, const char *extra_json,
                              sl_part_info *info, sl_err *err)
 {
-    char sub[PATH_MAX], stem[300];
-    snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(role)); /* as sl_part_checkpoint_file() */
-    snprintf(stem, sizeof stem, "checkpoint_%s", name);
+    char sub[PATH_MAX], stem[300]; /* the parts of sl_part_checkpoint_file()'s path */
+    int a = snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(role));
+    int b = snprintf(stem, sizeof stem, "checkpoint_%s", name);
+    if (a < 0 || (size_t)a >= sizeof sub || b < 0 || (size_t)b >= sizeof stem)
+        return sl_fail(err, "%s: checkpoint path too long", dir);
     return sl_part_write(p, name, role, SL_F32, sub, stem, NULL, extra_json, info, err);
 }
 

@@ -100,7 +100,7 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
 /* A checkpoint keeps each part at DIR/<role>/checkpoint_<name>.safetensors, its metadata and
  * optimizer state beside it. Whoever trains a part writes and reads only its own files there, so
  * a checkpoint spread over several hosts needs no shared directory. */
-void sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size);
+int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, const char *extra_json,
                              sl_part_info *info, sl_err *err);
 

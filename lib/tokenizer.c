@@ -352,6 +352,7 @@ static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const cha
 
 int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err)
 {
+    *bad_offset = 0;
     int code;
     PCRE2_SIZE at;
     pcre2_code *empty = pcre2_compile((PCRE2_SPTR) "", 0, PCRE2_UTF, &code, &at, NULL);

@@ -53,15 +53,15 @@ char *sl_tokenizer_decode(const sl_tokenizer *self, const int32_t *ids, size_t n
 
 int32_t sl_tokenizer_vocab_size(const sl_tokenizer *self);
 
+/* Whether text[0..len) is valid UTF-8 (PCRE2's check): 0, or -1 with *bad_offset at the first
+ * byte of the first invalid sequence and err saying what is wrong with it. */
+int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err);
+
 /* Streaming output: tokens arrive one at a time and a character may span two of them. The
  * stream holds back an unfinished UTF-8 sequence at the end of what it was fed until the next
  * bytes complete it, so printed text never splits a character. Bytes that cannot become valid
  * UTF-8 pass through unchanged: the concatenated output always equals the concatenated input.
  * Zero-initialise (sl_utf8_stream s = {0}); it owns no memory. */
-/* Whether text[0..len) is valid UTF-8 (PCRE2's check): 0, or -1 with *bad_offset at the first
- * byte of the first invalid sequence and err saying what is wrong with it. */
-int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err);
-
 typedef struct sl_utf8_stream {
     unsigned char held[3];
     size_t n_held;

@@ -126,7 +126,6 @@ void sl_train_destroy(sl_train **self)
 
 sl_params *sl_train_grads(sl_train *self) { return &self->grads; }
 long sl_train_steps(const sl_train *self) { return self->steps; }
-void sl_train_set_steps(sl_train *self, long steps) { self->steps = steps; }
 
 double sl_train_grad_norm2(sl_train *self, float scale)
 {

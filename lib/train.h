@@ -46,9 +46,8 @@ void sl_train_step(sl_train *self, const sl_adamw *opt);
  * same factor in one process and across nodes. */
 double sl_train_grad_norm2(sl_train *self, float scale);
 
-/* Steps taken so far, and setting it when the moments are restored from a checkpoint. */
+/* Optimizer steps taken so far (counting those of a restored state). */
 long sl_train_steps(const sl_train *self);
-void sl_train_set_steps(sl_train *self, long steps);
 
 /* Saves AdamW's moments and step count to a safetensors file ("m.<name>", "v.<name>",
  * metadata "step"). */

@@ -233,6 +233,8 @@ static int run_remote(sl_trainer *t, const int32_t *ids, const int32_t *targets,
                   .step = step,
                   .train = true,
                   .batch = (uint32_t)t->opts.batch,
+                  .has_at_step = true,
+                  .at_step = (uint64_t)t->steps,
                   .x = t->act,
                   .rows = (uint32_t)rows,
                   .cols = (uint32_t)C,
@@ -331,6 +333,10 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
         sl_part *part = resume ? sl_part_open_checkpoint(resume, in->role, in->name, topo->verify, err)
                                : sl_part_open(topo->parts, in->first, in->last, topo->verify, err);
         if ((steps[k] = load_stage(&t->stages[local[k]], part, opts, err)) < 0) rc = -1;
+        const sl_part_info *got = &t->stages[local[k]].info;
+        if (rc == 0 && (got->first != in->first || got->last != in->last))
+            rc = sl_fail(err, "%s holds layers [%d,%d), the topology's %s runs [%d,%d)", got->file, got->first,
+                         got->last, in->name, in->first, in->last);
     }
     if (rc == 0 && steps[0] != steps[1])
         rc = sl_fail(err, "%s: its bottom was saved at step %ld and its top at step %ld: not one checkpoint", resume,
@@ -468,7 +474,8 @@ static int save_remote_trunks(sl_trainer *t, const char *dir, sl_part_info *save
     if (command_trunks(t, SL_MSG_SAVE, dir, err) != 0) return -1;
     for (int i = 1; i < t->n - 1; i++) {
         saved[i] = t->stages[i].info; /* for split.json: the trunk wrote its files on its host */
-        sl_part_checkpoint_file(dir, SL_ROLE_TRUNK, saved[i].name, saved[i].file, sizeof saved[i].file);
+        if (sl_part_checkpoint_file(dir, saved[i].role, saved[i].name, saved[i].file, sizeof saved[i].file, err) != 0)
+            return -1;
     }
     return 0;
 }

@@ -537,7 +537,7 @@ static size_t count_fields(const sl_msg *m)
     switch (m->kind) {
     case SL_MSG_FORWARD:
         /* step pos ctx reply_to want_logits ack, then ids or x shape dtype, then sample */
-        return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 : 0);
+        return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 + (m->has_at_step ? 1 : 0) : 0);
     case SL_MSG_RESULT:
         return n + 3 + (m->logits ? 2 : 0);
     case SL_MSG_ERROR:
@@ -591,6 +591,7 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         if (m->train) {
             pack_bool(&pk, "train", true);
             pack_uint(&pk, "batch", m->batch);
+            if (m->has_at_step) pack_uint(&pk, "at_step", m->at_step);
         }
         break;
     case SL_MSG_BACKWARD:

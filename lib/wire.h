@@ -36,8 +36,10 @@
  *                                                    travels the forward path back to the client
  *   "dir"      str          save load                where the node writes (save) or reads (load,
  *                                                    to resume) its part + optimizer state
- *   "at_step"  uint         load                     the step the trainer resumes at: a trunk refuses
- *                                                    a checkpoint of its own saved at another step
+ *   "at_step"  uint         load, forward (train)    the optimizer steps the trainer's own parts have
+ *                                                    taken: a trunk refuses a checkpoint saved at
+ *                                                    another step, and a training forward when its own
+ *                                                    count differs (it restarted, or another run used it)
  *   "node"     str          ack error                the node that sends it
  *   "code"     str          error                    "bad_message" "unknown_session"
  *                                                    "context_full" "internal"

@@ -64,7 +64,8 @@ typedef struct node {
     bool writable;                    /* params copied out of the mapping, for training */
     FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
     char root[PATH_MAX];              /* checkpoint_root, resolved: saves and loads stay below it */
-    char save_dir[PATH_MAX + 512];    /* where the trainer last asked to save: SIGTERM saves there */
+    char save_dir[PATH_MAX];          /* this run's checkpoint (its last save or load): a stop saves beside it */
+    long saved_step;                  /* the step of that checkpoint */
     char pending_state[PATH_MAX];     /* optimizer state to restore when the trainer is made */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
@@ -278,6 +279,7 @@ static int begin_run(node *n, uint64_t run, sl_err *err)
     }
     n->train_run = run;
     n->forward_ready = n->grads_pending = false;
+    n->save_dir[0] = '\0'; /* a stop saves only where this run saved */
     return 0;
 }
 
@@ -318,7 +320,7 @@ static int prepare_training(node *n, int B, int T, sl_err *err)
     n->train_B = B;
     n->train_T = T;
     if (n->pending_state[0]) {
-        if (sl_train_load_state(n->train, n->pending_state, err) != 0) {
+        if (sl_train_load_state(n->train, n->pending_state, err) < 0) {
             sl_train_destroy(&n->train); /* no training on without the optimizer state it resumes */
             return -1;
         }
@@ -335,13 +337,16 @@ static void handle_train_forward(node *n, sl_msg *req)
         reply_error(n, req, "bad_message", "a training forward to %s carries activations", n->name);
         return;
     }
-    const int rows = (int)req->rows, B = (int)req->batch;
-    if (B < 1 || rows % B != 0) {
-        reply_error(n, req, "bad_message", "%d rows are not %d sequences (\"batch\") of equal length", rows, B);
+    const int B = (int)req->batch, T = (int)req->rows / B; /* the decoder checked that B divides rows */
+    if (begin_run(n, req->session, &err) != 0 || prepare_training(n, B, T, &err) != 0) {
+        reply_error(n, req, "bad_message", "%s", err.msg);
         return;
     }
-    if (begin_run(n, req->session, &err) != 0 || prepare_training(n, B, rows / B, &err) != 0) {
-        reply_error(n, req, "bad_message", "%s", err.msg);
+    if (req->has_at_step && sl_train_steps(n->train) != (long)req->at_step) {
+        reply_error(n, req, "bad_message",
+                    "%s has taken %ld optimizer steps in this run, the trainer %llu: the node restarted or another "
+                    "trainer used it meanwhile; continue with --resume from the last checkpoint",
+                    n->name, sl_train_steps(n->train), (unsigned long long)req->at_step);
         return;
     }
     sl_msg_copy_x(req, n->in);
@@ -461,6 +466,18 @@ static int save_to(node *n, const char *dir, sl_err *err)
     return 0;
 }
 
+/* Stopped mid-training: what it learned since the run's checkpoint DIR goes to DIR/stopped-step<K>,
+ * a checkpoint of this trunk alone; DIR itself stays as it was, consistent for --resume. */
+static void save_on_stop(node *n)
+{
+    long step = n->train ? sl_train_steps(n->train) : 0;
+    if (!n->train || !n->save_dir[0] || step == n->saved_step) return;
+    char dir[PATH_MAX + 32];
+    sl_err err;
+    snprintf(dir, sizeof dir, "%s/stopped-step%ld", n->save_dir, step);
+    if (save_to(n, dir, &err) != 0) log_line(n, "cannot save on stop: %s", err.msg);
+}
+
 static void ack(node *n, const sl_msg *req)
 {
     sl_msg a = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
@@ -473,6 +490,7 @@ static void ack(node *n, const sl_msg *req)
  * elsewhere. */
 static int checkpoint_dir(const node *n, const char *asked, char *out, size_t size, sl_err *err)
 {
+    if (!asked[0]) return sl_fail(err, "no checkpoint directory given");
     for (const char *p = asked; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
         if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0'))
             return sl_fail(err, "checkpoint directory %s: '..' is not allowed", asked);
@@ -495,6 +513,7 @@ static void handle_save(node *n, sl_msg *req)
         return;
     }
     snprintf(n->save_dir, sizeof n->save_dir, "%s", dir);
+    n->saved_step = n->train ? sl_train_steps(n->train) : 0;
     ack(n, req);
 }
 
@@ -525,7 +544,7 @@ static void handle_load(node *n, sl_msg *req)
     sl_err err;
     char state[PATH_MAX], dir[sizeof n->save_dir];
     sl_part *part = checkpoint_dir(n, req->dir, dir, sizeof dir, &err) == 0
-                        ? sl_part_open_checkpoint(dir, SL_ROLE_TRUNK, n->info.name, n->topo.verify, &err)
+                        ? sl_part_open_checkpoint(dir, n->info.role, n->info.name, n->topo.verify, &err)
                         : NULL;
     sl_params params;
     if (!part || check_checkpoint(n, sl_part_info_of(part), req, state, sizeof state, &err) != 0 ||
@@ -542,9 +561,11 @@ static void handle_load(node *n, sl_msg *req)
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
         return;
     }
-    snprintf(n->pending_state, sizeof n->pending_state, "%s", state);
+    snprintf(n->pending_state, sizeof n->pending_state, "%s", access(state, F_OK) == 0 ? state : "");
     n->train_run = req->session;
     n->forward_ready = n->grads_pending = false;
+    snprintf(n->save_dir, sizeof n->save_dir, "%s", dir);
+    n->saved_step = n->info.step;
     log_line(n, "loaded %s (step %ld)", n->info.file, n->info.step);
     ack(n, req);
 }
@@ -556,10 +577,8 @@ static void handle(node *n, const void *data, size_t len)
     if (sl_wire_decode(n->decoder, data, len, &n->limits, &msg, &err) != 0) {
         /* msg holds what was read before the bad field: answer when we know where to. */
         msg.kind = SL_MSG_ERROR;
-        {
-            reply_error(n, &msg, "bad_message", "%s", err.msg);
-            return;
-        }
+        reply_error(n, &msg, "bad_message", "%s", err.msg);
+        return;
     }
     n->handled++;
     if (n->trace) {
@@ -730,9 +749,7 @@ int main(int argc, char **argv)
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
     serve(&n);
-    if (n.train && n.save_dir[0]) { /* stopped mid-training: keep what it learned */
-        if (save_to(&n, n.save_dir, &err) != 0) log_line(&n, "cannot save on stop: %s", err.msg);
-    }
+    save_on_stop(&n);
     log_line(&n, "stopping: %ld messages handled, %ld refused, %d sessions open", n.handled, n.refused,
              sl_sessions_count(n.sessions));
     shutdown_node(&n);

@@ -160,6 +160,8 @@ check "... naming both" bash -c "'$bin/zmq-splitlearn-train' '$tmp/small.ini' --
     grep -q -- '--seq-len 33 is longer than the model.s n_positions (32)'"
 check "an id outside the vocabulary: usage error 2" status_is 2 train --ids 1,2,50257
 check "--steps with --epochs: usage error 2" status_is 2 train --data "$tmp/text.txt" --steps 2 --epochs 1
+check "a batch over the trunks' max_train_tokens: usage error 2" \
+    status_is 2 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --data "$tmp/text.txt" --batch 4096 --seq-len 64
 { head -n 40 "$tmp/text.txt"; printf 'bad \xff byte\n'; } >"$tmp/latin.txt"
 check "data that is not UTF-8: error 1 naming file, line and byte" bash -c "'$bin/zmq-splitlearn-train' '$tmp/small.ini' \
     --data '$tmp/latin.txt' 2>&1 | grep -q 'latin.txt:41 (byte [0-9]*): not UTF-8'; test \${PIPESTATUS[0]} -eq 1"

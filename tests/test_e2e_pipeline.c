@@ -395,8 +395,9 @@ static void test_garbage(void)
 
 /* ---- training messages that do not fit the trunk's state ---- */
 
-/* Sends m to endpoint, then waits up to 5 s for an error containing want on listen. */
-static bool refused_with(const char *endpoint, sl_msg *m, zsock_t *listen, const char *want)
+/* Sends m to endpoint, then waits up to 5 s on listen for an answer of kind (an error: one
+ * whose message contains want). */
+static bool answered(const char *endpoint, sl_msg *m, zsock_t *listen, sl_msg_kind kind, const char *want)
 {
     sl_err err;
     msgpack_sbuffer buf;
@@ -411,11 +412,16 @@ static bool refused_with(const char *endpoint, sl_msg *m, zsock_t *listen, const
         zframe_t *frame = reply ? zmsg_first(reply) : NULL;
         sl_msg r;
         found = frame && sl_wire_decode(dec, zframe_data(frame), zframe_size(frame), NULL, &r, &err) == 0 &&
-                r.kind == SL_MSG_ERROR && strstr(r.message, want);
+                r.kind == kind && (kind != SL_MSG_ERROR || strstr(r.message, want));
         zmsg_destroy(&reply);
     }
     sl_wire_decoder_destroy(&dec);
     return found;
+}
+
+static bool refused_with(const char *endpoint, sl_msg *m, zsock_t *listen, const char *want)
+{
+    return answered(endpoint, m, listen, SL_MSG_ERROR, want);
 }
 
 static void test_training_garbage(void)
@@ -462,6 +468,25 @@ static void test_training_garbage(void)
     snprintf(load.dir, sizeof load.dir, "%s", other);
     CHECK(written && refused_with(trunk, &load, listen, "is a part of another model"),
           "a checkpoint of another model: refused (%s)", written ? "" : err.msg);
+    /* The trunk's own model at step 0 (no optimizer state yet): loads, and trains on. */
+    snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
+    snprintf(other, sizeof other, "%s/step-0", tmp);
+    ck = sl_checkpoint_open(src, &err);
+    written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
+              sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, "{\"step\": 0}", &info, &err) == 0;
+    if (ck && written) sl_params_free(&pa);
+    sl_checkpoint_destroy(&ck);
+    snprintf(load.dir, sizeof load.dir, "%s", other);
+    load.has_at_step = true;
+    load.at_step = 0;
+    fwd.session = 78, fwd.step = 2, fwd.rows = 2, fwd.has_at_step = true, fwd.at_step = 0;
+    x[5] = 0;
+    CHECK(written && answered(trunk, &load, listen, SL_MSG_ACK, NULL), "a step-0 checkpoint loads");
+    CHECK(refused_with(trunk, &fwd, listen, "in training the bottom and the top run inside"),
+          "... and its run trains on (the forward reaches the top)");
+    fwd.step = 3, fwd.at_step = 7;
+    CHECK(refused_with(trunk, &fwd, listen, "has taken 0 optimizer steps in this run, the trainer 7"),
+          "a trainer further on than the trunk (it restarted, or another run used it): refused");
     snprintf(load.dir, sizeof load.dir, "%s/../etc", tmp);
     CHECK(refused_with(trunk, &load, listen, "'..' is not allowed"), "a checkpoint path with '..': refused");
     sl_msg save = {.kind = SL_MSG_SAVE, .session = 78, .step = 2};
@@ -711,14 +736,22 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     CHECK(accumulated && same_params(sl_trainer_params(r2, 0), sl_trainer_params(l2, 0)),
           "%s: --grad-accum 2 --grad-clip 0.05 with remote trunks equals the in-process chain: %s", label, err.msg);
     sl_trainer_destroy(&r2);
-    /* Stopping a trunk mid-training saves it where the trainer last saved. */
+    /* Stopping a trunk mid-training saves what it learned since the run's checkpoint beside it,
+     * and leaves the checkpoint as it was. */
     stop(&p);
     sl_params *want = l2 ? sl_trainer_params(l2, 1) : sl_trainer_params(local, 1), got; /* the last run */
-    sl_part *part = sl_part_open(ckpt, want->first, want->last, true, &err);
+    char stopped[PATH_MAX + 32];
+    snprintf(stopped, sizeof stopped, "%s/stopped-step5", ckpt);
+    sl_part *part = sl_part_open_checkpoint(stopped, SL_ROLE_TRUNK, topo.nodes[1].name, true, &err);
     bool saved = part && sl_part_load_params(part, &got, true, &err) == 0;
     CHECK(saved && sl_part_info_of(part)->step == 5 && same_params(&got, want),
-          "%s: a trunk stopped by SIGTERM saved its step-5 weights: %s", label, saved ? "" : err.msg);
+          "%s: a trunk stopped by SIGTERM saved its step-5 weights beside the checkpoint: %s", label,
+          saved ? "" : err.msg);
     if (saved) sl_params_free(&got);
+    sl_part_destroy(&part);
+    part = sl_part_open(ckpt, want->first, want->last, false, &err);
+    CHECK(part && sl_part_info_of(part)->step == 3, "%s: ... the step-3 checkpoint stays as it was: %s", label,
+          part ? "" : err.msg);
     sl_part_destroy(&part);
     sl_trainer_destroy(&l2);
     sl_trainer_destroy(&local);

@@ -34,7 +34,7 @@ top [3,4)) that \`config/default.ini\` runs as is.
 | corpus | the King James Bible, from Debian's \`bible-kjv\` (\`bible gen1:1-rev22:21\`), verse numbers removed; the last 5% of lines (the end of Jude and most of Revelation) held out for the eval loss |
 | corpus licence | the KJV text is in the public domain (its copyright has expired; see /usr/share/doc/bible-kjv-text/copyright) |
 | weights licence | released with this project; made only from the public-domain text above and a random initialisation |
-| command | `make default-model` (tools/default-model.sh); the exact commands are below |
+| command | \`make default-model\` (tools/default-model.sh); the exact commands are below |
 | training | $steps steps of 16 x 128 tokens ($(( steps * 2048 )) tokens, about $(( steps * 2048 / 1000000 )) passes over the corpus' 1.0M), $minutes minutes on the 2-core build machine |
 | loss | first step $first; mean of the last 50 steps $last50 (train) |
 | eval loss | ${first_eval#* } at step ${first_eval% *}; ${last_eval#* } at step ${last_eval% *} (an untrained model: ln 50257 = 10.8) |

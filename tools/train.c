@@ -199,12 +199,15 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
 
 /* What the command line asks of the model it trains (from the split it starts or resumes from):
  * a failure here is a usage error. The default sequence length fits the model. */
-static int check_against_model(run *r, const sl_config *cfg, sl_err *err)
+static int check_against_model(run *r, const sl_config *cfg, const sl_topology *topo, sl_err *err)
 {
     if (!r->opts.seq_len) r->opts.seq_len = cfg->n_positions < 64 ? cfg->n_positions : 64;
     if (r->opts.seq_len > cfg->n_positions)
         return sl_fail(err, "%s %d is longer than the model's n_positions (%d)", r->n_ids ? "--ids: a sequence of" : "--seq-len",
                        r->opts.seq_len, cfg->n_positions);
+    if (!r->local && topo->n_nodes > 2 && (long)r->opts.batch * r->opts.seq_len > topo->max_train_tokens)
+        return sl_fail(err, "a batch of %d x %d tokens is over %s's max_train_tokens (%d), the most its trunks take",
+                       r->opts.batch, r->opts.seq_len, topo->path, topo->max_train_tokens);
     for (int i = 0; i < r->n_ids; i++)
         if (r->ids[i] < 0 || r->ids[i] >= cfg->vocab_size)
             return sl_fail(err, "--ids: token id %d (entry %d) is outside the model's vocabulary (0..%d)", r->ids[i],
@@ -361,28 +364,32 @@ static const char log_header[] = "step,loss,eval_loss,lr,tokens_per_s,seconds\n"
 
 /* The CSV log, continued at step `from`: the rows up to it come from the log there or, for a new
  * file, from the log in the checkpoint resumed (resume_dir); later rows (written after that
- * checkpoint) are dropped. Caller closes the result. */
+ * checkpoint) are dropped. The kept rows replace the file atomically; a log that exists but
+ * cannot be read is an error, not a reason to start it again. Caller closes the result. */
 static FILE *log_open(const char *path, long from, const char *resume_dir, sl_err *err)
 {
-    sl_err ignored;
     char before[PATH_MAX + 16];
     snprintf(before, sizeof before, "%s/train_log.csv", resume_dir ? resume_dir : ".");
     const char *source = resume_dir && access(path, F_OK) != 0 ? before : path;
-    char *old = from > 0 ? sl_read_text_file(source, (size_t)1 << 30, &ignored) : NULL;
-    FILE *log = fopen(path, "w");
-    if (!log) {
+    char *old = NULL;
+    if (from > 0 && access(source, F_OK) == 0 && !(old = sl_read_text_file(source, (size_t)1 << 30, err))) return NULL;
+    char *kept = malloc((old ? strlen(old) : 0) + sizeof log_header + 1), *end = kept;
+    if (!kept) {
         free(old);
-        sl_fail(err, "%s: cannot create: %s", path, strerror(errno));
+        sl_fail(err, "out of memory");
         return NULL;
     }
-    fputs(log_header, log);
+    end += sprintf(end, "%s", log_header);
     for (char *line = old ? strtok(old, "\n") : NULL; line; line = strtok(NULL, "\n")) {
-        char *end;
-        long step = strtol(line, &end, 10);
-        if (end != line && *end == ',' && step <= from) fprintf(log, "%s\n", line);
+        char *after;
+        long step = strtol(line, &after, 10);
+        if (after != line && *after == ',' && step <= from) end += sprintf(end, "%s\n", line);
     }
+    int rc = sl_write_text_file(path, kept, err);
+    FILE *log = rc == 0 ? fopen(path, "a") : NULL;
+    if (rc == 0 && !log) sl_fail(err, "%s: cannot append: %s", path, strerror(errno));
+    free(kept);
     free(old);
-    fflush(log);
     return log;
 }
 
@@ -403,7 +410,7 @@ static int train(run *r, sl_err *err)
     if (sl_topology_load(r->topology, &topo, true, err) != 0 ||
         sl_split_read_index(topo.parts, infos, SL_MAX_SPLITS + 1, err) < 0)
         return SL_EXIT_FAILURE;
-    if (check_against_model(r, &infos[0].cfg, err) != 0) return SL_EXIT_USAGE;
+    if (check_against_model(r, &infos[0].cfg, &topo, err) != 0) return SL_EXIT_USAGE;
     corpus c = {0};
     int rc = corpus_load(r, &infos[0].cfg, &c, err);
     const long total = total_steps(r, c.data);
