@@ -770,6 +770,65 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     free(seen);
 }
 
+/* ---- a trunk that answers with more rows than the batch ---- */
+
+typedef struct liar {
+    zsock_t *in, *out;
+} liar;
+
+/* Answers the first training forward it gets with twice its rows. */
+static void *answer_with_more_rows(void *arg)
+{
+    liar *l = arg;
+    static float x[48 * 48];
+    zsock_set_rcvtimeo(l->in, 10000);
+    zmsg_t *m = zmsg_recv(l->in);
+    zframe_t *f = m ? zmsg_first(m) : NULL;
+    sl_wire_decoder *dec = sl_wire_decoder_new();
+    sl_msg msg;
+    sl_err err;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    if (f && sl_wire_decode(dec, zframe_data(f), zframe_size(f), NULL, &msg, &err) == 0) {
+        msg.x = x, msg.rows = 2 * msg.rows, msg.dtype = SL_F32;
+        if (msg.rows <= 48 && sl_wire_encode(&msg, &buf, &err) == 0)
+            zmq_send(zsock_resolve(l->out), buf.data, buf.size, 0);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    sl_wire_decoder_destroy(&dec);
+    zmsg_destroy(&m);
+    return NULL;
+}
+
+static void test_lying_trunk(void)
+{
+    const int splits[2] = {1, 3};
+    pipeline p = {0};
+    sl_topology topo;
+    sl_err err;
+    if (make_pipeline(&p, "tiny-b", splits, 2, false, "train-liar") != 0 ||
+        !CHECK(sl_topology_load(p.topo, &topo, true, &err) == 0, "liar topology: %s", err.msg))
+        return;
+    liar l = {zsock_new(ZMQ_PULL), zsock_new(ZMQ_PUSH)};
+    zsock_bind(l.in, "%s", topo.nodes[1].listen);
+    sl_trainer_opts o = {.batch = 1, .seq_len = 24, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
+    sl_trainer *t = sl_trainer_new_remote(&topo, NULL, &o, &err);
+    zsock_connect(l.out, "%s", topo.nodes[2].listen);
+    pthread_t thread;
+    pthread_create(&thread, NULL, answer_with_more_rows, &l);
+    int32_t targets[24];
+    for (int i = 0; i < 24; i++)
+        targets[i] = i + 1 < 24 ? train_ids[i + 1] : -1;
+    float loss;
+    int rc = t ? sl_trainer_step(t, train_ids, targets, &loss, &err) : 0;
+    pthread_join(thread, NULL);
+    CHECK(t && rc != 0 && strstr(err.msg, "a forward message of 48 rows came back for a batch of 24 rows"),
+          "a trunk's answer with more rows than the batch is refused: %s", err.msg);
+    sl_trainer_destroy(&t);
+    zsock_destroy(&l.in);
+    zsock_destroy(&l.out);
+}
+
 int main(void)
 {
     if (check_tmpdir(tmp, sizeof tmp, "e2e") != 0) return 1;
@@ -791,6 +850,7 @@ int main(void)
     const int three[2] = {1, 3}, four[3] = {1, 2, 4};
     test_remote_training(three, 2, "train-3");
     test_remote_training(four, 3, "train-4");
+    test_lying_trunk();
     check_rmtree(tmp);
     return check_done();
 }
