@@ -1,7 +1,10 @@
 /* test_e2e_pipeline.c — real node processes over tcp:// and ipc://: the pipeline's answers
  * (tokens and prompt logits) equal the monolithic model's for every split of tiny-b (3 and 5
  * stages) and for tiny-a's references; two clients at once; garbage sent to a node; a node
- * killed and restarted mid-session; a missing stage named on timeout; the launcher's stop. */
+ * killed and restarted mid-session; a missing stage named on timeout; the launcher's stop.
+ * Split learning with trunks on their nodes: exactly the in-process chain's losses and weights
+ * (3 and 4 stages, accumulation, clipping, save, resume, SIGTERM), what trunks receive, training
+ * messages that do not fit a trunk's state, and a trunk that answers with too many rows. */
 #include "clock.h"
 #include "client.h"
 #include "fileio.h"
