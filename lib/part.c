@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -378,15 +379,20 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
     return write_part_metadata(info, source_json, extra_json, err);
 }
 
-int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, const char *extra_json,
+int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err)
 {
+    char extra[96];
+    if (isfinite(loss))
+        snprintf(extra, sizeof extra, "{\"step\": %ld, \"loss\": %.9g}", step, loss);
+    else
+        snprintf(extra, sizeof extra, "{\"step\": %ld}", step);
     char sub[PATH_MAX], stem[300]; /* the parts of sl_part_checkpoint_file()'s path */
     int a = snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(role));
     int b = snprintf(stem, sizeof stem, "checkpoint_%s", name);
     if (a < 0 || (size_t)a >= sizeof sub || b < 0 || (size_t)b >= sizeof stem)
         return sl_fail(err, "%s: checkpoint path too long", dir);
-    return sl_part_write(p, name, role, SL_F32, sub, stem, NULL, extra_json, info, err);
+    return sl_part_write(p, name, role, SL_F32, sub, stem, NULL, extra, info, err);
 }
 
 /* The source checkpoint's files and their SHA-256, hashed on another thread while parts are

@@ -97,11 +97,11 @@ int sl_split_write_index(const char *out_dir, const char *name, const sl_part_in
 int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir, const char *file_stem,
                   const char *source_json, const char *extra_json, sl_part_info *info, sl_err *err);
 
-/* A checkpoint keeps each part at DIR/<role>/checkpoint_<name>.safetensors, its metadata and
- * optimizer state beside it. Whoever trains a part writes and reads only its own files there, so
+/* A checkpoint keeps each part at DIR/<role>/checkpoint_<name>.safetensors, its metadata (with
+ * the training step and, when known and finite, the loss of that step) and optimizer state beside it. Whoever trains a part writes and reads only its own files there, so
  * a checkpoint spread over several hosts needs no shared directory. */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
-int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, const char *extra_json,
+int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err);
 
 /* Opens the part a checkpoint holds for (role, name) under dir, without its split.json. Caller

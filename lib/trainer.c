@@ -287,7 +287,7 @@ static zsock_t *socket_at(int type, const char *endpoint, bool bind, const sl_to
 }
 
 /* Sends kind (save or load) with dir to every trunk and waits for each one's ack. */
-static int command_trunks(sl_trainer *t, sl_msg_kind kind, const char *dir, sl_err *err)
+static int command_trunks(sl_trainer *t, sl_msg_kind kind, const char *dir, float loss, sl_err *err)
 {
     uint64_t step = ++t->message;
     for (int i = 1; i < t->n - 1; i++) {
@@ -297,6 +297,8 @@ static int command_trunks(sl_trainer *t, sl_msg_kind kind, const char *dir, sl_e
         snprintf(m.dir, sizeof m.dir, "%s", dir);
         m.has_at_step = kind == SL_MSG_LOAD;
         m.at_step = (uint64_t)t->steps;
+        m.has_loss = kind == SL_MSG_SAVE && isfinite(loss);
+        m.loss = loss;
         zsock_t *push = socket_at(ZMQ_PUSH, node->listen, false, &t->topo, err);
         int rc = push ? send_to(t, push, &m, node->name, err) : -1;
         zsock_destroy(&push);
@@ -364,7 +366,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
         if (!(t->watch[0] = watch_socket(t->to_first)) || !(t->watch[1] = watch_socket(t->to_last)))
             rc = sl_fail(err, "cannot monitor the connections to the trunks");
     }
-    if (rc == 0 && resume) rc = command_trunks(t, SL_MSG_LOAD, resume, err);
+    if (rc == 0 && resume) rc = command_trunks(t, SL_MSG_LOAD, resume, NAN, err);
     if (rc != 0) sl_trainer_destroy(&t);
     return t;
 }
@@ -469,9 +471,9 @@ int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
 }
 
 /* Every remote trunk writes its part and optimizer state under dir (on its own host). */
-static int save_remote_trunks(sl_trainer *t, const char *dir, sl_part_info *saved, sl_err *err)
+static int save_remote_trunks(sl_trainer *t, const char *dir, float loss, sl_part_info *saved, sl_err *err)
 {
-    if (command_trunks(t, SL_MSG_SAVE, dir, err) != 0) return -1;
+    if (command_trunks(t, SL_MSG_SAVE, dir, loss, err) != 0) return -1;
     for (int i = 1; i < t->n - 1; i++) {
         saved[i] = t->stages[i].info; /* for split.json: the trunk wrote its files on its host */
         if (sl_part_checkpoint_file(dir, saved[i].role, saved[i].name, saved[i].file, sizeof saved[i].file, err) != 0)
@@ -483,14 +485,12 @@ static int save_remote_trunks(sl_trainer *t, const char *dir, sl_part_info *save
 int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
 {
     sl_part_info saved[SL_MAX_SPLITS + 1];
-    char extra[128];
     if (sl_mkdirs(dir, err) != 0) return -1;
-    snprintf(extra, sizeof extra, "{\"step\": %ld, \"loss\": %.9g}", t->steps, (double)loss);
-    if (t->remote && save_remote_trunks(t, dir, saved, err) != 0) return -1;
+    if (t->remote && save_remote_trunks(t, dir, loss, saved, err) != 0) return -1;
     for (int i = 0; i < t->n; i++) {
         stage *s = &t->stages[i];
         if (!s->train) continue; /* saved by its node */
-        if (sl_part_write_checkpoint(&s->params, s->info.name, s->info.role, dir, extra, &saved[i], err) != 0)
+        if (sl_part_write_checkpoint(&s->params, s->info.name, s->info.role, dir, t->steps, loss, &saved[i], err) != 0)
             return -1;
         char state[PATH_MAX + 32];
         sl_part_sibling(saved[i].file, "_optim.safetensors", state, sizeof state);

@@ -1,6 +1,7 @@
 /* wire.c — msgpack encoding and validating decoding of pipeline messages (see wire.h). */
 #include "wire.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -298,6 +299,11 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
         if (get_number(v, "scale", &d, err) != 0) return -1;
         if (!(d > 0 && d <= 1)) return sl_fail(err, "field \"scale\" must be in (0, 1]");
         m->grad_scale = (float)d;
+    } else if (key_is(k, "loss")) {
+        double d = 0;
+        if (get_number(v, "loss", &d, err) != 0) return -1;
+        if (!isfinite(d)) return sl_fail(err, "field \"loss\" must be a finite number");
+        m->loss = (float)d, m->has_loss = true;
     } else if (key_is(k, "at_step")) {
         if (get_uint(v, "at_step", (uint64_t)1 << 53, &m->at_step, err) != 0) return -1;
         m->has_at_step = true;
@@ -551,7 +557,7 @@ static size_t count_fields(const sl_msg *m)
     case SL_MSG_UPDATE:
         return n + 5; /* step reply_to lr wd scale */
     case SL_MSG_SAVE:
-        return n + 3; /* step reply_to dir */
+        return n + 3 + (m->has_loss ? 1 : 0); /* step reply_to dir [loss] */
     case SL_MSG_LOAD:
         return n + 3 + (m->has_at_step ? 1 : 0); /* step reply_to dir [at_step] */
     default:
@@ -618,6 +624,10 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_str(&pk, "reply_to", m->reply_to);
         pack_str(&pk, "dir", m->dir);
         if (m->kind == SL_MSG_LOAD && m->has_at_step) pack_uint(&pk, "at_step", m->at_step);
+        if (m->kind == SL_MSG_SAVE && m->has_loss) {
+            pack_key(&pk, "loss");
+            msgpack_pack_float(&pk, m->loss);
+        }
         break;
     case SL_MSG_RESULT:
         pack_uint(&pk, "step", m->step);

@@ -40,6 +40,7 @@
  *                                                    taken: a trunk refuses a checkpoint saved at
  *                                                    another step, and a training forward when its own
  *                                                    count differs (it restarted, or another run used it)
+ *   "loss"     float        save                     the loss of the step saved, for the metadata
  *   "node"     str          ack error                the node that sends it
  *   "code"     str          error                    "bad_message" "unknown_session"
  *                                                    "context_full" "internal"
@@ -103,8 +104,9 @@ typedef struct sl_msg {
     bool has_gnorm2;
     double gnorm2;
     char dir[512];
-    bool has_at_step;
+    bool has_at_step, has_loss;
     uint64_t at_step;
+    float loss;
     /* ack, error */
     char node[64];
     char code[32];

@@ -454,12 +454,12 @@ static void handle_backward(node *n, sl_msg *req)
 }
 
 /* Writes this node's part and optimizer state under dir/trunk/checkpoint_<part name>. */
-static int save_to(node *n, const char *dir, sl_err *err)
+static int save_to(node *n, const char *dir, double loss, sl_err *err)
 {
-    char extra[64], state[PATH_MAX + 32];
-    snprintf(extra, sizeof extra, "{\"step\": %ld}", n->train ? sl_train_steps(n->train) : 0L);
+    char state[PATH_MAX + 32];
+    long step = n->train ? sl_train_steps(n->train) : 0;
     sl_part_info saved;
-    if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, extra, &saved, err) != 0) return -1;
+    if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, step, loss, &saved, err) != 0) return -1;
     sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
     if (n->train && sl_train_save_state(n->train, state, err) != 0) return -1;
     log_line(n, "saved %s", saved.file);
@@ -475,7 +475,7 @@ static void save_on_stop(node *n)
     char dir[PATH_MAX + 32];
     sl_err err;
     snprintf(dir, sizeof dir, "%s/stopped-step%ld", n->save_dir, step);
-    if (save_to(n, dir, &err) != 0) log_line(n, "cannot save on stop: %s", err.msg);
+    if (save_to(n, dir, NAN, &err) != 0) log_line(n, "cannot save on stop: %s", err.msg); /* loss: the top's */
 }
 
 static void ack(node *n, const sl_msg *req)
@@ -508,7 +508,7 @@ static void handle_save(node *n, sl_msg *req)
     sl_err err;
     char dir[sizeof n->save_dir];
     if (checkpoint_dir(n, req->dir, dir, sizeof dir, &err) != 0 || begin_run(n, req->session, &err) != 0 ||
-        save_to(n, dir, &err) != 0) {
+        save_to(n, dir, req->has_loss ? req->loss : NAN, &err) != 0) {
         reply_error(n, req, "internal", "cannot save: %s", err.msg);
         return;
     }

@@ -93,6 +93,8 @@ at=$(sed -n 's/^checkpoint: .* (step \([0-9]*\))$/\1/p' "$tmp/term.log")
 check "... after saving a checkpoint (step '$at')" test -n "$at"
 check "... the trunk's part included, at the same step" \
     grep -Eq "\"step\":[[:space:]]*$at,?$" "$tmp/ckpt-term/trunk/checkpoint_trunk1_metadata.json"
+check "... with that step's loss" grep -Eq "\"loss\":[[:space:]]*$(sed -n "s/^step $at loss \([0-9.]*\)$/\1/p" "$tmp/term.log" |
+    cut -c1-6)" "$tmp/ckpt-term/trunk/checkpoint_trunk1_metadata.json"
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps $((at + 2)) --resume "$tmp/ckpt-term" \
     >"$tmp/term-resumed.log" 2>&1
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((at + 2)) >"$tmp/term-whole.log"

@@ -463,7 +463,7 @@ static void test_training_garbage(void)
     sl_params pa;
     sl_part_info info;
     bool written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
-                   sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, "{\"step\": 0}", &info,
+                   sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, 0, NAN, &info,
                                             &err) == 0;
     if (ck && written) sl_params_free(&pa);
     sl_checkpoint_destroy(&ck);
@@ -476,7 +476,7 @@ static void test_training_garbage(void)
     snprintf(other, sizeof other, "%s/step-0", tmp);
     ck = sl_checkpoint_open(src, &err);
     written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
-              sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, "{\"step\": 0}", &info, &err) == 0;
+              sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, 0, NAN, &info, &err) == 0;
     if (ck && written) sl_params_free(&pa);
     sl_checkpoint_destroy(&ck);
     snprintf(load.dir, sizeof load.dir, "%s", other);
@@ -692,16 +692,22 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     for (int t = 0; t < 24; t++)
         targets[t] = t + 1 < 24 ? train_ids[t + 1] : -1;
     bool same_losses = remote && local;
+    float last_loss = NAN;
     for (int s = 0; same_losses && s < 3; s++) {
-        float lr_, ll;
-        same_losses = sl_trainer_step(remote, train_ids, targets, &lr_, &err) == 0 &&
-                      sl_trainer_step(local, train_ids, targets, &ll, &err) == 0 && lr_ == ll;
+        float ll;
+        same_losses = sl_trainer_step(remote, train_ids, targets, &last_loss, &err) == 0 &&
+                      sl_trainer_step(local, train_ids, targets, &ll, &err) == 0 && last_loss == ll;
     }
     CHECK(same_losses, "%s: 3 steps with remote trunks give the in-process losses exactly: %s", label, err.msg);
     CHECK(remote && local && same_params(sl_trainer_params(remote, 0), sl_trainer_params(local, 0)) &&
               same_params(sl_trainer_params(remote, n_splits), sl_trainer_params(local, n_splits)),
           "%s: bottom and top parameters equal", label);
-    CHECK(remote && sl_trainer_save(remote, ckpt, 0, &err) == 0, "%s: save with remote trunks: %s", label, err.msg);
+    CHECK(remote && sl_trainer_save(remote, ckpt, last_loss, &err) == 0, "%s: save with remote trunks: %s", label,
+          err.msg);
+    sl_part_info written[SL_MAX_SPLITS + 1];
+    int n_saved = sl_split_read_index(ckpt, written, SL_MAX_SPLITS + 1, &err);
+    CHECK(n_saved == n_splits + 1 && written[1].step == 3 && (float)written[1].loss == last_loss,
+          "%s: a trunk's checkpoint metadata holds the step and its loss (%g)", label, n_saved > 1 ? written[1].loss : -1);
     sl_trainer *back = sl_trainer_new(ckpt, &o, &err);
     bool trunks_same = back != NULL;
     for (int i = 1; trunks_same && i < n_splits; i++)

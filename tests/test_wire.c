@@ -97,9 +97,11 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
               out.at_step == 1200 && !strcmp(out.dir, "ckpt/run 1"),
           "load with at_step: %s", err.msg);
     load.kind = SL_MSG_SAVE;
+    load.has_loss = true;
+    load.loss = 3.25f;
     CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_SAVE && !out.has_at_step &&
-              !strcmp(out.dir, "ckpt/run 1"),
-          "save (no at_step): %s", err.msg);
+              out.has_loss && out.loss == 3.25f && !strcmp(out.dir, "ckpt/run 1"),
+          "save with the loss (no at_step): %s", err.msg);
 }
 
 /* Packs a map from alternating key / value writers. */
