@@ -98,8 +98,9 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
                   const char *source_json, const char *extra_json, sl_part_info *info, sl_err *err);
 
 /* A checkpoint keeps each part at DIR/<role>/checkpoint_<name>.safetensors, its metadata (with
- * the training step and, when known and finite, the loss of that step) and optimizer state beside it. Whoever trains a part writes and reads only its own files there, so
- * a checkpoint spread over several hosts needs no shared directory. */
+ * the training step and, when known and finite, the loss of that step) and optimizer state beside it. Whoever trains a
+ * part writes and reads only its own files there, so a checkpoint spread over several hosts needs no shared directory.
+ */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err);

@@ -24,8 +24,8 @@ typedef struct parse_state {
     int rc;
 } parse_state;
 
-static const char pipeline_keys[] =
-    "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, hwm, verify, max_train_tokens, checkpoint_root";
+static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
+                                    "hwm, verify, max_train_tokens, checkpoint_root";
 static const char node_keys[] = "role, layers, listen, host, threads, pin";
 
 /* inih reads through this, so the state always knows the current line; section headers are

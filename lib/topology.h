@@ -29,15 +29,15 @@ typedef struct sl_topo_node {
 typedef struct sl_topology {
     char path[PATH_MAX];
     char name[128];
-    char parts[PATH_MAX]; /* split directory, resolved */
-    sl_dtype activations; /* dtype of activations on the wire: f32 (default), f16, bf16 */
-    double timeout;       /* seconds a client waits for an answer (default 30) */
-    double idle_timeout;  /* seconds before an idle session is dropped (default 600) */
-    int max_sessions;     /* sessions a node keeps; the least recently used goes (default 64) */
-    size_t max_message;   /* bytes; larger messages are refused (default 256 MiB) */
-    int hwm;              /* ZeroMQ high-water mark in messages (default 1000) */
-    bool verify;          /* nodes recompute their part's SHA-256 at start */
-    int max_train_tokens; /* B x T of a training batch a trunk accepts (default 16384) */
+    char parts[PATH_MAX];           /* split directory, resolved */
+    sl_dtype activations;           /* dtype of activations on the wire: f32 (default), f16, bf16 */
+    double timeout;                 /* seconds a client waits for an answer (default 30) */
+    double idle_timeout;            /* seconds before an idle session is dropped (default 600) */
+    int max_sessions;               /* sessions a node keeps; the least recently used goes (default 64) */
+    size_t max_message;             /* bytes; larger messages are refused (default 256 MiB) */
+    int hwm;                        /* ZeroMQ high-water mark in messages (default 1000) */
+    bool verify;                    /* nodes recompute their part's SHA-256 at start */
+    int max_train_tokens;           /* B x T of a training batch a trunk accepts (default 16384) */
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;

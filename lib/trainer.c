@@ -206,8 +206,8 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
                 if (m.kind == SL_MSG_ERROR)
                     rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
                 else if (m.kind == kind && m.step == step && out && m.rows != rows)
-                    rc = sl_fail(err, "a %s message of %u rows came back for a batch of %u rows", sl_msg_kind_name(kind),
-                                 m.rows, rows);
+                    rc = sl_fail(err, "a %s message of %u rows came back for a batch of %u rows",
+                                 sl_msg_kind_name(kind), m.rows, rows);
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out); /* its width is the model's: the decoder checked */
                     if (gnorm2) *gnorm2 = m.gnorm2;
@@ -325,8 +325,9 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
      * here, the trunks' from theirs on their hosts (a checkpoint needs no shared directory). */
     sl_part_info infos[SL_MAX_SPLITS + 1];
     int n = sl_split_read_index(topo->parts, infos, SL_MAX_SPLITS + 1, err);
-    int rc = n == topo->n_nodes ? 0
-                                : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", topo->parts, n, topo->n_nodes));
+    int rc = n == topo->n_nodes
+                 ? 0
+                 : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", topo->parts, n, topo->n_nodes));
     const int local[2] = {0, n - 1};
     t->n = n;
     long steps[2] = {0, 0};

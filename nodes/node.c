@@ -61,12 +61,12 @@ typedef struct node {
     uint64_t train_run;               /* the trainer's session the training state belongs to */
     uint64_t forward_step;            /* the training forward whose activations backward may use */
     bool forward_ready, grads_pending;
-    bool writable;                    /* params copied out of the mapping, for training */
-    FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
-    char root[PATH_MAX];              /* checkpoint_root, resolved: saves and loads stay below it */
-    char save_dir[PATH_MAX];          /* this run's checkpoint (its last save or load): a stop saves beside it */
-    long saved_step;                  /* the step of that checkpoint */
-    char pending_state[PATH_MAX];     /* optimizer state to restore when the trainer is made */
+    bool writable;                /* params copied out of the mapping, for training */
+    FILE *trace;                  /* $SL_NODE_TRACE: one line per message received (tests) */
+    char root[PATH_MAX];          /* checkpoint_root, resolved: saves and loads stay below it */
+    char save_dir[PATH_MAX];      /* this run's checkpoint (its last save or load): a stop saves beside it */
+    long saved_step;              /* the step of that checkpoint */
+    char pending_state[PATH_MAX]; /* optimizer state to restore when the trainer is made */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (io_rows, C): n_positions rows, more for a training batch */
@@ -434,7 +434,7 @@ static void handle_backward(node *n, sl_msg *req)
                     n->name, (unsigned long long)req->step, req->rows);
         return;
     }
-    n->forward_ready = false; /* its saved activations go into this backward, once */
+    n->forward_ready = false;  /* its saved activations go into this backward, once */
     sl_msg_copy_x(req, n->in); /* the gradient of this stage's output */
     if (sl_train_backward(n->train, n->in, n->hidden, &err) != 0) {
         reply_error(n, req, "internal", "%s", err.msg);
@@ -519,8 +519,7 @@ static void handle_save(node *n, sl_msg *req)
 
 /* Whether a checkpoint's part can replace this node's: same layers, same model, saved at the step
  * the trainer resumes at, with its optimizer state beside it. */
-static int check_checkpoint(node *n, const sl_part_info *info, const sl_msg *req, char *state, size_t size,
-                            sl_err *err)
+static int check_checkpoint(node *n, const sl_part_info *info, const sl_msg *req, char *state, size_t size, sl_err *err)
 {
     const sl_config *a = &info->cfg, *b = &n->params.cfg;
     if (info->first != n->self->first || info->last != n->self->last)

@@ -80,7 +80,8 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_checkpoint_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
     char text[8192];
-    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\n", p->parts, tmp);
+    int len =
+        snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\n", p->parts, tmp);
     for (int i = 0; i <= n_splits; i++) {
         char endpoint[300];
         if (ipc)
@@ -440,11 +441,13 @@ static void test_training_garbage(void)
     float x[4 * 48] = {0};
     sl_msg back = {.kind = SL_MSG_BACKWARD, .session = 77, .step = 1, .x = x, .rows = 2, .cols = 48, .grad_scale = 1};
     CHECK(refused_with(trunk, &back, listen, "has no training state of run"), "a backward before any forward: refused");
-    sl_msg fwd = {.kind = SL_MSG_FORWARD, .session = 77, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
+    sl_msg fwd = {
+        .kind = SL_MSG_FORWARD, .session = 77, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
     CHECK(refused_with(trunk, &fwd, listen, "in training the bottom and the top run inside"),
           "a training forward goes through the trunk (the top refuses it)");
     back.step = 2;
-    CHECK(refused_with(trunk, &back, listen, "holds no training forward of step 2"), "a backward of another step: refused");
+    CHECK(refused_with(trunk, &back, listen, "holds no training forward of step 2"),
+          "a backward of another step: refused");
     sl_msg update = {.kind = SL_MSG_UPDATE, .session = 77, .step = 3, .lr = 1e-3f, .grad_scale = 1};
     CHECK(refused_with(trunk, &update, listen, "has no gradients to apply"), "an update without a backward: refused");
     fwd.rows = 4;
@@ -463,8 +466,7 @@ static void test_training_garbage(void)
     sl_params pa;
     sl_part_info info;
     bool written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
-                   sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, 0, NAN, &info,
-                                            &err) == 0;
+                   sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, 0, NAN, &info, &err) == 0;
     if (ck && written) sl_params_free(&pa);
     sl_checkpoint_destroy(&ck);
     sl_msg load = {.kind = SL_MSG_LOAD, .session = 78, .step = 1};
@@ -707,7 +709,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     sl_part_info written[SL_MAX_SPLITS + 1];
     int n_saved = sl_split_read_index(ckpt, written, SL_MAX_SPLITS + 1, &err);
     CHECK(n_saved == n_splits + 1 && written[1].step == 3 && (float)written[1].loss == last_loss,
-          "%s: a trunk's checkpoint metadata holds the step and its loss (%g)", label, n_saved > 1 ? written[1].loss : -1);
+          "%s: a trunk's checkpoint metadata holds the step and its loss (%g)", label,
+          n_saved > 1 ? written[1].loss : -1);
     sl_trainer *back = sl_trainer_new(ckpt, &o, &err);
     bool trunks_same = back != NULL;
     for (int i = 1; trunks_same && i < n_splits; i++)

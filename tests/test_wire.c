@@ -77,8 +77,18 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
 
     /* training */
     float g[2 * 4] = {1, -2, 3, -4, 5, -6, 7, -8};
-    sl_msg back = {.kind = SL_MSG_BACKWARD, .session = 9, .step = 5, .x = g, .rows = 2, .cols = 4, .update = true,
-                   .lr = 0.25f, .weight_decay = 0.5f, .grad_scale = 0.125f, .has_gnorm2 = true, .gnorm2 = 3.5};
+    sl_msg back = {.kind = SL_MSG_BACKWARD,
+                   .session = 9,
+                   .step = 5,
+                   .x = g,
+                   .rows = 2,
+                   .cols = 4,
+                   .update = true,
+                   .lr = 0.25f,
+                   .weight_decay = 0.5f,
+                   .grad_scale = 0.125f,
+                   .has_gnorm2 = true,
+                   .gnorm2 = 3.5};
     snprintf(back.reply_to, sizeof back.reply_to, "ipc:///tmp/x");
     float gback[8];
     int rc = roundtrip(&back, &out, buf, dec, &err);
@@ -88,8 +98,8 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
           "backward: %s", err.msg);
     sl_msg update = {.kind = SL_MSG_UPDATE, .session = 9, .step = 6, .lr = 0.5f, .grad_scale = 1};
     snprintf(update.reply_to, sizeof update.reply_to, "ipc:///tmp/x");
-    CHECK(roundtrip(&update, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_UPDATE && out.lr == 0.5f,
-          "update: %s", err.msg);
+    CHECK(roundtrip(&update, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_UPDATE && out.lr == 0.5f, "update: %s",
+          err.msg);
     sl_msg load = {.kind = SL_MSG_LOAD, .session = 9, .step = 7, .has_at_step = true, .at_step = 1200};
     snprintf(load.reply_to, sizeof load.reply_to, "ipc:///tmp/x");
     snprintf(load.dir, sizeof load.dir, "ckpt/run 1");
@@ -99,8 +109,8 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     load.kind = SL_MSG_SAVE;
     load.has_loss = true;
     load.loss = 3.25f;
-    CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_SAVE && !out.has_at_step &&
-              out.has_loss && out.loss == 3.25f && !strcmp(out.dir, "ckpt/run 1"),
+    CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_SAVE && !out.has_at_step && out.has_loss &&
+              out.loss == 3.25f && !strcmp(out.dir, "ckpt/run 1"),
           "save with the loss (no at_step): %s", err.msg);
 }
 

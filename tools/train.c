@@ -205,8 +205,8 @@ static int check_against_model(run *r, const sl_config *cfg, const sl_topology *
 {
     if (!r->opts.seq_len) r->opts.seq_len = cfg->n_positions < 64 ? cfg->n_positions : 64;
     if (r->opts.seq_len > cfg->n_positions)
-        return sl_fail(err, "%s %d is longer than the model's n_positions (%d)", r->n_ids ? "--ids: a sequence of" : "--seq-len",
-                       r->opts.seq_len, cfg->n_positions);
+        return sl_fail(err, "%s %d is longer than the model's n_positions (%d)",
+                       r->n_ids ? "--ids: a sequence of" : "--seq-len", r->opts.seq_len, cfg->n_positions);
     if (!r->local && topo->n_nodes > 2 && (long)r->opts.batch * r->opts.seq_len > topo->max_train_tokens)
         return sl_fail(err, "a batch of %d x %d tokens is over %s's max_train_tokens (%d), the most its trunks take",
                        r->opts.batch, r->opts.seq_len, topo->path, topo->max_train_tokens);
@@ -487,8 +487,12 @@ static int train(run *r, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    run r = {
-        .opts = {.batch = 4, .seq_len = 0 /* 64, or n_positions when less */, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT}, .seed = 1, .save_every = 100};
+    run r = {.opts = {.batch = 4,
+                      .seq_len = 0 /* 64, or n_positions when less */,
+                      .grad_accum = 1,
+                      .adamw = SL_ADAMW_DEFAULT},
+             .seed = 1,
+             .save_every = 100};
     sl_err err;
     if (parse(&r, argc, argv, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
