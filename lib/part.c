@@ -274,23 +274,61 @@ sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err 
     return self;
 }
 
-int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err)
+/* Where a part's checkpoint files are: the current ones, the previous save's, or the next one's
+ * while it is written. */
+typedef enum { SLOT_CURRENT, SLOT_PREV, SLOT_NEXT } slot;
+
+/* A part's checkpoint files, in the order a reader needs them last: the metadata is written last
+ * and removed first, so that metadata present means the files it names are there. */
+static const char *const checkpoint_suffixes[3] = {".safetensors", "_optim.safetensors", "_metadata.json"};
+
+/* DIR/<role>[/prev|/next]/checkpoint_<name><suffix>. */
+static int checkpoint_path(const char *dir, sl_role role, const char *name, slot where, const char *suffix, char *out,
+                           size_t size, sl_err *err)
 {
-    int n = snprintf(out, size, "%s/%s/checkpoint_%s.safetensors", dir, sl_role_name(role), name);
+    static const char *const sub[] = {"", "/prev", "/next"};
+    int n = snprintf(out, size, "%s/%s%s/checkpoint_%s%s", dir, sl_role_name(role), sub[where], name, suffix);
     return n >= 0 && (size_t)n < size ? 0 : sl_fail(err, "%s: checkpoint path too long", dir);
 }
 
-sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name, bool verify, sl_err *err)
+int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err)
 {
-    char file[PATH_MAX], meta[PATH_MAX + 16];
-    sl_part_info info;
-    if (sl_part_checkpoint_file(dir, role, name, file, sizeof file, err) != 0) return NULL;
-    sl_part_sibling(file, "_metadata.json", meta, sizeof meta);
-    if (access(meta, F_OK) != 0) {
-        sl_fail(err, "%s: no such file: this checkpoint holds no %s part '%s' here", meta, sl_role_name(role), name);
-        return NULL;
-    }
-    return sl_part_read_metadata(meta, &info, err) == 0 ? open_described(&info, verify, err) : NULL;
+    return checkpoint_path(dir, role, name, SLOT_CURRENT, ".safetensors", out, size, err);
+}
+
+/* The checkpoint of (role, name) in a slot, if complete: its metadata, a part file of the size
+ * it says and, once trained, its optimizer state. */
+static int read_checkpoint(const char *dir, sl_role role, const char *name, slot where, sl_part_info *info, sl_err *err)
+{
+    char meta[PATH_MAX], optim[PATH_MAX];
+    struct stat st;
+    if (checkpoint_path(dir, role, name, where, "_metadata.json", meta, sizeof meta, err) != 0 ||
+        checkpoint_path(dir, role, name, where, "_optim.safetensors", optim, sizeof optim, err) != 0)
+        return -1;
+    if (access(meta, F_OK) != 0)
+        return sl_fail(err, "%s: no such file: no %s part '%s' saved here", meta, sl_role_name(role), name);
+    if (sl_part_read_metadata(meta, info, err) != 0) return -1;
+    if (stat(info->file, &st) != 0 || (size_t)st.st_size != info->bytes)
+        return sl_fail(err, "%s: missing or not the size its metadata says (an unfinished save?)", info->file);
+    if (info->step > 0 && access(optim, F_OK) != 0) return sl_fail(err, "%s: missing (an unfinished save?)", optim);
+    return 0;
+}
+
+sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name, long step, bool verify, sl_err *err)
+{
+    sl_part_info now, before;
+    sl_err why_now, why_before;
+    int rc = read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &why_now);
+    if (rc == 0 && (step < 0 || now.step == step)) return open_described(&now, verify, err);
+    /* A save after it did not finish, here or on another host: the one before. */
+    if (read_checkpoint(dir, role, name, SLOT_PREV, &before, &why_before) == 0 && (step < 0 || before.step == step))
+        return open_described(&before, verify, err);
+    if (rc != 0)
+        *err = why_now;
+    else
+        sl_fail(err, "%s/%s: its part '%s' was saved at step %ld, not at step %ld (nor is the save before it)", dir,
+                sl_role_name(role), name, now.step, step);
+    return NULL;
 }
 
 void sl_part_destroy(sl_part **self)
@@ -387,12 +425,59 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
         snprintf(extra, sizeof extra, "{\"step\": %ld, \"loss\": %.9g}", step, loss);
     else
         snprintf(extra, sizeof extra, "{\"step\": %ld}", step);
-    char sub[PATH_MAX], stem[300]; /* the parts of sl_part_checkpoint_file()'s path */
-    int a = snprintf(sub, sizeof sub, "%s/%s", dir, sl_role_name(role));
-    int b = snprintf(stem, sizeof stem, "checkpoint_%s", name);
-    if (a < 0 || (size_t)a >= sizeof sub || b < 0 || (size_t)b >= sizeof stem)
-        return sl_fail(err, "%s: checkpoint path too long", dir);
-    return sl_part_write(p, name, role, SL_F32, sub, stem, NULL, extra, info, err);
+    char file[PATH_MAX], stem[300];
+    if (checkpoint_path(dir, role, name, SLOT_NEXT, "", file, sizeof file, err) != 0) return -1;
+    char *slash = strrchr(file, '/');
+    snprintf(stem, sizeof stem, "%s", slash + 1);
+    *slash = '\0'; /* file: the next/ directory, stem: checkpoint_<name> */
+    return sl_part_write(p, name, role, SL_F32, file, stem, NULL, extra, info, err);
+}
+
+/* Moves a slot's files to another (to NULL: removes them), metadata first; a missing one is
+ * removed from the destination too, so that no slot mixes two saves. */
+static int move_slot(const char *dir, sl_role role, const char *name, slot from, const slot *to, sl_err *err)
+{
+    for (int i = 2; i >= 0; i--) {
+        char src[PATH_MAX], dst[PATH_MAX];
+        if (checkpoint_path(dir, role, name, from, checkpoint_suffixes[i], src, sizeof src, err) != 0 ||
+            (to && checkpoint_path(dir, role, name, *to, checkpoint_suffixes[i], dst, sizeof dst, err) != 0))
+            return -1;
+        bool present = access(src, F_OK) == 0;
+        if (to && !present && unlink(dst) != 0 && errno != ENOENT)
+            return sl_fail(err, "%s: cannot remove: %s", dst, strerror(errno));
+        if (present && (to ? rename(src, dst) : unlink(src)) != 0)
+            return sl_fail(err, "%s: cannot %s: %s", src, to ? "move" : "remove", strerror(errno));
+    }
+    return 0;
+}
+
+int sl_part_commit_checkpoint(const char *dir, long step, sl_part_info *info, sl_err *err)
+{
+    const sl_role role = info->role;
+    const char *name = info->name;
+    sl_part_info now;
+    sl_err ignored;
+    char prev_dir[PATH_MAX + 8], next_dir[PATH_MAX + 8];
+    snprintf(prev_dir, sizeof prev_dir, "%s/%s/prev", dir, sl_role_name(role));
+    snprintf(next_dir, sizeof next_dir, "%s/%s/next", dir, sl_role_name(role));
+    /* The current save stays as the previous one when it is complete and older; an unfinished
+     * or a later one (of a run that resumed from before it) goes. */
+    bool keep = read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &ignored) == 0 && now.step < step;
+    const slot prev = SLOT_PREV, current = SLOT_CURRENT;
+    if ((keep && sl_mkdirs(prev_dir, err) != 0) ||
+        move_slot(dir, role, name, SLOT_CURRENT, keep ? &prev : NULL, err) != 0)
+        return -1;
+    /* Part and optimizer state first, metadata last: the metadata's presence means a whole save. */
+    for (int i = 0; i < 3; i++) {
+        char src[PATH_MAX], dst[PATH_MAX];
+        if (checkpoint_path(dir, role, name, SLOT_NEXT, checkpoint_suffixes[i], src, sizeof src, err) != 0 ||
+            checkpoint_path(dir, role, name, current, checkpoint_suffixes[i], dst, sizeof dst, err) != 0)
+            return -1;
+        if (access(src, F_OK) == 0 && rename(src, dst) != 0)
+            return sl_fail(err, "%s: cannot move: %s", src, strerror(errno));
+    }
+    rmdir(next_dir);
+    return sl_part_checkpoint_file(dir, role, name, info->file, sizeof info->file, err);
 }
 
 /* The source checkpoint's files and their SHA-256, hashed on another thread while parts are

@@ -98,15 +98,23 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
                   const char *source_json, const char *extra_json, sl_part_info *info, sl_err *err);
 
 /* A checkpoint keeps each part at DIR/<role>/checkpoint_<name>.safetensors, its metadata (with
- * the training step and, when known and finite, the loss of that step) and optimizer state beside it. Whoever trains a
- * part writes and reads only its own files there, so a checkpoint spread over several hosts needs no shared directory.
- */
+ * the training step and, when known and finite, the loss of that step) and optimizer state
+ * beside it, and the save before it in DIR/<role>/prev/. Whoever trains a part writes and reads
+ * only its own files there, so a checkpoint spread over several hosts needs no shared directory,
+ * and a save that stops half-way on some host leaves every part's previous save to resume from.
+ *
+ * Writing: sl_part_write_checkpoint writes the part and its metadata into DIR/<role>/next/
+ * (info->file says where: the optimizer state goes beside it), then sl_part_commit_checkpoint
+ * makes them the current save (info->file follows), and the current one the previous when it is
+ * complete and older. */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err);
+int sl_part_commit_checkpoint(const char *dir, long step, sl_part_info *info, sl_err *err);
 
-/* Opens the part a checkpoint holds for (role, name) under dir, without its split.json. Caller
- * owns the result. */
-sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name, bool verify, sl_err *err);
+/* Opens the part a checkpoint holds for (role, name) under dir, without its split.json: its
+ * current save or, with step >= 0, the current or previous save of that step. Caller owns the
+ * result. */
+sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name, long step, bool verify, sl_err *err);
 
 #endif

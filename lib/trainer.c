@@ -63,6 +63,39 @@ static long load_stage(stage *s, sl_part *part, const sl_trainer_opts *opts, sl_
     return load_optimizer(s, err);
 }
 
+/* The step a checkpoint resumes these stages at: the earliest of their last complete saves (a
+ * save that stopped half-way left some parts one save ahead, and their previous save is the
+ * checkpoint). -1 with err when a stage has none. */
+static long checkpoint_step(const char *dir, const sl_part_info *infos, const int *which, int count, sl_err *err)
+{
+    long step = LONG_MAX;
+    for (int k = 0; k < count; k++) {
+        const sl_part_info *in = &infos[which[k]];
+        sl_part *part = sl_part_open_checkpoint(dir, in->role, in->name, -1, false, err);
+        if (!part) return -1;
+        if (sl_part_info_of(part)->step < step) step = sl_part_info_of(part)->step;
+        sl_part_destroy(&part);
+    }
+    return step;
+}
+
+/* Loads stage s, described by in, from dir: from a checkpoint's save of step (>= 0), else from a
+ * split. Fails when the optimizer state says another step. */
+static int load_stage_from(stage *s, const sl_part_info *in, const char *dir, long step, bool verify,
+                           const sl_trainer_opts *opts, sl_err *err)
+{
+    sl_part *part = step >= 0 ? sl_part_open_checkpoint(dir, in->role, in->name, step, verify, err)
+                              : sl_part_open(dir, in->first, in->last, verify, err);
+    long steps = load_stage(s, part, opts, err);
+    if (steps < 0) return -1;
+    if (s->info.first != in->first || s->info.last != in->last)
+        return sl_fail(err, "%s holds layers [%d,%d), not %s's [%d,%d)", s->info.file, s->info.first, s->info.last,
+                       in->name, in->first, in->last);
+    if (step >= 0 && steps != step)
+        return sl_fail(err, "%s: its optimizer state is of step %ld, its metadata says %ld", s->info.file, steps, step);
+    return 0;
+}
+
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err)
 {
     sl_trainer *t = calloc(1, sizeof *t);
@@ -70,16 +103,14 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
     t->opts = *opts;
     sl_part_info infos[SL_MAX_SPLITS + 1];
     t->n = sl_split_read_index(dir, infos, SL_MAX_SPLITS + 1, err);
-    int rc = t->n > 0 ? 0 : -1;
-    for (int i = 0; rc == 0 && i < t->n; i++) {
-        stage *s = &t->stages[i];
-        long steps = load_stage(s, sl_part_open(dir, infos[i].first, infos[i].last, false, err), opts, err);
-        if (steps < 0)
-            rc = -1;
-        else if (i > 0 && steps != t->steps)
-            rc = sl_fail(err, "%s: its parts were saved at different steps", dir);
-        t->steps = steps;
-    }
+    int rc = t->n > 0 ? 0 : -1, all[SL_MAX_SPLITS + 1];
+    for (int i = 0; i < t->n; i++)
+        all[i] = i;
+    long step = rc == 0 && infos[0].step >= 0 ? checkpoint_step(dir, infos, all, t->n, err) : -1; /* -1: a split */
+    if (rc == 0 && infos[0].step >= 0 && step < 0) rc = -1;
+    for (int i = 0; rc == 0 && i < t->n; i++)
+        rc = load_stage_from(&t->stages[i], &infos[i], dir, step, false, opts, err);
+    t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
     if (rc == 0) {
         size_t rows = (size_t)opts->batch * opts->seq_len, C = (size_t)infos[0].cfg.n_embd;
         t->act = malloc(rows * C * sizeof(float));
@@ -330,21 +361,12 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
                  : (n < 0 ? -1 : sl_fail(err, "%s: %d parts for %d nodes", topo->parts, n, topo->n_nodes));
     const int local[2] = {0, n - 1};
     t->n = n;
-    long steps[2] = {0, 0};
-    for (int k = 0; rc == 0 && k < 2; k++) {
-        const sl_part_info *in = &infos[local[k]];
-        sl_part *part = resume ? sl_part_open_checkpoint(resume, in->role, in->name, topo->verify, err)
-                               : sl_part_open(topo->parts, in->first, in->last, topo->verify, err);
-        if ((steps[k] = load_stage(&t->stages[local[k]], part, opts, err)) < 0) rc = -1;
-        const sl_part_info *got = &t->stages[local[k]].info;
-        if (rc == 0 && (got->first != in->first || got->last != in->last))
-            rc = sl_fail(err, "%s holds layers [%d,%d), the topology's %s runs [%d,%d)", got->file, got->first,
-                         got->last, in->name, in->first, in->last);
-    }
-    if (rc == 0 && steps[0] != steps[1])
-        rc = sl_fail(err, "%s: its bottom was saved at step %ld and its top at step %ld: not one checkpoint", resume,
-                     steps[0], steps[1]);
-    t->steps = rc == 0 ? steps[0] : 0;
+    long step = rc == 0 && resume ? checkpoint_step(resume, infos, local, 2, err) : -1; /* -1: the split */
+    if (rc == 0 && resume && step < 0) rc = -1;
+    for (int k = 0; rc == 0 && k < 2; k++)
+        rc = load_stage_from(&t->stages[local[k]], &infos[local[k]], resume ? resume : topo->parts, step, topo->verify,
+                             opts, err);
+    t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
     for (int i = 1; rc == 0 && i < n - 1; i++)
         t->stages[i].info = infos[i];
     size_t rows = (size_t)opts->batch * opts->seq_len, C = rc == 0 ? (size_t)infos[0].cfg.n_embd : 0;
@@ -495,7 +517,9 @@ int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
             return -1;
         char state[PATH_MAX + 32];
         sl_part_sibling(saved[i].file, "_optim.safetensors", state, sizeof state);
-        if (sl_train_save_state(s->train, state, err) != 0) return -1;
+        if (sl_train_save_state(s->train, state, err) != 0 ||
+            sl_part_commit_checkpoint(dir, t->steps, &saved[i], err) != 0)
+            return -1;
     }
     return sl_split_write_index(dir, "checkpoint", saved, t->n, NULL, err);
 }

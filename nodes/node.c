@@ -461,7 +461,9 @@ static int save_to(node *n, const char *dir, double loss, sl_err *err)
     sl_part_info saved;
     if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, step, loss, &saved, err) != 0) return -1;
     sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
-    if (n->train && sl_train_save_state(n->train, state, err) != 0) return -1;
+    if ((n->train && sl_train_save_state(n->train, state, err) != 0) ||
+        sl_part_commit_checkpoint(dir, step, &saved, err) != 0)
+        return -1;
     log_line(n, "saved %s", saved.file);
     return 0;
 }
@@ -517,9 +519,9 @@ static void handle_save(node *n, sl_msg *req)
     ack(n, req);
 }
 
-/* Whether a checkpoint's part can replace this node's: same layers, same model, saved at the step
- * the trainer resumes at, with its optimizer state beside it. */
-static int check_checkpoint(node *n, const sl_part_info *info, const sl_msg *req, char *state, size_t size, sl_err *err)
+/* Whether a checkpoint's part can replace this node's (same layers, same model); state: its
+ * optimizer state's path. (The step is sl_part_open_checkpoint's to match.) */
+static int check_checkpoint(node *n, const sl_part_info *info, char *state, size_t size, sl_err *err)
 {
     const sl_config *a = &info->cfg, *b = &n->params.cfg;
     if (info->first != n->self->first || info->last != n->self->last)
@@ -528,12 +530,7 @@ static int check_checkpoint(node *n, const sl_part_info *info, const sl_msg *req
     if (a->n_layer != b->n_layer || a->n_embd != b->n_embd || a->n_head != b->n_head || a->n_inner != b->n_inner ||
         a->vocab_size != b->vocab_size || a->n_positions != b->n_positions)
         return sl_fail(err, "%s is a part of another model (its config differs from %s's)", info->file, n->topo.parts);
-    if (req->has_at_step && info->step != (long)req->at_step)
-        return sl_fail(err, "%s was saved at step %ld but the trainer resumes at step %llu: not one checkpoint",
-                       info->file, info->step, (unsigned long long)req->at_step);
     sl_part_sibling(info->file, "_optim.safetensors", state, size);
-    if (info->step > 0 && access(state, R_OK) != 0)
-        return sl_fail(err, "%s: missing (the optimizer state of a step-%ld checkpoint)", state, info->step);
     return 0;
 }
 
@@ -543,10 +540,11 @@ static void handle_load(node *n, sl_msg *req)
     sl_err err;
     char state[PATH_MAX], dir[sizeof n->save_dir];
     sl_part *part = checkpoint_dir(n, req->dir, dir, sizeof dir, &err) == 0
-                        ? sl_part_open_checkpoint(dir, n->info.role, n->info.name, n->topo.verify, &err)
+                        ? sl_part_open_checkpoint(dir, n->info.role, n->info.name,
+                                                  req->has_at_step ? (long)req->at_step : -1, n->topo.verify, &err)
                         : NULL;
     sl_params params;
-    if (!part || check_checkpoint(n, sl_part_info_of(part), req, state, sizeof state, &err) != 0 ||
+    if (!part || check_checkpoint(n, sl_part_info_of(part), state, sizeof state, &err) != 0 ||
         sl_part_load_params(part, &params, true, &err) != 0) {
         sl_part_destroy(&part);
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);

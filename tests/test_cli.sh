@@ -105,8 +105,21 @@ mkdir -p "$tmp/mixed"
 cp -r "$tmp/ckpt-term/." "$tmp/mixed/"
 cp "$tmp/ckpt/trunk/"* "$tmp/mixed/trunk/" # the trunk of the step-2 checkpoint
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps $((at + 2)) --resume "$tmp/mixed" >"$tmp/mixed.log" 2>&1
-check "a checkpoint mixing steps is refused (status $?)" grep -q "saved at step .* but the trainer resumes at step $at" \
+check "a checkpoint mixing steps is refused (status $?)" grep -q "its part 'trunk1' was saved at step 2, not at step $at" \
     "$tmp/mixed.log"
+
+# a save that stopped half-way (here: the top's part of step 6 never written) leaves every part's
+# save before it: the run resumes from step 4 on every host, exactly
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 --save-every 2 --save-dir "$tmp/half" \
+    >/dev/null 2>&1
+cp -r "$tmp/half/top" "$tmp/top-at-4"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 6 --save-every 2 --resume "$tmp/half" \
+    --save-dir "$tmp/half" >/dev/null 2>&1
+rm -rf "$tmp/half/top" && cp -r "$tmp/top-at-4" "$tmp/half/top"
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 6 --resume "$tmp/half" >"$tmp/half.log" 2>&1
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 6 >"$tmp/straight6.log"
+check "a save that stopped half-way: every part resumes from the save before it, exactly" \
+    test "$(grep -E '^step [56] ' "$tmp/straight6.log")" = "$(grep '^step ' "$tmp/half.log")"
 
 # the trunk on "another host": the trainer's relative checkpoint directory is taken under its
 # own working directory, the trunk's under checkpoint_root; saving and resuming need no shared one

@@ -428,6 +428,22 @@ static bool refused_with(const char *endpoint, sl_msg *m, zsock_t *listen, const
     return answered(endpoint, m, listen, SL_MSG_ERROR, want);
 }
 
+/* A step-0 checkpoint of layers [2,3) of a fixture model, as the trunk part `name`, in dir. */
+static bool write_trunk_checkpoint(const char *model, const char *name, const char *dir, sl_err *err)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
+    sl_checkpoint *ck = sl_checkpoint_open(src, err);
+    sl_params p;
+    sl_part_info info;
+    bool loaded = ck && sl_params_load(&p, ck, 2, 3, false, false, true, err) == 0;
+    bool written = loaded && sl_part_write_checkpoint(&p, name, SL_ROLE_TRUNK, dir, 0, NAN, &info, err) == 0 &&
+                   sl_part_commit_checkpoint(dir, 0, &info, err) == 0;
+    if (loaded) sl_params_free(&p);
+    sl_checkpoint_destroy(&ck);
+    return written;
+}
+
 static void test_training_garbage(void)
 {
     pipeline p = {0};
@@ -459,28 +475,16 @@ static void test_training_garbage(void)
     CHECK(refused_with(trunk, &back, listen, "non-finite gradients in step 1: update refused"),
           "a NaN gradient is not applied");
     /* A checkpoint of another model (tiny-a, 32 wide) where this trunk's would be. */
-    char other[400], src[PATH_MAX];
+    char other[400];
     snprintf(other, sizeof other, "%s/other-model", tmp);
-    snprintf(src, sizeof src, "%s/tiny-a", check_fixtures());
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
-    sl_params pa;
-    sl_part_info info;
-    bool written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
-                   sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, 0, NAN, &info, &err) == 0;
-    if (ck && written) sl_params_free(&pa);
-    sl_checkpoint_destroy(&ck);
+    bool written = write_trunk_checkpoint("tiny-a", topo.nodes[1].name, other, &err);
     sl_msg load = {.kind = SL_MSG_LOAD, .session = 78, .step = 1};
     snprintf(load.dir, sizeof load.dir, "%s", other);
     CHECK(written && refused_with(trunk, &load, listen, "is a part of another model"),
           "a checkpoint of another model: refused (%s)", written ? "" : err.msg);
     /* The trunk's own model at step 0 (no optimizer state yet): loads, and trains on. */
-    snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     snprintf(other, sizeof other, "%s/step-0", tmp);
-    ck = sl_checkpoint_open(src, &err);
-    written = ck && sl_params_load(&pa, ck, 2, 3, false, false, true, &err) == 0 &&
-              sl_part_write_checkpoint(&pa, topo.nodes[1].name, SL_ROLE_TRUNK, other, 0, NAN, &info, &err) == 0;
-    if (ck && written) sl_params_free(&pa);
-    sl_checkpoint_destroy(&ck);
+    written = write_trunk_checkpoint("tiny-b", topo.nodes[1].name, other, &err);
     snprintf(load.dir, sizeof load.dir, "%s", other);
     load.has_at_step = true;
     load.at_step = 0;
@@ -754,7 +758,7 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     sl_params *want = l2 ? sl_trainer_params(l2, 1) : sl_trainer_params(local, 1), got; /* the last run */
     char stopped[PATH_MAX + 32];
     snprintf(stopped, sizeof stopped, "%s/stopped-step5", ckpt);
-    sl_part *part = sl_part_open_checkpoint(stopped, SL_ROLE_TRUNK, topo.nodes[1].name, true, &err);
+    sl_part *part = sl_part_open_checkpoint(stopped, SL_ROLE_TRUNK, topo.nodes[1].name, -1, true, &err);
     bool saved = part && sl_part_load_params(part, &got, true, &err) == 0;
     CHECK(saved && sl_part_info_of(part)->step == 5 && same_params(&got, want),
           "%s: a trunk stopped by SIGTERM saved its step-5 weights beside the checkpoint: %s", label,
