@@ -433,20 +433,27 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
     return sl_part_write(p, name, role, SL_F32, file, stem, NULL, extra, info, err);
 }
 
-/* Moves a slot's files to another (to NULL: removes them), metadata first; a missing one is
- * removed from the destination too, so that no slot mixes two saves. */
-static int move_slot(const char *dir, sl_role role, const char *name, slot from, const slot *to, sl_err *err)
+/* Puts a slot's files into another, by rename (move) or as hard links (the source stays whole).
+ * Metadata present means the files beside it are of its save, so the destination's metadata goes
+ * first and the source's comes last; a file the source lacks is removed from the destination. */
+static int put_slot(const char *dir, sl_role role, const char *name, slot from, slot to, bool move, sl_err *err)
 {
-    for (int i = 2; i >= 0; i--) {
-        char src[PATH_MAX], dst[PATH_MAX];
-        if (checkpoint_path(dir, role, name, from, checkpoint_suffixes[i], src, sizeof src, err) != 0 ||
-            (to && checkpoint_path(dir, role, name, *to, checkpoint_suffixes[i], dst, sizeof dst, err) != 0))
+    char src[3][PATH_MAX], dst[3][PATH_MAX];
+    for (int i = 0; i < 3; i++)
+        if (checkpoint_path(dir, role, name, from, checkpoint_suffixes[i], src[i], sizeof src[i], err) != 0 ||
+            checkpoint_path(dir, role, name, to, checkpoint_suffixes[i], dst[i], sizeof dst[i], err) != 0)
             return -1;
-        bool present = access(src, F_OK) == 0;
-        if (to && !present && unlink(dst) != 0 && errno != ENOENT)
-            return sl_fail(err, "%s: cannot remove: %s", dst, strerror(errno));
-        if (present && (to ? rename(src, dst) : unlink(src)) != 0)
-            return sl_fail(err, "%s: cannot %s: %s", src, to ? "move" : "remove", strerror(errno));
+    const int metadata = 2;
+    if (unlink(dst[metadata]) != 0 && errno != ENOENT)
+        return sl_fail(err, "%s: cannot remove: %s", dst[metadata], strerror(errno));
+    for (int i = 0; i <= metadata; i++) {
+        if (!move && unlink(dst[i]) != 0 && errno != ENOENT) /* link() does not replace */
+            return sl_fail(err, "%s: cannot remove: %s", dst[i], strerror(errno));
+        bool present = access(src[i], F_OK) == 0;
+        if (present && (move ? rename(src[i], dst[i]) : link(src[i], dst[i])) != 0)
+            return sl_fail(err, "%s: cannot %s it to %s: %s", src[i], move ? "move" : "link", dst[i], strerror(errno));
+        if (!present && move && unlink(dst[i]) != 0 && errno != ENOENT)
+            return sl_fail(err, "%s: cannot remove: %s", dst[i], strerror(errno));
     }
     return 0;
 }
@@ -460,22 +467,13 @@ int sl_part_commit_checkpoint(const char *dir, long step, sl_part_info *info, sl
     char prev_dir[PATH_MAX + 8], next_dir[PATH_MAX + 8];
     snprintf(prev_dir, sizeof prev_dir, "%s/%s/prev", dir, sl_role_name(role));
     snprintf(next_dir, sizeof next_dir, "%s/%s/next", dir, sl_role_name(role));
-    /* The current save stays as the previous one when it is complete and older; an unfinished
-     * or a later one (of a run that resumed from before it) goes. */
+    /* The current save becomes the previous one when it is complete and older (an unfinished or a
+     * later one, of a run that resumed from before it, is replaced). Linked first, then replaced:
+     * at every moment one of the two is a whole save. */
     bool keep = read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &ignored) == 0 && now.step < step;
-    const slot prev = SLOT_PREV, current = SLOT_CURRENT;
-    if ((keep && sl_mkdirs(prev_dir, err) != 0) ||
-        move_slot(dir, role, name, SLOT_CURRENT, keep ? &prev : NULL, err) != 0)
+    if (keep && (sl_mkdirs(prev_dir, err) != 0 || put_slot(dir, role, name, SLOT_CURRENT, SLOT_PREV, false, err) != 0))
         return -1;
-    /* Part and optimizer state first, metadata last: the metadata's presence means a whole save. */
-    for (int i = 0; i < 3; i++) {
-        char src[PATH_MAX], dst[PATH_MAX];
-        if (checkpoint_path(dir, role, name, SLOT_NEXT, checkpoint_suffixes[i], src, sizeof src, err) != 0 ||
-            checkpoint_path(dir, role, name, current, checkpoint_suffixes[i], dst, sizeof dst, err) != 0)
-            return -1;
-        if (access(src, F_OK) == 0 && rename(src, dst) != 0)
-            return sl_fail(err, "%s: cannot move: %s", src, strerror(errno));
-    }
+    if (put_slot(dir, role, name, SLOT_NEXT, SLOT_CURRENT, true, err) != 0) return -1;
     rmdir(next_dir);
     return sl_part_checkpoint_file(dir, role, name, info->file, sizeof info->file, err);
 }
