@@ -323,11 +323,14 @@ sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name
     /* A save after it did not finish, here or on another host: the one before. */
     if (read_checkpoint(dir, role, name, SLOT_PREV, &before, &why_before) == 0 && (step < 0 || before.step == step))
         return open_described(&before, verify, err);
-    if (rc != 0)
-        *err = why_now;
-    else
+    if (rc == 0)
         sl_fail(err, "%s/%s: its part '%s' was saved at step %ld, not at step %ld (nor is the save before it)", dir,
                 sl_role_name(role), name, now.step, step);
+    else if (step >= 0 && read_checkpoint(dir, role, name, SLOT_PREV, &before, &why_before) == 0)
+        sl_fail(err, "%s/%s: the last save of part '%s' is unfinished (%s) and the one before is of step %ld, not %ld",
+                dir, sl_role_name(role), name, why_now.msg, before.step, step);
+    else
+        *err = why_now;
     return NULL;
 }
 
@@ -458,7 +461,7 @@ static int put_slot(const char *dir, sl_role role, const char *name, slot from, 
     return 0;
 }
 
-int sl_part_commit_checkpoint(const char *dir, long step, sl_part_info *info, sl_err *err)
+int sl_part_commit_checkpoint(const char *dir, long base, long step, sl_part_info *info, sl_err *err)
 {
     const sl_role role = info->role;
     const char *name = info->name;
@@ -467,10 +470,10 @@ int sl_part_commit_checkpoint(const char *dir, long step, sl_part_info *info, sl
     char prev_dir[PATH_MAX + 8], next_dir[PATH_MAX + 8];
     snprintf(prev_dir, sizeof prev_dir, "%s/%s/prev", dir, sl_role_name(role));
     snprintf(next_dir, sizeof next_dir, "%s/%s/next", dir, sl_role_name(role));
-    /* The current save becomes the previous one when it is complete and older (an unfinished or a
-     * later one, of a run that resumed from before it, is replaced). Linked first, then replaced:
-     * at every moment one of the two is a whole save. */
-    bool keep = read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &ignored) == 0 && now.step < step;
+    /* The current save becomes the previous one when it is this run's last, complete and older.
+     * Linked first, then replaced: at every moment one of the two is a whole save. */
+    bool keep = base >= 0 && base < step && read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &ignored) == 0 &&
+                now.step == base;
     if (keep && (sl_mkdirs(prev_dir, err) != 0 || put_slot(dir, role, name, SLOT_CURRENT, SLOT_PREV, false, err) != 0))
         return -1;
     if (put_slot(dir, role, name, SLOT_NEXT, SLOT_CURRENT, true, err) != 0) return -1;
@@ -691,6 +694,12 @@ int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err
     sl_part_info parts[SL_MAX_SPLITS + 1];
     int n = sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err);
     if (n < 1) return -1;
+    for (int i = 1; i < n; i++)
+        if (parts[i].step != parts[0].step)
+            return sl_fail(err,
+                           "%s: its %s part was saved at step %ld, its %s part at step %ld (a save that stopped "
+                           "half-way): resume it and save again before merging",
+                           dir, parts[0].name, parts[0].step, parts[i].name, parts[i].step);
     sl_config cfg = parts[0].cfg;
     cfg.tie_word_embeddings = false;
     sl_params whole;

@@ -105,12 +105,13 @@ int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, 
  *
  * Writing: sl_part_write_checkpoint writes the part and its metadata into DIR/<role>/next/
  * (info->file says where: the optimizer state goes beside it), then sl_part_commit_checkpoint
- * makes them the current save (info->file follows), and the current one the previous when it is
- * complete and older. */
+ * makes them the save of `step` (info->file follows). The current save becomes the previous one
+ * when it is complete and of step `base`, the save this run resumed from or last committed (-1:
+ * none); any other (an abandoned save of an interrupted run) is replaced, the previous kept. */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err);
-int sl_part_commit_checkpoint(const char *dir, long step, sl_part_info *info, sl_err *err);
+int sl_part_commit_checkpoint(const char *dir, long base, long step, sl_part_info *info, sl_err *err);
 
 /* Opens the part a checkpoint holds for (role, name) under dir, without its split.json: its
  * current save or, with step >= 0, the current or previous save of that step. Caller owns the

@@ -27,7 +27,9 @@ struct sl_trainer {
     stage stages[SL_MAX_SPLITS + 1];
     int n;
     long steps;
-    float *act, *grad; /* (B*T, C) crossing the boundaries, two of each to ping-pong */
+    char saved_dir[PATH_MAX]; /* the checkpoint this run resumed from or last saved ("": none) */
+    long saved_step;          /* its step */
+    float *act, *grad;        /* (B*T, C) crossing the boundaries, two of each to ping-pong */
     float *act2, *grad2;
     /* remote trunks */
     sl_topology topo;
@@ -111,6 +113,7 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
     for (int i = 0; rc == 0 && i < t->n; i++)
         rc = load_stage_from(&t->stages[i], &infos[i], dir, step, false, opts, err);
     t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
+    if (step >= 0) snprintf(t->saved_dir, sizeof t->saved_dir, "%s", dir), t->saved_step = step;
     if (rc == 0) {
         size_t rows = (size_t)opts->batch * opts->seq_len, C = (size_t)infos[0].cfg.n_embd;
         t->act = malloc(rows * C * sizeof(float));
@@ -367,6 +370,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
         rc = load_stage_from(&t->stages[local[k]], &infos[local[k]], resume ? resume : topo->parts, step, topo->verify,
                              opts, err);
     t->steps = rc == 0 ? sl_train_steps(t->stages[0].train) : 0;
+    if (rc == 0 && resume) snprintf(t->saved_dir, sizeof t->saved_dir, "%s", resume), t->saved_step = step;
     for (int i = 1; rc == 0 && i < n - 1; i++)
         t->stages[i].info = infos[i];
     size_t rows = (size_t)opts->batch * opts->seq_len, C = rc == 0 ? (size_t)infos[0].cfg.n_embd : 0;
@@ -508,6 +512,9 @@ static int save_remote_trunks(sl_trainer *t, const char *dir, float loss, sl_par
 int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
 {
     sl_part_info saved[SL_MAX_SPLITS + 1];
+    bool same_dir = strcmp(dir, t->saved_dir) == 0;
+    if (same_dir && t->saved_step == t->steps) return 0; /* this run's save of this step is there */
+    const long base = same_dir ? t->saved_step : -1;
     if (sl_mkdirs(dir, err) != 0) return -1;
     if (t->remote && save_remote_trunks(t, dir, loss, saved, err) != 0) return -1;
     for (int i = 0; i < t->n; i++) {
@@ -518,8 +525,11 @@ int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
         char state[PATH_MAX + 32];
         sl_part_sibling(saved[i].file, "_optim.safetensors", state, sizeof state);
         if (sl_train_save_state(s->train, state, err) != 0 ||
-            sl_part_commit_checkpoint(dir, t->steps, &saved[i], err) != 0)
+            sl_part_commit_checkpoint(dir, base, t->steps, &saved[i], err) != 0)
             return -1;
     }
-    return sl_split_write_index(dir, "checkpoint", saved, t->n, NULL, err);
+    if (sl_split_write_index(dir, "checkpoint", saved, t->n, NULL, err) != 0) return -1;
+    snprintf(t->saved_dir, sizeof t->saved_dir, "%s", dir);
+    t->saved_step = t->steps;
+    return 0;
 }

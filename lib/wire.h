@@ -36,10 +36,10 @@
  *                                                    travels the forward path back to the client
  *   "dir"      str          save load                where the node writes (save) or reads (load,
  *                                                    to resume) its part + optimizer state
- *   "at_step"  uint         load, forward (train)    the optimizer steps the trainer's own parts have
- *                                                    taken: a trunk refuses a checkpoint saved at
- *                                                    another step, and a training forward when its own
- *                                                    count differs (it restarted, or another run used it)
+ *   "at_step"  uint         load, forward (train)    the step the trainer resumes at (load: a trunk
+ *                                                    opens its save of that step) or has reached
+ *                                                    (forward: a trunk whose own count differs, as
+ *                                                    it restarted or another run used it, refuses)
  *   "loss"     float        save                     the loss of the step saved, for the metadata
  *   "node"     str          ack error                the node that sends it
  *   "code"     str          error                    "bad_message" "unknown_session"

@@ -454,17 +454,43 @@ static void handle_backward(node *n, sl_msg *req)
 }
 
 /* Writes this node's part and optimizer state under dir/trunk/checkpoint_<part name>. */
+/* The optimizer steps of the node's state: its trainer's, or those of a loaded checkpoint whose
+ * state waits for the first training forward. */
+static long steps_taken(const node *n)
+{
+    return n->train ? sl_train_steps(n->train) : n->pending_state[0] ? n->saved_step : 0;
+}
+
+/* Copies a file (a loaded optimizer state not restored yet) to path. */
+static int copy_file(const char *from, const char *path, sl_err *err)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(path, "wb") : NULL;
+    char buf[1 << 16];
+    size_t got;
+    int rc = in && out ? 0 : sl_fail(err, "cannot copy %s to %s: %s", from, path, strerror(errno));
+    while (rc == 0 && (got = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, got, out) != got) rc = sl_fail(err, "%s: write failed: %s", path, strerror(errno));
+    if (rc == 0 && ferror(in)) rc = sl_fail(err, "%s: read failed", from);
+    if (out && fclose(out) != 0 && rc == 0) rc = sl_fail(err, "%s: write failed: %s", path, strerror(errno));
+    if (in) fclose(in);
+    return rc;
+}
+
+/* Writes this node's part and optimizer state as dir's checkpoint of the current step (nothing
+ * when dir already holds this run's save of it). */
 static int save_to(node *n, const char *dir, double loss, sl_err *err)
 {
     char state[PATH_MAX + 32];
-    long step = n->train ? sl_train_steps(n->train) : 0;
+    long step = steps_taken(n), base = strcmp(dir, n->save_dir) == 0 ? n->saved_step : -1;
+    if (base == step && base >= 0) return 0;
     sl_part_info saved;
     if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, step, loss, &saved, err) != 0) return -1;
     sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
-    if ((n->train && sl_train_save_state(n->train, state, err) != 0) ||
-        sl_part_commit_checkpoint(dir, step, &saved, err) != 0)
-        return -1;
-    log_line(n, "saved %s", saved.file);
+    int rc = n->train              ? sl_train_save_state(n->train, state, err)
+             : n->pending_state[0] ? copy_file(n->pending_state, state, err)
+                                   : 0;
+    if (rc != 0 || sl_part_commit_checkpoint(dir, base, step, &saved, err) != 0) return -1;
+    log_line(n, "saved %s (step %ld)", saved.file, step);
     return 0;
 }
 
@@ -514,8 +540,8 @@ static void handle_save(node *n, sl_msg *req)
         reply_error(n, req, "internal", "cannot save: %s", err.msg);
         return;
     }
+    n->saved_step = steps_taken(n);
     snprintf(n->save_dir, sizeof n->save_dir, "%s", dir);
-    n->saved_step = n->train ? sl_train_steps(n->train) : 0;
     ack(n, req);
 }
 

@@ -120,6 +120,12 @@ rm -rf "$tmp/half/top" && cp -r "$tmp/top-at-4" "$tmp/half/top"
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 6 >"$tmp/straight6.log"
 check "a save that stopped half-way: every part resumes from the save before it, exactly" \
     test "$(grep -E '^step [56] ' "$tmp/straight6.log")" = "$(grep '^step ' "$tmp/half.log")"
+# saving a checkpoint just resumed, before any step, elsewhere: the trunk saves what it loaded
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 4 --resume "$tmp/half" --save-dir "$tmp/copy" \
+    >/dev/null 2>&1
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 6 --resume "$tmp/copy" >"$tmp/copy.log" 2>&1
+check "a checkpoint saved right after a resume resumes exactly" \
+    test "$(grep -E '^step [56] ' "$tmp/straight6.log")" = "$(grep '^step ' "$tmp/copy.log")"
 
 # the trunk on "another host": the trainer's relative checkpoint directory is taken under its
 # own working directory, the trunk's under checkpoint_root; saving and resuming need no shared one
@@ -190,8 +196,8 @@ check "cosine: warmup, then decay to 10% of --lr ($lrs)" test "$(echo $lrs | cut
 check "held-out eval loss every --eval-every steps" test "$(grep -c ' eval [0-9.]*$' "$tmp/cos.log")" -eq 3
 train --data "$tmp/text.txt" --batch 2 --seq-len 16 --steps 12 --lr 1e-2 --warmup 2 --schedule cosine \
     --eval-every 4 --resume "$tmp/cos/" --save-dir "$tmp/cos2" >/dev/null 2>&1
-train --data "$tmp/text.txt" --batch 2 --seq-len 16 --steps 12 --lr 1e-2 --warmup 2 --schedule cosine --eval-every 4 \
-    --save-dir "$tmp/cos" --save-every 6 >/dev/null 2>&1 # (the whole run again: the log has no step twice)
+check "a new run into another run's checkpoint directory: usage error 2" \
+    status_is 2 train --data "$tmp/text.txt" --batch 2 --seq-len 16 --steps 12 --save-dir "$tmp/cos"
 check "a resumed log continues the checkpoint's (header, steps 1..12 once)" \
     test "$(cut -d, -f1 "$tmp/cos2/train_log.csv" | tr '\n' ' ')" = "step 1 2 3 4 5 6 7 8 9 10 11 12 "
 check "... with the uninterrupted losses" test "$(cut -d, -f2 "$tmp/cos2/train_log.csv")" = \

@@ -438,7 +438,7 @@ static bool write_trunk_checkpoint(const char *model, const char *name, const ch
     sl_part_info info;
     bool loaded = ck && sl_params_load(&p, ck, 2, 3, false, false, true, err) == 0;
     bool written = loaded && sl_part_write_checkpoint(&p, name, SL_ROLE_TRUNK, dir, 0, NAN, &info, err) == 0 &&
-                   sl_part_commit_checkpoint(dir, 0, &info, err) == 0;
+                   sl_part_commit_checkpoint(dir, -1, 0, &info, err) == 0;
     if (loaded) sl_params_free(&p);
     sl_checkpoint_destroy(&ck);
     return written;

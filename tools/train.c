@@ -217,6 +217,19 @@ static int check_against_model(run *r, const sl_config *cfg, const sl_topology *
     return 0;
 }
 
+/* A run writes its checkpoints into a directory of its own, or into the one it resumes: a save
+ * of this run over another run's checkpoint would mix the two if it stopped half-way. */
+static int check_save_dir(const run *r, sl_err *err)
+{
+    char index[PATH_MAX + 16], a[PATH_MAX], b[PATH_MAX];
+    if (!r->save_dir) return 0;
+    snprintf(index, sizeof index, "%s/split.json", r->save_dir);
+    if (access(index, F_OK) != 0) return 0;
+    if (r->resume && realpath(r->resume, a) && realpath(r->save_dir, b) && !strcmp(a, b)) return 0;
+    return sl_fail(err, "--save-dir %s holds a checkpoint already: continue it with --resume %s, or save elsewhere",
+                   r->save_dir, r->save_dir);
+}
+
 /* The micro-batches of step `step` (K of them) into ids and targets. */
 static void step_batch(run *r, sl_data *data, long step, int32_t *ids, int32_t *targets)
 {
@@ -412,7 +425,7 @@ static int train(run *r, sl_err *err)
     if (sl_topology_load(r->topology, &topo, true, err) != 0 ||
         sl_split_read_index(topo.parts, infos, SL_MAX_SPLITS + 1, err) < 0)
         return SL_EXIT_FAILURE;
-    if (check_against_model(r, &infos[0].cfg, &topo, err) != 0) return SL_EXIT_USAGE;
+    if (check_against_model(r, &infos[0].cfg, &topo, err) != 0 || check_save_dir(r, err) != 0) return SL_EXIT_USAGE;
     corpus c = {0};
     int rc = corpus_load(r, &infos[0].cfg, &c, err);
     const long total = total_steps(r, c.data);
