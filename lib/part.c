@@ -321,12 +321,12 @@ sl_part *sl_part_open_checkpoint(const char *dir, sl_role role, const char *name
     int rc = read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &why_now);
     if (rc == 0 && (step < 0 || now.step == step)) return open_described(&now, verify, err);
     /* A save after it did not finish, here or on another host: the one before. */
-    if (read_checkpoint(dir, role, name, SLOT_PREV, &before, &why_before) == 0 && (step < 0 || before.step == step))
-        return open_described(&before, verify, err);
+    int rc_before = read_checkpoint(dir, role, name, SLOT_PREV, &before, &why_before);
+    if (rc_before == 0 && (step < 0 || before.step == step)) return open_described(&before, verify, err);
     if (rc == 0)
         sl_fail(err, "%s/%s: its part '%s' was saved at step %ld, not at step %ld (nor is the save before it)", dir,
                 sl_role_name(role), name, now.step, step);
-    else if (step >= 0 && read_checkpoint(dir, role, name, SLOT_PREV, &before, &why_before) == 0)
+    else if (rc_before == 0)
         sl_fail(err, "%s/%s: the last save of part '%s' is unfinished (%s) and the one before is of step %ld, not %ld",
                 dir, sl_role_name(role), name, why_now.msg, before.step, step);
     else
