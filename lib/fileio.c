@@ -80,3 +80,24 @@ int sl_mkdirs(const char *dir, sl_err *err)
         if (!c) return 0;
     }
 }
+
+int sl_copy_file(const char *from, const char *path, sl_err *err)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(path, "wb") : NULL;
+    char buf[1 << 16];
+    size_t got;
+    int rc = in && out ? 0 : sl_fail(err, "cannot copy %s to %s: %s", from, path, strerror(errno));
+    while (rc == 0 && (got = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, got, out) != got) rc = sl_fail(err, "%s: write failed: %s", path, strerror(errno));
+    if (rc == 0 && ferror(in)) rc = sl_fail(err, "%s: read failed", from);
+    if (out && fclose(out) != 0 && rc == 0) rc = sl_fail(err, "%s: write failed: %s", path, strerror(errno));
+    if (in) fclose(in);
+    return rc;
+}
+
+bool sl_same_dir(const char *a, const char *b)
+{
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (realpath(a, ra) && realpath(b, rb)) return strcmp(ra, rb) == 0;
+    return strcmp(a, b) == 0;
+}

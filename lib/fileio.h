@@ -4,6 +4,7 @@
 
 #include "err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Reads a whole file into a NUL-terminated buffer; caller frees. NULL and err on failure, when
@@ -15,5 +16,12 @@ int sl_write_text_file(const char *path, const char *text, sl_err *err);
 
 /* Creates dir and its missing parents. */
 int sl_mkdirs(const char *dir, sl_err *err);
+
+/* Copies the file from to path (any size, any bytes). */
+int sl_copy_file(const char *from, const char *path, sl_err *err);
+
+/* Whether a and b name the same existing directory (by their real paths; the same string when
+ * either does not exist yet). */
+bool sl_same_dir(const char *a, const char *b);
 
 #endif

@@ -282,12 +282,29 @@ typedef enum { SLOT_CURRENT, SLOT_PREV, SLOT_NEXT } slot;
  * and removed first, so that metadata present means the files it names are there. */
 static const char *const checkpoint_suffixes[3] = {".safetensors", "_optim.safetensors", "_metadata.json"};
 
-/* DIR/<role>[/prev|/next]/checkpoint_<name><suffix>. */
+/* DIR/<role>[/prev|/next]: where a slot's files are. */
+static int slot_dir(const char *dir, sl_role role, slot where, char *out, size_t size, sl_err *err)
+{
+    static const char *const sub[] = {"", "/prev", "/next"};
+    int n = snprintf(out, size, "%s/%s%s", dir, sl_role_name(role), sub[where]);
+    return n >= 0 && (size_t)n < size ? 0 : sl_fail(err, "%s: checkpoint path too long", dir);
+}
+
+/* The stem of a part's checkpoint files: checkpoint_<name>. */
+static int checkpoint_stem(const char *name, char *out, size_t size, sl_err *err)
+{
+    int n = snprintf(out, size, "checkpoint_%s", name);
+    return n >= 0 && (size_t)n < size ? 0 : sl_fail(err, "part name %s: too long", name);
+}
+
+/* SLOT_DIR/checkpoint_<name><suffix>. */
 static int checkpoint_path(const char *dir, sl_role role, const char *name, slot where, const char *suffix, char *out,
                            size_t size, sl_err *err)
 {
-    static const char *const sub[] = {"", "/prev", "/next"};
-    int n = snprintf(out, size, "%s/%s%s/checkpoint_%s%s", dir, sl_role_name(role), sub[where], name, suffix);
+    char sub[PATH_MAX], stem[300];
+    if (slot_dir(dir, role, where, sub, sizeof sub, err) != 0 || checkpoint_stem(name, stem, sizeof stem, err) != 0)
+        return -1;
+    int n = snprintf(out, size, "%s/%s%s", sub, stem, suffix);
     return n >= 0 && (size_t)n < size ? 0 : sl_fail(err, "%s: checkpoint path too long", dir);
 }
 
@@ -428,12 +445,11 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
         snprintf(extra, sizeof extra, "{\"step\": %ld, \"loss\": %.9g}", step, loss);
     else
         snprintf(extra, sizeof extra, "{\"step\": %ld}", step);
-    char file[PATH_MAX], stem[300];
-    if (checkpoint_path(dir, role, name, SLOT_NEXT, "", file, sizeof file, err) != 0) return -1;
-    char *slash = strrchr(file, '/');
-    snprintf(stem, sizeof stem, "%s", slash + 1);
-    *slash = '\0'; /* file: the next/ directory, stem: checkpoint_<name> */
-    return sl_part_write(p, name, role, SL_F32, file, stem, NULL, extra, info, err);
+    char next[PATH_MAX], stem[300];
+    if (slot_dir(dir, role, SLOT_NEXT, next, sizeof next, err) != 0 ||
+        checkpoint_stem(name, stem, sizeof stem, err) != 0)
+        return -1;
+    return sl_part_write(p, name, role, SL_F32, next, stem, NULL, extra, info, err);
 }
 
 /* Puts a slot's files into another, by rename (move) or as hard links (the source stays whole).
@@ -467,9 +483,10 @@ int sl_part_commit_checkpoint(const char *dir, long base, long step, sl_part_inf
     const char *name = info->name;
     sl_part_info now;
     sl_err ignored;
-    char prev_dir[PATH_MAX + 8], next_dir[PATH_MAX + 8];
-    snprintf(prev_dir, sizeof prev_dir, "%s/%s/prev", dir, sl_role_name(role));
-    snprintf(next_dir, sizeof next_dir, "%s/%s/next", dir, sl_role_name(role));
+    char prev_dir[PATH_MAX], next_dir[PATH_MAX];
+    if (slot_dir(dir, role, SLOT_PREV, prev_dir, sizeof prev_dir, err) != 0 ||
+        slot_dir(dir, role, SLOT_NEXT, next_dir, sizeof next_dir, err) != 0)
+        return -1;
     /* The current save becomes the previous one when it is this run's last, complete and older.
      * Linked first, then replaced: at every moment one of the two is a whole save. */
     bool keep = base >= 0 && base < step && read_checkpoint(dir, role, name, SLOT_CURRENT, &now, &ignored) == 0 &&

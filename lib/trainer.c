@@ -512,7 +512,7 @@ static int save_remote_trunks(sl_trainer *t, const char *dir, float loss, sl_par
 int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)
 {
     sl_part_info saved[SL_MAX_SPLITS + 1];
-    bool same_dir = strcmp(dir, t->saved_dir) == 0;
+    bool same_dir = t->saved_dir[0] && sl_same_dir(dir, t->saved_dir);
     if (same_dir && t->saved_step == t->steps) return 0; /* this run's save of this step is there */
     const long base = same_dir ? t->saved_step : -1;
     if (sl_mkdirs(dir, err) != 0) return -1;

@@ -61,12 +61,12 @@ typedef struct node {
     uint64_t train_run;               /* the trainer's session the training state belongs to */
     uint64_t forward_step;            /* the training forward whose activations backward may use */
     bool forward_ready, grads_pending;
-    bool writable;                /* params copied out of the mapping, for training */
-    FILE *trace;                  /* $SL_NODE_TRACE: one line per message received (tests) */
-    char root[PATH_MAX];          /* checkpoint_root, resolved: saves and loads stay below it */
-    char save_dir[PATH_MAX];      /* this run's checkpoint (its last save or load): a stop saves beside it */
-    long saved_step;              /* the step of that checkpoint */
-    char pending_state[PATH_MAX]; /* optimizer state to restore when the trainer is made */
+    bool writable;                     /* params copied out of the mapping, for training */
+    FILE *trace;                       /* $SL_NODE_TRACE: one line per message received (tests) */
+    char root[PATH_MAX];               /* checkpoint_root, resolved: saves and loads stay below it */
+    char save_dir[PATH_MAX];           /* this run's checkpoint (its last save or load): a stop saves beside it */
+    long saved_step;                   /* the step of that checkpoint */
+    char pending_state[PATH_MAX + 32]; /* optimizer state to restore when the trainer is made */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (io_rows, C): n_positions rows, more for a training batch */
@@ -453,7 +453,6 @@ static void handle_backward(node *n, sl_msg *req)
     if (req->update && apply_update(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
-/* Writes this node's part and optimizer state under dir/trunk/checkpoint_<part name>. */
 /* The optimizer steps of the node's state: its trainer's, or those of a loaded checkpoint whose
  * state waits for the first training forward. */
 static long steps_taken(const node *n)
@@ -461,33 +460,18 @@ static long steps_taken(const node *n)
     return n->train ? sl_train_steps(n->train) : n->pending_state[0] ? n->saved_step : 0;
 }
 
-/* Copies a file (a loaded optimizer state not restored yet) to path. */
-static int copy_file(const char *from, const char *path, sl_err *err)
-{
-    FILE *in = fopen(from, "rb"), *out = in ? fopen(path, "wb") : NULL;
-    char buf[1 << 16];
-    size_t got;
-    int rc = in && out ? 0 : sl_fail(err, "cannot copy %s to %s: %s", from, path, strerror(errno));
-    while (rc == 0 && (got = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, got, out) != got) rc = sl_fail(err, "%s: write failed: %s", path, strerror(errno));
-    if (rc == 0 && ferror(in)) rc = sl_fail(err, "%s: read failed", from);
-    if (out && fclose(out) != 0 && rc == 0) rc = sl_fail(err, "%s: write failed: %s", path, strerror(errno));
-    if (in) fclose(in);
-    return rc;
-}
-
 /* Writes this node's part and optimizer state as dir's checkpoint of the current step (nothing
  * when dir already holds this run's save of it). */
 static int save_to(node *n, const char *dir, double loss, sl_err *err)
 {
     char state[PATH_MAX + 32];
-    long step = steps_taken(n), base = strcmp(dir, n->save_dir) == 0 ? n->saved_step : -1;
+    long step = steps_taken(n), base = n->save_dir[0] && sl_same_dir(dir, n->save_dir) ? n->saved_step : -1;
     if (base == step && base >= 0) return 0;
     sl_part_info saved;
     if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, step, loss, &saved, err) != 0) return -1;
     sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
     int rc = n->train              ? sl_train_save_state(n->train, state, err)
-             : n->pending_state[0] ? copy_file(n->pending_state, state, err)
+             : n->pending_state[0] ? sl_copy_file(n->pending_state, state, err)
                                    : 0;
     if (rc != 0 || sl_part_commit_checkpoint(dir, base, step, &saved, err) != 0) return -1;
     log_line(n, "saved %s (step %ld)", saved.file, step);
@@ -498,7 +482,7 @@ static int save_to(node *n, const char *dir, double loss, sl_err *err)
  * a checkpoint of this trunk alone; DIR itself stays as it was, consistent for --resume. */
 static void save_on_stop(node *n)
 {
-    long step = n->train ? sl_train_steps(n->train) : 0;
+    long step = steps_taken(n);
     if (!n->train || !n->save_dir[0] || step == n->saved_step) return;
     char dir[PATH_MAX + 32];
     sl_err err;
@@ -545,9 +529,9 @@ static void handle_save(node *n, sl_msg *req)
     ack(n, req);
 }
 
-/* Whether a checkpoint's part can replace this node's (same layers, same model); state: its
- * optimizer state's path. (The step is sl_part_open_checkpoint's to match.) */
-static int check_checkpoint(node *n, const sl_part_info *info, char *state, size_t size, sl_err *err)
+/* Whether a checkpoint's part can replace this node's: same layers, same model. (The step is
+ * sl_part_open_checkpoint's to match.) */
+static int check_checkpoint(const node *n, const sl_part_info *info, sl_err *err)
 {
     const sl_config *a = &info->cfg, *b = &n->params.cfg;
     if (info->first != n->self->first || info->last != n->self->last)
@@ -556,7 +540,6 @@ static int check_checkpoint(node *n, const sl_part_info *info, char *state, size
     if (a->n_layer != b->n_layer || a->n_embd != b->n_embd || a->n_head != b->n_head || a->n_inner != b->n_inner ||
         a->vocab_size != b->vocab_size || a->n_positions != b->n_positions)
         return sl_fail(err, "%s is a part of another model (its config differs from %s's)", info->file, n->topo.parts);
-    sl_part_sibling(info->file, "_optim.safetensors", state, size);
     return 0;
 }
 
@@ -564,13 +547,13 @@ static int check_checkpoint(node *n, const sl_part_info *info, char *state, size
 static void handle_load(node *n, sl_msg *req)
 {
     sl_err err;
-    char state[PATH_MAX], dir[sizeof n->save_dir];
+    char state[PATH_MAX + 32], dir[sizeof n->save_dir];
     sl_part *part = checkpoint_dir(n, req->dir, dir, sizeof dir, &err) == 0
                         ? sl_part_open_checkpoint(dir, n->info.role, n->info.name,
                                                   req->has_at_step ? (long)req->at_step : -1, n->topo.verify, &err)
                         : NULL;
     sl_params params;
-    if (!part || check_checkpoint(n, sl_part_info_of(part), state, sizeof state, &err) != 0 ||
+    if (!part || check_checkpoint(n, sl_part_info_of(part), &err) != 0 ||
         sl_part_load_params(part, &params, true, &err) != 0) {
         sl_part_destroy(&part);
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
@@ -584,6 +567,7 @@ static void handle_load(node *n, sl_msg *req)
         reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
         return;
     }
+    sl_part_sibling(n->info.file, "_optim.safetensors", state, sizeof state);
     snprintf(n->pending_state, sizeof n->pending_state, "%s", access(state, F_OK) == 0 ? state : "");
     n->train_run = req->session;
     n->forward_ready = n->grads_pending = false;

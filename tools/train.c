@@ -221,11 +221,10 @@ static int check_against_model(run *r, const sl_config *cfg, const sl_topology *
  * of this run over another run's checkpoint would mix the two if it stopped half-way. */
 static int check_save_dir(const run *r, sl_err *err)
 {
-    char index[PATH_MAX + 16], a[PATH_MAX], b[PATH_MAX];
+    char index[PATH_MAX + 16];
     if (!r->save_dir) return 0;
     snprintf(index, sizeof index, "%s/split.json", r->save_dir);
-    if (access(index, F_OK) != 0) return 0;
-    if (r->resume && realpath(r->resume, a) && realpath(r->save_dir, b) && !strcmp(a, b)) return 0;
+    if (access(index, F_OK) != 0 || (r->resume && sl_same_dir(r->resume, r->save_dir))) return 0;
     return sl_fail(err, "--save-dir %s holds a checkpoint already: continue it with --resume %s, or save elsewhere",
                    r->save_dir, r->save_dir);
 }
@@ -377,6 +376,9 @@ static long total_steps(const run *r, const sl_data *data)
 
 static const char log_header[] = "step,loss,eval_loss,lr,tokens_per_s,seconds\n";
 
+/* The CSV log a checkpoint directory keeps. */
+static void log_in(const char *dir, char *out, size_t size) { snprintf(out, size, "%s/train_log.csv", dir); }
+
 /* The CSV log, continued at step `from`: the rows up to it come from the log there or, for a new
  * file, from the log in the checkpoint resumed (resume_dir); later rows (written after that
  * checkpoint) are dropped. The kept rows replace the file atomically; a log that exists but
@@ -384,7 +386,7 @@ static const char log_header[] = "step,loss,eval_loss,lr,tokens_per_s,seconds\n"
 static FILE *log_open(const char *path, long from, const char *resume_dir, sl_err *err)
 {
     char before[PATH_MAX + 16];
-    snprintf(before, sizeof before, "%s/train_log.csv", resume_dir ? resume_dir : ".");
+    log_in(resume_dir ? resume_dir : ".", before, sizeof before);
     const char *source = resume_dir && access(path, F_OK) != 0 ? before : path;
     char *old = NULL;
     if (from > 0 && access(source, F_OK) == 0 && !(old = sl_read_text_file(source, (size_t)1 << 30, err))) return NULL;
@@ -441,7 +443,7 @@ static int train(run *r, sl_err *err)
     int32_t *ids = malloc(tokens_per_step * sizeof *ids), *targets = malloc(tokens_per_step * sizeof *targets);
     if (rc == 0 && (!ids || !targets)) rc = sl_fail(err, "out of memory for a step of %zu tokens", tokens_per_step);
     char log_default[PATH_MAX];
-    if (r->save_dir) snprintf(log_default, sizeof log_default, "%s/train_log.csv", r->save_dir);
+    if (r->save_dir) log_in(r->save_dir, log_default, sizeof log_default);
     const char *log_path = r->log_path ? r->log_path : r->save_dir ? log_default : NULL;
     if (rc == 0 && r->save_dir) rc = sl_mkdirs(r->save_dir, err);
     FILE *log = NULL;
