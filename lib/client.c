@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "client.h"
 
+#include "net.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -24,31 +25,22 @@ struct sl_client {
 sl_client *sl_client_new(const sl_topology *topo, const char *reply_endpoint, sl_err *err)
 {
     sl_client *self = calloc(1, sizeof *self);
-    if (!self) return NULL;
+    if (!self) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
     self->topo = topo;
     msgpack_sbuffer_init(&self->out);
     self->decoder = sl_wire_decoder_new();
-    self->pull = zsock_new(ZMQ_PULL);
-    self->push = zsock_new(ZMQ_PUSH);
-    if (!self->decoder || !self->pull || !self->push) {
-        sl_fail(err, "out of memory");
-        sl_client_destroy(&self);
-        return NULL;
-    }
-    zsock_set_maxmsgsize(self->pull, (int64_t)topo->max_message);
-    zsock_set_linger(self->push, 1000);
-    zsock_set_sndtimeo(self->push, (int)(topo->timeout * 1000));
+    sl_net_opts net = sl_net_opts_of(topo);
     const char *bind_at = reply_endpoint ? reply_endpoint : "tcp://127.0.0.1:*";
-    if (zsock_bind(self->pull, "%s", bind_at) < 0) {
-        sl_fail(err, "cannot bind the reply socket at %s: %s", bind_at, zmq_strerror(zmq_errno()));
+    if (!self->decoder) sl_fail(err, "out of memory");
+    if (!self->decoder || !(self->pull = sl_net_bind(ZMQ_PULL, &net, bind_at, err)) ||
+        !(self->push = sl_net_connect(ZMQ_PUSH, &net, topo->nodes[0].listen, err))) {
         sl_client_destroy(&self);
         return NULL;
     }
     snprintf(self->endpoint, sizeof self->endpoint, "%s", zsock_endpoint(self->pull));
-    if (zsock_connect(self->push, "%s", topo->nodes[0].listen) != 0) {
-        sl_fail(err, "cannot connect to %s: %s", topo->nodes[0].listen, zmq_strerror(zmq_errno()));
-        sl_client_destroy(&self);
-    }
     return self;
 }
 
@@ -70,10 +62,9 @@ int sl_client_resends(const sl_client *self) { return self->resends; }
 static int send_msg(sl_client *self, const sl_msg *m, sl_err *err)
 {
     if (sl_wire_encode(m, &self->out, err) != 0) return -1;
-    if (zmq_send(zsock_resolve(self->push), self->out.data, self->out.size, 0) < 0)
-        return sl_fail(err, "cannot send to the bottom node %s (%s): %s", self->topo->nodes[0].name,
-                       self->topo->nodes[0].listen, zmq_strerror(zmq_errno()));
-    return 0;
+    char who[SL_MAX_ENDPOINT + 160];
+    snprintf(who, sizeof who, "the bottom node %s (%s)", self->topo->nodes[0].name, self->topo->nodes[0].listen);
+    return sl_net_send(self->push, self->out.data, self->out.size, false, who, err);
 }
 
 /* Names the first stage in chain order that has not acknowledged the current step. */

@@ -1,6 +1,8 @@
 /* outbox.c — a small cache of connected PUSH sockets keyed by endpoint. */
 #include "outbox.h"
 
+#include "net.h"
+
 #include <czmq.h>
 #include <string.h>
 
@@ -12,11 +14,12 @@ typedef struct conn {
 
 struct sl_outbox {
     conn *conns;
-    int max, hwm;
+    int max;
+    sl_net_opts net;
     unsigned long clock;
 };
 
-sl_outbox *sl_outbox_new(int max_sockets, int hwm)
+sl_outbox *sl_outbox_new(int max_sockets, const sl_net_opts *net)
 {
     sl_outbox *self = calloc(1, sizeof *self);
     if (!self) return NULL;
@@ -25,7 +28,8 @@ sl_outbox *sl_outbox_new(int max_sockets, int hwm)
         return NULL;
     }
     self->max = max_sockets;
-    self->hwm = hwm;
+    self->net = *net;
+    self->net.send_timeout_ms = 0; /* never block: a client that does not read loses its message */
     return self;
 }
 
@@ -55,18 +59,7 @@ static conn *connect_to(sl_outbox *self, const char *endpoint, sl_err *err)
         sl_fail(err, "endpoint too long");
         return NULL;
     }
-    c->sock = zsock_new(ZMQ_PUSH);
-    if (!c->sock) {
-        sl_fail(err, "cannot create a socket for %s", endpoint);
-        return NULL;
-    }
-    zsock_set_sndhwm(c->sock, self->hwm);
-    zsock_set_linger(c->sock, 1000);
-    if (zsock_connect(c->sock, "%s", endpoint) != 0) {
-        zsock_destroy(&c->sock);
-        sl_fail(err, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
-        return NULL;
-    }
+    if (!(c->sock = sl_net_connect(ZMQ_PUSH, &self->net, endpoint, err))) return NULL;
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
     return c;
 }
@@ -76,7 +69,5 @@ int sl_outbox_send(sl_outbox *self, const char *endpoint, const void *data, size
     conn *c = connect_to(self, endpoint, err);
     if (!c) return -1;
     c->last_used = ++self->clock;
-    if (zmq_send(zsock_resolve(c->sock), data, len, ZMQ_DONTWAIT) < 0)
-        return sl_fail(err, "cannot send to %s: %s", endpoint, zmq_strerror(zmq_errno()));
-    return 0;
+    return sl_net_send(c->sock, data, len, true, endpoint, err);
 }

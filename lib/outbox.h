@@ -5,13 +5,14 @@
 #define SL_OUTBOX_H
 
 #include "err.h"
+#include "net.h"
 
 #include <stddef.h>
 
 typedef struct sl_outbox sl_outbox;
 
-/* Up to max_sockets connections, each with the given send high-water mark. Caller owns it. */
-sl_outbox *sl_outbox_new(int max_sockets, int hwm);
+/* Up to max_sockets connections with net's options (sends never wait). Caller owns it. */
+sl_outbox *sl_outbox_new(int max_sockets, const sl_net_opts *net);
 void sl_outbox_destroy(sl_outbox **self);
 
 /* Sends one frame to endpoint without blocking. */

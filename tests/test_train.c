@@ -78,7 +78,7 @@ static void test_whole_model(void)
     compare_all(sl_train_grads(tr), "grad", GRAD_TOL, "whole model");
 
     /* One AdamW step: within 1e-5, at most 0.01% beyond, none beyond 2 lr (fixture README). */
-    sl_train_step(tr, &SL_ADAMW_DEFAULT);
+    sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
     fixture_refs l = {.n = 0};
     sl_params_foreach(&p, fixture_collect, &l);
     size_t total = 0, beyond = 0;

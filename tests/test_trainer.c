@@ -28,7 +28,7 @@ static void train_reference(void)
         sl_train_zero_grad(tr);
         sl_train_forward(tr, ids, NULL, targets, NULL, &ref_losses[s], &err);
         sl_train_backward(tr, NULL, NULL, &err);
-        sl_train_step(tr, &SL_ADAMW_DEFAULT);
+        sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
     }
     sl_train_destroy(&tr);
     sl_checkpoint_destroy(&ck);
