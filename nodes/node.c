@@ -417,9 +417,10 @@ int main(int argc, char **argv)
         return SL_EXIT_USAGE;
     }
     zsys_handler_set(NULL); /* our own handlers: czmq's would swallow SIGTERM */
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
+    struct sigaction stop = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &stop, NULL);
+    sigaction(SIGTERM, &stop, NULL);
+    sigaction(SIGPIPE, &ignore, NULL);
     node n = {.name = argv[optind + 1]};
     sl_err err;
     log_line(&n, "starting (%s)", argv[optind]);
