@@ -12,26 +12,33 @@
 #include "session.h"
 #include "topology.h"
 #include "trunk.h"
+#include "version.h"
 #include "wire.h"
 
 #include <czmq.h>
+#include <openssl/evp.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <time.h>
 
-static const char usage[] = "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify]\n"
-                            "\n"
-                            "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads "
-                            "come\n"
-                            "from its section (config/README.md). Logs one line per event to stderr; prints\n"
-                            "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
-                            "  --verify   recompute the part's SHA-256 before loading it (also: verify = yes in "
-                            "[pipeline])\n"
-                            "\n"
-                            "exit status: 0 stopped by a signal, 1 could not start (topology, part, socket), 2 usage "
-                            "error\n";
+static const char usage[] =
+    "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify] [--lifeline]\n"
+    "       zmq-splitlearn-node --topology-data BASE64 NODE_NAME [--verify] [--lifeline]\n"
+    "\n"
+    "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads come\n"
+    "from its section (config/README.md). Logs one line per event to stderr; prints\n"
+    "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
+    "  TOPOLOGY.ini          the topology file ('-': read it from standard input)\n"
+    "  --topology-data B64   the topology's text in base64 (how zmq-splitlearn-launch ships it to\n"
+    "                        another host); relative paths in it are the working directory's\n"
+    "  --lifeline            stop, as on SIGTERM, when standard input closes (the launcher's end of\n"
+    "                        a pipe, carried by ssh, srun or ip netns exec: no node outlives it)\n"
+    "  --verify              recompute the part's SHA-256 before loading it (also: verify = yes)\n"
+    "\n"
+    "exit status: 0 stopped by a signal or the lifeline, 1 could not start (topology, part,\n"
+    "socket), 2 usage error\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -309,9 +316,26 @@ static int open_sockets(node *n, sl_err *err)
     return n->replies ? 0 : sl_fail(err, "out of memory");
 }
 
-static int start(node *n, const char *topology, bool verify, sl_err *err)
+/* The topology from a file, or from the launcher's base64 text (data). */
+static int load_topology(node *n, const char *path, const char *data, sl_err *err)
 {
-    if (sl_topology_load(topology, &n->topo, true, err) != 0) return -1;
+    if (!data) return sl_topology_load(path, &n->topo, true, err);
+    size_t len = strlen(data);
+    unsigned char *text = malloc(len / 4 * 3 + 4);
+    if (!text) return sl_fail(err, "out of memory");
+    int n_bytes = len % 4 == 0 ? EVP_DecodeBlock(text, (const unsigned char *)data, (int)len) : -1;
+    int rc = n_bytes < 0 ? sl_fail(err, "--topology-data is not base64") : 0;
+    if (rc == 0) {
+        text[n_bytes] = '\0'; /* padding decodes to NULs: the text ends at the first */
+        rc = sl_topology_parse((const char *)text, "(topology from the launcher)", &n->topo, true, err);
+    }
+    free(text);
+    return rc;
+}
+
+static int start(node *n, const char *topology, const char *topology_data, bool verify, sl_err *err)
+{
+    if (load_topology(n, topology, topology_data, err) != 0) return -1;
     if (!(n->self = sl_topology_node(&n->topo, n->name))) return sl_fail(err, "%s has no [node.%s]", topology, n->name);
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
@@ -352,15 +376,28 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     return open_sockets(n, err);
 }
 
-static void serve(node *n)
+/* Whether standard input reached its end (what it carries is read and dropped). */
+static bool lifeline_closed(void)
+{
+    char drain[256];
+    ssize_t got = read(STDIN_FILENO, drain, sizeof drain);
+    return got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN);
+}
+
+/* Serves until a signal or, with lifeline, until standard input closes. */
+static void serve(node *n, bool lifeline)
 {
     void *sock = zsock_resolve(n->pull);
-    zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+    zmq_pollitem_t items[2] = {{.socket = sock, .events = ZMQ_POLLIN}, {.fd = STDIN_FILENO, .events = ZMQ_POLLIN}};
     double last_expiry = sl_now();
     while (!stop_requested) {
-        int rc = zmq_poll(&item, 1, 200);
+        int rc = zmq_poll(items, lifeline ? 2 : 1, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
-        while (!stop_requested && rc > 0) {
+        if (lifeline && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && lifeline_closed()) {
+            log_line(n, "standard input closed (the launcher is gone): stopping");
+            break;
+        }
+        while (!stop_requested && rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
             zmq_msg_t msg;
             zmq_msg_init(&msg);
             if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
@@ -401,30 +438,42 @@ static void shutdown_node(node *n)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"verify", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    bool verify = false;
+    static const struct option options[] = {{"verify", 0, 0, 'v'},        {"lifeline", 0, 0, 'l'},
+                                            {"topology-data", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                            {"version", 0, 0, 'V'},       {0, 0, 0, 0}};
+    bool verify = false, lifeline = false;
+    const char *topology_data = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         if (c == 'v')
             verify = true;
+        else if (c == 'l')
+            lifeline = true;
+        else if (c == 't')
+            topology_data = optarg;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
+        else if (c == 'V')
+            return puts(SL_TOOL_NAME), SL_EXIT_OK;
         else
-            return fputs(usage, stderr), SL_EXIT_USAGE;
+            return fputs("see zmq-splitlearn-node --help\n", stderr), SL_EXIT_USAGE;
     }
-    if (argc - optind != 2) {
-        fprintf(stderr, "zmq-splitlearn-node: give TOPOLOGY.ini and NODE_NAME\n%s", usage);
+    int want_args = topology_data ? 1 : 2;
+    if (argc - optind != want_args) {
+        fprintf(stderr, "zmq-splitlearn-node: give %s\nsee zmq-splitlearn-node --help\n",
+                topology_data ? "NODE_NAME" : "TOPOLOGY.ini and NODE_NAME");
         return SL_EXIT_USAGE;
     }
+    const char *topology = topology_data ? NULL : argv[optind];
     zsys_handler_set(NULL); /* our own handlers: czmq's would swallow SIGTERM */
     struct sigaction stop = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &stop, NULL);
     sigaction(SIGTERM, &stop, NULL);
     sigaction(SIGPIPE, &ignore, NULL);
-    node n = {.name = argv[optind + 1]};
+    node n = {.name = argv[argc - 1]};
     sl_err err;
-    log_line(&n, "starting (%s)", argv[optind]);
-    if (start(&n, argv[optind], verify, &err) != 0) {
+    log_line(&n, "starting (%s)", topology ? topology : "topology from the launcher");
+    if (start(&n, topology, topology_data, verify, &err) != 0) {
         log_line(&n, "cannot start: %s", err.msg);
         shutdown_node(&n);
         return SL_EXIT_FAILURE;
@@ -432,7 +481,7 @@ int main(int argc, char **argv)
     const sl_part_info *info = sl_trunk_info(n.trunk);
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
-    serve(&n);
+    serve(&n, lifeline);
     char stopped[PATH_MAX];
     int saved = sl_trunk_save_on_stop(n.trunk, stopped, sizeof stopped, &err);
     if (saved < 0) log_line(&n, "cannot save on stop: %s", err.msg);
