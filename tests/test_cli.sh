@@ -75,6 +75,19 @@ different=$(grep -v -x -F "$greedy16" <<<"$drawn" | sort -u | wc -l)
 check "the sampled answers differ from greedy and between seeds ($different different of ${#samplings[@]})" \
     test "$different" -ge $((${#samplings[@]} - 2))
 check "top-k 1000 of a 1000-token vocabulary draws what no top-k draws" test "$(sed -n 1p <<<"$drawn")" = "$(sed -n 9p <<<"$drawn")"
+# streamed text: the bytes of the generated ids, a character split between two tokens printed
+# whole with the second, an unfinished last one at the end (seed 7 ends on the first byte of a
+# two-byte character; checked below)
+streams_its_ids() { # streams_its_ids PROGRAM TARGET: the text printed before --print-ids's line is the ids' text
+    "$bin/zmq-splitlearn-$1" "$2" --ids $ids --max-new-tokens 12 --ignore-eos --temperature 1 --seed 7 --print-ids \
+        >"$tmp/streamed-$1"
+    { "$bin/zmq-splitlearn-tokenize" --decode $(tail -n 1 "$tmp/streamed-$1") && tail -n 1 "$tmp/streamed-$1"; } |
+        cmp -s - "$tmp/streamed-$1"
+}
+check "run streams the text of its ids, byte for byte" streams_its_ids run "$fixtures/tiny-b"
+check "send streams the text of its ids, byte for byte" streams_its_ids send "$tmp/topo.ini"
+last_byte=$(tail -n 2 "$tmp/streamed-run" | head -n 1 | tail -c 2 | od -An -tu1 | awk '{print $1}')
+check "... up to an unfinished last character (byte $last_byte)" test "${last_byte:-0}" -ge 194 -a "${last_byte:-0}" -le 244
 kill -TERM $launcher; wait $launcher
 check "launcher exits 0 on SIGTERM" test $? -eq 0
 check "send with no pipeline: exit 3 naming the stage" bash -c \
