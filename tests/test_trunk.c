@@ -225,8 +225,9 @@ done:
     sl_trunk_destroy(&u);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    check_init(argc, argv);
     if (check_tmpdir(tmp, sizeof tmp, "trunk") != 0) return 1;
     snprintf(parts, sizeof parts, "%s/parts", tmp);
     snprintf(root, sizeof root, "%s/root", tmp);
@@ -236,10 +237,10 @@ int main(void)
         g[i] = 0.01f * cosf(0.11f * (float)i);
     }
     if (make_split() == 0) {
-        test_equals_direct_training();
-        test_refusals();
-        test_runs();
-        test_save_load();
+        if (check_selected("equals_direct_training")) test_equals_direct_training();
+        if (check_selected("refusals")) test_refusals();
+        if (check_selected("runs")) test_runs();
+        if (check_selected("save_load")) test_save_load();
     }
     check_rmtree(tmp);
     return check_done();

@@ -27,6 +27,7 @@ static const char usage[] =
 typedef struct send_ctx {
     sl_gen_opts opts;
     sl_tokenizer *tok;
+    sl_gen_text text; /* what is streamed, whole characters */
     bool json;
 } send_ctx;
 
@@ -35,9 +36,19 @@ static void stream_token(void *ctx, int32_t token)
     send_ctx *s = ctx;
     if (s->json || s->opts.quiet || !s->tok) return;
     size_t len = 0;
-    const char *bytes = sl_tokenizer_token(s->tok, token, &len);
+    const char *bytes = sl_gen_text_token(&s->text, token, &len);
     if (bytes) fwrite(bytes, 1, len, stdout);
     fflush(stdout);
+}
+
+/* The rest of the streamed text (an unfinished character is printed as it is) and its newline. */
+static void end_text(send_ctx *s)
+{
+    if (s->json || s->opts.quiet || !s->tok) return;
+    size_t len;
+    const char *bytes = sl_gen_text_end(&s->text, &len);
+    fwrite(bytes, 1, len, stdout);
+    putchar('\n');
 }
 
 /* The model's config from the parts' metadata, when this machine has them. */
@@ -108,6 +119,7 @@ int main(int argc, char **argv)
     if (s.opts.prompt || !s.opts.quiet || s.json) {
         s.tok = s.opts.vocab_dir ? sl_tokenizer_new(s.opts.vocab_dir, &err)
                                  : sl_tokenizer_for_model(topo.parts, fallback, &err);
+        s.text.tok = s.tok;
         if (!s.tok && s.opts.prompt) {
             fprintf(stderr, "zmq-splitlearn-send: %s\n", err.msg);
             return SL_EXIT_FAILURE;
@@ -144,7 +156,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && logits) rc = sl_write_logits(s.opts.logits_path, logits, (int)n_prompt, cfg.vocab_size, &err);
     if (rc == 0 && s.json) print_json(&s, out, n_out, sl_client_resends(client));
-    if (!s.json && !s.opts.quiet && s.tok) putchar('\n');
+    end_text(&s);
     if (rc == 0 && s.opts.print_ids && !s.json) {
         for (int i = 0; i < n_out; i++)
             printf("%s%d", i ? " " : "", out[i]);
