@@ -458,6 +458,9 @@ static void serve(node *n, bool lifeline)
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);
             if (gone) log_line(n, "%d idle session(s) expired (first %016llx)", gone, (unsigned long long)first);
+            sl_err err;
+            if (sl_trunk_expire(n->trunk, t, n->topo.idle_timeout, &err) < 0 || follow_weights(n, &err) != 0)
+                log_line(n, "cannot free an idle run's training state: %s", err.msg);
             last_expiry = t;
         }
     }
