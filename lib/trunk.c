@@ -80,6 +80,8 @@ const sl_params *sl_trunk_params(const sl_trunk *self) { return sl_learner_param
 unsigned sl_trunk_generation(const sl_trunk *self) { return sl_learner_generation(self->learner); }
 const sl_part_info *sl_trunk_info(const sl_trunk *self) { return sl_learner_info(self->learner); }
 
+uint64_t sl_trunk_run(const sl_trunk *self) { return self->run; }
+
 bool sl_trunk_takes(const sl_msg *msg)
 {
     return (msg->kind == SL_MSG_FORWARD && msg->train) || msg->kind == SL_MSG_BACKWARD || msg->kind == SL_MSG_UPDATE ||
@@ -265,7 +267,6 @@ static void ack(const sl_trunk *t, const sl_msg *req, sl_msg *reply)
 {
     *reply = (sl_msg){.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
     snprintf(reply->node, sizeof reply->node, "%s", t->name);
-    snprintf(reply->reply_to, sizeof reply->reply_to, "%s", req->reply_to);
 }
 
 static int save(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)

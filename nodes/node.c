@@ -7,31 +7,37 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "net.h"
-#include "outbox.h"
 #include "sampler.h"
 #include "session.h"
 #include "topology.h"
 #include "trunk.h"
+#include "version.h"
 #include "wire.h"
 
 #include <czmq.h>
+#include <openssl/evp.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <time.h>
 
-static const char usage[] = "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify]\n"
-                            "\n"
-                            "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads "
-                            "come\n"
-                            "from its section (config/README.md). Logs one line per event to stderr; prints\n"
-                            "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
-                            "  --verify   recompute the part's SHA-256 before loading it (also: verify = yes in "
-                            "[pipeline])\n"
-                            "\n"
-                            "exit status: 0 stopped by a signal, 1 could not start (topology, part, socket), 2 usage "
-                            "error\n";
+static const char usage[] =
+    "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify] [--lifeline]\n"
+    "       zmq-splitlearn-node --topology-data BASE64 NODE_NAME [--verify] [--lifeline]\n"
+    "\n"
+    "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads come\n"
+    "from its section (config/README.md). Logs one line per event to stderr; prints\n"
+    "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
+    "  TOPOLOGY.ini          the topology file ('-': read it from standard input)\n"
+    "  --topology-data B64   the topology's text in base64 (how zmq-splitlearn-launch ships it to\n"
+    "                        another host); relative paths in it are the working directory's\n"
+    "  --lifeline            stop, as on SIGTERM, when standard input closes (the launcher's end of\n"
+    "                        a pipe, carried by ssh, srun or ip netns exec: no node outlives it)\n"
+    "  --verify              recompute the part's SHA-256 before loading it (also: verify = yes)\n"
+    "\n"
+    "exit status: 0 stopped by a signal or the lifeline, 1 could not start (topology, part,\n"
+    "socket), 2 usage error\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -46,7 +52,7 @@ typedef struct node {
     sl_topology topo;
     const sl_topo_node *self;
     const sl_topo_node *next; /* NULL at the top */
-    const sl_topo_node *prev; /* NULL at the bottom */
+    bool bottom;              /* answers clients: a session belongs to the connection that opened it */
     sl_trunk *trunk;          /* the part's weights and, on a trunk, its training state */
     unsigned generation;      /* of the weights the runner and sessions were made for */
     sl_stage *stage;
@@ -55,9 +61,11 @@ typedef struct node {
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
     sl_net_opts net;
-    sl_outbox *replies;
-    zsock_t *pull, *push, *push_prev; /* push_prev: gradients back, opened on first use */
-    FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
+    zsock_t *listen;     /* ROUTER: requests from the previous stage (at the bottom: clients) */
+    zsock_t *next_link;  /* DEALER to the next stage: requests on, answers and gradients back */
+    const sl_peer *from; /* the sender of the request being handled (NULL: it came from the next) */
+    sl_peer train_from;  /* where a training forward came from: its gradient goes back there */
+    FILE *trace;         /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (n_positions, C) */
@@ -80,15 +88,25 @@ static void log_line(const node *n, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* Sends msg to the client's reply_to; a failure is logged, never fatal. */
-static void send_reply(node *n, const char *endpoint, const sl_msg *msg)
+/* Sends msg back towards whoever asked (to: the previous stage's connection or a client's); a
+ * failure is logged, never fatal. */
+static void answer(node *n, const sl_peer *to, const sl_msg *msg)
 {
     sl_err err;
-    if (!endpoint[0]) return;
-    if (sl_wire_encode(msg, &n->out, &err) != 0 ||
-        sl_outbox_send(n->replies, endpoint, n->out.data, n->out.size, &err) != 0)
-        log_line(n, "could not answer %s: %s", endpoint, err.msg);
+    if (!to || !to->len) return;
+    if (sl_wire_encode(msg, &n->out, &err) != 0 || sl_net_send_to(n->listen, to, n->out.data, n->out.size, &err) != 0)
+        log_line(n, "could not answer: %s", err.msg);
 }
+
+/* Where answers about session go back to: the connection its requests came from. */
+static const sl_peer *peer_of(node *n, uint64_t session)
+{
+    const sl_peer *p = sl_sessions_peer(n->sessions, session);
+    return p && p->len ? p : session == sl_trunk_run(n->trunk) && n->train_from.len ? &n->train_from : NULL;
+}
+
+/* The request's sender, or the session's when the request came back from the next stage. */
+static const sl_peer *asker(node *n, const sl_msg *req) { return n->from ? n->from : peer_of(n, req->session); }
 
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -104,7 +122,7 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     n->refused++;
     log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session, (unsigned long long)req->step,
              code, e.message);
-    send_reply(n, req->reply_to, &e);
+    answer(n, asker(n, req), &e);
 }
 
 /* Encodes msg and pushes it to stage peer; blocks at most the send timeout (backpressure). */
@@ -117,7 +135,7 @@ static int send_to(node *n, zsock_t *sock, const sl_topo_node *peer, const sl_ms
 }
 
 /* Pushes msg (re-encoded) to the next stage. */
-static int pass_on(node *n, const sl_msg *msg, sl_err *err) { return send_to(n, n->push, n->next, msg, err); }
+static int pass_on(node *n, const sl_msg *msg, sl_err *err) { return send_to(n, n->next_link, n->next, msg, err); }
 
 /* The session's cache, positioned at req->pos: opened at position 0, rewound when the client
  * re-sends earlier positions, NULL (answered) when this node lost the session. */
@@ -125,8 +143,14 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
 {
     double t = sl_now();
     sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
+    sl_peer *owner = sl_sessions_peer(n->sessions, req->session);
+    if (kv && n->bottom && owner->len && !sl_peer_equal(owner, n->from)) {
+        reply_error(n, req, "bad_message", "this session belongs to another client");
+        return NULL;
+    }
     if (kv && (int)req->pos <= sl_kv_len(kv) && (int)req->pos + tokens <= sl_kv_capacity(kv)) {
         sl_kv_truncate(kv, (int)req->pos);
+        *owner = *n->from; /* a restarted previous stage reconnects under another id */
         return kv;
     }
     if (req->pos != 0) {
@@ -143,6 +167,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
         reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
         return NULL;
     }
+    *sl_sessions_peer(n->sessions, req->session) = *n->from;
     if (evicted) log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
     log_line(n, "session %016llx opened (%d positions, %d sessions)", (unsigned long long)req->session, ctx,
              sl_sessions_count(n->sessions));
@@ -179,7 +204,7 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         res.rows = (uint32_t)T;
         res.cols = (uint32_t)V;
     }
-    send_reply(n, req->reply_to, &res);
+    answer(n, n->from, &res);
 }
 
 static void handle_forward(node *n, sl_msg *req)
@@ -195,7 +220,7 @@ static void handle_forward(node *n, sl_msg *req)
     if (req->ack) {
         sl_msg ack = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
         snprintf(ack.node, sizeof ack.node, "%s", n->name);
-        send_reply(n, req->reply_to, &ack);
+        answer(n, n->from, &ack);
     }
     sl_kv *kv = session_for(n, req, T);
     if (!kv) return;
@@ -246,16 +271,14 @@ static int follow_weights(node *n, sl_err *err)
 
 static void log_event(void *ctx, const char *line) { log_line(ctx, "%s", line); }
 
-/* Sends a trunk's reply where the protocol says; the gradient socket opens on first use. */
-static int send_trunk_reply(node *n, const sl_msg *reply, sl_trunk_to to, sl_err *err)
+/* Sends a trunk's reply where the protocol says: on to the next stage, back to the stage the
+ * training forward came from, or to whoever asked (an ack of save or load). */
+static int send_trunk_reply(node *n, const sl_msg *req, const sl_msg *reply, sl_trunk_to to, sl_err *err)
 {
-    if (to == SL_TRUNK_CLIENT) {
-        send_reply(n, reply->reply_to, reply);
-        return 0;
-    }
+    if (req->kind == SL_MSG_FORWARD) n->train_from = *n->from;
     if (to == SL_TRUNK_NEXT) return pass_on(n, reply, err);
-    if (!n->push_prev && !(n->push_prev = sl_net_connect(ZMQ_PUSH, &n->net, n->prev->listen, err))) return -1;
-    return send_to(n, n->push_prev, n->prev, reply, err);
+    answer(n, to == SL_TRUNK_PREV ? &n->train_from : n->from, reply);
+    return 0;
 }
 
 static void handle_training(node *n, const sl_msg *req)
@@ -265,15 +288,32 @@ static void handle_training(node *n, const sl_msg *req)
     sl_err err;
     int rc = sl_trunk_handle(n->trunk, req, &reply, &to, &err);
     if (rc == 0 && follow_weights(n, &err) != 0) rc = SL_TRUNK_INTERNAL;
-    if (rc == 0 && send_trunk_reply(n, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
+    if (rc == 0 && send_trunk_reply(n, req, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
     if (rc == 0 && sl_trunk_finish(n->trunk, &err) != 0) rc = SL_TRUNK_INTERNAL; /* after sending: overlap */
     if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
 }
 
-static void handle(node *n, const void *data, size_t len)
+/* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
+ * session or training run that this node passes back the way its requests came (as received). */
+static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
+{
+    sl_err err;
+    if (msg->kind == SL_MSG_BACKWARD) {
+        handle_training(n, msg);
+    } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
+        const sl_peer *to = peer_of(n, msg->session);
+        if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) log_line(n, "could not pass back: %s", err.msg);
+    } else {
+        log_line(n, "the next stage sent a '%s' message: dropped", sl_msg_kind_name(msg->kind));
+    }
+}
+
+/* One message: from the previous stage or a client (from), or back from the next stage (NULL). */
+static void handle(node *n, const sl_peer *from, const void *data, size_t len)
 {
     sl_msg msg;
     sl_err err;
+    n->from = from;
     if (sl_wire_decode(n->decoder, data, len, &n->limits, &msg, &err) != 0) {
         /* msg holds what was read before the bad field: answer when we know where to. */
         msg.kind = SL_MSG_ERROR;
@@ -286,7 +326,11 @@ static void handle(node *n, const void *data, size_t len)
                 msg.train);
         fflush(n->trace);
     }
-    if (sl_trunk_takes(&msg)) {
+    if (!from) {
+        handle_from_next(n, &msg, data, len);
+    } else if (msg.kind == SL_MSG_BACKWARD) {
+        reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (sl_trunk_takes(&msg)) {
         handle_training(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
         handle_forward(n, &msg);
@@ -303,19 +347,35 @@ static void handle(node *n, const void *data, size_t len)
 static int open_sockets(node *n, sl_err *err)
 {
     n->net = sl_net_opts_of(&n->topo);
-    if (!(n->pull = sl_net_bind(ZMQ_PULL, &n->net, n->self->listen, err))) return -1;
-    if (n->next && !(n->push = sl_net_connect(ZMQ_PUSH, &n->net, n->next->listen, err))) return -1;
-    n->replies = sl_outbox_new(64, &n->net);
-    return n->replies ? 0 : sl_fail(err, "out of memory");
+    if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
+    if (n->next && !(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
+    return 0;
 }
 
-static int start(node *n, const char *topology, bool verify, sl_err *err)
+/* The topology from a file, or from the launcher's base64 text (data). */
+static int load_topology(node *n, const char *path, const char *data, sl_err *err)
 {
-    if (sl_topology_load(topology, &n->topo, true, err) != 0) return -1;
+    if (!data) return sl_topology_load(path, &n->topo, true, err);
+    size_t len = strlen(data);
+    unsigned char *text = malloc(len / 4 * 3 + 4);
+    if (!text) return sl_fail(err, "out of memory");
+    int n_bytes = len % 4 == 0 ? EVP_DecodeBlock(text, (const unsigned char *)data, (int)len) : -1;
+    int rc = n_bytes < 0 ? sl_fail(err, "--topology-data is not base64") : 0;
+    if (rc == 0) {
+        text[n_bytes] = '\0'; /* padding decodes to NULs: the text ends at the first */
+        rc = sl_topology_parse((const char *)text, "(topology from the launcher)", &n->topo, true, err);
+    }
+    free(text);
+    return rc;
+}
+
+static int start(node *n, const char *topology, const char *topology_data, bool verify, sl_err *err)
+{
+    if (load_topology(n, topology, topology_data, err) != 0) return -1;
     if (!(n->self = sl_topology_node(&n->topo, n->name))) return sl_fail(err, "%s has no [node.%s]", topology, n->name);
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
-    n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
+    n->bottom = index == 0;
     const char *root = n->topo.checkpoint_root[0] ? n->topo.checkpoint_root : ".";
     if (sl_mkdirs(root, err) != 0) return -1;
     char root_dir[PATH_MAX];
@@ -352,24 +412,47 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     return open_sockets(n, err);
 }
 
-static void serve(node *n)
+/* Whether standard input reached its end (what it carries is read and dropped). */
+static bool lifeline_closed(void)
 {
-    void *sock = zsock_resolve(n->pull);
-    zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+    char drain[256];
+    ssize_t got = read(STDIN_FILENO, drain, sizeof drain);
+    return got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN);
+}
+
+/* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
+static void drain_socket(node *n, zsock_t *sock, bool routed)
+{
+    while (!stop_requested) {
+        zmq_msg_t msg;
+        sl_peer from;
+        sl_err err;
+        zmq_msg_init(&msg);
+        int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
+        if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        if (rc < 0) log_line(n, "dropped %s", err.msg);
+        zmq_msg_close(&msg);
+        if (rc == 1) break;
+    }
+}
+
+/* Serves until a signal or, with lifeline, until standard input closes. */
+static void serve(node *n, bool lifeline)
+{
+    zmq_pollitem_t items[3] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
+                               {.fd = STDIN_FILENO, .events = ZMQ_POLLIN},
+                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN}};
     double last_expiry = sl_now();
     while (!stop_requested) {
-        int rc = zmq_poll(&item, 1, 200);
+        if (!lifeline) items[1].fd = -1; /* poll ignores a negative fd */
+        int rc = zmq_poll(items, n->next_link ? 3 : 2, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
-        while (!stop_requested && rc > 0) {
-            zmq_msg_t msg;
-            zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&msg);
-                break;
-            }
-            handle(n, zmq_msg_data(&msg), zmq_msg_size(&msg));
-            zmq_msg_close(&msg);
+        if (lifeline && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && lifeline_closed()) {
+            log_line(n, "standard input closed (the launcher is gone): stopping");
+            break;
         }
+        if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) drain_socket(n, n->next_link, false);
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
@@ -382,11 +465,9 @@ static void serve(node *n)
 
 static void shutdown_node(node *n)
 {
-    zsock_destroy(&n->pull);
-    zsock_destroy(&n->push);
-    zsock_destroy(&n->push_prev);
+    zsock_destroy(&n->listen);
+    zsock_destroy(&n->next_link);
     if (n->trace) fclose(n->trace);
-    sl_outbox_destroy(&n->replies);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);
     free(n->in);
@@ -401,30 +482,42 @@ static void shutdown_node(node *n)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"verify", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    bool verify = false;
+    static const struct option options[] = {{"verify", 0, 0, 'v'},        {"lifeline", 0, 0, 'l'},
+                                            {"topology-data", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                            {"version", 0, 0, 'V'},       {0, 0, 0, 0}};
+    bool verify = false, lifeline = false;
+    const char *topology_data = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         if (c == 'v')
             verify = true;
+        else if (c == 'l')
+            lifeline = true;
+        else if (c == 't')
+            topology_data = optarg;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
+        else if (c == 'V')
+            return puts(SL_TOOL_NAME), SL_EXIT_OK;
         else
-            return fputs(usage, stderr), SL_EXIT_USAGE;
+            return fputs("see zmq-splitlearn-node --help\n", stderr), SL_EXIT_USAGE;
     }
-    if (argc - optind != 2) {
-        fprintf(stderr, "zmq-splitlearn-node: give TOPOLOGY.ini and NODE_NAME\n%s", usage);
+    int want_args = topology_data ? 1 : 2;
+    if (argc - optind != want_args) {
+        fprintf(stderr, "zmq-splitlearn-node: give %s\nsee zmq-splitlearn-node --help\n",
+                topology_data ? "NODE_NAME" : "TOPOLOGY.ini and NODE_NAME");
         return SL_EXIT_USAGE;
     }
+    const char *topology = topology_data ? NULL : argv[optind];
     zsys_handler_set(NULL); /* our own handlers: czmq's would swallow SIGTERM */
     struct sigaction stop = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &stop, NULL);
     sigaction(SIGTERM, &stop, NULL);
     sigaction(SIGPIPE, &ignore, NULL);
-    node n = {.name = argv[optind + 1]};
+    node n = {.name = argv[argc - 1]};
     sl_err err;
-    log_line(&n, "starting (%s)", argv[optind]);
-    if (start(&n, argv[optind], verify, &err) != 0) {
+    log_line(&n, "starting (%s)", topology ? topology : "topology from the launcher");
+    if (start(&n, topology, topology_data, verify, &err) != 0) {
         log_line(&n, "cannot start: %s", err.msg);
         shutdown_node(&n);
         return SL_EXIT_FAILURE;
@@ -432,7 +525,7 @@ int main(int argc, char **argv)
     const sl_part_info *info = sl_trunk_info(n.trunk);
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
-    serve(&n);
+    serve(&n, lifeline);
     char stopped[PATH_MAX];
     int saved = sl_trunk_save_on_stop(n.trunk, stopped, sizeof stopped, &err);
     if (saved < 0) log_line(&n, "cannot save on stop: %s", err.msg);
