@@ -4,6 +4,7 @@
  * prefill's whole transport. Expiry frees the caches of idle slots. */
 #include "session.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 typedef struct slot {
@@ -47,7 +48,8 @@ static bool fits(const slot *s, int ctx) { return s->kv && sl_kv_capacity(s->kv)
 
 void sl_sessions_destroy(sl_sessions **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     for (int i = 0; i < (*self)->max; i++)
         free_slot(&(*self)->slots[i]);
     free((*self)->slots);
