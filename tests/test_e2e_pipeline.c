@@ -80,8 +80,8 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_checkpoint_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
     char text[8192];
-    int len =
-        snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\n", p->parts, tmp);
+    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\ntrain = yes\n",
+                       p->parts, tmp);
     for (int i = 0; i <= n_splits; i++) {
         char endpoint[300];
         if (ipc)
@@ -600,10 +600,10 @@ static void test_restart_and_timeout(void)
 /* ---- a trunk killed in the middle of a request, 20 times ---- */
 
 typedef struct killer {
-    restart r[2];      /* trunk1, trunk2 */
-    int victim;        /* which of them */
-    int fire_at;       /* the token after which the kill comes */
-    useconds_t delay;  /* and how long after it: inside the next request's flight */
+    restart r[2];     /* trunk1, trunk2 */
+    int victim;       /* which of them */
+    int fire_at;      /* the token after which the kill comes */
+    useconds_t delay; /* and how long after it: inside the next request's flight */
     pthread_t thread;
     bool started;
 } killer;
