@@ -20,7 +20,8 @@ typedef struct sl_trainer_opts {
     sl_adamw adamw;     /* lr is the peak learning rate */
     float grad_clip;    /* clip the global gradient norm to this; 0: no clipping */
     long warmup, total_steps;
-    bool cosine; /* cosine decay to 10% of lr over total_steps after warmup */
+    bool cosine;      /* cosine decay to 10% of lr over total_steps after warmup */
+    const char *cert; /* with security = curve: the trainer's secret certificate (a name in trainers) */
 } sl_trainer_opts;
 
 typedef struct sl_trainer sl_trainer;

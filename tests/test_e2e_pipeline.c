@@ -173,7 +173,7 @@ static void *ask_pipeline(void *arg)
 {
     ask *q = arg;
     sl_err err = {{0}};
-    sl_client *c = sl_client_new(q->topo, &err);
+    sl_client *c = sl_client_new(q->topo, NULL, &err);
     q->got.logits = malloc((size_t)q->T * q->vocab * sizeof(float));
     sl_client_request req = {.ids = q->ids,
                              .n_ids = q->T,
@@ -574,7 +574,7 @@ static void test_restart_and_timeout(void)
     /* Without the trunk, the client names it. */
     kill(r.pid, SIGTERM);
     waitpid(r.pid, NULL, 0);
-    sl_client *c = sl_client_new(&topo, &err);
+    sl_client *c = sl_client_new(&topo, NULL, &err);
     int32_t out[4];
     int n;
     sl_client_request req = {.ids = prompt_b,
