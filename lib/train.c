@@ -2,6 +2,7 @@
 #include "train.h"
 
 #include "ops.h"
+#include "safetensors.h"
 
 #include <math.h>
 #include <stdio.h>

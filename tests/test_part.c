@@ -7,6 +7,7 @@
 #include "gpt2.h"
 #include "part.h"
 #include "sha256.h"
+#include "split.h"
 
 #include <limits.h>
 #include <stdlib.h>
