@@ -1,4 +1,4 @@
-/* checkpoint.h — a GPT-2 model's configuration and tensors as Hugging Face stores them.
+/* checkpoint.h — a GPT-2 model as Hugging Face stores it: its config (config.h) and its tensors.
  *
  * A checkpoint is opened from:
  *   - an HF model directory: config.json + model.safetensors, or

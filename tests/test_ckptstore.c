@@ -5,6 +5,7 @@
 #include "check.h"
 #include "ckptstore.h"
 #include "fileio.h"
+#include "fixtures.h"
 #include "json.h"
 
 #include <limits.h>
@@ -15,19 +16,11 @@
 
 static char tmp[256];
 
-static const sl_config cfg = {.n_layer = 3,
-                              .n_embd = 8,
-                              .n_head = 2,
-                              .n_inner = 32,
-                              .vocab_size = 16,
-                              .n_positions = 8,
-                              .layer_norm_epsilon = 1e-5,
-                              .eos_token_id = 15};
-
 /* A trunk of blocks [1, 3) whose weights depend on seed. */
 static int trunk(sl_params *p, uint64_t seed)
 {
     sl_err err;
+    const sl_config cfg = fixture_small_config();
     if (!CHECK(sl_params_alloc(p, &cfg, 1, 3, false, false, &err) == 0, "alloc: %s", err.msg)) return -1;
     sl_params_init_gpt2(p, seed);
     return 0;
@@ -56,7 +49,7 @@ static long opened_step(long step, const sl_params *want, bool *same, sl_err *er
         return -2;
     }
     long at = sl_part_info_of(part)->step;
-    size_t n = (size_t)cfg.n_embd * 3 * cfg.n_embd; /* the last block's qkv weight */
+    size_t n = (size_t)want->cfg.n_embd * 3 * want->cfg.n_embd; /* the last block's qkv weight */
     *same = memcmp(got.blocks[1].qkv_w, want->blocks[1].qkv_w, n * sizeof(float)) == 0;
     sl_params_free(&got);
     sl_part_destroy(&part);

@@ -145,6 +145,7 @@ static void test_files(void)
     cJSON_Delete(root);
 }
 
+/* Every value differs from what a missing key defaults to, so that reading the defaults shows. */
 static const sl_config small = {.n_layer = 3,
                                 .n_embd = 16,
                                 .n_head = 4,

@@ -264,16 +264,6 @@ done:
     sl_st_close(&hf);
 }
 
-/* The model of a small trunk written without fixtures. */
-static const sl_config small = {.n_layer = 3,
-                                .n_embd = 8,
-                                .n_head = 2,
-                                .n_inner = 32,
-                                .vocab_size = 16,
-                                .n_positions = 8,
-                                .layer_norm_epsilon = 1e-5,
-                                .eos_token_id = 15};
-
 /* sl_part_write: the metadata gets copies of source and of extra's members after the rest (the
  * caller keeps both), and reading it back gives what was written. */
 static void test_write_with_members(char *meta, size_t size)
@@ -282,6 +272,7 @@ static void test_write_with_members(char *meta, size_t size)
     snprintf(dir, sizeof dir, "%s/written", tmp_root);
     sl_err err = {{0}};
     sl_params p;
+    const sl_config small = fixture_small_config();
     if (!CHECK(sl_params_alloc(&p, &small, 1, 3, false, false, &err) == 0, "alloc: %s", err.msg)) return;
     sl_params_init_gpt2(&p, 5);
     cJSON *source = cJSON_Parse("{\"path\": \"m\", \"files\": [{\"file\": \"a\", \"sha256\": \"00\"}]}");
