@@ -241,16 +241,17 @@ static void test_roles(void)
           "unknown names are refused");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    check_init(argc, argv);
     if (check_tmpdir(tmp, sizeof tmp, "json") != 0) return 1;
-    test_integers();
-    test_reals_and_optional();
-    test_named_items();
-    test_strings();
-    test_files();
-    test_config();
-    test_roles();
+    if (check_selected("integers")) test_integers();
+    if (check_selected("reals_and_optional")) test_reals_and_optional();
+    if (check_selected("named_items")) test_named_items();
+    if (check_selected("strings")) test_strings();
+    if (check_selected("files")) test_files();
+    if (check_selected("config")) test_config();
+    if (check_selected("roles")) test_roles();
     check_rmtree(tmp);
     return check_done();
 }
