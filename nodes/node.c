@@ -1,7 +1,6 @@
 /* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), binds its
  * PULL socket, and for every message runs its layers and pushes the result on: activations to
  * the next stage, or, at the top, the sampled token to the client that asked. */
-#include "ckptstore.h"
 #include "clock.h"
 #include "cli.h"
 #include "cpu.h"
