@@ -3,6 +3,7 @@
 #include "topology.h"
 
 #include "cli.h"
+#include "split.h"
 
 #include <errno.h>
 #include <ini.h>

@@ -6,7 +6,7 @@
 
 #include "dtype.h"
 #include "err.h"
-#include "part.h"
+#include "role.h"
 
 #include <limits.h>
 #include <stdbool.h>

@@ -10,7 +10,8 @@
 #ifndef SL_TRAINER_H
 #define SL_TRAINER_H
 
-#include "part.h"
+#include "ckptstore.h"
+#include "split.h"
 #include "topology.h"
 #include "train.h"
 
@@ -56,7 +57,7 @@ float sl_trainer_lr(const sl_trainer *self);
 
 /* Writes a checkpoint split directory: every part, its metadata ("step", "loss") and its
  * optimizer state (<part>_optim.safetensors), and split.json; each part's save before keeps in
- * <role>/prev/ (see part.h). Nothing to do when dir holds this run's save of this step. */
+ * <role>/prev/ (see ckptstore.h). Nothing to do when dir holds this run's save of this step. */
 int sl_trainer_save(sl_trainer *self, const char *dir, float loss, sl_err *err);
 
 /* Number of stages and the parameters of stage i (for tests and merging). */

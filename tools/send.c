@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "client.h"
 #include "generate.h"
+#include "split.h"
 #include "tokenizer.h"
 #include "topology.h"
 
