@@ -57,7 +57,7 @@ $(BIN)/zmq-splitlearn-%: $(BUILD)/nodes/%.o $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%.o: tests/%.c tests/check.h $(wildcard lib/*.h) | ensure-deps
+$(BUILD)/tests/%.o: tests/%.c $(wildcard tests/*.h) $(wildcard lib/*.h) | ensure-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

@@ -12,6 +12,7 @@
 #include "gpt2.h"
 #include "part.h"
 #include "trainer.h"
+#include "procs.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -24,35 +25,6 @@
 
 static char tmp[256], bin[512];
 static int next_port; /* the next of this process's ports (check_port) */
-
-/* Starts argv with stdout and stderr to log. */
-static pid_t spawn(char *const argv[], const char *log)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *fp = freopen(log, "a", stdout);
-        if (fp) dup2(fileno(stdout), STDERR_FILENO);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static bool file_has(const char *path, const char *needle)
-{
-    sl_err err;
-    char *text = sl_read_text_file(path, 1 << 24, &err);
-    bool found = text && strstr(text, needle);
-    free(text);
-    return found;
-}
-
-static bool wait_for(const char *path, const char *needle, double seconds)
-{
-    for (double end = sl_now() + seconds; sl_now() < end; usleep(20000))
-        if (needle ? file_has(path, needle) : access(path, F_OK) == 0) return true;
-    return false;
-}
 
 /* ---- a split of a fixture and its topology ---- */
 
