@@ -323,12 +323,12 @@ static int decode_number(const sl_wire_field *f, const char *name, const msgpack
         if (o->type != MSGPACK_OBJECT_BOOLEAN) return sl_fail(err, "field \"%s\" must be a boolean", name);
         store_uint(at, f->size, o->via.boolean);
         return 0;
-    default: /* the floats */
+    default: /* the floats, bounded as received and as the member holds them (1e-300 is a float 0) */
         if (get_number(o, name, &d, err) != 0) return -1;
-        if (!in_bounds(f, d))
+        store_real(at, f->size, d);
+        if (!in_bounds(f, d) || !in_bounds(f, load_real(at, f->size)))
             return sl_fail(err, "field \"%s\" must be a number in %c%g, %g]", name, f->lo_open ? '(' : '[', f->lo,
                            f->hi);
-        store_real(at, f->size, d);
         return 0;
     }
 }
