@@ -92,12 +92,18 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
 }
 
 /* m as sl_wire_encode reads it: a decoded x (or g) is in its dtype, the encoder reads float32.
- * *floats (caller frees) holds the converted payload; NULL when there is none. */
+ * *floats (caller frees) holds the converted payload; NULL when there is none. An x in a kind
+ * that does not carry it was not checked against the shape, and is not read. */
 static inline void wire_as_source(const sl_msg *m, sl_msg *out, float **floats)
 {
+    size_t n;
+    const sl_wire_field *fields = sl_wire_fields(&n);
+    bool sends_x = false;
+    for (size_t i = 0; i < n; i++)
+        sends_x = sends_x || (fields[i].type == SL_WIRE_T_MATRIX && sl_wire_sends(&fields[i], m));
     *out = *m;
     *floats = NULL;
-    if (!m->x) return;
+    if (!sends_x) return;
     *floats = malloc(((size_t)m->rows * m->cols + 1) * sizeof **floats);
     if (!*floats) abort();
     sl_msg_copy_x(m, *floats);
