@@ -130,12 +130,20 @@ static uint64_t bit(int field) { return (uint64_t)1 << field; }
 
 static uint64_t load_uint(const void *at, size_t size)
 {
-    uint8_t u8 = 0;
-    uint32_t u32 = 0;
-    uint64_t u64 = 0;
-    if (size == 1) return memcpy(&u8, at, 1), u8;
-    if (size == 4) return memcpy(&u32, at, 4), u32;
-    return memcpy(&u64, at, sizeof u64), u64;
+    uint8_t u8;
+    uint32_t u32;
+    uint64_t u64;
+    switch (size) {
+    case 1:
+        memcpy(&u8, at, 1);
+        return u8;
+    case 4:
+        memcpy(&u32, at, 4);
+        return u32;
+    default:
+        memcpy(&u64, at, sizeof u64);
+        return u64;
+    }
 }
 
 static void store_uint(void *at, size_t size, uint64_t v)
@@ -152,10 +160,14 @@ static void store_uint(void *at, size_t size, uint64_t v)
 
 static double load_real(const void *at, size_t size)
 {
-    float f = 0;
-    double d = 0;
-    if (size == sizeof f) return memcpy(&f, at, sizeof f), f;
-    return memcpy(&d, at, sizeof d), d;
+    float f;
+    double d;
+    if (size == sizeof f) {
+        memcpy(&f, at, sizeof f);
+        return f;
+    }
+    memcpy(&d, at, sizeof d);
+    return d;
 }
 
 static void store_real(void *at, size_t size, double v)
