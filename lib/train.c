@@ -3,6 +3,7 @@
 
 #include "ops.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -94,7 +95,10 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
         return NULL;
     }
     sl_train *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+    if (!t) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
     *t = (sl_train){.p = params, .B = B, .T = T, .L = params->last - params->first};
     t->acts = calloc((size_t)t->L + 1, sizeof *t->acts);
     t->ids = calloc((size_t)B * T, sizeof *t->ids);
@@ -112,7 +116,8 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
 
 void sl_train_destroy(sl_train **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_train *t = *self;
     sl_params_free(&t->grads);
     sl_params_free(&t->m);
@@ -261,8 +266,11 @@ int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
 
 /* ---- AdamW ---- */
 
-void sl_train_step(sl_train *t, const sl_adamw *o)
+void sl_train_step(sl_train *t, const sl_adamw *o, float scale)
 {
+    if (scale != 1.0f)
+        for (size_t i = 0; i < t->grads.owned_count; i++)
+            t->grads.owned[i] *= scale;
     t->steps++;
     const double bc1 = 1.0 - pow(o->beta1, (double)t->steps), bc2 = 1.0 - pow(o->beta2, (double)t->steps);
     const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2), decay = 1.0f - o->lr * o->weight_decay;

@@ -41,7 +41,6 @@ static bool sends_x(const sl_msg *m) { return m->ids == NULL; } /* a forward of 
 static bool sends_logits(const sl_msg *m) { return m->logits != NULL; }
 static bool sends_shape(const sl_msg *m) { return m->kind == SL_MSG_RESULT ? m->logits != NULL : m->ids == NULL; }
 static bool trains(const sl_msg *m) { return m->train; }
-static bool has_reply_to(const sl_msg *m) { return m->reply_to[0] != '\0'; }
 static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
 
 /* The ranges are the sampler's own; checked even when greedy ignores them. */
@@ -54,7 +53,6 @@ static int check_sampling(const sl_msg *m, sl_err *err)
 
 #define K(kind) (1u << SL_MSG_##kind)
 #define ALL ((1u << SL_MSG_KIND_COUNT) - 1)
-#define ANSWERED (K(FORWARD) | K(BACKWARD) | K(SAVE) | K(LOAD) | K(UPDATE)) /* kinds that need a reply_to */
 #define OPTIMIZER (K(BACKWARD) | K(UPDATE))
 #define MEMBER(name) .at = offsetof(sl_msg, name), .size = sizeof(((sl_msg *)0)->name)
 #define FLAG(name) .flag = offsetof(sl_msg, name)
@@ -83,7 +81,6 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
     FIELD(STEP, "step", UINT, ALL & ~K(END), ALL & ~(K(END) | K(ERROR)), MEMBER(step), .max = UINT64_MAX)              \
     FIELD(POS, "pos", UINT, K(FORWARD) | K(RESULT), K(FORWARD) | K(RESULT), MEMBER(pos), .max = UINT32_MAX)            \
     FIELD(CTX, "ctx", UINT, K(FORWARD), 0, MEMBER(ctx), .max = UINT32_MAX)                                             \
-    FIELD(REPLY_TO, "reply_to", ENDPOINT, ANSWERED | K(END), ANSWERED, MEMBER(reply_to), .when = has_reply_to)         \
     FIELD(WANT_LOGITS, "want_logits", BOOL, K(FORWARD), 0, MEMBER(want_logits))                                        \
     FIELD(ACK, "ack", BOOL, K(FORWARD), 0, MEMBER(ack))                                                                \
     FIELD(TOKEN, "token", UINT, K(RESULT), K(RESULT), MEMBER(token), .max = INT32_MAX)                                 \
@@ -345,7 +342,7 @@ static int decode_number(const sl_wire_field *f, const char *name, const msgpack
     }
 }
 
-/* str fields: plain, an endpoint, a kind or a dtype. */
+/* str fields: plain, a kind or a dtype. */
 static int decode_text(const sl_wire_field *f, const char *name, const msgpack_object *o, void *at, sl_err *err)
 {
     char text[16];
@@ -354,11 +351,6 @@ static int decode_text(const sl_wire_field *f, const char *name, const msgpack_o
     switch (f->type) {
     case SL_WIRE_T_STR:
         return get_str(o, name, at, f->size, err);
-    case SL_WIRE_T_ENDPOINT:
-        if (get_str(o, name, at, f->size, err) != 0) return -1;
-        if (strncmp(at, "tcp://", 6) != 0 && strncmp(at, "ipc://", 6) != 0)
-            return sl_fail(err, "field \"%s\": \"%s\" is not a tcp:// or ipc:// endpoint", name, (const char *)at);
-        return 0;
     case SL_WIRE_T_KIND:
         if (get_str(o, name, text, sizeof text, err) != 0) return -1;
         while (i < SL_MSG_KIND_COUNT && strcmp(text, kind_names[i]) != 0)
@@ -405,7 +397,6 @@ static int decode_value(const sl_wire_field *f, const char *name, const msgpack_
     void *at = (char *)m + f->at;
     switch (f->type) {
     case SL_WIRE_T_STR:
-    case SL_WIRE_T_ENDPOINT:
     case SL_WIRE_T_KIND:
     case SL_WIRE_T_DTYPE:
         return decode_text(f, name, o, at, err);
@@ -647,7 +638,6 @@ static void encode_value(msgpack_packer *pk, const sl_wire_field *f, const sl_ms
         (void)(load_uint(at, f->size) ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
         break;
     case SL_WIRE_T_STR:
-    case SL_WIRE_T_ENDPOINT:
         pack_text(pk, at);
         break;
     case SL_WIRE_T_IDS:

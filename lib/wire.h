@@ -7,50 +7,49 @@
  * refused without it); "all but" names the kinds that never carry it. Keys are written in the
  * order of the table; a float field also accepts a non-negative integer.
  *
- *   key            type          kinds                           meaning
- *   "v"            uint          all                             protocol version: 1
- *   "kind"         str           all                             "forward" "result" "error" "end" "ack" "backward"
- *                                                                "save" "load" "update"
- *   "session"      uint          all                             64-bit id the client chose for the sequence
- *   "step"         uint          all but end, error?             request number within the session
- *   "pos"          uint          forward result                  position of the request's first token
- *   "ctx"          uint          forward?                        positions the session will need (KV size)
- *   "reply_to"     str           all but result error ack, end?  the client's endpoint (tcp:// or ipc://)
- *   "want_logits"  bool          forward?                        the result carries every position's logits
- *   "ack"          bool          forward?                        every node acks receipt to reply_to
- *   "token"        uint          result                          the sampled token
- *   "ids"          bin           forward?                        token ids, int32 little-endian (to the bottom)
- *   "x"            bin           forward?                        activations [rows, cols] in "dtype" (after the
- *                                                                bottom); a forward carries one of "ids" and "x"
- *   "g"            bin           backward                        gradient [rows, cols] in "dtype" of the receiver's
- *                                                                output, sent back stage by stage
- *   "logits"       bin           result?                         f32 [rows, cols], when want_logits
- *   "shape"        [uint, uint]  backward forward? result?       rows, cols of "x", "g" or "logits"
- *   "dtype"        str           backward forward?               "f32" "f16" "bf16": the element type of "x", "g"
- *   "sample"       map           forward?                        {"greedy": bool, "temperature": float64,
- *                                                                 "top_k": uint, "top_p": float64, "seed": uint,
- *                                                                 "index": uint}: sampling, and the index of the token
- *   "train"        bool          forward?                        a training step: keep what backward needs
- *   "batch"        uint          forward?                        with "train": B sequences, rows = B x T
- *   "update"       bool          backward?                       apply AdamW after this backward
- *   "lr" "wd"      float64       backward? update?               learning rate and weight decay of that update
- *   "scale"        float64       backward? update?               gradients are multiplied by it before the update
- *                                                                (1/K over K micro-batches, times the clip factor)
- *   "gnorm2"       float64       backward?                       when present, each trunk adds the squared norm of
- *                                                                its (scaled) gradients: for global clipping; the
- *                                                                update then comes as an "update" message that
- *                                                                travels the forward path back to the client
- *   "dir"          str           save load                       where the node writes (save) or reads (load, to
- *                                                                resume) its part + optimizer state
- *   "at_step"      uint          forward? load?                  the step the trainer has reached (a training
- *                                                                forward: a trunk whose own count differs, as it
- *                                                                restarted or another run used it, refuses) or
- *                                                                resumes at (load: a trunk opens its save of it)
- *   "loss"         float32       save?                           the loss of the step saved, for the metadata
- *   "node"         str           ack error?                      the node that sends it
- *   "code"         str           error                           "bad_message" "unknown_session" "context_full"
- *                                                                "internal"
- *   "message"      str           error?                          what went wrong, for people
+ *   key            type          kinds                      meaning
+ *   "v"            uint          all                        protocol version: 1
+ *   "kind"         str           all                        "forward" "result" "error" "end" "ack" "backward"
+ *                                                           "save" "load" "update"
+ *   "session"      uint          all                        64-bit id the client chose for the sequence
+ *   "step"         uint          all but end, error?        request number within the session
+ *   "pos"          uint          forward result             position of the request's first token
+ *   "ctx"          uint          forward?                   positions the session will need (KV size)
+ *   "want_logits"  bool          forward?                   the result carries every position's logits
+ *   "ack"          bool          forward?                   every node acks receipt (back along the chain)
+ *   "token"        uint          result                     the sampled token
+ *   "ids"          bin           forward?                   token ids, int32 little-endian (to the bottom)
+ *   "x"            bin           forward?                   activations [rows, cols] in "dtype" (after the
+ *                                                           bottom); a forward carries one of "ids" and "x"
+ *   "g"            bin           backward                   gradient [rows, cols] in "dtype" of the receiver's
+ *                                                           output, sent back stage by stage
+ *   "logits"       bin           result?                    f32 [rows, cols], when want_logits
+ *   "shape"        [uint, uint]  backward forward? result?  rows, cols of "x", "g" or "logits"
+ *   "dtype"        str           backward forward?          "f32" "f16" "bf16": the element type of "x", "g"
+ *   "sample"       map           forward?                   {"greedy": bool, "temperature": float64,
+ *                                                            "top_k": uint, "top_p": float64, "seed": uint,
+ *                                                            "index": uint}: sampling, and the index of the token
+ *   "train"        bool          forward?                   a training step: keep what backward needs
+ *   "batch"        uint          forward?                   with "train": B sequences, rows = B x T
+ *   "update"       bool          backward?                  apply AdamW after this backward
+ *   "lr" "wd"      float64       backward? update?          learning rate and weight decay of that update
+ *   "scale"        float64       backward? update?          gradients are multiplied by it before the update
+ *                                                           (1/K over K micro-batches, times the clip factor)
+ *   "gnorm2"       float64       backward?                  when present, each trunk adds the squared norm of
+ *                                                           its (scaled) gradients: for global clipping; the
+ *                                                           update then comes as an "update" message that
+ *                                                           travels the forward path back to the client
+ *   "dir"          str           save load                  where the node writes (save) or reads (load, to
+ *                                                           resume) its part + optimizer state
+ *   "at_step"      uint          forward? load?             the step the trainer has reached (a training
+ *                                                           forward: a trunk whose own count differs, as it
+ *                                                           restarted or another run used it, refuses) or
+ *                                                           resumes at (load: a trunk opens its save of it)
+ *   "loss"         float32       save?                      the loss of the step saved, for the metadata
+ *   "node"         str           ack error?                 the node that sends it
+ *   "code"         str           error                      "bad_message" "unknown_session" "context_full"
+ *                                                           "internal"
+ *   "message"      str           error?                     what went wrong, for people
  *
  * Unknown keys are ignored (later minor versions may add some); a wrong version or kind, a
  * missing or mistyped field, a value out of the field's bounds, a payload whose byte length is
@@ -70,7 +69,6 @@
 #include <stdint.h>
 
 #define SL_WIRE_VERSION 1
-#define SL_WIRE_ENDPOINT_MAX 256
 
 typedef enum sl_msg_kind {
     SL_MSG_FORWARD,
@@ -89,7 +87,6 @@ typedef struct sl_msg {
     sl_msg_kind kind;
     uint64_t session, step;
     uint32_t pos, ctx;
-    char reply_to[SL_WIRE_ENDPOINT_MAX]; /* "" when absent */
     /* forward: either ids or x */
     const void *ids; /* n_ids int32 LE; decode: view into the frame (maybe unaligned) */
     uint32_t n_ids;
@@ -152,20 +149,19 @@ void sl_msg_copy_x(const sl_msg *msg, float *out);
 
 /* How a field is written on the wire, and what its sl_msg member holds. */
 typedef enum sl_wire_type {
-    SL_WIRE_T_VERSION,  /* uint equal to max (SL_WIRE_VERSION); no member */
-    SL_WIRE_T_KIND,     /* str, a kind name; member sl_msg_kind */
-    SL_WIRE_T_DTYPE,    /* str "f32" "f16" "bf16"; member sl_dtype */
-    SL_WIRE_T_UINT,     /* uint <= max; member an integer of 4 or 8 bytes */
-    SL_WIRE_T_FLOAT64,  /* float64 in the bounds; member float or double */
-    SL_WIRE_T_FLOAT32,  /* float32 in the bounds; member float */
-    SL_WIRE_T_BOOL,     /* bool; member bool */
-    SL_WIRE_T_STR,      /* str without NUL, shorter than the member char array */
-    SL_WIRE_T_ENDPOINT, /* str as SL_WIRE_T_STR, starting tcp:// or ipc:// */
-    SL_WIRE_T_IDS,      /* bin of n_ids int32 LE; member const void * (a view when decoded) */
-    SL_WIRE_T_MATRIX,   /* bin of rows x cols in dtype; member const void * (float32 to encode) */
-    SL_WIRE_T_LOGITS,   /* bin of rows x cols float32; member const void * */
-    SL_WIRE_T_SHAPE,    /* [uint, uint] <= UINT32_MAX; member rows (cols follows it) */
-    SL_WIRE_T_MAP       /* map of the sub-fields; no member */
+    SL_WIRE_T_VERSION, /* uint equal to max (SL_WIRE_VERSION); no member */
+    SL_WIRE_T_KIND,    /* str, a kind name; member sl_msg_kind */
+    SL_WIRE_T_DTYPE,   /* str "f32" "f16" "bf16"; member sl_dtype */
+    SL_WIRE_T_UINT,    /* uint <= max; member an integer of 4 or 8 bytes */
+    SL_WIRE_T_FLOAT64, /* float64 in the bounds; member float or double */
+    SL_WIRE_T_FLOAT32, /* float32 in the bounds; member float */
+    SL_WIRE_T_BOOL,    /* bool; member bool */
+    SL_WIRE_T_STR,     /* str without NUL, shorter than the member char array */
+    SL_WIRE_T_IDS,     /* bin of n_ids int32 LE; member const void * (a view when decoded) */
+    SL_WIRE_T_MATRIX,  /* bin of rows x cols in dtype; member const void * (float32 to encode) */
+    SL_WIRE_T_LOGITS,  /* bin of rows x cols float32; member const void * */
+    SL_WIRE_T_SHAPE,   /* [uint, uint] <= UINT32_MAX; member rows (cols follows it) */
+    SL_WIRE_T_MAP      /* map of the sub-fields; no member */
 } sl_wire_type;
 
 /* One key of a message. A field is written for a kind that carries it when the kind requires it,

@@ -20,7 +20,6 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
 {
     sl_err err;
     sl_msg in = {.kind = SL_MSG_FORWARD, .session = 0xfedcba9876543210ull, .step = 7, .pos = 3, .ctx = 12}, out;
-    snprintf(in.reply_to, sizeof in.reply_to, "tcp://127.0.0.1:5999");
     int32_t ids[3] = {1, 9, 0};
     in.ids = ids;
     in.n_ids = 3;
@@ -32,7 +31,7 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     int32_t got[3];
     sl_msg_copy_ids(&out, got);
     CHECK(out.kind == SL_MSG_FORWARD && out.session == in.session && out.step == 7 && out.pos == 3 && out.ctx == 12 &&
-              out.n_ids == 3 && memcmp(got, ids, sizeof ids) == 0 && strcmp(out.reply_to, in.reply_to) == 0,
+              out.n_ids == 3 && memcmp(got, ids, sizeof ids) == 0,
           "forward ids fields survive");
     CHECK(out.has_sample && !out.sample.greedy && out.sample.top_k == 5 && out.sample.seed == 42 &&
               fabsf(out.sample.temperature - 0.7f) < 1e-6f && out.sample_index == 11 && out.ack && !out.want_logits,
@@ -40,7 +39,6 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
 
     float x[8] = {1.5f, -2, 3.25f, 0, 1e-3f, 7, -8, 65504};
     sl_msg fx = {.kind = SL_MSG_FORWARD, .session = 1, .step = 1, .pos = 0, .x = x, .rows = 2, .cols = 4};
-    snprintf(fx.reply_to, sizeof fx.reply_to, "ipc:///tmp/x");
     for (int dt = SL_F32; dt <= SL_BF16; dt++) {
         fx.dtype = (sl_dtype)dt;
         float back[8];
@@ -91,7 +89,6 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
                    .grad_scale = 0.125f,
                    .has_gnorm2 = true,
                    .gnorm2 = 3.5};
-    snprintf(back.reply_to, sizeof back.reply_to, "ipc:///tmp/x");
     float gback[8];
     int rc = roundtrip(&back, &out, buf, dec, &err);
     if (rc == 0) sl_msg_copy_x(&out, gback);
@@ -99,11 +96,9 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
               out.grad_scale == 0.125f && out.has_gnorm2 && out.gnorm2 == 3.5 && !memcmp(gback, g, sizeof g),
           "backward: %s", err.msg);
     sl_msg update = {.kind = SL_MSG_UPDATE, .session = 9, .step = 6, .lr = 0.5f, .grad_scale = 1};
-    snprintf(update.reply_to, sizeof update.reply_to, "ipc:///tmp/x");
     CHECK(roundtrip(&update, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_UPDATE && out.lr == 0.5f, "update: %s",
           err.msg);
     sl_msg load = {.kind = SL_MSG_LOAD, .session = 9, .step = 7, .has_at_step = true, .at_step = 1200};
-    snprintf(load.reply_to, sizeof load.reply_to, "ipc:///tmp/x");
     snprintf(load.dir, sizeof load.dir, "ckpt/run 1");
     CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_LOAD && out.has_at_step &&
               out.at_step == 1200 && !strcmp(out.dir, "ckpt/run 1"),
@@ -165,7 +160,8 @@ static void expect_refused(sl_wire_decoder *dec, packed *p, const char *needle, 
           err.msg);
 }
 
-/* A valid forward header (v, kind, session, step, pos, reply_to) plus `extra` more fields. */
+/* A valid forward header (v, kind, session, step, pos, and a "reply_to" that older clients sent
+ * and decoders ignore) plus `extra` more fields. */
 static void forward_head(packed *p, size_t extra, uint64_t version, const char *kind, uint64_t pos)
 {
     start(p, 6 + extra);
@@ -225,8 +221,8 @@ static void test_validation(sl_wire_decoder *dec)
     kstr(&p, "kind", "forward");
     kuint(&p, "session", 1);
     kuint(&p, "step", 1);
-    kuint(&p, "pos", 0);
-    expect_refused(dec, &p, "\"reply_to\" is missing", "no reply_to");
+    kstr(&p, "reply_to", "tcp://127.0.0.1:1"); /* no longer a field: ignored, as any unknown key */
+    expect_refused(dec, &p, "\"pos\" is missing", "no pos");
     forward_head(&p, 1, 1, "forward", 0);
     msgpack_pack_str_with_body(&p.pk, "sample", 6);
     msgpack_pack_map(&p.pk, 1);
@@ -274,7 +270,6 @@ static bool member_fits(const sl_wire_field *f)
     case SL_WIRE_T_BOOL:
         return f->size == sizeof(bool);
     case SL_WIRE_T_STR:
-    case SL_WIRE_T_ENDPOINT:
         return f->size >= 2;
     case SL_WIRE_T_KIND:
     case SL_WIRE_T_DTYPE:
@@ -322,7 +317,7 @@ static const char *doc_type(sl_wire_type type)
         return "[uint, uint]";
     case SL_WIRE_T_MAP:
         return "map";
-    default: /* kind, dtype, endpoint, str */
+    default: /* kind, dtype, str */
         return "str";
     }
 }
@@ -520,9 +515,6 @@ static int out_of_bounds(const sl_wire_field *f, msgpack_object *bad, msgpack_ob
         if (isfinite(f->lo)) bad[n++] = float_object(f->lo_open ? f->lo : f->lo - fabs(f->lo) - 1);
         if (isfinite(f->hi)) bad[n++] = float_object(f->hi + fabs(f->hi) + 1);
         break;
-    case SL_WIRE_T_ENDPOINT:
-        bad[n++] = str_object("http://127.0.0.1:1");
-        /* fall through */
     case SL_WIRE_T_STR:
         bad[n++] = str_object(long_text);
         break;
@@ -550,8 +542,7 @@ static void refuse_values(sl_wire_decoder *dec, packed *p, const msgpack_object 
     char name[64], needle[80];
     snprintf(name, sizeof name, "%s%s%s", parent ? parent : "", parent ? "." : "", f->key);
     snprintf(needle, sizeof needle, "field \"%s\"", name);
-    bool textual = f->type == SL_WIRE_T_STR || f->type == SL_WIRE_T_ENDPOINT || f->type == SL_WIRE_T_KIND ||
-                   f->type == SL_WIRE_T_DTYPE;
+    bool textual = f->type == SL_WIRE_T_STR || f->type == SL_WIRE_T_KIND || f->type == SL_WIRE_T_DTYPE;
     msgpack_object wrong = textual ? uint_object(7) : str_object("wrong"), bad[3], shape_item[2];
     char label[96];
     snprintf(label, sizeof label, "%s of the wrong type", name);

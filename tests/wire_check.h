@@ -78,11 +78,6 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
         .kind = SL_MSG_UPDATE, .session = 81, .step = 82, .lr = 1.5f, .weight_decay = 0.0625f, .grad_scale = 0.375f};
     ex[8] = (sl_msg){.kind = SL_MSG_SAVE, .session = 91, .step = 92, .has_loss = true, .loss = 3.25f};
     ex[9] = (sl_msg){.kind = SL_MSG_LOAD, .session = 101, .step = 102, .has_at_step = true, .at_step = 1200};
-    const char *reply[WIRE_EXAMPLES] = {
-        "tcp://127.0.0.1:5999", "ipc:///tmp/a", NULL,        NULL,       "tcp://10.0.0.2:7", NULL,
-        "ipc:///tmp/b",         "ipc:///tmp/c", "tcp://h:1", "tcp://h:2"};
-    for (int i = 0; i < WIRE_EXAMPLES; i++)
-        if (reply[i]) strcpy(ex[i].reply_to, reply[i]);
     strcpy(ex[3].node, "trunk1");
     strcpy(ex[3].code, "unknown_session");
     strcpy(ex[3].message, "no such session");
@@ -132,7 +127,6 @@ static inline bool wire_field_same(const sl_wire_field *f, const sl_msg *a, cons
     case SL_WIRE_T_VERSION:
         return true;
     case SL_WIRE_T_STR:
-    case SL_WIRE_T_ENDPOINT:
         return strcmp(pa, pb) == 0;
     case SL_WIRE_T_IDS:
         return a->n_ids == b->n_ids && memcmp(a->ids, b->ids, (size_t)a->n_ids * 4) == 0;
