@@ -97,16 +97,21 @@ demo: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
 
-# Each parser under libFuzzer (clang) for FUZZ_SECONDS each.
+# Each parser under libFuzzer (clang) for FUZZ_SECONDS each. A fuzzer fuzz_X whose tests/X_seeds.c
+# exists starts from the seed files that program writes (messages made by our own encoder).
 FUZZ_SECONDS ?= 30
+FUZZ_CC := clang -O1 -g -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS)
 fuzz: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g -fsanitize=address,fuzzer-no-link" \
 	    build-fuzz/libsplitlearn.a
 	@for f in tests/fuzz_*.c; do \
-	    name=$$(basename $$f .c); \
-	    clang -O1 -g -fsanitize=address,fuzzer -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) $$f \
-	        build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
+	    name=$$(basename $$f .c); seeds=tests/$${name#fuzz_}_seeds.c; \
+	    $(FUZZ_CC) -fsanitize=address,fuzzer $$f build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
 	    mkdir -p build-fuzz/corpus-$$name; \
+	    if [ -f $$seeds ]; then \
+	        $(FUZZ_CC) -fsanitize=address,fuzzer-no-link $$seeds build-fuzz/libsplitlearn.a $(LDLIBS) \
+	            -o build-fuzz/$${name}_seeds && build-fuzz/$${name}_seeds build-fuzz/corpus-$$name || exit 1; \
+	    fi; \
 	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
 	    build-fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 \
 	        build-fuzz/corpus-$$name 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
