@@ -14,6 +14,7 @@
 
 #define SL_MAX_NODES 32
 #define SL_MAX_ENDPOINT 256
+#define SL_MAX_HOST_TEXT 512 /* a host's run, dir and bin */
 
 typedef struct sl_topo_node {
     char name[64]; /* NAME of [node.NAME] */
@@ -24,12 +25,27 @@ typedef struct sl_topo_node {
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
+    bool restart;                 /* the launcher starts it again when it dies (its own or [pipeline]'s) */
 } sl_topo_node;
+
+/* [host.NAME]: how the launcher reaches a host. What is not given is the launcher's default
+ * (tools/launch.c): run over ssh, or directly for this machine; its own working and bin
+ * directories. */
+typedef struct sl_topo_host {
+    char name[128];             /* NAME of [host.NAME], as nodes' host = NAME */
+    int line;                   /* where its section starts */
+    bool has_run;               /* run given (an empty run: this machine, no prefix) */
+    char run[SL_MAX_HOST_TEXT]; /* command prefix that runs a command there (split with sl_split_words) */
+    char dir[SL_MAX_HOST_TEXT]; /* absolute working directory of its nodes there, "" when not given */
+    char bin[SL_MAX_HOST_TEXT]; /* absolute directory of the programs there, "" when not given */
+} sl_topo_host;
 
 typedef struct sl_topology {
     char path[PATH_MAX];
     char name[128];
     char parts[PATH_MAX];           /* split directory, resolved */
+    char parts_given[PATH_MAX];     /* parts as written */
+    int parts_line;                 /* where it is written */
     sl_dtype activations;           /* dtype of activations on the wire: f32 (default), f16, bf16 */
     double timeout;                 /* seconds a client waits for an answer (default 30) */
     double idle_timeout;            /* seconds before an idle session is dropped (default 600) */
@@ -39,8 +55,11 @@ typedef struct sl_topology {
     bool verify;                    /* nodes recompute their part's SHA-256 at start */
     int max_train_tokens;           /* B x T of a training batch a trunk accepts (default 16384) */
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
+    bool restart;                   /* the nodes' default restart (default no) */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;
+    sl_topo_host hosts[SL_MAX_NODES]; /* the [host.NAME] sections; each names the host of some node */
+    int n_hosts;
 } sl_topology;
 
 /* Parses and validates path ("-": standard input). With check_parts, the parts directory must
@@ -58,5 +77,8 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 
 /* Position of node in the chain (0 = bottom). */
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
+
+/* The [host.NAME] section, or NULL when the file has none (every setting is the default). */
+const sl_topo_host *sl_topology_host(const sl_topology *t, const char *name);
 
 #endif
