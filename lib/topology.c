@@ -375,14 +375,20 @@ static int check_parts(parse_state *ps)
 {
     sl_topology *t = ps->t;
     sl_part_info parts[SL_MAX_SPLITS + 1];
+    int part_of[SL_MAX_NODES];
     sl_err inner;
     int n = sl_split_read_index(t->parts, parts, SL_MAX_SPLITS + 1, &inner);
     if (n < 0)
         return sl_fail(ps->err, "%s:%d: parts = %s is not a split directory (%s); make one with zmq-splitlearn-split",
                        t->path, ps->pipeline_line, t->parts_given, inner.msg);
-    int n_layer = parts[0].cfg.n_layer;
+    return sl_topology_match_parts(t, parts, n, t->parts, part_of, ps->err);
+}
+
+int sl_topology_match_parts(const sl_topology *t, const sl_part_info *parts, int n, const char *where, int *part_of,
+                            sl_err *err)
+{
     for (int i = 0; i < t->n_nodes; i++) {
-        sl_topo_node *node = &t->nodes[i];
+        const sl_topo_node *node = &t->nodes[i];
         int found = -1;
         for (int j = 0; j < n; j++)
             if (parts[j].first == node->first && parts[j].last == node->last) found = j;
@@ -390,18 +396,20 @@ static int check_parts(parse_state *ps)
             char have[512] = "";
             for (int j = 0; j < n; j++)
                 snprintf(have + strlen(have), sizeof have - strlen(have), " %d-%d", parts[j].first, parts[j].last);
-            return sl_fail(ps->err, "%s:%d: [node.%s] layers = %d-%d match no part in %s (it has:%s)", t->path,
-                           node->line, node->name, node->first, node->last, t->parts, have);
+            return sl_fail(err, "%s:%d: [node.%s] layers = %d-%d match no part in %s (it has:%s)", t->path, node->line,
+                           node->name, node->first, node->last, where, have);
         }
         if (parts[found].role != node->role)
-            return sl_fail(ps->err, "%s:%d: [node.%s] is a %s but the part for layers %d-%d is a %s", t->path,
-                           node->line, node->name, sl_role_name(node->role), node->first, node->last,
+            return sl_fail(err, "%s:%d: [node.%s] is a %s but the part for layers %d-%d is a %s", t->path, node->line,
+                           node->name, sl_role_name(node->role), node->first, node->last,
                            sl_role_name(parts[found].role));
+        part_of[i] = found;
     }
     const sl_topo_node *top = &t->nodes[t->n_nodes - 1];
+    int n_layer = parts[0].cfg.n_layer;
     if (top->last != n_layer)
-        return sl_fail(ps->err, "%s:%d: [node.%s] ends at layer %d but the model has %d; make it layers = %d-%d",
-                       t->path, top->line, top->name, top->last, n_layer, top->first, n_layer);
+        return sl_fail(err, "%s:%d: [node.%s] ends at layer %d but the model has %d; make it layers = %d-%d", t->path,
+                       top->line, top->name, top->last, n_layer, top->first, n_layer);
     return 0;
 }
 

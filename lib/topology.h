@@ -72,6 +72,12 @@ int sl_topology_load(const char *path, sl_topology *t, bool check_parts, sl_err 
  * paths are the working directory's. */
 int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool check_parts, sl_err *err);
 
+/* Finds each node's part among parts[0..n) (the index of a split; where names it in errors):
+ * part_of[i] is node i's. Fails, naming file:line, when a node's layers or role match no part
+ * or the top does not end at the model's last layer. */
+int sl_topology_match_parts(const sl_topology *t, const sl_part_info *parts, int n, const char *where, int *part_of,
+                            sl_err *err);
+
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 
