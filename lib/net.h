@@ -7,6 +7,7 @@
 #define SL_NET_H
 
 #include "err.h"
+#include "peer.h"
 #include "topology.h"
 
 #include <czmq.h>
@@ -19,6 +20,7 @@ typedef struct sl_net_opts {
     int send_timeout_ms; /* a blocking send gives up after it (-1: never) */
     size_t max_message;  /* bytes: a larger incoming message is dropped by ZeroMQ (0: no cap) */
     bool keepalive;      /* TCP keepalive probes: a peer whose host vanished is noticed */
+    bool immediate;      /* queue only to completed connections: a send with no peer fails in time */
 } sl_net_opts;
 
 /* The options a topology's [pipeline] section sets (hwm, timeout, max_message_mb). */
@@ -35,5 +37,22 @@ zsock_t *sl_net_connect(int type, const sl_net_opts *o, const char *endpoint, sl
 /* Sends one frame, retrying when a signal interrupts; with dontwait a full queue fails at once.
  * err names `who` (the peer, for people). */
 int sl_net_send(zsock_t *sock, const void *data, size_t len, bool dontwait, const char *who, sl_err *err);
+
+/* Receives one message waiting on sock without blocking: from a ROUTER socket the sender goes to
+ * *from (NULL for other types) and the payload to msg (a zmq_msg_init'ed message the caller
+ * closes). Returns 0, 1 when nothing waits, -1 with err for a message of another shape (more
+ * frames, a sender id over SL_PEER_MAX): it was read whole and is to be dropped. */
+int sl_net_recv(zsock_t *sock, sl_peer *from, zmq_msg_t *msg, sl_err *err);
+
+/* Sends one frame to peer through a ROUTER socket without blocking: a peer that is gone or does
+ * not read (its queue at the high-water mark) loses it. */
+int sl_net_send_to(zsock_t *router, const sl_peer *peer, const void *data, size_t len, sl_err *err);
+
+/* A monitor of sock's dropped connections (the peer process stopped or its host went away): poll
+ * the actor for input, then sl_net_watch_event tells which endpoint. Caller owns it (zactor_destroy). */
+zactor_t *sl_net_watch(zsock_t *sock);
+
+/* Reads the event a watch reported; endpoint receives the connection's endpoint ("?" if none). */
+void sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size);
 
 #endif

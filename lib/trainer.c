@@ -62,8 +62,10 @@ struct sl_trainer {
     /* remote trunks */
     sl_topology topo;
     sl_net_opts net;
-    zsock_t *from_trunks, *grads_in, *to_first, *to_last; /* top's and bottom's PULL; PUSH to the trunks */
-    zactor_t *watch[2];     /* monitors of to_first and to_last: a trunk's dropped connection */
+    zsock_t *to_first;      /* DEALER to the first trunk: activations on, gradients back */
+    zsock_t *from_trunks;   /* ROUTER at the top's endpoint: the last trunk's activations come in */
+    sl_peer last_trunk;     /* its connection there: gradients go back on it */
+    zactor_t *watch[2];     /* monitors of to_first and from_trunks: a trunk's dropped connection */
     const char *watched[2]; /* their nodes' names */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
@@ -111,42 +113,29 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
     return sl_net_send(sock, t->out.data, t->out.size, false, who, err);
 }
 
-/* A monitor of sock's dropped connections (the peer process stopped or its host went away). */
-static zactor_t *watch_socket(zsock_t *sock)
-{
-    zactor_t *m = zactor_new(zmonitor, sock);
-    if (!m) return NULL;
-    zstr_sendx(m, "LISTEN", "DISCONNECTED", NULL);
-    zstr_sendx(m, "START", NULL);
-    zsock_wait(m);
-    return m;
-}
-
 /* A dropped connection reported by watch i, as the trainer's error. */
 static int connection_lost(sl_trainer *t, int i, sl_msg_kind kind, sl_err *err)
 {
-    zmsg_t *event = zmsg_recv(t->watch[i]);
-    char *name = event ? zmsg_popstr(event) : NULL, *value = event ? zmsg_popstr(event) : NULL;
-    char *endpoint = event ? zmsg_popstr(event) : NULL;
-    sl_fail(err,
-            "lost the connection to node %s (%s) while waiting for a %s message in step %ld: the node stopped "
-            "or its host is unreachable",
-            t->watched[i], endpoint ? endpoint : "?", sl_msg_kind_name(kind), t->steps + 1);
-    free(name);
-    free(value);
-    free(endpoint);
-    zmsg_destroy(&event);
-    return -1;
+    char endpoint[SL_MAX_ENDPOINT];
+    sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
+    return sl_fail(err,
+                   "lost the connection to node %s (%s) while waiting for a %s message in step %ld: the node "
+                   "stopped or its host is unreachable",
+                   t->watched[i], endpoint, sl_msg_kind_name(kind), t->steps + 1);
 }
 
-/* Waits for a message of kind and step on either socket; copies its payload into out when
- * given. A node's error, or a dropped connection to the first or last trunk, ends the wait. */
-static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2, sl_err *err)
+/* Waits for a message of kind and step from the trunks (or from extra, a direct connection to
+ * one); copies its payload into out when given. A node's error, or a dropped connection to the
+ * first or last trunk, ends the wait. */
+static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2,
+                    sl_err *err)
 {
-    zmq_pollitem_t items[4] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
-                               {.socket = zsock_resolve(t->grads_in), .events = ZMQ_POLLIN},
+    zsock_t *socks[3] = {t->from_trunks, t->to_first, extra};
+    zmq_pollitem_t items[5] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
+                               {.socket = zsock_resolve(t->to_first), .events = ZMQ_POLLIN},
                                {.socket = zsock_resolve(t->watch[0]), .events = ZMQ_POLLIN},
-                               {.socket = zsock_resolve(t->watch[1]), .events = ZMQ_POLLIN}};
+                               {.socket = zsock_resolve(t->watch[1]), .events = ZMQ_POLLIN},
+                               {.socket = extra ? zsock_resolve(extra) : NULL, .events = ZMQ_POLLIN}};
     const sl_config *c = &t->parts[0].cfg;
     const uint32_t rows = (uint32_t)(t->opts.batch * t->opts.seq_len);
     sl_wire_limits limits = {
@@ -154,7 +143,7 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
     double deadline = sl_now() + t->topo.timeout;
     for (;;) {
         double left = deadline - sl_now();
-        int ready = left > 0 ? zmq_poll(items, 4, (long)(left * 1000) + 1) : 0;
+        int ready = left > 0 ? zmq_poll(items, extra ? 5 : 4, (long)(left * 1000) + 1) : 0;
         if (ready < 0 && zmq_errno() == EINTR) continue; /* a signal: the caller stops after this step */
         if (ready <= 0)
             return sl_fail(err,
@@ -163,15 +152,16 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
                            sl_msg_kind_name(kind), t->topo.timeout, t->steps + 1);
         for (int i = 0; i < 2; i++)
             if (items[2 + i].revents & ZMQ_POLLIN) return connection_lost(t, i, kind, err);
-        for (int i = 0; i < 2; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN)) continue;
+        for (int i = 0; i < 3; i++) {
+            if (!socks[i] || !(items[i == 2 ? 4 : i].revents & ZMQ_POLLIN)) continue;
             zmq_msg_t frame;
-            zmq_msg_init(&frame);
-            if (zmq_msg_recv(&frame, items[i].socket, 0) < 0) continue;
-            sl_msg m;
+            sl_peer from;
             sl_err bad;
-            int rc = 1;
-            if (sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
+            zmq_msg_init(&frame);
+            int got = sl_net_recv(socks[i], i == 0 ? &from : NULL, &frame, &bad), rc = 1;
+            sl_msg m;
+            if (got == 0 &&
+                sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
                 m.session == t->run_id) {
                 if (m.kind == SL_MSG_ERROR)
                     rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
@@ -181,6 +171,7 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out); /* its width is the model's: the decoder checked */
                     if (gnorm2) *gnorm2 = m.gnorm2;
+                    if (i == 0) t->last_trunk = from; /* the backward goes back on this connection */
                     rc = 0;
                 }
             }
@@ -190,12 +181,15 @@ static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, dou
     }
 }
 
-/* A training message of this run to the trunks, answers to the bottom's endpoint. */
+static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2, sl_err *err)
+{
+    return await_on(t, NULL, kind, step, out, gnorm2, err);
+}
+
+/* A training message of this run to the trunks. */
 static sl_msg trunk_msg(sl_trainer *t, sl_msg_kind kind, uint64_t step)
 {
-    sl_msg m = {.kind = kind, .session = t->run_id, .step = step};
-    snprintf(m.reply_to, sizeof m.reply_to, "%s", t->topo.nodes[0].listen);
-    return m;
+    return (sl_msg){.kind = kind, .session = t->run_id, .step = step};
 }
 
 static int remote_forward(sl_trainer *t, stage *s, const int32_t *ids, const float *in, const int32_t *targets,
@@ -230,7 +224,9 @@ static int remote_backward(sl_trainer *t, stage *s, const float *dout, float *di
     back.has_gnorm2 = want_norm;
     s->updated = upd != NULL;
     s->norm2 = 0;
-    if (send_to(t, t->to_last, &back, t->topo.nodes[s->last].name, err) != 0) return -1;
+    if (sl_wire_encode(&back, &t->out, err) != 0 ||
+        sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0)
+        return -1;
     return await(t, SL_MSG_BACKWARD, back.step, din, want_norm ? &s->norm2 : NULL, err);
 }
 
@@ -264,10 +260,12 @@ static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const
         m.at_step = (uint64_t)t->steps;
         m.has_loss = kind == SL_MSG_SAVE && isfinite(loss);
         m.loss = loss;
-        zsock_t *push = sl_net_connect(ZMQ_PUSH, &t->net, node->listen, err);
-        int rc = push ? send_to(t, push, &m, node->name, err) : -1;
-        zsock_destroy(&push);
-        if (rc != 0 || await(t, SL_MSG_ACK, step, NULL, NULL, err) != 0) return -1;
+        zsock_t *direct = i == 1 ? NULL : sl_net_connect(ZMQ_DEALER, &t->net, node->listen, err);
+        if (i != 1 && !direct) return -1;
+        int rc = send_to(t, direct ? direct : t->to_first, &m, node->name, err);
+        if (rc == 0) rc = await_on(t, direct, SL_MSG_ACK, step, NULL, NULL, err);
+        zsock_destroy(&direct);
+        if (rc != 0) return -1;
     }
     return 0;
 }
@@ -378,14 +376,12 @@ static int open_remote(sl_trainer *t, sl_err *err)
     const int n = topo->n_nodes;
     t->net = sl_net_opts_of(topo);
     if (!(t->decoder = sl_wire_decoder_new())) return sl_fail(err, "out of memory");
-    if (!(t->grads_in = sl_net_bind(ZMQ_PULL, &t->net, topo->nodes[0].listen, err)) ||
-        !(t->from_trunks = sl_net_bind(ZMQ_PULL, &t->net, topo->nodes[n - 1].listen, err)) ||
-        !(t->to_first = sl_net_connect(ZMQ_PUSH, &t->net, topo->nodes[1].listen, err)) ||
-        !(t->to_last = sl_net_connect(ZMQ_PUSH, &t->net, topo->nodes[n - 2].listen, err)))
+    if (!(t->from_trunks = sl_net_bind(ZMQ_ROUTER, &t->net, topo->nodes[n - 1].listen, err)) ||
+        !(t->to_first = sl_net_connect(ZMQ_DEALER, &t->net, topo->nodes[1].listen, err)))
         return -1;
     t->watched[0] = topo->nodes[1].name;
     t->watched[1] = topo->nodes[n - 2].name;
-    if (!(t->watch[0] = watch_socket(t->to_first)) || !(t->watch[1] = watch_socket(t->to_last)))
+    if (!(t->watch[0] = sl_net_watch(t->to_first)) || !(t->watch[1] = sl_net_watch(t->from_trunks)))
         return sl_fail(err, "cannot monitor the connections to the trunks");
     return 0;
 }
@@ -432,9 +428,7 @@ void sl_trainer_destroy(sl_trainer **self)
     for (int i = 0; i < 2; i++)
         zactor_destroy(&t->watch[i]);
     zsock_destroy(&t->from_trunks);
-    zsock_destroy(&t->grads_in);
     zsock_destroy(&t->to_first);
-    zsock_destroy(&t->to_last);
     sl_wire_decoder_destroy(&t->decoder);
     msgpack_sbuffer_destroy(&t->out);
     free(t->act);

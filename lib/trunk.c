@@ -2,6 +2,7 @@
  * checkpoints confined below checkpoint_root. */
 #include "trunk.h"
 
+#include "clock.h"
 #include "fileio.h"
 
 #include <assert.h>
@@ -23,6 +24,7 @@ struct sl_trunk {
     bool update_due;
     char save_dir[PATH_MAX]; /* this run's checkpoint (its last save or load): a stop saves beside it */
     long saved_step;         /* the step of that checkpoint */
+    double last_message;     /* when the run last sent a training message (sl_now) */
     float *in, *out;         /* (rows, C): room for the run's batch */
     size_t rows, batch_rows; /* that room; the run's B x T */
 };
@@ -79,6 +81,8 @@ void sl_trunk_destroy(sl_trunk **self)
 const sl_params *sl_trunk_params(const sl_trunk *self) { return sl_learner_params(self->learner); }
 unsigned sl_trunk_generation(const sl_trunk *self) { return sl_learner_generation(self->learner); }
 const sl_part_info *sl_trunk_info(const sl_trunk *self) { return sl_learner_info(self->learner); }
+
+uint64_t sl_trunk_run(const sl_trunk *self) { return self->run; }
 
 bool sl_trunk_takes(const sl_msg *msg)
 {
@@ -265,7 +269,6 @@ static void ack(const sl_trunk *t, const sl_msg *req, sl_msg *reply)
 {
     *reply = (sl_msg){.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
     snprintf(reply->node, sizeof reply->node, "%s", t->name);
-    snprintf(reply->reply_to, sizeof reply->reply_to, "%s", req->reply_to);
 }
 
 static int save(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
@@ -322,6 +325,7 @@ static int load(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
 
 int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_to *to, sl_err *err)
 {
+    self->last_message = sl_now();
     switch (msg->kind) {
     case SL_MSG_FORWARD:
         *to = SL_TRUNK_NEXT;
@@ -342,6 +346,24 @@ int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_t
         return sl_fail(err, "%s does not take '%s' messages in training", self->name, sl_msg_kind_name(msg->kind)),
                SL_TRUNK_BAD;
     }
+}
+
+int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err)
+{
+    if (self->pristine || now - self->last_message <= idle) return 0;
+    if (sl_learner_replace(self->learner, open_own_part(self, err), false, err) != 0) return -1;
+    note(self, "training run %016llx idle for %.0f s: its training state freed", (unsigned long long)self->run,
+         now - self->last_message);
+    self->pristine = true;
+    self->run = 0;
+    self->forward_ready = self->grads_pending = self->update_due = false;
+    self->save_dir[0] = '\0';
+    self->saved_step = -1;
+    free(self->in);
+    free(self->out);
+    self->in = self->out = NULL;
+    self->rows = self->batch_rows = 0;
+    return 1;
 }
 
 int sl_trunk_save_on_stop(sl_trunk *self, char *saved_dir, size_t size, sl_err *err)

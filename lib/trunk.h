@@ -42,13 +42,16 @@ const sl_params *sl_trunk_params(const sl_trunk *self);
 unsigned sl_trunk_generation(const sl_trunk *self);
 const sl_part_info *sl_trunk_info(const sl_trunk *self);
 
+/* The run (trainer's session id) the training state belongs to; 0: none. */
+uint64_t sl_trunk_run(const sl_trunk *self);
+
 /* Whether msg is a training message (this module's to handle). */
 bool sl_trunk_takes(const sl_msg *msg);
 
 typedef enum sl_trunk_to {
     SL_TRUNK_NEXT,   /* the next stage (a training forward's activations, an update passed on) */
     SL_TRUNK_PREV,   /* the previous stage (a backward's gradient) */
-    SL_TRUNK_CLIENT, /* the trainer's reply_to (an ack of save or load) */
+    SL_TRUNK_CLIENT, /* back to whoever asked (an ack of save or load) */
 } sl_trunk_to;
 
 enum { SL_TRUNK_BAD = -1, SL_TRUNK_INTERNAL = -2 };
@@ -61,6 +64,11 @@ int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_t
 /* Applies the update a backward asked for (after its gradient went on, so that the previous stage
  * works meanwhile). 0 when there was none. */
 int sl_trunk_finish(sl_trunk *self, sl_err *err);
+
+/* Frees the training state (weights copy, gradients, moments) of a run whose trainer has sent
+ * nothing for idle seconds (now and the messages' times on sl_now's clock): the trunk serves
+ * its part's own weights again. Returns 1 when it freed something. */
+int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err);
 
 /* Stopped mid-training: what the run learned since its checkpoint DIR is saved to
  * DIR/stopped-step<K>, a checkpoint of this trunk alone, leaving DIR consistent for --resume.

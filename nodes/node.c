@@ -7,7 +7,6 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "net.h"
-#include "outbox.h"
 #include "sampler.h"
 #include "session.h"
 #include "topology.h"
@@ -53,7 +52,7 @@ typedef struct node {
     sl_topology topo;
     const sl_topo_node *self;
     const sl_topo_node *next; /* NULL at the top */
-    const sl_topo_node *prev; /* NULL at the bottom */
+    bool bottom;              /* answers clients: a session belongs to the connection that opened it */
     sl_trunk *trunk;          /* the part's weights and, on a trunk, its training state */
     unsigned generation;      /* of the weights the runner and sessions were made for */
     sl_stage *stage;
@@ -62,9 +61,12 @@ typedef struct node {
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
     sl_net_opts net;
-    sl_outbox *replies;
-    zsock_t *pull, *push, *push_prev; /* push_prev: gradients back, opened on first use */
-    FILE *trace;                      /* $SL_NODE_TRACE: one line per message received (tests) */
+    zsock_t *listen;      /* ROUTER: requests from the previous stage (at the bottom: clients) */
+    zsock_t *next_link;   /* DEALER to the next stage: requests on, answers and gradients back */
+    zactor_t *next_watch; /* its dropped connections: the requests in flight there are lost */
+    const sl_peer *from;  /* the sender of the request being handled (NULL: it came from the next) */
+    sl_peer train_from;   /* where a training forward came from: its gradient goes back there */
+    FILE *trace;          /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (n_positions, C) */
@@ -87,15 +89,25 @@ static void log_line(const node *n, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* Sends msg to the client's reply_to; a failure is logged, never fatal. */
-static void send_reply(node *n, const char *endpoint, const sl_msg *msg)
+/* Sends msg back towards whoever asked (to: the previous stage's connection or a client's); a
+ * failure is logged, never fatal. */
+static void answer(node *n, const sl_peer *to, const sl_msg *msg)
 {
     sl_err err;
-    if (!endpoint[0]) return;
-    if (sl_wire_encode(msg, &n->out, &err) != 0 ||
-        sl_outbox_send(n->replies, endpoint, n->out.data, n->out.size, &err) != 0)
-        log_line(n, "could not answer %s: %s", endpoint, err.msg);
+    if (!to || !to->len) return;
+    if (sl_wire_encode(msg, &n->out, &err) != 0 || sl_net_send_to(n->listen, to, n->out.data, n->out.size, &err) != 0)
+        log_line(n, "could not answer: %s", err.msg);
 }
+
+/* Where answers about session go back to: the connection its requests came from. */
+static const sl_peer *peer_of(node *n, uint64_t session)
+{
+    const sl_peer *p = sl_sessions_peer(n->sessions, session);
+    return p && p->len ? p : session == sl_trunk_run(n->trunk) && n->train_from.len ? &n->train_from : NULL;
+}
+
+/* The request's sender, or the session's when the request came back from the next stage. */
+static const sl_peer *asker(node *n, const sl_msg *req) { return n->from ? n->from : peer_of(n, req->session); }
 
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -111,7 +123,7 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     n->refused++;
     log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session, (unsigned long long)req->step,
              code, e.message);
-    send_reply(n, req->reply_to, &e);
+    answer(n, asker(n, req), &e);
 }
 
 /* Encodes msg and pushes it to stage peer; blocks at most the send timeout (backpressure). */
@@ -124,7 +136,7 @@ static int send_to(node *n, zsock_t *sock, const sl_topo_node *peer, const sl_ms
 }
 
 /* Pushes msg (re-encoded) to the next stage. */
-static int pass_on(node *n, const sl_msg *msg, sl_err *err) { return send_to(n, n->push, n->next, msg, err); }
+static int pass_on(node *n, const sl_msg *msg, sl_err *err) { return send_to(n, n->next_link, n->next, msg, err); }
 
 /* The session's cache, positioned at req->pos: opened at position 0, rewound when the client
  * re-sends earlier positions, NULL (answered) when this node lost the session. */
@@ -132,8 +144,14 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
 {
     double t = sl_now();
     sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
+    sl_peer *owner = sl_sessions_peer(n->sessions, req->session);
+    if (kv && n->bottom && owner->len && !sl_peer_equal(owner, n->from)) {
+        reply_error(n, req, "bad_message", "this session belongs to another client");
+        return NULL;
+    }
     if (kv && (int)req->pos <= sl_kv_len(kv) && (int)req->pos + tokens <= sl_kv_capacity(kv)) {
         sl_kv_truncate(kv, (int)req->pos);
+        *owner = *n->from; /* a restarted previous stage reconnects under another id */
         return kv;
     }
     if (req->pos != 0) {
@@ -150,6 +168,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
         reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
         return NULL;
     }
+    *sl_sessions_peer(n->sessions, req->session) = *n->from;
     if (evicted) log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
     log_line(n, "session %016llx opened (%d positions, %d sessions)", (unsigned long long)req->session, ctx,
              sl_sessions_count(n->sessions));
@@ -186,7 +205,7 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         res.rows = (uint32_t)T;
         res.cols = (uint32_t)V;
     }
-    send_reply(n, req->reply_to, &res);
+    answer(n, n->from, &res);
 }
 
 static void handle_forward(node *n, sl_msg *req)
@@ -202,7 +221,7 @@ static void handle_forward(node *n, sl_msg *req)
     if (req->ack) {
         sl_msg ack = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
         snprintf(ack.node, sizeof ack.node, "%s", n->name);
-        send_reply(n, req->reply_to, &ack);
+        answer(n, n->from, &ack);
     }
     sl_kv *kv = session_for(n, req, T);
     if (!kv) return;
@@ -231,7 +250,11 @@ static void handle_forward(node *n, sl_msg *req)
     fwd.rows = (uint32_t)T;
     fwd.cols = (uint32_t)cfg->n_embd;
     fwd.dtype = n->topo.activations;
-    if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+    if (pass_on(n, &fwd, &err) != 0) {
+        reply_error(n, req, "internal", "%s", err.msg);
+        return;
+    }
+    sl_sessions_set_pending(n->sessions, req->session, true, req->step);
 }
 
 /* ---- training: trunks train here (lib/trunk.c); the bottom and the top stay with the trainer ---- */
@@ -253,16 +276,14 @@ static int follow_weights(node *n, sl_err *err)
 
 static void log_event(void *ctx, const char *line) { log_line(ctx, "%s", line); }
 
-/* Sends a trunk's reply where the protocol says; the gradient socket opens on first use. */
-static int send_trunk_reply(node *n, const sl_msg *reply, sl_trunk_to to, sl_err *err)
+/* Sends a trunk's reply where the protocol says: on to the next stage, back to the stage the
+ * training forward came from, or to whoever asked (an ack of save or load). */
+static int send_trunk_reply(node *n, const sl_msg *req, const sl_msg *reply, sl_trunk_to to, sl_err *err)
 {
-    if (to == SL_TRUNK_CLIENT) {
-        send_reply(n, reply->reply_to, reply);
-        return 0;
-    }
+    if (req->kind == SL_MSG_FORWARD) n->train_from = *n->from;
     if (to == SL_TRUNK_NEXT) return pass_on(n, reply, err);
-    if (!n->push_prev && !(n->push_prev = sl_net_connect(ZMQ_PUSH, &n->net, n->prev->listen, err))) return -1;
-    return send_to(n, n->push_prev, n->prev, reply, err);
+    answer(n, to == SL_TRUNK_PREV ? &n->train_from : n->from, reply);
+    return 0;
 }
 
 static void handle_training(node *n, const sl_msg *req)
@@ -272,15 +293,33 @@ static void handle_training(node *n, const sl_msg *req)
     sl_err err;
     int rc = sl_trunk_handle(n->trunk, req, &reply, &to, &err);
     if (rc == 0 && follow_weights(n, &err) != 0) rc = SL_TRUNK_INTERNAL;
-    if (rc == 0 && send_trunk_reply(n, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
+    if (rc == 0 && send_trunk_reply(n, req, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
     if (rc == 0 && sl_trunk_finish(n->trunk, &err) != 0) rc = SL_TRUNK_INTERNAL; /* after sending: overlap */
     if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
 }
 
-static void handle(node *n, const void *data, size_t len)
+/* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
+ * session or training run that this node passes back the way its requests came (as received). */
+static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
+{
+    sl_err err;
+    if (msg->kind == SL_MSG_BACKWARD) {
+        handle_training(n, msg);
+    } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
+        const sl_peer *to = peer_of(n, msg->session);
+        if (msg->kind != SL_MSG_ACK) sl_sessions_set_pending(n->sessions, msg->session, false, 0);
+        if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) log_line(n, "could not pass back: %s", err.msg);
+    } else {
+        log_line(n, "the next stage sent a '%s' message: dropped", sl_msg_kind_name(msg->kind));
+    }
+}
+
+/* One message: from the previous stage or a client (from), or back from the next stage (NULL). */
+static void handle(node *n, const sl_peer *from, const void *data, size_t len)
 {
     sl_msg msg;
     sl_err err;
+    n->from = from;
     if (sl_wire_decode(n->decoder, data, len, &n->limits, &msg, &err) != 0) {
         /* msg holds what was read before the bad field: answer when we know where to. */
         msg.kind = SL_MSG_ERROR;
@@ -293,7 +332,11 @@ static void handle(node *n, const void *data, size_t len)
                 msg.train);
         fflush(n->trace);
     }
-    if (sl_trunk_takes(&msg)) {
+    if (!from) {
+        handle_from_next(n, &msg, data, len);
+    } else if (msg.kind == SL_MSG_BACKWARD) {
+        reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (sl_trunk_takes(&msg)) {
         handle_training(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
         handle_forward(n, &msg);
@@ -310,10 +353,10 @@ static void handle(node *n, const void *data, size_t len)
 static int open_sockets(node *n, sl_err *err)
 {
     n->net = sl_net_opts_of(&n->topo);
-    if (!(n->pull = sl_net_bind(ZMQ_PULL, &n->net, n->self->listen, err))) return -1;
-    if (n->next && !(n->push = sl_net_connect(ZMQ_PUSH, &n->net, n->next->listen, err))) return -1;
-    n->replies = sl_outbox_new(64, &n->net);
-    return n->replies ? 0 : sl_fail(err, "out of memory");
+    if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
+    if (!n->next) return 0;
+    if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
+    return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
 }
 
 /* The topology from a file, or from the launcher's base64 text (data). */
@@ -339,7 +382,7 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
     if (!(n->self = sl_topology_node(&n->topo, n->name))) return sl_fail(err, "%s has no [node.%s]", topology, n->name);
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
-    n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
+    n->bottom = index == 0;
     const char *root = n->topo.checkpoint_root[0] ? n->topo.checkpoint_root : ".";
     if (sl_mkdirs(root, err) != 0) return -1;
     char root_dir[PATH_MAX];
@@ -384,34 +427,72 @@ static bool lifeline_closed(void)
     return got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN);
 }
 
+/* Tells the client of a request that was in flight beyond this node that it was lost, as a lost
+ * session: the client re-sends the whole context, which waits here until the next stage is back. */
+static void lost_request(void *ctx, uint64_t session, uint64_t step)
+{
+    node *n = ctx;
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "unknown_session");
+    snprintf(e.message, sizeof e.message,
+             "the next stage %s dropped its connection with this request; re-send the whole context", n->next->name);
+    answer(n, peer_of(n, session), &e);
+}
+
+/* The connection to the next stage dropped (it stopped or restarted): its requests are lost. */
+static void next_stage_lost(node *n)
+{
+    char endpoint[SL_MAX_ENDPOINT];
+    sl_net_watch_event(n->next_watch, endpoint, sizeof endpoint);
+    int lost = sl_sessions_take_pending(n->sessions, lost_request, n);
+    log_line(n, "lost the connection to the next stage %s (%s): %d request%s in flight re-sent by their clients",
+             n->next->name, endpoint, lost, lost == 1 ? "" : "s");
+}
+
+/* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
+static void drain_socket(node *n, zsock_t *sock, bool routed)
+{
+    while (!stop_requested) {
+        zmq_msg_t msg;
+        sl_peer from;
+        sl_err err;
+        zmq_msg_init(&msg);
+        int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
+        if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        if (rc < 0) log_line(n, "dropped %s", err.msg);
+        zmq_msg_close(&msg);
+        if (rc == 1) break;
+    }
+}
+
 /* Serves until a signal or, with lifeline, until standard input closes. */
 static void serve(node *n, bool lifeline)
 {
-    void *sock = zsock_resolve(n->pull);
-    zmq_pollitem_t items[2] = {{.socket = sock, .events = ZMQ_POLLIN}, {.fd = STDIN_FILENO, .events = ZMQ_POLLIN}};
+    zmq_pollitem_t items[4] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
+                               {.fd = STDIN_FILENO, .events = ZMQ_POLLIN},
+                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN},
+                               {.socket = n->next_watch ? zsock_resolve(n->next_watch) : NULL, .events = ZMQ_POLLIN}};
     double last_expiry = sl_now();
     while (!stop_requested) {
-        int rc = zmq_poll(items, lifeline ? 2 : 1, 200);
+        if (!lifeline) items[1].fd = -1; /* poll ignores a negative fd */
+        int rc = zmq_poll(items, n->next_link ? 4 : 2, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
         if (lifeline && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && lifeline_closed()) {
             log_line(n, "standard input closed (the launcher is gone): stopping");
             break;
         }
-        while (!stop_requested && rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
-            zmq_msg_t msg;
-            zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&msg);
-                break;
-            }
-            handle(n, zmq_msg_data(&msg), zmq_msg_size(&msg));
-            zmq_msg_close(&msg);
-        }
+        if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) drain_socket(n, n->next_link, false);
+        if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) next_stage_lost(n);
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);
             if (gone) log_line(n, "%d idle session(s) expired (first %016llx)", gone, (unsigned long long)first);
+            sl_err err;
+            if (sl_trunk_expire(n->trunk, t, n->topo.idle_timeout, &err) < 0 || follow_weights(n, &err) != 0)
+                log_line(n, "cannot free an idle run's training state: %s", err.msg);
             last_expiry = t;
         }
     }
@@ -419,11 +500,10 @@ static void serve(node *n, bool lifeline)
 
 static void shutdown_node(node *n)
 {
-    zsock_destroy(&n->pull);
-    zsock_destroy(&n->push);
-    zsock_destroy(&n->push_prev);
+    zactor_destroy(&n->next_watch);
+    zsock_destroy(&n->listen);
+    zsock_destroy(&n->next_link);
     if (n->trace) fclose(n->trace);
-    sl_outbox_destroy(&n->replies);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);
     free(n->in);

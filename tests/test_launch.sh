@@ -57,7 +57,9 @@ check "a topology error: exit 2, naming file:line" bash -c \
 
 # A pipeline: bottom and top here, the trunk on "gpu1", reached through a fake ssh that, like
 # ssh, joins its arguments into one command line for a shell and passes no signal on.
-port=$((26000 + $$ % 500 * 8))
+# Ports as tests/test_cli.sh takes them: the range of tests/check.h, offset by this shell's pid.
+port_const() { sed -n "s/^#define $1 \([0-9]*\)$/\1/p" "$(dirname "$0")/check.h"; }
+port=$((${SL_TEST_PORT_BASE:-$(port_const CHECK_PORT_BASE)} + $$ % $(port_const CHECK_PORT_SLOTS) * $(port_const CHECK_PORT_SPAN)))
 mkdir -p "$tmp/conf"
 cat >"$tmp/fake-ssh" <<'EOF'
 #!/bin/sh
@@ -129,8 +131,7 @@ check "... logs prefixed host/node" grep -q '^\[gpu1/trunk1\] .*trunk1: ready on
 check "... the trunk in its host's dir" test "$(readlink "/proc/$(node_pid trunk1)/cwd")" = "$tmp/parts/hosts/gpu1"
 check "send equals run" send_ok
 # SIGKILL to the launcher: the lifelines close, every node stops (the fake ssh ignores SIGTERM)
-kill -KILL $launcher
-{ wait $launcher; } 2>/dev/null # without bash's "Killed" line
+{ kill -KILL $launcher && wait $launcher; } 2>/dev/null # without bash's "Killed" line
 launcher=""
 check "a launcher killed with SIGKILL leaves no node behind (the lifeline)" wait_gone
 

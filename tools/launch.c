@@ -633,9 +633,9 @@ int main(int argc, char **argv)
         free(text_there);
         return SL_EXIT_USAGE;
     }
-    struct sigaction sa = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    struct sigaction stop = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &stop, NULL);
+    sigaction(SIGTERM, &stop, NULL);
     sigaction(SIGPIPE, &ignore, NULL);
     if (o.ready_file) unlink(o.ready_file);
     launcher l = {.cs = cs, .n = n, .ready_file = o.ready_file, .start_timeout = o.start_timeout};
