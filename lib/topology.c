@@ -70,7 +70,7 @@ static void open_node(parse_state *ps, const char *section, const char *name)
                          ps->line, section, node_name_chars);
     if (ps->rc != 0) return;
     ps->node = &t->nodes[t->n_nodes++];
-    snprintf(ps->node->name, sizeof ps->node->name, "%s", name);
+    snprintf(ps->node->name, sizeof ps->node->name, "%.63s", name);
     snprintf(ps->node->host, sizeof ps->node->host, "localhost");
     ps->node->line = ps->line;
     ps->section = SECTION_NODE;

@@ -432,8 +432,10 @@ static void restart_due(launcher *l)
     double now = sl_now();
     for (int i = 0; i < l->n; i++) {
         child *c = &l->cs[i];
-        if (c->state == WAITING && now >= c->since && spawn(c) != 0)
-            say(stderr, "cannot start %s again: %s", c->label, strerror(errno));
+        if (c->state == WAITING && now >= c->since && spawn(c) != 0) {
+            say(stderr, "cannot start %s again: %s; trying in %g s", c->label, strerror(errno), backoff_max);
+            c->since = now + backoff_max;
+        }
         if (c->state == STARTING && c->pid > 0 && now - c->since > l->start_timeout) {
             say(stderr, "%s not ready %g s after restart %d: killing it", c->label, l->start_timeout, c->restarts);
             kill(-c->pid, SIGKILL);
@@ -451,6 +453,7 @@ static int check_start(launcher *l, double started)
         say(stdout, "all %d node%s ready", l->n, l->n == 1 ? "" : "s");
         FILE *fp = l->ready_file ? fopen(l->ready_file, "w") : NULL;
         if (fp) fclose(fp);
+        if (l->ready_file && !fp) say(stderr, "cannot create %s: %s", l->ready_file, strerror(errno));
         return 0;
     }
     if (sl_now() - started <= l->start_timeout) return 0;
