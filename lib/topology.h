@@ -6,7 +6,7 @@
 
 #include "dtype.h"
 #include "err.h"
-#include "part.h"
+#include "role.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -25,8 +25,17 @@ typedef struct sl_topo_node {
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
+    char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
+    bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
     bool restart;                 /* the launcher starts it again when it dies (its own or [pipeline]'s) */
 } sl_topo_node;
+
+#define SL_MAX_PARTIES 64 /* names in a clients or trainers list */
+
+typedef struct sl_party_list {
+    char names[SL_MAX_PARTIES][64];
+    int n;
+} sl_party_list;
 
 /* [host.NAME]: how the launcher reaches a host. What is not given is the launcher's default
  * (tools/launch.c): run over ssh, or directly for this machine; its own working and bin
@@ -55,6 +64,11 @@ typedef struct sl_topology {
     bool verify;                    /* nodes recompute their part's SHA-256 at start */
     int max_train_tokens;           /* B x T of a training batch a trunk accepts (default 16384) */
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
+    bool curve;                     /* security = curve: every link encrypted and authenticated */
+    char certs[PATH_MAX];           /* the public certificates (and, on each host, its own secret one) */
+    int certs_line;                 /* where certs is written (0: it is not) */
+    sl_party_list clients;          /* names of the certificates that may generate */
+    sl_party_list trainers;         /* names of the certificates that may train, save and load */
     bool restart;                   /* the nodes' default restart (default no) */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;
@@ -75,8 +89,15 @@ int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool
 /* Finds each node's part among parts[0..n) (the index of a split; where names it in errors):
  * part_of[i] is node i's. Fails, naming file:line, when a node's layers or role match no part
  * or the top does not end at the model's last layer. */
-int sl_topology_match_parts(const sl_topology *t, const sl_part_info *parts, int n, const char *where, int *part_of,
+struct sl_part_info;
+int sl_topology_match_parts(const sl_topology *t, const struct sl_part_info *parts, int n, const char *where, int *part_of,
                             sl_err *err);
+
+/* Whether name is in list. */
+bool sl_party_listed(const sl_party_list *list, const char *name);
+
+/* Whether endpoint is on this machine only: ipc://, inproc:// or a loopback TCP address. */
+bool sl_endpoint_is_local(const char *endpoint);
 
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);

@@ -81,6 +81,7 @@ cat >"$topo" <<EOF
 parts   = parts
 timeout = 20
 restart = yes
+train   = yes
 
 [host.client]
 run = ip netns exec $ns-client

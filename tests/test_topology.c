@@ -3,7 +3,7 @@
 #include "check.h"
 #include "cli.h"
 #include "fileio.h"
-#include "part.h"
+#include "split.h"
 #include "topology.h"
 
 #include <limits.h>

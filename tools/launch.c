@@ -182,19 +182,27 @@ static int plan(child *c, const plan_inputs *in, sl_err *err)
     return 0;
 }
 
-/* The topology's text with its parts line replaced by the directory this launcher resolved,
- * made absolute: a node in this launcher's layout runs in another directory than the file's. */
+/* A path of the topology made absolute, as this launcher resolved it. */
+static int absolute_line(char *out, size_t size, const char *key, const char *path, const char *cwd)
+{
+    return snprintf(out, size, "%s = %s%s%s\n", key, path[0] == '/' ? "" : cwd, path[0] == '/' ? "" : "/", path);
+}
+
+/* The topology's text with its parts (and certs) lines replaced by the directories this
+ * launcher resolved, made absolute: a node in this launcher's layout runs in another directory
+ * than the file's. */
 static char *anchored_text(const char *text, const sl_topology *t, const char *cwd)
 {
-    size_t cap = strlen(text) + 2 * PATH_MAX + 32, len = 0;
+    size_t cap = strlen(text) + 4 * PATH_MAX + 64, len = 0;
     char *out = malloc(cap);
     if (!out) return NULL;
     int line = 1;
     for (const char *p = text; *p; line++) {
         size_t n = strcspn(p, "\n");
         if (line == t->parts_line)
-            len += (size_t)snprintf(out + len, cap - len, "parts = %s%s%s\n", t->parts[0] == '/' ? "" : cwd,
-                                    t->parts[0] == '/' ? "" : "/", t->parts);
+            len += (size_t)absolute_line(out + len, cap - len, "parts", t->parts, cwd);
+        else if (line == t->certs_line)
+            len += (size_t)absolute_line(out + len, cap - len, "certs", t->certs, cwd);
         else
             len += (size_t)snprintf(out + len, cap - len, "%.*s\n", (int)n, p);
         p += n + (p[n] == '\n');

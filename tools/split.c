@@ -3,7 +3,7 @@
 #include "cli.h"
 #include "fileio.h"
 #include "hostdirs.h"
-#include "part.h"
+#include "split.h"
 
 #include <getopt.h>
 #include <limits.h>
