@@ -165,15 +165,20 @@ check "SIGINT stops too: exit 0 ($?)" test $? -eq 0
 launcher=""
 check "... leaving nothing" wait_gone
 
-# A topology whose parts are relative to its own directory, launched from elsewhere: the nodes
-# here get the parts this launcher resolved
-sed '/^\[host.gpu1\]/,/^$/d; /^host *= gpu1/d; s|^parts .*|parts = ../parts|' "$topo" >"$tmp/conf/local.ini"
+# A topology whose parts and certificates are relative to its own directory (CURVE on), launched
+# from elsewhere: the nodes here get the directories this launcher resolved
+mkdir -p "$tmp/certs"
+for name in bottom trunk1 top client; do "$bin/zmq-splitlearn-keygen" $name -o "$tmp/certs" >/dev/null; done
+sed '/^\[host.gpu1\]/,/^$/d; /^host *= gpu1/d; s|^parts .*|parts = ../parts\nsecurity = curve\ncerts = ../certs\nclients = client|' \
+    "$topo" >"$tmp/conf/local.ini"
+for name in bottom trunk1 top; do sed -i "/^\[node.$name\]/a cert = $name" "$tmp/conf/local.ini"; done
 rm -f "$tmp/ready"
 (cd / && exec "$bin/zmq-splitlearn-launch" "$tmp/conf/local.ini" --ready-file "$tmp/ready") >"$tmp/g.log" 2>&1 &
 launcher=$!
-check "parts beside the topology, the launcher elsewhere: ready" wait_file "$tmp/ready"
-check "... serving exactly" bash -c "test \"\$('$bin/zmq-splitlearn-send' '$tmp/conf/local.ini' --ids $ids \
-    --max-new-tokens 6 --temperature 1 --seed 3 --print-ids --quiet --timeout 10)\" = '$ref'"
+check "parts and certs beside the topology, the launcher elsewhere: ready" wait_file "$tmp/ready"
+check "... serving exactly, with CURVE" bash -c "test \"\$('$bin/zmq-splitlearn-send' '$tmp/conf/local.ini' --ids $ids \
+    --max-new-tokens 6 --temperature 1 --seed 3 --print-ids --quiet --timeout 10 \
+    --cert '$tmp/certs/client.cert_secret')\" = '$ref'"
 kill -TERM $launcher
 wait $launcher
 launcher=""
