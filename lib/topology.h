@@ -90,8 +90,8 @@ int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool
  * part_of[i] is node i's. Fails, naming file:line, when a node's layers or role match no part
  * or the top does not end at the model's last layer. */
 struct sl_part_info;
-int sl_topology_match_parts(const sl_topology *t, const struct sl_part_info *parts, int n, const char *where, int *part_of,
-                            sl_err *err);
+int sl_topology_match_parts(const sl_topology *t, const struct sl_part_info *parts, int n, const char *where,
+                            int *part_of, sl_err *err);
 
 /* Whether name is in list. */
 bool sl_party_listed(const sl_party_list *list, const char *name);
