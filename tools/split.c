@@ -2,6 +2,7 @@
  * parts (one safetensors + metadata each) and optionally writes a local topology for them. */
 #include "cli.h"
 #include "fileio.h"
+#include "hostdirs.h"
 #include "split.h"
 
 #include <getopt.h>
@@ -14,7 +15,7 @@
 
 static const char usage[] =
     "usage: zmq-splitlearn-split MODEL_DIR --splits 2,10 -o OUT_DIR [--dtype f32|f16|bf16] [--name NAME]\n"
-    "                            [--topology FILE [--port 5701]]\n"
+    "                            [--topology FILE [--port 5701]] [--host-dirs TOPOLOGY.ini]\n"
     "\n"
     "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or shards), an HF hub cache\n"
     "entry (models--gpt2) or a repo id found in the hub cache. --splits 2,10 gives bottom [0,2),\n"
@@ -22,6 +23,9 @@ static const char usage[] =
     "part OUT_DIR/<role>/<name>_<splits>_<part>.safetensors + _metadata.json (SHA-256, config, layers).\n"
     "A tied model's top gets its own copy of wte as lm_head.weight.\n"
     "--topology FILE also writes a local topology for these parts, endpoints tcp://127.0.0.1 from --port.\n"
+    "--host-dirs TOPOLOGY.ini also lays the parts out one directory per host of that topology, ready to\n"
+    "copy there: OUT_DIR/hosts/<host>/ holds the topology and, at its (relative) parts path, split.json,\n"
+    "every part's metadata and only that host's part files (hard links when possible).\n"
     "\n"
     "exit status: 0 written, 1 could not read or write, 2 usage error\n";
 
@@ -58,13 +62,13 @@ static char *topology_text(const sl_part_info *parts, int n, const char *name, c
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'}, {"name", 1, 0, 'n'},
-        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+    static const struct option options[] = {{"splits", 1, 0, 's'},    {"output", 1, 0, 'o'},   {"dtype", 1, 0, 'd'},
+                                            {"name", 1, 0, 'n'},      {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},
+                                            {"host-dirs", 1, 0, 'H'}, {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     int32_t splits[SL_MAX_SPLITS];
     int n_splits = 0;
     long port = 5701;
-    const char *out = NULL, *topology = NULL, *name = NULL;
+    const char *out = NULL, *topology = NULL, *name = NULL, *host_dirs = NULL;
     sl_dtype dtype = SL_F32;
     sl_err err;
     int c, rc = 0;
@@ -89,6 +93,9 @@ int main(int argc, char **argv)
         case 'p':
             rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err);
             break;
+        case 'H':
+            host_dirs = optarg;
+            break;
         case 'h':
             fputs(usage, stdout);
             return SL_EXIT_OK;
@@ -102,6 +109,12 @@ int main(int argc, char **argv)
     if (rc == 0 && !out) rc = sl_fail(&err, "-o OUT_DIR is required");
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-split: %s\n%s", err.msg, usage);
+        return SL_EXIT_USAGE;
+    }
+    static sl_topology hosts_topo;
+    if (host_dirs && (sl_topology_load(host_dirs, &hosts_topo, false, &err) != 0 ||
+                      sl_hostdirs_check(out, &hosts_topo, &err) != 0)) {
+        fprintf(stderr, "zmq-splitlearn-split: --host-dirs: %s\n", err.msg);
         return SL_EXIT_USAGE;
     }
     const char *model = argv[optind];
@@ -140,6 +153,7 @@ int main(int argc, char **argv)
         rc = text ? sl_write_text_file(topology, text, &err) : sl_fail(&err, "out of memory");
         free(text);
     }
+    if (rc == 0 && host_dirs) rc = sl_hostdirs_write(out, host_dirs, &hosts_topo, parts, n_splits + 1, &err);
     sl_checkpoint_destroy(&ck);
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
@@ -153,5 +167,8 @@ int main(int argc, char **argv)
     printf("split %s into %d parts in %.2f s%s%s\n", model, n_splits + 1,
            (double)(end.tv_sec - pr.start.tv_sec) + 1e-9 * (double)(end.tv_nsec - pr.start.tv_nsec),
            topology ? "; topology: " : "", topology ? topology : "");
+    for (int i = 0; host_dirs && i < hosts_topo.n_nodes; i++)
+        printf("host %-10s node %-8s %s/hosts/%s/%s\n", hosts_topo.nodes[i].host, hosts_topo.nodes[i].name, out,
+               hosts_topo.nodes[i].host, hosts_topo.parts_given);
     return SL_EXIT_OK;
 }
