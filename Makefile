@@ -10,9 +10,9 @@
 #   make default-model   train the embedded default model again (about 35 minutes)
 
 SHELL := /bin/bash
-PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
+PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8 libzip
 DEBS := build-essential pkg-config bsdutils libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
-        libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev gnuplot-nox \
+        libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev libzip-dev gnuplot-nox \
         valgrind bible-kjv procps
 
 BUILD ?= build
