@@ -97,19 +97,22 @@ demo: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
 
-# Each parser under libFuzzer (clang) for FUZZ_SECONDS each.
+# Each parser under libFuzzer (clang) for FUZZ_SECONDS each, also from build-fuzz/seeds-NAME when
+# a test writes seeds for it (our PyTorch writer's pickles: test_torch --seeds).
 FUZZ_SECONDS ?= 30
 fuzz: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g -fsanitize=address,fuzzer-no-link" \
 	    build-fuzz/libsplitlearn.a
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_torch && $(BUILD)/tests/test_torch --seeds build-fuzz/seeds-fuzz_pickle
 	@for f in tests/fuzz_*.c; do \
 	    name=$$(basename $$f .c); \
 	    clang -O1 -g -fsanitize=address,fuzzer -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) $$f \
 	        build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
 	    mkdir -p build-fuzz/corpus-$$name; \
 	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
+	    seeds=build-fuzz/seeds-$$name; [ -d $$seeds ] || seeds=; \
 	    build-fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 \
-	        build-fuzz/corpus-$$name 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
+	        build-fuzz/corpus-$$name $$seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
 	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
