@@ -1,8 +1,9 @@
-/* client.c — request/answer loop of zmq-splitlearn-send over PUSH (to the bottom) and PULL (the
- * answers from every node). */
+/* client.c — request/answer loop of zmq-splitlearn-send over one connection to the bottom node:
+ * requests go out on it and every answer (acks, errors, the top's results) comes back on it. */
 #include "clock.h"
 #include "client.h"
 
+#include "net.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -12,8 +13,8 @@
 
 struct sl_client {
     const sl_topology *topo;
-    zsock_t *push, *pull;
-    char endpoint[SL_WIRE_ENDPOINT_MAX];
+    zsock_t *link;   /* DEALER to the bottom node */
+    zactor_t *watch; /* its dropped connection: the pipeline stopped */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
     int32_t *context; /* prompt + generated so far, for re-sends */
@@ -21,32 +22,26 @@ struct sl_client {
     int resends;
 };
 
-sl_client *sl_client_new(const sl_topology *topo, const char *reply_endpoint, sl_err *err)
+sl_client *sl_client_new(const sl_topology *topo, sl_err *err)
 {
     sl_client *self = calloc(1, sizeof *self);
-    if (!self) return NULL;
+    if (!self) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
     self->topo = topo;
     msgpack_sbuffer_init(&self->out);
     self->decoder = sl_wire_decoder_new();
-    self->pull = zsock_new(ZMQ_PULL);
-    self->push = zsock_new(ZMQ_PUSH);
-    if (!self->decoder || !self->pull || !self->push) {
-        sl_fail(err, "out of memory");
+    sl_net_opts net = sl_net_opts_of(topo);
+    net.immediate = true; /* nothing listening: the first send fails, not a long wait */
+    net.send_timeout_ms = 1000;
+    if (!self->decoder) sl_fail(err, "out of memory");
+    if (!self->decoder || !(self->link = sl_net_connect(ZMQ_DEALER, &net, topo->nodes[0].listen, err))) {
         sl_client_destroy(&self);
         return NULL;
     }
-    zsock_set_maxmsgsize(self->pull, (int64_t)topo->max_message);
-    zsock_set_linger(self->push, 1000);
-    zsock_set_sndtimeo(self->push, (int)(topo->timeout * 1000));
-    const char *bind_at = reply_endpoint ? reply_endpoint : "tcp://127.0.0.1:*";
-    if (zsock_bind(self->pull, "%s", bind_at) < 0) {
-        sl_fail(err, "cannot bind the reply socket at %s: %s", bind_at, zmq_strerror(zmq_errno()));
-        sl_client_destroy(&self);
-        return NULL;
-    }
-    snprintf(self->endpoint, sizeof self->endpoint, "%s", zsock_endpoint(self->pull));
-    if (zsock_connect(self->push, "%s", topo->nodes[0].listen) != 0) {
-        sl_fail(err, "cannot connect to %s: %s", topo->nodes[0].listen, zmq_strerror(zmq_errno()));
+    if (!(self->watch = sl_net_watch(self->link))) {
+        sl_fail(err, "cannot watch the connection to the bottom node");
         sl_client_destroy(&self);
     }
     return self;
@@ -55,8 +50,8 @@ sl_client *sl_client_new(const sl_topology *topo, const char *reply_endpoint, sl
 void sl_client_destroy(sl_client **self)
 {
     if (!self || !*self) return;
-    zsock_destroy(&(*self)->push);
-    zsock_destroy(&(*self)->pull);
+    zactor_destroy(&(*self)->watch);
+    zsock_destroy(&(*self)->link);
     sl_wire_decoder_destroy(&(*self)->decoder);
     msgpack_sbuffer_destroy(&(*self)->out);
     free((*self)->context);
@@ -64,16 +59,18 @@ void sl_client_destroy(sl_client **self)
     *self = NULL;
 }
 
-const char *sl_client_endpoint(const sl_client *self) { return self->endpoint; }
 int sl_client_resends(const sl_client *self) { return self->resends; }
 
 static int send_msg(sl_client *self, const sl_msg *m, sl_err *err)
 {
     if (sl_wire_encode(m, &self->out, err) != 0) return -1;
-    if (zmq_send(zsock_resolve(self->push), self->out.data, self->out.size, 0) < 0)
-        return sl_fail(err, "cannot send to the bottom node %s (%s): %s", self->topo->nodes[0].name,
-                       self->topo->nodes[0].listen, zmq_strerror(zmq_errno()));
-    return 0;
+    const sl_topo_node *bottom = &self->topo->nodes[0];
+    if (sl_net_send(self->link, self->out.data, self->out.size, false, bottom->name, err) == 0) return 0;
+    sl_fail(
+        err,
+        "nothing listens at %s, the endpoint of the bottom node %s: start the pipeline with zmq-splitlearn-launch %s",
+        bottom->listen, bottom->name, self->topo->path);
+    return SL_CLIENT_TIMEOUT;
 }
 
 /* Names the first stage in chain order that has not acknowledged the current step. */
@@ -91,6 +88,15 @@ static int timeout_error(sl_client *self, const bool *acked, double timeout, sl_
     return SL_CLIENT_TIMEOUT;
 }
 
+/* The bottom node's connection dropped while a request was under way. */
+static int pipeline_gone(sl_client *self, sl_err *err)
+{
+    char endpoint[SL_MAX_ENDPOINT];
+    sl_net_watch_event(self->watch, endpoint, sizeof endpoint);
+    return sl_fail(err, "the pipeline stopped: the connection to the bottom node %s (%s) dropped",
+                   self->topo->nodes[0].name, endpoint);
+}
+
 typedef enum { GOT_RESULT, GOT_LOST_SESSION } outcome;
 
 /* Waits for the result of (session, step), collecting acks; -1/-2 on error or timeout. */
@@ -99,13 +105,15 @@ static int await_result(sl_client *self, uint64_t session, uint64_t step, const 
 {
     bool acked[SL_MAX_NODES] = {false};
     double deadline = sl_now() + req->timeout;
-    void *sock = zsock_resolve(self->pull);
+    void *sock = zsock_resolve(self->link);
     for (;;) {
         double left = deadline - sl_now();
-        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-        int rc = left > 0 ? zmq_poll(&item, 1, (long)(left * 1000) + 1) : 0;
+        zmq_pollitem_t items[2] = {{.socket = sock, .events = ZMQ_POLLIN},
+                                   {.socket = zsock_resolve(self->watch), .events = ZMQ_POLLIN}};
+        int rc = left > 0 ? zmq_poll(items, 2, (long)(left * 1000) + 1) : 0;
         if (rc < 0 && zmq_errno() == EINTR) return sl_fail(err, "interrupted");
         if (rc <= 0) return timeout_error(self, acked, req->timeout, err);
+        if (items[1].revents & ZMQ_POLLIN) return pipeline_gone(self, err);
         zmq_msg_t frame;
         zmq_msg_init(&frame);
         if (zmq_msg_recv(&frame, sock, 0) < 0) {
@@ -168,7 +176,6 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
                 .ack = true,
                 .has_sample = true,
                 .sample = req->sampling};
-    snprintf(m.reply_to, sizeof m.reply_to, "%s", self->endpoint);
     int from = 0, rc = 0;
     bool resent = false;
     for (uint64_t step = 0; rc == 0 && *n_out < req->max_new_tokens; step++) {
@@ -203,6 +210,6 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
     }
     sl_msg end = {.kind = SL_MSG_END, .session = session};
     sl_err ignored;
-    send_msg(self, &end, &ignored);
+    if (rc != SL_CLIENT_TIMEOUT) send_msg(self, &end, &ignored); /* nobody to tell otherwise */
     return rc;
 }

@@ -1,5 +1,5 @@
 /* client.h — the client side of a pipeline: sends a prompt into the bottom node, receives each
- * sampled token from the top node, feeds it back, and streams it to the caller. Handles a node
+ * sampled token (passed back along the chain from the top), feeds it back, and streams it. Handles a node
  * that lost the session (re-sends the whole context once) and says which stage did not answer
  * when one does not. */
 #ifndef SL_CLIENT_H
@@ -12,13 +12,10 @@
 
 typedef struct sl_client sl_client;
 
-/* Binds the client's reply socket at reply_endpoint (NULL: tcp://127.0.0.1 on a free port) and
- * connects to the topology's bottom node. Caller owns the result. */
-sl_client *sl_client_new(const sl_topology *topo, const char *reply_endpoint, sl_err *err);
+/* Connects to the topology's bottom node: the client's only connection, outbound (answers come
+ * back on it, so a client behind NAT or a firewall gets them). Caller owns the result. */
+sl_client *sl_client_new(const sl_topology *topo, sl_err *err);
 void sl_client_destroy(sl_client **self);
-
-/* The endpoint nodes answer to. */
-const char *sl_client_endpoint(const sl_client *self);
 
 typedef struct sl_client_request {
     const int32_t *ids; /* the prompt */

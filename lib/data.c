@@ -3,6 +3,7 @@
 
 #include "fileio.h"
 #include "rng.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -90,6 +90,21 @@ int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_
     return rc;
 }
 
+const char *sl_gen_text_token(sl_gen_text *self, int32_t id, size_t *len)
+{
+    size_t n;
+    const char *bytes = sl_tokenizer_token(self->tok, id, &n);
+    if (!bytes) return NULL;
+    *len = sl_utf8_stream_feed(&self->utf8, bytes, n, self->out);
+    return self->out;
+}
+
+const char *sl_gen_text_end(sl_gen_text *self, size_t *len)
+{
+    *len = sl_utf8_stream_flush(&self->utf8, self->out);
+    return self->out;
+}
+
 void sl_default_vocab_dir(char *out, size_t size)
 {
     char exe[PATH_MAX];

@@ -5,6 +5,8 @@
 
 #include "err.h"
 #include "sampler.h"
+#include "tokenizer.h"
+#include "utf8.h"
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -58,6 +60,21 @@ int sl_gen_opts_finish(sl_gen_opts *o, int argc, char **argv, int first, const c
 
 /* Writes the logits [T, vocab] to a safetensors file with one F32 tensor "logits". */
 int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err);
+
+/* The text of generated tokens as they arrive, cut on character boundaries (a character split
+ * between two tokens comes out whole with the second). Zero-initialise, then set tok (borrowed). */
+typedef struct sl_gen_text {
+    const sl_tokenizer *tok;
+    sl_utf8_stream utf8;
+    char out[SL_TOKENIZER_MAX_TOKEN_BYTES + 3];
+} sl_gen_text;
+
+/* The bytes to print for token id (held bytes first; an unfinished character at the end is held
+ * back), *len of them, owned by self until the next call; NULL for an id outside the vocabulary. */
+const char *sl_gen_text_token(sl_gen_text *self, int32_t id, size_t *len);
+
+/* At the end of the generation: the bytes still held (an unfinished character), *len of them. */
+const char *sl_gen_text_end(sl_gen_text *self, size_t *len);
 
 /* The default vocab directory: models/gpt2-vocab beside the program's bin/ or in the cwd. */
 void sl_default_vocab_dir(char *out, size_t size);

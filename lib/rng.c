@@ -36,4 +36,16 @@ float sl_rng_normal(sl_rng *rng)
     return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
 }
 
-uint64_t sl_rng_below(sl_rng *rng, uint64_t n) { return n ? sl_rng_next(rng) % n : 0; }
+/* x % n alone favours the low values when n does not divide 2^64: the 2^64 mod n lowest draws are
+ * rejected so that every value has as many draws mapping to it. Fewer than n in 2^64 draws are
+ * rejected, so for the n of a data shuffle the values are those of x % n. */
+uint64_t sl_rng_below(sl_rng *rng, uint64_t n)
+{
+    if (n == 0) return 0;
+    const uint64_t rejected = -n % n; /* 2^64 mod n, in 64-bit arithmetic */
+    uint64_t x;
+    do
+        x = sl_rng_next(rng);
+    while (x < rejected);
+    return x % n;
+}

@@ -15,7 +15,7 @@ uint64_t sl_rng_next(sl_rng *rng);
 float sl_rng_uniform(sl_rng *rng);
 /* Standard normal (Box-Muller). */
 float sl_rng_normal(sl_rng *rng);
-/* Uniform integer in [0, n). */
+/* Uniform integer in [0, n), without modulo bias; 0 when n is 0. */
 uint64_t sl_rng_below(sl_rng *rng, uint64_t n);
 
 #endif

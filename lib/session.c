@@ -10,6 +10,7 @@ typedef struct slot {
     uint64_t id; /* 0: free (kv may still hold a cache to reuse) */
     sl_kv *kv;
     double last_used;
+    sl_peer peer;
 } slot;
 
 struct sl_sessions {
@@ -98,7 +99,14 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
     }
     s->id = id;
     s->last_used = now;
+    s->peer = (sl_peer){.len = 0};
     return s->kv;
+}
+
+sl_peer *sl_sessions_peer(sl_sessions *self, uint64_t id)
+{
+    slot *s = find(self, id);
+    return s ? &s->peer : NULL;
 }
 
 bool sl_sessions_close(sl_sessions *self, uint64_t id)

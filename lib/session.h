@@ -5,6 +5,7 @@
 #define SL_SESSION_H
 
 #include "gpt2.h"
+#include "peer.h"
 
 #include <stdint.h>
 
@@ -20,6 +21,10 @@ sl_kv *sl_sessions_find(sl_sessions *self, uint64_t id, double now);
 /* Opens (or re-opens, forgetting its positions) session id with room for ctx positions. When the
  * table is full the least recently used session goes and *evicted receives its id (else 0). */
 sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uint64_t *evicted, sl_err *err);
+
+/* Where session id's answers go back to (set by the node; none when opened), or NULL when the
+ * session is unknown. Owned by the table, valid until the session goes. */
+sl_peer *sl_sessions_peer(sl_sessions *self, uint64_t id);
 
 /* Drops session id, keeping its cache for a later session; returns whether it existed. */
 bool sl_sessions_close(sl_sessions *self, uint64_t id);

@@ -28,7 +28,6 @@ static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+"
 enum {
     ALPHABET_SIZE = 256 + 68, /* GPT-2 moves the 68 bytes that do not print to U+0100.. */
     MAX_FILE_BYTES = 64 << 20,
-    MAX_TOKEN_BYTES = 1024,
     /* The cache keeps pieces up to CACHE_MAX_PIECE bytes (words, in practice) and starts over
      * when half full, so that its memory stays bounded (1.5 MB of slots, at most 9 MB of keys
      * and ids; about 2 MB for English text) however much is encoded. */
@@ -139,7 +138,7 @@ static void build_alphabet(int16_t codepoint_byte[ALPHABET_SIZE])
 }
 
 /* Turns a vocab or merges token (UTF-8 of alphabet characters) into raw bytes, at most
- * MAX_TOKEN_BYTES; -1 if a character is outside the alphabet or the token is too long. */
+ * SL_TOKENIZER_MAX_TOKEN_BYTES; -1 if a character is outside the alphabet or the token is too long. */
 static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPHABET_SIZE], char *out, size_t *len)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -154,7 +153,7 @@ static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPH
         } else {
             return -1; /* three-byte characters are all beyond the alphabet */
         }
-        if (cp >= ALPHABET_SIZE || codepoint_byte[cp] < 0 || n == MAX_TOKEN_BYTES) return -1;
+        if (cp >= ALPHABET_SIZE || codepoint_byte[cp] < 0 || n == SL_TOKENIZER_MAX_TOKEN_BYTES) return -1;
         out[n++] = (char)codepoint_byte[cp];
     }
     *len = n;
@@ -294,7 +293,7 @@ static int add_merge(sl_tokenizer *t, const merges_reader *r, char *line, int32_
     if (!space || space == line || !space[1] || strchr(space + 1, ' '))
         return sl_fail(err, "%s:%d: expected two tokens separated by one space", r->path, lineno);
     *space = '\0';
-    char merged_bytes[2 * MAX_TOKEN_BYTES], right_bytes[MAX_TOKEN_BYTES];
+    char merged_bytes[2 * SL_TOKENIZER_MAX_TOKEN_BYTES], right_bytes[SL_TOKENIZER_MAX_TOKEN_BYTES];
     size_t left_len, right_len;
     if (alphabet_to_bytes(line, r->codepoint_byte, merged_bytes, &left_len) != 0 ||
         alphabet_to_bytes(space + 1, r->codepoint_byte, right_bytes, &right_len) != 0)
@@ -348,32 +347,6 @@ static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const cha
             return sl_fail(err, "%s: no token for byte %d", path, b);
     }
     return 0;
-}
-
-int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err)
-{
-    *bad_offset = 0;
-    int code;
-    PCRE2_SIZE at;
-    pcre2_code *empty = pcre2_compile((PCRE2_SPTR) "", 0, PCRE2_UTF, &code, &at, NULL);
-    pcre2_match_data *md = empty ? pcre2_match_data_create(1, NULL) : NULL;
-    if (!md) {
-        pcre2_code_free(empty);
-        return sl_fail(err, "out of memory");
-    }
-    /* Matching checks the whole subject's UTF-8 first, and says where it goes wrong. */
-    int rc = pcre2_match(empty, (PCRE2_SPTR)text, len, 0, 0, md, NULL);
-    if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21) {
-        PCRE2_UCHAR why[128];
-        pcre2_get_error_message(rc, why, sizeof why);
-        *bad_offset = pcre2_get_startchar(md);
-        rc = sl_fail(err, "not UTF-8: %s", (const char *)why);
-    } else {
-        rc = 0;
-    }
-    pcre2_match_data_free(md);
-    pcre2_code_free(empty);
-    return rc;
 }
 
 /* ---- setup ---- */
@@ -694,55 +667,3 @@ char *sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t n, s
 }
 
 int32_t sl_tokenizer_vocab_size(const sl_tokenizer *t) { return t->vocab_size; }
-
-/* ---- streaming UTF-8 ---- */
-
-/* The length of the UTF-8 sequence that lead starts; 0 if lead cannot start one. */
-static size_t utf8_sequence_length(unsigned char lead)
-{
-    if (lead < 0x80) return 1;
-    if (lead >= 0xc2 && lead <= 0xdf) return 2;
-    if (lead >= 0xe0 && lead <= 0xef) return 3;
-    if (lead >= 0xf0 && lead <= 0xf4) return 4;
-    return 0;
-}
-
-/* Whether b can follow lead: the narrower ranges rule out overlong forms, surrogates and code
- * points beyond U+10FFFF. */
-static bool utf8_second_byte_ok(unsigned char lead, unsigned char b)
-{
-    unsigned char lo = lead == 0xe0 ? 0xa0 : lead == 0xf0 ? 0x90 : 0x80;
-    unsigned char hi = lead == 0xed ? 0x9f : lead == 0xf4 ? 0x8f : 0xbf;
-    return b >= lo && b <= hi;
-}
-
-/* How many bytes at the end of buf are the start of a character that more bytes could
- * complete (0 to 3). */
-static size_t unfinished_tail(const unsigned char *buf, size_t n)
-{
-    for (size_t back = 1; back <= 3 && back <= n; back++) {
-        unsigned char lead = buf[n - back];
-        if (lead >= 0x80 && lead < 0xc0) continue; /* a continuation byte: look further back */
-        if (utf8_sequence_length(lead) <= back) return 0;
-        return back == 1 || utf8_second_byte_ok(lead, buf[n - back + 1]) ? back : 0;
-    }
-    return 0;
-}
-
-size_t sl_utf8_stream_feed(sl_utf8_stream *s, const char *bytes, size_t len, char *out)
-{
-    memcpy(out, s->held, s->n_held);
-    if (len) memcpy(out + s->n_held, bytes, len);
-    size_t total = s->n_held + len, keep = unfinished_tail((unsigned char *)out, total);
-    memcpy(s->held, out + total - keep, keep);
-    s->n_held = keep;
-    return total - keep;
-}
-
-size_t sl_utf8_stream_flush(sl_utf8_stream *s, char *out)
-{
-    size_t n = s->n_held;
-    memcpy(out, s->held, n);
-    s->n_held = 0;
-    return n;
-}

@@ -26,6 +26,9 @@
 
 typedef struct sl_tokenizer sl_tokenizer;
 
+/* The most bytes one token has: loading refuses a vocab entry longer than this. */
+enum { SL_TOKENIZER_MAX_TOKEN_BYTES = 1024 };
+
 /* Loads dir/vocab.json and dir/merges.txt. Errors name the file and the entry or line.
  * Caller owns the result. */
 sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err);
@@ -52,26 +55,5 @@ const char *sl_tokenizer_token(const sl_tokenizer *self, int32_t id, size_t *len
 char *sl_tokenizer_decode(const sl_tokenizer *self, const int32_t *ids, size_t n, size_t *out_len, sl_err *err);
 
 int32_t sl_tokenizer_vocab_size(const sl_tokenizer *self);
-
-/* Whether text[0..len) is valid UTF-8 (PCRE2's check): 0, or -1 with *bad_offset at the first
- * byte of the first invalid sequence and err saying what is wrong with it. */
-int sl_utf8_check(const char *text, size_t len, size_t *bad_offset, sl_err *err);
-
-/* Streaming output: tokens arrive one at a time and a character may span two of them. The
- * stream holds back an unfinished UTF-8 sequence at the end of what it was fed until the next
- * bytes complete it, so printed text never splits a character. Bytes that cannot become valid
- * UTF-8 pass through unchanged: the concatenated output always equals the concatenated input.
- * Zero-initialise (sl_utf8_stream s = {0}); it owns no memory. */
-typedef struct sl_utf8_stream {
-    unsigned char held[3];
-    size_t n_held;
-} sl_utf8_stream;
-
-/* Writes to out (room for len + 3 bytes) the held bytes and those of bytes[0..len) that end on
- * a character boundary; keeps an unfinished trailing sequence. Returns the count written. */
-size_t sl_utf8_stream_feed(sl_utf8_stream *s, const char *bytes, size_t len, char *out);
-
-/* At the end of the text: writes the bytes still held (at most 3) to out; returns the count. */
-size_t sl_utf8_stream_flush(sl_utf8_stream *s, char *out);
 
 #endif

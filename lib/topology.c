@@ -279,9 +279,6 @@ static int check_parts(parse_state *ps)
             return sl_fail(ps->err, "%s:%d: [node.%s] is a %s but the part for layers %d-%d is a %s", t->path,
                            node->line, node->name, sl_role_name(node->role), node->first, node->last,
                            sl_role_name(parts[found].role));
-        if (access(parts[found].file, R_OK) != 0)
-            return sl_fail(ps->err, "%s:%d: [node.%s]: part file %s is missing", t->path, node->line, node->name,
-                           parts[found].file);
     }
     const sl_topo_node *top = &t->nodes[t->n_nodes - 1];
     if (top->last != n_layer)
@@ -290,10 +287,11 @@ static int check_parts(parse_state *ps)
     return 0;
 }
 
-int sl_topology_load(const char *path, sl_topology *t, bool check_parts_dir, sl_err *err)
+/* Parses fp; origin names it in errors and, when it is a path, anchors the relative paths. */
+static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_parts_dir, sl_err *err)
 {
     memset(t, 0, sizeof *t);
-    snprintf(t->path, sizeof t->path, "%s", path);
+    snprintf(t->path, sizeof t->path, "%s", origin);
     t->activations = SL_F32;
     t->timeout = 30;
     t->idle_timeout = 600;
@@ -301,13 +299,11 @@ int sl_topology_load(const char *path, sl_topology *t, bool check_parts_dir, sl_
     t->max_message = 256u << 20;
     t->hwm = 1000;
     t->max_train_tokens = 16384;
-    parse_state ps = {.t = t, .err = err};
-    if (!(ps.fp = fopen(path, "r"))) return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    parse_state ps = {.t = t, .err = err, .fp = fp};
     int bad_line = ini_parse_stream(read_line, &ps, on_key, &ps);
-    fclose(ps.fp);
     if (ps.rc != 0) return -1;
     if (bad_line != 0)
-        return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", path, bad_line);
+        return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
     if (check_nodes(&ps) != 0) return -1;
     if (resolve_parts(&ps, ps.parts_raw) != 0) return -1;
     if (!t->name[0]) {
@@ -315,6 +311,28 @@ int sl_topology_load(const char *path, sl_topology *t, bool check_parts_dir, sl_
         snprintf(t->name, sizeof t->name, "%.127s", base && base[1] ? base + 1 : t->parts);
     }
     return check_parts_dir ? check_parts(&ps) : 0;
+}
+
+int sl_topology_load(const char *path, sl_topology *t, bool check_parts_dir, sl_err *err)
+{
+    if (!strcmp(path, "-")) return load_stream(stdin, "(stdin)", t, check_parts_dir, err);
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        memset(t, 0, sizeof *t);
+        return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    }
+    int rc = load_stream(fp, path, t, check_parts_dir, err);
+    fclose(fp);
+    return rc;
+}
+
+int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool check_parts_dir, sl_err *err)
+{
+    FILE *fp = fmemopen((void *)text, strlen(text), "r");
+    if (!fp) return sl_fail(err, "out of memory");
+    int rc = load_stream(fp, origin, t, check_parts_dir, err);
+    fclose(fp);
+    return rc;
 }
 
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name)

@@ -43,9 +43,15 @@ typedef struct sl_topology {
     int n_nodes;
 } sl_topology;
 
-/* Parses and validates path. With check_parts, the parts directory must exist and hold a part
- * for every node's layers. */
+/* Parses and validates path ("-": standard input). With check_parts, the parts directory must
+ * exist and its index (split.json) name a part for every node's layers; the part files need be
+ * only on the hosts that run them (each node opens its own). Relative paths in the file are taken
+ * beside it (from standard input: in the working directory). */
 int sl_topology_load(const char *path, sl_topology *t, bool check_parts, sl_err *err);
+
+/* The same from text (a topology the launcher shipped); origin names it in errors; relative
+ * paths are the working directory's. */
+int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool check_parts, sl_err *err);
 
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);

@@ -261,8 +261,11 @@ int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
 
 /* ---- AdamW ---- */
 
-void sl_train_step(sl_train *t, const sl_adamw *o)
+void sl_train_step(sl_train *t, const sl_adamw *o, float scale)
 {
+    if (scale != 1.0f)
+        for (size_t i = 0; i < t->grads.owned_count; i++)
+            t->grads.owned[i] *= scale;
     t->steps++;
     const double bc1 = 1.0 - pow(o->beta1, (double)t->steps), bc2 = 1.0 - pow(o->beta2, (double)t->steps);
     const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2), decay = 1.0f - o->lr * o->weight_decay;

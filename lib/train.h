@@ -37,9 +37,10 @@ void sl_train_zero_grad(sl_train *self);
 /* The gradients (same layout as the params). */
 sl_params *sl_train_grads(sl_train *self);
 
-/* One AdamW step over every parameter from the accumulated gradients (bias-corrected, decoupled
- * weight decay, as torch.optim.AdamW). */
-void sl_train_step(sl_train *self, const sl_adamw *opt);
+/* One AdamW step over every parameter from the accumulated gradients multiplied by scale (1/K over
+ * K micro-batches, times a clipping factor; they keep that product), bias-corrected, with
+ * decoupled weight decay, as torch.optim.AdamW. */
+void sl_train_step(sl_train *self, const sl_adamw *opt, float scale);
 
 /* scale^2 times the squared norm of the accumulated gradients, summed in double in the
  * parameters' order: every stage computes it the same way so that global clipping gives the

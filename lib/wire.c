@@ -117,7 +117,7 @@ enum {
     F_STEP = 1 << 3,
     F_POS = 1 << 4,
     F_CTX = 1 << 5,
-    F_REPLY = 1 << 6,
+    F_UNUSED = 1 << 6, /* was reply_to: answers travel back the way requests came */
     F_IDS = 1 << 7,
     F_X = 1 << 8,
     F_SHAPE = 1 << 9,
@@ -259,11 +259,6 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
         *seen |= F_CTX;
         if (get_uint(v, "ctx", UINT32_MAX, &u, err) != 0) return -1;
         m->ctx = (uint32_t)u;
-    } else if (key_is(k, "reply_to")) {
-        *seen |= F_REPLY;
-        if (get_str(v, "reply_to", m->reply_to, sizeof m->reply_to, err) != 0) return -1;
-        if (strncmp(m->reply_to, "tcp://", 6) != 0 && strncmp(m->reply_to, "ipc://", 6) != 0)
-            return sl_fail(err, "field \"reply_to\": \"%s\" is not a tcp:// or ipc:// endpoint", m->reply_to);
     } else if (key_is(k, "ids")) {
         *seen |= F_IDS;
         return get_bin(v, "ids", &m->ids, ids_len, err);
@@ -347,18 +342,14 @@ static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg
 static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
 {
     static const unsigned need[SL_MSG_KIND_COUNT] = {
-        [SL_MSG_FORWARD] = F_SESSION | F_STEP | F_POS | F_REPLY,
-        [SL_MSG_RESULT] = F_SESSION | F_STEP | F_POS | F_TOKEN,
-        [SL_MSG_ERROR] = F_SESSION | F_CODE,
-        [SL_MSG_END] = F_SESSION,
-        [SL_MSG_ACK] = F_SESSION | F_STEP | F_NODE,
-        [SL_MSG_BACKWARD] = F_SESSION | F_STEP | F_REPLY | F_X | F_SHAPE | F_DTYPE,
-        [SL_MSG_SAVE] = F_SESSION | F_STEP | F_REPLY | F_DIR,
-        [SL_MSG_LOAD] = F_SESSION | F_STEP | F_REPLY | F_DIR,
-        [SL_MSG_UPDATE] = F_SESSION | F_STEP | F_REPLY,
+        [SL_MSG_FORWARD] = F_SESSION | F_STEP | F_POS, [SL_MSG_RESULT] = F_SESSION | F_STEP | F_POS | F_TOKEN,
+        [SL_MSG_ERROR] = F_SESSION | F_CODE,           [SL_MSG_END] = F_SESSION,
+        [SL_MSG_ACK] = F_SESSION | F_STEP | F_NODE,    [SL_MSG_BACKWARD] = F_SESSION | F_STEP | F_X | F_SHAPE | F_DTYPE,
+        [SL_MSG_SAVE] = F_SESSION | F_STEP | F_DIR,    [SL_MSG_LOAD] = F_SESSION | F_STEP | F_DIR,
+        [SL_MSG_UPDATE] = F_SESSION | F_STEP,
     };
-    static const char *const names[] = {"v",        "kind",  "session", "step",  "pos",    "ctx",  "reply_to", "ids",
-                                        "x (or g)", "shape", "dtype",   "token", "logits", "node", "code",     "dir"};
+    static const char *const names[] = {"v",        "kind",  "session", "step",  "pos",    "ctx",  "-",    "ids",
+                                        "x (or g)", "shape", "dtype",   "token", "logits", "node", "code", "dir"};
     unsigned want = F_V | F_KIND | ((seen & F_KIND) ? need[m->kind] : 0);
     for (int i = 0; i < 16; i++)
         if ((want & (1u << i)) && !(seen & (1u << i)))
@@ -542,24 +533,24 @@ static size_t count_fields(const sl_msg *m)
     size_t n = 3; /* v, kind, session */
     switch (m->kind) {
     case SL_MSG_FORWARD:
-        /* step pos ctx reply_to want_logits ack, then ids or x shape dtype, then sample */
-        return n + 6 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 + (m->has_at_step ? 1 : 0) : 0);
+        /* step pos ctx want_logits ack, then ids or x shape dtype, then sample */
+        return n + 5 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 + (m->has_at_step ? 1 : 0) : 0);
     case SL_MSG_RESULT:
         return n + 3 + (m->logits ? 2 : 0);
     case SL_MSG_ERROR:
         return n + 4;
     case SL_MSG_END:
-        return n + (m->reply_to[0] ? 1 : 0);
+        return n;
     case SL_MSG_ACK:
         return n + 2;
     case SL_MSG_BACKWARD:
-        return n + 9 + (m->has_gnorm2 ? 1 : 0); /* step reply_to g shape dtype update lr wd scale [gnorm2] */
+        return n + 8 + (m->has_gnorm2 ? 1 : 0); /* step g shape dtype update lr wd scale [gnorm2] */
     case SL_MSG_UPDATE:
-        return n + 5; /* step reply_to lr wd scale */
+        return n + 4; /* step lr wd scale */
     case SL_MSG_SAVE:
-        return n + 3 + (m->has_loss ? 1 : 0); /* step reply_to dir [loss] */
+        return n + 2 + (m->has_loss ? 1 : 0); /* step dir [loss] */
     case SL_MSG_LOAD:
-        return n + 3 + (m->has_at_step ? 1 : 0); /* step reply_to dir [at_step] */
+        return n + 2 + (m->has_at_step ? 1 : 0); /* step dir [at_step] */
     default:
         return n;
     }
@@ -581,7 +572,6 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_uint(&pk, "step", m->step);
         pack_uint(&pk, "pos", m->pos);
         pack_uint(&pk, "ctx", m->ctx);
-        pack_str(&pk, "reply_to", m->reply_to);
         pack_bool(&pk, "want_logits", m->want_logits);
         pack_bool(&pk, "ack", m->ack);
         if (m->ids) {
@@ -602,7 +592,6 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         break;
     case SL_MSG_BACKWARD:
         pack_uint(&pk, "step", m->step);
-        pack_str(&pk, "reply_to", m->reply_to);
         pack_floats(&pk, "g", m->x, (size_t)m->rows * m->cols, m->dtype);
         pack_shape(&pk, m->rows, m->cols);
         pack_str(&pk, "dtype", sl_dtype_lower(m->dtype));
@@ -615,13 +604,11 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         break;
     case SL_MSG_UPDATE:
         pack_uint(&pk, "step", m->step);
-        pack_str(&pk, "reply_to", m->reply_to);
         pack_update(&pk, m);
         break;
     case SL_MSG_SAVE:
     case SL_MSG_LOAD:
         pack_uint(&pk, "step", m->step);
-        pack_str(&pk, "reply_to", m->reply_to);
         pack_str(&pk, "dir", m->dir);
         if (m->kind == SL_MSG_LOAD && m->has_at_step) pack_uint(&pk, "at_step", m->at_step);
         if (m->kind == SL_MSG_SAVE && m->has_loss) {
@@ -645,7 +632,6 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
         pack_str(&pk, "message", m->message);
         break;
     case SL_MSG_END:
-        if (m->reply_to[0]) pack_str(&pk, "reply_to", m->reply_to);
         break;
     case SL_MSG_ACK:
         pack_uint(&pk, "step", m->step);

@@ -10,7 +10,6 @@
  *   "step"     uint         forward result error ack request number within the session
  *   "pos"      uint         forward result           position of the request's first token
  *   "ctx"      uint         forward                  positions the session will need (KV size)
- *   "reply_to" str          forward end              the client's endpoint (tcp:// or ipc://)
  *   "ids"      bin          forward (to the bottom)  token ids, int32 little-endian
  *   "x"        bin          forward (after bottom)   activations [rows, cols], little-endian
  *   "shape"    [uint, uint] forward result           rows, cols of "x" or of "logits"
@@ -19,7 +18,7 @@
  *                                                     "top_k": uint, "top_p": float,
  *                                                     "seed": uint, "index": uint}
  *   "want_logits" bool      forward                  the result carries every position's logits
- *   "ack"      bool         forward                  every node acks receipt to reply_to
+ *   "ack"      bool         forward                  every node acks receipt (back along the chain)
  *   "token"    uint         result                   the sampled token
  *   "logits"   bin          result                   f32 [rows, cols] when want_logits
  *   "train"    bool         forward                  a training step: keep what backward needs
@@ -64,7 +63,6 @@
 #include <stdint.h>
 
 #define SL_WIRE_VERSION 1
-#define SL_WIRE_ENDPOINT_MAX 256
 
 typedef enum sl_msg_kind {
     SL_MSG_FORWARD,
@@ -83,7 +81,6 @@ typedef struct sl_msg {
     sl_msg_kind kind;
     uint64_t session, step;
     uint32_t pos, ctx;
-    char reply_to[SL_WIRE_ENDPOINT_MAX]; /* "" when absent */
     /* forward: either ids or x */
     const void *ids; /* n_ids int32 LE; decode: view into the frame (maybe unaligned) */
     uint32_t n_ids;

@@ -6,31 +6,38 @@
 #include "cpu.h"
 #include "fileio.h"
 #include "gpt2.h"
-#include "outbox.h"
+#include "net.h"
 #include "sampler.h"
 #include "session.h"
 #include "topology.h"
-#include "train.h"
+#include "trunk.h"
+#include "version.h"
 #include "wire.h"
 
 #include <czmq.h>
+#include <openssl/evp.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <time.h>
 
-static const char usage[] = "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify]\n"
-                            "\n"
-                            "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads "
-                            "come\n"
-                            "from its section (config/README.md). Logs one line per event to stderr; prints\n"
-                            "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
-                            "  --verify   recompute the part's SHA-256 before loading it (also: verify = yes in "
-                            "[pipeline])\n"
-                            "\n"
-                            "exit status: 0 stopped by a signal, 1 could not start (topology, part, socket), 2 usage "
-                            "error\n";
+static const char usage[] =
+    "usage: zmq-splitlearn-node TOPOLOGY.ini NODE_NAME [--verify] [--lifeline]\n"
+    "       zmq-splitlearn-node --topology-data BASE64 NODE_NAME [--verify] [--lifeline]\n"
+    "\n"
+    "Runs the stage [node.NODE_NAME] of the topology: role, layers, part, sockets and threads come\n"
+    "from its section (config/README.md). Logs one line per event to stderr; prints\n"
+    "'NODE_NAME: ready' once it takes messages. Stops cleanly on SIGINT or SIGTERM.\n"
+    "  TOPOLOGY.ini          the topology file ('-': read it from standard input)\n"
+    "  --topology-data B64   the topology's text in base64 (how zmq-splitlearn-launch ships it to\n"
+    "                        another host); relative paths in it are the working directory's\n"
+    "  --lifeline            stop, as on SIGTERM, when standard input closes (the launcher's end of\n"
+    "                        a pipe, carried by ssh, srun or ip netns exec: no node outlives it)\n"
+    "  --verify              recompute the part's SHA-256 before loading it (also: verify = yes)\n"
+    "\n"
+    "exit status: 0 stopped by a signal or the lifeline, 1 could not start (topology, part,\n"
+    "socket), 2 usage error\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -45,33 +52,24 @@ typedef struct node {
     sl_topology topo;
     const sl_topo_node *self;
     const sl_topo_node *next; /* NULL at the top */
-    const sl_topo_node *prev; /* NULL at the bottom */
-    sl_part *part;            /* while the weights are used in place from its mapping (not after a training copy) */
-    sl_part_info info;        /* the part's: name, role, layers, file */
-    sl_params params;
-    int train_B, train_T;
+    bool bottom;              /* answers clients: a session belongs to the connection that opened it */
+    sl_trunk *trunk;          /* the part's weights and, on a trunk, its training state */
+    unsigned generation;      /* of the weights the runner and sessions were made for */
     sl_stage *stage;
     sl_sessions *sessions;
     sl_sampler *sampler;
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
-    sl_outbox *replies;
-    zsock_t *pull, *push, *push_prev; /* push_prev: gradients back, opened on first use */
-    sl_train *train;                  /* training state, made by the first training forward */
-    uint64_t train_run;               /* the trainer's session the training state belongs to */
-    uint64_t forward_step;            /* the training forward whose activations backward may use */
-    bool forward_ready, grads_pending;
-    bool writable;                     /* params copied out of the mapping, for training */
-    FILE *trace;                       /* $SL_NODE_TRACE: one line per message received (tests) */
-    char root[PATH_MAX];               /* checkpoint_root, resolved: saves and loads stay below it */
-    char save_dir[PATH_MAX];           /* this run's checkpoint (its last save or load): a stop saves beside it */
-    long saved_step;                   /* the step of that checkpoint */
-    char pending_state[PATH_MAX + 32]; /* optimizer state to restore when the trainer is made */
+    sl_net_opts net;
+    zsock_t *listen;     /* ROUTER: requests from the previous stage (at the bottom: clients) */
+    zsock_t *next_link;  /* DEALER to the next stage: requests on, answers and gradients back */
+    const sl_peer *from; /* the sender of the request being handled (NULL: it came from the next) */
+    sl_peer train_from;  /* where a training forward came from: its gradient goes back there */
+    FILE *trace;         /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
-    float *in, *hidden; /* (io_rows, C): n_positions rows, more for a training batch */
-    size_t io_rows;
-    float *logits; /* (V), or (n_positions, V) while a request wants every position */
+    float *in, *hidden; /* (n_positions, C) */
+    float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused;
 } node;
@@ -90,15 +88,25 @@ static void log_line(const node *n, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* Sends msg to the client's reply_to; a failure is logged, never fatal. */
-static void reply(node *n, const char *endpoint, const sl_msg *msg)
+/* Sends msg back towards whoever asked (to: the previous stage's connection or a client's); a
+ * failure is logged, never fatal. */
+static void answer(node *n, const sl_peer *to, const sl_msg *msg)
 {
     sl_err err;
-    if (!endpoint[0]) return;
-    if (sl_wire_encode(msg, &n->out, &err) != 0 ||
-        sl_outbox_send(n->replies, endpoint, n->out.data, n->out.size, &err) != 0)
-        log_line(n, "could not answer %s: %s", endpoint, err.msg);
+    if (!to || !to->len) return;
+    if (sl_wire_encode(msg, &n->out, &err) != 0 || sl_net_send_to(n->listen, to, n->out.data, n->out.size, &err) != 0)
+        log_line(n, "could not answer: %s", err.msg);
 }
+
+/* Where answers about session go back to: the connection its requests came from. */
+static const sl_peer *peer_of(node *n, uint64_t session)
+{
+    const sl_peer *p = sl_sessions_peer(n->sessions, session);
+    return p && p->len ? p : session == sl_trunk_run(n->trunk) && n->train_from.len ? &n->train_from : NULL;
+}
+
+/* The request's sender, or the session's when the request came back from the next stage. */
+static const sl_peer *asker(node *n, const sl_msg *req) { return n->from ? n->from : peer_of(n, req->session); }
 
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -114,18 +122,20 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     n->refused++;
     log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session, (unsigned long long)req->step,
              code, e.message);
-    reply(n, req->reply_to, &e);
+    answer(n, asker(n, req), &e);
 }
 
-/* Pushes msg (re-encoded) to the next stage; blocks at most the send timeout (backpressure). */
-static int pass_on(node *n, const sl_msg *msg, sl_err *err)
+/* Encodes msg and pushes it to stage peer; blocks at most the send timeout (backpressure). */
+static int send_to(node *n, zsock_t *sock, const sl_topo_node *peer, const sl_msg *msg, sl_err *err)
 {
+    char who[SL_MAX_ENDPOINT + 160];
+    snprintf(who, sizeof who, "stage %s (%s)", peer->name, peer->listen);
     if (sl_wire_encode(msg, &n->out, err) != 0) return -1;
-    if (zmq_send(zsock_resolve(n->push), n->out.data, n->out.size, 0) < 0)
-        return sl_fail(err, "next stage %s (%s) does not take messages: %s", n->next->name, n->next->listen,
-                       zmq_strerror(zmq_errno()));
-    return 0;
+    return sl_net_send(sock, n->out.data, n->out.size, false, who, err);
 }
+
+/* Pushes msg (re-encoded) to the next stage. */
+static int pass_on(node *n, const sl_msg *msg, sl_err *err) { return send_to(n, n->next_link, n->next, msg, err); }
 
 /* The session's cache, positioned at req->pos: opened at position 0, rewound when the client
  * re-sends earlier positions, NULL (answered) when this node lost the session. */
@@ -133,8 +143,14 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
 {
     double t = sl_now();
     sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
+    sl_peer *owner = sl_sessions_peer(n->sessions, req->session);
+    if (kv && n->bottom && owner->len && !sl_peer_equal(owner, n->from)) {
+        reply_error(n, req, "bad_message", "this session belongs to another client");
+        return NULL;
+    }
     if (kv && (int)req->pos <= sl_kv_len(kv) && (int)req->pos + tokens <= sl_kv_capacity(kv)) {
         sl_kv_truncate(kv, (int)req->pos);
+        *owner = *n->from; /* a restarted previous stage reconnects under another id */
         return kv;
     }
     if (req->pos != 0) {
@@ -151,6 +167,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
         reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
         return NULL;
     }
+    *sl_sessions_peer(n->sessions, req->session) = *n->from;
     if (evicted) log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
     log_line(n, "session %016llx opened (%d positions, %d sessions)", (unsigned long long)req->session, ctx,
              sl_sessions_count(n->sessions));
@@ -159,7 +176,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
 
 static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
 {
-    const int V = n->params.cfg.vocab_size;
+    const int V = sl_trunk_params(n->trunk)->cfg.vocab_size;
     sl_err err;
     sl_output which = req->want_logits ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST;
     if (req->want_logits && (size_t)T > n->logits_rows) {
@@ -187,13 +204,13 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         res.rows = (uint32_t)T;
         res.cols = (uint32_t)V;
     }
-    reply(n, req->reply_to, &res);
+    answer(n, n->from, &res);
 }
 
 static void handle_forward(node *n, sl_msg *req)
 {
-    const sl_config *cfg = &n->params.cfg;
-    bool bottom = n->params.embed;
+    const sl_config *cfg = &sl_trunk_params(n->trunk)->cfg;
+    bool bottom = sl_trunk_params(n->trunk)->embed;
     if (bottom != (req->ids != NULL)) {
         reply_error(n, req, "bad_message", "%s takes %s", n->name,
                     bottom ? "token ids (\"ids\")" : "activations (\"x\")");
@@ -203,7 +220,7 @@ static void handle_forward(node *n, sl_msg *req)
     if (req->ack) {
         sl_msg ack = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
         snprintf(ack.node, sizeof ack.node, "%s", n->name);
-        reply(n, req->reply_to, &ack);
+        answer(n, n->from, &ack);
     }
     sl_kv *kv = session_for(n, req, T);
     if (!kv) return;
@@ -235,352 +252,68 @@ static void handle_forward(node *n, sl_msg *req)
     if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
-/* ---- training: trunks train here; the bottom and the top stay with zmq-splitlearn-train ---- */
+/* ---- training: trunks train here (lib/trunk.c); the bottom and the top stay with the trainer ---- */
 
-/* Makes params the node's weights (it takes them over), with a fresh stage and session table:
- * cached keys and values belong to the weights they were computed with. */
-static int install_params(node *n, sl_params *params, bool writable, sl_err *err)
+/* A fresh runner and session table when the trunk's weights moved: cached keys and values belong
+ * to the weights they were computed with. */
+static int follow_weights(node *n, sl_err *err)
 {
+    unsigned generation = sl_trunk_generation(n->trunk);
+    if (n->stage && generation == n->generation) return 0;
     sl_stage_destroy(&n->stage);
     sl_sessions_destroy(&n->sessions);
-    sl_params_free(&n->params);
-    n->params = *params;
-    n->writable = writable;
-    n->stage = sl_stage_new(&n->params, 128, err);
-    n->sessions = sl_sessions_new(&n->params, n->topo.max_sessions, n->topo.idle_timeout);
+    const sl_params *p = sl_trunk_params(n->trunk);
+    n->stage = sl_stage_new(p, 128, err);
+    n->sessions = sl_sessions_new(p, n->topo.max_sessions, n->topo.idle_timeout);
+    n->generation = generation;
     return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
 }
 
-/* The part's own weights again, mapped as at start, with no training state. */
-static int reload_part(node *n, sl_err *err)
-{
-    sl_part *part = sl_part_open(n->topo.parts, n->self->first, n->self->last, false, err);
-    sl_params mapped;
-    if (!part || sl_part_load_params(part, &mapped, false, err) != 0) {
-        sl_part_destroy(&part);
-        return -1;
-    }
-    sl_train_destroy(&n->train);
-    sl_part_destroy(&n->part);
-    n->part = part;
-    n->info = *sl_part_info_of(part);
-    n->pending_state[0] = '\0';
-    return install_params(n, &mapped, false, err);
-}
+static void log_event(void *ctx, const char *line) { log_line(ctx, "%s", line); }
 
-/* Gives the training state to run: a run this node has not seen starts from the part's own
- * weights and a fresh optimizer (another run's progress must not leak into it). */
-static int begin_run(node *n, uint64_t run, sl_err *err)
+/* Sends a trunk's reply where the protocol says: on to the next stage, back to the stage the
+ * training forward came from, or to whoever asked (an ack of save or load). */
+static int send_trunk_reply(node *n, const sl_msg *req, const sl_msg *reply, sl_trunk_to to, sl_err *err)
 {
-    if (n->train_run == run) return 0;
-    if (n->writable) {
-        if (reload_part(n, err) != 0) return -1;
-        log_line(n, "training run %016llx: starting from the part's weights", (unsigned long long)run);
-    }
-    n->train_run = run;
-    n->forward_ready = n->grads_pending = false;
-    n->save_dir[0] = '\0'; /* a stop saves only where this run saved */
+    if (req->kind == SL_MSG_FORWARD) n->train_from = *n->from;
+    if (to == SL_TRUNK_NEXT) return pass_on(n, reply, err);
+    answer(n, to == SL_TRUNK_PREV ? &n->train_from : n->from, reply);
     return 0;
 }
 
-/* Copies the weights out of the read-only mapping and makes the trainer for B x T tokens (one
- * shape for a whole run: the trainer's buffers and optimizer state go together). */
-static int prepare_training(node *n, int B, int T, sl_err *err)
+static void handle_training(node *n, const sl_msg *req)
 {
-    if (n->params.embed || n->params.head)
-        return sl_fail(err, "%s is a %s: in training the bottom and the top run inside zmq-splitlearn-train", n->name,
-                       n->params.embed ? "bottom" : "top");
-    if ((long)B * T > n->topo.max_train_tokens)
-        return sl_fail(err, "a training batch of %d x %d tokens is over this pipeline's max_train_tokens (%d)", B, T,
-                       n->topo.max_train_tokens);
-    if (n->train) {
-        if (n->train_B == B && n->train_T == T) return 0;
-        return sl_fail(err, "this run trains batches of %d x %d here, not %d x %d", n->train_B, n->train_T, B, T);
-    }
-    if (!n->writable) {
-        sl_params copy;
-        if (sl_part_load_params(n->part, &copy, true, err) != 0 || install_params(n, &copy, true, err) != 0) return -1;
-        sl_part_destroy(&n->part); /* its mapped pages would stay in the node's RSS for nothing */
-        log_line(n, "training: weights copied out of the part (%.1f MB)",
-                 (double)sl_params_count(&n->params) * 4 / 1e6);
-    }
-    if (!(n->train = sl_train_new(&n->params, B, T, err))) return -1;
-    size_t rows = (size_t)B * T, C = (size_t)n->params.cfg.n_embd;
-    if (rows > n->io_rows) {
-        float *in = realloc(n->in, rows * C * sizeof(float));
-        if (in) n->in = in;
-        float *hidden = in ? realloc(n->hidden, rows * C * sizeof(float)) : NULL;
-        if (hidden) n->hidden = hidden;
-        if (!in || !hidden) {
-            sl_train_destroy(&n->train);
-            return sl_fail(err, "out of memory for a batch of %d x %d", B, T);
-        }
-        n->io_rows = rows;
-    }
-    n->train_B = B;
-    n->train_T = T;
-    if (n->pending_state[0]) {
-        if (sl_train_load_state(n->train, n->pending_state, err) < 0) {
-            sl_train_destroy(&n->train); /* no training on without the optimizer state it resumes */
-            return -1;
-        }
-        log_line(n, "optimizer state restored at step %ld", sl_train_steps(n->train));
-        n->pending_state[0] = '\0';
-    }
-    return 0;
+    sl_msg reply;
+    sl_trunk_to to;
+    sl_err err;
+    int rc = sl_trunk_handle(n->trunk, req, &reply, &to, &err);
+    if (rc == 0 && follow_weights(n, &err) != 0) rc = SL_TRUNK_INTERNAL;
+    if (rc == 0 && send_trunk_reply(n, req, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
+    if (rc == 0 && sl_trunk_finish(n->trunk, &err) != 0) rc = SL_TRUNK_INTERNAL; /* after sending: overlap */
+    if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
 }
 
-static void handle_train_forward(node *n, sl_msg *req)
+/* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
+ * session or training run that this node passes back the way its requests came (as received). */
+static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
 {
     sl_err err;
-    if (!req->x) {
-        reply_error(n, req, "bad_message", "a training forward to %s carries activations", n->name);
-        return;
+    if (msg->kind == SL_MSG_BACKWARD) {
+        handle_training(n, msg);
+    } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
+        const sl_peer *to = peer_of(n, msg->session);
+        if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) log_line(n, "could not pass back: %s", err.msg);
+    } else {
+        log_line(n, "the next stage sent a '%s' message: dropped", sl_msg_kind_name(msg->kind));
     }
-    const int B = (int)req->batch, T = (int)req->rows / B; /* the decoder checked that B divides rows */
-    if (begin_run(n, req->session, &err) != 0 || prepare_training(n, B, T, &err) != 0) {
-        reply_error(n, req, "bad_message", "%s", err.msg);
-        return;
-    }
-    if (req->has_at_step && sl_train_steps(n->train) != (long)req->at_step) {
-        reply_error(n, req, "bad_message",
-                    "%s has taken %ld optimizer steps in this run, the trainer %llu: the node restarted or another "
-                    "trainer used it meanwhile; continue with --resume from the last checkpoint",
-                    n->name, sl_train_steps(n->train), (unsigned long long)req->at_step);
-        return;
-    }
-    sl_msg_copy_x(req, n->in);
-    if (sl_train_forward(n->train, NULL, n->in, NULL, n->hidden, NULL, &err) != 0) {
-        reply_error(n, req, "internal", "%s", err.msg);
-        return;
-    }
-    n->forward_step = req->step;
-    n->forward_ready = true;
-    sl_msg fwd = *req;
-    fwd.x = n->hidden;
-    fwd.dtype = n->topo.activations;
-    if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
 }
 
-static int push_back(node *n, const sl_msg *msg, sl_err *err)
-{
-    if (!n->push_prev) {
-        n->push_prev = zsock_new(ZMQ_PUSH);
-        if (!n->push_prev) return sl_fail(err, "cannot create a socket");
-        zsock_set_sndhwm(n->push_prev, n->topo.hwm);
-        zsock_set_sndtimeo(n->push_prev, (int)(n->topo.timeout * 1000));
-        zsock_set_linger(n->push_prev, 1000);
-        if (zsock_connect(n->push_prev, "%s", n->prev->listen) != 0)
-            return sl_fail(err, "cannot connect to %s: %s", n->prev->listen, zmq_strerror(zmq_errno()));
-    }
-    if (sl_wire_encode(msg, &n->out, err) != 0) return -1;
-    if (zmq_send(zsock_resolve(n->push_prev), n->out.data, n->out.size, 0) < 0)
-        return sl_fail(err, "previous stage %s (%s) does not take messages: %s", n->prev->name, n->prev->listen,
-                       zmq_strerror(zmq_errno()));
-    return 0;
-}
-
-/* AdamW on the accumulated gradients, multiplied first by the request's scale (1/K, clipping).
- * Non-finite gradients are dropped, not applied: one NaN would poison every later answer. */
-static int apply_update(node *n, const sl_msg *req, sl_err *err)
-{
-    sl_params *g = sl_train_grads(n->train);
-    n->grads_pending = false;
-    if (!isfinite(sl_train_grad_norm2(n->train, req->grad_scale))) {
-        sl_train_zero_grad(n->train);
-        return sl_fail(err, "non-finite gradients in step %llu: update refused, weights unchanged",
-                       (unsigned long long)req->step);
-    }
-    sl_adamw opt = SL_ADAMW_DEFAULT;
-    opt.lr = req->lr;
-    opt.weight_decay = req->weight_decay;
-    if (req->grad_scale != 1.0f)
-        for (size_t i = 0; i < g->owned_count; i++)
-            g->owned[i] *= req->grad_scale;
-    sl_train_step(n->train, &opt);
-    sl_train_zero_grad(n->train);
-    return 0;
-}
-
-/* Whether req belongs to the run this node trains for; answers when it does not. */
-static bool in_run(node *n, const sl_msg *req)
-{
-    if (n->train && req->session == n->train_run) return true;
-    reply_error(n, req, "bad_message", "%s has no training state of run %016llx (a trainer that is gone?)", n->name,
-                (unsigned long long)req->session);
-    return false;
-}
-
-/* A clipped step's update: applied here, then passed along the forward path (so it always comes
- * before the next forward), back to the trainer at the end. */
-static void handle_update(node *n, sl_msg *req)
-{
-    sl_err err;
-    if (!in_run(n, req)) return;
-    if (!n->grads_pending) {
-        reply_error(n, req, "bad_message", "%s has no gradients to apply in step %llu", n->name,
-                    (unsigned long long)req->step);
-        return;
-    }
-    if (apply_update(n, req, &err) != 0 || pass_on(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
-}
-
-static void handle_backward(node *n, sl_msg *req)
-{
-    sl_err err;
-    if (!in_run(n, req)) return;
-    if (!n->forward_ready || req->step != n->forward_step || (int)req->rows != n->train_B * n->train_T) {
-        reply_error(n, req, "bad_message", "%s holds no training forward of step %llu with %u rows to go back through",
-                    n->name, (unsigned long long)req->step, req->rows);
-        return;
-    }
-    n->forward_ready = false;  /* its saved activations go into this backward, once */
-    sl_msg_copy_x(req, n->in); /* the gradient of this stage's output */
-    if (sl_train_backward(n->train, n->in, n->hidden, &err) != 0) {
-        reply_error(n, req, "internal", "%s", err.msg);
-        return;
-    }
-    n->grads_pending = true;
-    sl_msg back = *req;
-    if (req->has_gnorm2) back.gnorm2 = req->gnorm2 + sl_train_grad_norm2(n->train, req->grad_scale);
-    back.x = n->hidden;
-    back.dtype = n->topo.activations;
-    if (push_back(n, &back, &err) != 0) {
-        reply_error(n, req, "internal", "%s", err.msg);
-        return;
-    }
-    /* after sending: the previous stage works meanwhile */
-    if (req->update && apply_update(n, req, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
-}
-
-/* The optimizer steps of the node's state: its trainer's, or those of a loaded checkpoint whose
- * state waits for the first training forward. */
-static long steps_taken(const node *n)
-{
-    return n->train ? sl_train_steps(n->train) : n->pending_state[0] ? n->saved_step : 0;
-}
-
-/* Writes this node's part and optimizer state as dir's checkpoint of the current step (nothing
- * when dir already holds this run's save of it). */
-static int save_to(node *n, const char *dir, double loss, sl_err *err)
-{
-    char state[PATH_MAX + 32];
-    long step = steps_taken(n), base = n->save_dir[0] && sl_same_dir(dir, n->save_dir) ? n->saved_step : -1;
-    if (base == step && base >= 0) return 0;
-    sl_part_info saved;
-    if (sl_part_write_checkpoint(&n->params, n->info.name, n->info.role, dir, step, loss, &saved, err) != 0) return -1;
-    sl_part_sibling(saved.file, "_optim.safetensors", state, sizeof state);
-    int rc = n->train              ? sl_train_save_state(n->train, state, err)
-             : n->pending_state[0] ? sl_copy_file(n->pending_state, state, err)
-                                   : 0;
-    if (rc != 0 || sl_part_commit_checkpoint(dir, base, step, &saved, err) != 0) return -1;
-    log_line(n, "saved %s (step %ld)", saved.file, step);
-    return 0;
-}
-
-/* Stopped mid-training: what it learned since the run's checkpoint DIR goes to DIR/stopped-step<K>,
- * a checkpoint of this trunk alone; DIR itself stays as it was, consistent for --resume. */
-static void save_on_stop(node *n)
-{
-    long step = steps_taken(n);
-    if (!n->train || !n->save_dir[0] || step == n->saved_step) return;
-    char dir[PATH_MAX + 32];
-    sl_err err;
-    snprintf(dir, sizeof dir, "%s/stopped-step%ld", n->save_dir, step);
-    if (save_to(n, dir, NAN, &err) != 0) log_line(n, "cannot save on stop: %s", err.msg); /* loss: the top's */
-}
-
-static void ack(node *n, const sl_msg *req)
-{
-    sl_msg a = {.kind = SL_MSG_ACK, .session = req->session, .step = req->step};
-    snprintf(a.node, sizeof a.node, "%s", n->name);
-    reply(n, req->reply_to, &a);
-}
-
-/* Where a trainer's save or load directory lies on this host: below checkpoint_root (a relative
- * one is taken there), with no ".." anywhere, so a trainer cannot make a node write or read
- * elsewhere. */
-static int checkpoint_dir(const node *n, const char *asked, char *out, size_t size, sl_err *err)
-{
-    if (!asked[0]) return sl_fail(err, "no checkpoint directory given");
-    for (const char *p = asked; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
-        if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0'))
-            return sl_fail(err, "checkpoint directory %s: '..' is not allowed", asked);
-    size_t len = strlen(n->root);
-    bool under = !strncmp(asked, n->root, len) && (asked[len] == '/' || asked[len] == '\0' || len == 1);
-    if (asked[0] == '/' && !under)
-        return sl_fail(err, "checkpoint directory %s is outside %s, where %s keeps checkpoints (checkpoint_root)",
-                       asked, n->root, n->name);
-    int written = asked[0] == '/' ? snprintf(out, size, "%s", asked) : snprintf(out, size, "%s/%s", n->root, asked);
-    return written < (int)size ? 0 : sl_fail(err, "checkpoint directory %s: path too long", asked);
-}
-
-static void handle_save(node *n, sl_msg *req)
-{
-    sl_err err;
-    char dir[sizeof n->save_dir];
-    if (checkpoint_dir(n, req->dir, dir, sizeof dir, &err) != 0 || begin_run(n, req->session, &err) != 0 ||
-        save_to(n, dir, req->has_loss ? req->loss : NAN, &err) != 0) {
-        reply_error(n, req, "internal", "cannot save: %s", err.msg);
-        return;
-    }
-    n->saved_step = steps_taken(n);
-    snprintf(n->save_dir, sizeof n->save_dir, "%s", dir);
-    ack(n, req);
-}
-
-/* Whether a checkpoint's part can replace this node's: same layers, same model. (The step is
- * sl_part_open_checkpoint's to match.) */
-static int check_checkpoint(const node *n, const sl_part_info *info, sl_err *err)
-{
-    const sl_config *a = &info->cfg, *b = &n->params.cfg;
-    if (info->first != n->self->first || info->last != n->self->last)
-        return sl_fail(err, "%s holds layers [%d,%d), this node runs [%d,%d)", info->file, info->first, info->last,
-                       n->self->first, n->self->last);
-    if (a->n_layer != b->n_layer || a->n_embd != b->n_embd || a->n_head != b->n_head || a->n_inner != b->n_inner ||
-        a->vocab_size != b->vocab_size || a->n_positions != b->n_positions)
-        return sl_fail(err, "%s is a part of another model (its config differs from %s's)", info->file, n->topo.parts);
-    return 0;
-}
-
-/* Resuming: this node's part and optimizer state from a checkpoint directory on this host. */
-static void handle_load(node *n, sl_msg *req)
-{
-    sl_err err;
-    char state[PATH_MAX + 32], dir[sizeof n->save_dir];
-    sl_part *part = checkpoint_dir(n, req->dir, dir, sizeof dir, &err) == 0
-                        ? sl_part_open_checkpoint(dir, n->info.role, n->info.name,
-                                                  req->has_at_step ? (long)req->at_step : -1, n->topo.verify, &err)
-                        : NULL;
-    sl_params params;
-    if (!part || check_checkpoint(n, sl_part_info_of(part), &err) != 0 ||
-        sl_part_load_params(part, &params, true, &err) != 0) {
-        sl_part_destroy(&part);
-        reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
-        return;
-    }
-    sl_train_destroy(&n->train);
-    sl_part_destroy(&n->part);
-    n->info = *sl_part_info_of(part);
-    sl_part_destroy(&part);
-    if (install_params(n, &params, true, &err) != 0) {
-        reply_error(n, req, "internal", "cannot load the checkpoint: %s", err.msg);
-        return;
-    }
-    sl_part_sibling(n->info.file, "_optim.safetensors", state, sizeof state);
-    snprintf(n->pending_state, sizeof n->pending_state, "%s", access(state, F_OK) == 0 ? state : "");
-    n->train_run = req->session;
-    n->forward_ready = n->grads_pending = false;
-    snprintf(n->save_dir, sizeof n->save_dir, "%s", dir);
-    n->saved_step = n->info.step;
-    log_line(n, "loaded %s (step %ld)", n->info.file, n->info.step);
-    ack(n, req);
-}
-
-static void handle(node *n, const void *data, size_t len)
+/* One message: from the previous stage or a client (from), or back from the next stage (NULL). */
+static void handle(node *n, const sl_peer *from, const void *data, size_t len)
 {
     sl_msg msg;
     sl_err err;
+    n->from = from;
     if (sl_wire_decode(n->decoder, data, len, &n->limits, &msg, &err) != 0) {
         /* msg holds what was read before the bad field: answer when we know where to. */
         msg.kind = SL_MSG_ERROR;
@@ -593,16 +326,12 @@ static void handle(node *n, const void *data, size_t len)
                 msg.train);
         fflush(n->trace);
     }
-    if (msg.kind == SL_MSG_FORWARD && msg.train) {
-        handle_train_forward(n, &msg);
+    if (!from) {
+        handle_from_next(n, &msg, data, len);
     } else if (msg.kind == SL_MSG_BACKWARD) {
-        handle_backward(n, &msg);
-    } else if (msg.kind == SL_MSG_SAVE) {
-        handle_save(n, &msg);
-    } else if (msg.kind == SL_MSG_LOAD) {
-        handle_load(n, &msg);
-    } else if (msg.kind == SL_MSG_UPDATE) {
-        handle_update(n, &msg);
+        reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (sl_trunk_takes(&msg)) {
+        handle_training(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
         handle_forward(n, &msg);
     } else if (msg.kind == SL_MSG_END) {
@@ -617,51 +346,60 @@ static void handle(node *n, const void *data, size_t len)
 
 static int open_sockets(node *n, sl_err *err)
 {
-    n->pull = zsock_new(ZMQ_PULL);
-    if (!n->pull) return sl_fail(err, "cannot create a socket");
-    zsock_set_maxmsgsize(n->pull, (int64_t)n->topo.max_message);
-    zsock_set_rcvhwm(n->pull, n->topo.hwm);
-    if (zsock_bind(n->pull, "%s", n->self->listen) < 0)
-        return sl_fail(err, "cannot listen on %s: %s", n->self->listen, zmq_strerror(zmq_errno()));
-    if (n->next) {
-        n->push = zsock_new(ZMQ_PUSH);
-        if (!n->push) return sl_fail(err, "cannot create a socket");
-        zsock_set_sndhwm(n->push, n->topo.hwm);
-        zsock_set_sndtimeo(n->push, (int)(n->topo.timeout * 1000));
-        zsock_set_linger(n->push, 1000);
-        if (zsock_connect(n->push, "%s", n->next->listen) != 0)
-            return sl_fail(err, "cannot connect to %s: %s", n->next->listen, zmq_strerror(zmq_errno()));
-    }
-    n->replies = sl_outbox_new(64, n->topo.hwm);
-    return n->replies ? 0 : sl_fail(err, "out of memory");
+    n->net = sl_net_opts_of(&n->topo);
+    if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
+    if (n->next && !(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
+    return 0;
 }
 
-static int start(node *n, const char *topology, bool verify, sl_err *err)
+/* The topology from a file, or from the launcher's base64 text (data). */
+static int load_topology(node *n, const char *path, const char *data, sl_err *err)
 {
-    if (sl_topology_load(topology, &n->topo, true, err) != 0) return -1;
+    if (!data) return sl_topology_load(path, &n->topo, true, err);
+    size_t len = strlen(data);
+    unsigned char *text = malloc(len / 4 * 3 + 4);
+    if (!text) return sl_fail(err, "out of memory");
+    int n_bytes = len % 4 == 0 ? EVP_DecodeBlock(text, (const unsigned char *)data, (int)len) : -1;
+    int rc = n_bytes < 0 ? sl_fail(err, "--topology-data is not base64") : 0;
+    if (rc == 0) {
+        text[n_bytes] = '\0'; /* padding decodes to NULs: the text ends at the first */
+        rc = sl_topology_parse((const char *)text, "(topology from the launcher)", &n->topo, true, err);
+    }
+    free(text);
+    return rc;
+}
+
+static int start(node *n, const char *topology, const char *topology_data, bool verify, sl_err *err)
+{
+    if (load_topology(n, topology, topology_data, err) != 0) return -1;
     if (!(n->self = sl_topology_node(&n->topo, n->name))) return sl_fail(err, "%s has no [node.%s]", topology, n->name);
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
-    n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
+    n->bottom = index == 0;
     const char *root = n->topo.checkpoint_root[0] ? n->topo.checkpoint_root : ".";
     if (sl_mkdirs(root, err) != 0) return -1;
-    if (!realpath(root, n->root)) return sl_fail(err, "checkpoint_root %s: %s", root, strerror(errno));
+    char root_dir[PATH_MAX];
+    if (!realpath(root, root_dir)) return sl_fail(err, "checkpoint_root %s: %s", root, strerror(errno));
     const char *trace = getenv("SL_NODE_TRACE");
     if (trace && *trace) n->trace = fopen(trace, "a");
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
-    if (!(n->part = sl_part_open(n->topo.parts, n->self->first, n->self->last, verify || n->topo.verify, err)))
-        return -1;
-    n->info = *sl_part_info_of(n->part);
-    sl_params mapped;
-    if (sl_part_load_params(n->part, &mapped, false, err) != 0 || install_params(n, &mapped, false, err) != 0)
-        return -1;
-    const sl_config *cfg = &n->params.cfg;
+    sl_trunk_opts to = {.name = n->name,
+                        .parts = n->topo.parts,
+                        .first = n->self->first,
+                        .last = n->self->last,
+                        .verify = verify || n->topo.verify,
+                        .max_train_tokens = n->topo.max_train_tokens,
+                        .root = root_dir,
+                        .activations = n->topo.activations,
+                        .log = log_event,
+                        .log_ctx = n};
+    if (!(n->trunk = sl_trunk_new(&to, err)) || follow_weights(n, err) != 0) return -1;
+    const sl_config *cfg = &sl_trunk_params(n->trunk)->cfg;
     n->sampler = sl_sampler_new(&SL_SAMPLING_GREEDY, cfg->vocab_size);
     n->decoder = sl_wire_decoder_new();
     n->ids = malloc((size_t)cfg->n_positions * sizeof *n->ids);
     n->in = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
     n->hidden = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
-    n->io_rows = (size_t)cfg->n_positions;
     n->logits = malloc((size_t)cfg->vocab_size * sizeof(float));
     n->logits_rows = 1;
     if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in || !n->hidden || !n->logits)
@@ -674,29 +412,55 @@ static int start(node *n, const char *topology, bool verify, sl_err *err)
     return open_sockets(n, err);
 }
 
-static void serve(node *n)
+/* Whether standard input reached its end (what it carries is read and dropped). */
+static bool lifeline_closed(void)
 {
-    void *sock = zsock_resolve(n->pull);
-    zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+    char drain[256];
+    ssize_t got = read(STDIN_FILENO, drain, sizeof drain);
+    return got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN);
+}
+
+/* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
+static void drain_socket(node *n, zsock_t *sock, bool routed)
+{
+    while (!stop_requested) {
+        zmq_msg_t msg;
+        sl_peer from;
+        sl_err err;
+        zmq_msg_init(&msg);
+        int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
+        if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        if (rc < 0) log_line(n, "dropped %s", err.msg);
+        zmq_msg_close(&msg);
+        if (rc == 1) break;
+    }
+}
+
+/* Serves until a signal or, with lifeline, until standard input closes. */
+static void serve(node *n, bool lifeline)
+{
+    zmq_pollitem_t items[3] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
+                               {.fd = STDIN_FILENO, .events = ZMQ_POLLIN},
+                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN}};
     double last_expiry = sl_now();
     while (!stop_requested) {
-        int rc = zmq_poll(&item, 1, 200);
+        if (!lifeline) items[1].fd = -1; /* poll ignores a negative fd */
+        int rc = zmq_poll(items, n->next_link ? 3 : 2, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
-        while (!stop_requested && rc > 0) {
-            zmq_msg_t msg;
-            zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&msg);
-                break;
-            }
-            handle(n, zmq_msg_data(&msg), zmq_msg_size(&msg));
-            zmq_msg_close(&msg);
+        if (lifeline && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && lifeline_closed()) {
+            log_line(n, "standard input closed (the launcher is gone): stopping");
+            break;
         }
+        if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) drain_socket(n, n->next_link, false);
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);
             if (gone) log_line(n, "%d idle session(s) expired (first %016llx)", gone, (unsigned long long)first);
+            sl_err err;
+            if (sl_trunk_expire(n->trunk, t, n->topo.idle_timeout, &err) < 0 || follow_weights(n, &err) != 0)
+                log_line(n, "cannot free an idle run's training state: %s", err.msg);
             last_expiry = t;
         }
     }
@@ -704,12 +468,9 @@ static void serve(node *n)
 
 static void shutdown_node(node *n)
 {
-    zsock_destroy(&n->pull);
-    zsock_destroy(&n->push);
-    zsock_destroy(&n->push_prev);
-    sl_train_destroy(&n->train);
+    zsock_destroy(&n->listen);
+    zsock_destroy(&n->next_link);
     if (n->trace) fclose(n->trace);
-    sl_outbox_destroy(&n->replies);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);
     free(n->in);
@@ -719,44 +480,58 @@ static void shutdown_node(node *n)
     sl_sampler_destroy(&n->sampler);
     sl_sessions_destroy(&n->sessions);
     sl_stage_destroy(&n->stage);
-    sl_params_free(&n->params);
-    sl_part_destroy(&n->part);
+    sl_trunk_destroy(&n->trunk);
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"verify", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    bool verify = false;
+    static const struct option options[] = {{"verify", 0, 0, 'v'},        {"lifeline", 0, 0, 'l'},
+                                            {"topology-data", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                            {"version", 0, 0, 'V'},       {0, 0, 0, 0}};
+    bool verify = false, lifeline = false;
+    const char *topology_data = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         if (c == 'v')
             verify = true;
+        else if (c == 'l')
+            lifeline = true;
+        else if (c == 't')
+            topology_data = optarg;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
+        else if (c == 'V')
+            return puts(SL_TOOL_NAME), SL_EXIT_OK;
         else
-            return fputs(usage, stderr), SL_EXIT_USAGE;
+            return fputs("see zmq-splitlearn-node --help\n", stderr), SL_EXIT_USAGE;
     }
-    if (argc - optind != 2) {
-        fprintf(stderr, "zmq-splitlearn-node: give TOPOLOGY.ini and NODE_NAME\n%s", usage);
+    int want_args = topology_data ? 1 : 2;
+    if (argc - optind != want_args) {
+        fprintf(stderr, "zmq-splitlearn-node: give %s\nsee zmq-splitlearn-node --help\n",
+                topology_data ? "NODE_NAME" : "TOPOLOGY.ini and NODE_NAME");
         return SL_EXIT_USAGE;
     }
+    const char *topology = topology_data ? NULL : argv[optind];
     zsys_handler_set(NULL); /* our own handlers: czmq's would swallow SIGTERM */
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
-    node n = {.name = argv[optind + 1]};
+    struct sigaction stop = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &stop, NULL);
+    sigaction(SIGTERM, &stop, NULL);
+    sigaction(SIGPIPE, &ignore, NULL);
+    node n = {.name = argv[argc - 1]};
     sl_err err;
-    log_line(&n, "starting (%s)", argv[optind]);
-    if (start(&n, argv[optind], verify, &err) != 0) {
+    log_line(&n, "starting (%s)", topology ? topology : "topology from the launcher");
+    if (start(&n, topology, topology_data, verify, &err) != 0) {
         log_line(&n, "cannot start: %s", err.msg);
         shutdown_node(&n);
         return SL_EXIT_FAILURE;
     }
-    const sl_part_info *info = &n.info;
+    const sl_part_info *info = sl_trunk_info(n.trunk);
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
-    serve(&n);
-    save_on_stop(&n);
+    serve(&n, lifeline);
+    char stopped[PATH_MAX];
+    int saved = sl_trunk_save_on_stop(n.trunk, stopped, sizeof stopped, &err);
+    if (saved < 0) log_line(&n, "cannot save on stop: %s", err.msg);
     log_line(&n, "stopping: %ld messages handled, %ld refused, %d sessions open", n.handled, n.refused,
              sl_sessions_count(n.sessions));
     shutdown_node(&n);

@@ -6,13 +6,14 @@
  *
  *   clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Ilib \
  *       $(pkg-config --cflags libcjson libpcre2-8) tests/fuzz_tokenizer.c lib/tokenizer.c \
- *       lib/fileio.c lib/err.c $(pkg-config --libs libcjson libpcre2-8) -o build/fuzz_tokenizer
+ *       lib/utf8.c lib/fileio.c lib/err.c $(pkg-config --libs libcjson libpcre2-8) -o build/fuzz_tokenizer
  *   mkdir -p build/fuzz-corpus
  *   build/fuzz_tokenizer -max_total_time=60 -max_len=4096 build/fuzz-corpus
  *
  * The vocab is $SL_VOCAB, else models/gpt2-vocab. One tokenizer serves every input, so its
  * piece cache carries over from one input to the next, as in a long-running program. */
 #include "tokenizer.h"
+#include "utf8.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -2,6 +2,8 @@
 # run.sh — runs every test program given, each with a time limit, and sums their closing lines
 # ("N passed, N failed") into one. A program that crashes or prints no closing line counts as
 # one failure. Usage: tests/run.sh [--wrap "valgrind ..."] PROGRAM...
+# One case of a C test program runs by its name: build/tests/test_e2e_pipeline train-3 (the names:
+# --list; see tests/README.md).
 set -u
 wrap=""
 if [ "${1:-}" = "--wrap" ]; then wrap=$2; shift 2; fi

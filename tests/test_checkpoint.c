@@ -228,13 +228,14 @@ static void test_bad_models(void)
     CHECK(sl_checkpoint_open(path, &err) == NULL && strstr(err.msg, "nothing-here"), "missing dir: %s", err.msg);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    check_init(argc, argv);
     if (check_tmpdir(tmp_root, sizeof tmp_root, "checkpoint") != 0) return 1;
-    test_layouts();
-    test_hub_cache();
-    test_malformed_files();
-    test_bad_models();
+    if (check_selected("layouts")) test_layouts();
+    if (check_selected("hub_cache")) test_hub_cache();
+    if (check_selected("malformed_files")) test_malformed_files();
+    if (check_selected("bad_models")) test_bad_models();
     check_rmtree(tmp_root);
     return check_done();
 }

@@ -19,6 +19,11 @@ status_is() { # status_is N command...
 }
 
 ids=625,684,897,578,775,833,225
+# Ports: CHECK_PORT_BASE (or $SL_TEST_PORT_BASE), _SLOTS and _SPAN of tests/check.h, the C tests'
+# one definition, offset by this shell's pid as check_port() offsets by the program's.
+port_const() { sed -n "s/^#define $1 \([0-9]*\)$/\1/p" "$(dirname "$0")/check.h"; }
+port=$((${SL_TEST_PORT_BASE:-$(port_const CHECK_PORT_BASE)} + $$ % $(port_const CHECK_PORT_SLOTS) * $(port_const CHECK_PORT_SPAN)))
+check "the port range of tests/check.h was read ($port)" test "$port" -gt 0
 # --help everywhere, exit codes
 for p in split node launch send run tokenize mkmodel train merge bench bench-pipeline; do
     check "$p --help exits 0" status_is 0 "$bin/zmq-splitlearn-$p" --help
@@ -41,7 +46,7 @@ check "tokenize --decode" test "$("$bin/zmq-splitlearn-tokenize" --decode 15496 
 
 # split --topology, launch, send equals run (ids and logits)
 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 2,4 -o "$tmp/parts" --topology "$tmp/topo.ini" \
-    --port $((22000 + $$ % 1000 * 4)) >/dev/null
+    --port $port >/dev/null
 check "split wrote the topology" grep -q "layers = 2-4" "$tmp/topo.ini"
 sed -i "/^\[pipeline\]/a checkpoint_root = $tmp" "$tmp/topo.ini" # where the trunk keeps checkpoints
 "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --ready-file "$tmp/ready" >"$tmp/launch.log" 2>&1 &
@@ -53,6 +58,36 @@ check "send --print-ids equals run" test "$sent" = "$out"
 check "send --logits equals run --logits byte for byte" cmp -s "$tmp/run.st" "$tmp/send.st"
 json=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 3 --json)
 check "send --json" grep -q '"ids":\[255,255,255\]' <<<"$json"
+# sampling: the pipeline samples exactly what run samples, whatever the temperature, top-k, top-p
+# and seed; the draws must also differ from one another, or equal answers would prove nothing
+greedy16=$("$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 16 --ignore-eos --print-ids --quiet)
+samplings=("--temperature 1 --seed 1" "--temperature 0.7 --seed 2" "--temperature 1.5 --top-k 50 --seed 3"
+    "--temperature 2 --top-p 0.9 --seed 4" "--temperature 1.2 --top-k 20 --top-p 0.8 --seed 5" "--top-k 3 --seed 6"
+    "--top-p 0.3 --seed 7" "--temperature 4 --seed 9223372036854775807" "--temperature 1 --seed 1 --top-k 1000")
+drawn=""
+for s in "${samplings[@]}"; do
+    want=$("$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 16 --ignore-eos --print-ids --quiet $s)
+    got=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 16 --ignore-eos --print-ids --quiet $s)
+    check "send samples what run samples ($s): '$got', run '$want'" test "$(wc -w <<<"$want")" -eq 16 -a "$got" = "$want"
+    drawn+="$want"$'\n'
+done
+different=$(grep -v -x -F "$greedy16" <<<"$drawn" | sort -u | wc -l)
+check "the sampled answers differ from greedy and between seeds ($different different of ${#samplings[@]})" \
+    test "$different" -ge $((${#samplings[@]} - 2))
+check "top-k 1000 of a 1000-token vocabulary draws what no top-k draws" test "$(sed -n 1p <<<"$drawn")" = "$(sed -n 9p <<<"$drawn")"
+# streamed text: the bytes of the generated ids, a character split between two tokens printed
+# whole with the second, an unfinished last one at the end (seed 7 ends on the first byte of a
+# two-byte character; checked below)
+streams_its_ids() { # streams_its_ids PROGRAM TARGET: the text printed before --print-ids's line is the ids' text
+    "$bin/zmq-splitlearn-$1" "$2" --ids $ids --max-new-tokens 12 --ignore-eos --temperature 1 --seed 7 --print-ids \
+        >"$tmp/streamed-$1"
+    { "$bin/zmq-splitlearn-tokenize" --decode $(tail -n 1 "$tmp/streamed-$1") && tail -n 1 "$tmp/streamed-$1"; } |
+        cmp -s - "$tmp/streamed-$1"
+}
+check "run streams the text of its ids, byte for byte" streams_its_ids run "$fixtures/tiny-b"
+check "send streams the text of its ids, byte for byte" streams_its_ids send "$tmp/topo.ini"
+last_byte=$(tail -n 2 "$tmp/streamed-run" | head -n 1 | tail -c 2 | od -An -tu1 | awk '{print $1}')
+check "... up to an unfinished last character (byte $last_byte)" test "${last_byte:-0}" -ge 194 -a "${last_byte:-0}" -le 244
 kill -TERM $launcher; wait $launcher
 check "launcher exits 0 on SIGTERM" test $? -eq 0
 check "send with no pipeline: exit 3 naming the stage" bash -c \
@@ -173,7 +208,7 @@ check "resumed after the crash: the losses of an uninterrupted run" test -n "$sa
 # cosine schedule, the log continued by a resume, the held-out eval loss
 "$bin/zmq-splitlearn-mkmodel" -o "$tmp/small" --n-layer 2 --n-embd 32 --n-head 2 --n-positions 32 --seed 3 >/dev/null
 "$bin/zmq-splitlearn-split" "$tmp/small" --splits 1 -o "$tmp/small-parts" --topology "$tmp/small.ini" \
-    --port $((22000 + $$ % 1000 * 4 + 3)) >/dev/null
+    --port $((port + 3)) >/dev/null
 for i in $(seq 300); do echo "Line $i: the quick brown fox jumps over the lazy dog."; done >"$tmp/text.txt"
 train() { "$bin/zmq-splitlearn-train" "$tmp/small.ini" "$@"; }
 check "--seq-len over n_positions: usage error 2" status_is 2 train --data "$tmp/text.txt" --seq-len 33

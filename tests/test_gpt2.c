@@ -227,9 +227,10 @@ static void test_model(const char *name)
     sl_checkpoint_destroy(&m.ck);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    test_model("tiny-a");
-    test_model("tiny-b");
+    check_init(argc, argv);
+    if (check_selected("tiny-a")) test_model("tiny-a");
+    if (check_selected("tiny-b")) test_model("tiny-b");
     return check_done();
 }

@@ -280,15 +280,16 @@ static void test_bad_splits(void)
     sl_checkpoint_destroy(&ck);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    check_init(argc, argv);
     if (check_tmpdir(tmp_root, sizeof tmp_root, "part") != 0) return 1;
-    test_split_reproduces_logits();
-    test_merge_gives_back_hf("tiny-a", SL_F16);
-    test_merge_gives_back_hf("tiny-b", SL_F32);
-    test_part_contents_and_metadata();
-    test_damaged_parts();
-    test_bad_splits();
+    if (check_selected("split_reproduces_logits")) test_split_reproduces_logits();
+    if (check_selected("merge_tiny-a_f16")) test_merge_gives_back_hf("tiny-a", SL_F16);
+    if (check_selected("merge_tiny-b_f32")) test_merge_gives_back_hf("tiny-b", SL_F32);
+    if (check_selected("part_contents_and_metadata")) test_part_contents_and_metadata();
+    if (check_selected("damaged_parts")) test_damaged_parts();
+    if (check_selected("bad_splits")) test_bad_splits();
     check_rmtree(tmp_root);
     return check_done();
 }

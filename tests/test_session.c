@@ -61,13 +61,14 @@ static void test_eviction_and_expiry(const sl_params *p)
     sl_sessions_destroy(&s);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    check_init(argc, argv);
     sl_params p;
     sl_err err;
     if (!CHECK(sl_params_alloc(&p, &config, 0, 2, false, false, &err) == 0, "%s", err.msg)) return check_done();
-    test_open_find_close(&p);
-    test_eviction_and_expiry(&p);
+    if (check_selected("open_find_close")) test_open_find_close(&p);
+    if (check_selected("eviction_and_expiry")) test_eviction_and_expiry(&p);
     sl_params_free(&p);
     return check_done();
 }

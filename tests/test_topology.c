@@ -145,8 +145,9 @@ static void test_examples(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    check_init(argc, argv);
     if (check_tmpdir(tmp, sizeof tmp, "topo") != 0) return 1;
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
@@ -159,9 +160,9 @@ int main(void)
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
     sl_checkpoint_destroy(&ck);
-    test_valid();
-    test_errors();
-    test_examples();
+    if (check_selected("valid")) test_valid();
+    if (check_selected("errors")) test_errors();
+    if (check_selected("examples")) test_examples();
     check_rmtree(tmp);
     return check_done();
 }

@@ -18,7 +18,6 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
 {
     sl_err err;
     sl_msg in = {.kind = SL_MSG_FORWARD, .session = 0xfedcba9876543210ull, .step = 7, .pos = 3, .ctx = 12}, out;
-    snprintf(in.reply_to, sizeof in.reply_to, "tcp://127.0.0.1:5999");
     int32_t ids[3] = {1, 9, 0};
     in.ids = ids;
     in.n_ids = 3;
@@ -30,7 +29,7 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     int32_t got[3];
     sl_msg_copy_ids(&out, got);
     CHECK(out.kind == SL_MSG_FORWARD && out.session == in.session && out.step == 7 && out.pos == 3 && out.ctx == 12 &&
-              out.n_ids == 3 && memcmp(got, ids, sizeof ids) == 0 && strcmp(out.reply_to, in.reply_to) == 0,
+              out.n_ids == 3 && memcmp(got, ids, sizeof ids) == 0,
           "forward ids fields survive");
     CHECK(out.has_sample && !out.sample.greedy && out.sample.top_k == 5 && out.sample.seed == 42 &&
               fabsf(out.sample.temperature - 0.7f) < 1e-6f && out.sample_index == 11 && out.ack && !out.want_logits,
@@ -38,7 +37,6 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
 
     float x[8] = {1.5f, -2, 3.25f, 0, 1e-3f, 7, -8, 65504};
     sl_msg fx = {.kind = SL_MSG_FORWARD, .session = 1, .step = 1, .pos = 0, .x = x, .rows = 2, .cols = 4};
-    snprintf(fx.reply_to, sizeof fx.reply_to, "ipc:///tmp/x");
     for (int dt = SL_F32; dt <= SL_BF16; dt++) {
         fx.dtype = (sl_dtype)dt;
         float back[8];
@@ -89,7 +87,6 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
                    .grad_scale = 0.125f,
                    .has_gnorm2 = true,
                    .gnorm2 = 3.5};
-    snprintf(back.reply_to, sizeof back.reply_to, "ipc:///tmp/x");
     float gback[8];
     int rc = roundtrip(&back, &out, buf, dec, &err);
     if (rc == 0) sl_msg_copy_x(&out, gback);
@@ -97,11 +94,9 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
               out.grad_scale == 0.125f && out.has_gnorm2 && out.gnorm2 == 3.5 && !memcmp(gback, g, sizeof g),
           "backward: %s", err.msg);
     sl_msg update = {.kind = SL_MSG_UPDATE, .session = 9, .step = 6, .lr = 0.5f, .grad_scale = 1};
-    snprintf(update.reply_to, sizeof update.reply_to, "ipc:///tmp/x");
     CHECK(roundtrip(&update, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_UPDATE && out.lr == 0.5f, "update: %s",
           err.msg);
     sl_msg load = {.kind = SL_MSG_LOAD, .session = 9, .step = 7, .has_at_step = true, .at_step = 1200};
-    snprintf(load.reply_to, sizeof load.reply_to, "ipc:///tmp/x");
     snprintf(load.dir, sizeof load.dir, "ckpt/run 1");
     CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_LOAD && out.has_at_step &&
               out.at_step == 1200 && !strcmp(out.dir, "ckpt/run 1"),
@@ -163,7 +158,8 @@ static void expect_refused(sl_wire_decoder *dec, packed *p, const char *needle, 
           err.msg);
 }
 
-/* A valid forward header (v, kind, session, step, pos, reply_to) plus `extra` more fields. */
+/* A valid forward header (v, kind, session, step, pos, and a "reply_to" that older clients sent
+ * and decoders ignore) plus `extra` more fields. */
 static void forward_head(packed *p, size_t extra, uint64_t version, const char *kind, uint64_t pos)
 {
     start(p, 6 + extra);
@@ -223,8 +219,8 @@ static void test_validation(sl_wire_decoder *dec)
     kstr(&p, "kind", "forward");
     kuint(&p, "session", 1);
     kuint(&p, "step", 1);
-    kuint(&p, "pos", 0);
-    expect_refused(dec, &p, "\"reply_to\" is missing", "no reply_to");
+    kstr(&p, "reply_to", "tcp://127.0.0.1:1"); /* no longer a field: ignored, as any unknown key */
+    expect_refused(dec, &p, "\"pos\" is missing", "no pos");
     forward_head(&p, 1, 1, "forward", 0);
     msgpack_pack_str_with_body(&p.pk, "sample", 6);
     msgpack_pack_map(&p.pk, 1);
@@ -290,7 +286,6 @@ int main(void)
     sl_msg fx = {.kind = SL_MSG_FORWARD, .session = 1, .step = 1, .pos = 0, .rows = 1, .cols = 4, .dtype = SL_F32};
     float x[4] = {1, 2, 3, 4};
     fx.x = x;
-    snprintf(fx.reply_to, sizeof fx.reply_to, "tcp://127.0.0.1:1");
     sl_err err;
     sl_wire_encode(&fx, &buf, &err);
     test_random_bytes(dec, &buf);

@@ -63,7 +63,7 @@ static void *client_job(void *arg)
 {
     job *j = arg;
     sl_err err = {{0}};
-    sl_client *c = sl_client_new(j->topo, NULL, &err);
+    sl_client *c = sl_client_new(j->topo, &err);
     int32_t *out = malloc((size_t)j->decode * sizeof *out);
     j->rc = c && out ? 0 : -1;
     for (int g = 0; g < j->generations && j->rc == 0; g++) {
@@ -208,7 +208,7 @@ static double time_whole_model(const char *model, int runs)
         sl_train_zero_grad(tr);
         sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err);
         sl_train_backward(tr, NULL, NULL, &err);
-        sl_train_step(tr, &SL_ADAMW_DEFAULT);
+        sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
         if (r >= 0) t[r] = sl_now() - t0;
     }
     double median = tr ? sl_median(t, runs) : NAN;

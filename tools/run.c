@@ -26,6 +26,7 @@ typedef struct run {
     sl_kv *kv;
     sl_sampler *sampler;
     sl_tokenizer *tok;
+    sl_gen_text text; /* what is streamed, whole characters */
     float *logits;
     int32_t *generated;
     int n_generated;
@@ -45,6 +46,7 @@ static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
             r->opts.vocab_dir ? sl_tokenizer_new(dir, err) : sl_tokenizer_for_model(sl_checkpoint_dir(*ck), dir, err);
         if (!r->tok && r->opts.prompt) return -1;
         if (!r->tok) fprintf(stderr, "zmq-splitlearn-run: no vocab (%s): text is not shown\n", err->msg);
+        r->text.tok = r->tok;
     }
     if (r->opts.prompt) {
         size_t n = 0, cap = 0;
@@ -72,9 +74,19 @@ static void stream_token(run *r, int32_t id)
 {
     if (r->opts.quiet || !r->tok) return;
     size_t len = 0;
-    const char *bytes = sl_tokenizer_token(r->tok, id, &len);
+    const char *bytes = sl_gen_text_token(&r->text, id, &len);
     if (bytes) fwrite(bytes, 1, len, stdout);
     fflush(stdout);
+}
+
+/* The rest of the streamed text (an unfinished character is printed as it is) and its newline. */
+static void end_text(run *r)
+{
+    if (r->opts.quiet || !r->tok) return;
+    size_t len;
+    const char *bytes = sl_gen_text_end(&r->text, &len);
+    fwrite(bytes, 1, len, stdout);
+    putchar('\n');
 }
 
 static int generate(run *r, sl_err *err)
@@ -98,7 +110,7 @@ static int generate(run *r, sl_err *err)
         if (sl_stage_forward(r->stage, r->kv, 1, &next, NULL, r->logits, SL_OUT_LOGITS_LAST, err) != 0) return -1;
         last = r->logits;
     }
-    if (!r->opts.quiet && r->tok) putchar('\n');
+    end_text(r);
     if (r->opts.print_ids) {
         for (int i = 0; i < r->n_generated; i++)
             printf("%s%d", i ? " " : "", r->generated[i]);

@@ -19,7 +19,6 @@ static const char usage[] =
     "\n" SL_GEN_USAGE
     "  --json                 print one JSON object {\"ids\", \"text\", \"resends\"} instead of text\n"
     "  --timeout SECONDS      how long to wait for each answer (default: the topology's, 30)\n"
-    "  --reply ENDPOINT       where nodes answer (default tcp://127.0.0.1:*; set it for other hosts)\n"
     "\n"
     "exit status: 0 done; 1 failure (a node's error, vocab, I/O); 2 usage error;\n"
     "             3 a stage did not answer in time (the message names it)\n";
@@ -27,6 +26,7 @@ static const char usage[] =
 typedef struct send_ctx {
     sl_gen_opts opts;
     sl_tokenizer *tok;
+    sl_gen_text text; /* what is streamed, whole characters */
     bool json;
 } send_ctx;
 
@@ -35,9 +35,19 @@ static void stream_token(void *ctx, int32_t token)
     send_ctx *s = ctx;
     if (s->json || s->opts.quiet || !s->tok) return;
     size_t len = 0;
-    const char *bytes = sl_tokenizer_token(s->tok, token, &len);
+    const char *bytes = sl_gen_text_token(&s->text, token, &len);
     if (bytes) fwrite(bytes, 1, len, stdout);
     fflush(stdout);
+}
+
+/* The rest of the streamed text (an unfinished character is printed as it is) and its newline. */
+static void end_text(send_ctx *s)
+{
+    if (s->json || s->opts.quiet || !s->tok) return;
+    size_t len;
+    const char *bytes = sl_gen_text_end(&s->text, &len);
+    fwrite(bytes, 1, len, stdout);
+    putchar('\n');
 }
 
 /* The model's config from the parts' metadata, when this machine has them. */
@@ -68,12 +78,11 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {SL_GEN_OPTIONS,       {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
-                                            {"reply", 1, 0, 'r'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {
+        SL_GEN_OPTIONS, {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     send_ctx s = {0};
     sl_gen_opts_init(&s.opts);
     double timeout = 0;
-    const char *reply = NULL;
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
@@ -83,8 +92,6 @@ int main(int argc, char **argv)
             s.json = true;
         else if (c == 't')
             rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, &timeout, &err);
-        else if (c == 'r')
-            reply = optarg;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
         else
@@ -108,6 +115,7 @@ int main(int argc, char **argv)
     if (s.opts.prompt || !s.opts.quiet || s.json) {
         s.tok = s.opts.vocab_dir ? sl_tokenizer_new(s.opts.vocab_dir, &err)
                                  : sl_tokenizer_for_model(topo.parts, fallback, &err);
+        s.text.tok = s.tok;
         if (!s.tok && s.opts.prompt) {
             fprintf(stderr, "zmq-splitlearn-send: %s\n", err.msg);
             return SL_EXIT_FAILURE;
@@ -126,7 +134,7 @@ int main(int argc, char **argv)
     float *logits = s.opts.logits_path ? malloc(n_prompt * (size_t)cfg.vocab_size * sizeof(float)) : NULL;
     int32_t *out = malloc(((size_t)s.opts.max_new_tokens + 1) * sizeof *out);
     int n_out = 0;
-    sl_client *client = sl_client_new(&topo, reply, &err);
+    sl_client *client = sl_client_new(&topo, &err);
     rc = client ? 0 : -1;
     if (rc == 0) {
         sl_client_request req = {.ids = prompt,
@@ -144,7 +152,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && logits) rc = sl_write_logits(s.opts.logits_path, logits, (int)n_prompt, cfg.vocab_size, &err);
     if (rc == 0 && s.json) print_json(&s, out, n_out, sl_client_resends(client));
-    if (!s.json && !s.opts.quiet && s.tok) putchar('\n');
+    end_text(&s);
     if (rc == 0 && s.opts.print_ids && !s.json) {
         for (int i = 0; i < n_out; i++)
             printf("%s%d", i ? " " : "", out[i]);

@@ -1,0 +1,58 @@
+/* net.h — every ZeroMQ socket of the project is made here, so that each option (high-water
+ * marks, linger, send/receive timeouts, the message size cap, TCP keepalive and, when a link is
+ * secured, CURVE) is set in one place and the same way for nodes, clients and trainers.
+ *
+ * Ownership: the sockets returned belong to the caller (zsock_destroy). */
+#ifndef SL_NET_H
+#define SL_NET_H
+
+#include "err.h"
+#include "peer.h"
+#include "topology.h"
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct sl_net_opts {
+    int hwm;             /* messages queued per peer, each way */
+    int linger_ms;       /* how long a closing socket still tries to deliver */
+    int send_timeout_ms; /* a blocking send gives up after it (-1: never) */
+    size_t max_message;  /* bytes: a larger incoming message is dropped by ZeroMQ (0: no cap) */
+    bool keepalive;      /* TCP keepalive probes: a peer whose host vanished is noticed */
+    bool immediate;      /* queue only to completed connections: a send with no peer fails in time */
+} sl_net_opts;
+
+/* The options a topology's [pipeline] section sets (hwm, timeout, max_message_mb). */
+sl_net_opts sl_net_opts_of(const sl_topology *topo);
+
+/* A socket of type (ZMQ_PUSH, ZMQ_PULL, ...) with o's options, bound to endpoint (a TCP port
+ * may be "*": any free one). NULL with err naming the endpoint when it cannot listen there. */
+zsock_t *sl_net_bind(int type, const sl_net_opts *o, const char *endpoint, sl_err *err);
+
+/* The same, connected to endpoint (ZeroMQ connects in the background: a peer that is not there
+ * yet is not an error). */
+zsock_t *sl_net_connect(int type, const sl_net_opts *o, const char *endpoint, sl_err *err);
+
+/* Sends one frame, retrying when a signal interrupts; with dontwait a full queue fails at once.
+ * err names `who` (the peer, for people). */
+int sl_net_send(zsock_t *sock, const void *data, size_t len, bool dontwait, const char *who, sl_err *err);
+
+/* Receives one message waiting on sock without blocking: from a ROUTER socket the sender goes to
+ * *from (NULL for other types) and the payload to msg (a zmq_msg_init'ed message the caller
+ * closes). Returns 0, 1 when nothing waits, -1 with err for a message of another shape (more
+ * frames, a sender id over SL_PEER_MAX): it was read whole and is to be dropped. */
+int sl_net_recv(zsock_t *sock, sl_peer *from, zmq_msg_t *msg, sl_err *err);
+
+/* Sends one frame to peer through a ROUTER socket without blocking: a peer that is gone or does
+ * not read (its queue at the high-water mark) loses it. */
+int sl_net_send_to(zsock_t *router, const sl_peer *peer, const void *data, size_t len, sl_err *err);
+
+/* A monitor of sock's dropped connections (the peer process stopped or its host went away): poll
+ * the actor for input, then sl_net_watch_event tells which endpoint. Caller owns it (zactor_destroy). */
+zactor_t *sl_net_watch(zsock_t *sock);
+
+/* Reads the event a watch reported; endpoint receives the connection's endpoint ("?" if none). */
+void sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size);
+
+#endif

@@ -1,0 +1,175 @@
+/* test_options.c — the command-line parsers: lib/cli's numbers and lists (ranges, junk, overflow,
+ * the error naming the option), generation options through sl_gen_opts_apply/finish as run and
+ * send use them, and the streamed text of generated tokens (sl_gen_text) on GPT-2's vocab. */
+#include "check.h"
+#include "cli.h"
+#include "generate.h"
+
+#include <limits.h>
+#include <string.h>
+
+static void test_parse_long(void)
+{
+    long v = 7;
+    sl_err err = {{0}};
+    CHECK(sl_parse_long("42", "--n", 0, 100, &v, &err) == 0 && v == 42, "42: %s", err.msg);
+    CHECK(sl_parse_long("-5", "--n", -10, 10, &v, &err) == 0 && v == -5, "-5 in -10..10");
+    CHECK(sl_parse_long("0", "--n", 0, 0, &v, &err) == 0 && v == 0, "the bounds are inclusive");
+    static const char *const bad[] = {"", "abc", "12x", "1.5", " ", "101", "-1", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        v = 7;
+        CHECK(sl_parse_long(bad[i], "--n", 0, 100, &v, &err) == -1 && v == 7 && strstr(err.msg, "--n") &&
+                  strstr(err.msg, "0..100"),
+              "'%s' refused, naming the option and the range, value untouched: %s", bad[i], err.msg);
+    }
+}
+
+static void test_parse_double(void)
+{
+    double d = 7;
+    sl_err err = {{0}};
+    CHECK(sl_parse_double("0.25", "--x", 0, 1, &d, &err) == 0 && d == 0.25, "0.25: %s", err.msg);
+    CHECK(sl_parse_double("1e-3", "--x", 0, 1, &d, &err) == 0 && d == 1e-3, "1e-3");
+    CHECK(sl_parse_double("1", "--x", 0, 1, &d, &err) == 0 && d == 1, "the bounds are inclusive");
+    static const char *const bad[] = {"", "x", "0.5y", "nan", "inf", "-inf", "1.0001", "-0.1", "1e999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        d = 7;
+        CHECK(sl_parse_double(bad[i], "--x", 0, 1, &d, &err) == -1 && d == 7 && strstr(err.msg, "--x"),
+              "'%s' refused: %s", bad[i], err.msg);
+    }
+}
+
+static void test_parse_int_list(void)
+{
+    int32_t out[4];
+    sl_err err = {{0}};
+    int n = sl_parse_int_list("1,2,3", "--ids", out, 4, &err);
+    CHECK(n == 3 && out[0] == 1 && out[1] == 2 && out[2] == 3, "1,2,3: %d: %s", n, err.msg);
+    n = sl_parse_int_list(" 7 8,,9, ", "--ids", out, 4, &err);
+    CHECK(n == 3 && out[0] == 7 && out[1] == 8 && out[2] == 9, "spaces and repeated commas separate too (%d)", n);
+    n = sl_parse_int_list("-2147483648,2147483647", "--ids", out, 4, &err);
+    CHECK(n == 2 && out[0] == INT32_MIN && out[1] == INT32_MAX, "the int32 range's ends (%d)", n);
+    CHECK(sl_parse_int_list("1,2,3,4,5", "--ids", out, 4, &err) == -1 && strstr(err.msg, "more than 4"),
+          "more than max: %s", err.msg);
+    static const char *const bad[] = {"", ",, ,", "1,x", "1;2", "2147483648", "1.5", "3-4"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(sl_parse_int_list(bad[i], "--ids", out, 4, &err) == -1 && strstr(err.msg, "--ids"), "'%s' refused: %s",
+              bad[i], err.msg);
+}
+
+/* The code of a long option in SL_GEN_OPTIONS. */
+static int code_of(const char *name)
+{
+    static const struct option options[] = {SL_GEN_OPTIONS, {0, 0, 0, 0}};
+    for (const struct option *o = options; o->name; o++)
+        if (strcmp(o->name, name) == 0) return o->val;
+    CHECK(0, "no option --%s", name);
+    return -1;
+}
+
+static int apply(sl_gen_opts *o, const char *name, const char *arg, sl_err *err)
+{
+    return sl_gen_opts_apply(o, code_of(name), arg, err);
+}
+
+static void test_gen_opts(void)
+{
+    sl_gen_opts o;
+    sl_gen_opts_init(&o);
+    CHECK(o.max_new_tokens == 32 && o.sampling.greedy && !o.print_ids && !o.quiet, "defaults: 32 greedy tokens");
+    sl_err err = {{0}};
+    int rc = apply(&o, "temperature", "0.8", &err) | apply(&o, "top-k", "40", &err) | apply(&o, "top-p", "0.9", &err) |
+             apply(&o, "seed", "9223372036854775807", &err) | apply(&o, "max-new-tokens", "5", &err) |
+             apply(&o, "ids", "1,2,3", &err) | apply(&o, "print-ids", NULL, &err) | apply(&o, "quiet", NULL, &err) |
+             apply(&o, "ignore-eos", NULL, &err) | apply(&o, "logits", "l.st", &err) | apply(&o, "vocab", "v", &err);
+    CHECK(rc == 0 && !o.sampling.greedy && o.sampling.temperature == 0.8f && o.sampling.top_k == 40 &&
+              o.sampling.top_p == 0.9f && o.sampling.seed == 9223372036854775807ull && o.max_new_tokens == 5 &&
+              o.n_ids == 3 && o.ids[2] == 3 && o.print_ids && o.quiet && o.ignore_eos &&
+              strcmp(o.logits_path, "l.st") == 0 && strcmp(o.vocab_dir, "v") == 0,
+          "every option lands in its field: %s", err.msg);
+    CHECK(apply(&o, "greedy", NULL, &err) == 0 && o.sampling.greedy, "--greedy after sampling options wins");
+    sl_gen_opts_init(&o);
+    CHECK(apply(&o, "top-k", "3", &err) == 0 && !o.sampling.greedy, "--top-k alone samples");
+    sl_gen_opts_init(&o);
+    CHECK(apply(&o, "seed", "4", &err) == 0 && o.sampling.greedy, "--seed alone stays greedy");
+    static const struct {
+        const char *name, *arg;
+    } bad[] = {{"temperature", "0"}, {"temperature", "-1"}, {"top-k", "-1"},         {"top-p", "0"},
+               {"top-p", "1.5"},     {"seed", "-1"},        {"max-new-tokens", "x"}, {"ids", "1,,x"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sl_gen_opts_init(&o);
+        CHECK(apply(&o, bad[i].name, bad[i].arg, &err) == -1 && strstr(err.msg, bad[i].name),
+              "--%s %s refused, naming it: %s", bad[i].name, bad[i].arg, err.msg);
+    }
+    CHECK(sl_gen_opts_apply(&o, 999, "x", &err) == -1, "an unknown code is refused");
+}
+
+static void test_gen_finish(void)
+{
+    char *argv[] = {"prog", "MODEL", "a prompt", "extra"};
+    const char *target = NULL;
+    sl_err err = {{0}};
+    sl_gen_opts o;
+    sl_gen_opts_init(&o);
+    CHECK(sl_gen_opts_finish(&o, 3, argv, 1, "MODEL_DIR", &target, &err) == 0 && strcmp(target, "MODEL") == 0 &&
+              strcmp(o.prompt, "a prompt") == 0,
+          "target and prompt: %s", err.msg);
+    sl_gen_opts_init(&o);
+    CHECK(sl_gen_opts_finish(&o, 4, argv, 1, "MODEL_DIR", &target, &err) == -1 && strstr(err.msg, "MODEL_DIR"),
+          "two prompts: refused naming the target: %s", err.msg);
+    sl_gen_opts_init(&o);
+    CHECK(sl_gen_opts_finish(&o, 1, argv, 1, "MODEL_DIR", &target, &err) == -1 && strstr(err.msg, "MODEL_DIR"),
+          "no target: %s", err.msg);
+    sl_gen_opts_init(&o);
+    CHECK(sl_gen_opts_finish(&o, 2, argv, 1, "MODEL_DIR", &target, &err) == -1 && strstr(err.msg, "--ids"),
+          "neither prompt nor --ids: %s", err.msg);
+    sl_gen_opts_init(&o);
+    apply(&o, "ids", "5", &err);
+    CHECK(sl_gen_opts_finish(&o, 3, argv, 1, "MODEL_DIR", &target, &err) == -1 && strstr(err.msg, "one of them"),
+          "both prompt and --ids: %s", err.msg);
+    sl_gen_opts_init(&o);
+    apply(&o, "ids", "5", &err);
+    CHECK(sl_gen_opts_finish(&o, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 && !o.prompt, "--ids alone: %s", err.msg);
+}
+
+/* GPT-2 ids of single bytes: 0xc3 and 0xa9 ("é" cut in two), 0xe2, 0x82, 0xac ("€" in three). */
+enum { BYTE_C3 = 127, BYTE_A9 = 102, BYTE_E2 = 158, BYTE_82 = 224, BYTE_AC = 105, HELLO = 15496 };
+
+static void test_gen_text(void)
+{
+    sl_err err = {{0}};
+    sl_tokenizer *tok = sl_tokenizer_new("models/gpt2-vocab", &err);
+    if (!CHECK(tok != NULL, "%s", err.msg)) return;
+    sl_gen_text text = {.tok = tok};
+    size_t len = 99;
+    const char *out = sl_gen_text_token(&text, HELLO, &len);
+    CHECK(out && len == 5 && memcmp(out, "Hello", 5) == 0, "a whole token comes out at once");
+    out = sl_gen_text_token(&text, BYTE_C3, &len);
+    CHECK(out && len == 0, "the first byte of 'é' is held (%zu bytes out)", len);
+    out = sl_gen_text_token(&text, BYTE_A9, &len);
+    CHECK(out && len == 2 && memcmp(out, "\xc3\xa9", 2) == 0, "'é' comes out whole with its second byte");
+    int32_t euro[3] = {BYTE_E2, BYTE_82, BYTE_AC};
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        out = sl_gen_text_token(&text, euro[i], &len);
+        total += len;
+    }
+    CHECK(total == 3 && memcmp(out, "\xe2\x82\xac", 3) == 0, "'€' in three tokens comes out whole with the third");
+    CHECK(sl_gen_text_token(&text, BYTE_E2, &len) && len == 0, "an unfinished last character is held");
+    out = sl_gen_text_end(&text, &len);
+    CHECK(len == 1 && (unsigned char)out[0] == 0xe2, "... and printed as it is at the end");
+    CHECK(sl_gen_text_token(&text, 50257, &len) == NULL, "an id outside the vocabulary gives NULL");
+    sl_tokenizer_destroy(&tok);
+}
+
+int main(int argc, char **argv)
+{
+    check_init(argc, argv);
+    if (check_selected("parse_long")) test_parse_long();
+    if (check_selected("parse_double")) test_parse_double();
+    if (check_selected("parse_int_list")) test_parse_int_list();
+    if (check_selected("gen_opts")) test_gen_opts();
+    if (check_selected("gen_finish")) test_gen_finish();
+    if (check_selected("gen_text")) test_gen_text();
+    return check_done();
+}

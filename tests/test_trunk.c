@@ -1,0 +1,270 @@
+/* test_trunk.c — the trunk's training protocol without processes: a forward/backward/update
+ * through sl_trunk equals the same stage trained directly, and every message that does not fit
+ * the state (README, "A trunk's training state belongs to one run") is refused and changes
+ * nothing. */
+#include "clock.h"
+#include "fileio.h"
+#include "fixtures.h"
+#include "trunk.h"
+
+#include <limits.h>
+#include <sys/stat.h>
+
+enum { B = 2, T = 8, C = 48, ROWS = B * T };
+
+static char tmp[200], parts[PATH_MAX], root[PATH_MAX];
+static float x[ROWS * C], g[ROWS * C];
+
+static int make_split(void)
+{
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_part_info info[3];
+    const int splits[2] = {1, 3};
+    sl_split_request req = {
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+    int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
+    CHECK(rc == 0, "split: %s", err.msg);
+    sl_checkpoint_destroy(&ck);
+    return rc;
+}
+
+static sl_trunk *new_trunk(int first, int last)
+{
+    sl_trunk_opts o = {.name = "trunk1",
+                       .parts = parts,
+                       .first = first,
+                       .last = last,
+                       .max_train_tokens = 64,
+                       .root = root,
+                       .activations = SL_F32};
+    sl_err err;
+    sl_trunk *t = sl_trunk_new(&o, &err);
+    CHECK(t != NULL, "trunk: %s", err.msg);
+    return t;
+}
+
+static sl_msg forward_msg(uint64_t run, uint64_t step, uint32_t batch, uint64_t at_step)
+{
+    return (sl_msg){.kind = SL_MSG_FORWARD,
+                    .session = run,
+                    .step = step,
+                    .train = true,
+                    .batch = batch,
+                    .has_at_step = true,
+                    .at_step = at_step,
+                    .x = x,
+                    .rows = ROWS,
+                    .cols = C,
+                    .dtype = SL_F32};
+}
+
+static sl_msg backward_msg(uint64_t run, uint64_t step, bool update)
+{
+    return (sl_msg){.kind = SL_MSG_BACKWARD,
+                    .session = run,
+                    .step = step,
+                    .x = g,
+                    .rows = ROWS,
+                    .cols = C,
+                    .dtype = SL_F32,
+                    .update = update,
+                    .lr = 1e-2f,
+                    .weight_decay = 0.01f,
+                    .grad_scale = 1.0f};
+}
+
+/* Handles msg; returns the status, the reply in *reply. */
+static int send_msg(sl_trunk *t, const sl_msg *msg, sl_msg *reply, sl_err *err)
+{
+    sl_trunk_to to;
+    int rc = sl_trunk_handle(t, msg, reply, &to, err);
+    if (rc == 0) rc = sl_trunk_finish(t, err);
+    return rc;
+}
+
+/* One whole training step; the forward's output is copied into out. */
+static int step(sl_trunk *t, uint64_t run, uint64_t n, float *out, sl_err *err)
+{
+    sl_msg reply, f = forward_msg(run, n, B, n - 1), b = backward_msg(run, n, true);
+    if (send_msg(t, &f, &reply, err) != 0) return -1;
+    if (out) sl_msg_copy_x(&reply, out);
+    return send_msg(t, &b, &reply, err);
+}
+
+/* The same stage trained directly with sl_train: forward outputs and weights must match. */
+static void test_equals_direct_training(void)
+{
+    sl_trunk *t = new_trunk(1, 3);
+    sl_err err;
+    sl_part *part = sl_part_open(parts, 1, 3, false, &err);
+    sl_params p;
+    CHECK(part && sl_part_load_params(part, &p, true, &err) == 0, "%s", err.msg);
+    sl_train *tr = sl_train_new(&p, B, T, &err);
+    float want[ROWS * C], got[ROWS * C], din[ROWS * C];
+    sl_adamw opt = SL_ADAMW_DEFAULT;
+    opt.lr = 1e-2f;
+    bool same = t && tr;
+    for (uint64_t s = 1; same && s <= 3; s++) {
+        same = step(t, 7, s, got, &err) == 0;
+        CHECK(same, "step %llu: %s", (unsigned long long)s, err.msg);
+        sl_train_zero_grad(tr);
+        sl_train_forward(tr, NULL, x, NULL, want, NULL, &err);
+        sl_train_backward(tr, g, din, &err);
+        sl_train_step(tr, &opt, 1.0f);
+        same = same && memcmp(want, got, sizeof want) == 0;
+    }
+    CHECK(same, "three steps through the protocol give the direct training's activations bit for bit");
+    const sl_params *q = t ? sl_trunk_params(t) : NULL;
+    CHECK(q && !memcmp(q->blocks[0].fc_w, p.blocks[0].fc_w, (size_t)C * 144 * sizeof(float)),
+          "and the same weights after the updates");
+    sl_train_destroy(&tr);
+    sl_params_free(&p);
+    sl_part_destroy(&part);
+    sl_trunk_destroy(&t);
+}
+
+/* rc is a refusal of the given class whose message names needle. */
+static void refused(int rc, int want, const sl_err *err, const char *needle, const char *what)
+{
+    CHECK(rc == want && strstr(err->msg, needle), "%s refused (%d): %s", what, rc, err->msg);
+}
+
+static void test_refusals(void)
+{
+    sl_trunk *t = new_trunk(1, 3);
+    if (!t) return;
+    sl_err err;
+    sl_msg reply, m;
+    CHECK(step(t, 9, 1, NULL, &err) == 0, "a first step: %s", err.msg);
+    m = forward_msg(9, 2, B, 5);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "optimizer steps", "a forward at another step");
+    m = forward_msg(9, 2, 4, 1);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "not 4 x 4", "another batch shape");
+    m = backward_msg(9, 2, false);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training forward", "a backward with no forward");
+    m = forward_msg(9, 2, B, 1);
+    CHECK(send_msg(t, &m, &reply, &err) == 0, "a forward: %s", err.msg);
+    m = backward_msg(9, 3, false);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "step 3", "a backward for another step");
+    m = backward_msg(9, 2, false);
+    m.rows = ROWS / 2;
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "rows", "a backward of other rows");
+    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = 9, .step = 2, .lr = 1e-2f, .grad_scale = 1};
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no gradients", "an update without gradients");
+    m = backward_msg(9, 2, false);
+    CHECK(send_msg(t, &m, &reply, &err) == 0, "the backward: %s", err.msg);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training forward", "the same backward twice");
+    m = backward_msg(8, 2, false);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training state of run", "another run's backward");
+    float before = sl_trunk_params(t)->blocks[0].fc_w[0];
+    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = 9, .step = 2, .lr = 1e-2f, .grad_scale = NAN};
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "non-finite", "non-finite gradients");
+    CHECK(sl_trunk_params(t)->blocks[0].fc_w[0] == before, "weights unchanged by the refused update");
+    m = forward_msg(9, 3, 1, 1);
+    m.rows = 128;
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "max_train_tokens", "a batch over max_train_tokens");
+    m = (sl_msg){.kind = SL_MSG_SAVE, .session = 9, .step = 4};
+    snprintf(m.dir, sizeof m.dir, "a/../../b");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "'..'", "a save with '..'");
+    snprintf(m.dir, sizeof m.dir, "/etc/x");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "outside", "a save outside checkpoint_root");
+    m = (sl_msg){.kind = SL_MSG_END, .session = 9};
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "does not take", "a message of no training kind");
+    sl_trunk_destroy(&t);
+}
+
+/* A bottom trains inside the trainer; a new run starts from the part's own weights. */
+static void test_runs(void)
+{
+    sl_err err;
+    sl_msg reply, m = forward_msg(1, 1, B, 0);
+    sl_trunk *bottom = new_trunk(0, 1);
+    if (bottom) refused(send_msg(bottom, &m, &reply, &err), SL_TRUNK_BAD, &err, "bottom", "training a bottom");
+    sl_trunk_destroy(&bottom);
+    sl_trunk *t = new_trunk(1, 3);
+    if (!t) return;
+    float first[ROWS * C], again[ROWS * C];
+    CHECK(step(t, 1, 1, first, &err) == 0 && step(t, 1, 2, NULL, &err) == 0, "run 1: %s", err.msg);
+    CHECK(step(t, 2, 1, again, &err) == 0, "run 2: %s", err.msg);
+    CHECK(!memcmp(first, again, sizeof first), "a new run starts from the part's weights, not the last run's");
+    sl_trunk_destroy(&t);
+}
+
+/* A run whose trainer went quiet loses its training state; the trunk serves its part again. */
+static void test_idle_expiry(void)
+{
+    sl_trunk *t = new_trunk(1, 3), *fresh = new_trunk(1, 3);
+    if (!t || !fresh) goto done;
+    sl_err err;
+    CHECK(step(t, 5, 1, NULL, &err) == 0, "a step: %s", err.msg);
+    CHECK(sl_trunk_expire(t, sl_now(), 60, &err) == 0, "a run active a moment ago keeps its state");
+    const size_t n = (size_t)C * 144 * sizeof(float);
+    CHECK(memcmp(sl_trunk_params(t)->blocks[0].fc_w, sl_trunk_params(fresh)->blocks[0].fc_w, n) != 0,
+          "the step changed the weights");
+    CHECK(sl_trunk_expire(t, sl_now() + 61, 60, &err) == 1, "an idle run's state is freed");
+    CHECK(!memcmp(sl_trunk_params(t)->blocks[0].fc_w, sl_trunk_params(fresh)->blocks[0].fc_w, n),
+          "the trunk serves its part's own weights again");
+    sl_msg reply, m = backward_msg(5, 1, false);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training state", "the idle run's messages");
+done:
+    sl_trunk_destroy(&t);
+    sl_trunk_destroy(&fresh);
+}
+
+/* Save, train on, load: the loaded trunk continues as the saved one did. */
+static void test_save_load(void)
+{
+    sl_trunk *t = new_trunk(1, 3), *u = new_trunk(1, 3);
+    if (!t || !u) goto done;
+    sl_err err;
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = 3, .step = 10, .has_loss = true, .loss = 2.5f};
+    snprintf(m.dir, sizeof m.dir, "ck");
+    float want[ROWS * C], got[ROWS * C];
+    CHECK(step(t, 3, 1, NULL, &err) == 0 && send_msg(t, &m, &reply, &err) == 0, "save: %s", err.msg);
+    CHECK(reply.kind == SL_MSG_ACK && !strcmp(reply.node, "trunk1"), "a save is acknowledged by the node");
+    CHECK(step(t, 3, 2, want, &err) == 0, "step 2: %s", err.msg);
+    m = (sl_msg){.kind = SL_MSG_LOAD, .session = 4, .step = 1, .has_at_step = true, .at_step = 1};
+    snprintf(m.dir, sizeof m.dir, "%.400s/ck", root);
+    CHECK(send_msg(u, &m, &reply, &err) == 0, "load: %s", err.msg);
+    CHECK(sl_trunk_info(u)->step == 1, "the loaded part is of step 1 (%ld)", sl_trunk_info(u)->step);
+    CHECK(step(u, 4, 2, got, &err) == 0 && !memcmp(want, got, sizeof want), "the loaded trunk continues exactly: %s",
+          err.msg);
+    m.at_step = 5;
+    refused(send_msg(u, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "step", "a load of a step not saved");
+    char stopped[PATH_MAX];
+    CHECK(sl_trunk_save_on_stop(t, stopped, sizeof stopped, &err) == 1 && strstr(stopped, "stopped-step2"),
+          "a stop saves beside the run's checkpoint: %s", stopped);
+    sl_trunk *other = new_trunk(3, 5);
+    m.at_step = 1;
+    if (other)
+        refused(send_msg(other, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "cannot load", "a load of another part");
+    sl_trunk_destroy(&other);
+done:
+    sl_trunk_destroy(&t);
+    sl_trunk_destroy(&u);
+}
+
+int main(int argc, char **argv)
+{
+    check_init(argc, argv);
+    if (check_tmpdir(tmp, sizeof tmp, "trunk") != 0) return 1;
+    snprintf(parts, sizeof parts, "%s/parts", tmp);
+    snprintf(root, sizeof root, "%s/root", tmp);
+    mkdir(root, 0700);
+    for (int i = 0; i < ROWS * C; i++) {
+        x[i] = sinf(0.37f * (float)i);
+        g[i] = 0.01f * cosf(0.11f * (float)i);
+    }
+    if (make_split() == 0) {
+        if (check_selected("equals_direct_training")) test_equals_direct_training();
+        if (check_selected("refusals")) test_refusals();
+        if (check_selected("runs")) test_runs();
+        if (check_selected("save_load")) test_save_load();
+        if (check_selected("idle_expiry")) test_idle_expiry();
+    }
+    check_rmtree(tmp);
+    return check_done();
+}
