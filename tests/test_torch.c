@@ -6,9 +6,11 @@
  * huge sizes, offsets outside the data, truncated files, zip bombs) are each refused with a
  * message naming what and where.
  *
- * `test_torch --seeds DIR` writes the fuzz target's seed pickles (our writer's) into DIR. */
+ * `test_torch --seeds DIR` writes the fuzz target's seed pickles (our writer's) into DIR; other
+ * arguments name test cases (tests/check.h). */
 #include "fileio.h"
 #include "fixtures.h"
+#include "gpt2.h"
 #include "pickle.h"
 #include "torch_file.h"
 #include "torch_writer.h"
@@ -364,6 +366,188 @@ static void test_resaved_tiny_b(void)
         }
         resaved_free(&r);
     }
+    sl_st_close(&st);
+}
+
+/* ---- logits: the torch files through sl_checkpoint give the references ---- */
+
+/* The logits of a prompt from the checkpoint at path (opened with config_path when not NULL):
+ * at every position ([T, vocab]) or only the last. NULL (a failed check) on failure. */
+static float *logits_of(const char *path, const char *config_path, const fixture_prompt *fp, bool all)
+{
+    sl_err err;
+    sl_checkpoint *ck = sl_checkpoint_open_with_config(path, config_path, &err);
+    if (!CHECK(ck != NULL, "open %s: %s", path, err.msg)) return NULL;
+    const sl_config *c = sl_checkpoint_config(ck);
+    sl_params p;
+    float *out = NULL;
+    if (CHECK(sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err) == 0, "%s: %s", path, err.msg)) {
+        sl_stage *stage = sl_stage_new(&p, fp->n_ids, &err);
+        sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
+        out = malloc((size_t)(all ? fp->n_ids : 1) * c->vocab_size * sizeof(float));
+        if (!CHECK(stage && kv &&
+                       sl_stage_forward(stage, kv, fp->n_ids, fp->ids, NULL, out,
+                                        all ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST, &err) == 0,
+                   "%s: forward: %s", path, err.msg)) {
+            free(out);
+            out = NULL;
+        }
+        sl_kv_destroy(&kv);
+        sl_stage_destroy(&stage);
+        sl_params_free(&p);
+    }
+    sl_checkpoint_destroy(&ck);
+    return out;
+}
+
+/* Every prompt's logits from the torch directory equal the model's references within 1e-5. */
+static void check_against_refs(const char *model, const char *torch_dir, bool all, int vocab)
+{
+    fixture_prompt prompts[8];
+    int n = fixture_prompts(model, prompts, 8);
+    sl_st_file *refs = NULL;
+    open_fixture(model, "refs.safetensors", &refs);
+    char dir[PATH_MAX];
+    fixture_path(dir, sizeof dir, torch_dir, "");
+    for (int i = 0; i < n && refs; i++) {
+        char name[64], what[128];
+        snprintf(name, sizeof name, "p%d.%s", i, all ? "logits" : "logits_last");
+        const size_t count = (size_t)(all ? prompts[i].n_ids : 1) * (size_t)vocab;
+        const float *want = fixture_f32(refs, name, count);
+        float *got = logits_of(dir, NULL, &prompts[i], all);
+        snprintf(what, sizeof what, "%s prompt %d: logits vs %s's references", torch_dir, i, model);
+        if (want && got) CHECK_CLOSE(got, want, count, 1e-5, what);
+        free(got);
+    }
+    sl_st_close(&refs);
+}
+
+static void test_fixture_logits(void)
+{
+    check_against_refs("tiny-a", "torch/tiny-a-zip-f16", false, 50257);
+    check_against_refs("tiny-b", "torch/tiny-b-legacy-f32", true, 1000);
+}
+
+static void copy_config(const char *model, const char *dir)
+{
+    char src[PATH_MAX], dst[PATH_MAX + 16];
+    fixture_path(src, sizeof src, model, "config.json");
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    sl_err err;
+    char *text = sl_read_text_file(src, 1 << 20, &err);
+    CHECK(text && sl_mkdirs(dir, &err) == 0 && sl_write_text_file(dst, text, &err) == 0, "config to %s: %s", dir,
+          err.msg);
+    free(text);
+}
+
+/* tiny-b's logits from dir equal, exactly, those from the safetensors model at want_dir. */
+static void check_same_logits(const char *what, const char *dir, const char *config, const char *want_dir)
+{
+    fixture_prompt prompts[4];
+    if (fixture_prompts("tiny-b", prompts, 4) < 3) return;
+    float *got = logits_of(dir, config, &prompts[2], true), *want = logits_of(want_dir, NULL, &prompts[2], true);
+    if (got && want) CHECK_CLOSE(got, want, (size_t)prompts[2].n_ids * 1000, 0, what);
+    free(got);
+    free(want);
+}
+
+/* pytorch_model.bin.index.json + two shards of our writer, each holding half of the tensors. */
+static void write_sharded(const resaved *r, const char *dir)
+{
+    char path[PATH_MAX + 64], index[8192] = "{\"metadata\": {}, \"weight_map\": {";
+    size_t half = r->n / 2;
+    for (int k = 0; k < 2; k++) {
+        size_t first = k ? half : 0, n = k ? r->n - half : half;
+        tw_tensor tensors[128];
+        for (size_t i = 0; i < n; i++) {
+            tensors[i] = r->tensors[first + i];
+            tensors[i].storage -= (int)first;
+        }
+        tw_state s = {.tensors = tensors, .n_tensors = n, .storages = r->storages + first, .metadata = true};
+        tw_buf b = {0};
+        tw_pickle_state(&b, &s);
+        snprintf(path, sizeof path, "%s/pytorch_model-0000%d-of-00002.bin", dir, k + 1);
+        CHECK(tw_write_zip(path, "pytorch_model", &b, r->storages + first, n, ZIP_CM_STORE) == 0, "write %s", path);
+        tw_free(&b);
+        for (size_t i = 0; i < n; i++)
+            snprintf(index + strlen(index), sizeof index - strlen(index),
+                     "%s\"%s\": \"pytorch_model-0000%d-of-00002.bin\"", strlen(index) > 40 ? ", " : "",
+                     r->names[first + i], k + 1);
+    }
+    snprintf(index + strlen(index), sizeof index - strlen(index), "}}");
+    snprintf(path, sizeof path, "%s/pytorch_model.bin.index.json", dir);
+    sl_err err;
+    CHECK(sl_write_text_file(path, index, &err) == 0, "%s", err.msg);
+}
+
+static void test_resaved_logits(void)
+{
+    sl_st_file *st = NULL;
+    open_fixture("tiny-b", "model.safetensors", &st);
+    if (!st) return;
+    char tiny_b[PATH_MAX], dir[PATH_MAX], path[PATH_MAX + 32], config[PATH_MAX + 32];
+    fixture_path(tiny_b, sizeof tiny_b, "tiny-b", "");
+    const struct {
+        const char *label;
+        bool legacy, prefix;
+    } f32_cases[] = {{"dir-zip", false, true}, {"dir-legacy-bare", true, false}};
+    for (size_t c = 0; c < 2; c++) {
+        resaved r;
+        resave_state(st, SL_F32, f32_cases[c].prefix, &r);
+        tmp_path(dir, sizeof dir, f32_cases[c].label);
+        copy_config("tiny-b", dir);
+        snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
+        CHECK(write_resaved(&r, f32_cases[c].legacy, ZIP_CM_STORE, path) == 0, "write %s", path);
+        check_same_logits(f32_cases[c].label, dir, NULL, tiny_b);
+        resaved_free(&r);
+    }
+
+    /* 16-bit: the same as the safetensors copy in that dtype. */
+    sl_checkpoint *ck = sl_checkpoint_open(tiny_b, NULL);
+    sl_params p;
+    sl_err err;
+    const sl_dtype dtypes[] = {SL_BF16, SL_F16};
+    for (int k = 0; ck && k < 2; k++) {
+        char st_dir[PATH_MAX];
+        snprintf(st_dir, sizeof st_dir, "%s/st-%s", tmp_root, sl_dtype_lower(dtypes[k]));
+        CHECK(sl_params_load(&p, ck, 0, 5, true, true, false, &err) == 0 &&
+                  sl_params_save_hf(&p, st_dir, dtypes[k], 1, true, &err) == 0,
+              "%s", err.msg);
+        sl_params_free(&p);
+        resaved r;
+        resave_state(st, dtypes[k], true, &r);
+        snprintf(dir, sizeof dir, "%s/pt-%s", tmp_root, sl_dtype_lower(dtypes[k]));
+        copy_config("tiny-b", dir);
+        snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
+        CHECK(write_resaved(&r, k == 1, ZIP_CM_STORE, path) == 0, "write %s", path);
+        check_same_logits(sl_dtype_name(dtypes[k]), dir, NULL, st_dir);
+        resaved_free(&r);
+    }
+    sl_checkpoint_destroy(&ck);
+
+    /* Sharded, with its index. */
+    resaved r;
+    resave_state(st, SL_F32, true, &r);
+    tmp_path(dir, sizeof dir, "sharded");
+    copy_config("tiny-b", dir);
+    write_sharded(&r, dir);
+    check_same_logits("sharded pytorch_model.bin", dir, NULL, tiny_b);
+
+    /* One .pt file: with config.json beside it, with --config, without either. */
+    tmp_path(dir, sizeof dir, "single");
+    copy_config("tiny-b", dir);
+    snprintf(path, sizeof path, "%s/tiny-b.pt", dir);
+    CHECK(write_resaved(&r, false, ZIP_CM_STORE, path) == 0, "write %s", path);
+    check_same_logits("a .pt file with config.json beside it", path, NULL, tiny_b);
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    snprintf(path, sizeof path, "%s/alone.pt", tmp_root);
+    CHECK(write_resaved(&r, true, 0, path) == 0, "write %s", path);
+    check_same_logits("a .pt file with --config", path, config, tiny_b);
+    CHECK(!sl_checkpoint_open(path, &err) && strstr(err.msg, "needs the model's config.json beside it"),
+          "a lone .pt file: %s", err.msg);
+    CHECK(!sl_checkpoint_open_with_config(dir, config, &err) && strstr(err.msg, "not a directory"),
+          "--config with a directory: %s", err.msg);
+    resaved_free(&r);
     sl_st_close(&st);
 }
 
@@ -994,18 +1178,21 @@ static int write_seeds(const char *dir)
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--seeds") == 0) return write_seeds(argv[2]);
+    check_init(argc, argv);
     if (check_tmpdir(tmp_root, sizeof tmp_root, "torch") != 0) return 1;
     init_small_values();
-    test_fixture_files();
-    test_seed_parts();
-    test_small_state();
-    test_legacy_view();
-    test_resaved_tiny_b();
-    test_real_torch();
-    test_hostile_pickles();
-    test_hostile_tensors();
-    test_hostile_zip_files();
-    test_hostile_legacy_files();
+    if (check_selected("fixture_files")) test_fixture_files();
+    if (check_selected("seed_parts")) test_seed_parts();
+    if (check_selected("small_state")) test_small_state();
+    if (check_selected("legacy_view")) test_legacy_view();
+    if (check_selected("resaved_tiny_b")) test_resaved_tiny_b();
+    if (check_selected("fixture_logits")) test_fixture_logits();
+    if (check_selected("resaved_logits")) test_resaved_logits();
+    if (check_selected("real_torch")) test_real_torch();
+    if (check_selected("hostile_pickles")) test_hostile_pickles();
+    if (check_selected("hostile_tensors")) test_hostile_tensors();
+    if (check_selected("hostile_zip_files")) test_hostile_zip_files();
+    if (check_selected("hostile_legacy_files")) test_hostile_legacy_files();
     check_rmtree(tmp_root);
     return check_done();
 }

@@ -14,10 +14,12 @@
 
 static const char usage[] =
     "usage: zmq-splitlearn-split MODEL_DIR --splits 2,10 -o OUT_DIR [--dtype f32|f16|bf16] [--name NAME]\n"
-    "                            [--topology FILE [--port 5701]]\n"
+    "                            [--topology FILE [--port 5701]] [--config FILE]\n"
     "\n"
-    "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or shards), an HF hub cache\n"
-    "entry (models--gpt2) or a repo id found in the hub cache. --splits 2,10 gives bottom [0,2),\n"
+    "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or pytorch_model.bin, or\n"
+    "shards of either), an HF hub cache entry (models--gpt2), a repo id found in the hub cache, or\n"
+    "one checkpoint file (.safetensors, .pt, .bin) with config.json beside it or given with\n"
+    "--config FILE. PyTorch files are read without running their code. --splits 2,10 gives bottom [0,2),\n"
     "trunk1 [2,10), top [10,L); every further point adds a trunk. Writes OUT_DIR/split.json and per\n"
     "part OUT_DIR/<role>/<name>_<splits>_<part>.safetensors + _metadata.json (SHA-256, config, layers).\n"
     "A tied model's top gets its own copy of wte as lm_head.weight.\n"
@@ -58,13 +60,13 @@ static char *topology_text(const sl_part_info *parts, int n, const char *name, c
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'}, {"name", 1, 0, 'n'},
-        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+    static const struct option options[] = {{"splits", 1, 0, 's'}, {"output", 1, 0, 'o'},   {"dtype", 1, 0, 'd'},
+                                            {"name", 1, 0, 'n'},   {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},
+                                            {"config", 1, 0, 'c'}, {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     int32_t splits[SL_MAX_SPLITS];
     int n_splits = 0;
     long port = 5701;
-    const char *out = NULL, *topology = NULL, *name = NULL;
+    const char *out = NULL, *topology = NULL, *name = NULL, *config = NULL;
     sl_dtype dtype = SL_F32;
     sl_err err;
     int c, rc = 0;
@@ -86,6 +88,9 @@ int main(int argc, char **argv)
         case 't':
             topology = optarg;
             break;
+        case 'c':
+            config = optarg;
+            break;
         case 'p':
             rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err);
             break;
@@ -105,16 +110,20 @@ int main(int argc, char **argv)
         return SL_EXIT_USAGE;
     }
     const char *model = argv[optind];
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
+    sl_checkpoint *ck = sl_checkpoint_open_with_config(model, config, &err);
     if (!ck) {
         fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }
     char default_name[256];
     if (!name) {
-        /* The model directory's name, or the repo's for a hub cache entry. */
+        /* The model directory's name, the repo's for a hub cache entry, a checkpoint file's stem. */
         const char *base = strrchr(model, '/') && strrchr(model, '/')[1] ? strrchr(model, '/') + 1 : model;
         snprintf(default_name, sizeof default_name, "%s", strncmp(base, "models--", 8) == 0 ? base + 8 : base);
+        char *ext = strrchr(default_name, '.'); /* a checkpoint file: its stem */
+        if (ext && ext != default_name &&
+            (strcmp(ext, ".pt") == 0 || strcmp(ext, ".bin") == 0 || strcmp(ext, ".safetensors") == 0))
+            *ext = '\0';
         name = default_name;
     }
     int splits_int[SL_MAX_SPLITS];
