@@ -59,4 +59,11 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 /* Position of node in the chain (0 = bottom). */
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
 
+/* Writes to path a topology that runs the n parts (chain order) on this host: [pipeline] name and
+ * parts (parts_dir made absolute, so that the file works from any directory), then one
+ * [node.<part>] each, listening on tcp://127.0.0.1 from port on. tool names the writer in the
+ * file's first comment. */
+int sl_topology_write_local(const char *path, const sl_part_info *parts, int n, const char *name, const char *parts_dir,
+                            int port, const char *tool, sl_err *err);
+
 #endif

@@ -2,7 +2,8 @@
  * files (zip F16, legacy F32, the seed's split parts) hold the safetensors fixtures' tensors bit
  * for bit; our own writer's zip and legacy files (shared storages, strided views, every dtype)
  * read back exactly and, when python3-torch is installed, agree with a real torch.save byte for
- * byte and load in torch.load(weights_only=True); hostile files (code globals, unknown calls,
+ * byte and load in torch.load(weights_only=True); the seed's parts, imported, give the references'
+ * logits; hostile files (code globals, unknown calls,
  * huge sizes, offsets outside the data, truncated files, zip bombs) are each refused with a
  * message naming what and where.
  *
@@ -11,7 +12,9 @@
 #include "fileio.h"
 #include "fixtures.h"
 #include "gpt2.h"
+#include "part.h"
 #include "pickle.h"
+#include "seed_import.h"
 #include "torch_file.h"
 #include "torch_writer.h"
 
@@ -549,6 +552,141 @@ static void test_resaved_logits(void)
           "--config with a directory: %s", err.msg);
     resaved_free(&r);
     sl_st_close(&st);
+}
+
+/* ---- the seed's split parts imported ---- */
+
+/* The last position's logits of the prompt through the parts of dir, in chain order. */
+static float *chain_logits(const char *dir, const sl_part_info *parts, int n, const fixture_prompt *fp)
+{
+    const int T = fp->n_ids, C = parts[0].cfg.n_embd;
+    float *act = malloc((size_t)T * C * sizeof(float)), *next = malloc((size_t)T * C * sizeof(float));
+    float *logits = malloc((size_t)parts[0].cfg.vocab_size * sizeof(float));
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        sl_err err;
+        sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, &err);
+        sl_params p;
+        rc = part && sl_part_load_params(part, &p, false, &err) == 0 ? 0 : -1;
+        sl_stage *stage = rc == 0 ? sl_stage_new(&p, T, &err) : NULL;
+        sl_kv *kv = rc == 0 ? sl_kv_new(&p, T, &err) : NULL;
+        const bool top = i == n - 1;
+        if (rc == 0)
+            rc = sl_stage_forward(stage, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
+                                  top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
+        CHECK(rc == 0, "part %s: %s", parts[i].name, err.msg);
+        float *t = act;
+        act = next;
+        next = t;
+        sl_kv_destroy(&kv);
+        sl_stage_destroy(&stage);
+        if (part) sl_params_free(&p);
+        sl_part_destroy(&part);
+    }
+    free(act);
+    free(next);
+    if (rc != 0) free(logits);
+    return rc == 0 ? logits : NULL;
+}
+
+static void test_seed_import(void)
+{
+    char seed[PATH_MAX], out[PATH_MAX], name[64];
+    fixture_path(seed, sizeof seed, "torch", "tiny-b-seed-parts");
+    tmp_path(out, sizeof out, "seed-import");
+    sl_part_info parts[SL_MAX_SPLITS + 1];
+    sl_seed_request req = {.seed_dir = seed, .out_dir = out, .dtype = SL_F32};
+    sl_err err;
+    int n = sl_seed_import(&req, parts, name, sizeof name, &err);
+    if (!CHECK(n == 3, "import %s: %d parts: %s", seed, n, n < 0 ? err.msg : "")) return;
+    CHECK(strcmp(name, "tiny-b") == 0, "the model's name from the seed's files: %s", name);
+    const char *names[] = {"bottom", "trunk1", "top"};
+    const int ranges[][2] = {{0, 2}, {2, 4}, {4, 5}};
+    for (int i = 0; i < 3; i++)
+        CHECK(strcmp(parts[i].name, names[i]) == 0 && parts[i].first == ranges[i][0] && parts[i].last == ranges[i][1],
+              "part %d is %s [%d,%d)", i, parts[i].name, parts[i].first, parts[i].last);
+    fixture_prompt prompts[8];
+    int n_prompts = fixture_prompts("tiny-b", prompts, 8);
+    sl_st_file *refs = NULL;
+    open_fixture("tiny-b", "refs.safetensors", &refs);
+    for (int k = 0; k < n_prompts && refs; k++) {
+        char ref_name[32], what[64];
+        snprintf(ref_name, sizeof ref_name, "p%d.logits", k);
+        const float *want = fixture_f32(refs, ref_name, (size_t)prompts[k].n_ids * 1000);
+        float *got = chain_logits(out, parts, n, &prompts[k]);
+        snprintf(what, sizeof what, "imported seed parts, prompt %d", k);
+        if (want && got) CHECK_CLOSE(got, want + (size_t)(prompts[k].n_ids - 1) * 1000, 1000, 1e-5, what);
+        free(got);
+    }
+    sl_st_close(&refs);
+}
+
+/* Replaces the first `from` in a text file by `to`. */
+static void edit_file(const char *path, const char *from, const char *to)
+{
+    sl_err err;
+    char *text = sl_read_text_file(path, 1 << 20, &err), *at = text ? strstr(text, from) : NULL;
+    if (CHECK(at, "%s has '%s'", path, from)) {
+        char *edited = malloc(strlen(text) + strlen(to) + 1);
+        sprintf(edited, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+        CHECK(sl_write_text_file(path, edited, &err) == 0, "%s", err.msg);
+        free(edited);
+    }
+    free(text);
+}
+
+/* A fresh copy of the seed fixture, one file of it edited (or, with from NULL, removed). */
+static void damaged_seed(const char *dir, const char *file, const char *from, const char *to)
+{
+    static const char *const files[] = {"bottom/tiny-b_2-4_bottom", "trunk/tiny-b_2-4_trunk", "top/tiny-b_2-4_top"};
+    sl_err err;
+    check_rmtree(dir);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 2; k++) {
+            char src[PATH_MAX], dst[PATH_MAX + 64], sub[PATH_MAX + 64];
+            const char *suffix = k ? "_metadata.json" : ".pt";
+            snprintf(src, sizeof src, "%s/torch/tiny-b-seed-parts/%s%s", check_fixtures(), files[i], suffix);
+            snprintf(dst, sizeof dst, "%s/%s%s", dir, files[i], suffix);
+            snprintf(sub, sizeof sub, "%s/%.*s", dir, (int)(strchr(files[i], '/') - files[i]), files[i]);
+            CHECK(sl_mkdirs(sub, &err) == 0 && sl_copy_file(src, dst, &err) == 0, "copy %s: %s", src, err.msg);
+        }
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (from)
+        edit_file(path, from, to);
+    else
+        CHECK(remove(path) == 0, "remove %s", path);
+}
+
+static void test_seed_refusals(void)
+{
+    const struct {
+        const char *label, *file, *from, *to, *needle;
+    } cases[] = {
+        {"a component in the wrong directory", "trunk/tiny-b_2-4_trunk_metadata.json", "\"trunk\"", "\"top\"",
+         "\"component\" is not \"trunk\""},
+        {"parts that do not chain", "trunk/tiny-b_2-4_trunk_metadata.json", "\"start_layer\": 2", "\"start_layer\": 3",
+         "starts at block 3, but"},
+        {"a parameter count that is not the file's", "top/tiny-b_2-4_top_metadata.json", "71712", "71713",
+         "71712 parameters but"},
+        {"configs that differ", "top/tiny-b_2-4_top_metadata.json", "\"n_positions\": 64", "\"n_positions\": 32",
+         "its config differs"},
+        {"no top", "top/tiny-b_2-4_top_metadata.json", NULL, NULL, "/top: 0 files *_metadata.json, not one"},
+        {"a .pt missing", "bottom/tiny-b_2-4_bottom.pt", NULL, NULL, "no tiny-b_2-4_bottom.pt beside it"},
+    };
+    char dir[PATH_MAX], out[PATH_MAX];
+    tmp_path(dir, sizeof dir, "seed-damaged");
+    tmp_path(out, sizeof out, "seed-damaged-out");
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        damaged_seed(dir, cases[i].file, cases[i].from, cases[i].to);
+        sl_part_info parts[SL_MAX_SPLITS + 1];
+        char name[64];
+        sl_seed_request req = {.seed_dir = dir, .out_dir = out, .dtype = SL_F32};
+        sl_err err = {{0}};
+        int n = sl_seed_import(&req, parts, name, sizeof name, &err);
+        CHECK(n < 0 && strstr(err.msg, cases[i].needle), "%s: refused saying '%s' (got '%s')", cases[i].label,
+              cases[i].needle, n < 0 ? err.msg : "(imported)");
+    }
 }
 
 /* ---- a real torch.save, when python3-torch is installed ---- */
@@ -1188,6 +1326,8 @@ int main(int argc, char **argv)
     if (check_selected("resaved_tiny_b")) test_resaved_tiny_b();
     if (check_selected("fixture_logits")) test_fixture_logits();
     if (check_selected("resaved_logits")) test_resaved_logits();
+    if (check_selected("seed_import")) test_seed_import();
+    if (check_selected("seed_refusals")) test_seed_refusals();
     if (check_selected("real_torch")) test_real_torch();
     if (check_selected("hostile_pickles")) test_hostile_pickles();
     if (check_selected("hostile_tensors")) test_hostile_tensors();

@@ -1,8 +1,8 @@
 /* split.c — zmq-splitlearn-split: cuts an HF GPT-2 checkpoint into bottom, trunk(s) and top
  * parts (one safetensors + metadata each) and optionally writes a local topology for them. */
 #include "cli.h"
-#include "fileio.h"
 #include "part.h"
+#include "topology.h"
 
 #include <getopt.h>
 #include <limits.h>
@@ -39,23 +39,6 @@ static void show_progress(void *ctx, size_t done, size_t total)
     int pct = (int)(100.0 * (double)done / (double)total);
     fprintf(stderr, "\rsplitting: %3d%%  %zu / %zu MB", pct, done >> 20, total >> 20);
     if (done >= total) fputc('\n', stderr);
-}
-
-static char *topology_text(const sl_part_info *parts, int n, const char *name, const char *parts_dir, int port)
-{
-    size_t cap = 1024 + (size_t)n * 256;
-    char *text = malloc(cap);
-    if (!text) return NULL;
-    size_t len = (size_t)snprintf(text, cap,
-                                  "; Local pipeline written by zmq-splitlearn-split: every stage on this host.\n"
-                                  "; Start it with: zmq-splitlearn-launch THIS_FILE\n\n"
-                                  "[pipeline]\nname  = %s\nparts = %s\n",
-                                  name, parts_dir);
-    for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(text + len, cap - len,
-                                "\n[node.%s]\nrole   = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%d\n",
-                                parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i);
-    return text;
 }
 
 int main(int argc, char **argv)
@@ -141,14 +124,8 @@ int main(int argc, char **argv)
                             .progress_ctx = &pr};
     sl_part_info parts[SL_MAX_SPLITS + 1];
     rc = sl_split_write(ck, &req, parts, &err);
-    if (rc == 0 && topology) {
-        /* Absolute, so that the topology works from any directory. */
-        char *abs_out = realpath(out, NULL);
-        char *text = topology_text(parts, n_splits + 1, name, abs_out ? abs_out : out, (int)port);
-        free(abs_out);
-        rc = text ? sl_write_text_file(topology, text, &err) : sl_fail(&err, "out of memory");
-        free(text);
-    }
+    if (rc == 0 && topology)
+        rc = sl_topology_write_local(topology, parts, n_splits + 1, name, out, (int)port, "zmq-splitlearn-split", &err);
     sl_checkpoint_destroy(&ck);
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
