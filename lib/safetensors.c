@@ -3,6 +3,7 @@
 
 #include "sha256.h"
 
+#include <assert.h>
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -208,7 +209,8 @@ sl_st_file *sl_st_open(const char *path, sl_err *err)
 
 void sl_st_close(sl_st_file **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_st_file *f = *self;
     for (size_t i = 0; i < f->count; i++)
         free((char *)f->tensors[i].name);
@@ -251,8 +253,7 @@ typedef struct pending {
     int ndim;
     int64_t shape[SL_MAX_DIMS];
     size_t numel;
-    const void *data;
-    int from_f32; /* data is float32 to be converted to dtype */
+    const float *data; /* stored as dtype */
 } pending;
 
 struct sl_st_writer {
@@ -265,7 +266,8 @@ sl_st_writer *sl_st_writer_new(void) { return calloc(1, sizeof(sl_st_writer)); }
 
 void sl_st_writer_destroy(sl_st_writer **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     for (size_t i = 0; i < (*self)->count; i++)
         free((*self)->items[i].name);
     free((*self)->items);
@@ -274,9 +276,11 @@ void sl_st_writer_destroy(sl_st_writer **self)
     *self = NULL;
 }
 
-static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const void *data, int ndim,
-                       const int64_t *shape, int from_f32, sl_err *err)
+int sl_st_writer_add_f32(sl_st_writer *w, const char *name, sl_dtype dtype, const float *data, int ndim,
+                         const int64_t *shape, sl_err *err)
 {
+    if (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16)
+        return sl_fail(err, "tensor '%s': cannot store floats as %s", name, sl_dtype_name(dtype));
     if (ndim < 0 || ndim > SL_MAX_DIMS) return sl_fail(err, "tensor '%s': %d dimensions", name, ndim);
     if (w->count == w->cap) {
         size_t cap = w->cap ? 2 * w->cap : 64;
@@ -286,7 +290,7 @@ static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const 
         w->cap = cap;
     }
     pending *p = &w->items[w->count];
-    *p = (pending){.dtype = dtype, .ndim = ndim, .numel = 1, .data = data, .from_f32 = from_f32};
+    *p = (pending){.dtype = dtype, .ndim = ndim, .numel = 1, .data = data};
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0) return sl_fail(err, "tensor '%s': negative dimension", name);
         p->shape[d] = shape[d];
@@ -295,20 +299,6 @@ static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const 
     if (!(p->name = strdup(name))) return sl_fail(err, "tensor '%s': out of memory", name);
     w->count++;
     return 0;
-}
-
-int sl_st_writer_add_f32(sl_st_writer *self, const char *name, sl_dtype dtype, const float *data, int ndim,
-                         const int64_t *shape, sl_err *err)
-{
-    if (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16)
-        return sl_fail(err, "tensor '%s': cannot store floats as %s", name, sl_dtype_name(dtype));
-    return add_pending(self, name, dtype, data, ndim, shape, 1, err);
-}
-
-int sl_st_writer_add_raw(sl_st_writer *self, const char *name, sl_dtype dtype, const void *data, int ndim,
-                         const int64_t *shape, sl_err *err)
-{
-    return add_pending(self, name, dtype, data, ndim, shape, 0, err);
 }
 
 int sl_st_writer_set_metadata(sl_st_writer *self, const char *key, const char *value, sl_err *err)
@@ -364,13 +354,12 @@ static int write_all(FILE *fp, sl_sha256 *hash, const void *data, size_t len)
 static int write_tensor(FILE *fp, sl_sha256 *hash, const pending *p)
 {
     size_t elem = sl_dtype_size(p->dtype);
-    if (!p->from_f32 || p->dtype == SL_F32) return write_all(fp, hash, p->data, p->numel * elem);
+    if (p->dtype == SL_F32) return write_all(fp, hash, p->data, p->numel * elem);
     enum { CHUNK = 16384 };
     unsigned char buf[CHUNK * 4];
-    const float *src = p->data;
     for (size_t i = 0; i < p->numel; i += CHUNK) {
         size_t n = p->numel - i < CHUNK ? p->numel - i : CHUNK;
-        sl_dtype_from_f32(buf, p->dtype, src + i, n);
+        sl_dtype_from_f32(buf, p->dtype, p->data + i, n);
         if (write_all(fp, hash, buf, n * elem) != 0) return -1;
     }
     return 0;

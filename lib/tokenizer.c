@@ -5,6 +5,7 @@
 #include "fileio.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <assert.h>
 #include <cJSON.h>
 #include <limits.h>
 #include <pcre2.h>
@@ -407,7 +408,8 @@ sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback
 
 void sl_tokenizer_destroy(sl_tokenizer **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_tokenizer *t = *self;
     pcre2_match_data_free(t->match);
     pcre2_code_free(t->pattern);

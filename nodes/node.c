@@ -61,11 +61,12 @@ typedef struct node {
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
     sl_net_opts net;
-    zsock_t *listen;     /* ROUTER: requests from the previous stage (at the bottom: clients) */
-    zsock_t *next_link;  /* DEALER to the next stage: requests on, answers and gradients back */
-    const sl_peer *from; /* the sender of the request being handled (NULL: it came from the next) */
-    sl_peer train_from;  /* where a training forward came from: its gradient goes back there */
-    FILE *trace;         /* $SL_NODE_TRACE: one line per message received (tests) */
+    zsock_t *listen;      /* ROUTER: requests from the previous stage (at the bottom: clients) */
+    zsock_t *next_link;   /* DEALER to the next stage: requests on, answers and gradients back */
+    zactor_t *next_watch; /* its dropped connections: the requests in flight there are lost */
+    const sl_peer *from;  /* the sender of the request being handled (NULL: it came from the next) */
+    sl_peer train_from;   /* where a training forward came from: its gradient goes back there */
+    FILE *trace;          /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (n_positions, C) */
@@ -249,7 +250,11 @@ static void handle_forward(node *n, sl_msg *req)
     fwd.rows = (uint32_t)T;
     fwd.cols = (uint32_t)cfg->n_embd;
     fwd.dtype = n->topo.activations;
-    if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+    if (pass_on(n, &fwd, &err) != 0) {
+        reply_error(n, req, "internal", "%s", err.msg);
+        return;
+    }
+    sl_sessions_set_pending(n->sessions, req->session, true, req->step);
 }
 
 /* ---- training: trunks train here (lib/trunk.c); the bottom and the top stay with the trainer ---- */
@@ -302,6 +307,7 @@ static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_
         handle_training(n, msg);
     } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
         const sl_peer *to = peer_of(n, msg->session);
+        if (msg->kind != SL_MSG_ACK) sl_sessions_set_pending(n->sessions, msg->session, false, 0);
         if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) log_line(n, "could not pass back: %s", err.msg);
     } else {
         log_line(n, "the next stage sent a '%s' message: dropped", sl_msg_kind_name(msg->kind));
@@ -348,8 +354,9 @@ static int open_sockets(node *n, sl_err *err)
 {
     n->net = sl_net_opts_of(&n->topo);
     if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
-    if (n->next && !(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
-    return 0;
+    if (!n->next) return 0;
+    if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
+    return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
 }
 
 /* The topology from a file, or from the launcher's base64 text (data). */
@@ -420,6 +427,29 @@ static bool lifeline_closed(void)
     return got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN);
 }
 
+/* Tells the client of a request that was in flight beyond this node that it was lost, as a lost
+ * session: the client re-sends the whole context, which waits here until the next stage is back. */
+static void lost_request(void *ctx, uint64_t session, uint64_t step)
+{
+    node *n = ctx;
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "unknown_session");
+    snprintf(e.message, sizeof e.message,
+             "the next stage %s dropped its connection with this request; re-send the whole context", n->next->name);
+    answer(n, peer_of(n, session), &e);
+}
+
+/* The connection to the next stage dropped (it stopped or restarted): its requests are lost. */
+static void next_stage_lost(node *n)
+{
+    char endpoint[SL_MAX_ENDPOINT];
+    sl_net_watch_event(n->next_watch, endpoint, sizeof endpoint);
+    int lost = sl_sessions_take_pending(n->sessions, lost_request, n);
+    log_line(n, "lost the connection to the next stage %s (%s): %d request%s in flight re-sent by their clients",
+             n->next->name, endpoint, lost, lost == 1 ? "" : "s");
+}
+
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
 static void drain_socket(node *n, zsock_t *sock, bool routed)
 {
@@ -439,19 +469,21 @@ static void drain_socket(node *n, zsock_t *sock, bool routed)
 /* Serves until a signal or, with lifeline, until standard input closes. */
 static void serve(node *n, bool lifeline)
 {
-    zmq_pollitem_t items[3] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
+    zmq_pollitem_t items[4] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
                                {.fd = STDIN_FILENO, .events = ZMQ_POLLIN},
-                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN}};
+                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN},
+                               {.socket = n->next_watch ? zsock_resolve(n->next_watch) : NULL, .events = ZMQ_POLLIN}};
     double last_expiry = sl_now();
     while (!stop_requested) {
         if (!lifeline) items[1].fd = -1; /* poll ignores a negative fd */
-        int rc = zmq_poll(items, n->next_link ? 3 : 2, 200);
+        int rc = zmq_poll(items, n->next_link ? 4 : 2, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
         if (lifeline && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && lifeline_closed()) {
             log_line(n, "standard input closed (the launcher is gone): stopping");
             break;
         }
         if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) drain_socket(n, n->next_link, false);
+        if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) next_stage_lost(n);
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
@@ -468,6 +500,7 @@ static void serve(node *n, bool lifeline)
 
 static void shutdown_node(node *n)
 {
+    zactor_destroy(&n->next_watch);
     zsock_destroy(&n->listen);
     zsock_destroy(&n->next_link);
     if (n->trace) fclose(n->trace);

@@ -297,7 +297,7 @@ static void progress_step(progress *p, long step, float loss, float eval_loss, f
 {
     progress_erase(p);
     printf("step %ld loss %.6f", step, (double)loss);
-    if (eval_loss == eval_loss) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
+    if (!isnan(eval_loss)) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
     putchar('\n');
     if (p->tty) {
         long eta = (long)((sl_now() - p->start) / (double)(step - p->first) * (double)(p->total - step) + 0.5);
@@ -413,7 +413,7 @@ static FILE *log_open(const char *path, long from, const char *resume_dir, sl_er
 static void log_step(FILE *log, long step, float loss, float eval_loss, float lr, double tps, double seconds)
 {
     fprintf(log, "%ld,%.6f,", step, (double)loss);
-    if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
+    if (!isnan(eval_loss)) fprintf(log, "%.6f", (double)eval_loss);
     fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, seconds);
     fflush(log);
 }
