@@ -48,3 +48,12 @@ int sl_parse_int_list(const char *text, const char *option, int32_t *out, int ma
     if (n == 0) return sl_fail(err, "%s: empty list", option);
     return n;
 }
+
+int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err)
+{
+    sl_dtype dtype;
+    if (sl_dtype_parse(text, &dtype) != 0 || (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16))
+        return sl_fail(err, "%s: '%s' is not f32, f16 or bf16", option, text);
+    *out = dtype;
+    return 0;
+}

@@ -2,6 +2,7 @@
 #ifndef SL_CLI_H
 #define SL_CLI_H
 
+#include "dtype.h"
 #include "err.h"
 
 #include <stdint.h>
@@ -18,5 +19,8 @@ int sl_parse_long(const char *text, const char *option, long lo, long hi, long *
 
 /* A finite number in [lo, hi]. */
 int sl_parse_double(const char *text, const char *option, double lo, double hi, double *out, sl_err *err);
+
+/* A stored float type: f32, f16 or bf16 (any case). */
+int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err);
 
 #endif

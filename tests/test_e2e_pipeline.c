@@ -600,10 +600,10 @@ static void test_restart_and_timeout(void)
 /* ---- a trunk killed in the middle of a request, 20 times ---- */
 
 typedef struct killer {
-    restart r[2];      /* trunk1, trunk2 */
-    int victim;        /* which of them */
-    int fire_at;       /* the token after which the kill comes */
-    useconds_t delay;  /* and how long after it: inside the next request's flight */
+    restart r[2];     /* trunk1, trunk2 */
+    int victim;       /* which of them */
+    int fire_at;      /* the token after which the kill comes */
+    useconds_t delay; /* and how long after it: inside the next request's flight */
     pthread_t thread;
     bool started;
 } killer;

@@ -556,39 +556,6 @@ static void test_resaved_logits(void)
 
 /* ---- the seed's split parts imported ---- */
 
-/* The last position's logits of the prompt through the parts of dir, in chain order. */
-static float *chain_logits(const char *dir, const sl_part_info *parts, int n, const fixture_prompt *fp)
-{
-    const int T = fp->n_ids, C = parts[0].cfg.n_embd;
-    float *act = malloc((size_t)T * C * sizeof(float)), *next = malloc((size_t)T * C * sizeof(float));
-    float *logits = malloc((size_t)parts[0].cfg.vocab_size * sizeof(float));
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        sl_err err;
-        sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, &err);
-        sl_params p;
-        rc = part && sl_part_load_params(part, &p, false, &err) == 0 ? 0 : -1;
-        sl_stage *stage = rc == 0 ? sl_stage_new(&p, T, &err) : NULL;
-        sl_kv *kv = rc == 0 ? sl_kv_new(&p, T, &err) : NULL;
-        const bool top = i == n - 1;
-        if (rc == 0)
-            rc = sl_stage_forward(stage, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
-                                  top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
-        CHECK(rc == 0, "part %s: %s", parts[i].name, err.msg);
-        float *t = act;
-        act = next;
-        next = t;
-        sl_kv_destroy(&kv);
-        sl_stage_destroy(&stage);
-        if (part) sl_params_free(&p);
-        sl_part_destroy(&part);
-    }
-    free(act);
-    free(next);
-    if (rc != 0) free(logits);
-    return rc == 0 ? logits : NULL;
-}
-
 static void test_seed_import(void)
 {
     char seed[PATH_MAX], out[PATH_MAX], name[64];
@@ -613,7 +580,7 @@ static void test_seed_import(void)
         char ref_name[32], what[64];
         snprintf(ref_name, sizeof ref_name, "p%d.logits", k);
         const float *want = fixture_f32(refs, ref_name, (size_t)prompts[k].n_ids * 1000);
-        float *got = chain_logits(out, parts, n, &prompts[k]);
+        float *got = fixture_chain_logits(out, parts, n, &prompts[k]);
         snprintf(what, sizeof what, "imported seed parts, prompt %d", k);
         if (want && got) CHECK_CLOSE(got, want + (size_t)(prompts[k].n_ids - 1) * 1000, 1000, 1e-5, what);
         free(got);
@@ -948,36 +915,11 @@ static void test_hostile_tensors(void)
     expect_tensor_refused("backward hooks", 4, 0, 1, four, one, true, "backward hooks must be an empty dict");
 
     /* The same name twice. */
+    const tw_tensor twice[2] = {{"t", 0, 0, 1, {4}, {1}}, {"t", 0, 0, 1, {4}, {1}}};
+    tw_state s = {.tensors = twice, .n_tensors = 2, .storages = small_storages};
     tw_buf b = {0};
+    tw_pickle_state(&b, &s);
     sl_err err = {{0}};
-    tw_byte(&b, 0x80);
-    tw_byte(&b, 2);
-    tw_byte(&b, '}');
-    tw_byte(&b, '(');
-    for (int k = 0; k < 2; k++) {
-        tw_str(&b, "t", false);
-        tw_global(&b, "torch._utils", "_rebuild_tensor_v2");
-        tw_byte(&b, '(');
-        tw_byte(&b, '(');
-        tw_str(&b, "storage", false);
-        tw_global(&b, "torch", "FloatStorage");
-        tw_str(&b, "0", false);
-        tw_str(&b, "cpu", false);
-        tw_int(&b, 4);
-        tw_byte(&b, 't');
-        tw_byte(&b, 'Q');
-        tw_int(&b, 0);
-        tw_int(&b, 4);
-        tw_byte(&b, 0x85);
-        tw_int(&b, 1);
-        tw_byte(&b, 0x85);
-        tw_byte(&b, 0x89);
-        tw_byte(&b, '}');
-        tw_byte(&b, 't');
-        tw_byte(&b, 'R');
-    }
-    tw_byte(&b, 'u');
-    tw_byte(&b, '.');
     sl_pickle *p = sl_pickle_load(b.p, b.n, "evil.pkl", 0, &err);
     const sl_pickle_tensor *tensors;
     size_t n;

@@ -44,9 +44,7 @@ int main(int argc, char **argv)
             req.name = optarg;
             break;
         case 'd':
-            rc = sl_dtype_parse(optarg, &req.dtype) != 0 || req.dtype > SL_BF16
-                     ? sl_fail(&err, "--dtype: f32, f16 or bf16")
-                     : 0;
+            rc = sl_parse_float_dtype(optarg, "--dtype", &req.dtype, &err);
             break;
         case 't':
             topology = optarg;
