@@ -7,7 +7,8 @@
 #include <string.h>
 
 /* A state dict needs about fifteen values per tensor and its pickle a few hundred bytes per
- * tensor; beyond these a pickle is not a state dict but an attempt to exhaust memory. */
+ * tensor; beyond these a pickle is not a state dict but an attempt to exhaust memory. The stack
+ * and the open MARKs are bounded by MAX_VALUES too. */
 #define MAX_PICKLE_BYTES (16u << 20)
 #define MAX_VALUES (1u << 22)
 
@@ -251,7 +252,10 @@ static int seq_add(machine *m, value *seq, value *item)
     return 0;
 }
 
-static bool is_str(const value *v, const char *s) { return v->kind == K_STR && strcmp(v->u.str.s, s) == 0; }
+static bool is_str(const value *v, const char *s)
+{
+    return v->kind == K_STR && v->u.str.len == strlen(s) && memcmp(v->u.str.s, s, v->u.str.len) == 0;
+}
 
 static bool is_int(const value *v, int64_t min) { return v->kind == K_INT && v->u.i >= min; }
 
@@ -260,6 +264,7 @@ static bool is_int(const value *v, int64_t min) { return v->kind == K_INT && v->
 static int push(machine *m, value *v)
 {
     if (!v) return -1;
+    if (m->depth == MAX_VALUES) return fail(m, "a stack of more than %u values: not a state dict", MAX_VALUES);
     if (m->depth == m->stack_cap) {
         size_t cap = m->stack_cap ? 2 * m->stack_cap : 64;
         value **more = realloc(m->stack, cap * sizeof *more);
@@ -285,6 +290,7 @@ static value *top(machine *m, size_t from_top) { return m->stack[m->depth - 1 - 
 
 static int push_mark(machine *m)
 {
+    if (m->n_marks == MAX_VALUES) return fail(m, "more than %u open MARKs: not a state dict", MAX_VALUES);
     if (m->n_marks == m->marks_cap) {
         size_t cap = m->marks_cap ? 2 * m->marks_cap : 16;
         size_t *more = realloc(m->marks, cap * sizeof *more);
