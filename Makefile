@@ -98,12 +98,12 @@ demo: ensure-deps
 	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
 
 # Each parser under libFuzzer (clang) for FUZZ_SECONDS each, also from build-fuzz/seeds-NAME when
-# a test writes seeds for it (our PyTorch writer's pickles: test_torch --seeds).
+# a test writes seeds for it (our PyTorch writer's pickles and files: test_torch --seeds).
 FUZZ_SECONDS ?= 30
 fuzz: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g -fsanitize=address,fuzzer-no-link" \
 	    build-fuzz/libsplitlearn.a
-	@$(MAKE) --no-print-directory $(BUILD)/tests/test_torch && $(BUILD)/tests/test_torch --seeds build-fuzz/seeds-fuzz_pickle
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_torch && $(BUILD)/tests/test_torch --seeds build-fuzz
 	@for f in tests/fuzz_*.c; do \
 	    name=$$(basename $$f .c); \
 	    clang -O1 -g -fsanitize=address,fuzzer -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) $$f \

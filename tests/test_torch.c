@@ -7,7 +7,7 @@
  * huge sizes, offsets outside the data, truncated files, zip bombs) are each refused with a
  * message naming what and where.
  *
- * `test_torch --seeds DIR` writes the fuzz target's seed pickles (our writer's) into DIR; other
+ * `test_torch --seeds DIR` writes the fuzz targets' seeds (our writer's files) under DIR; other
  * arguments name test cases (tests/check.h). */
 #include "fileio.h"
 #include "fixtures.h"
@@ -1231,25 +1231,36 @@ static void test_hostile_legacy_files(void)
 
 /* ---- fuzz seeds ---- */
 
+/* Our writer's files as seeds: DIR/seeds-fuzz_pickle/ the pickles (a zip's and a legacy state
+ * dict, a key list), DIR/seeds-fuzz_torch_file/ whole files (zip stored and deflated, legacy). */
 static int write_seeds(const char *dir)
 {
+    char pickles[PATH_MAX], files[PATH_MAX], path[PATH_MAX + 32];
+    snprintf(pickles, sizeof pickles, "%s/seeds-fuzz_pickle", dir);
+    snprintf(files, sizeof files, "%s/seeds-fuzz_torch_file", dir);
     sl_err err;
-    if (sl_mkdirs(dir, &err) != 0) return fprintf(stderr, "%s\n", err.msg), 1;
+    if (sl_mkdirs(pickles, &err) != 0 || sl_mkdirs(files, &err) != 0) return fprintf(stderr, "%s\n", err.msg), 1;
     init_small_values();
-    const tw_state states[] = {small_state(false, sizeof small_tensors / sizeof *small_tensors),
-                               small_state(true, sizeof small_tensors / sizeof *small_tensors)};
-    for (int i = 0; i < 2; i++) {
+    const size_t n = sizeof small_tensors / sizeof *small_tensors;
+    for (int legacy = 0; legacy < 2; legacy++) {
+        tw_state s = small_state(legacy, n);
         tw_buf b = {0};
-        tw_pickle_state(&b, &states[i]);
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s.pkl", dir, i ? "legacy" : "zip");
+        tw_pickle_state(&b, &s);
+        snprintf(path, sizeof path, "%s/%s.pkl", pickles, legacy ? "legacy" : "zip");
         write_bytes(path, b.p, b.n);
+        snprintf(path, sizeof path, "%s/%s.pt", files, legacy ? "legacy" : "zip");
+        CHECK((legacy ? tw_write_legacy(path, &b, small_storages, 6)
+                      : tw_write_zip(path, "archive", &b, small_storages, 6, ZIP_CM_STORE)) == 0,
+              "write %s", path);
+        if (!legacy) {
+            snprintf(path, sizeof path, "%s/zip-deflated.pt", files);
+            CHECK(tw_write_zip(path, "archive", &b, small_storages, 6, ZIP_CM_DEFLATE) == 0, "write %s", path);
+        }
         tw_free(&b);
     }
     tw_buf keys = {0};
     tw_pickle_keys(&keys, small_storages, 6);
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/keys.pkl", dir);
+    snprintf(path, sizeof path, "%s/keys.pkl", pickles);
     write_bytes(path, keys.p, keys.n);
     tw_free(&keys);
     return check_failed ? 1 : 0;
