@@ -3,9 +3,9 @@
 #include "seed_import.h"
 
 #include "fileio.h"
+#include "json.h"
 #include "sha256.h"
 
-#include <cJSON.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,39 +32,30 @@ typedef struct seed_split {
 
 /* ---- reading the seed's metadata ---- */
 
-static int json_count(const cJSON *root, const char *key, long *out, const char *path, sl_err *err)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e15 ||
-        v->valuedouble != (double)(long)v->valuedouble)
-        return sl_fail(err, "%s: \"%s\" is missing or not a non-negative integer", path, key);
-    *out = (long)v->valuedouble;
-    return 0;
-}
-
 static int parse_metadata(const cJSON *root, seed_part *sp, sl_err *err)
 {
-    const cJSON *component = cJSON_GetObjectItemCaseSensitive(root, "component");
-    if (!cJSON_IsString(component) || strcmp(component->valuestring, sl_role_name(sp->role)) != 0)
+    char component[16];
+    if (sl_json_get_string(root, "component", component, sizeof component, sp->meta, err) != 0) return -1;
+    if (strcmp(component, sl_role_name(sp->role)) != 0)
         return sl_fail(err, "%s: \"component\" is not \"%s\", the directory it is in", sp->meta,
                        sl_role_name(sp->role));
-    long first = 0, last = 0, parameters = 0;
-    if (json_count(root, "start_layer", &first, sp->meta, err) != 0 ||
-        json_count(root, "end_layer", &last, sp->meta, err) != 0 ||
-        json_count(root, "num_parameters", &parameters, sp->meta, err) != 0)
+    const sl_json_num layer = {.min = 0, .max = 1 << 20, .integer = true};
+    const sl_json_num count = {.min = 0, .max = SL_JSON_MAX_EXACT, .integer = true};
+    double first = 0, last = 0, parameters = 0;
+    if (sl_json_get_number(root, "start_layer", layer, &first, sp->meta, err) != 0 ||
+        sl_json_get_number(root, "end_layer", layer, &last, sp->meta, err) != 0 ||
+        sl_json_get_number(root, "num_parameters", count, &parameters, sp->meta, err) != 0)
         return -1;
-    char *cfg_text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "config"));
     char origin[PATH_MAX + 16];
     snprintf(origin, sizeof origin, "%s: \"config\"", sp->meta);
-    int rc = sl_config_parse(cfg_text ? cfg_text : "", origin, &sp->cfg, err);
-    free(cfg_text);
-    if (rc == 0 && !(first < last && last <= sp->cfg.n_layer))
-        rc = sl_fail(err, "%s: layers [%ld, %ld) are not a range of the model's %d", sp->meta, first, last,
-                     sp->cfg.n_layer);
+    if (sl_config_from_json(cJSON_GetObjectItemCaseSensitive(root, "config"), origin, &sp->cfg, err) != 0) return -1;
     sp->first = (int)first;
     sp->last = (int)last;
     sp->parameters = (size_t)parameters;
-    return rc;
+    if (!(sp->first < sp->last && sp->last <= sp->cfg.n_layer))
+        return sl_fail(err, "%s: layers [%d, %d) are not a range of the model's %d", sp->meta, sp->first, sp->last,
+                       sp->cfg.n_layer);
+    return 0;
 }
 
 /* Reads SEED/<role>/<file> (a metadata file) and finds the .pt beside it. */
@@ -81,11 +72,8 @@ static int read_part(const char *dir, const char *file, sl_role role, seed_part 
     struct stat st;
     if (stat(sp->pt, &st) != 0 || !S_ISREG(st.st_mode))
         return sl_fail(err, "%s: no %s.pt beside it", sp->meta, sp->stem);
-    char *text = sl_read_text_file(sp->meta, 16u << 20, err);
-    if (!text) return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    int rc = cJSON_IsObject(root) ? parse_metadata(root, sp, err) : sl_fail(err, "%s: malformed JSON", sp->meta);
+    cJSON *root = sl_json_read_file(sp->meta, 16u << 20, err);
+    int rc = root ? parse_metadata(root, sp, err) : -1;
     cJSON_Delete(root);
     return rc;
 }
@@ -167,41 +155,50 @@ static void seed_name(const seed_split *split, const char *splits, char *out, si
     if (!*out) snprintf(out, size, "model");
 }
 
-/* {"path", "dir", "format", "files": [{"file", "sha256"}, ...]}: the seed directory and its files. */
-static char *source_json(const char *seed_dir, const seed_split *split, sl_err *err)
+/* {"file": <role>/<name>, "sha256"} of a seed file, or NULL with err. */
+static cJSON *hashed_file(const char *path, sl_role role, sl_err *err)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "path", seed_dir);
-    char *abs = realpath(seed_dir, NULL);
-    cJSON_AddStringToObject(root, "dir", abs ? abs : seed_dir);
-    free(abs);
-    cJSON_AddStringToObject(root, "format", "splitlearn_core split parts (torch.save)");
-    cJSON *files = cJSON_AddArrayToObject(root, "files");
-    int rc = 0;
-    for (int i = 0; i < split->n && rc == 0; i++) {
-        const seed_part *sp = &split->parts[i];
-        const char *paths[2] = {sp->pt, sp->meta};
-        for (int k = 0; k < 2 && rc == 0; k++) {
-            uint8_t digest[32];
-            char hex[65], rel[PATH_MAX];
-            rc = sl_sha256_file(paths[k], digest, err);
-            sl_sha256_hex(digest, hex);
-            snprintf(rel, sizeof rel, "%s/%s", sl_role_name(sp->role), strrchr(paths[k], '/') + 1);
-            cJSON *f = cJSON_CreateObject();
-            cJSON_AddStringToObject(f, "file", rel);
-            cJSON_AddStringToObject(f, "sha256", hex);
-            cJSON_AddItemToArray(files, f);
-        }
+    uint8_t digest[32];
+    char hex[65], rel[PATH_MAX];
+    if (sl_sha256_file(path, digest, err) != 0) return NULL;
+    sl_sha256_hex(digest, hex);
+    snprintf(rel, sizeof rel, "%s/%s", sl_role_name(role), sl_path_base(path));
+    cJSON *f = cJSON_CreateObject();
+    if (!f || !sl_json_add(f, "file", cJSON_CreateString(rel)) || !sl_json_add(f, "sha256", cJSON_CreateString(hex))) {
+        cJSON_Delete(f);
+        sl_fail(err, "out of memory");
+        return NULL;
     }
-    char *text = rc == 0 ? cJSON_PrintUnformatted(root) : NULL;
+    return f;
+}
+
+/* {"path", "dir", "format", "files": [{"file", "sha256"}, ...]}: the seed directory and its files.
+ * Caller frees it with cJSON_Delete; NULL with err. */
+static cJSON *source_of(const char *seed_dir, const seed_split *split, sl_err *err)
+{
+    char *abs = realpath(seed_dir, NULL);
+    cJSON *root = cJSON_CreateObject(), *files = cJSON_CreateArray();
+    bool ok = root && sl_json_add(root, "path", cJSON_CreateString(seed_dir)) &&
+              sl_json_add(root, "dir", cJSON_CreateString(abs ? abs : seed_dir)) &&
+              sl_json_add(root, "format", cJSON_CreateString("splitlearn_core split parts (torch.save)")) &&
+              sl_json_add(root, "files", files);
+    free(abs);
+    if (!ok) sl_fail(err, "out of memory");
+    for (int i = 0; ok && i < split->n; i++) {
+        const seed_part *sp = &split->parts[i];
+        cJSON *pt = hashed_file(sp->pt, sp->role, err), *meta = pt ? hashed_file(sp->meta, sp->role, err) : NULL;
+        ok = pt && meta && cJSON_AddItemToArray(files, pt) && cJSON_AddItemToArray(files, meta);
+        if (!ok && pt && meta) sl_fail(err, "out of memory");
+        if (!ok) cJSON_Delete(pt), cJSON_Delete(meta);
+    }
+    if (ok) return root;
     cJSON_Delete(root);
-    if (rc == 0 && !text) sl_fail(err, "out of memory");
-    return text;
+    return NULL;
 }
 
 /* Loads one component (its blocks numbered from h.0) and writes it as our part. */
 static int import_part(const seed_part *sp, const sl_seed_request *req, const char *part_name, const char *stem,
-                       const char *source, sl_part_info *info, sl_err *err)
+                       const cJSON *source, sl_part_info *info, sl_err *err)
 {
     sl_checkpoint *ck = sl_checkpoint_open_file(sp->pt, &sp->cfg, err);
     if (!ck) return -1;
@@ -238,7 +235,7 @@ int sl_seed_import(const sl_seed_request *req, sl_part_info *parts, char *name, 
         snprintf(name, name_size, "%s", req->name);
     else if (rc == 0)
         seed_name(split, splits, name, name_size);
-    char *source = rc == 0 ? source_json(req->seed_dir, split, err) : NULL;
+    cJSON *source = rc == 0 ? source_of(req->seed_dir, split, err) : NULL;
     if (rc == 0 && !source) rc = -1;
     for (int i = 0; rc == 0 && i < split->n; i++) {
         const seed_part *sp = &split->parts[i];
@@ -252,7 +249,7 @@ int sl_seed_import(const sl_seed_request *req, sl_part_info *parts, char *name, 
     }
     if (rc == 0) rc = sl_split_write_index(req->out_dir, name, parts, split->n, source, err);
     int n = split->n;
-    free(source);
+    cJSON_Delete(source);
     free(split);
     return rc == 0 ? n : -1;
 }

@@ -20,7 +20,7 @@
 #ifndef SL_SEED_IMPORT_H
 #define SL_SEED_IMPORT_H
 
-#include "part.h"
+#include "split.h"
 
 typedef struct sl_seed_request {
     const char *seed_dir;

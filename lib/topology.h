@@ -6,11 +6,13 @@
 
 #include "dtype.h"
 #include "err.h"
-#include "part.h"
+#include "role.h"
 
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+struct sl_part_info;
 
 #define SL_MAX_NODES 32
 #define SL_MAX_ENDPOINT 256
@@ -24,7 +26,16 @@ typedef struct sl_topo_node {
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
+    char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
+    bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
 } sl_topo_node;
+
+#define SL_MAX_PARTIES 64 /* names in a clients or trainers list */
+
+typedef struct sl_party_list {
+    char names[SL_MAX_PARTIES][64];
+    int n;
+} sl_party_list;
 
 typedef struct sl_topology {
     char path[PATH_MAX];
@@ -39,6 +50,10 @@ typedef struct sl_topology {
     bool verify;                    /* nodes recompute their part's SHA-256 at start */
     int max_train_tokens;           /* B x T of a training batch a trunk accepts (default 16384) */
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
+    bool curve;                     /* security = curve: every link encrypted and authenticated */
+    char certs[PATH_MAX];           /* the public certificates (and, on each host, its own secret one) */
+    sl_party_list clients;          /* names of the certificates that may generate */
+    sl_party_list trainers;         /* names of the certificates that may train, save and load */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;
 } sl_topology;
@@ -53,6 +68,12 @@ int sl_topology_load(const char *path, sl_topology *t, bool check_parts, sl_err 
  * paths are the working directory's. */
 int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool check_parts, sl_err *err);
 
+/* Whether name is in list. */
+bool sl_party_listed(const sl_party_list *list, const char *name);
+
+/* Whether endpoint is on this machine only: ipc://, inproc:// or a loopback TCP address. */
+bool sl_endpoint_is_local(const char *endpoint);
+
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 
@@ -63,7 +84,7 @@ int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
  * parts (parts_dir made absolute, so that the file works from any directory), then one
  * [node.<part>] each, listening on tcp://127.0.0.1 from port on. tool names the writer in the
  * file's first comment. */
-int sl_topology_write_local(const char *path, const sl_part_info *parts, int n, const char *name, const char *parts_dir,
-                            int port, const char *tool, sl_err *err);
+int sl_topology_write_local(const char *path, const struct sl_part_info *parts, int n, const char *name,
+                            const char *parts_dir, int port, const char *tool, sl_err *err);
 
 #endif

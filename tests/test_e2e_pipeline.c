@@ -80,8 +80,8 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_checkpoint_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
     char text[8192];
-    int len =
-        snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\n", p->parts, tmp);
+    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\ntrain = yes\n",
+                       p->parts, tmp);
     for (int i = 0; i <= n_splits; i++) {
         char endpoint[300];
         if (ipc)
@@ -173,7 +173,7 @@ static void *ask_pipeline(void *arg)
 {
     ask *q = arg;
     sl_err err = {{0}};
-    sl_client *c = sl_client_new(q->topo, &err);
+    sl_client *c = sl_client_new(q->topo, NULL, &err);
     q->got.logits = malloc((size_t)q->T * q->vocab * sizeof(float));
     sl_client_request req = {.ids = q->ids,
                              .n_ids = q->T,
@@ -574,7 +574,7 @@ static void test_restart_and_timeout(void)
     /* Without the trunk, the client names it. */
     kill(r.pid, SIGTERM);
     waitpid(r.pid, NULL, 0);
-    sl_client *c = sl_client_new(&topo, &err);
+    sl_client *c = sl_client_new(&topo, NULL, &err);
     int32_t out[4];
     int n;
     sl_client_request req = {.ids = prompt_b,

@@ -1,7 +1,7 @@
 /* split.c — zmq-splitlearn-split: cuts an HF GPT-2 checkpoint into bottom, trunk(s) and top
  * parts (one safetensors + metadata each) and optionally writes a local topology for them. */
 #include "cli.h"
-#include "part.h"
+#include "split.h"
 #include "topology.h"
 
 #include <getopt.h>
