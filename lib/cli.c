@@ -101,3 +101,12 @@ bool sl_shell_safe(const char *word)
         if (!isalnum((unsigned char)*p) && !strchr(SL_SHELL_SAFE_PUNCT, *p)) return false;
     return true;
 }
+
+int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err)
+{
+    sl_dtype dtype;
+    if (sl_dtype_parse(text, &dtype) != 0 || (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16))
+        return sl_fail(err, "%s: '%s' is not f32, f16 or bf16", option, text);
+    *out = dtype;
+    return 0;
+}

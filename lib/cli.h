@@ -2,6 +2,7 @@
 #ifndef SL_CLI_H
 #define SL_CLI_H
 
+#include "dtype.h"
 #include "err.h"
 
 #include <stdbool.h>
@@ -32,5 +33,8 @@ int sl_split_words(const char *text, char *buf, size_t size, char **words, int m
  * nonempty, only letters, digits and SL_SHELL_SAFE_PUNCT. */
 #define SL_SHELL_SAFE_PUNCT "_@%+=:,./-"
 bool sl_shell_safe(const char *word);
+
+/* A stored float type: f32, f16 or bf16 (any case). */
+int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err);
 
 #endif

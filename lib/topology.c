@@ -3,6 +3,7 @@
 #include "topology.h"
 
 #include "cli.h"
+#include "fileio.h"
 #include "split.h"
 
 #include <ctype.h>
@@ -565,4 +566,28 @@ bool sl_endpoint_is_local(const char *endpoint)
     if (strncmp(endpoint, "tcp://", 6) != 0) return true;
     const char *host = endpoint + 6;
     return !strncmp(host, "127.", 4) || !strncmp(host, "localhost:", 10) || !strncmp(host, "[::1]:", 6);
+}
+
+int sl_topology_write_local(const char *path, const sl_part_info *parts, int n, const char *name, const char *parts_dir,
+                            int port, const char *tool, sl_err *err)
+{
+    size_t cap = 1024 + strlen(name) + PATH_MAX + (size_t)n * 256;
+    char *text = malloc(cap), *abs_dir = realpath(parts_dir, NULL);
+    if (!text) {
+        free(abs_dir);
+        return sl_fail(err, "%s: out of memory", path);
+    }
+    size_t len = (size_t)snprintf(text, cap,
+                                  "; Local pipeline written by %s: every stage on this host.\n"
+                                  "; Start it with: zmq-splitlearn-launch THIS_FILE\n\n"
+                                  "[pipeline]\nname  = %s\nparts = %s\n",
+                                  tool, name, abs_dir ? abs_dir : parts_dir);
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(text + len, cap - len,
+                                "\n[node.%s]\nrole   = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%d\n",
+                                parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i);
+    int rc = sl_write_text_file(path, text, err);
+    free(text);
+    free(abs_dir);
+    return rc;
 }

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct sl_part_info;
+
 #define SL_MAX_NODES 32
 #define SL_MAX_ENDPOINT 256
 #define SL_MAX_HOST_TEXT 512 /* a host's run, dir and bin */
@@ -107,5 +109,12 @@ int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
 
 /* The [host.NAME] section, or NULL when the file has none (every setting is the default). */
 const sl_topo_host *sl_topology_host(const sl_topology *t, const char *name);
+
+/* Writes to path a topology that runs the n parts (chain order) on this host: [pipeline] name and
+ * parts (parts_dir made absolute, so that the file works from any directory), then one
+ * [node.<part>] each, listening on tcp://127.0.0.1 from port on. tool names the writer in the
+ * file's first comment. */
+int sl_topology_write_local(const char *path, const struct sl_part_info *parts, int n, const char *name,
+                            const char *parts_dir, int port, const char *tool, sl_err *err);
 
 #endif
