@@ -20,6 +20,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/random.h>
 #include <time.h>
 
 static const char usage[] =
@@ -86,6 +87,8 @@ typedef struct node {
     float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused, dropped;
+    uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
+    char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
     client_budget budgets[MAX_CLIENTS]; /* at the bottom: how fast each client opened sessions */
 } node;
 
@@ -265,6 +268,10 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
 
 static void handle_forward(node *n, sl_msg *req)
 {
+    if (n->chain_error[0]) {
+        reply_error(n, req, "chain_mismatch", "%s", n->chain_error);
+        return;
+    }
     const sl_config *cfg = &sl_trunk_params(n->trunk)->cfg;
     bool bottom = sl_trunk_params(n->trunk)->embed;
     if (bottom != (req->ids != NULL)) {
@@ -378,12 +385,77 @@ static bool allowed(node *n, const sl_msg *msg)
     return ok;
 }
 
+/* Tells the next stage what this node is, so that it can check that the chain agrees (its answer
+ * comes back to handle_from_next). Sent at start and whenever the next stage comes back. */
+static void say_hello(node *n)
+{
+    const sl_part_info *info = sl_trunk_info(n->trunk);
+    sl_msg hello = {.kind = SL_MSG_HELLO,
+                    .session = n->hello_session,
+                    .first = (uint32_t)info->first,
+                    .last = (uint32_t)info->last,
+                    .width = (uint32_t)info->cfg.n_embd,
+                    .dtype = n->topo.activations};
+    snprintf(hello.node, sizeof hello.node, "%s", n->name);
+    snprintf(hello.model, sizeof hello.model, "%s", info->model);
+    sl_err err;
+    if (pass_on(n, &hello, &err) != 0) log_line(n, "cannot greet the next stage: %s", err.msg);
+}
+
+/* A previous stage's hello: its part must end where this one starts, be of the same model and
+ * width, and send the activations this node's topology expects. */
+static void check_hello(node *n, const sl_msg *hello)
+{
+    const sl_part_info *mine = sl_trunk_info(n->trunk);
+    char why[400] = "";
+    if ((int)hello->last != mine->first)
+        snprintf(why, sizeof why, "its part ends at layer %u but this node's starts at layer %d", hello->last,
+                 mine->first);
+    else if (hello->model[0] && mine->model[0] && strcmp(hello->model, mine->model))
+        snprintf(why, sizeof why, "its part was cut from another model (%.12s.. here %.12s..)", hello->model,
+                 mine->model);
+    else if ((int)hello->width != mine->cfg.n_embd)
+        snprintf(why, sizeof why, "its width is %u, this node's %d", hello->width, mine->cfg.n_embd);
+    else if (hello->dtype != n->topo.activations)
+        snprintf(why, sizeof why, "it sends %s activations, this node's topology says %s", sl_dtype_lower(hello->dtype),
+                 sl_dtype_lower(n->topo.activations));
+    if (!why[0]) {
+        log_line(n, "the chain agrees with the previous stage %s (layers %u-%u)", hello->node, hello->first,
+                 hello->last);
+        sl_msg ok = {.kind = SL_MSG_ACK, .session = hello->session, .step = hello->step};
+        snprintf(ok.node, sizeof ok.node, "%s", n->name);
+        answer(n, n->from, &ok);
+        return;
+    }
+    snprintf(n->chain_error, sizeof n->chain_error, "the chain does not agree: [node.%s] -> [node.%s]: %s", hello->node,
+             n->name, why);
+    log_line(n, "%s", n->chain_error);
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = hello->session, .step = hello->step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "chain_mismatch");
+    snprintf(e.message, sizeof e.message, "%s", n->chain_error);
+    answer(n, n->from, &e);
+}
+
+/* The next stage's answer to this node's hello. */
+static void hello_answered(node *n, const sl_msg *msg)
+{
+    if (msg->kind == SL_MSG_ACK) {
+        log_line(n, "the chain agrees with the next stage %s", msg->node);
+        return;
+    }
+    snprintf(n->chain_error, sizeof n->chain_error, "%s", msg->message);
+    log_line(n, "%s", n->chain_error);
+}
+
 /* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
  * session or training run that this node passes back the way its requests came (as received). */
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
 {
     sl_err err;
-    if (msg->kind == SL_MSG_BACKWARD) {
+    if (msg->session == n->hello_session && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
+        hello_answered(n, msg);
+    } else if (msg->kind == SL_MSG_BACKWARD) {
         handle_training(n, msg);
     } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
         const sl_peer *to = peer_of(n, msg->session);
@@ -416,6 +488,8 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
         handle_from_next(n, &msg, data, len);
     } else if (msg.kind == SL_MSG_BACKWARD) {
         reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (msg.kind == SL_MSG_HELLO) {
+        check_hello(n, &msg);
     } else if (!allowed(n, &msg)) {
         return;
     } else if (sl_trunk_takes(&msg)) {
@@ -465,7 +539,11 @@ static int open_sockets(node *n, sl_err *err)
     if (!n->next) return 0;
     n->net.peer = n->next->cert;
     if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
-    return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
+    if (!(n->next_watch = sl_net_watch(n->next_link))) return sl_fail(err, "cannot watch the next stage's connection");
+    while (!n->hello_session && getrandom(&n->hello_session, sizeof n->hello_session, 0) != sizeof n->hello_session) {
+    }
+    say_hello(n);
+    return 0;
 }
 
 /* The topology from a file, or from the launcher's base64 text (data). */
@@ -558,6 +636,7 @@ static void next_stage_lost(node *n)
     int lost = sl_sessions_take_pending(n->sessions, lost_request, n);
     log_line(n, "lost the connection to the next stage %s (%s): %d request%s in flight re-sent by their clients",
              n->next->name, endpoint, lost, lost == 1 ? "" : "s");
+    say_hello(n); /* to whoever comes back there */
 }
 
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
