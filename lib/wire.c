@@ -44,6 +44,12 @@ static bool trains(const sl_msg *m) { return m->train; }
 static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
 
 /* The ranges are the sampler's own; checked even when greedy ignores them. */
+/* Session 0 means "none" in every session table. */
+static int check_session(const sl_msg *m, sl_err *err)
+{
+    return m->session ? 0 : sl_fail(err, "field \"session\": 0 is reserved (a session id is a random nonzero number)");
+}
+
 static int check_sampling(const sl_msg *m, sl_err *err)
 {
     sl_sampling ranges = m->sample;
@@ -77,7 +83,7 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
 #define WIRE_FIELDS(FIELD)                                                                                             \
     FIELD(V, "v", VERSION, ALL, ALL, .max = SL_WIRE_VERSION)                                                           \
     FIELD(KIND, "kind", KIND, ALL, ALL, MEMBER(kind))                                                                  \
-    FIELD(SESSION, "session", UINT, ALL, ALL, MEMBER(session), .max = UINT64_MAX)                                      \
+    FIELD(SESSION, "session", UINT, ALL, ALL, MEMBER(session), .max = UINT64_MAX, .check = check_session)              \
     FIELD(STEP, "step", UINT, ALL & ~K(END), ALL & ~(K(END) | K(ERROR)), MEMBER(step), .max = UINT64_MAX)              \
     FIELD(POS, "pos", UINT, K(FORWARD) | K(RESULT), K(FORWARD) | K(RESULT), MEMBER(pos), .max = UINT32_MAX)            \
     FIELD(CTX, "ctx", UINT, K(FORWARD), 0, MEMBER(ctx), .max = UINT32_MAX)                                             \

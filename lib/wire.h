@@ -125,6 +125,10 @@ typedef struct sl_wire_limits {
 
 const char *sl_msg_kind_name(sl_msg_kind kind);
 
+/* Session and run ids are secrets of their owners: logs and errors show only their first 16 bits
+ * ("%04x..", SL_ID_SHORT(id)), enough for people to tell them apart. */
+#define SL_ID_SHORT(id) ((unsigned)((uint64_t)(id) >> 48))
+
 /* A decoder keeps msgpack's memory between messages. Caller owns the result; NULL when out of
  * memory. */
 typedef struct sl_wire_decoder sl_wire_decoder;
