@@ -226,9 +226,11 @@ static int remote_backward(sl_trainer *t, stage *s, const float *dout, float *di
     back.has_gnorm2 = want_norm;
     s->updated = upd != NULL;
     s->norm2 = 0;
-    if (sl_wire_encode(&back, &t->out, err) != 0 ||
-        sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0)
+    if (sl_wire_encode(&back, &t->out, err) != 0) return -1;
+    if (sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0) {
+        sl_err_prefix(err, "lost the connection to node %s in step %ld", t->topo.nodes[s->last].name, t->steps + 1);
         return -1;
+    }
     return await(t, SL_MSG_BACKWARD, back.step, din, want_norm ? &s->norm2 : NULL, err);
 }
 
