@@ -167,6 +167,8 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
             if (got == 0 &&
                 sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
                 m.session == t->run_id) {
+                if (m.kind == SL_MSG_ERROR && !strcmp(m.code, "out_of_step")) /* it restarted */
+                    t->lost = sl_topology_node(&t->topo, m.node) ? sl_topology_node(&t->topo, m.node)->name : NULL;
                 if (m.kind == SL_MSG_ERROR)
                     rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
                 else if (m.kind == kind && m.step == step && out && m.rows != rows)

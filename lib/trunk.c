@@ -155,7 +155,7 @@ static int train_forward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *
                        "%s has taken %ld optimizer steps in this run, the trainer %llu: the node restarted or "
                        "another trainer used it meanwhile; continue with --resume from the last checkpoint",
                        t->name, steps, (unsigned long long)req->at_step),
-               SL_TRUNK_BAD;
+               SL_TRUNK_OUT_OF_STEP;
     sl_msg_copy_x(req, t->in);
     if (sl_train_forward(sl_learner_train(t->learner), NULL, t->in, NULL, t->out, NULL, err) != 0)
         return SL_TRUNK_INTERNAL;

@@ -55,7 +55,8 @@
  *                                                           (a hello goes to the next stage when a node
  *                                                           starts: it checks that the chain agrees)
  *   "code"         str           error                      "bad_message" "unknown_session" "context_full"
- *                                                           "busy" "forbidden" "chain_mismatch" "internal"
+ *                                                           "busy" "forbidden" "chain_mismatch" "out_of_step"
+ *                                                           "internal"
  *   "message"      str           error?                     what went wrong, for people
  *
  * Unknown keys are ignored (later minor versions may add some); a wrong version or kind, a

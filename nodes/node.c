@@ -88,6 +88,8 @@ typedef struct node {
     float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused, dropped;
+    double refusal_second; /* the second refusals are being counted in */
+    long refusals_this_second, refusals_unlogged;
     uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
     char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
     client_budget budgets[MAX_CLIENTS]; /* at the bottom: how fast each client opened sessions */
@@ -136,6 +138,22 @@ static const sl_peer *peer_of(node *n, uint64_t session)
 /* The request's sender, or the session's when the request came back from the next stage. */
 static const sl_peer *asker(node *n, const sl_msg *req) { return n->from ? n->from : peer_of(n, req->session); }
 
+/* Whether this refusal gets a log line: at most REFUSALS_LOGGED a second, so that a flood of bad
+ * messages cannot fill the disk; the count of those left out is logged with the next one. */
+#define REFUSALS_LOGGED 20
+static bool refusal_logged(node *n)
+{
+    double now = sl_now();
+    if (now - n->refusal_second >= 1.0) {
+        if (n->refusals_unlogged)
+            log_line(n, "%ld more refusals in the last second(s) not logged", n->refusals_unlogged);
+        n->refusal_second = now, n->refusals_this_second = 0, n->refusals_unlogged = 0;
+    }
+    if (n->refusals_this_second++ < REFUSALS_LOGGED) return true;
+    n->refusals_unlogged++;
+    return false;
+}
+
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
@@ -148,8 +166,9 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
     n->refused++;
-    log_line(n, "session %04x.. step %llu: %s: %s", SL_ID_SHORT(req->session), (unsigned long long)req->step, code,
-             e.message);
+    if (refusal_logged(n))
+        log_line(n, "session %04x.. step %llu: %s: %s", SL_ID_SHORT(req->session), (unsigned long long)req->step, code,
+                 e.message);
     answer(n, asker(n, req), &e);
 }
 
@@ -358,7 +377,12 @@ static void handle_training(node *n, const sl_msg *req)
     if (rc == 0 && follow_weights(n, &err) != 0) rc = SL_TRUNK_INTERNAL;
     if (rc == 0 && send_trunk_reply(n, req, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
     if (rc == 0 && sl_trunk_finish(n->trunk, &err) != 0) rc = SL_TRUNK_INTERNAL; /* after sending: overlap */
-    if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
+    if (rc != 0)
+        reply_error(n, req,
+                    rc == SL_TRUNK_BAD           ? "bad_message"
+                    : rc == SL_TRUNK_OUT_OF_STEP ? "out_of_step"
+                                                 : "internal",
+                    "%s", err.msg);
 }
 
 /* Whether the sender may send msg here, answered when not: training only where the topology says

@@ -141,7 +141,7 @@ static void test_refusals(void)
     sl_msg reply, m;
     CHECK(step(t, 9, 1, NULL, &err) == 0, "a first step: %s", err.msg);
     m = forward_msg(9, 2, B, 5);
-    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "optimizer steps", "a forward at another step");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_OUT_OF_STEP, &err, "optimizer steps", "a forward at another step");
     m = forward_msg(9, 2, 4, 1);
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "not 4 x 4", "another batch shape");
     m = backward_msg(9, 2, false);
