@@ -41,6 +41,7 @@ static bool sends_x(const sl_msg *m) { return m->ids == NULL; } /* a forward of 
 static bool sends_logits(const sl_msg *m) { return m->logits != NULL; }
 static bool sends_shape(const sl_msg *m) { return m->kind == SL_MSG_RESULT ? m->logits != NULL : m->ids == NULL; }
 static bool trains(const sl_msg *m) { return m->train; }
+static bool traced(const sl_msg *m) { return m->trace[0] != '\0'; }
 static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
 
 /* The ranges are the sampler's own; checked even when greedy ignores them. */
@@ -116,7 +117,8 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
     FIELD(LAST, "last", UINT, K(HELLO), K(HELLO), MEMBER(last), .max = UINT32_MAX)                                     \
     FIELD(WIDTH, "width", UINT, K(HELLO), K(HELLO), MEMBER(width), .max = UINT32_MAX)                                  \
     FIELD(CODE, "code", STR, K(ERROR), K(ERROR), MEMBER(code))                                                         \
-    FIELD(MESSAGE, "message", STR, K(ERROR), 0, MEMBER(message))
+    FIELD(MESSAGE, "message", STR, K(ERROR), 0, MEMBER(message))                                                       \
+    FIELD(TRACE, "trace", STR, K(FORWARD) | K(RESULT), 0, MEMBER(trace), .when = traced)
 
 enum { WIRE_FIELDS(FIELD_ID) F_COUNT };
 static const sl_wire_field fields[] = {WIRE_FIELDS(ROW)};

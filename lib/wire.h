@@ -58,6 +58,8 @@
  *                                                           "busy" "forbidden" "chain_mismatch" "out_of_step"
  *                                                           "internal"
  *   "message"      str           error?                     what went wrong, for people
+ *   "trace"        str           forward? result?           per-hop timing, asked by a forward carrying it
+ *                                                           (empty at first): "node@host a s l;" per hop
  *
  * Unknown keys are ignored (later minor versions may add some); a wrong version or kind, a
  * missing or mistyped field, a value out of the field's bounds, a payload whose byte length is
@@ -77,6 +79,8 @@
 #include <stdint.h>
 
 #define SL_WIRE_VERSION 1
+
+#define SL_WIRE_TRACE_MAX 2048
 
 typedef enum sl_msg_kind {
     SL_MSG_FORWARD,
@@ -127,6 +131,9 @@ typedef struct sl_msg {
     uint32_t first, last; /* the sender's layers [first, last) */
     uint32_t width;       /* its n_embd */
     char message[512];
+    /* forward, result: with --trace, each node the request passed appends "node@host a s l;"
+     * (its clock, microseconds: when it received the request, began computing, sent it on) */
+    char trace[SL_WIRE_TRACE_MAX];
 } sl_msg;
 
 /* What the receiver's model allows: widths and positions are checked against it. A zero field

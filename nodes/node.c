@@ -88,7 +88,8 @@ typedef struct node {
     float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused, dropped;
-    double refusal_second; /* the second refusals are being counted in */
+    long long arrived_us, started_us; /* the request being handled: received, computing (wall clock) */
+    double refusal_second;            /* the second refusals are being counted in */
     long refusals_this_second, refusals_unlogged;
     uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
     char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
@@ -253,6 +254,19 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
     return kv;
 }
 
+/* Appends this node's hop to a traced request's trace (see wire.h "trace"); a full trace stays as
+ * it is. */
+static void add_hop(const node *n, const sl_msg *req, char *trace, size_t size)
+{
+    if (!req->trace[0]) return;
+    char hop[256];
+    int len = snprintf(hop, sizeof hop, "%s@%s %lld %lld %lld;", n->name, n->self->host, n->arrived_us, n->started_us,
+                       sl_wall_us());
+    size_t used = strlen(req->trace);
+    if (trace != req->trace) snprintf(trace, size, "%s", req->trace);
+    if (len > 0 && used + (size_t)len < size) memcpy(trace + used, hop, (size_t)len + 1);
+}
+
 static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
 {
     const int V = sl_trunk_params(n->trunk)->cfg.vocab_size;
@@ -283,6 +297,7 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         res.rows = (uint32_t)T;
         res.cols = (uint32_t)V;
     }
+    add_hop(n, req, res.trace, sizeof res.trace);
     answer(n, n->from, &res);
 }
 
@@ -292,6 +307,7 @@ static void handle_forward(node *n, sl_msg *req)
         reply_error(n, req, "chain_mismatch", "%s", n->chain_error);
         return;
     }
+    n->started_us = sl_wall_us();
     const sl_config *cfg = &sl_trunk_params(n->trunk)->cfg;
     bool bottom = sl_trunk_params(n->trunk)->embed;
     if (bottom != (req->ids != NULL)) {
@@ -326,6 +342,7 @@ static void handle_forward(node *n, sl_msg *req)
         }
     }
     sl_msg fwd = *req;
+    add_hop(n, req, fwd.trace, sizeof fwd.trace);
     fwd.ids = NULL;
     fwd.n_ids = 0;
     fwd.x = n->hidden;
@@ -673,6 +690,7 @@ static void drain_socket(node *n, zsock_t *sock, bool routed)
         sl_err err;
         zmq_msg_init(&msg);
         int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
+        n->arrived_us = sl_wall_us();
         if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
         if (rc < 0) log_line(n, "dropped %s", err.msg);
         zmq_msg_close(&msg);

@@ -59,6 +59,11 @@ check "send --print-ids equals run" test "$sent" = "$out"
 check "send --logits equals run --logits byte for byte" cmp -s "$tmp/run.st" "$tmp/send.st"
 json=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 3 --json)
 check "send --json" grep -q '"ids":\[255,255,255\]' <<<"$json"
+traced=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 3 --json --trace)
+check "send --trace --json: every hop of the prompt and of the last token, in chain order" \
+    grep -Eq '"prompt":\{"hops":\[\{"node":"bottom".*\{"node":"trunk1".*\{"node":"top".*"last_token":\{"hops":\[\{"node":"bottom"' <<<"$traced"
+check "send --trace: a table on stderr" bash -c "'$bin/zmq-splitlearn-send' '$tmp/topo.ini' --ids $ids \
+    --max-new-tokens 2 --trace --quiet 2>&1 >/dev/null | grep -Eq '^  trunk1 +localhost +[0-9.]+ +[0-9.]+ +[0-9.]+$'"
 # sampling: the pipeline samples exactly what run samples, whatever the temperature, top-k, top-p
 # and seed; the draws must also differ from one another, or equal answers would prove nothing
 greedy16=$("$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 16 --ignore-eos --print-ids --quiet)

@@ -81,6 +81,8 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
     ex[10] =
         (sl_msg){.kind = SL_MSG_HELLO, .session = 111, .step = 112, .first = 2, .last = 4, .width = 4, .dtype = SL_F16};
     strcpy(ex[10].node, "bottom");
+    strcpy(ex[0].trace, "-");
+    strcpy(ex[2].trace, "bottom@client 1 2 3;trunk1@server 4 5 6;");
     strcpy(ex[10].model, "2d201b9f450c54beebf779558c2cd196a48b6fb78a56b584bc71b83e378d693c");
     strcpy(ex[3].node, "trunk1");
     strcpy(ex[3].code, "unknown_session");

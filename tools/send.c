@@ -9,6 +9,7 @@
 
 #include <cJSON.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,9 @@ static const char usage[] =
     "  --json                 print one JSON object {\"ids\", \"text\", \"resends\"} instead of text\n"
     "  --timeout SECONDS      how long to wait for each answer (default: the topology's, 30)\n"
     "  --cert FILE            the client's secret certificate (security = curve; zmq-splitlearn-keygen)\n"
+    "  --trace                where the prompt's and the last token's time went: each hop's node, host,\n"
+    "                         time queued and computing, the wire between nodes of one host, and the\n"
+    "                         rest between hosts (each host's own clock; on stderr, or in --json)\n"
     "\n"
     "exit status: 0 done; 1 failure (a node's error, vocab, I/O); 2 usage error;\n"
     "             3 a stage did not answer in time (the message names it)\n";
@@ -30,6 +34,7 @@ typedef struct send_ctx {
     sl_tokenizer *tok;
     sl_gen_text text; /* what is streamed, whole characters */
     bool json;
+    const char *traces[2]; /* with --trace: the client's traces of the prompt and the last token */
 } send_ctx;
 
 static void stream_token(void *ctx, int32_t token)
@@ -60,6 +65,73 @@ static void model_limits(const sl_topology *topo, sl_config *cfg)
     if (sl_split_read_index(topo->parts, parts, SL_MAX_SPLITS + 1, &err) > 0) *cfg = parts[0].cfg;
 }
 
+/* ---- --trace: where a request's time went ---- */
+
+typedef struct hop {
+    char node[64], host[128];
+    long long arrived, started, left; /* that host's clock, microseconds */
+} hop;
+
+/* Parses wire.h's "trace" text ("node@host a s l;" per hop); returns the hops (at most max). */
+static int parse_trace(const char *trace, hop *hops, int max)
+{
+    int n = 0;
+    for (const char *p = trace; *p && n < max;) {
+        hop *h = &hops[n];
+        int used = 0;
+        if (sscanf(p, "%63[^@]@%127s %lld %lld %lld;%n", h->node, h->host, &h->arrived, &h->started, &h->left, &used) <
+                5 ||
+            used == 0)
+            break;
+        size_t host_len = strlen(h->host);
+        if (host_len && h->host[host_len - 1] == ';') h->host[host_len - 1] = '\0';
+        n++;
+        p += used;
+    }
+    return n;
+}
+
+/* Each hop's compute time and, where the previous hop ran on the same host (one clock), the time
+ * on the wire from it; the rest of the client's total went between hosts. */
+static cJSON *trace_report(const char *what, const char *trace, bool print)
+{
+    hop hops[SL_MAX_NODES + 2];
+    int n = parse_trace(trace, hops, SL_MAX_NODES + 2);
+    if (n < 3) return NULL; /* client, at least one node, client */
+    double total = (double)(hops[n - 1].arrived - hops[0].left) / 1000, inside = 0, same_host = 0;
+    cJSON *list = cJSON_CreateArray();
+    if (print)
+        fprintf(stderr, "trace of %s: %.3f ms at the client\n  %-12s %-16s %10s %10s %14s\n", what, total, "node",
+                "host", "queued ms", "compute ms", "wire in ms");
+    for (int i = 1; i < n - 1; i++) {
+        const hop *h = &hops[i], *prev = &hops[i - 1];
+        double queued = (double)(h->started - h->arrived) / 1000, compute = (double)(h->left - h->started) / 1000;
+        bool known = i > 1 && !strcmp(prev->host, h->host);
+        double wire = known ? (double)(h->arrived - prev->left) / 1000 : NAN;
+        inside += queued + compute;
+        if (known) same_host += wire;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "node", h->node);
+        cJSON_AddStringToObject(o, "host", h->host);
+        cJSON_AddNumberToObject(o, "queued_ms", queued);
+        cJSON_AddNumberToObject(o, "compute_ms", compute);
+        if (known) cJSON_AddNumberToObject(o, "wire_in_ms", wire);
+        cJSON_AddItemToArray(list, o);
+        if (print) {
+            char in[32] = "(other host)";
+            if (known) snprintf(in, sizeof in, "%.3f", wire);
+            fprintf(stderr, "  %-12s %-16s %10.3f %10.3f %14s\n", h->node, h->host, queued, compute, in);
+        }
+    }
+    double between = total - inside - same_host;
+    if (print) fprintf(stderr, "  between hosts and to and from the client: %.3f ms\n", between);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "hops", list);
+    cJSON_AddNumberToObject(o, "total_ms", total);
+    cJSON_AddNumberToObject(o, "between_hosts_ms", between);
+    return o;
+}
+
 static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends)
 {
     cJSON *root = cJSON_CreateObject();
@@ -72,6 +144,13 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
         free(text);
     }
     cJSON_AddNumberToObject(root, "resends", resends);
+    if (s->traces[0]) {
+        cJSON *trace = cJSON_CreateObject(), *prompt = trace_report("the prompt", s->traces[0], false),
+              *token = trace_report("the last token", s->traces[1], false);
+        if (prompt) cJSON_AddItemToObject(trace, "prompt", prompt);
+        if (token) cJSON_AddItemToObject(trace, "last_token", token);
+        cJSON_AddItemToObject(root, "trace", trace);
+    }
     char *out = cJSON_PrintUnformatted(root);
     if (out) puts(out);
     free(out);
@@ -80,12 +159,14 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {SL_GEN_OPTIONS,      {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
-                                            {"cert", 1, 0, 'C'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {SL_GEN_OPTIONS,       {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
+                                            {"trace", 0, 0, 'T'}, {"cert", 1, 0, 'C'}, {"help", 0, 0, 'h'},
+                                            {0, 0, 0, 0}};
     send_ctx s = {0};
     sl_gen_opts_init(&s.opts);
     double timeout = 0;
     const char *cert = NULL;
+    bool trace = false;
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
@@ -97,6 +178,8 @@ int main(int argc, char **argv)
             rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, &timeout, &err);
         else if (c == 'C')
             cert = optarg;
+        else if (c == 'T')
+            trace = true;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
         else
@@ -152,12 +235,18 @@ int main(int argc, char **argv)
                                  .n_positions = cfg.n_positions,
                                  .timeout = timeout > 0 ? timeout : topo.timeout,
                                  .on_token = stream_token,
-                                 .ctx = &s};
+                                 .ctx = &s,
+                                 .trace = trace};
         rc = sl_client_generate(client, &req, out, &n_out, &err);
+        if (trace) s.traces[0] = sl_client_trace(client, 0), s.traces[1] = sl_client_trace(client, 1);
     }
     if (rc == 0 && logits) rc = sl_write_logits(s.opts.logits_path, logits, (int)n_prompt, cfg.vocab_size, &err);
     if (rc == 0 && s.json) print_json(&s, out, n_out, sl_client_resends(client));
     end_text(&s);
+    if (rc == 0 && trace && !s.json) {
+        cJSON_Delete(trace_report("the prompt", s.traces[0], true));
+        cJSON_Delete(trace_report("the last token", s.traces[1], true));
+    }
     if (rc == 0 && s.opts.print_ids && !s.json) {
         for (int i = 0; i < n_out; i++)
             printf("%s%d", i ? " " : "", out[i]);
