@@ -38,7 +38,7 @@ SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 .PHONY: all deps ensure-deps test check sanitize valgrind bench demo default-model fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
 
-$(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
+$(BUILD)/%.o: %.c $(wildcard lib/*.h tools/*.h) | ensure-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
