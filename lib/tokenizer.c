@@ -575,6 +575,18 @@ bool sl_tokenizer_dir_has_vocab(const char *dir)
     return f.use_hf ? access(f.hf, R_OK) == 0 : access(f.vocab, R_OK) == 0 && access(f.merges, R_OK) == 0;
 }
 
+int sl_tokenizer_copy_files(const char *from_dir, const char *to_dir, sl_err *err)
+{
+    static const char *const names[] = {"vocab.json", "merges.txt", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        char from[PATH_MAX + 32], to[PATH_MAX + 32];
+        snprintf(from, sizeof from, "%s/%s", from_dir, names[i]);
+        snprintf(to, sizeof to, "%s/%s", to_dir, names[i]);
+        if (access(from, R_OK) == 0 && sl_copy_file(from, to, err) != 0) return -1;
+    }
+    return 0;
+}
+
 sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, bool *fell_back, sl_err *err)
 {
     bool own = sl_tokenizer_dir_has_vocab(model_dir);

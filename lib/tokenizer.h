@@ -42,6 +42,9 @@ sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err);
  * false for NULL. */
 bool sl_tokenizer_dir_has_vocab(const char *dir);
 
+/* Copies the vocab files from_dir has (vocab.json, merges.txt, tokenizer.json) into to_dir. */
+int sl_tokenizer_copy_files(const char *from_dir, const char *to_dir, sl_err *err);
+
 /* The model directory's vocab when it has one, else fallback_dir's; *fell_back (may be NULL)
  * says which. */
 sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, bool *fell_back, sl_err *err);
