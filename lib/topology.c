@@ -18,6 +18,12 @@ typedef struct parse_state {
     int line;                   /* line the reader returned last */
     int pipeline_line;          /* 0 when there is no [pipeline] */
     sl_topo_node *node;         /* section being read, NULL for [pipeline] */
+    char section[128];          /* the section whose keys keys_seen holds */
+    struct {
+        char key[48];
+        int line;
+    } keys_seen[32]; /* keys of that section so far: a key given twice is an error */
+    int n_keys_seen;
     bool seen[SL_MAX_NODES][3]; /* role, layers, listen given */
     char parts_raw[PATH_MAX];
     sl_err *err;
@@ -97,6 +103,11 @@ static int parse_endpoint(parse_state *ps, const char *value, char *out)
         strlen(value) < 8)
         return sl_fail(ps->err, "%s:%d: listen = %s: write tcp://HOST:PORT or ipc:///PATH", ps->t->path, ps->line,
                        value);
+    const char *colon = strrchr(value + 6, ':');
+    long port;
+    if (!strncmp(value, "tcp://", 6) && (!colon || sl_parse_long(colon + 1, "port", 1, 65535, &port, NULL) != 0))
+        return sl_fail(ps->err, "%s:%d: listen = %s: the port must be a number in 1..65535 (tcp://HOST:PORT)",
+                       ps->t->path, ps->line, value);
     snprintf(out, SL_MAX_ENDPOINT, "%s", value);
     return 0;
 }
@@ -176,10 +187,28 @@ static int node_key(parse_state *ps, const char *key, const char *value)
                    node_keys);
 }
 
+/* A key given twice in one section is an error (inih would keep the last silently). */
+static int check_repeated_key(parse_state *ps, const char *section, const char *key)
+{
+    if (strcmp(section, ps->section) != 0) {
+        snprintf(ps->section, sizeof ps->section, "%s", section);
+        ps->n_keys_seen = 0;
+    }
+    for (int i = 0; i < ps->n_keys_seen; i++)
+        if (strcmp(ps->keys_seen[i].key, key) == 0)
+            return sl_fail(ps->err, "%s:%d: '%s' is given twice in [%s] (first at line %d); keep one", ps->t->path,
+                           ps->line, key, section, ps->keys_seen[i].line);
+    if (ps->n_keys_seen < (int)(sizeof ps->keys_seen / sizeof ps->keys_seen[0])) {
+        snprintf(ps->keys_seen[ps->n_keys_seen].key, sizeof ps->keys_seen[0].key, "%s", key);
+        ps->keys_seen[ps->n_keys_seen++].line = ps->line;
+    }
+    return 0;
+}
+
 static int on_key(void *user, const char *section, const char *key, const char *value)
 {
     parse_state *ps = user;
-    (void)section;
+    if (ps->rc == 0) ps->rc = check_repeated_key(ps, section, key);
     if (ps->rc == 0) {
         if (!ps->node && !ps->pipeline_line)
             ps->rc = sl_fail(ps->err, "%s:%d: '%s' is outside any section; put it under [pipeline] or [node.NAME]",
