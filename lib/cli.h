@@ -16,6 +16,9 @@
  *   130  stopped by SIGINT (after what the program does on a stop, e.g. train's checkpoint) */
 enum { SL_EXIT_OK = 0, SL_EXIT_FAILURE = 1, SL_EXIT_USAGE = 2, SL_EXIT_TIMEOUT = 3, SL_EXIT_INTERRUPTED = 130 };
 
+/* one when n is 1, else many: "%d %s", n, sl_plural(n, "session", "sessions"). */
+const char *sl_plural(long n, const char *one, const char *many);
+
 /* "1,2,3" (or "1 2 3") into out; returns the count, -1 with err naming option on a bad entry,
  * an empty list or more than max entries. */
 int sl_parse_int_list(const char *text, const char *option, int32_t *out, int max, sl_err *err);

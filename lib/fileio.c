@@ -162,8 +162,12 @@ int sl_check_output(const char *path, bool is_dir, sl_err *err)
     return 0;
 }
 
-int sl_check_space(const char *dir, unsigned long long need, sl_err *err)
+int sl_check_space(const char *path, unsigned long long need, sl_err *err)
 {
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return sl_fail(err, "%s: path too long", path);
+    while (access(dir, F_OK) != 0 && strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0)
+        to_parent(dir); /* the file system it will be made on */
     struct statvfs fs;
     if (!takes_files(dir)) return sl_fail(err, "cannot write in %s: %s", dir, strerror(errno));
     if (statvfs(dir, &fs) != 0) return sl_fail(err, "%s: cannot tell the free space: %s", dir, strerror(errno));

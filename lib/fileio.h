@@ -26,9 +26,10 @@ int sl_copy_file(const char *from, const char *path, sl_err *err);
  * directory that takes new entries). Errors name path as given. Creates nothing. */
 int sl_check_output(const char *path, bool is_dir, sl_err *err);
 
-/* Checks that the existing directory dir takes a new file and has need bytes free; the error
- * says what is missing (and how much). */
-int sl_check_space(const char *dir, unsigned long long need, sl_err *err);
+/* Checks that the directory path (or, when it does not exist yet, its nearest existing ancestor)
+ * takes a new file and that its file system has need bytes free; the error says what is missing
+ * (and how much). */
+int sl_check_space(const char *path, unsigned long long need, sl_err *err);
 
 /* Whether a and b name the same existing directory (by their real paths; the same string when
  * either does not exist yet). */

@@ -372,3 +372,10 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name)
 }
 
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node) { return (int)(node - t->nodes); }
+
+bool sl_topology_host_is_local(const char *host)
+{
+    char name[256] = "";
+    gethostname(name, sizeof name - 1);
+    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "::1") || !strcmp(host, name);
+}

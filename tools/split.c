@@ -194,7 +194,6 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_splits; i++)
         splits_int[i] = splits[i];
     progress pr = {.tty = isatty(STDERR_FILENO)};
-    clock_gettime(CLOCK_MONOTONIC, &pr.start);
     sl_split_request req = {.model_path = model,
                             .name = name,
                             .splits = splits_int,
@@ -209,6 +208,7 @@ int main(int argc, char **argv)
         sl_checkpoint_destroy(&ck);
         return sl_tool_usage_error(prog, err.msg);
     }
+    clock_gettime(CLOCK_MONOTONIC, &pr.start);
     rc = sl_split_write(ck, &req, parts, &err);
     if (rc == 0) rc = sl_tokenizer_copy_files(sl_checkpoint_dir(ck), out, &err);
     if (rc == 0 && topology) {
