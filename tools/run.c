@@ -58,8 +58,9 @@ static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
         char vocab[PATH_MAX];
         r->tok = sl_gen_tokenizer(r->opts.vocab_dir, sl_checkpoint_dir(*ck), cfg->vocab_size, &bundled, vocab,
                                   sizeof vocab, err);
-        if (!r->tok) return SL_EXIT_USAGE;
-        if (bundled) fprintf(stderr, "%s: %s has no vocab: using the bundled GPT-2 vocab (%s)\n", prog, model_dir, vocab);
+        if (!r->tok && r->opts.prompt) return SL_EXIT_USAGE;
+        if (!r->tok) fprintf(stderr, "%s: %s: the text is not shown\n", prog, err->msg);
+        if (r->tok && bundled) fprintf(stderr, "%s: %s has no vocab: using the bundled GPT-2 vocab (%s)\n", prog, model_dir, vocab);
         r->text.tok = r->tok;
     }
     if (r->opts.prompt) {

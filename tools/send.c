@@ -134,7 +134,8 @@ static int prompt_ids(send_ctx *s, const sl_topology *topo, const sl_config *cfg
         s->tok = sl_gen_tokenizer(s->opts.vocab_dir, topo->parts, known ? cfg->vocab_size : 0, &bundled, vocab,
                                   sizeof vocab, err);
         s->text.tok = s->tok;
-        if (!s->tok && (s->opts.prompt || known)) return SL_EXIT_USAGE;
+        if (!s->tok && s->opts.prompt) return SL_EXIT_USAGE;
+        if (!s->tok) fprintf(stderr, "%s: %s: the text is not shown\n", prog, err->msg);
         if (s->tok && bundled)
             fprintf(stderr, "%s: %s has no vocab: using the bundled GPT-2 vocab (%s)\n", prog, topo->parts, vocab);
     }
