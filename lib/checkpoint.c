@@ -1,9 +1,11 @@
-/* checkpoint.c — HF GPT-2 config.json parsing and model directory / hub cache / shard resolution. */
+/* checkpoint.c — finding an HF GPT-2 model's files (model directory, hub cache, shards) and its tensors. */
 #include "checkpoint.h"
 
 #include "fileio.h"
+#include "json.h"
+#include "safetensors.h"
+#include "torch_file.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -11,123 +13,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* One file of a checkpoint: safetensors (mapped), or a PyTorch pickle (read into memory). */
+typedef struct ck_file {
+    sl_st_file *st;
+    sl_torch_file *pt;
+} ck_file;
+
 struct sl_checkpoint {
     char *dir;
     sl_config cfg;
-    sl_st_file **files;
+    ck_file *files;
     size_t file_count;
 };
-
-/* ---- config.json ---- */
-
-/* A positive integer field; missing uses fallback when fallback > 0. */
-static int config_int(const cJSON *root, const char *key, int fallback, int *out, const char *origin, sl_err *err)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!item || cJSON_IsNull(item)) {
-        if (fallback > 0) {
-            *out = fallback;
-            return 0;
-        }
-        return sl_fail(err, "%s: missing \"%s\"", origin, key);
-    }
-    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
-    if (!(v >= 1 && v <= INT_MAX / 8) || v != (double)(int)v)
-        return sl_fail(err, "%s: \"%s\" must be a positive integer", origin, key);
-    *out = (int)v;
-    return 0;
-}
-
-static int config_check_supported(const cJSON *root, const char *origin, sl_err *err)
-{
-    const cJSON *model_type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (cJSON_IsString(model_type) && strcmp(model_type->valuestring, "gpt2") != 0)
-        return sl_fail(err, "%s: model_type \"%s\" is not supported (only gpt2)", origin, model_type->valuestring);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
-    if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
-        strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
-        return sl_fail(err, "%s: activation_function \"%s\" is not supported (gelu_new)", origin, act->valuestring);
-    static const char *const unsupported_flags[] = {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
-                                                    "add_cross_attention"};
-    for (size_t i = 0; i < sizeof unsupported_flags / sizeof *unsupported_flags; i++)
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, unsupported_flags[i])))
-            return sl_fail(err, "%s: \"%s\": true is not supported", origin, unsupported_flags[i]);
-    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_weights");
-    if (cJSON_IsFalse(scale)) return sl_fail(err, "%s: \"scale_attn_weights\": false is not supported", origin);
-    return 0;
-}
-
-int sl_config_parse(const char *json, const char *origin, sl_config *cfg, sl_err *err)
-{
-    cJSON *root = cJSON_Parse(json);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return sl_fail(err, "%s: not a JSON object (malformed JSON)", origin);
-    }
-    sl_config c = {0};
-    int rc = config_check_supported(root, origin, err);
-    if (rc == 0) rc = config_int(root, "n_layer", 0, &c.n_layer, origin, err);
-    if (rc == 0) rc = config_int(root, "n_embd", 0, &c.n_embd, origin, err);
-    if (rc == 0) rc = config_int(root, "n_head", 0, &c.n_head, origin, err);
-    if (rc == 0) rc = config_int(root, "vocab_size", 0, &c.vocab_size, origin, err);
-    if (rc == 0) rc = config_int(root, "n_positions", 0, &c.n_positions, origin, err);
-    if (rc == 0) rc = config_int(root, "n_inner", 4 * c.n_embd, &c.n_inner, origin, err);
-    if (rc == 0) rc = config_int(root, "eos_token_id", c.vocab_size - 1, &c.eos_token_id, origin, err);
-    if (rc == 0 && c.n_embd % c.n_head != 0)
-        rc = sl_fail(err, "%s: n_embd %d is not a multiple of n_head %d", origin, c.n_embd, c.n_head);
-    if (rc == 0) {
-        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
-        c.layer_norm_epsilon = cJSON_IsNumber(eps) ? eps->valuedouble : 1e-5;
-        if (!(c.layer_norm_epsilon > 0)) rc = sl_fail(err, "%s: layer_norm_epsilon must be > 0", origin);
-        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
-        c.tie_word_embeddings = !cJSON_IsFalse(tie); /* HF's default is tied */
-    }
-    cJSON_Delete(root);
-    if (rc == 0) *cfg = c;
-    return rc;
-}
-
-int sl_config_load(const char *path, sl_config *cfg, sl_err *err)
-{
-    char *text = sl_read_text_file(path, 1u << 20, err);
-    if (!text) return -1;
-    int rc = sl_config_parse(text, path, cfg, err);
-    free(text);
-    return rc;
-}
-
-char *sl_config_to_json(const sl_config *cfg)
-{
-    cJSON *root = cJSON_CreateObject();
-    if (!root) return NULL;
-    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
-    cJSON_AddStringToObject(root, "model_type", "gpt2");
-    cJSON_AddStringToObject(root, "activation_function", "gelu_new");
-    cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
-    cJSON_AddNumberToObject(root, "n_embd", cfg->n_embd);
-    cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
-    cJSON_AddNumberToObject(root, "n_inner", cfg->n_inner);
-    cJSON_AddNumberToObject(root, "vocab_size", cfg->vocab_size);
-    cJSON_AddNumberToObject(root, "n_positions", cfg->n_positions);
-    cJSON_AddNumberToObject(root, "n_ctx", cfg->n_positions);
-    cJSON_AddNumberToObject(root, "layer_norm_epsilon", cfg->layer_norm_epsilon);
-    cJSON_AddBoolToObject(root, "tie_word_embeddings", cfg->tie_word_embeddings);
-    cJSON_AddNumberToObject(root, "bos_token_id", cfg->eos_token_id);
-    cJSON_AddNumberToObject(root, "eos_token_id", cfg->eos_token_id);
-    cJSON_AddNumberToObject(root, "initializer_range", 0.02);
-    cJSON_AddNumberToObject(root, "attn_pdrop", 0.0);
-    cJSON_AddNumberToObject(root, "embd_pdrop", 0.0);
-    cJSON_AddNumberToObject(root, "resid_pdrop", 0.0);
-    cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
-    cJSON_AddBoolToObject(root, "scale_attn_by_inverse_layer_idx", 0);
-    cJSON_AddBoolToObject(root, "reorder_and_upcast_attn", 0);
-    cJSON_AddBoolToObject(root, "add_cross_attention", 0);
-    cJSON_AddBoolToObject(root, "use_cache", 1);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    return text;
-}
 
 /* ---- locating the files ---- */
 
@@ -208,29 +105,45 @@ static int resolve_model_dir(const char *path, char *out, size_t out_size, sl_er
     return sl_fail(err, "%s: no config.json here (nor refs/main of an HF hub cache entry)", path);
 }
 
-/* ---- opening ---- */
+/* ---- the files ---- */
 
+static bool is_safetensors(const char *path)
+{
+    size_t n = strlen(path), ext = strlen(".safetensors");
+    return n >= ext && strcmp(path + n - ext, ".safetensors") == 0;
+}
+
+static const char *file_path(const ck_file *f) { return f->st ? sl_st_path(f->st) : sl_torch_path(f->pt); }
+
+static const sl_tensor *file_find(const ck_file *f, const char *name)
+{
+    return f->st ? sl_st_find(f->st, name) : sl_torch_find(f->pt, name);
+}
+
+/* Opens a .safetensors file, or any other as a PyTorch checkpoint (pytorch_model.bin, *.pt). */
 static int add_file(sl_checkpoint *ck, const char *path, sl_err *err)
 {
     for (size_t i = 0; i < ck->file_count; i++)
-        if (strcmp(sl_st_path(ck->files[i]), path) == 0) return 0;
-    sl_st_file **files = realloc(ck->files, (ck->file_count + 1) * sizeof *files);
+        if (strcmp(file_path(&ck->files[i]), path) == 0) return 0;
+    ck_file *files = realloc(ck->files, (ck->file_count + 1) * sizeof *files);
     if (!files) return sl_fail(err, "%s: out of memory", path);
     ck->files = files;
-    if (!(ck->files[ck->file_count] = sl_st_open(path, err))) return -1;
+    ck_file *f = &ck->files[ck->file_count];
+    *f = (ck_file){0};
+    if (is_safetensors(path) ? !(f->st = sl_st_open(path, err)) : !(f->pt = sl_torch_open(path, err))) return -1;
     ck->file_count++;
     return 0;
 }
 
+/* ---- opening ---- */
+
 /* Opens every shard the index names and checks each listed tensor is where it says. */
 static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
 {
-    char *text = sl_read_text_file(index_path, 64u << 20, err);
-    if (!text) return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
+    cJSON *root = sl_json_read_file(index_path, 64u << 20, err);
+    if (!root) return -1;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    int rc = cJSON_IsObject(map) ? 0 : sl_fail(err, "%s: malformed JSON or no \"weight_map\" object", index_path);
+    int rc = cJSON_IsObject(map) ? 0 : sl_fail(err, "%s: no \"weight_map\" object", index_path);
     const cJSON *item;
     cJSON_ArrayForEach(item, map)
     {
@@ -263,31 +176,59 @@ static sl_checkpoint *checkpoint_alloc(const char *dir, sl_err *err)
     return ck;
 }
 
+/* The weights of a model directory, in the first layout found: safetensors (sharded or not),
+ * then PyTorch's pytorch_model.bin (sharded or not). */
+static int open_weights(sl_checkpoint *ck, sl_err *err)
+{
+    static const struct {
+        const char *name;
+        bool index;
+    } layouts[] = {{"model.safetensors.index.json", true},
+                   {"model.safetensors", false},
+                   {"pytorch_model.bin.index.json", true},
+                   {"pytorch_model.bin", false}};
+    char file[PATH_MAX + 64];
+    for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++) {
+        snprintf(file, sizeof file, "%s/%s", ck->dir, layouts[i].name);
+        if (is_file(file)) return layouts[i].index ? open_shards(ck, file, err) : add_file(ck, file, err);
+    }
+    return sl_fail(err, "%s: no model.safetensors, pytorch_model.bin or sharded index of either", ck->dir);
+}
+
+static void dir_of(const char *path, char *dir, size_t size)
+{
+    snprintf(dir, size, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, size, ".");
+}
+
+/* A single checkpoint file (.pt, .bin, .safetensors) with the config.json beside it. */
+static sl_checkpoint *open_single_file(const char *path, sl_err *err)
+{
+    char dir[PATH_MAX], config[PATH_MAX + 16];
+    dir_of(path, dir, sizeof dir);
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    if (!is_file(config)) {
+        sl_fail(err, "%s: a checkpoint file needs the model's config.json beside it (or --config FILE)", path);
+        return NULL;
+    }
+    sl_config cfg;
+    return sl_config_load(config, &cfg, err) == 0 ? sl_checkpoint_open_file(path, &cfg, err) : NULL;
+}
+
 sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err)
 {
+    if (is_file(path)) return open_single_file(path, err);
     char dir[PATH_MAX], file[PATH_MAX + 64];
     if (resolve_model_dir(path, dir, sizeof dir, err) != 0) return NULL;
     sl_checkpoint *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     snprintf(file, sizeof file, "%s/config.json", dir);
     int rc = sl_config_load(file, &ck->cfg, err);
-    if (rc == 0) {
-        snprintf(file, sizeof file, "%s/model.safetensors.index.json", dir);
-        if (is_file(file)) {
-            rc = open_shards(ck, file, err);
-        } else {
-            snprintf(file, sizeof file, "%s/model.safetensors", dir);
-            if (is_file(file)) {
-                rc = add_file(ck, file, err);
-            } else {
-                snprintf(file, sizeof file, "%s/pytorch_model.bin", dir);
-                rc = sl_fail(err, "%s: no model.safetensors or model.safetensors.index.json%s", dir,
-                             is_file(file) ? " (pytorch_model.bin is not read: save the model with "
-                                             "safe_serialization=True)"
-                                           : "");
-            }
-        }
-    }
+    if (rc == 0) rc = open_weights(ck, err);
     if (rc != 0) sl_checkpoint_destroy(&ck);
     return ck;
 }
@@ -295,12 +236,7 @@ sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err)
 sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, sl_err *err)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
+    dir_of(path, dir, sizeof dir);
     sl_checkpoint *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     ck->cfg = *cfg;
@@ -308,11 +244,24 @@ sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, s
     return ck;
 }
 
+sl_checkpoint *sl_checkpoint_open_with_config(const char *path, const char *config_path, sl_err *err)
+{
+    if (!config_path) return sl_checkpoint_open(path, err);
+    if (!is_file(path)) {
+        sl_fail(err, "%s: --config goes with a checkpoint file (.pt, .bin, .safetensors), not a directory", path);
+        return NULL;
+    }
+    sl_config cfg;
+    return sl_config_load(config_path, &cfg, err) == 0 ? sl_checkpoint_open_file(path, &cfg, err) : NULL;
+}
+
 void sl_checkpoint_destroy(sl_checkpoint **self)
 {
     if (!self || !*self) return;
-    for (size_t i = 0; i < (*self)->file_count; i++)
-        sl_st_close(&(*self)->files[i]);
+    for (size_t i = 0; i < (*self)->file_count; i++) {
+        sl_st_close(&(*self)->files[i].st);
+        sl_torch_close(&(*self)->files[i].pt);
+    }
     free((*self)->files);
     free((*self)->dir);
     free(*self);
@@ -322,7 +271,7 @@ void sl_checkpoint_destroy(sl_checkpoint **self)
 const sl_config *sl_checkpoint_config(const sl_checkpoint *self) { return &self->cfg; }
 const char *sl_checkpoint_dir(const sl_checkpoint *self) { return self->dir; }
 size_t sl_checkpoint_file_count(const sl_checkpoint *self) { return self->file_count; }
-const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i) { return sl_st_path(self->files[i]); }
+const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i) { return file_path(&self->files[i]); }
 
 const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *name, const char **file)
 {
@@ -330,10 +279,10 @@ const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *nam
     const char *bare = strncmp(name, "transformer.", 12) == 0 ? name + 12 : name;
     snprintf(prefixed, sizeof prefixed, "transformer.%s", bare);
     for (size_t i = 0; i < self->file_count; i++) {
-        const sl_tensor *t = sl_st_find(self->files[i], prefixed);
-        if (!t) t = sl_st_find(self->files[i], bare);
+        const sl_tensor *t = file_find(&self->files[i], prefixed);
+        if (!t) t = file_find(&self->files[i], bare);
         if (t) {
-            if (file) *file = sl_st_path(self->files[i]);
+            if (file) *file = file_path(&self->files[i]);
             return t;
         }
     }

@@ -13,8 +13,9 @@
 
 struct sl_client {
     const sl_topology *topo;
-    zsock_t *link;   /* DEALER to the bottom node */
-    zactor_t *watch; /* its dropped connection: the pipeline stopped */
+    zsock_t *link;         /* DEALER to the bottom node */
+    zactor_t *watch;       /* its dropped connection: the pipeline stopped */
+    sl_security *security; /* with security = curve: the client's key pair */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
     int32_t *context; /* prompt + generated so far, for re-sends */
@@ -22,7 +23,7 @@ struct sl_client {
     int resends;
 };
 
-sl_client *sl_client_new(const sl_topology *topo, sl_err *err)
+sl_client *sl_client_new(const sl_topology *topo, const char *cert, sl_err *err)
 {
     sl_client *self = calloc(1, sizeof *self);
     if (!self) {
@@ -36,7 +37,15 @@ sl_client *sl_client_new(const sl_topology *topo, sl_err *err)
     net.immediate = true; /* nothing listening: the first send fails, not a long wait */
     net.send_timeout_ms = 1000;
     if (!self->decoder) sl_fail(err, "out of memory");
-    if (!self->decoder || !(self->link = sl_net_connect(ZMQ_DEALER, &net, topo->nodes[0].listen, err))) {
+    if (self->decoder && topo->curve && !cert)
+        sl_fail(err, "%s says security = curve: give the client's certificate (--cert FILE.cert_secret)", topo->path);
+    if (self->decoder && topo->curve && cert &&
+        (self->security = sl_security_new(topo->certs, cert, NULL, 0, NULL, NULL, err)) != NULL) {
+        net.security = self->security;
+        net.peer = topo->nodes[0].cert;
+    }
+    if (!self->decoder || (topo->curve && !self->security) ||
+        !(self->link = sl_net_connect(ZMQ_DEALER, &net, topo->nodes[0].listen, err))) {
         sl_client_destroy(&self);
         return NULL;
     }
@@ -52,6 +61,7 @@ void sl_client_destroy(sl_client **self)
     if (!self || !*self) return;
     zactor_destroy(&(*self)->watch);
     zsock_destroy(&(*self)->link);
+    sl_security_destroy(&(*self)->security);
     sl_wire_decoder_destroy(&(*self)->decoder);
     msgpack_sbuffer_destroy(&(*self)->out);
     free((*self)->context);
@@ -132,6 +142,7 @@ static int await_result(sl_client *self, uint64_t session, uint64_t step, const 
         } else if (ok && m.kind == SL_MSG_ERROR) {
             if (strcmp(m.code, "unknown_session") == 0) {
                 *what = GOT_LOST_SESSION;
+                sl_fail(err, "node %s: %s", m.node, m.message); /* said if it happens twice */
                 result = 0;
             } else {
                 result = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
@@ -192,7 +203,8 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
             break;
         if (what == GOT_LOST_SESSION) {
             if (resent) {
-                rc = sl_fail(err, "a node lost the session again right after the context was re-sent");
+                sl_err_prefix(err, "the session was lost again right after the context was re-sent");
+                rc = -1;
                 break;
             }
             resent = true;

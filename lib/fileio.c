@@ -176,3 +176,15 @@ int sl_check_space(const char *path, unsigned long long need, sl_err *err)
         return sl_fail(err, "%s has %.1f MB free but needs %.1f MB", dir, (double)free_bytes / 1e6, (double)need / 1e6);
     return 0;
 }
+
+int sl_path_join(char *out, size_t size, const char *dir, const char *rel)
+{
+    int n = rel[0] == '/' ? snprintf(out, size, "%s", rel) : snprintf(out, size, "%s/%s", dir, rel);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
+const char *sl_path_base(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}

@@ -1,6 +1,7 @@
 /* safetensors.c — validated mmap reader and streaming writer for the safetensors format. */
 #include "safetensors.h"
 
+#include "json.h"
 #include "sha256.h"
 
 #include <assert.h>
@@ -45,12 +46,12 @@ static int by_data(const void *a, const void *b)
     return px < py ? -1 : px > py;
 }
 
-/* A JSON number that is a whole, non-negative value below 2^53 (exact in a double). */
-static int json_uint(const cJSON *item, uint64_t *out)
+/* A dimension or an offset: a whole number a double holds exactly. */
+static int json_uint(const cJSON *item, const char *name, const char *where, uint64_t *out, sl_err *err)
 {
-    if (!cJSON_IsNumber(item)) return -1;
-    double v = item->valuedouble;
-    if (!(v >= 0 && v <= 9007199254740992.0) || v != (double)(uint64_t)v) return -1;
+    static const sl_json_num whole = {.min = 0, .max = SL_JSON_MAX_EXACT, .integer = true};
+    double v;
+    if (sl_json_number(item, name, whole, &v, where, err) != 0) return -1;
     *out = (uint64_t)v;
     return 0;
 }
@@ -63,8 +64,9 @@ static int parse_shape(const cJSON *shape, sl_tensor *t, const char *where, sl_e
     size_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         uint64_t dim;
-        if (json_uint(cJSON_GetArrayItem(shape, d), &dim) != 0)
-            return sl_fail(err, "%s: shape[%d] is not a non-negative integer", where, d);
+        char name[32];
+        snprintf(name, sizeof name, "shape[%d]", d);
+        if (json_uint(cJSON_GetArrayItem(shape, d), name, where, &dim, err) != 0) return -1;
         if (dim && numel > SIZE_MAX / dim) return sl_fail(err, "%s: shape overflows", where);
         numel *= (size_t)dim;
         t->shape[d] = (int64_t)dim;
@@ -86,10 +88,14 @@ static int parse_tensor(sl_st_file *f, const cJSON *entry, sl_tensor *t, size_t 
         return sl_fail(err, "%s: unsupported dtype \"%s\" (F32, F16, BF16, I64, I32)", where, dtype->valuestring);
     if (parse_shape(cJSON_GetObjectItemCaseSensitive(entry, "shape"), t, where, err) != 0) return -1;
     uint64_t begin, end;
-    if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2 ||
-        json_uint(cJSON_GetArrayItem(offsets, 0), &begin) != 0 ||
-        json_uint(cJSON_GetArrayItem(offsets, 1), &end) != 0 || begin > end)
-        return sl_fail(err, "%s: \"data_offsets\" is not [begin, end] with begin <= end", where);
+    if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2)
+        return sl_fail(err, "%s: \"data_offsets\" is not [begin, end]", where);
+    if (json_uint(cJSON_GetArrayItem(offsets, 0), "data_offsets[0]", where, &begin, err) != 0 ||
+        json_uint(cJSON_GetArrayItem(offsets, 1), "data_offsets[1]", where, &end, err) != 0)
+        return -1;
+    if (begin > end)
+        return sl_fail(err, "%s: \"data_offsets\" [%llu, %llu] ends before it begins", where, (unsigned long long)begin,
+                       (unsigned long long)end);
     size_t data_size = f->size - data_start;
     if (end > data_size)
         return sl_fail(err, "%s: data ends at byte %llu but the file has only %zu data bytes (truncated?)", where,

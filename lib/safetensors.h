@@ -21,21 +21,10 @@
 
 #include "dtype.h"
 #include "err.h"
+#include "tensor.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-#define SL_MAX_DIMS 8
-
-typedef struct sl_tensor {
-    const char *name;
-    sl_dtype dtype;
-    int ndim;
-    int64_t shape[SL_MAX_DIMS];
-    size_t numel;
-    const void *data; /* into the file's mapping: valid while the file is open */
-    size_t nbytes;
-} sl_tensor;
 
 typedef struct sl_st_file sl_st_file;
 

@@ -3,6 +3,7 @@
 #include "tokenizer.h"
 
 #include "fileio.h"
+#include "json.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <assert.h>
@@ -166,18 +167,17 @@ static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPH
 /* Checks that item maps a token to an id in 0..count-1 not seen before; returns the id. */
 static int32_t vocab_entry_id(const cJSON *item, int count, const cJSON **by_id, const char *path, sl_err *err)
 {
-    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
-    if (!(v >= 0 && v < count) || v != (double)(int32_t)v) {
-        sl_fail(err, "%s: token \"%.200s\": id %s; ids must be whole numbers 0..%d", path, item->string,
-                cJSON_IsNumber(item) ? "out of range" : "is not a number", count - 1);
+    const sl_json_num id_range = {.min = 0, .max = count - 1, .integer = true};
+    char name[224];
+    snprintf(name, sizeof name, "token \"%.200s\"", item->string);
+    double v;
+    if (sl_json_number(item, name, id_range, &v, path, err) != 0) return -1;
+    int32_t id = (int32_t)v;
+    if (by_id[id]) {
+        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path, by_id[id]->string, item->string, id);
         return -1;
     }
-    if (by_id[(int32_t)v]) {
-        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path, by_id[(int32_t)v]->string,
-                item->string, (int32_t)v);
-        return -1;
-    }
-    return (int32_t)v;
+    return id;
 }
 
 /* Lays the tokens' bytes out in id order (by_id is complete: count distinct ids). */
@@ -207,8 +207,8 @@ static int store_tokens(sl_tokenizer *t, const cJSON **by_id, size_t key_bytes, 
 static int load_vocab_object(sl_tokenizer *t, const cJSON *root, const char *origin, sl_err *err)
 {
     int count = cJSON_GetArraySize(root);
-    if (!cJSON_IsObject(root) || count == 0)
-        return sl_fail(err, "%s: malformed JSON: expected a non-empty object of token: id", origin);
+    if (!cJSON_IsObject(root)) return sl_fail(err, "%s: expected an object of token: id", origin);
+    if (count == 0) return sl_fail(err, "%s: no tokens: expected a non-empty object of token: id", origin);
     const cJSON **by_id = calloc((size_t)count, sizeof *by_id);
     int rc = by_id ? 0 : sl_fail(err, "%s: out of memory", origin);
     size_t key_bytes = 0;
@@ -229,20 +229,9 @@ static int load_vocab_object(sl_tokenizer *t, const cJSON *root, const char *ori
     return rc;
 }
 
-/* A JSON file's tree; NULL with err naming the file when it cannot be read or parsed. */
-static cJSON *read_json(const char *path, sl_err *err)
-{
-    char *text = sl_read_text_file(path, MAX_FILE_BYTES, err);
-    if (!text) return NULL;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    if (!root) sl_fail(err, "%s: malformed JSON", path);
-    return root;
-}
-
 static int load_vocab(sl_tokenizer *t, const char *path, sl_err *err)
 {
-    cJSON *root = read_json(path, err);
+    cJSON *root = sl_json_read_file(path, MAX_FILE_BYTES, err);
     int rc = root ? load_vocab_object(t, root, path, err) : -1;
     cJSON_Delete(root);
     return rc;
@@ -479,7 +468,7 @@ static int check_added_tokens(const sl_tokenizer *t, const cJSON *added, const c
 
 static int load_hf(sl_tokenizer *t, const char *path, sl_err *err)
 {
-    cJSON *root = read_json(path, err);
+    cJSON *root = sl_json_read_file(path, MAX_FILE_BYTES, err);
     if (!root) return -1;
     char why[128], origin[PATH_MAX + 16];
     snprintf(origin, sizeof origin, "%s model.vocab", path);

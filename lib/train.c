@@ -2,6 +2,7 @@
 #include "train.h"
 
 #include "ops.h"
+#include "safetensors.h"
 
 #include <assert.h>
 #include <math.h>

@@ -2,6 +2,7 @@
  * checkpoints confined below checkpoint_root. */
 #include "trunk.h"
 
+#include "ckptstore.h"
 #include "clock.h"
 #include "fileio.h"
 

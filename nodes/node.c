@@ -61,12 +61,14 @@ typedef struct node {
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
     sl_net_opts net;
-    zsock_t *listen;      /* ROUTER: requests from the previous stage (at the bottom: clients) */
-    zsock_t *next_link;   /* DEALER to the next stage: requests on, answers and gradients back */
-    zactor_t *next_watch; /* its dropped connections: the requests in flight there are lost */
-    const sl_peer *from;  /* the sender of the request being handled (NULL: it came from the next) */
-    sl_peer train_from;   /* where a training forward came from: its gradient goes back there */
-    FILE *trace;          /* $SL_NODE_TRACE: one line per message received (tests) */
+    zsock_t *listen;          /* ROUTER: requests from the previous stage (at the bottom: clients) */
+    zsock_t *next_link;       /* DEALER to the next stage: requests on, answers and gradients back */
+    zactor_t *next_watch;     /* its dropped connections: the requests in flight there are lost */
+    sl_security *security;    /* with security = curve: its key pair and whom it accepts */
+    const sl_topo_node *prev; /* NULL at the bottom */
+    const sl_peer *from;      /* the sender of the request being handled (NULL: it came from the next) */
+    sl_peer train_from;       /* where a training forward came from: its gradient goes back there */
+    FILE *trace;              /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (n_positions, C) */
@@ -145,7 +147,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
     double t = sl_now();
     sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
     sl_peer *owner = sl_sessions_peer(n->sessions, req->session);
-    if (kv && n->bottom && owner->len && !sl_peer_equal(owner, n->from)) {
+    if (kv && n->bottom && owner->len && !sl_peer_same(owner, n->from)) {
         reply_error(n, req, "bad_message", "this session belongs to another client");
         return NULL;
     }
@@ -298,6 +300,31 @@ static void handle_training(node *n, const sl_msg *req)
     if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
 }
 
+/* Whether the sender may send msg here, answered when not: training only where the topology says
+ * train = yes; with CURVE, training from a trainers key (or relayed by the previous stage),
+ * save and load from a trainers key only, generation from the previous stage (at the bottom: the
+ * clients, whom the ZAP handler alone lets in). */
+static bool allowed(node *n, const sl_msg *msg)
+{
+    bool training = sl_trunk_takes(msg);
+    if (training && !n->self->train) {
+        reply_error(n, msg, "forbidden",
+                    "%s does not train: its topology says train = no (set train = yes to allow it)", n->name);
+        return false;
+    }
+    if (!n->security) return true;
+    const char *name = sl_security_name_of(n->security, n->from->key);
+    bool from_prev = name && n->prev && !strcmp(name, n->prev->cert);
+    bool from_trainer = name && sl_party_listed(&n->topo.trainers, name);
+    bool ok = n->bottom  ? !training
+              : training ? from_trainer || (from_prev && msg->kind != SL_MSG_SAVE && msg->kind != SL_MSG_LOAD)
+                         : from_prev;
+    if (!ok)
+        reply_error(n, msg, "forbidden", "%s does not take '%s' messages from %s", n->name, sl_msg_kind_name(msg->kind),
+                    name ? name : "this key");
+    return ok;
+}
+
 /* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
  * session or training run that this node passes back the way its requests came (as received). */
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
@@ -336,6 +363,8 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
         handle_from_next(n, &msg, data, len);
     } else if (msg.kind == SL_MSG_BACKWARD) {
         reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (!allowed(n, &msg)) {
+        return;
     } else if (sl_trunk_takes(&msg)) {
         handle_training(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
@@ -350,11 +379,37 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
     }
 }
 
+static void log_refusal(void *ctx, const char *line) { log_line(ctx, "%s", line); }
+
+/* The node's key pair (certs/CERT.cert_secret, on this host only) and whom it lets connect: the
+ * clients at the bottom, elsewhere the previous stage and, where training is allowed, trainers. */
+static int open_security(node *n, sl_err *err)
+{
+    const char *accept[SL_MAX_PARTIES + 1];
+    int count = 0;
+    const sl_party_list *extra = n->bottom ? &n->topo.clients : n->self->train ? &n->topo.trainers : NULL;
+    if (n->prev) accept[count++] = n->prev->cert;
+    for (int i = 0; extra && i < extra->n; i++)
+        accept[count++] = extra->names[i];
+    char secret[PATH_MAX + 96];
+    snprintf(secret, sizeof secret, "%s/%s.cert_secret", n->topo.certs, n->self->cert);
+    if (!(n->security = sl_security_new(n->topo.certs, secret, accept, count, log_refusal, n, err))) return -1;
+    n->net.security = n->security;
+    return 0;
+}
+
 static int open_sockets(node *n, sl_err *err)
 {
     n->net = sl_net_opts_of(&n->topo);
+    if (n->topo.curve && open_security(n, err) != 0) return -1;
+    if (!n->topo.curve && !sl_endpoint_is_local(n->self->listen))
+        log_line(n,
+                 "warning: %s is not a loopback address and security = none: anyone who reaches it can read and "
+                 "send everything (set security = curve, see README: Security)",
+                 n->self->listen);
     if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
     if (!n->next) return 0;
+    n->net.peer = n->next->cert;
     if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
     return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
 }
@@ -383,6 +438,7 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
     n->bottom = index == 0;
+    n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
     const char *root = n->topo.checkpoint_root[0] ? n->topo.checkpoint_root : ".";
     if (sl_mkdirs(root, err) != 0) return -1;
     char root_dir[PATH_MAX];
@@ -503,6 +559,7 @@ static void shutdown_node(node *n)
     zactor_destroy(&n->next_watch);
     zsock_destroy(&n->listen);
     zsock_destroy(&n->next_link);
+    sl_security_destroy(&n->security);
     if (n->trace) fclose(n->trace);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);

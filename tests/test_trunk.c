@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "fileio.h"
 #include "fixtures.h"
+#include "split.h"
 #include "trunk.h"
 
 #include <limits.h>

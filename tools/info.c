@@ -7,6 +7,7 @@
 #include "part.h"
 #include "safetensors.h"
 #include "sha256.h"
+#include "split.h"
 #include "tool.h"
 
 #include <cJSON.h>

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "client.h"
 #include "generate.h"
+#include "split.h"
 #include "tokenizer.h"
 #include "fileio.h"
 #include "tool.h"
@@ -26,6 +27,7 @@ static const char usage[] =
     "  --json                 print one JSON object {\"ids\", \"text\", \"resends\", \"stopped\"} instead\n"
     "                         of text; stopped: eos, max_new_tokens or context_limit\n"
     "  --timeout SECONDS      how long to wait for each answer (default: the topology's, 30)\n"
+    "  --cert FILE            the client's secret certificate (security = curve; zmq-splitlearn-keygen)\n"
     "  --help, --version\n"
     "\n"
     "exit status: 0 done; 1 failure (a node's error, I/O); 2 usage error (options, topology, a\n"
@@ -97,10 +99,10 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
 
 /* Parses the command line into s; returns -1 to go on, else the exit status (help, version, a
  * usage error). */
-static int parse(send_ctx *s, int argc, char **argv, double *timeout, const char **target)
+static int parse(send_ctx *s, int argc, char **argv, double *timeout, const char **cert, const char **target)
 {
-    static const struct option options[] = {
-        SL_GEN_OPTIONS, {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'}, SL_TOOL_OPTIONS, {0, 0, 0, 0}};
+    static const struct option options[] = {SL_GEN_OPTIONS,      {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
+                                            {"cert", 1, 0, 'C'}, SL_TOOL_OPTIONS,     {0, 0, 0, 0}};
     sl_gen_opts_init(&s->opts);
     sl_err err;
     int c, rc = 0;
@@ -111,6 +113,8 @@ static int parse(send_ctx *s, int argc, char **argv, double *timeout, const char
             s->json = true;
         else if (c == 't')
             rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, timeout, &err);
+        else if (c == 'C')
+            *cert = optarg;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
         else if (c == 'V')
@@ -150,8 +154,8 @@ int main(int argc, char **argv)
 {
     send_ctx s = {0};
     double timeout = 0;
-    const char *target = NULL;
-    int status = parse(&s, argc, argv, &timeout, &target);
+    const char *target = NULL, *cert = NULL;
+    int status = parse(&s, argc, argv, &timeout, &cert, &target);
     if (status >= 0) return status;
     if (s.opts.seed_drawn) fprintf(stderr, "%s: sampling with --seed %llu\n", prog, (unsigned long long)s.opts.sampling.seed);
     sl_err err;
@@ -169,7 +173,7 @@ int main(int argc, char **argv)
     zsys_handler_set(NULL); /* SIGINT interrupts the wait for an answer (EINTR), then exits 130 */
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
-    sl_client *client = rc == 0 ? sl_client_new(&topo, &err) : NULL;
+    sl_client *client = rc == 0 ? sl_client_new(&topo, cert, &err) : NULL;
     if (rc == 0 && !client) rc = -1;
     if (rc == 0) {
         sl_client_request req = {.ids = prompt,

@@ -48,6 +48,7 @@ static const char usage[] =
     "  --seed S --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
     "  --vocab DIR                 the tokenizer of --data (default: the parts', else the bundled one)\n"
     "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
+    "  --cert FILE                 the trainer's secret certificate (security = curve; a name in trainers)\n"
     "  --help, --version\n"
     "\n"
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
@@ -95,31 +96,19 @@ static int check_text_file(const char *option, const char *path, sl_err *err)
 
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
-    static const struct option options[] = {{"data", 1, 0, 'D'},
-                                            {"ids", 1, 0, 'i'},
-                                            {"batch", 1, 0, 'b'},
-                                            {"seq-len", 1, 0, 'T'},
-                                            {"steps", 1, 0, 's'},
-                                            {"epochs", 1, 0, 'e'},
-                                            {"lr", 1, 0, 'l'},
-                                            {"weight-decay", 1, 0, 'w'},
-                                            {"warmup", 1, 0, 'W'},
-                                            {"schedule", 1, 0, 'S'},
-                                            {"grad-accum", 1, 0, 'k'},
-                                            {"grad-clip", 1, 0, 'c'},
-                                            {"eval-data", 1, 0, 'E'},
-                                            {"eval-every", 1, 0, 'n'},
-                                            {"save-dir", 1, 0, 'o'},
-                                            {"save-every", 1, 0, 'N'},
-                                            {"resume", 1, 0, 'r'},
-                                            {"seed", 1, 0, 'x'},
-                                            {"threads", 1, 0, 't'},
-                                            {"log", 1, 0, 'L'},
-                                            {"vocab", 1, 0, 'y'},
-                                            {"local", 0, 0, 'Z'},
-                                            {"pin", 0, 0, 'P'},
-                                            SL_TOOL_OPTIONS,
-                                            {0, 0, 0, 0}};
+    static const struct option options[] = {{"data", 1, 0, 'D'},       {"ids", 1, 0, 'i'},
+                                            {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
+                                            {"steps", 1, 0, 's'},      {"epochs", 1, 0, 'e'},
+                                            {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
+                                            {"warmup", 1, 0, 'W'},     {"schedule", 1, 0, 'S'},
+                                            {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
+                                            {"eval-data", 1, 0, 'E'},  {"eval-every", 1, 0, 'n'},
+                                            {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
+                                            {"resume", 1, 0, 'r'},     {"seed", 1, 0, 'x'},
+                                            {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
+                                            {"vocab", 1, 0, 'y'},      {"local", 0, 0, 'Z'},
+                                            {"pin", 0, 0, 'P'},        {"cert", 1, 0, 'C'},
+                                            SL_TOOL_OPTIONS,           {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -189,6 +178,9 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             break;
         case 'P':
             r->pin = true;
+            break;
+        case 'C':
+            r->opts.cert = optarg;
             break;
         case 'L':
             r->log_path = optarg;
