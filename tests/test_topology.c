@@ -216,8 +216,9 @@ static void test_host_errors(void)
     expect_exact("a host twice", "[host.server]\ndir = /srv\n", "31: [host.server] appears twice (first at line 5)");
     expect_exact("a host name like an option", "[host.-oProxyCommand=x]\n",
                  "31: [host.-oProxyCommand=x]: a host name has letters, digits and ._-@: (no leading '-')");
-    expect_exact("a node's host like an option", "host = -oProxyCommand=x\n",
-                 "31: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
+    /* in a section of its own: [node.top] has a host already, and a key given twice is an error */
+    expect_exact("a node's host like an option", "[node.other]\nhost = -oProxyCommand=x\n",
+                 "32: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
     expect_exact("a node name with a blank", "[node.my top]\n",
                  "31: [node.my top]: a node name has letters, digits and ._- (no leading '-')");
     expect_exact("restart neither yes nor no", "restart = often\n", "31: restart = often: write yes or no");
