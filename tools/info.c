@@ -4,6 +4,8 @@
  * parameters, bytes, SHA-256 (recomputed and compared with --verify), step and loss. */
 #include "checkpoint.h"
 #include "cli.h"
+#include "fileio.h"
+#include "json.h"
 #include "part.h"
 #include "safetensors.h"
 #include "sha256.h"
@@ -166,7 +168,7 @@ static int describe_parts(const sl_part_info *parts, int n, bool one_part, bool 
         bytes += (double)p->bytes;
         cJSON *files = cJSON_AddArrayToObject(part, "files");
         double counted = 0;
-        if (access(p->file, R_OK) != 0) {
+        if (p->step == -2 || access(p->file, R_OK) != 0) {
             cJSON_AddStringToObject(part, "missing", p->file); /* a trunk's save stays on its host */
             if (verify && rc == 0) rc = sl_fail(err, "part %s: %s is missing", p->name, p->file);
         } else if (describe_file(p->file, p->sha256, verify, files, &counted, err) != 0 && rc == 0) {
@@ -216,6 +218,43 @@ static void part_metadata(const char *path, char *out, size_t size)
     if (access(out, R_OK) != 0) out[0] = '\0';
 }
 
+/* The parts split.json lists, each with its metadata; a part whose metadata is not here (a
+ * checkpoint's trunk, saved on its host) keeps the index's name, role and layers, with step -2 and
+ * its file named. Returns the count, or -1. */
+static int read_index(const char *dir, sl_part_info *parts, sl_err *err)
+{
+    char path[PATH_MAX + 16], meta[2 * PATH_MAX];
+    snprintf(path, sizeof path, "%s/split.json", dir);
+    cJSON *root = sl_json_read_file(path, 16 << 20, err), *item;
+    int n = root ? 0 : -1;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(root, "parts"))
+    {
+        const char *rel = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "metadata"));
+        const cJSON *layers = cJSON_GetObjectItemCaseSensitive(item, "layers");
+        if (n < 0 || n > SL_MAX_SPLITS || !rel || sl_path_join(meta, sizeof meta, dir, rel) != 0) {
+            n = n < 0 ? n : sl_fail(err, "%s: part %d has no usable \"metadata\"", path, n + 1);
+            break;
+        }
+        sl_part_info *p = &parts[n++];
+        if (access(meta, F_OK) == 0) {
+            if (sl_part_read_metadata(meta, p, err) != 0) n = -1;
+            continue;
+        }
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(item, "name"));
+        const char *role = cJSON_GetStringValue(cJSON_GetObjectItem(item, "role"));
+        memset(p, 0, sizeof *p);
+        snprintf(p->name, sizeof p->name, "%s", name ? name : "?");
+        sl_role_parse(role ? role : "", &p->role);
+        p->first = cJSON_GetArrayItem(layers, 0) ? cJSON_GetArrayItem(layers, 0)->valueint : 0;
+        p->last = cJSON_GetArrayItem(layers, 1) ? cJSON_GetArrayItem(layers, 1)->valueint : 0;
+        p->step = -2; /* metadata missing */
+        if (snprintf(p->file, sizeof p->file, "%s", meta) >= (int)sizeof p->file) p->file[0] = '\0';
+    }
+    cJSON_Delete(root);
+    if (n > 0 && parts[0].step == -2) n = sl_fail(err, "%s: the first part's metadata is missing", path);
+    return n;
+}
+
 /* Fills root with what path holds; returns an exit status. */
 static int describe(const char *path, bool verify, cJSON *root, sl_err *err)
 {
@@ -225,7 +264,7 @@ static int describe(const char *path, bool verify, cJSON *root, sl_err *err)
     cJSON_AddStringToObject(root, "path", path);
     snprintf(index, sizeof index, "%s/split.json", path);
     if (access(index, F_OK) == 0) {
-        int n = sl_split_read_index(path, parts, SL_MAX_SPLITS + 1, err);
+        int n = read_index(path, parts, err);
         return n < 1 || describe_parts(parts, n, false, verify, root, err) != 0 ? SL_EXIT_FAILURE : SL_EXIT_OK;
     }
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -289,10 +328,11 @@ static void print_text(const cJSON *root)
     cJSON_ArrayForEach(p, parts)
     {
         const cJSON *layers = cJSON_GetObjectItem(p, "layers"), *missing = cJSON_GetObjectItem(p, "missing");
-        printf("part %s: %s, layers [%d,%d), %s, %.0f parameters", cJSON_GetStringValue(cJSON_GetObjectItem(p, "name")),
+        const char *dtype = cJSON_GetStringValue(cJSON_GetObjectItem(p, "dtype"));
+        printf("part %s: %s, layers [%d,%d)", cJSON_GetStringValue(cJSON_GetObjectItem(p, "name")),
                cJSON_GetStringValue(cJSON_GetObjectItem(p, "role")), cJSON_GetArrayItem(layers, 0)->valueint,
-               cJSON_GetArrayItem(layers, 1)->valueint, cJSON_GetStringValue(cJSON_GetObjectItem(p, "dtype")),
-               number(p, "parameters"));
+               cJSON_GetArrayItem(layers, 1)->valueint);
+        if (dtype[0]) printf(", %s, %.0f parameters", dtype, number(p, "parameters"));
         if (cJSON_GetObjectItem(p, "step")) printf(", step %.0f, loss %.6f", number(p, "step"), number(p, "loss"));
         printf("\n");
         if (missing) printf("  %s is missing (a trunk's save stays on its host)\n", missing->valuestring);

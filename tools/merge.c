@@ -1,7 +1,9 @@
 /* merge.c — zmq-splitlearn-merge: joins the parts of a split (or a training checkpoint) back into
  * one HF GPT-2 model directory that zmq-splitlearn-run and HF transformers load. */
 #include "cli.h"
+#include "ckptstore.h"
 #include "fileio.h"
+#include "json.h"
 #include "part.h"
 #include "split.h"
 #include "tokenizer.h"
@@ -31,40 +33,28 @@ static const char usage[] =
     "exit status: 0 written; 1 failure (a part missing or damaged, I/O); 2 usage error (options,\n"
     "a missing PARTS_DIR, an HF_DIR that holds a model)\n";
 
-/* Where the trainer said a checkpoint's trunk wrote its part (DIR/trunks.json, written by
- * zmq-splitlearn-train): "HOST:PATH", or "" when it did not say. */
-static void trunk_location(const char *dir, const char *name, char *out, size_t size)
+/* A checkpoint's trunk parts stay on their nodes' hosts: each one the trainer listed in
+ * DIR/trunks.json (host and path, as zmq-splitlearn-train wrote it) must have been copied here. */
+static int check_trunks_present(const char *dir, sl_err *err)
 {
-    char path[PATH_MAX + 16];
+    char path[PATH_MAX + 16], here[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/trunks.json", dir);
-    char *text = sl_read_text_file(path, 1 << 20, NULL);
-    cJSON *root = text ? cJSON_Parse(text) : NULL, *where = cJSON_GetObjectItemCaseSensitive(root, name);
-    const char *host = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(where, "host"));
-    const char *file = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(where, "file"));
-    snprintf(out, size, "%s%s%s", host && file ? host : "", host && file ? ":" : "", host && file ? file : "");
-    cJSON_Delete(root);
-    free(text);
-}
-
-/* Every part's file is here: a missing one (a trunk's, saved on its host) is named with where it
- * was written. */
-static int check_parts_present(const char *dir, sl_err *err)
-{
-    sl_part_info parts[SL_MAX_SPLITS + 1];
-    int n = sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err);
-    if (n < 0) return -1;
-    for (int i = 0; i < n; i++) {
-        if (access(parts[i].file, R_OK) == 0) continue;
-        char where[PATH_MAX + 160];
-        trunk_location(dir, parts[i].name, where, sizeof where);
-        if (parts[i].role != SL_ROLE_TRUNK || !where[0])
-            return sl_fail(err, "part %s: %s is missing", parts[i].name, parts[i].file);
-        return sl_fail(err,
-                       "part %s: %s is missing: the node %s wrote it on its host, at %s; copy that file (and "
-                       "the _metadata.json and _optim.safetensors beside it) to %s",
-                       parts[i].name, parts[i].file, parts[i].name, where, parts[i].file);
+    if (access(path, F_OK) != 0) return 0;
+    cJSON *where = sl_json_read_file(path, 1 << 20, err), *trunk;
+    int rc = where ? 0 : -1;
+    cJSON_ArrayForEach(trunk, where)
+    {
+        const char *host = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(trunk, "host"));
+        const char *file = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(trunk, "file"));
+        if (rc != 0 || sl_part_checkpoint_file(dir, SL_ROLE_TRUNK, trunk->string, here, sizeof here, err) != 0) break;
+        if (access(here, R_OK) != 0)
+            rc = sl_fail(err,
+                         "part %s: %s is missing: the node %s wrote it on its host, at %s:%s; copy it here with the "
+                         "_metadata.json and _optim.safetensors beside it",
+                         trunk->string, here, trunk->string, host ? host : "?", file ? file : "?");
     }
-    return 0;
+    cJSON_Delete(where);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -98,7 +88,7 @@ int main(int argc, char **argv)
     if (rc == 0 && sl_check_output(out, true, &err) != 0) rc = -1;
     if (rc == 0 && access(argv[optind], F_OK) != 0) rc = sl_fail(&err, "%s does not exist", argv[optind]);
     if (rc != 0) return sl_tool_usage_error(prog, err.msg);
-    if (check_parts_present(argv[optind], &err) != 0 || sl_split_merge(argv[optind], out, dtype, &err) != 0 ||
+    if (check_trunks_present(argv[optind], &err) != 0 || sl_split_merge(argv[optind], out, dtype, &err) != 0 ||
         sl_tokenizer_copy_files(argv[optind], out, &err) != 0) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return SL_EXIT_FAILURE;

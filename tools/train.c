@@ -692,8 +692,9 @@ static int train(run *r, sl_err *err)
     if (stop_requested && tr)
         fprintf(stderr, "%s: stopping at step %ld\n", prog, sl_trainer_step_count(tr));
     if (rc == 0 && r->save_dir) {
+        bool saved = ckpt == r->save_dir && ckpt_step == sl_trainer_step_count(tr); /* announced already */
         rc = sl_trainer_save(tr, r->save_dir, loss, err);
-        if (rc == 0) printf("checkpoint: %s (step %ld)\n", r->save_dir, sl_trainer_step_count(tr));
+        if (rc == 0 && !saved) printf("checkpoint: %s (step %ld)\n", r->save_dir, sl_trainer_step_count(tr));
     }
     if (log) fclose(log);
     if (rc == 0 && log_path && r->save_dir) {
