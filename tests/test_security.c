@@ -395,13 +395,209 @@ static void test_curve(void)
     next_port += 4;
 }
 
+/* ---- without CURVE: the recipes of issue 13 leave the pipeline serving exact answers ---- */
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    long kb = -1;
+    while (fp && fgets(line, sizeof line, fp))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (fp) fclose(fp);
+    return kb;
+}
+
+static void send_msg_on(zsock_t *s, const sl_msg *m)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    sl_err err;
+    if (sl_wire_encode(m, &buf, &err) == 0) zmq_send(zsock_resolve(s), buf.data, buf.size, 0);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/* Floods the bottom with new sessions for about a second, from one connection. */
+static void *session_flood(void *arg)
+{
+    zsock_t *s = raw_client(arg, NULL, NULL);
+    sl_msg m = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16, .ids = prompt, .n_ids = T};
+    for (double end = sl_now() + 1.0; sl_now() < end;) {
+        m.session++;
+        send_msg_on(s, &m);
+        zmsg_t *drop;
+        while ((drop = zmsg_recv_nowait(s)) != NULL)
+            zmsg_destroy(&drop);
+    }
+    zsock_destroy(&s);
+    return NULL;
+}
+
+static void test_attacks(void)
+{
+    int base = check_port(next_port);
+    next_port += 4;
+    char plain[PATH_MAX], endpoint[64], trunk_at[64];
+    snprintf(plain, sizeof plain, "%s/attacked.ini", tmp);
+    write_topology(plain, false, base, 0, certs);
+    sl_err err;
+    char *text = sl_read_text_file(plain, 1 << 16, &err);
+    char *train = text ? strstr(text, "train = yes") : NULL;
+    if (train) memcpy(train, "train = no ", 11); /* a serving pipeline: nobody may train it */
+    if (text) sl_write_text_file(plain, text, &err);
+    free(text);
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", base);
+    snprintf(trunk_at, sizeof trunk_at, "tcp://127.0.0.1:%d", base + 1);
+    pid_t pids[3];
+    const int all[3] = {0, 1, 2};
+    generation want, got;
+    if (!CHECK(start_nodes(plain, all, 3, pids), "the attacked pipeline starts")) return;
+    generate(plain, NULL, 5, &want);
+    CHECK(want.rc == 0 && want.n == NEW, "a first generation: %s", want.err);
+
+    /* 1100 messages, each on a connection of its own (they once each made a node dial out). */
+    sl_msg fwd = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16, .ids = prompt, .n_ids = T};
+    for (int i = 0; i < 1100; i++) {
+        zsock_t *s = raw_client(endpoint, NULL, NULL);
+        fwd.session = 100000 + (uint64_t)i;
+        send_msg_on(s, &fwd);
+        zsock_destroy(&s);
+    }
+    /* Training messages to a trunk that does not train: no weight changes, no checkpoint written. */
+    zsock_t *t = raw_client(trunk_at, NULL, NULL);
+    float x[2 * 48], g[2 * 48];
+    for (int i = 0; i < 2 * 48; i++)
+        x[i] = 0.1f * (float)i, g[i] = 100;
+    sl_msg tf = {
+        .kind = SL_MSG_FORWARD, .session = 7, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
+    sl_msg tb = {.kind = SL_MSG_BACKWARD,
+                 .session = 7,
+                 .step = 1,
+                 .x = g,
+                 .rows = 2,
+                 .cols = 48,
+                 .update = true,
+                 .lr = 10,
+                 .grad_scale = 1};
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = 7, .step = 2};
+    snprintf(save.dir, sizeof save.dir, "overwritten");
+    char message[512];
+    CHECK(exchange(t, &tf, message, sizeof message) == SL_MSG_ERROR && strstr(message, "train = no"),
+          "a training forward to a serving trunk is refused: %s", message);
+    CHECK(exchange(t, &tb, message, sizeof message) == SL_MSG_ERROR && strstr(message, "next stage"),
+          "a backward sent to a trunk's listen socket is refused: %s", message);
+    CHECK(exchange(t, &save, message, sizeof message) == SL_MSG_ERROR && strstr(message, "train = no"),
+          "a save to a serving trunk is refused: %s", message);
+    char written[PATH_MAX + 16];
+    snprintf(written, sizeof written, "%s/overwritten", tmp);
+    CHECK(access(written, F_OK) != 0, "... and wrote nothing");
+    zsock_destroy(&t);
+
+    /* 100 requests for every position's logits whose answers nobody reads. */
+    long before = rss_kb(pids[0]) + rss_kb(pids[2]);
+    zsock_t *deaf = raw_client(endpoint, NULL, NULL);
+    zsock_set_rcvhwm(deaf, 1);
+    int32_t many[60];
+    for (int i = 0; i < 60; i++)
+        many[i] = prompt[i % T];
+    sl_msg greedy = {
+        .kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 60, .ids = many, .n_ids = 60, .want_logits = true};
+    for (int i = 0; i < 100; i++) {
+        greedy.session = 200000 + (uint64_t)i;
+        send_msg_on(deaf, &greedy);
+        usleep(2000);
+    }
+    usleep(300000);
+    long grown = rss_kb(pids[0]) + rss_kb(pids[2]) - before;
+    CHECK(grown < 40 * 1024, "100 unread logits answers (24 MB) grow the bottom and top by %ld kB (< 40 MB)", grown);
+    zsock_destroy(&deaf);
+
+    /* A flood of new sessions beside a client whose 4 generations must all complete. */
+    pthread_t flood;
+    pthread_create(&flood, NULL, session_flood, endpoint);
+    int exact = 0;
+    for (int i = 0; i < 4; i++) {
+        generate(plain, NULL, 5, &got);
+        exact += got.rc == 0 && got.n == want.n && !memcmp(got.tokens, want.tokens, sizeof got.tokens);
+    }
+    pthread_join(flood, NULL);
+    CHECK(exact == 4, "beside a flood of new sessions, 4 of 4 generations complete exactly (%d): %s", exact, got.err);
+    generate(plain, NULL, 5, &got);
+    CHECK(got.rc == 0 && !memcmp(got.tokens, want.tokens, sizeof got.tokens) &&
+              !memcmp(got.logits, want.logits, sizeof got.logits),
+          "after every attack the pipeline answers exactly as before: %s", got.err);
+    stop_nodes(pids, 3);
+}
+
+/* ---- nodes check at start that the chain agrees ---- */
+
+/* A trunk whose host holds a part of another model (same shape, other weights), or whose
+ * topology expects other activations: generation fails naming both nodes, never wrong numbers. */
+static void test_chain(void)
+{
+    char other[PATH_MAX + 32], other_parts[PATH_MAX + 32], cmd[3 * PATH_MAX];
+    snprintf(other, sizeof other, "%s/other-model", tmp);
+    snprintf(other_parts, sizeof other_parts, "%s/other-parts", tmp);
+    snprintf(cmd, sizeof cmd,
+             "'%s/zmq-splitlearn-mkmodel' -o '%s' --n-layer 5 --n-embd 48 --n-head 3 --n-inner 144 --vocab 1000 "
+             "--n-positions 64 --seed 7 >/dev/null && '%s/zmq-splitlearn-split' '%s' --splits 2,4 -o '%s' >/dev/null",
+             bin, other, bin, other, other_parts);
+    if (!CHECK(system(cmd) == 0, "another model of the same shape, split the same way")) return;
+    int base = check_port(next_port);
+    next_port += 4;
+    char good[PATH_MAX], wrong[PATH_MAX], f16[PATH_MAX];
+    snprintf(good, sizeof good, "%s/chain.ini", tmp);
+    snprintf(wrong, sizeof wrong, "%s/chain-other.ini", tmp);
+    snprintf(f16, sizeof f16, "%s/chain-f16.ini", tmp);
+    write_topology(good, false, base, 0, certs);
+    write_topology(wrong, false, base, 0, certs);
+    write_topology(f16, false, base, 0, certs);
+    sl_err err;
+    char *text = sl_read_text_file(wrong, 1 << 16, &err), *at = text ? strstr(text, parts) : NULL;
+    char moved[24576];
+    if (at) snprintf(moved, sizeof moved, "%.*s%s%s", (int)(at - text), text, other_parts, at + strlen(parts));
+    if (at) sl_write_text_file(wrong, moved, &err);
+    free(text);
+    text = sl_read_text_file(f16, 1 << 16, &err);
+    if (text) snprintf(moved, sizeof moved, "[pipeline]\nactivations = f16\n%s", strstr(text, "[pipeline]") + 11);
+    if (text) sl_write_text_file(f16, moved, &err);
+    free(text);
+    const char *trunk_topologies[2] = {wrong, f16}, *why[2] = {"another model", "f16 activations"};
+    for (int k = 0; k < 2; k++) {
+        pid_t ends[2], trunk;
+        const int outer[2] = {0, 2}, middle[1] = {1};
+        bool up = start_nodes(good, outer, 2, ends) && start_nodes(trunk_topologies[k], middle, 1, &trunk);
+        generation got;
+        if (up) generate(good, NULL, 5, &got);
+        CHECK(up && got.rc != 0 && strstr(got.err, "chain does not agree") &&
+                  strstr(got.err, "[node.bottom] -> [node.trunk1]"),
+              "a trunk with %s: the client is told, naming both nodes: %s", why[k], up ? got.err : "(not started)");
+        stop_nodes(&trunk, 1);
+        stop_nodes(ends, 2);
+    }
+    pid_t all3[3];
+    const int all[3] = {0, 1, 2};
+    generation got;
+    bool up = start_nodes(good, all, 3, all3);
+    if (up) generate(good, NULL, 5, &got);
+    CHECK(up && got.rc == 0 && wait_for(log_path, "the chain agrees with the next stage", 1),
+          "the right parts: the chain agrees and generates: %s", up ? got.err : "");
+    stop_nodes(all3, 3);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
+    zsys_set_max_sockets(0); /* as many as the system allows: the attacks open a thousand connections */
     const char *b = getenv("SL_BIN");
     snprintf(bin, sizeof bin, "%s", b && *b ? b : "bin");
     if (check_tmpdir(tmp, sizeof tmp, "security") != 0) return 1;
-    if (make_split_and_keys() == 0 && check_selected("curve")) test_curve();
+    if (make_split_and_keys() == 0) {
+        if (check_selected("curve")) test_curve();
+        if (check_selected("attacks")) test_attacks();
+        if (check_selected("chain")) test_chain();
+    }
     check_rmtree(tmp);
     return check_done();
 }
