@@ -159,6 +159,7 @@ what.zmq-splitlearn-info := describe a model, split, part or checkpoint
 what.zmq-splitlearn-tokenize := GPT-2 byte-level BPE: text to token ids and back
 what.zmq-splitlearn-mkmodel := write a random GPT-2 of any shape
 what.zmq-splitlearn-import := import the split parts of a PyTorch seed library
+what.zmq-splitlearn-keygen := make a CurveZMQ key pair for a node, client or trainer
 what.zmq-splitlearn-bench := benchmark inference kernels at a model's shape
 what.zmq-splitlearn-bench-pipeline := benchmark a 3-stage pipeline against the whole model
 $(BUILD)/man/%.1: $(BIN)/%

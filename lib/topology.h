@@ -23,7 +23,7 @@ typedef struct sl_topo_node {
     int line;      /* where its section starts */
     sl_role role;
     int first, last;              /* layers = first-last: blocks [first, last) */
-    char listen[SL_MAX_ENDPOINT]; /* its PULL socket binds here; the previous stage connects */
+    char listen[SL_MAX_ENDPOINT]; /* its ROUTER binds here; the previous stage (or clients) connect */
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */

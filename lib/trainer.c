@@ -418,6 +418,13 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
         sl_fail(err, "%s has no trunk: train it in this process", topo->path);
         return NULL;
     }
+    for (int i = 1; i < topo->n_nodes - 1; i++)
+        if (!topo->nodes[i].train) {
+            sl_fail(err,
+                    "%s:%d: [node.%s] does not train (train = no, the default): set train = yes there or in [pipeline]",
+                    topo->path, topo->nodes[i].line, topo->nodes[i].name);
+            return NULL;
+        }
     sl_trainer *t = trainer_alloc(opts, err);
     if (!t) return NULL;
     t->topo = *topo;

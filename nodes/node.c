@@ -1,6 +1,7 @@
-/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), binds its
- * PULL socket, and for every message runs its layers and pushes the result on: activations to
- * the next stage, or, at the top, the sampled token to the client that asked. */
+/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), listens on a
+ * ROUTER socket and reaches its next stage through a DEALER; for every request it runs its layers
+ * and sends the activations on, or, at the top, sends the sampled token back the way the request
+ * came (answers travel back along the chain to the client's own connection to the bottom). */
 #include "clock.h"
 #include "cli.h"
 #include "cpu.h"

@@ -832,7 +832,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     sl_part_destroy(&part);
     sl_trainer_destroy(&l2);
     sl_trainer_destroy(&local);
-    /* What the trunks received: activations forward, gradients back, a save; never ids or labels. */
+    /* What the trunks received: activations forward, gradients back, a save, a neighbour's hello;
+     * never ids or labels. */
     char *seen = sl_read_text_file(trace, 1 << 20, &err);
     int lines = 0, clean = 0;
     for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
@@ -841,7 +842,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
                  !strncmp(line, "save ids=0 x=0", 14);
     }
     for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        clean += !strncmp(line, "load ids=0 x=0", 14) + !strncmp(line, "update ids=0 x=0", 16);
+        clean += !strncmp(line, "load ids=0 x=0", 14) + !strncmp(line, "update ids=0 x=0", 16) +
+                 !strncmp(line, "hello ids=0 x=0", 15) + !strncmp(line, "ack ids=0 x=0", 13); /* checking the chain */
     CHECK(lines > 0 && clean == lines, "%s: trunks received only activations and gradients (%d of %d messages)", label,
           clean, lines);
     free(seen);

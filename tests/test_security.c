@@ -536,7 +536,7 @@ static void test_attacks(void)
  * topology expects other activations: generation fails naming both nodes, never wrong numbers. */
 static void test_chain(void)
 {
-    char other[PATH_MAX + 32], other_parts[PATH_MAX + 32], cmd[3 * PATH_MAX];
+    char other[PATH_MAX + 32], other_parts[PATH_MAX + 32], cmd[4 * PATH_MAX + 512];
     snprintf(other, sizeof other, "%s/other-model", tmp);
     snprintf(other_parts, sizeof other_parts, "%s/other-parts", tmp);
     snprintf(cmd, sizeof cmd,
@@ -560,7 +560,7 @@ static void test_chain(void)
     if (at) sl_write_text_file(wrong, moved, &err);
     free(text);
     text = sl_read_text_file(f16, 1 << 16, &err);
-    if (text) snprintf(moved, sizeof moved, "[pipeline]\nactivations = f16\n%s", strstr(text, "[pipeline]") + 11);
+    if (text) snprintf(moved, sizeof moved, "[pipeline]\nactivations = f16\n%.16000s", strstr(text, "[pipeline]") + 11);
     if (text) sl_write_text_file(f16, moved, &err);
     free(text);
     const char *trunk_topologies[2] = {wrong, f16}, *why[2] = {"another model", "f16 activations"};

@@ -4,6 +4,7 @@
  * parameters, bytes, SHA-256 (recomputed and compared with --verify), step and loss. */
 #include "checkpoint.h"
 #include "cli.h"
+#include "config.h"
 #include "fileio.h"
 #include "json.h"
 #include "part.h"
@@ -131,17 +132,8 @@ static int describe_file(const char *path, const char *recorded, bool verify, cJ
     return verify ? verify_file(path, recorded, entry, err) : 0;
 }
 
-static void add_config(cJSON *root, const sl_config *cfg)
-{
-    cJSON *c = cJSON_AddObjectToObject(root, "config");
-    cJSON_AddNumberToObject(c, "n_layer", cfg->n_layer);
-    cJSON_AddNumberToObject(c, "n_embd", cfg->n_embd);
-    cJSON_AddNumberToObject(c, "n_head", cfg->n_head);
-    cJSON_AddNumberToObject(c, "n_inner", cfg->n_inner);
-    cJSON_AddNumberToObject(c, "vocab_size", cfg->vocab_size);
-    cJSON_AddNumberToObject(c, "n_positions", cfg->n_positions);
-    cJSON_AddBoolToObject(c, "tie_word_embeddings", cfg->tie_word_embeddings);
-}
+/* The model's config.json, as HF writes it. */
+static void add_config(cJSON *root, const sl_config *cfg) { cJSON_AddItemToObject(root, "config", sl_config_to_json(cfg)); }
 
 /* ---- what a path holds ---- */
 
