@@ -114,7 +114,8 @@ bool sl_same_dir(const char *a, const char *b)
 static bool takes_files(const char *dir)
 {
     char probe[PATH_MAX];
-    if (snprintf(probe, sizeof probe, "%s/.sl-probe-XXXXXX", dir) >= (int)sizeof probe) return errno = ENAMETOOLONG, false;
+    if (snprintf(probe, sizeof probe, "%s/.sl-probe-XXXXXX", dir) >= (int)sizeof probe)
+        return errno = ENAMETOOLONG, false;
     int fd = mkstemp(probe);
     if (fd < 0) return false;
     close(fd);
@@ -156,7 +157,8 @@ int sl_check_output(const char *path, bool is_dir, sl_err *err)
         while (is_dir && access(dir, F_OK) != 0 && strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0)
             to_parent(dir);
         if (!is_directory(dir))
-            return sl_fail(err, "%s: %s %s", path, dir, access(dir, F_OK) == 0 ? "is not a directory" : "does not exist");
+            return sl_fail(err, "%s: %s %s", path, dir,
+                           access(dir, F_OK) == 0 ? "is not a directory" : "does not exist");
     }
     if (!takes_files(dir)) return sl_fail(err, "%s: cannot write in %s: %s", path, dir, strerror(errno));
     return 0;

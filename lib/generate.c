@@ -82,7 +82,8 @@ int sl_gen_opts_finish(sl_gen_opts *o, int argc, char **argv, int first, const c
     if (sl_sampling_check(&o->sampling, err) != 0) return -1;
     if (o->sampling.greedy || o->seed_given) return 0;
     uint64_t seed;
-    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) return sl_fail(err, "cannot draw a seed: give --seed");
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+        return sl_fail(err, "cannot draw a seed: give --seed");
     o->sampling.seed = seed & (uint64_t)__LONG_MAX__; /* what --seed takes back */
     o->seed_drawn = true;
     return 0;
@@ -112,7 +113,9 @@ sl_tokenizer *sl_gen_tokenizer(const char *vocab_dir, const char *model_dir, int
     snprintf(used_dir, used_size, "%s", dir);
     sl_tokenizer *tok = sl_tokenizer_new(dir, err);
     if (tok && vocab_size > 0 && sl_tokenizer_vocab_size(tok) != vocab_size) {
-        sl_fail(err, "the model has a vocabulary of %d tokens but the vocab in use (%s%s) has %d: give the model's own with --vocab DIR",
+        sl_fail(err,
+                "the model has a vocabulary of %d tokens but the vocab in use (%s%s) has %d: give the model's own with "
+                "--vocab DIR",
                 vocab_size, *bundled ? "the bundled GPT-2 vocab, " : "", dir, sl_tokenizer_vocab_size(tok));
         sl_tokenizer_destroy(&tok);
     }

@@ -21,8 +21,8 @@ typedef struct sl_gen_opts {
     int n_ids;
     int max_new_tokens;
     sl_sampling sampling;
-    bool seed_given;  /* --seed S; else sampling draws a fresh seed (sl_gen_opts_finish) */
-    bool seed_drawn;  /* the seed was drawn: the tool prints it, so the run can be repeated */
+    bool seed_given; /* --seed S; else sampling draws a fresh seed (sl_gen_opts_finish) */
+    bool seed_drawn; /* the seed was drawn: the tool prints it, so the run can be repeated */
     bool print_ids, ignore_eos, quiet;
     const char *logits_path; /* --logits FILE */
     const char *vocab_dir;   /* --vocab DIR */
@@ -40,7 +40,7 @@ typedef struct sl_gen_opts {
 #define SL_GEN_USAGE                                                                                                   \
     "  --ids 1,2,3            the prompt as token ids instead of text\n"                                               \
     "  --max-new-tokens N     tokens to generate (default 32; 0: only the prompt's logits)\n"                          \
-    "  --greedy               argmax decoding (the default; so is --temperature 0)\n"                                 \
+    "  --greedy               argmax decoding (the default; so is --temperature 0)\n"                                  \
     "  --temperature T --top-k K --top-p P --seed S   sampling, reproducible with --seed (without\n"                   \
     "                         one a fresh seed is drawn and printed on stderr)\n"                                      \
     "  --ignore-eos           do not stop at the end-of-text token\n"                                                  \

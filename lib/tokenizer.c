@@ -430,8 +430,7 @@ static int add_hf_merge(sl_tokenizer *t, const merges_reader *r, const cJSON *it
     return rc;
 }
 
-static int load_hf_merges(sl_tokenizer *t, const token_index *index, const cJSON *merges, const char *path,
-                          sl_err *err)
+static int load_hf_merges(sl_tokenizer *t, const token_index *index, const cJSON *merges, const char *path, sl_err *err)
 {
     if (!cJSON_IsArray(merges)) return sl_fail(err, "%s: model.merges: expected an array", path);
     merges_reader reader;

@@ -94,8 +94,8 @@ static void test_gen_opts(void)
     CHECK(apply(&o, "seed", "4", &err) == 0 && o.sampling.greedy, "--seed alone stays greedy");
     static const struct {
         const char *name, *arg;
-    } bad[] = {{"temperature", "1e-9"}, {"temperature", "-1"}, {"top-k", "-1"},       {"top-p", "0"},
-               {"top-p", "1.5"},     {"seed", "-1"},        {"max-new-tokens", "x"}, {"ids", "1,,x"}};
+    } bad[] = {{"temperature", "1e-9"}, {"temperature", "-1"}, {"top-k", "-1"},         {"top-p", "0"},
+               {"top-p", "1.5"},        {"seed", "-1"},        {"max-new-tokens", "x"}, {"ids", "1,,x"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         sl_gen_opts_init(&o);
         CHECK(apply(&o, bad[i].name, bad[i].arg, &err) == -1 && strstr(err.msg, bad[i].name),

@@ -578,8 +578,7 @@ static void check_hf_refused(const char *dir, const char *what, const char *path
     if (!want)
         CHECK(tok != NULL && sl_tokenizer_vocab_size(tok) == 257, "%s: read (%s)", what, tok ? "" : err.msg);
     else
-        CHECK(!tok && strstr(err.msg, "tokenizer.json") && strstr(err.msg, want), "%s: refused: \"%s\"", what,
-              err.msg);
+        CHECK(!tok && strstr(err.msg, "tokenizer.json") && strstr(err.msg, want), "%s: refused: \"%s\"", what, err.msg);
     sl_tokenizer_destroy(&tok);
 }
 

@@ -51,8 +51,10 @@ static void test_valid(void)
           "fields as written");
     CHECK(t.nodes[0].line == 14 && t.nodes[2].line == 27, "section lines %d %d", t.nodes[0].line, t.nodes[2].line);
     char edge[4096];
-    snprintf(edge, sizeof edge, "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
-             "listen = tcp://127.0.0.1:65535\n[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://[::1]:1\n", parts);
+    snprintf(edge, sizeof edge,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
+             "listen = tcp://127.0.0.1:65535\n[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://[::1]:1\n",
+             parts);
     CHECK(load_text(edge, &t, false, &err) == 0, "ports 65535 and 1 (an IPv6 host) are valid: %s", err.msg);
 }
 
@@ -131,8 +133,9 @@ static void test_errors(void)
     expect("not ini", "[pipeline\nparts = x\n", false, "t.ini:1: not INI syntax");
     expect("not ini 2", "[pipeline]\nparts x\n", false, "t.ini:2: not INI syntax");
     expect("key before section", "parts = x\n", false, "t.ini:1: 'parts' is outside any section");
-    static const char *const bad_ports[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65536", "tcp://127.0.0.1",
-                                            "tcp://127.0.0.1:http", "tcp://h:-5", "tcp://h:99999999999"};
+    static const char *const bad_ports[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
+                                            "tcp://127.0.0.1",   "tcp://127.0.0.1:http",
+                                            "tcp://h:-5",        "tcp://h:99999999999"};
     for (int i = 0; i < 6; i++) {
         snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlisten = %s\n", parts, bad_ports[i]);
         char want[128];
@@ -140,12 +143,14 @@ static void test_errors(void)
         expect("listen port outside 1..65535", text, false, want);
     }
     snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 5\nname = a\ntimeout = 6\n%s", parts, nodes3);
-    expect("a pipeline key given twice", text, false, "t.ini:5: 'timeout' is given twice in [pipeline] (first at line 3)");
+    expect("a pipeline key given twice", text, false,
+           "t.ini:5: 'timeout' is given twice in [pipeline] (first at line 3)");
     snprintf(text, sizeof text,
              "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
              "layers = 0-3\n",
              parts);
-    expect("a node key given twice", text, false, "t.ini:7: 'layers' is given twice in [node.bottom] (first at line 5)");
+    expect("a node key given twice", text, false,
+           "t.ini:7: 'layers' is given twice in [node.bottom] (first at line 5)");
     sl_topology t;
     sl_err err;
     CHECK(sl_topology_load("/nonexistent/t.ini", &t, false, &err) != 0 && strstr(err.msg, "/nonexistent/t.ini"),

@@ -69,7 +69,8 @@ static void add_tensors(const sl_st_file *f, cJSON *list, double *parameters)
             if (!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(item, "name")), key)) seen = item;
         }
         if (seen) {
-            cJSON_SetNumberValue(cJSON_GetObjectItem(seen, "count"), cJSON_GetObjectItem(seen, "count")->valuedouble + 1);
+            cJSON_SetNumberValue(cJSON_GetObjectItem(seen, "count"),
+                                 cJSON_GetObjectItem(seen, "count")->valuedouble + 1);
             continue;
         }
         int shape[SL_MAX_DIMS];
@@ -133,7 +134,10 @@ static int describe_file(const char *path, const char *recorded, bool verify, cJ
 }
 
 /* The model's config.json, as HF writes it. */
-static void add_config(cJSON *root, const sl_config *cfg) { cJSON_AddItemToObject(root, "config", sl_config_to_json(cfg)); }
+static void add_config(cJSON *root, const sl_config *cfg)
+{
+    cJSON_AddItemToObject(root, "config", sl_config_to_json(cfg));
+}
 
 /* ---- what a path holds ---- */
 
@@ -288,7 +292,9 @@ static void print_tensors(const cJSON *files)
         const cJSON *sha = cJSON_GetObjectItem(file, "sha256"), *ok = cJSON_GetObjectItem(file, "verified");
         printf("  %s  %.0f bytes%s%s%s\n", cJSON_GetStringValue(cJSON_GetObjectItem(file, "file")),
                number(file, "bytes"), sha ? "  sha256 " : "", sha ? sha->valuestring : "",
-               !ok ? "" : cJSON_IsTrue(ok) ? " (verified)" : " (DOES NOT MATCH)");
+               !ok                ? ""
+               : cJSON_IsTrue(ok) ? " (verified)"
+                                  : " (DOES NOT MATCH)");
         cJSON_ArrayForEach(t, cJSON_GetObjectItem(file, "tensors"))
         {
             printf("    %-28s %-4s [", cJSON_GetStringValue(cJSON_GetObjectItem(t, "name")),
@@ -308,8 +314,7 @@ static void print_text(const cJSON *root)
     const cJSON *cfg = cJSON_GetObjectItem(root, "config"), *parts = cJSON_GetObjectItem(root, "parts"), *p;
     printf("%s: %s", cJSON_GetStringValue(cJSON_GetObjectItem(root, "path")), kind);
     if (parts && strcmp(kind, "part") != 0) printf(" of %d parts", cJSON_GetArraySize(parts));
-    if (cJSON_GetObjectItem(root, "step"))
-        printf(", step %.0f, loss %.6f", number(root, "step"), number(root, "loss"));
+    if (cJSON_GetObjectItem(root, "step")) printf(", step %.0f, loss %.6f", number(root, "step"), number(root, "loss"));
     printf("\n");
     if (cfg)
         printf("model: %.0f layers, %.0f wide, %.0f heads, n_inner %.0f, vocab %.0f, %.0f positions%s\n",

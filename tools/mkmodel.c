@@ -67,20 +67,11 @@ static int write_cut_vocab(const char *dir, int n, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {{"n-layer", 1, 0, 'L'},
-                                            {"n-embd", 1, 0, 'C'},
-                                            {"n-head", 1, 0, 'H'},
-                                            {"n-inner", 1, 0, 'I'},
-                                            {"vocab", 1, 0, 'v'},
-                                            {"n-positions", 1, 0, 'P'},
-                                            {"seed", 1, 0, 's'},
-                                            {"dtype", 1, 0, 'd'},
-                                            {"shards", 1, 0, 'S'},
-                                            {"untied", 0, 0, 'u'},
-                                            {"output", 1, 0, 'o'},
-                                            {"force", 0, 0, 'f'},
-                                            SL_TOOL_OPTIONS,
-                                            {0, 0, 0, 0}};
+    static const struct option options[] = {{"n-layer", 1, 0, 'L'}, {"n-embd", 1, 0, 'C'}, {"n-head", 1, 0, 'H'},
+                                            {"n-inner", 1, 0, 'I'}, {"vocab", 1, 0, 'v'},  {"n-positions", 1, 0, 'P'},
+                                            {"seed", 1, 0, 's'},    {"dtype", 1, 0, 'd'},  {"shards", 1, 0, 'S'},
+                                            {"untied", 0, 0, 'u'},  {"output", 1, 0, 'o'}, {"force", 0, 0, 'f'},
+                                            SL_TOOL_OPTIONS,        {0, 0, 0, 0}};
     sl_config cfg = {.n_layer = 12,
                      .n_embd = 768,
                      .n_head = 12,

@@ -67,7 +67,8 @@ static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
                                   sizeof vocab, err);
         if (!r->tok && r->opts.prompt) return SL_EXIT_USAGE;
         if (!r->tok) fprintf(stderr, "%s: %s: the text is not shown\n", prog, err->msg);
-        if (r->tok && bundled) fprintf(stderr, "%s: %s has no vocab: using the bundled GPT-2 vocab (%s)\n", prog, model_dir, vocab);
+        if (r->tok && bundled)
+            fprintf(stderr, "%s: %s has no vocab: using the bundled GPT-2 vocab (%s)\n", prog, model_dir, vocab);
         r->text.tok = r->tok;
     }
     if (r->opts.prompt) {
@@ -144,7 +145,7 @@ static int generate(run *r, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {SL_GEN_OPTIONS, {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
+    static const struct option options[] = {SL_GEN_OPTIONS,     {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
                                             {"pin", 0, 0, 'p'}, SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
     run r = {0};
     sl_gen_opts_init(&r.opts);
@@ -172,7 +173,8 @@ int main(int argc, char **argv)
     if (rc == 0) rc = sl_gen_opts_finish(&r.opts, argc, argv, optind, "MODEL_DIR", &target, &err);
     if (rc == 0 && r.opts.logits_path) rc = sl_check_output(r.opts.logits_path, false, &err);
     if (rc != 0) return sl_tool_usage_error(prog, err.msg);
-    if (r.opts.seed_drawn) fprintf(stderr, "%s: sampling with --seed %llu\n", prog, (unsigned long long)r.opts.sampling.seed);
+    if (r.opts.seed_drawn)
+        fprintf(stderr, "%s: sampling with --seed %llu\n", prog, (unsigned long long)r.opts.sampling.seed);
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
     sl_checkpoint *ck = NULL;

@@ -157,7 +157,8 @@ int main(int argc, char **argv)
     const char *target = NULL, *cert = NULL;
     int status = parse(&s, argc, argv, &timeout, &cert, &target);
     if (status >= 0) return status;
-    if (s.opts.seed_drawn) fprintf(stderr, "%s: sampling with --seed %llu\n", prog, (unsigned long long)s.opts.sampling.seed);
+    if (s.opts.seed_drawn)
+        fprintf(stderr, "%s: sampling with --seed %llu\n", prog, (unsigned long long)s.opts.sampling.seed);
     sl_err err;
     sl_topology topo;
     if (sl_topology_load(target, &topo, false, &err) != 0) return sl_tool_usage_error(prog, err.msg);

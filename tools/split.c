@@ -103,8 +103,7 @@ static int prepare_output(const char *out, bool force, sl_err *err)
         return sl_fail(err, "%s holds a split already (%d parts): give --force to replace it, or another -o", out, n),
                SL_EXIT_USAGE;
     if (!force)
-        return sl_fail(err, "%s is not empty: give --force to write into it anyway, or another -o", out),
-               SL_EXIT_USAGE;
+        return sl_fail(err, "%s is not empty: give --force to write into it anyway, or another -o", out), SL_EXIT_USAGE;
     if (n > 0) {
         remove_split(out, old, n);
         printf("removed the split that was in %s (%d parts)\n", out, n);
@@ -116,10 +115,17 @@ static int prepare_output(const char *out, bool force, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'},     {"name", 1, 0, 'n'},
-        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"host-dirs", 1, 0, 'H'}, {"config", 1, 0, 'c'},
-        {"force", 0, 0, 'f'},    SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
+    static const struct option options[] = {{"splits", 1, 0, 's'},
+                                            {"output", 1, 0, 'o'},
+                                            {"dtype", 1, 0, 'd'},
+                                            {"name", 1, 0, 'n'},
+                                            {"topology", 1, 0, 't'},
+                                            {"port", 1, 0, 'p'},
+                                            {"host-dirs", 1, 0, 'H'},
+                                            {"config", 1, 0, 'c'},
+                                            {"force", 0, 0, 'f'},
+                                            SL_TOOL_OPTIONS,
+                                            {0, 0, 0, 0}};
     int32_t splits[SL_MAX_SPLITS];
     int n_splits = 0;
     long port = 5701;
@@ -170,7 +176,8 @@ int main(int argc, char **argv)
     if (rc == 0 && !n_splits) rc = sl_fail(&err, "--splits is required");
     if (rc == 0 && !out) rc = sl_fail(&err, "-o OUT_DIR is required");
     if (rc == 0 && port + n_splits > 65535)
-        rc = sl_fail(&err, "--port %ld: the %d parts need ports up to %ld, over 65535", port, n_splits + 1, port + n_splits);
+        rc = sl_fail(&err, "--port %ld: the %d parts need ports up to %ld, over 65535", port, n_splits + 1,
+                     port + n_splits);
     if (rc == 0 && topology && !force && access(topology, F_OK) == 0)
         rc = sl_fail(&err, "--topology %s exists: give --force to replace it, or another FILE", topology);
     if (rc == 0 && topology && sl_check_output(topology, false, &err) != 0) sl_err_prefix(&err, "--topology"), rc = -1;
@@ -211,7 +218,8 @@ int main(int argc, char **argv)
                             .progress = show_progress,
                             .progress_ctx = &pr};
     sl_part_info parts[SL_MAX_SPLITS + 1];
-    int status = sl_split_check(sl_checkpoint_config(ck), &req, &err) != 0 ? SL_EXIT_USAGE : prepare_output(out, force, &err);
+    int status =
+        sl_split_check(sl_checkpoint_config(ck), &req, &err) != 0 ? SL_EXIT_USAGE : prepare_output(out, force, &err);
     if (status != SL_EXIT_OK) {
         sl_checkpoint_destroy(&ck);
         return sl_tool_usage_error(prog, err.msg);

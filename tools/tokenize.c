@@ -147,8 +147,7 @@ static int run(const char *vocab, bool decoding, char **args, int count, sl_err 
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"vocab", 1, 0, 'v'}, {"decode", 0, 0, 'd'}, SL_TOOL_OPTIONS, {0, 0, 0, 0}};
+    static const struct option options[] = {{"vocab", 1, 0, 'v'}, {"decode", 0, 0, 'd'}, SL_TOOL_OPTIONS, {0, 0, 0, 0}};
     const char *vocab = NULL;
     bool decoding = false;
     int c;

@@ -10,7 +10,8 @@
 #include <stdio.h>
 
 /* The getopt_long entries every program has. */
-#define SL_TOOL_OPTIONS {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}
+#define SL_TOOL_OPTIONS                                                                                                \
+    {"help", 0, 0, 'h'}, { "version", 0, 0, 'V' }
 
 /* --version: "PROG (zmq-splitlearn) VERSION", the form help2man reads. */
 static inline int sl_tool_version(const char *prog)

@@ -324,9 +324,10 @@ static void plot(const char *log_path, const char *png, const char *title, long 
     gnuplot_string(fp, png);
     fputs("\nset title ", fp);
     gnuplot_string(fp, title);
-    fprintf(fp, " noenhanced\nset datafile separator ','\nset key autotitle columnhead\nset xlabel 'step'\n"
-                "set ylabel 'loss'\nset grid\nset xtics %ld\nset format x '%%.0f'\nset autoscale xfix\n"
-                "set offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\nplot ",
+    fprintf(fp,
+            " noenhanced\nset datafile separator ','\nset key autotitle columnhead\nset xlabel 'step'\n"
+            "set ylabel 'loss'\nset grid\nset xtics %ld\nset format x '%%.0f'\nset autoscale xfix\n"
+            "set offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\nplot ",
             tic_step(steps));
     gnuplot_string(fp, log_path);
     fputs(" using 1:2 with lines title 'train', '' using 1:(strcol(3) eq '' ? NaN : $3) with linespoints pt 7 "
@@ -353,8 +354,8 @@ static void plot_title(const run *r, char *out, size_t size)
     } else {
         snprintf(data, sizeof data, "--ids (%d tokens)", r->n_ids);
     }
-    int len = snprintf(out, size, "%s: lr %g, batch %d x %d", data, (double)r->opts.adamw.lr, r->opts.batch,
-                       r->opts.seq_len);
+    int len =
+        snprintf(out, size, "%s: lr %g, batch %d x %d", data, (double)r->opts.adamw.lr, r->opts.batch, r->opts.seq_len);
     if (r->opts.grad_accum > 1 && len > 0 && (size_t)len < size)
         snprintf(out + len, size - (size_t)len, " x %d accumulated", r->opts.grad_accum);
 }
@@ -609,8 +610,9 @@ static int preflight(const run *r, const sl_topology *topo, const sl_part_info *
         if (!dir[0] || !sl_topology_host_is_local(node->host)) continue; /* the node checks it at the first save */
         if (sl_check_output(dir, true, err) != 0 ||
             sl_check_space(dir, saves * save_bytes(part_of(node, parts, n_parts)), err) != 0) {
-            sl_err_prefix(err, "%s (on this host) cannot save its part in %s; set checkpoint_root in [pipeline] of %s "
-                               "to a directory it can write",
+            sl_err_prefix(err,
+                          "%s (on this host) cannot save its part in %s; set checkpoint_root in [pipeline] of %s "
+                          "to a directory it can write",
                           node->name, dir, topo->path);
             return SL_EXIT_USAGE;
         }
@@ -689,8 +691,7 @@ static int train(run *r, sl_err *err)
         if (rc != 0) name_last_checkpoint(ckpt, ckpt_step, err);
     }
     progress_end(&pr);
-    if (stop_requested && tr)
-        fprintf(stderr, "%s: stopping at step %ld\n", prog, sl_trainer_step_count(tr));
+    if (stop_requested && tr) fprintf(stderr, "%s: stopping at step %ld\n", prog, sl_trainer_step_count(tr));
     if (rc == 0 && r->save_dir) {
         bool saved = ckpt == r->save_dir && ckpt_step == sl_trainer_step_count(tr); /* announced already */
         rc = sl_trainer_save(tr, r->save_dir, loss, err);
