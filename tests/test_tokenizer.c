@@ -3,6 +3,7 @@
  * arbitrary bytes, long pieces, token by token through the streaming UTF-8 helper, load and
  * decode errors, and HF's tokenizer.json (the same cases; what is not GPT-2's kind refused). */
 #include "check.h"
+#include "gpt2_alphabet.h"
 #include "fileio.h"
 #include "rng.h"
 #include "tokenizer.h"
@@ -155,21 +156,6 @@ static void test_encode_appends(sl_tokenizer *tok, const cJSON *root)
 }
 
 /* ---- a small made-up vocab, to pin down merge order ---- */
-
-/* The GPT-2 alphabet character of byte b, as UTF-8. */
-static void alphabet_char(int b, char out[3])
-{
-    int moved = 0;
-    for (int x = 0; x < b; x++)
-        moved += !((x >= '!' && x <= '~') || (x >= 0xa1 && x <= 0xac) || (x >= 0xae && x <= 0xff));
-    bool itself = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    int cp = itself ? b : 256 + moved;
-    if (cp < 0x80) {
-        out[0] = (char)cp, out[1] = '\0';
-    } else {
-        out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f)), out[2] = '\0';
-    }
-}
 
 /* Writes dir/vocab.json: the 256 byte tokens (id = byte) then the extra tokens (ids 256..). */
 static void write_vocab(const char *dir, const char *const *extra, int n_extra)

@@ -1,24 +1,12 @@
 /* tokenizer_json_seeds.c — writes small HF tokenizer.json files (GPT-2's byte tokens and a few
  * merges, merges as "A B" and as pairs, and refused kinds), one file each into a directory: the
  * seed corpus `make fuzz` gives fuzz_tokenizer_json. Usage: tokenizer_json_seeds DIR */
+#include "gpt2_alphabet.h"
+
 #include <cJSON.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* GPT-2's alphabet character of byte b, as UTF-8. */
-static void alphabet_char(int b, char out[3])
-{
-    int moved = 0;
-    for (int x = 0; x < b; x++)
-        moved += !((x >= '!' && x <= '~') || (x >= 0xa1 && x <= 0xac) || (x >= 0xae && x <= 0xff));
-    bool itself = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    int cp = itself ? b : 256 + moved;
-    if (cp < 0x80)
-        out[0] = (char)cp, out[1] = '\0';
-    else
-        out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f)), out[2] = '\0';
-}
 
 static int write_seed(const char *dir, const char *name, const char *merges, const char *model_type)
 {

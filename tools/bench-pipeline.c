@@ -351,12 +351,8 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
         else if (c == 'P')
             rc = sl_parse_long(optarg, "--port", 1024, 65000, &port, &err);
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return sl_tool_version("zmq-splitlearn-bench-pipeline");
         else
-            return sl_tool_usage_error("zmq-splitlearn-bench-pipeline", NULL);
+            return sl_tool_other_option(c, "zmq-splitlearn-bench-pipeline", usage);
     }
     if (rc == 0 && argc - optind != 2) rc = sl_fail(&err, "give MODEL_DIR and PARTS_DIR");
     if (rc != 0) return sl_tool_usage_error("zmq-splitlearn-bench-pipeline", err.msg);

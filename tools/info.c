@@ -348,12 +348,8 @@ int main(int argc, char **argv)
             verify = true;
         else if (c == 'j')
             json = true;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return sl_tool_version(prog);
         else
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
     }
     if (argc - optind != 1) return sl_tool_usage_error(prog, "give one PATH");
     sl_err err;

@@ -73,12 +73,8 @@ int main(int argc, char **argv)
             rc = sl_parse_float_dtype(optarg, "--dtype", &dtype, &err);
         else if (c == 'f')
             force = true;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return sl_tool_version(prog);
         else
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
     }
     if (rc == 0 && (argc - optind != 1 || !out)) rc = sl_fail(&err, "give PARTS_DIR and -o HF_DIR");
     char existing[PATH_MAX + 32];

@@ -124,13 +124,8 @@ int main(int argc, char **argv)
         case 'f':
             force = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return SL_EXIT_OK;
-        case 'V':
-            return sl_tool_version(prog);
         default:
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
         }
     }
     if (rc == 0 && !out) rc = sl_fail(&err, "-o DIR is required");

@@ -162,12 +162,8 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--threads", 1, 1024, &threads, &err);
         else if (c == 'p')
             pin = true;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return sl_tool_version(prog);
         else
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
     }
     const char *target = NULL;
     if (rc == 0) rc = sl_gen_opts_finish(&r.opts, argc, argv, optind, "MODEL_DIR", &target, &err);

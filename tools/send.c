@@ -115,12 +115,8 @@ static int parse(send_ctx *s, int argc, char **argv, double *timeout, const char
             rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, timeout, &err);
         else if (c == 'C')
             *cert = optarg;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return sl_tool_version(prog);
         else
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
     }
     if (rc == 0) rc = sl_gen_opts_finish(&s->opts, argc, argv, optind, "TOPOLOGY.ini", target, &err);
     if (rc == 0 && s->opts.logits_path) rc = sl_check_output(s->opts.logits_path, false, &err);

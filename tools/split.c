@@ -163,13 +163,8 @@ int main(int argc, char **argv)
         case 'H':
             host_dirs = optarg;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return SL_EXIT_OK;
-        case 'V':
-            return sl_tool_version(prog);
         default:
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
         }
     }
     if (rc == 0 && optind != argc - 1) rc = sl_fail(&err, "give exactly one MODEL_DIR");

@@ -157,12 +157,8 @@ int main(int argc, char **argv)
             vocab = optarg;
         else if (c == 'd')
             decoding = true;
-        else if (c == 'h')
-            return fputs(usage, stdout) == EOF ? SL_EXIT_FAILURE : SL_EXIT_OK;
-        else if (c == 'V')
-            return sl_tool_version(prog);
         else
-            return sl_tool_usage_error(prog, NULL);
+            return sl_tool_other_option(c, prog, usage);
     }
     if (decoding ? optind >= argc : argc - optind != 1)
         return sl_tool_usage_error(prog, decoding ? "give the ids to decode (or -)" : "give one TEXT (or -)");

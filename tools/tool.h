@@ -29,4 +29,13 @@ static inline int sl_tool_usage_error(const char *prog, const char *msg)
     return SL_EXIT_USAGE;
 }
 
+/* getopt_long's answer c that no option of the program's own took: --help (usage on stdout),
+ * --version, or a bad option (getopt named it). Returns the exit status. */
+static inline int sl_tool_other_option(int c, const char *prog, const char *usage)
+{
+    if (c == 'h') return fputs(usage, stdout) == EOF ? SL_EXIT_FAILURE : SL_EXIT_OK;
+    if (c == 'V') return sl_tool_version(prog);
+    return sl_tool_usage_error(prog, NULL);
+}
+
 #endif

@@ -191,13 +191,8 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
         case 'Z':
             r->local = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            exit(SL_EXIT_OK);
-        case 'V':
-            exit(sl_tool_version(prog));
-        default:
-            exit(sl_tool_usage_error(prog, NULL)); /* getopt named the option */
+        default: /* --help, --version or a bad option: nothing more to do */
+            exit(sl_tool_other_option(c, prog, usage));
         }
     }
     if (rc != 0) return -1;
