@@ -178,8 +178,8 @@ check "two hosts: resuming gives the uninterrupted losses" \
     test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step ' "$tmp/hosts.log")"
 kill -TERM $launcher; wait $launcher
 
-# a trunk killed mid-training: the trainer stops at once naming it and the last checkpoint,
-# and --resume from there continues with the losses of an uninterrupted run
+# a trunk killed mid-training, with --recover-wait 0: the trainer stops at once naming it and the
+# last checkpoint, and --resume from there continues with the losses of an uninterrupted run
 start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background, $launcher
     "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --only trunk1 --ready-file "$1" >>"$tmp/launch3.log" 2>&1 &
     launcher=$!
@@ -187,7 +187,7 @@ start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background
 }
 start_trunk "$tmp/ready3"
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 1000000 --save-dir "$tmp/ckpt3" \
-    --save-every 2 >"$tmp/killed.log" 2>&1 &
+    --save-every 2 --recover-wait 0 >"$tmp/killed.log" 2>&1 &
 trainer=$!
 for _ in $(seq 600); do grep -q '^step 5 ' "$tmp/killed.log" && break; sleep 0.05; done
 t0=$(date +%s)
@@ -207,6 +207,27 @@ kill -TERM $launcher; wait $launcher
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((saved + 2)) >"$tmp/whole.log"
 check "resumed after the crash: the losses of an uninterrupted run" test -n "$saved" -a \
     "$(grep -E "^step $((saved + 1)) |^step $((saved + 2)) " "$tmp/whole.log")" = "$(grep '^step ' "$tmp/after.log")"
+
+# the same with the launcher restarting the trunk (restart = yes): the trainer waits for it,
+# reloads the last checkpoint on every stage and ends with the losses of an uninterrupted run
+sed 's/^\[pipeline\]$/[pipeline]\nrestart = yes/' "$tmp/topo.ini" >"$tmp/restart.ini"
+"$bin/zmq-splitlearn-launch" "$tmp/restart.ini" --only trunk1 --ready-file "$tmp/ready5" >"$tmp/launch5.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/ready5" ] && break; sleep 0.05; done
+"$bin/zmq-splitlearn-train" "$tmp/restart.ini" --ids $train_ids --steps 12 --save-dir "$tmp/ckpt5" --save-every 2 \
+    >"$tmp/recovered.log" 2>&1 &
+trainer=$!
+kill_at=$((3 + $$ % 6)) # a step from 3 to 8, fixed by the shell's pid
+for _ in $(seq 600); do grep -q "^step $kill_at " "$tmp/recovered.log" && break; sleep 0.02; done
+pkill -KILL -f "zmq-splitlearn-node .*--topology-data.* trunk1" || kill -KILL "$(pgrep -P $launcher)"
+wait $trainer
+status=$?
+kill -TERM $launcher; wait $launcher
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 12 >"$tmp/whole12.log"
+check "a trunk killed at step $kill_at and restarted: the trainer recovers by itself (status $status)" \
+    grep -q "^recovered: " "$tmp/recovered.log"
+check "... and ends with the losses of an uninterrupted run" test $status -eq 0 -a \
+    "$(grep '^step 12 ' "$tmp/whole12.log")" = "$(grep '^step 12 ' "$tmp/recovered.log" | tail -n 1)"
 
 # training on text: usage errors against the model, data errors naming file and line, the
 # cosine schedule, the log continued by a resume, the held-out eval loss
