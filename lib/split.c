@@ -134,7 +134,7 @@ static void *hash_source(void *arg)
     return NULL;
 }
 
-static int check_splits(const sl_config *cfg, const sl_split_request *req, sl_err *err)
+int sl_split_check(const sl_config *cfg, const sl_split_request *req, sl_err *err)
 {
     if (req->n_splits < 1 || req->n_splits > SL_MAX_SPLITS)
         return sl_fail(err, "give 1 to %d split points", SL_MAX_SPLITS);
@@ -195,7 +195,7 @@ static void plan_part(part_job *j, const sl_checkpoint *ck, const sl_split_reque
 int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err)
 {
     const sl_config *cfg = sl_checkpoint_config(ck);
-    if (check_splits(cfg, req, err) != 0) return -1;
+    if (sl_split_check(cfg, req, err) != 0) return -1;
     if (sl_mkdirs(req->out_dir, err) != 0) return -1;
     char splits_text[SL_MAX_SPLITS * 8] = "";
     for (int i = 0; i < req->n_splits; i++)

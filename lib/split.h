@@ -40,6 +40,10 @@ typedef struct sl_split_request {
     void *progress_ctx;
 } sl_split_request;
 
+/* Checks req's split points against the model: 1 to SL_MAX_SPLITS, increasing, inside
+ * 1..n_layer-1 (sl_split_write checks them too). */
+int sl_split_check(const sl_config *cfg, const sl_split_request *req, sl_err *err);
+
 /* Writes the parts, their metadata and split.json; parts[] (n_splits + 1 entries) receives what
  * was written. */
 int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);

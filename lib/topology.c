@@ -29,6 +29,12 @@ typedef struct parse_state {
     char certs_raw[PATH_MAX];
     int train_set[SL_MAX_NODES]; /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
     bool pipeline_train;
+    char keys_section[128]; /* the section whose keys keys_seen holds */
+    struct {
+        char key[48];
+        int line;
+    } keys_seen[32]; /* keys of that section so far: a key given twice is an error */
+    int n_keys_seen;
     sl_err *err;
     int rc;
 } parse_state;
@@ -154,6 +160,11 @@ static int parse_endpoint(parse_state *ps, const char *value, char *out)
         strlen(value) < 8)
         return sl_fail(ps->err, "%s:%d: listen = %s: write tcp://HOST:PORT or ipc:///PATH", ps->t->path, ps->line,
                        value);
+    const char *colon = strrchr(value + 6, ':');
+    long port;
+    if (!strncmp(value, "tcp://", 6) && (!colon || sl_parse_long(colon + 1, "port", 1, 65535, &port, NULL) != 0))
+        return sl_fail(ps->err, "%s:%d: listen = %s: the port must be a number in 1..65535 (tcp://HOST:PORT)",
+                       ps->t->path, ps->line, value);
     snprintf(out, SL_MAX_ENDPOINT, "%s", value);
     return 0;
 }
@@ -324,10 +335,28 @@ static int host_key(parse_state *ps, const char *key, const char *value)
                    host_keys);
 }
 
+/* A key given twice in one section is an error (inih would keep the last silently). */
+static int check_repeated_key(parse_state *ps, const char *section, const char *key)
+{
+    if (strcmp(section, ps->keys_section) != 0) {
+        snprintf(ps->keys_section, sizeof ps->keys_section, "%s", section);
+        ps->n_keys_seen = 0;
+    }
+    for (int i = 0; i < ps->n_keys_seen; i++)
+        if (strcmp(ps->keys_seen[i].key, key) == 0)
+            return sl_fail(ps->err, "%s:%d: '%s' is given twice in [%s] (first at line %d); keep one", ps->t->path,
+                           ps->line, key, section, ps->keys_seen[i].line);
+    if (ps->n_keys_seen < (int)(sizeof ps->keys_seen / sizeof ps->keys_seen[0])) {
+        snprintf(ps->keys_seen[ps->n_keys_seen].key, sizeof ps->keys_seen[0].key, "%s", key);
+        ps->keys_seen[ps->n_keys_seen++].line = ps->line;
+    }
+    return 0;
+}
+
 static int on_key(void *user, const char *section, const char *key, const char *value)
 {
     parse_state *ps = user;
-    (void)section;
+    if (ps->rc == 0) ps->rc = check_repeated_key(ps, section, key);
     if (ps->rc != 0) return 0;
     switch (ps->section) {
     case SECTION_PIPELINE:
@@ -590,4 +619,13 @@ int sl_topology_write_local(const char *path, const sl_part_info *parts, int n, 
     free(text);
     free(abs_dir);
     return rc;
+}
+
+bool sl_topology_host_is_local(const char *host)
+{
+    char name[256] = "";
+    gethostname(name, sizeof name - 1);
+    size_t short_len = strcspn(name, ".");
+    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "::1") || !strcmp(host, name) ||
+           (strlen(host) == short_len && !strncmp(host, name, short_len));
 }

@@ -104,6 +104,9 @@ bool sl_endpoint_is_local(const char *endpoint);
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 
+/* Whether host (a node's host = ...) names this machine: localhost, 127.0.0.1, ::1 or its hostname. */
+bool sl_topology_host_is_local(const char *host);
+
 /* Position of node in the chain (0 = bottom). */
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
 

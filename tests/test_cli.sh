@@ -30,8 +30,8 @@ for p in split node launch send run tokenize mkmodel train merge bench bench-pip
     check "$p --help exits 0" status_is 0 "$bin/zmq-splitlearn-$p" --help
 done
 check "run without arguments: usage error 2" status_is 2 "$bin/zmq-splitlearn-run"
-check "run on a missing model: 1" status_is 1 "$bin/zmq-splitlearn-run" "$tmp/none" --ids 1,2
-check "split with bad splits: 1" status_is 1 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 4,2 -o "$tmp/x"
+check "run on a missing model: 2 (a missing file named on the command line)" status_is 2 "$bin/zmq-splitlearn-run" "$tmp/none" --ids 1,2
+check "split with bad splits: 2 (split points the model does not have)" status_is 2 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 4,2 -o "$tmp/x"
 check "send with a bad option: 2" status_is 2 "$bin/zmq-splitlearn-send" --bogus
 
 # run: --print-ids is the last line, the greedy reference of tiny-b's prompt 1
@@ -84,10 +84,13 @@ check "top-k 1000 of a 1000-token vocabulary draws what no top-k draws" test "$(
 # streamed text: the bytes of the generated ids, a character split between two tokens printed
 # whole with the second, an unfinished last one at the end (seed 7 ends on the first byte of a
 # two-byte character; checked below)
+# tiny-b's vocabulary has 1000 tokens: its text is that of GPT-2's first 1000 (mkmodel --vocab cuts it)
+"$bin/zmq-splitlearn-mkmodel" -o "$tmp/vocab-1000" --vocab 1000 --n-layer 1 --n-embd 4 --n-head 1 >/dev/null
 streams_its_ids() { # streams_its_ids PROGRAM TARGET: the text printed before --print-ids's line is the ids' text
     "$bin/zmq-splitlearn-$1" "$2" --ids $ids --max-new-tokens 12 --ignore-eos --temperature 1 --seed 7 --print-ids \
-        >"$tmp/streamed-$1"
-    { "$bin/zmq-splitlearn-tokenize" --decode $(tail -n 1 "$tmp/streamed-$1") && tail -n 1 "$tmp/streamed-$1"; } |
+        --vocab "$tmp/vocab-1000" >"$tmp/streamed-$1"
+    { "$bin/zmq-splitlearn-tokenize" --vocab "$tmp/vocab-1000" --decode $(tail -n 1 "$tmp/streamed-$1") &&
+        tail -n 1 "$tmp/streamed-$1"; } |
         cmp -s - "$tmp/streamed-$1"
 }
 check "run streams the text of its ids, byte for byte" streams_its_ids run "$fixtures/tiny-b"

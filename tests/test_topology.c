@@ -50,6 +50,12 @@ static void test_valid(void)
               t.max_train_tokens == 4096 && strcmp(t.checkpoint_root, "/srv/ckpt") == 0,
           "fields as written");
     CHECK(t.nodes[0].line == 14 && t.nodes[2].line == 27, "section lines %d %d", t.nodes[0].line, t.nodes[2].line);
+    char edge[4096];
+    snprintf(edge, sizeof edge,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
+             "listen = tcp://127.0.0.1:65535\n[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://[::1]:1\n",
+             parts);
+    CHECK(load_text(edge, &t, false, &err) == 0, "ports 65535 and 1 (an IPv6 host) are valid: %s", err.msg);
 }
 
 static void test_errors(void)
@@ -127,6 +133,24 @@ static void test_errors(void)
     expect("not ini", "[pipeline\nparts = x\n", false, "t.ini:1: not INI syntax");
     expect("not ini 2", "[pipeline]\nparts x\n", false, "t.ini:2: not INI syntax");
     expect("key before section", "parts = x\n", false, "t.ini:1: 'parts' is outside any section");
+    static const char *const bad_ports[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
+                                            "tcp://127.0.0.1",   "tcp://127.0.0.1:http",
+                                            "tcp://h:-5",        "tcp://h:99999999999"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlisten = %s\n", parts, bad_ports[i]);
+        char want[128];
+        snprintf(want, sizeof want, "t.ini:4: listen = %s: the port must be a number in 1..65535", bad_ports[i]);
+        expect("listen port outside 1..65535", text, false, want);
+    }
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 5\nname = a\ntimeout = 6\n%s", parts, nodes3);
+    expect("a pipeline key given twice", text, false,
+           "t.ini:5: 'timeout' is given twice in [pipeline] (first at line 3)");
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "layers = 0-3\n",
+             parts);
+    expect("a node key given twice", text, false,
+           "t.ini:7: 'layers' is given twice in [node.bottom] (first at line 5)");
     sl_topology t;
     sl_err err;
     CHECK(sl_topology_load("/nonexistent/t.ini", &t, false, &err) != 0 && strstr(err.msg, "/nonexistent/t.ini"),
@@ -197,8 +221,9 @@ static void test_host_errors(void)
     expect_exact("a host twice", "[host.server]\ndir = /srv\n", "31: [host.server] appears twice (first at line 5)");
     expect_exact("a host name like an option", "[host.-oProxyCommand=x]\n",
                  "31: [host.-oProxyCommand=x]: a host name has letters, digits and ._-@: (no leading '-')");
-    expect_exact("a node's host like an option", "host = -oProxyCommand=x\n",
-                 "31: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
+    /* in a section of its own: [node.top] has a host already, and a key given twice is an error */
+    expect_exact("a node's host like an option", "[node.other]\nhost = -oProxyCommand=x\n",
+                 "32: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
     expect_exact("a node name with a blank", "[node.my top]\n",
                  "31: [node.my top]: a node name has letters, digits and ._- (no leading '-')");
     expect_exact("restart neither yes nor no", "restart = often\n", "31: restart = often: write yes or no");

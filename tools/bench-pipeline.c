@@ -11,6 +11,7 @@
 #include "gpt2.h"
 #include "part.h"
 #include "train.h"
+#include "tool.h"
 #include "trainer.h"
 
 #include <czmq.h>
@@ -33,6 +34,7 @@ static const char usage[] =
     "model in this process and the pipeline through zmq-splitlearn's client, then training steps\n"
     "(B=4, T=64) of the whole model, of the split in this process and with the trunk on its node,\n"
     "and prints Markdown tables.\n"
+    "  --help, --version\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
@@ -334,7 +336,7 @@ int main(int argc, char **argv)
 {
     static const struct option options[] = {
         {"runs", 1, 0, 'r'}, {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'}, {"threads", 1, 0, 't'},
-        {"port", 1, 0, 'P'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+        {"port", 1, 0, 'P'}, SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
     long runs = 5, prompt = 64, decode = 32, threads = 2, port = 5801;
     sl_err err;
     int c, rc = 0;
@@ -349,13 +351,11 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
         else if (c == 'P')
             rc = sl_parse_long(optarg, "--port", 1024, 65000, &port, &err);
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
         else
-            return fputs(usage, stderr), SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-bench-pipeline", usage);
     }
     if (rc == 0 && argc - optind != 2) rc = sl_fail(&err, "give MODEL_DIR and PARTS_DIR");
-    if (rc != 0) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n%s", err.msg, usage), SL_EXIT_USAGE;
+    if (rc != 0) return sl_tool_usage_error("zmq-splitlearn-bench-pipeline", err.msg);
     const char *model = argv[optind], *parts_dir = argv[optind + 1];
     sl_part_info parts[SL_MAX_SPLITS + 1];
     int n_parts = sl_split_read_index(parts_dir, parts, SL_MAX_SPLITS + 1, &err);
