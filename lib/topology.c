@@ -15,10 +15,11 @@
 typedef struct parse_state {
     sl_topology *t;
     FILE *fp;
-    int line;                   /* line the reader returned last */
-    int pipeline_line;          /* 0 when there is no [pipeline] */
-    sl_topo_node *node;         /* section being read, NULL for [pipeline] */
-    bool seen[SL_MAX_NODES][3]; /* role, layers, listen given */
+    int line;                          /* line the reader returned last */
+    int pipeline_line;                 /* 0 when there is no [pipeline] */
+    sl_topo_node *node;                /* section being read, NULL for [pipeline] */
+    bool seen[SL_MAX_NODES][3];        /* role, layers, listen given */
+    int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
     char parts_raw[PATH_MAX];
     sl_err *err;
     int rc;
@@ -26,7 +27,8 @@ typedef struct parse_state {
 
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
                                     "hwm, verify, max_train_tokens, checkpoint_root";
-static const char node_keys[] = "role, layers, listen, host, threads, pin";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, clip, noise (bottom), "
+                                "grad_clip, grad_noise (top)";
 
 /* inih reads through this, so the state always knows the current line; section headers are
  * handled here too, because inih reports a section only once it has a key. */
@@ -152,6 +154,21 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [pipeline] (keys: %s)", t->path, ps->line, key, pipeline_keys);
 }
 
+/* clip, noise (the bottom's), grad_clip, grad_noise (the top's): checked against the role once
+ * the section is read (check_defences). */
+static int defence_key(parse_state *ps, const char *key, const char *value)
+{
+    sl_topo_node *n = ps->node;
+    const bool grad = !strncmp(key, "grad_", 5), is_clip = !strcmp(key + (grad ? 5 : 0), "clip");
+    float *slot = grad ? (is_clip ? &n->grad_clip : &n->grad_noise) : (is_clip ? &n->clip : &n->noise);
+    double d;
+    /* clip is an L2 norm (> 0); noise a multiple of it: sigma, the noise's standard deviation over clip */
+    if (number(ps, sl_parse_double(value, key, is_clip ? 1e-9 : 0, 1e9, &d, ps->err)) != 0) return -1;
+    *slot = (float)d;
+    ps->defence_line[n - ps->t->nodes][grad] = ps->line;
+    return 0;
+}
+
 static int node_key(parse_state *ps, const char *key, const char *value)
 {
     sl_topo_node *n = ps->node;
@@ -172,6 +189,8 @@ static int node_key(parse_state *ps, const char *key, const char *value)
         return rc;
     }
     if (!strcmp(key, "pin")) return parse_bool(ps, key, value, &n->pin);
+    if (!strcmp(key, "clip") || !strcmp(key, "noise") || !strcmp(key, "grad_clip") || !strcmp(key, "grad_noise"))
+        return defence_key(ps, key, value);
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [node.%s] (keys: %s)", ps->t->path, ps->line, key, n->name,
                    node_keys);
 }
@@ -253,6 +272,35 @@ static int check_nodes(parse_state *ps)
     return 0;
 }
 
+/* The bottom alone takes clip and noise, the top alone grad_clip and grad_noise; noise is sigma
+ * times the clip, so it needs one. */
+static int check_defences(parse_state *ps)
+{
+    sl_topology *t = ps->t;
+    static const char *const keys[2] = {"clip/noise", "grad_clip/grad_noise"};
+    static const sl_role owner[2] = {SL_ROLE_BOTTOM, SL_ROLE_TOP};
+    for (int i = 0; i < t->n_nodes; i++) {
+        const sl_topo_node *n = &t->nodes[i];
+        for (int g = 0; g < 2; g++) {
+            int line = ps->defence_line[i][g];
+            if (!line) continue;
+            if (n->role != owner[g])
+                return sl_fail(ps->err,
+                               "%s:%d: %s in [node.%s], a %s: only the %s's section takes it (the %s it sends)",
+                               t->path, line, keys[g], n->name, sl_role_name(n->role), sl_role_name(owner[g]),
+                               g ? "gradient" : "activations");
+            float clip = g ? n->grad_clip : n->clip, noise = g ? n->grad_noise : n->noise;
+            if (noise > 0 && clip <= 0)
+                return sl_fail(ps->err,
+                               "%s:%d: [node.%s] has %s = %g but no %s: the noise's standard deviation is %s "
+                               "times the clip; add %s = C (an L2 norm per row)",
+                               t->path, line, n->name, g ? "grad_noise" : "noise", (double)noise,
+                               g ? "grad_clip" : "clip", g ? "grad_noise" : "noise", g ? "grad_clip" : "clip");
+        }
+    }
+    return 0;
+}
+
 static int check_parts(parse_state *ps)
 {
     sl_topology *t = ps->t;
@@ -304,7 +352,7 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
     if (ps.rc != 0) return -1;
     if (bad_line != 0)
         return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
-    if (check_nodes(&ps) != 0) return -1;
+    if (check_nodes(&ps) != 0 || check_defences(&ps) != 0) return -1;
     if (resolve_parts(&ps, ps.parts_raw) != 0) return -1;
     if (!t->name[0]) {
         const char *base = strrchr(t->parts, '/');
@@ -343,3 +391,14 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name)
 }
 
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node) { return (int)(node - t->nodes); }
+
+sl_cut_defence sl_topology_bottom_defence(const sl_topology *t)
+{
+    return (sl_cut_defence){.clip = t->nodes[0].clip, .noise = t->nodes[0].noise};
+}
+
+sl_cut_defence sl_topology_top_defence(const sl_topology *t)
+{
+    const sl_topo_node *top = &t->nodes[t->n_nodes - 1];
+    return (sl_cut_defence){.clip = top->grad_clip, .noise = top->grad_noise};
+}

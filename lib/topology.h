@@ -4,6 +4,7 @@
 #ifndef SL_TOPOLOGY_H
 #define SL_TOPOLOGY_H
 
+#include "cutguard.h"
 #include "dtype.h"
 #include "err.h"
 #include "part.h"
@@ -24,6 +25,9 @@ typedef struct sl_topo_node {
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
+    /* Defences at the cut (cutguard.h): the bottom's on the rows it sends (clip, noise), the
+     * top's on the gradient it sends back in training (grad_clip, grad_noise); 0: none. */
+    float clip, noise, grad_clip, grad_noise;
 } sl_topo_node;
 
 typedef struct sl_topology {
@@ -58,5 +62,10 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 
 /* Position of node in the chain (0 = bottom). */
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
+
+/* The defence of the rows the bottom sends (its clip and noise) and of the gradient the top sends
+ * back (its grad_clip and grad_noise). */
+sl_cut_defence sl_topology_bottom_defence(const sl_topology *t);
+sl_cut_defence sl_topology_top_defence(const sl_topology *t);
 
 #endif
