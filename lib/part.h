@@ -88,6 +88,10 @@ int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part
  * or BF16). The result is untied (lm_head.weight from the top, wte from the bottom). */
 int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err);
 
+/* The same model in memory: p receives every block, the embeddings and the untied head of the
+ * parts of dir (verified against their SHA-256), in one allocation it owns. */
+int sl_split_join(const char *dir, sl_params *p, sl_err *err);
+
 /* Writes OUT/split.json listing parts (in chain order, files under out_dir). */
 int sl_split_write_index(const char *out_dir, const char *name, const sl_part_info *parts, int n,
                          const char *source_json, sl_err *err);
