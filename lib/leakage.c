@@ -133,10 +133,10 @@ int sl_leak_nn(const sl_params *bottom, int window, const float *rows, int n, in
 
 /* ---- white-box search ---- */
 
-/* The search's state: the bottom run on the recovered prefix, its dictionary, the candidates. */
-typedef struct search {
+/* The bottom run on the recovered prefix, its dictionary, the candidates. */
+struct sl_leak_search {
     const sl_params *bottom;
-    sl_cut_defence defence;
+    sl_cut_defence defence; /* of the rows being searched */
     int V, C, batch, budget;
     sl_stage *stage;
     sl_kv *kv;
@@ -144,7 +144,9 @@ typedef struct search {
     float *scores;            /* (V): the row's cosine with every dictionary row; tried ones -inf */
     float *out, *norm, *dist; /* a batch's outputs (batch,C) and norms, the distances tried (budget) */
     int32_t *tried;           /* (budget) */
-} search;
+};
+
+typedef sl_leak_search search;
 
 /* Every token alone at position 0 through the bottom, batch by batch, as unit rows. */
 static int build_dictionary(search *s, sl_err *err)
@@ -209,8 +211,10 @@ static int search_row(search *s, const float *row, int32_t *guesses, sl_err *err
     return 0;
 }
 
-static void search_free(search *s)
+void sl_leak_search_destroy(sl_leak_search **self)
 {
+    if (!self || !*self) return;
+    search *s = *self;
     sl_kv_destroy(&s->kv);
     sl_stage_destroy(&s->stage);
     free(s->dict);
@@ -219,37 +223,59 @@ static void search_free(search *s)
     free(s->norm);
     free(s->dist);
     free(s->tried);
+    free(s);
+    *self = NULL;
 }
 
-int sl_leak_search(const sl_params *bottom, sl_cut_defence defence, int window, const float *rows, int n,
-                   const sl_leak_search_opts *opts, int32_t *guesses, sl_err *err)
+sl_leak_search *sl_leak_search_new(const sl_params *bottom, const sl_leak_search_opts *opts, sl_err *err)
 {
-    if (!bottom->embed) return sl_fail(err, "the search attack needs the bottom's embeddings");
+    if (!bottom->embed || bottom->head) {
+        sl_fail(err, "the search attack runs a bottom (embeddings, no head)");
+        return NULL;
+    }
     const int V = bottom->cfg.vocab_size, C = bottom->cfg.n_embd;
     int batch = opts->batch < bottom->cfg.n_positions ? opts->batch : bottom->cfg.n_positions;
-    if (batch < 1 || batch > SL_MAX_SEARCH_BATCH || opts->budget < SL_LEAK_GUESSES)
-        return sl_fail(err, "search: batches of 1..%d candidates and a budget of at least %d", SL_MAX_SEARCH_BATCH,
-                       SL_LEAK_GUESSES);
-    search s = {.bottom = bottom, .defence = defence, .V = V, .C = C, .batch = batch};
-    s.budget = opts->budget < V ? opts->budget : V;
-    s.dict = malloc((size_t)V * C * sizeof *s.dict);
-    s.scores = malloc((size_t)V * sizeof *s.scores);
-    s.out = malloc((size_t)batch * C * sizeof *s.out);
-    s.norm = malloc((size_t)batch * sizeof *s.norm);
-    s.dist = malloc((size_t)s.budget * sizeof *s.dist);
-    s.tried = malloc((size_t)s.budget * sizeof *s.tried);
-    int rc = s.dict && s.scores && s.out && s.norm && s.dist && s.tried ? 0 : sl_fail(err, "out of memory");
-    if (rc == 0 && (!(s.stage = sl_stage_new(bottom, batch, err)) || !(s.kv = sl_kv_new(bottom, window, err)))) rc = -1;
-    if (rc == 0) rc = build_dictionary(&s, err);
+    if (batch < 1 || batch > SL_MAX_SEARCH_BATCH || opts->budget < SL_LEAK_GUESSES) {
+        sl_fail(err, "search: batches of 1..%d candidates and a budget of at least %d", SL_MAX_SEARCH_BATCH,
+                SL_LEAK_GUESSES);
+        return NULL;
+    }
+    search *s = calloc(1, sizeof *s);
+    if (!s) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
+    *s = (search){.bottom = bottom, .V = V, .C = C, .batch = batch, .budget = opts->budget < V ? opts->budget : V};
+    s->dict = malloc((size_t)V * C * sizeof *s->dict);
+    s->scores = malloc((size_t)V * sizeof *s->scores);
+    s->out = malloc((size_t)batch * C * sizeof *s->out);
+    s->norm = malloc((size_t)batch * sizeof *s->norm);
+    s->dist = malloc((size_t)s->budget * sizeof *s->dist);
+    s->tried = malloc((size_t)s->budget * sizeof *s->tried);
+    int rc = s->dict && s->scores && s->out && s->norm && s->dist && s->tried ? 0 : sl_fail(err, "out of memory");
+    if (rc == 0 &&
+        (!(s->stage = sl_stage_new(bottom, batch, err)) || !(s->kv = sl_kv_new(bottom, bottom->cfg.n_positions, err))))
+        rc = -1;
+    if (rc == 0) rc = build_dictionary(s, err);
+    if (rc != 0) sl_leak_search_destroy(&s);
+    return s;
+}
+
+int sl_leak_search_run(sl_leak_search *s, sl_cut_defence defence, int window, const float *rows, int n,
+                       int32_t *guesses, sl_err *err)
+{
+    if (window < 1 || window > sl_kv_capacity(s->kv))
+        return sl_fail(err, "search: sequences of %d positions (1..%d)", window, sl_kv_capacity(s->kv));
+    s->defence = defence;
+    int rc = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
-        if (i % window == 0) sl_kv_reset(s.kv);
+        if (i % window == 0) sl_kv_reset(s->kv);
         int32_t *g = guesses + (size_t)i * SL_LEAK_GUESSES;
-        rc = search_row(&s, rows + (size_t)i * C, g, err);
+        rc = search_row(s, rows + (size_t)i * s->C, g, err);
         /* the best guess joins the prefix the next positions are searched after */
         if (rc == 0 && (i + 1) % window != 0 && i + 1 < n)
-            rc = sl_stage_forward(s.stage, s.kv, 1, g, NULL, s.out, SL_OUT_HIDDEN, err);
+            rc = sl_stage_forward(s->stage, s->kv, 1, g, NULL, s->out, SL_OUT_HIDDEN, err);
     }
-    search_free(&s);
     return rc;
 }
 

@@ -48,8 +48,16 @@ typedef struct sl_leak_search_opts {
 
 #define SL_LEAK_SEARCH_DEFAULT ((sl_leak_search_opts){.batch = 256, .budget = 2048})
 
-int sl_leak_search(const sl_params *bottom, sl_cut_defence defence, int window, const float *rows, int n,
-                   const sl_leak_search_opts *opts, int32_t *guesses, sl_err *err);
+typedef struct sl_leak_search sl_leak_search;
+
+/* A search over bottom (borrowed: it must outlive the search), its dictionary computed here.
+ * Caller owns the result. */
+sl_leak_search *sl_leak_search_new(const sl_params *bottom, const sl_leak_search_opts *opts, sl_err *err);
+void sl_leak_search_destroy(sl_leak_search **self);
+
+/* Searches n rows (sequences of window <= n_positions) that went through defence. */
+int sl_leak_search_run(sl_leak_search *self, sl_cut_defence defence, int window, const float *rows, int n,
+                       int32_t *guesses, sl_err *err);
 
 /* probe: a linear map from rows to token ids fitted on other text (rows and the ids that produced
  * them), by ridge regression onto one-hot targets in closed form: W = (X^T X + lambda I)^-1 X^T Y

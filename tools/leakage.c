@@ -305,6 +305,16 @@ static int run_probe(const meter *m, const sl_params *bottom, const float *rows,
     return rc;
 }
 
+static int run_search(const meter *m, const sl_params *bottom, const float *rows, int n, int32_t *guesses, sl_err *err)
+{
+    sl_leak_search_opts opts = SL_LEAK_SEARCH_DEFAULT;
+    opts.budget = (int)m->o.budget;
+    sl_leak_search *search = sl_leak_search_new(bottom, &opts, err);
+    int rc = search ? sl_leak_search_run(search, m->defence, m->window, rows, n, guesses, err) : -1;
+    sl_leak_search_destroy(&search);
+    return rc;
+}
+
 /* The activation attacks asked for, on the rows bottom sends for the text. */
 static int attack_rows(const meter *m, const sl_params *bottom, result *res, sl_err *err)
 {
@@ -312,13 +322,11 @@ static int attack_rows(const meter *m, const sl_params *bottom, result *res, sl_
     float *rows = malloc((size_t)n * m->C * sizeof *rows);
     int32_t *guesses = malloc((size_t)n * SL_LEAK_GUESSES * sizeof *guesses);
     int rc = rows && guesses ? capture(m, bottom, m->ids, n, m->o.seed, rows, err) : sl_fail(err, "out of memory");
-    sl_leak_search_opts search = SL_LEAK_SEARCH_DEFAULT;
-    search.budget = (int)m->o.budget;
     for (int a = 0; rc == 0 && a < ATTACK_LABEL; a++) {
         if (!m->o.attack[a]) continue;
         double t0 = sl_now();
         if (a == ATTACK_NN) rc = sl_leak_nn(bottom, m->window, rows, n, guesses, err);
-        if (a == ATTACK_SEARCH) rc = sl_leak_search(bottom, m->defence, m->window, rows, n, &search, guesses, err);
+        if (a == ATTACK_SEARCH) rc = run_search(m, bottom, rows, n, guesses, err);
         if (a == ATTACK_PROBE) rc = run_probe(m, bottom, rows, n, guesses, err);
         if (rc == 0) finish(m, &res[a], m->ids, guesses, n, t0);
         if (a == ATTACK_PROBE)
