@@ -1,9 +1,10 @@
-/* checkpoint.c — HF GPT-2 config.json parsing and model directory / hub cache / shard resolution. */
+/* checkpoint.c — finding an HF GPT-2 model's files (model directory, hub cache, shards) and its tensors. */
 #include "checkpoint.h"
 
 #include "fileio.h"
+#include "json.h"
+#include "safetensors.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -17,117 +18,6 @@ struct sl_checkpoint {
     sl_st_file **files;
     size_t file_count;
 };
-
-/* ---- config.json ---- */
-
-/* A positive integer field; missing uses fallback when fallback > 0. */
-static int config_int(const cJSON *root, const char *key, int fallback, int *out, const char *origin, sl_err *err)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!item || cJSON_IsNull(item)) {
-        if (fallback > 0) {
-            *out = fallback;
-            return 0;
-        }
-        return sl_fail(err, "%s: missing \"%s\"", origin, key);
-    }
-    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
-    if (!(v >= 1 && v <= INT_MAX / 8) || v != (double)(int)v)
-        return sl_fail(err, "%s: \"%s\" must be a positive integer", origin, key);
-    *out = (int)v;
-    return 0;
-}
-
-static int config_check_supported(const cJSON *root, const char *origin, sl_err *err)
-{
-    const cJSON *model_type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (cJSON_IsString(model_type) && strcmp(model_type->valuestring, "gpt2") != 0)
-        return sl_fail(err, "%s: model_type \"%s\" is not supported (only gpt2)", origin, model_type->valuestring);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
-    if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
-        strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
-        return sl_fail(err, "%s: activation_function \"%s\" is not supported (gelu_new)", origin, act->valuestring);
-    static const char *const unsupported_flags[] = {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
-                                                    "add_cross_attention"};
-    for (size_t i = 0; i < sizeof unsupported_flags / sizeof *unsupported_flags; i++)
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, unsupported_flags[i])))
-            return sl_fail(err, "%s: \"%s\": true is not supported", origin, unsupported_flags[i]);
-    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_weights");
-    if (cJSON_IsFalse(scale)) return sl_fail(err, "%s: \"scale_attn_weights\": false is not supported", origin);
-    return 0;
-}
-
-int sl_config_parse(const char *json, const char *origin, sl_config *cfg, sl_err *err)
-{
-    cJSON *root = cJSON_Parse(json);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return sl_fail(err, "%s: not a JSON object (malformed JSON)", origin);
-    }
-    sl_config c = {0};
-    int rc = config_check_supported(root, origin, err);
-    if (rc == 0) rc = config_int(root, "n_layer", 0, &c.n_layer, origin, err);
-    if (rc == 0) rc = config_int(root, "n_embd", 0, &c.n_embd, origin, err);
-    if (rc == 0) rc = config_int(root, "n_head", 0, &c.n_head, origin, err);
-    if (rc == 0) rc = config_int(root, "vocab_size", 0, &c.vocab_size, origin, err);
-    if (rc == 0) rc = config_int(root, "n_positions", 0, &c.n_positions, origin, err);
-    if (rc == 0) rc = config_int(root, "n_inner", 4 * c.n_embd, &c.n_inner, origin, err);
-    if (rc == 0) rc = config_int(root, "eos_token_id", c.vocab_size - 1, &c.eos_token_id, origin, err);
-    if (rc == 0 && c.n_embd % c.n_head != 0)
-        rc = sl_fail(err, "%s: n_embd %d is not a multiple of n_head %d", origin, c.n_embd, c.n_head);
-    if (rc == 0) {
-        const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
-        c.layer_norm_epsilon = cJSON_IsNumber(eps) ? eps->valuedouble : 1e-5;
-        if (!(c.layer_norm_epsilon > 0)) rc = sl_fail(err, "%s: layer_norm_epsilon must be > 0", origin);
-        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
-        c.tie_word_embeddings = !cJSON_IsFalse(tie); /* HF's default is tied */
-    }
-    cJSON_Delete(root);
-    if (rc == 0) *cfg = c;
-    return rc;
-}
-
-int sl_config_load(const char *path, sl_config *cfg, sl_err *err)
-{
-    char *text = sl_read_text_file(path, 1u << 20, err);
-    if (!text) return -1;
-    int rc = sl_config_parse(text, path, cfg, err);
-    free(text);
-    return rc;
-}
-
-char *sl_config_to_json(const sl_config *cfg)
-{
-    cJSON *root = cJSON_CreateObject();
-    if (!root) return NULL;
-    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
-    cJSON_AddStringToObject(root, "model_type", "gpt2");
-    cJSON_AddStringToObject(root, "activation_function", "gelu_new");
-    cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
-    cJSON_AddNumberToObject(root, "n_embd", cfg->n_embd);
-    cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
-    cJSON_AddNumberToObject(root, "n_inner", cfg->n_inner);
-    cJSON_AddNumberToObject(root, "vocab_size", cfg->vocab_size);
-    cJSON_AddNumberToObject(root, "n_positions", cfg->n_positions);
-    cJSON_AddNumberToObject(root, "n_ctx", cfg->n_positions);
-    cJSON_AddNumberToObject(root, "layer_norm_epsilon", cfg->layer_norm_epsilon);
-    cJSON_AddBoolToObject(root, "tie_word_embeddings", cfg->tie_word_embeddings);
-    cJSON_AddNumberToObject(root, "bos_token_id", cfg->eos_token_id);
-    cJSON_AddNumberToObject(root, "eos_token_id", cfg->eos_token_id);
-    cJSON_AddNumberToObject(root, "initializer_range", 0.02);
-    cJSON_AddNumberToObject(root, "attn_pdrop", 0.0);
-    cJSON_AddNumberToObject(root, "embd_pdrop", 0.0);
-    cJSON_AddNumberToObject(root, "resid_pdrop", 0.0);
-    cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
-    cJSON_AddBoolToObject(root, "scale_attn_by_inverse_layer_idx", 0);
-    cJSON_AddBoolToObject(root, "reorder_and_upcast_attn", 0);
-    cJSON_AddBoolToObject(root, "add_cross_attention", 0);
-    cJSON_AddBoolToObject(root, "use_cache", 1);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    return text;
-}
 
 /* ---- locating the files ---- */
 
@@ -225,12 +115,10 @@ static int add_file(sl_checkpoint *ck, const char *path, sl_err *err)
 /* Opens every shard the index names and checks each listed tensor is where it says. */
 static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
 {
-    char *text = sl_read_text_file(index_path, 64u << 20, err);
-    if (!text) return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
+    cJSON *root = sl_json_read_file(index_path, 64u << 20, err);
+    if (!root) return -1;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    int rc = cJSON_IsObject(map) ? 0 : sl_fail(err, "%s: malformed JSON or no \"weight_map\" object", index_path);
+    int rc = cJSON_IsObject(map) ? 0 : sl_fail(err, "%s: no \"weight_map\" object", index_path);
     const cJSON *item;
     cJSON_ArrayForEach(item, map)
     {

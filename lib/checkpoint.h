@@ -1,4 +1,4 @@
-/* checkpoint.h — a GPT-2 model's configuration and tensors as Hugging Face stores them.
+/* checkpoint.h — a GPT-2 model as Hugging Face stores it: its config (config.h) and its tensors.
  *
  * A checkpoint is opened from:
  *   - an HF model directory: config.json + model.safetensors, or
@@ -11,26 +11,11 @@
 #ifndef SL_CHECKPOINT_H
 #define SL_CHECKPOINT_H
 
+#include "config.h"
 #include "err.h"
-#include "safetensors.h"
+#include "tensor.h"
 
-#include <stdbool.h>
-
-typedef struct sl_config {
-    int n_layer, n_embd, n_head, n_inner, vocab_size, n_positions;
-    double layer_norm_epsilon;
-    bool tie_word_embeddings;
-    int eos_token_id;
-} sl_config;
-
-/* Parses an HF GPT-2 config.json text; origin names it in errors. Unset n_inner means 4*n_embd. */
-int sl_config_parse(const char *json, const char *origin, sl_config *cfg, sl_err *err);
-
-/* Reads and parses a config.json file. */
-int sl_config_load(const char *path, sl_config *cfg, sl_err *err);
-
-/* An HF-style config.json text for cfg. Caller frees the result; NULL when out of memory. */
-char *sl_config_to_json(const sl_config *cfg);
+#include <stddef.h>
 
 typedef struct sl_checkpoint sl_checkpoint;
 

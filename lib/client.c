@@ -13,8 +13,9 @@
 
 struct sl_client {
     const sl_topology *topo;
-    zsock_t *link;   /* DEALER to the bottom node */
-    zactor_t *watch; /* its dropped connection: the pipeline stopped */
+    zsock_t *link;         /* DEALER to the bottom node */
+    zactor_t *watch;       /* its dropped connection: the pipeline stopped */
+    sl_security *security; /* with security = curve: the client's key pair */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
     int32_t *context; /* prompt + generated so far, for re-sends */
@@ -22,7 +23,7 @@ struct sl_client {
     int resends;
 };
 
-sl_client *sl_client_new(const sl_topology *topo, sl_err *err)
+sl_client *sl_client_new(const sl_topology *topo, const char *cert, sl_err *err)
 {
     sl_client *self = calloc(1, sizeof *self);
     if (!self) {
@@ -36,7 +37,15 @@ sl_client *sl_client_new(const sl_topology *topo, sl_err *err)
     net.immediate = true; /* nothing listening: the first send fails, not a long wait */
     net.send_timeout_ms = 1000;
     if (!self->decoder) sl_fail(err, "out of memory");
-    if (!self->decoder || !(self->link = sl_net_connect(ZMQ_DEALER, &net, topo->nodes[0].listen, err))) {
+    if (self->decoder && topo->curve && !cert)
+        sl_fail(err, "%s says security = curve: give the client's certificate (--cert FILE.cert_secret)", topo->path);
+    if (self->decoder && topo->curve && cert &&
+        (self->security = sl_security_new(topo->certs, cert, NULL, 0, NULL, NULL, err)) != NULL) {
+        net.security = self->security;
+        net.peer = topo->nodes[0].cert;
+    }
+    if (!self->decoder || (topo->curve && !self->security) ||
+        !(self->link = sl_net_connect(ZMQ_DEALER, &net, topo->nodes[0].listen, err))) {
         sl_client_destroy(&self);
         return NULL;
     }
@@ -52,6 +61,7 @@ void sl_client_destroy(sl_client **self)
     if (!self || !*self) return;
     zactor_destroy(&(*self)->watch);
     zsock_destroy(&(*self)->link);
+    sl_security_destroy(&(*self)->security);
     sl_wire_decoder_destroy(&(*self)->decoder);
     msgpack_sbuffer_destroy(&(*self)->out);
     free((*self)->context);

@@ -13,8 +13,9 @@
 typedef struct sl_client sl_client;
 
 /* Connects to the topology's bottom node: the client's only connection, outbound (answers come
- * back on it, so a client behind NAT or a firewall gets them). Caller owns the result. */
-sl_client *sl_client_new(const sl_topology *topo, sl_err *err);
+ * back on it, so a client behind NAT or a firewall gets them). With security = curve, cert is the
+ * client's secret certificate (its name must be in the topology's clients). Caller owns the result. */
+sl_client *sl_client_new(const sl_topology *topo, const char *cert, sl_err *err);
 void sl_client_destroy(sl_client **self);
 
 typedef struct sl_client_request {

@@ -5,6 +5,7 @@
 #include "rng.h"
 #include "utf8.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,10 @@ static int push_token(sl_data *d, size_t *cap, int32_t id, sl_err *err)
 sl_data *sl_data_new(sl_tokenizer *tok, const char *const *files, int n_files, int seq_len, int eos, sl_err *err)
 {
     sl_data *d = calloc(1, sizeof *d);
-    if (!d) return NULL;
+    if (!d) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
     d->seq_len = seq_len;
     d->order_epoch = -1;
     size_t cap = 0;
@@ -71,7 +75,8 @@ sl_data *sl_data_new(sl_tokenizer *tok, const char *const *files, int n_files, i
 
 void sl_data_destroy(sl_data **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     free((*self)->tokens);
     free((*self)->order);
     free(*self);
@@ -88,12 +93,13 @@ sl_data *sl_data_hold_out(sl_data *self, double fraction, sl_err *err)
         return NULL;
     }
     sl_data *eval = calloc(1, sizeof *eval);
-    if (!eval) return NULL;
-    *eval = (sl_data){.n_tokens = held, .seq_len = self->seq_len, .order_epoch = -1};
-    eval->sequences = (int)((held - 1) / (size_t)self->seq_len);
-    eval->tokens = malloc(held * sizeof *eval->tokens);
-    eval->order = malloc((size_t)eval->sequences * sizeof *eval->order);
-    if (!eval->tokens || !eval->order) {
+    if (eval) {
+        *eval = (sl_data){.n_tokens = held, .seq_len = self->seq_len, .order_epoch = -1};
+        eval->sequences = (int)((held - 1) / (size_t)self->seq_len);
+        eval->tokens = malloc(held * sizeof *eval->tokens);
+        eval->order = malloc((size_t)eval->sequences * sizeof *eval->order);
+    }
+    if (!eval || !eval->tokens || !eval->order) {
         sl_data_destroy(&eval);
         sl_fail(err, "out of memory");
         return NULL;

@@ -101,3 +101,15 @@ bool sl_same_dir(const char *a, const char *b)
     if (realpath(a, ra) && realpath(b, rb)) return strcmp(ra, rb) == 0;
     return strcmp(a, b) == 0;
 }
+
+int sl_path_join(char *out, size_t size, const char *dir, const char *rel)
+{
+    int n = rel[0] == '/' ? snprintf(out, size, "%s", rel) : snprintf(out, size, "%s/%s", dir, rel);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
+const char *sl_path_base(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}

@@ -1,4 +1,5 @@
-/* fileio.h — whole-file reads and atomic writes of small text files (configs, metadata, JSON). */
+/* fileio.h — whole-file reads and atomic writes of small text files (configs, metadata, JSON),
+ * directories and the path arithmetic that goes with them. */
 #ifndef SL_FILEIO_H
 #define SL_FILEIO_H
 
@@ -23,5 +24,11 @@ int sl_copy_file(const char *from, const char *path, sl_err *err);
 /* Whether a and b name the same existing directory (by their real paths; the same string when
  * either does not exist yet). */
 bool sl_same_dir(const char *a, const char *b);
+
+/* dir/rel into out, or rel alone when it is absolute; -1 when it does not fit in size bytes. */
+int sl_path_join(char *out, size_t size, const char *dir, const char *rel);
+
+/* The last component of path: what follows its last '/'. Points into path. */
+const char *sl_path_base(const char *path);
 
 #endif

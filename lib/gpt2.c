@@ -3,6 +3,7 @@
 
 #include "ops.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,10 @@ sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_err *err)
         return NULL;
     }
     sl_kv *kv = calloc(1, sizeof *kv);
-    if (!kv) return NULL;
+    if (!kv) {
+        sl_fail(err, "out of memory for a KV cache of %d positions", n_ctx);
+        return NULL;
+    }
     *kv = (sl_kv){.layers = p->last - p->first, .n_ctx = n_ctx, .C = p->cfg.n_embd};
     size_t per = (size_t)kv->layers * n_ctx * kv->C;
     kv->k = malloc((per ? 2 * per : 1) * sizeof(float));
@@ -33,7 +37,8 @@ sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_err *err)
 
 void sl_kv_destroy(sl_kv **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     free((*self)->k);
     free(*self);
     *self = NULL;
@@ -67,7 +72,10 @@ sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
     const sl_config *c = &p->cfg;
     if (max_tokens < 1 || max_tokens > c->n_positions) max_tokens = c->n_positions;
     sl_stage *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
+    if (!s) {
+        sl_fail(err, "out of memory for a stage workspace of %d tokens", max_tokens);
+        return NULL;
+    }
     size_t T = (size_t)max_tokens, C = (size_t)c->n_embd;
     size_t sizes[] = {T * C, T * C, T * 3 * C, (size_t)c->n_head * T * c->n_positions, T * C, T * c->n_inner};
     float **slots[] = {&s->x, &s->ln, &s->qkv, &s->probs, &s->atty, &s->fch};
@@ -91,13 +99,12 @@ sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
 
 void sl_stage_destroy(sl_stage **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     free((*self)->mem);
     free(*self);
     *self = NULL;
 }
-
-const sl_params *sl_stage_params(const sl_stage *self) { return self->p; }
 
 /* One transformer block on s->x (T,C) in place; its keys and values go to layer l of kv. With
  * alternatives, the T rows are T alternatives for the one position after the cache: each attends

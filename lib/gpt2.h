@@ -39,7 +39,6 @@ typedef struct sl_stage sl_stage;
  * cache). p must outlive the stage. Caller owns the result. */
 sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err);
 void sl_stage_destroy(sl_stage **self);
-const sl_params *sl_stage_params(const sl_stage *self);
 
 /* Runs T tokens at positions sl_kv_len(kv) .. +T-1 and appends them to kv.
  * Input: ids (T) when the stage embeds, else hidden (T,C). The output is as `which` says; a

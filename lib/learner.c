@@ -1,6 +1,7 @@
 /* learner.c — a part's weights, training state and checkpoints. */
 #include "learner.h"
 
+#include "ckptstore.h"
 #include "fileio.h"
 
 #include <assert.h>

@@ -10,11 +10,16 @@ sl_net_opts sl_net_opts_of(const sl_topology *topo)
                          .keepalive = true};
 }
 
-static zsock_t *make(int type, const sl_net_opts *o, sl_err *err)
+static zsock_t *make(int type, const sl_net_opts *o, bool bind, sl_err *err)
 {
     zsock_t *s = zsock_new(type);
     if (!s) {
         sl_fail(err, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    if (o->security && bind) sl_security_serve(o->security, s);
+    if (o->security && !bind && sl_security_connect_to(o->security, s, o->peer, err) != 0) {
+        zsock_destroy(&s);
         return NULL;
     }
     zsock_set_sndhwm(s, o->hwm);
@@ -34,7 +39,7 @@ static zsock_t *make(int type, const sl_net_opts *o, sl_err *err)
 
 zsock_t *sl_net_bind(int type, const sl_net_opts *o, const char *endpoint, sl_err *err)
 {
-    zsock_t *s = make(type, o, err);
+    zsock_t *s = make(type, o, true, err);
     if (s && zsock_bind(s, "%s", endpoint) < 0) {
         sl_fail(err, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&s);
@@ -44,7 +49,7 @@ zsock_t *sl_net_bind(int type, const sl_net_opts *o, const char *endpoint, sl_er
 
 zsock_t *sl_net_connect(int type, const sl_net_opts *o, const char *endpoint, sl_err *err)
 {
-    zsock_t *s = make(type, o, err);
+    zsock_t *s = make(type, o, false, err);
     if (s && zsock_connect(s, "%s", endpoint) != 0) {
         sl_fail(err, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&s);
@@ -85,6 +90,7 @@ int sl_net_recv(zsock_t *sock, sl_peer *from, zmq_msg_t *msg, sl_err *err)
         }
         size_t len = zmq_msg_size(&id);
         from->len = len <= SL_PEER_MAX ? (unsigned char)len : 0;
+        from->key[0] = '\0';
         if (from->len) memcpy(from->id, zmq_msg_data(&id), len);
         zmq_msg_close(&id);
         if (!from->len) {
@@ -97,6 +103,8 @@ int sl_net_recv(zsock_t *sock, sl_peer *from, zmq_msg_t *msg, sl_err *err)
         drain(s);
         return sl_fail(err, "a message of several frames (one is expected)");
     }
+    const char *key = from ? zmq_msg_gets(msg, "User-Id") : NULL; /* set by the ZAP handler */
+    if (key) snprintf(from->key, sizeof from->key, "%s", key);
     return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "peer.h"
+#include "security.h"
 #include "topology.h"
 
 #include <czmq.h>
@@ -15,12 +16,14 @@
 #include <stddef.h>
 
 typedef struct sl_net_opts {
-    int hwm;             /* messages queued per peer, each way */
-    int linger_ms;       /* how long a closing socket still tries to deliver */
-    int send_timeout_ms; /* a blocking send gives up after it (-1: never) */
-    size_t max_message;  /* bytes: a larger incoming message is dropped by ZeroMQ (0: no cap) */
-    bool keepalive;      /* TCP keepalive probes: a peer whose host vanished is noticed */
-    bool immediate;      /* queue only to completed connections: a send with no peer fails in time */
+    int hwm;                     /* messages queued per peer, each way */
+    int linger_ms;               /* how long a closing socket still tries to deliver */
+    int send_timeout_ms;         /* a blocking send gives up after it (-1: never) */
+    size_t max_message;          /* bytes: a larger incoming message is dropped by ZeroMQ (0: no cap) */
+    bool keepalive;              /* TCP keepalive probes: a peer whose host vanished is noticed */
+    bool immediate;              /* queue only to completed connections: a send with no peer fails in time */
+    const sl_security *security; /* CURVE with this process's keys (NULL: none) */
+    const char *peer;            /* with security, on connect: the certificate the server must hold */
 } sl_net_opts;
 
 /* The options a topology's [pipeline] section sets (hwm, timeout, max_message_mb). */

@@ -1,10 +1,12 @@
 /* params.c — enumerating, loading and allocating a stage's GPT-2 tensors. */
 #include "params.h"
 
+#include "checkpoint.h"
 #include "fileio.h"
+#include "json.h"
 #include "rng.h"
+#include "safetensors.h"
 
-#include <cJSON.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -282,9 +284,9 @@ static int write_config(const sl_config *cfg, const char *dir, sl_err *err)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text = sl_config_to_json(cfg);
-    int rc = text ? sl_write_text_file(path, text, err) : sl_fail(err, "out of memory");
-    free(text);
+    cJSON *root = sl_config_to_json(cfg);
+    int rc = root ? sl_json_write_file(path, root, err) : sl_fail(err, "out of memory");
+    cJSON_Delete(root);
     return rc;
 }
 
@@ -293,12 +295,10 @@ static int write_index(cJSON *weight_map, size_t total_bytes, const char *dir, s
     cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "metadata");
     cJSON_AddNumberToObject(meta, "total_size", (double)total_bytes);
     cJSON_AddItemReferenceToObject(root, "weight_map", weight_map);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    int rc = text ? sl_write_text_file(path, text, err) : sl_fail(err, "out of memory");
-    free(text);
+    int rc = sl_json_write_file(path, root, err);
+    cJSON_Delete(root);
     return rc;
 }
 

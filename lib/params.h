@@ -14,9 +14,16 @@
 #ifndef SL_PARAMS_H
 #define SL_PARAMS_H
 
-#include "checkpoint.h"
+#include "config.h"
+#include "dtype.h"
+#include "err.h"
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The tensors a stage loads from (checkpoint.h). */
+typedef struct sl_checkpoint sl_checkpoint;
 
 typedef struct sl_block {
     float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;

@@ -11,10 +11,13 @@
 typedef struct sl_peer {
     unsigned char id[SL_PEER_MAX];
     unsigned char len; /* 0: none */
+    char key[41];      /* its CurveZMQ public key (Z85) when the link is secured, else "" */
 } sl_peer;
 
-static inline bool sl_peer_equal(const sl_peer *a, const sl_peer *b)
+/* The same party: the same key when secured (a client may reconnect), else the same connection. */
+static inline bool sl_peer_same(const sl_peer *a, const sl_peer *b)
 {
+    if (a->key[0] || b->key[0]) return strcmp(a->key, b->key) == 0;
     return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
 }
 

@@ -1,8 +1,10 @@
 /* safetensors.c — validated mmap reader and streaming writer for the safetensors format. */
 #include "safetensors.h"
 
+#include "json.h"
 #include "sha256.h"
 
+#include <assert.h>
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,12 +46,12 @@ static int by_data(const void *a, const void *b)
     return px < py ? -1 : px > py;
 }
 
-/* A JSON number that is a whole, non-negative value below 2^53 (exact in a double). */
-static int json_uint(const cJSON *item, uint64_t *out)
+/* A dimension or an offset: a whole number a double holds exactly. */
+static int json_uint(const cJSON *item, const char *name, const char *where, uint64_t *out, sl_err *err)
 {
-    if (!cJSON_IsNumber(item)) return -1;
-    double v = item->valuedouble;
-    if (!(v >= 0 && v <= 9007199254740992.0) || v != (double)(uint64_t)v) return -1;
+    static const sl_json_num whole = {.min = 0, .max = SL_JSON_MAX_EXACT, .integer = true};
+    double v;
+    if (sl_json_number(item, name, whole, &v, where, err) != 0) return -1;
     *out = (uint64_t)v;
     return 0;
 }
@@ -62,8 +64,9 @@ static int parse_shape(const cJSON *shape, sl_tensor *t, const char *where, sl_e
     size_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         uint64_t dim;
-        if (json_uint(cJSON_GetArrayItem(shape, d), &dim) != 0)
-            return sl_fail(err, "%s: shape[%d] is not a non-negative integer", where, d);
+        char name[32];
+        snprintf(name, sizeof name, "shape[%d]", d);
+        if (json_uint(cJSON_GetArrayItem(shape, d), name, where, &dim, err) != 0) return -1;
         if (dim && numel > SIZE_MAX / dim) return sl_fail(err, "%s: shape overflows", where);
         numel *= (size_t)dim;
         t->shape[d] = (int64_t)dim;
@@ -85,10 +88,14 @@ static int parse_tensor(sl_st_file *f, const cJSON *entry, sl_tensor *t, size_t 
         return sl_fail(err, "%s: unsupported dtype \"%s\" (F32, F16, BF16, I64, I32)", where, dtype->valuestring);
     if (parse_shape(cJSON_GetObjectItemCaseSensitive(entry, "shape"), t, where, err) != 0) return -1;
     uint64_t begin, end;
-    if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2 ||
-        json_uint(cJSON_GetArrayItem(offsets, 0), &begin) != 0 ||
-        json_uint(cJSON_GetArrayItem(offsets, 1), &end) != 0 || begin > end)
-        return sl_fail(err, "%s: \"data_offsets\" is not [begin, end] with begin <= end", where);
+    if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2)
+        return sl_fail(err, "%s: \"data_offsets\" is not [begin, end]", where);
+    if (json_uint(cJSON_GetArrayItem(offsets, 0), "data_offsets[0]", where, &begin, err) != 0 ||
+        json_uint(cJSON_GetArrayItem(offsets, 1), "data_offsets[1]", where, &end, err) != 0)
+        return -1;
+    if (begin > end)
+        return sl_fail(err, "%s: \"data_offsets\" [%llu, %llu] ends before it begins", where, (unsigned long long)begin,
+                       (unsigned long long)end);
     size_t data_size = f->size - data_start;
     if (end > data_size)
         return sl_fail(err, "%s: data ends at byte %llu but the file has only %zu data bytes (truncated?)", where,
@@ -208,7 +215,8 @@ sl_st_file *sl_st_open(const char *path, sl_err *err)
 
 void sl_st_close(sl_st_file **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_st_file *f = *self;
     for (size_t i = 0; i < f->count; i++)
         free((char *)f->tensors[i].name);
@@ -251,8 +259,7 @@ typedef struct pending {
     int ndim;
     int64_t shape[SL_MAX_DIMS];
     size_t numel;
-    const void *data;
-    int from_f32; /* data is float32 to be converted to dtype */
+    const float *data; /* stored as dtype */
 } pending;
 
 struct sl_st_writer {
@@ -265,7 +272,8 @@ sl_st_writer *sl_st_writer_new(void) { return calloc(1, sizeof(sl_st_writer)); }
 
 void sl_st_writer_destroy(sl_st_writer **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     for (size_t i = 0; i < (*self)->count; i++)
         free((*self)->items[i].name);
     free((*self)->items);
@@ -274,9 +282,11 @@ void sl_st_writer_destroy(sl_st_writer **self)
     *self = NULL;
 }
 
-static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const void *data, int ndim,
-                       const int64_t *shape, int from_f32, sl_err *err)
+int sl_st_writer_add_f32(sl_st_writer *w, const char *name, sl_dtype dtype, const float *data, int ndim,
+                         const int64_t *shape, sl_err *err)
 {
+    if (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16)
+        return sl_fail(err, "tensor '%s': cannot store floats as %s", name, sl_dtype_name(dtype));
     if (ndim < 0 || ndim > SL_MAX_DIMS) return sl_fail(err, "tensor '%s': %d dimensions", name, ndim);
     if (w->count == w->cap) {
         size_t cap = w->cap ? 2 * w->cap : 64;
@@ -286,7 +296,7 @@ static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const 
         w->cap = cap;
     }
     pending *p = &w->items[w->count];
-    *p = (pending){.dtype = dtype, .ndim = ndim, .numel = 1, .data = data, .from_f32 = from_f32};
+    *p = (pending){.dtype = dtype, .ndim = ndim, .numel = 1, .data = data};
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0) return sl_fail(err, "tensor '%s': negative dimension", name);
         p->shape[d] = shape[d];
@@ -295,20 +305,6 @@ static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const 
     if (!(p->name = strdup(name))) return sl_fail(err, "tensor '%s': out of memory", name);
     w->count++;
     return 0;
-}
-
-int sl_st_writer_add_f32(sl_st_writer *self, const char *name, sl_dtype dtype, const float *data, int ndim,
-                         const int64_t *shape, sl_err *err)
-{
-    if (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16)
-        return sl_fail(err, "tensor '%s': cannot store floats as %s", name, sl_dtype_name(dtype));
-    return add_pending(self, name, dtype, data, ndim, shape, 1, err);
-}
-
-int sl_st_writer_add_raw(sl_st_writer *self, const char *name, sl_dtype dtype, const void *data, int ndim,
-                         const int64_t *shape, sl_err *err)
-{
-    return add_pending(self, name, dtype, data, ndim, shape, 0, err);
 }
 
 int sl_st_writer_set_metadata(sl_st_writer *self, const char *key, const char *value, sl_err *err)
@@ -364,13 +360,12 @@ static int write_all(FILE *fp, sl_sha256 *hash, const void *data, size_t len)
 static int write_tensor(FILE *fp, sl_sha256 *hash, const pending *p)
 {
     size_t elem = sl_dtype_size(p->dtype);
-    if (!p->from_f32 || p->dtype == SL_F32) return write_all(fp, hash, p->data, p->numel * elem);
+    if (p->dtype == SL_F32) return write_all(fp, hash, p->data, p->numel * elem);
     enum { CHUNK = 16384 };
     unsigned char buf[CHUNK * 4];
-    const float *src = p->data;
     for (size_t i = 0; i < p->numel; i += CHUNK) {
         size_t n = p->numel - i < CHUNK ? p->numel - i : CHUNK;
-        sl_dtype_from_f32(buf, p->dtype, src + i, n);
+        sl_dtype_from_f32(buf, p->dtype, p->data + i, n);
         if (write_all(fp, hash, buf, n * elem) != 0) return -1;
     }
     return 0;

@@ -21,28 +21,17 @@
 
 #include "dtype.h"
 #include "err.h"
+#include "tensor.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-#define SL_MAX_DIMS 8
-
-typedef struct sl_tensor {
-    const char *name;
-    sl_dtype dtype;
-    int ndim;
-    int64_t shape[SL_MAX_DIMS];
-    size_t numel;
-    const void *data; /* into the file's mapping: valid while the file is open */
-    size_t nbytes;
-} sl_tensor;
 
 typedef struct sl_st_file sl_st_file;
 
 /* Maps and validates path. Returns NULL and fills err on failure. Caller owns the result. */
 sl_st_file *sl_st_open(const char *path, sl_err *err);
 
-/* Unmaps and frees; accepts NULL and *self == NULL; sets *self to NULL. */
+/* Unmaps and frees; accepts *self == NULL (self itself must not be NULL); sets *self to NULL. */
 void sl_st_close(sl_st_file **self);
 
 const char *sl_st_path(const sl_st_file *self);
@@ -63,10 +52,6 @@ void sl_st_writer_destroy(sl_st_writer **self);
 /* Adds a tensor whose float32 values are stored as dtype (F32, F16 or BF16). The writer keeps
  * a pointer to data, not a copy: data must stay valid until sl_st_writer_write returns. */
 int sl_st_writer_add_f32(sl_st_writer *self, const char *name, sl_dtype dtype, const float *data, int ndim,
-                         const int64_t *shape, sl_err *err);
-
-/* Adds a tensor whose bytes are already in dtype; data is borrowed as above. */
-int sl_st_writer_add_raw(sl_st_writer *self, const char *name, sl_dtype dtype, const void *data, int ndim,
                          const int64_t *shape, sl_err *err);
 
 /* Adds a "__metadata__" entry (both strings copied). */

@@ -1,6 +1,7 @@
 /* sampler.c — greedy and top-k / top-p sampling. */
 #include "sampler.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -37,7 +38,8 @@ sl_sampler *sl_sampler_new(const sl_sampling *opts, int vocab_size)
 
 void sl_sampler_destroy(sl_sampler **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     free((*self)->cand);
     free(*self);
     *self = NULL;

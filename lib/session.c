@@ -4,6 +4,7 @@
  * prefill's whole transport. Expiry frees the caches of idle slots. */
 #include "session.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 typedef struct slot {
@@ -11,6 +12,8 @@ typedef struct slot {
     sl_kv *kv;
     double last_used;
     sl_peer peer;
+    bool pending;          /* a request passed on and not answered yet */
+    uint64_t pending_step; /* its step */
 } slot;
 
 struct sl_sessions {
@@ -45,7 +48,8 @@ static bool fits(const slot *s, int ctx) { return s->kv && sl_kv_capacity(s->kv)
 
 void sl_sessions_destroy(sl_sessions **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     for (int i = 0; i < (*self)->max; i++)
         free_slot(&(*self)->slots[i]);
     free((*self)->slots);
@@ -100,6 +104,7 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
     s->id = id;
     s->last_used = now;
     s->peer = (sl_peer){.len = 0};
+    s->pending = false;
     return s->kv;
 }
 
@@ -107,6 +112,27 @@ sl_peer *sl_sessions_peer(sl_sessions *self, uint64_t id)
 {
     slot *s = find(self, id);
     return s ? &s->peer : NULL;
+}
+
+void sl_sessions_set_pending(sl_sessions *self, uint64_t id, bool pending, uint64_t step)
+{
+    slot *s = find(self, id);
+    if (!s) return;
+    s->pending = pending;
+    s->pending_step = step;
+}
+
+int sl_sessions_take_pending(sl_sessions *self, void (*fn)(void *ctx, uint64_t id, uint64_t step), void *ctx)
+{
+    int n = 0;
+    for (int i = 0; i < self->max; i++) {
+        slot *s = &self->slots[i];
+        if (!s->id || !s->pending) continue;
+        s->pending = false;
+        fn(ctx, s->id, s->pending_step);
+        n++;
+    }
+    return n;
 }
 
 bool sl_sessions_close(sl_sessions *self, uint64_t id)

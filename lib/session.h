@@ -26,6 +26,14 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
  * session is unknown. Owned by the table, valid until the session goes. */
 sl_peer *sl_sessions_peer(sl_sessions *self, uint64_t id);
 
+/* Marks session id's request of step as passed on and waiting for its answer (pending), or
+ * answered. Unknown ids are ignored. */
+void sl_sessions_set_pending(sl_sessions *self, uint64_t id, bool pending, uint64_t step);
+
+/* Calls fn for every session with a pending request (the next stage was lost: its requests with
+ * it) and clears the marks; returns how many. */
+int sl_sessions_take_pending(sl_sessions *self, void (*fn)(void *ctx, uint64_t id, uint64_t step), void *ctx);
+
 /* Drops session id, keeping its cache for a later session; returns whether it existed. */
 bool sl_sessions_close(sl_sessions *self, uint64_t id);
 

@@ -1,6 +1,7 @@
 /* sha256.c — SHA-256 through libcrypto's EVP interface. */
 #include "sha256.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <fcntl.h>
@@ -37,7 +38,8 @@ void sl_sha256_final(sl_sha256 *self, uint8_t digest[32])
 
 void sl_sha256_destroy(sl_sha256 **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     EVP_MD_CTX_free((*self)->ctx);
     free(*self);
     *self = NULL;

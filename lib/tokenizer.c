@@ -3,8 +3,10 @@
 #include "tokenizer.h"
 
 #include "fileio.h"
+#include "json.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <assert.h>
 #include <cJSON.h>
 #include <limits.h>
 #include <pcre2.h>
@@ -165,18 +167,17 @@ static int alphabet_to_bytes(const char *text, const int16_t codepoint_byte[ALPH
 /* Checks that item maps a token to an id in 0..count-1 not seen before; returns the id. */
 static int32_t vocab_entry_id(const cJSON *item, int count, const cJSON **by_id, const char *path, sl_err *err)
 {
-    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
-    if (!(v >= 0 && v < count) || v != (double)(int32_t)v) {
-        sl_fail(err, "%s: token \"%.200s\": id %s; ids must be whole numbers 0..%d", path, item->string,
-                cJSON_IsNumber(item) ? "out of range" : "is not a number", count - 1);
+    const sl_json_num id_range = {.min = 0, .max = count - 1, .integer = true};
+    char name[224];
+    snprintf(name, sizeof name, "token \"%.200s\"", item->string);
+    double v;
+    if (sl_json_number(item, name, id_range, &v, path, err) != 0) return -1;
+    int32_t id = (int32_t)v;
+    if (by_id[id]) {
+        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path, by_id[id]->string, item->string, id);
         return -1;
     }
-    if (by_id[(int32_t)v]) {
-        sl_fail(err, "%s: tokens \"%.200s\" and \"%.200s\" both have id %d", path, by_id[(int32_t)v]->string,
-                item->string, (int32_t)v);
-        return -1;
-    }
-    return (int32_t)v;
+    return id;
 }
 
 /* Lays the tokens' bytes out in id order (by_id is complete: count distinct ids). */
@@ -203,14 +204,12 @@ static int store_tokens(sl_tokenizer *t, const cJSON **by_id, size_t key_bytes, 
 
 static int load_vocab(sl_tokenizer *t, const char *path, sl_err *err)
 {
-    char *text = sl_read_text_file(path, MAX_FILE_BYTES, err);
-    if (!text) return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
+    cJSON *root = sl_json_read_file(path, MAX_FILE_BYTES, err);
+    if (!root) return -1;
     int count = cJSON_GetArraySize(root);
-    if (!cJSON_IsObject(root) || count == 0) {
+    if (count == 0) {
         cJSON_Delete(root);
-        return sl_fail(err, "%s: malformed JSON: expected a non-empty object of token: id", path);
+        return sl_fail(err, "%s: no tokens: expected a non-empty object of token: id", path);
     }
     const cJSON **by_id = calloc((size_t)count, sizeof *by_id);
     int rc = by_id ? 0 : sl_fail(err, "%s: out of memory", path);
@@ -407,7 +406,8 @@ sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback
 
 void sl_tokenizer_destroy(sl_tokenizer **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_tokenizer *t = *self;
     pcre2_match_data_free(t->match);
     pcre2_code_free(t->pattern);

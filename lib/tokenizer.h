@@ -36,7 +36,7 @@ sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err);
 /* The model directory's vocab when it holds vocab.json and merges.txt, else fallback_dir's. */
 sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, sl_err *err);
 
-/* Frees the tokenizer and sets *self to NULL; NULL and *self == NULL are fine. */
+/* Frees the tokenizer and sets *self to NULL; *self == NULL is fine (self itself must not be NULL). */
 void sl_tokenizer_destroy(sl_tokenizer **self);
 
 /* Appends the ids of len bytes of text to the caller-owned array (*ids, *n, *cap), growing it

@@ -3,6 +3,7 @@
 #include "topology.h"
 
 #include "cli.h"
+#include "split.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -20,14 +21,17 @@ typedef struct parse_state {
     sl_topo_node *node;                /* section being read, NULL for [pipeline] */
     bool seen[SL_MAX_NODES][3];        /* role, layers, listen given */
     int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
-    char parts_raw[PATH_MAX];
+    char parts_raw[PATH_MAX], certs_raw[PATH_MAX];
+    int train_set[SL_MAX_NODES]; /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
+    bool pipeline_train;
     sl_err *err;
     int rc;
 } parse_state;
 
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
-                                    "hwm, verify, max_train_tokens, checkpoint_root";
-static const char node_keys[] = "role, layers, listen, host, threads, pin, clip, noise (bottom), "
+                                    "hwm, verify, max_train_tokens, checkpoint_root, security, certs, clients, "
+                                    "trainers, train";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, clip, noise (bottom), "
                                 "grad_clip, grad_noise (top)";
 
 /* inih reads through this, so the state always knows the current line; section headers are
@@ -67,6 +71,7 @@ static char *read_line(char *buf, int size, void *stream)
             snprintf(ps->node->name, sizeof ps->node->name, "%.63s", section + 5);
             snprintf(ps->node->host, sizeof ps->node->host, "localhost");
             ps->node->line = ps->line;
+            ps->train_set[ps->node - t->nodes] = -1;
         }
     } else {
         ps->rc = sl_fail(ps->err, "%s:%d: unknown section [%s]; sections are [pipeline] and [node.NAME]", t->path,
@@ -100,6 +105,34 @@ static int parse_endpoint(parse_state *ps, const char *value, char *out)
         return sl_fail(ps->err, "%s:%d: listen = %s: write tcp://HOST:PORT or ipc:///PATH", ps->t->path, ps->line,
                        value);
     snprintf(out, SL_MAX_ENDPOINT, "%s", value);
+    return 0;
+}
+
+/* A certificate name: letters, digits, '-', '_' and '.' not first (it names files in certs). */
+static int parse_name(parse_state *ps, const char *key, const char *value, char *out, size_t size)
+{
+    size_t len = strlen(value);
+    bool ok = len > 0 && len < size && value[0] != '.' &&
+              strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == len;
+    if (!ok)
+        return sl_fail(ps->err, "%s:%d: %s = '%s': a certificate name is 1-%zu letters, digits, '-', '_' or '.'",
+                       ps->t->path, ps->line, key, value, size - 1);
+    memcpy(out, value, len + 1);
+    return 0;
+}
+
+/* "a, b, c": certificate names. */
+static int parse_names(parse_state *ps, const char *key, const char *value, sl_party_list *list)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", value);
+    list->n = 0;
+    for (char *save = NULL, *name = strtok_r(copy, ", \t", &save); name; name = strtok_r(NULL, ", \t", &save)) {
+        if (list->n == SL_MAX_PARTIES)
+            return sl_fail(ps->err, "%s:%d: %s: more than %d names", ps->t->path, ps->line, key, SL_MAX_PARTIES);
+        if (parse_name(ps, key, name, list->names[list->n], sizeof list->names[0]) != 0) return -1;
+        list->n++;
+    }
     return 0;
 }
 
@@ -146,6 +179,16 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
             return sl_fail(ps->err, "%s:%d: checkpoint_root: path too long", t->path, ps->line);
         return 0;
     }
+    if (!strcmp(key, "security")) {
+        if (strcmp(value, "none") && strcmp(value, "curve"))
+            return sl_fail(ps->err, "%s:%d: security = %s: write none or curve", t->path, ps->line, value);
+        t->curve = !strcmp(value, "curve");
+        return 0;
+    }
+    if (!strcmp(key, "certs")) return snprintf(ps->certs_raw, sizeof ps->certs_raw, "%s", value), 0;
+    if (!strcmp(key, "clients")) return parse_names(ps, key, value, &t->clients);
+    if (!strcmp(key, "trainers")) return parse_names(ps, key, value, &t->trainers);
+    if (!strcmp(key, "train")) return parse_bool(ps, key, value, &ps->pipeline_train);
     if (!strcmp(key, "max_train_tokens")) {
         int rc = number(ps, sl_parse_long(value, "max_train_tokens", 2, 1 << 24, &v, ps->err));
         t->max_train_tokens = (int)v;
@@ -189,6 +232,12 @@ static int node_key(parse_state *ps, const char *key, const char *value)
         return rc;
     }
     if (!strcmp(key, "pin")) return parse_bool(ps, key, value, &n->pin);
+    if (!strcmp(key, "cert")) return parse_name(ps, key, value, n->cert, sizeof n->cert);
+    if (!strcmp(key, "train")) {
+        int rc = parse_bool(ps, key, value, &n->train);
+        ps->train_set[n - ps->t->nodes] = n->train;
+        return rc;
+    }
     if (!strcmp(key, "clip") || !strcmp(key, "noise") || !strcmp(key, "grad_clip") || !strcmp(key, "grad_noise"))
         return defence_key(ps, key, value);
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [node.%s] (keys: %s)", ps->t->path, ps->line, key, n->name,
@@ -215,8 +264,9 @@ static bool is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* parts is relative to the topology file's directory, or else to the current directory. */
-static int resolve_parts(parse_state *ps, const char *raw)
+/* A directory named in the file (key): relative to the file's directory, or else to the current
+ * directory. */
+static int resolve_dir(parse_state *ps, const char *key, const char *raw, char *out, size_t size)
 {
     sl_topology *t = ps->t;
     char dir[PATH_MAX];
@@ -226,8 +276,28 @@ static int resolve_parts(parse_state *ps, const char *raw)
     if (slash) *slash = '\0';
     snprintf(beside, sizeof beside, "%s/%s", slash ? dir : ".", raw);
     const char *chosen = raw[0] == '/' || !slash || (!is_dir(beside) && is_dir(raw)) ? raw : beside;
-    if (snprintf(t->parts, sizeof t->parts, "%s", chosen) >= (int)sizeof t->parts)
-        return sl_fail(ps->err, "%s:%d: parts path too long", t->path, ps->pipeline_line);
+    if (snprintf(out, size, "%s", chosen) >= (int)size)
+        return sl_fail(ps->err, "%s:%d: %s: path too long", t->path, ps->pipeline_line, key);
+    return 0;
+}
+
+/* security = curve needs certs and every node's cert; each node's train falls back to the
+ * pipeline's. */
+static int check_security(parse_state *ps)
+{
+    sl_topology *t = ps->t;
+    for (int i = 0; i < t->n_nodes; i++)
+        if (ps->train_set[i] < 0) t->nodes[i].train = ps->pipeline_train;
+    if (!t->curve) return 0;
+    if (!ps->certs_raw[0])
+        return sl_fail(ps->err,
+                       "%s:%d: security = curve needs certs = DIR (the certificates, see zmq-splitlearn-keygen)",
+                       t->path, ps->pipeline_line);
+    for (int i = 0; i < t->n_nodes; i++)
+        if (!t->nodes[i].cert[0])
+            return sl_fail(ps->err,
+                           "%s:%d: [node.%s] has no cert; with security = curve add cert = NAME (DIR/NAME.cert)",
+                           t->path, t->nodes[i].line, t->nodes[i].name);
     return 0;
 }
 
@@ -353,7 +423,9 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
     if (bad_line != 0)
         return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
     if (check_nodes(&ps) != 0 || check_defences(&ps) != 0) return -1;
-    if (resolve_parts(&ps, ps.parts_raw) != 0) return -1;
+    if (resolve_dir(&ps, "parts", ps.parts_raw, t->parts, sizeof t->parts) != 0 || check_security(&ps) != 0 ||
+        (ps.certs_raw[0] && resolve_dir(&ps, "certs", ps.certs_raw, t->certs, sizeof t->certs) != 0))
+        return -1;
     if (!t->name[0]) {
         const char *base = strrchr(t->parts, '/');
         snprintf(t->name, sizeof t->name, "%.127s", base && base[1] ? base + 1 : t->parts);
@@ -391,6 +463,20 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name)
 }
 
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node) { return (int)(node - t->nodes); }
+
+bool sl_party_listed(const sl_party_list *list, const char *name)
+{
+    for (int i = 0; i < list->n; i++)
+        if (!strcmp(list->names[i], name)) return true;
+    return false;
+}
+
+bool sl_endpoint_is_local(const char *endpoint)
+{
+    if (strncmp(endpoint, "tcp://", 6) != 0) return true;
+    const char *host = endpoint + 6;
+    return !strncmp(host, "127.", 4) || !strncmp(host, "localhost:", 10) || !strncmp(host, "[::1]:", 6);
+}
 
 sl_cut_defence sl_topology_bottom_defence(const sl_topology *t)
 {

@@ -7,7 +7,7 @@
 #include "cutguard.h"
 #include "dtype.h"
 #include "err.h"
-#include "part.h"
+#include "role.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -25,10 +25,19 @@ typedef struct sl_topo_node {
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
+    char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
+    bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
     /* Defences at the cut (cutguard.h): the bottom's on the rows it sends (clip, noise), the
      * top's on the gradient it sends back in training (grad_clip, grad_noise); 0: none. */
     float clip, noise, grad_clip, grad_noise;
 } sl_topo_node;
+
+#define SL_MAX_PARTIES 64 /* names in a clients or trainers list */
+
+typedef struct sl_party_list {
+    char names[SL_MAX_PARTIES][64];
+    int n;
+} sl_party_list;
 
 typedef struct sl_topology {
     char path[PATH_MAX];
@@ -43,6 +52,10 @@ typedef struct sl_topology {
     bool verify;                    /* nodes recompute their part's SHA-256 at start */
     int max_train_tokens;           /* B x T of a training batch a trunk accepts (default 16384) */
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
+    bool curve;                     /* security = curve: every link encrypted and authenticated */
+    char certs[PATH_MAX];           /* the public certificates (and, on each host, its own secret one) */
+    sl_party_list clients;          /* names of the certificates that may generate */
+    sl_party_list trainers;         /* names of the certificates that may train, save and load */
     sl_topo_node nodes[SL_MAX_NODES];
     int n_nodes;
 } sl_topology;
@@ -56,6 +69,12 @@ int sl_topology_load(const char *path, sl_topology *t, bool check_parts, sl_err 
 /* The same from text (a topology the launcher shipped); origin names it in errors; relative
  * paths are the working directory's. */
 int sl_topology_parse(const char *text, const char *origin, sl_topology *t, bool check_parts, sl_err *err);
+
+/* Whether name is in list. */
+bool sl_party_listed(const sl_party_list *list, const char *name);
+
+/* Whether endpoint is on this machine only: ipc://, inproc:// or a loopback TCP address. */
+bool sl_endpoint_is_local(const char *endpoint);
 
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);

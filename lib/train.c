@@ -2,7 +2,9 @@
 #include "train.h"
 
 #include "ops.h"
+#include "safetensors.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -94,7 +96,10 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
         return NULL;
     }
     sl_train *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+    if (!t) {
+        sl_fail(err, "out of memory");
+        return NULL;
+    }
     *t = (sl_train){.p = params, .B = B, .T = T, .L = params->last - params->first};
     t->acts = calloc((size_t)t->L + 1, sizeof *t->acts);
     t->ids = calloc((size_t)B * T, sizeof *t->ids);
@@ -112,7 +117,8 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
 
 void sl_train_destroy(sl_train **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_train *t = *self;
     sl_params_free(&t->grads);
     sl_params_free(&t->m);

@@ -70,6 +70,8 @@ struct sl_trainer {
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
     uint64_t run_id, message;
+    sl_security *as_trainer; /* security = curve: the trainer's key pair, towards the trunks */
+    sl_security *as_top;     /* the top's, at its endpoint: admits the last trunk only */
 };
 
 /* ---- local stages: a learner in this process ---- */
@@ -260,6 +262,7 @@ static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const
         m.at_step = (uint64_t)t->steps;
         m.has_loss = kind == SL_MSG_SAVE && isfinite(loss);
         m.loss = loss;
+        t->net.peer = node->cert;
         zsock_t *direct = i == 1 ? NULL : sl_net_connect(ZMQ_DEALER, &t->net, node->listen, err);
         if (i != 1 && !direct) return -1;
         int rc = send_to(t, direct ? direct : t->to_first, &m, node->name, err);
@@ -369,6 +372,24 @@ sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err 
     return t;
 }
 
+/* With security = curve: the trainer's own key pair (--cert) for its connections to the trunks,
+ * and the top's (certs/TOP.cert_secret: the trainer is the top, on the top's host) for the endpoint
+ * the last trunk connects to, which admits that trunk's key only. */
+static int open_security(sl_trainer *t, sl_err *err)
+{
+    const sl_topology *topo = &t->topo;
+    if (!t->opts.cert)
+        return sl_fail(err, "%s says security = curve: give the trainer's certificate (--cert FILE.cert_secret)",
+                       topo->path);
+    char top_secret[PATH_MAX + 96];
+    snprintf(top_secret, sizeof top_secret, "%s/%s.cert_secret", topo->certs, topo->nodes[topo->n_nodes - 1].cert);
+    const char *last_trunk = topo->nodes[topo->n_nodes - 2].cert;
+    if (!(t->as_trainer = sl_security_new(topo->certs, t->opts.cert, NULL, 0, NULL, NULL, err)) ||
+        !(t->as_top = sl_security_new(topo->certs, top_secret, &last_trunk, 1, NULL, NULL, err)))
+        return -1;
+    return 0;
+}
+
 /* The sockets to and from the trunks, and the monitors of the connections to the first and last. */
 static int open_remote(sl_trainer *t, sl_err *err)
 {
@@ -376,7 +397,12 @@ static int open_remote(sl_trainer *t, sl_err *err)
     const int n = topo->n_nodes;
     t->net = sl_net_opts_of(topo);
     if (!(t->decoder = sl_wire_decoder_new())) return sl_fail(err, "out of memory");
-    if (!(t->from_trunks = sl_net_bind(ZMQ_ROUTER, &t->net, topo->nodes[n - 1].listen, err)) ||
+    if (topo->curve && open_security(t, err) != 0) return -1;
+    sl_net_opts as_top = t->net;
+    as_top.security = t->as_top;
+    t->net.security = t->as_trainer;
+    t->net.peer = topo->nodes[1].cert;
+    if (!(t->from_trunks = sl_net_bind(ZMQ_ROUTER, &as_top, topo->nodes[n - 1].listen, err)) ||
         !(t->to_first = sl_net_connect(ZMQ_DEALER, &t->net, topo->nodes[1].listen, err)))
         return -1;
     t->watched[0] = topo->nodes[1].name;
@@ -431,6 +457,8 @@ void sl_trainer_destroy(sl_trainer **self)
     zsock_destroy(&t->to_first);
     sl_wire_decoder_destroy(&t->decoder);
     msgpack_sbuffer_destroy(&t->out);
+    sl_security_destroy(&t->as_trainer);
+    sl_security_destroy(&t->as_top);
     free(t->act);
     free(t->act2);
     free(t->grad);

@@ -10,7 +10,8 @@
 #ifndef SL_TRAINER_H
 #define SL_TRAINER_H
 
-#include "part.h"
+#include "ckptstore.h"
+#include "split.h"
 #include "topology.h"
 #include "train.h"
 
@@ -20,7 +21,8 @@ typedef struct sl_trainer_opts {
     sl_adamw adamw;     /* lr is the peak learning rate */
     float grad_clip;    /* clip the global gradient norm to this; 0: no clipping */
     long warmup, total_steps;
-    bool cosine; /* cosine decay to 10% of lr over total_steps after warmup */
+    bool cosine;      /* cosine decay to 10% of lr over total_steps after warmup */
+    const char *cert; /* with security = curve: the trainer's secret certificate (a name in trainers) */
 } sl_trainer_opts;
 
 typedef struct sl_trainer sl_trainer;
@@ -55,7 +57,7 @@ float sl_trainer_lr(const sl_trainer *self);
 
 /* Writes a checkpoint split directory: every part, its metadata ("step", "loss") and its
  * optimizer state (<part>_optim.safetensors), and split.json; each part's save before keeps in
- * <role>/prev/ (see part.h). Nothing to do when dir holds this run's save of this step. */
+ * <role>/prev/ (see ckptstore.h). Nothing to do when dir holds this run's save of this step. */
 int sl_trainer_save(sl_trainer *self, const char *dir, float loss, sl_err *err);
 
 /* Number of stages and the parameters of stage i (for tests and merging). */

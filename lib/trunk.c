@@ -2,6 +2,8 @@
  * checkpoints confined below checkpoint_root. */
 #include "trunk.h"
 
+#include "ckptstore.h"
+#include "clock.h"
 #include "fileio.h"
 
 #include <assert.h>
@@ -23,6 +25,7 @@ struct sl_trunk {
     bool update_due;
     char save_dir[PATH_MAX]; /* this run's checkpoint (its last save or load): a stop saves beside it */
     long saved_step;         /* the step of that checkpoint */
+    double last_message;     /* when the run last sent a training message (sl_now) */
     float *in, *out;         /* (rows, C): room for the run's batch */
     size_t rows, batch_rows; /* that room; the run's B x T */
 };
@@ -323,6 +326,7 @@ static int load(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
 
 int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_to *to, sl_err *err)
 {
+    self->last_message = sl_now();
     switch (msg->kind) {
     case SL_MSG_FORWARD:
         *to = SL_TRUNK_NEXT;
@@ -343,6 +347,24 @@ int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_t
         return sl_fail(err, "%s does not take '%s' messages in training", self->name, sl_msg_kind_name(msg->kind)),
                SL_TRUNK_BAD;
     }
+}
+
+int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err)
+{
+    if (self->pristine || now - self->last_message <= idle) return 0;
+    if (sl_learner_replace(self->learner, open_own_part(self, err), false, err) != 0) return -1;
+    note(self, "training run %016llx idle for %.0f s: its training state freed", (unsigned long long)self->run,
+         now - self->last_message);
+    self->pristine = true;
+    self->run = 0;
+    self->forward_ready = self->grads_pending = self->update_due = false;
+    self->save_dir[0] = '\0';
+    self->saved_step = -1;
+    free(self->in);
+    free(self->out);
+    self->in = self->out = NULL;
+    self->rows = self->batch_rows = 0;
+    return 1;
 }
 
 int sl_trunk_save_on_stop(sl_trunk *self, char *saved_dir, size_t size, sl_err *err)

@@ -65,6 +65,11 @@ int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_t
  * works meanwhile). 0 when there was none. */
 int sl_trunk_finish(sl_trunk *self, sl_err *err);
 
+/* Frees the training state (weights copy, gradients, moments) of a run whose trainer has sent
+ * nothing for idle seconds (now and the messages' times on sl_now's clock): the trunk serves
+ * its part's own weights again. Returns 1 when it freed something. */
+int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err);
+
 /* Stopped mid-training: what the run learned since its checkpoint DIR is saved to
  * DIR/stopped-step<K>, a checkpoint of this trunk alone, leaving DIR consistent for --resume.
  * Returns 1 when it saved (the path in saved_dir), 0 when there was nothing to save, -1. */

@@ -61,11 +61,14 @@ typedef struct node {
     sl_wire_decoder *decoder;
     sl_wire_limits limits;
     sl_net_opts net;
-    zsock_t *listen;     /* ROUTER: requests from the previous stage (at the bottom: clients) */
-    zsock_t *next_link;  /* DEALER to the next stage: requests on, answers and gradients back */
-    const sl_peer *from; /* the sender of the request being handled (NULL: it came from the next) */
-    sl_peer train_from;  /* where a training forward came from: its gradient goes back there */
-    FILE *trace;         /* $SL_NODE_TRACE: one line per message received (tests) */
+    zsock_t *listen;          /* ROUTER: requests from the previous stage (at the bottom: clients) */
+    zsock_t *next_link;       /* DEALER to the next stage: requests on, answers and gradients back */
+    zactor_t *next_watch;     /* its dropped connections: the requests in flight there are lost */
+    sl_security *security;    /* with security = curve: its key pair and whom it accepts */
+    const sl_topo_node *prev; /* NULL at the bottom */
+    const sl_peer *from;      /* the sender of the request being handled (NULL: it came from the next) */
+    sl_peer train_from;       /* where a training forward came from: its gradient goes back there */
+    FILE *trace;              /* $SL_NODE_TRACE: one line per message received (tests) */
     msgpack_sbuffer out;
     int32_t *ids;       /* (n_positions) */
     float *in, *hidden; /* (n_positions, C) */
@@ -144,7 +147,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
     double t = sl_now();
     sl_kv *kv = sl_sessions_find(n->sessions, req->session, t);
     sl_peer *owner = sl_sessions_peer(n->sessions, req->session);
-    if (kv && n->bottom && owner->len && !sl_peer_equal(owner, n->from)) {
+    if (kv && n->bottom && owner->len && !sl_peer_same(owner, n->from)) {
         reply_error(n, req, "bad_message", "this session belongs to another client");
         return NULL;
     }
@@ -249,7 +252,11 @@ static void handle_forward(node *n, sl_msg *req)
     fwd.rows = (uint32_t)T;
     fwd.cols = (uint32_t)cfg->n_embd;
     fwd.dtype = n->topo.activations;
-    if (pass_on(n, &fwd, &err) != 0) reply_error(n, req, "internal", "%s", err.msg);
+    if (pass_on(n, &fwd, &err) != 0) {
+        reply_error(n, req, "internal", "%s", err.msg);
+        return;
+    }
+    sl_sessions_set_pending(n->sessions, req->session, true, req->step);
 }
 
 /* ---- training: trunks train here (lib/trunk.c); the bottom and the top stay with the trainer ---- */
@@ -293,6 +300,31 @@ static void handle_training(node *n, const sl_msg *req)
     if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
 }
 
+/* Whether the sender may send msg here, answered when not: training only where the topology says
+ * train = yes; with CURVE, training from a trainers key (or relayed by the previous stage),
+ * save and load from a trainers key only, generation from the previous stage (at the bottom: the
+ * clients, whom the ZAP handler alone lets in). */
+static bool allowed(node *n, const sl_msg *msg)
+{
+    bool training = sl_trunk_takes(msg);
+    if (training && !n->self->train) {
+        reply_error(n, msg, "forbidden",
+                    "%s does not train: its topology says train = no (set train = yes to allow it)", n->name);
+        return false;
+    }
+    if (!n->security) return true;
+    const char *name = sl_security_name_of(n->security, n->from->key);
+    bool from_prev = name && n->prev && !strcmp(name, n->prev->cert);
+    bool from_trainer = name && sl_party_listed(&n->topo.trainers, name);
+    bool ok = n->bottom  ? !training
+              : training ? from_trainer || (from_prev && msg->kind != SL_MSG_SAVE && msg->kind != SL_MSG_LOAD)
+                         : from_prev;
+    if (!ok)
+        reply_error(n, msg, "forbidden", "%s does not take '%s' messages from %s", n->name, sl_msg_kind_name(msg->kind),
+                    name ? name : "this key");
+    return ok;
+}
+
 /* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
  * session or training run that this node passes back the way its requests came (as received). */
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
@@ -302,6 +334,7 @@ static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_
         handle_training(n, msg);
     } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
         const sl_peer *to = peer_of(n, msg->session);
+        if (msg->kind != SL_MSG_ACK) sl_sessions_set_pending(n->sessions, msg->session, false, 0);
         if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) log_line(n, "could not pass back: %s", err.msg);
     } else {
         log_line(n, "the next stage sent a '%s' message: dropped", sl_msg_kind_name(msg->kind));
@@ -330,6 +363,8 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
         handle_from_next(n, &msg, data, len);
     } else if (msg.kind == SL_MSG_BACKWARD) {
         reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (!allowed(n, &msg)) {
+        return;
     } else if (sl_trunk_takes(&msg)) {
         handle_training(n, &msg);
     } else if (msg.kind == SL_MSG_FORWARD) {
@@ -344,12 +379,39 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
     }
 }
 
+static void log_refusal(void *ctx, const char *line) { log_line(ctx, "%s", line); }
+
+/* The node's key pair (certs/CERT.cert_secret, on this host only) and whom it lets connect: the
+ * clients at the bottom, elsewhere the previous stage and, where training is allowed, trainers. */
+static int open_security(node *n, sl_err *err)
+{
+    const char *accept[SL_MAX_PARTIES + 1];
+    int count = 0;
+    const sl_party_list *extra = n->bottom ? &n->topo.clients : n->self->train ? &n->topo.trainers : NULL;
+    if (n->prev) accept[count++] = n->prev->cert;
+    for (int i = 0; extra && i < extra->n; i++)
+        accept[count++] = extra->names[i];
+    char secret[PATH_MAX + 96];
+    snprintf(secret, sizeof secret, "%s/%s.cert_secret", n->topo.certs, n->self->cert);
+    if (!(n->security = sl_security_new(n->topo.certs, secret, accept, count, log_refusal, n, err))) return -1;
+    n->net.security = n->security;
+    return 0;
+}
+
 static int open_sockets(node *n, sl_err *err)
 {
     n->net = sl_net_opts_of(&n->topo);
+    if (n->topo.curve && open_security(n, err) != 0) return -1;
+    if (!n->topo.curve && !sl_endpoint_is_local(n->self->listen))
+        log_line(n,
+                 "warning: %s is not a loopback address and security = none: anyone who reaches it can read and "
+                 "send everything (set security = curve, see README: Security)",
+                 n->self->listen);
     if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
-    if (n->next && !(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
-    return 0;
+    if (!n->next) return 0;
+    n->net.peer = n->next->cert;
+    if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
+    return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
 }
 
 /* The topology from a file, or from the launcher's base64 text (data). */
@@ -376,6 +438,7 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
     int index = sl_topology_index(&n->topo, n->self);
     n->next = index + 1 < n->topo.n_nodes ? &n->topo.nodes[index + 1] : NULL;
     n->bottom = index == 0;
+    n->prev = index > 0 ? &n->topo.nodes[index - 1] : NULL;
     const char *root = n->topo.checkpoint_root[0] ? n->topo.checkpoint_root : ".";
     if (sl_mkdirs(root, err) != 0) return -1;
     char root_dir[PATH_MAX];
@@ -420,6 +483,29 @@ static bool lifeline_closed(void)
     return got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN);
 }
 
+/* Tells the client of a request that was in flight beyond this node that it was lost, as a lost
+ * session: the client re-sends the whole context, which waits here until the next stage is back. */
+static void lost_request(void *ctx, uint64_t session, uint64_t step)
+{
+    node *n = ctx;
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "unknown_session");
+    snprintf(e.message, sizeof e.message,
+             "the next stage %s dropped its connection with this request; re-send the whole context", n->next->name);
+    answer(n, peer_of(n, session), &e);
+}
+
+/* The connection to the next stage dropped (it stopped or restarted): its requests are lost. */
+static void next_stage_lost(node *n)
+{
+    char endpoint[SL_MAX_ENDPOINT];
+    sl_net_watch_event(n->next_watch, endpoint, sizeof endpoint);
+    int lost = sl_sessions_take_pending(n->sessions, lost_request, n);
+    log_line(n, "lost the connection to the next stage %s (%s): %d request%s in flight re-sent by their clients",
+             n->next->name, endpoint, lost, lost == 1 ? "" : "s");
+}
+
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
 static void drain_socket(node *n, zsock_t *sock, bool routed)
 {
@@ -439,25 +525,30 @@ static void drain_socket(node *n, zsock_t *sock, bool routed)
 /* Serves until a signal or, with lifeline, until standard input closes. */
 static void serve(node *n, bool lifeline)
 {
-    zmq_pollitem_t items[3] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
+    zmq_pollitem_t items[4] = {{.socket = zsock_resolve(n->listen), .events = ZMQ_POLLIN},
                                {.fd = STDIN_FILENO, .events = ZMQ_POLLIN},
-                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN}};
+                               {.socket = n->next_link ? zsock_resolve(n->next_link) : NULL, .events = ZMQ_POLLIN},
+                               {.socket = n->next_watch ? zsock_resolve(n->next_watch) : NULL, .events = ZMQ_POLLIN}};
     double last_expiry = sl_now();
     while (!stop_requested) {
         if (!lifeline) items[1].fd = -1; /* poll ignores a negative fd */
-        int rc = zmq_poll(items, n->next_link ? 3 : 2, 200);
+        int rc = zmq_poll(items, n->next_link ? 4 : 2, 200);
         if (rc < 0 && zmq_errno() != EINTR) break;
         if (lifeline && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) && lifeline_closed()) {
             log_line(n, "standard input closed (the launcher is gone): stopping");
             break;
         }
         if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) drain_socket(n, n->next_link, false);
+        if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) next_stage_lost(n);
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);
             if (gone) log_line(n, "%d idle session(s) expired (first %016llx)", gone, (unsigned long long)first);
+            sl_err err;
+            if (sl_trunk_expire(n->trunk, t, n->topo.idle_timeout, &err) < 0 || follow_weights(n, &err) != 0)
+                log_line(n, "cannot free an idle run's training state: %s", err.msg);
             last_expiry = t;
         }
     }
@@ -465,8 +556,10 @@ static void serve(node *n, bool lifeline)
 
 static void shutdown_node(node *n)
 {
+    zactor_destroy(&n->next_watch);
     zsock_destroy(&n->listen);
     zsock_destroy(&n->next_link);
+    sl_security_destroy(&n->security);
     if (n->trace) fclose(n->trace);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);

@@ -61,6 +61,19 @@ static inline const float *fixture_f32(const sl_st_file *refs, const char *name,
     return t->data;
 }
 
+/* A 3-layer model small enough to build in memory, for tests that write parts without a fixture. */
+static inline sl_config fixture_small_config(void)
+{
+    return (sl_config){.n_layer = 3,
+                       .n_embd = 8,
+                       .n_head = 2,
+                       .n_inner = 32,
+                       .vocab_size = 16,
+                       .n_positions = 8,
+                       .layer_norm_epsilon = 1e-5,
+                       .eos_token_id = 15};
+}
+
 /* Every tensor reference of a params struct, in its fixed order. */
 typedef struct fixture_refs {
     sl_param_ref refs[256];

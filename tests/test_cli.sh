@@ -48,7 +48,7 @@ check "tokenize --decode" test "$("$bin/zmq-splitlearn-tokenize" --decode 15496 
 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 2,4 -o "$tmp/parts" --topology "$tmp/topo.ini" \
     --port $port >/dev/null
 check "split wrote the topology" grep -q "layers = 2-4" "$tmp/topo.ini"
-sed -i "/^\[pipeline\]/a checkpoint_root = $tmp" "$tmp/topo.ini" # where the trunk keeps checkpoints
+sed -i "/^\[pipeline\]/a checkpoint_root = $tmp\ntrain = yes" "$tmp/topo.ini" # where the trunk keeps checkpoints; it trains
 "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --ready-file "$tmp/ready" >"$tmp/launch.log" 2>&1 &
 launcher=$!
 for _ in $(seq 300); do [ -f "$tmp/ready" ] && break; sleep 0.05; done

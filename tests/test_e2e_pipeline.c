@@ -80,8 +80,8 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_checkpoint_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
     char text[8192];
-    int len =
-        snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\n", p->parts, tmp);
+    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\ntrain = yes\n",
+                       p->parts, tmp);
     for (int i = 0; i <= n_splits; i++) {
         char endpoint[300];
         if (ipc)
@@ -173,7 +173,7 @@ static void *ask_pipeline(void *arg)
 {
     ask *q = arg;
     sl_err err = {{0}};
-    sl_client *c = sl_client_new(q->topo, &err);
+    sl_client *c = sl_client_new(q->topo, NULL, &err);
     q->got.logits = malloc((size_t)q->T * q->vocab * sizeof(float));
     sl_client_request req = {.ids = q->ids,
                              .n_ids = q->T,
@@ -574,7 +574,7 @@ static void test_restart_and_timeout(void)
     /* Without the trunk, the client names it. */
     kill(r.pid, SIGTERM);
     waitpid(r.pid, NULL, 0);
-    sl_client *c = sl_client_new(&topo, &err);
+    sl_client *c = sl_client_new(&topo, NULL, &err);
     int32_t out[4];
     int n;
     sl_client_request req = {.ids = prompt_b,
@@ -594,6 +594,101 @@ static void test_restart_and_timeout(void)
         int status;
         waitpid(pids[i], &status, 0);
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s exits 0 on SIGTERM", names[i]);
+    }
+}
+
+/* ---- a trunk killed in the middle of a request, 20 times ---- */
+
+typedef struct killer {
+    restart r[2];     /* trunk1, trunk2 */
+    int victim;       /* which of them */
+    int fire_at;      /* the token after which the kill comes */
+    useconds_t delay; /* and how long after it: inside the next request's flight */
+    pthread_t thread;
+    bool started;
+} killer;
+
+static void *kill_and_restart(void *arg)
+{
+    killer *k = arg;
+    restart *r = &k->r[k->victim];
+    usleep(k->delay);
+    kill(r->pid, SIGKILL);
+    waitpid(r->pid, NULL, 0);
+    r->pid = start_node(r, k->victim ? "trunk2" : "trunk1");
+    return NULL;
+}
+
+static void kill_at_token(void *ctx, int32_t token)
+{
+    (void)token;
+    killer *k = ((ask *)ctx)->user;
+    if (++k->r[0].seen == k->fire_at) k->started = pthread_create(&k->thread, NULL, kill_and_restart, k) == 0;
+}
+
+static void test_kill_mid_request(void)
+{
+    const int splits[3] = {1, 2, 4};
+    pipeline p = {0};
+    if (make_pipeline(&p, "tiny-b", splits, 3, false, "b-kill") != 0) return;
+    sl_topology topo;
+    sl_err err;
+    sl_topology_load(p.topo, &topo, true, &err);
+    killer k = {0};
+    pid_t ends[2];
+    const char *names[4] = {"bottom", "trunk1", "trunk2", "top"};
+    for (int i = 0; i < 2; i++) {
+        restart *r = &k.r[i];
+        snprintf(r->prog, sizeof r->prog, "%s/zmq-splitlearn-node", bin);
+        snprintf(r->topo, sizeof r->topo, "%s", p.topo);
+        snprintf(r->log, sizeof r->log, "%s", p.log);
+        r->pid = start_node(r, names[1 + i]);
+        ends[i] = start_node(r, names[3 * i]);
+    }
+    bool up = true;
+    for (int i = 0; i < 4; i++) {
+        char ready[64];
+        snprintf(ready, sizeof ready, "%s: ready", names[i]);
+        up = up && wait_for(p.log, ready, 20);
+    }
+    CHECK(up, "four nodes started by hand");
+    answer want;
+    reference("tiny-b", prompt_b, 9, 16, &want);
+    uint64_t seed = 20261204;
+    int recovered = 0, resent = 0;
+    for (int round = 0; up && round < 20; round++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull; /* a fixed sequence of kill times */
+        k.victim = (int)(seed >> 33) % 2;
+        k.fire_at = 1 + (int)(seed >> 40) % 10;
+        k.delay = (useconds_t)((seed >> 20) % 3000);
+        k.r[0].seen = 0;
+        k.started = false;
+        ask q = {.topo = &topo,
+                 .ids = prompt_b,
+                 .T = 9,
+                 .max_new = 16,
+                 .vocab = 1000,
+                 .n_positions = 64,
+                 .on_token = kill_at_token,
+                 .user = &k};
+        ask_pipeline(&q);
+        if (k.started) pthread_join(k.thread, NULL);
+        bool same = q.rc == 0 && q.got.n == want.n && !memcmp(q.got.tokens, want.tokens, (size_t)want.n * 4);
+        if (!same)
+            fprintf(stderr, "round %d: trunk%d killed %u us after token %d: %s\n", round, k.victim + 1, k.delay,
+                    k.fire_at, q.rc ? q.err : "other tokens");
+        recovered += same;
+        resent += q.resends;
+        free(q.got.logits);
+    }
+    CHECK(recovered == 20, "a trunk killed mid-request and restarted, 20 times: %d generations exact", recovered);
+    CHECK(resent > 0, "the clients re-sent their context (%d times in all)", resent);
+    free(want.logits);
+    for (int i = 0; i < 2; i++) {
+        kill(k.r[i].pid, SIGTERM);
+        kill(ends[i], SIGTERM);
+        waitpid(k.r[i].pid, NULL, 0);
+        waitpid(ends[i], NULL, 0);
     }
 }
 
@@ -855,6 +950,7 @@ int main(int argc, char **argv)
     if (check_selected("garbage")) test_garbage();
     if (check_selected("training_garbage")) test_training_garbage();
     if (check_selected("restart_and_timeout")) test_restart_and_timeout();
+    if (check_selected("kill_mid_request")) test_kill_mid_request();
     if (check_selected("launcher_stop")) test_launcher_stop();
     const int three[2] = {1, 3}, four[3] = {1, 2, 4};
     if (check_selected("train-3")) test_remote_training(three, 2, "train-3");

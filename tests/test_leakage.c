@@ -6,7 +6,7 @@
 #include "check.h"
 #include "gpt2.h"
 #include "leakage.h"
-#include "part.h"
+#include "split.h"
 #include "tokenizer.h"
 
 #include <stdlib.h>

@@ -1,12 +1,15 @@
 /* test_part.c — splitting checkpoints into parts and loading them back: every part holds only
  * its tensors, chained parts reproduce the fixture's logits, metadata is right, and a changed,
  * truncated or missing part file is refused with a clear message; merging a split gives back
- * HF's own model.safetensors and config.json. */
+ * HF's own model.safetensors and config.json; a part written with a source and extra members reads
+ * back as written, and metadata with one field wrong is refused naming it. */
 #include "fileio.h"
 #include "fixtures.h"
 #include "gpt2.h"
+#include "json.h"
 #include "part.h"
 #include "sha256.h"
+#include "split.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -261,6 +264,82 @@ done:
     sl_st_close(&hf);
 }
 
+/* sl_part_write: the metadata gets copies of source and of extra's members after the rest (the
+ * caller keeps both), and reading it back gives what was written. */
+static void test_write_with_members(char *meta, size_t size)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/written", tmp_root);
+    sl_err err = {{0}};
+    sl_params p;
+    const sl_config small = fixture_small_config();
+    if (!CHECK(sl_params_alloc(&p, &small, 1, 3, false, false, &err) == 0, "alloc: %s", err.msg)) return;
+    sl_params_init_gpt2(&p, 5);
+    cJSON *source = cJSON_Parse("{\"path\": \"m\", \"files\": [{\"file\": \"a\", \"sha256\": \"00\"}]}");
+    cJSON *extra = cJSON_Parse("{\"step\": 12, \"loss\": 3.5}");
+    sl_part_info info, back;
+    int rc = sl_part_write(&p, "trunk1", SL_ROLE_TRUNK, SL_BF16, dir, "stem", source, extra, &info, &err);
+    sl_part_sibling(info.file, "_metadata.json", meta, size);
+    if (CHECK(rc == 0 && sl_part_read_metadata(meta, &back, &err) == 0, "write and read back: %s", err.msg)) {
+        CHECK(back.step == 12 && back.loss == 3.5 && info.step == -1, "step %ld and loss %g from extra", back.step,
+              back.loss);
+        CHECK(!strcmp(back.name, "trunk1") && back.role == SL_ROLE_TRUNK && back.first == 1 && back.last == 3 &&
+                  !strcmp(back.dtype, "bf16") && !strcmp(back.file, info.file) && !strcmp(back.sha256, info.sha256) &&
+                  back.bytes == info.bytes && back.parameters == sl_params_count(&p) &&
+                  back.cfg.n_inner == small.n_inner,
+              "metadata read back equals what was written");
+        cJSON *root = sl_json_read_file(meta, 1 << 20, &err);
+        const cJSON *last = root ? cJSON_GetArrayItem(root, cJSON_GetArraySize(root) - 1) : NULL;
+        CHECK(root && cJSON_Compare(cJSON_GetObjectItem(root, "source"), source, true) && last &&
+                  !strcmp(last->string, "loss") && !strcmp(last->prev->string, "step"),
+              "\"source\" as given, extra's members last");
+        cJSON_Delete(root);
+        sl_part *part = sl_part_open_info(&back, true, &err);
+        sl_params q;
+        CHECK(part && sl_part_load_params(part, &q, true, &err) == 0 && sl_params_count(&q) == back.parameters,
+              "the part opens (SHA-256 checked) and loads: %s", err.msg);
+        if (part) sl_params_free(&q);
+        sl_part_destroy(&part);
+    }
+    CHECK(cJSON_GetObjectItem(extra, "step") && cJSON_GetObjectItem(source, "files"), "the caller keeps its objects");
+    cJSON_Delete(source);
+    cJSON_Delete(extra);
+    sl_params_free(&p);
+}
+
+/* A metadata file with one field wrong is refused, naming the file and the field. */
+static void test_bad_metadata(const char *good)
+{
+    static const char *const cases[][3] = {
+        {"bytes", "-1", "\"bytes\": -1 is out of range"},
+        {"parameters", "\"many\"", "\"parameters\" is not a number"},
+        {"layers", "[0, 99]", "\"layers\"[1]: 99 is out of range 0..3"},
+        {"layers", "[2, 1]", "ends before it begins"},
+        {"layers", "[1]", "\"layers\" is not [first, last]"},
+        {"role", "\"middle\"", "\"role\" is \"middle\", not bottom, trunk or top"},
+        {"sha256", NULL, "\"sha256\" is missing or not a string"},
+        {"step", "1.5", "\"step\": 1.5 is not a whole number"},
+        {"loss", "\"low\"", "\"loss\" is not a number"},
+        {"config", "{}", "\"config\": \"n_layer\" is missing"},
+    };
+    char bad[PATH_MAX];
+    snprintf(bad, sizeof bad, "%s/written/bad_metadata.json", tmp_root);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sl_err err = {{0}};
+        cJSON *root = sl_json_read_file(good, 1 << 20, &err);
+        if (!CHECK(root != NULL, "%s", err.msg)) return;
+        if (cases[i][1])
+            cJSON_ReplaceItemInObjectCaseSensitive(root, cases[i][0], cJSON_Parse(cases[i][1]));
+        else
+            cJSON_DeleteItemFromObjectCaseSensitive(root, cases[i][0]);
+        sl_json_write_file(bad, root, &err);
+        cJSON_Delete(root);
+        sl_part_info info;
+        CHECK(sl_part_read_metadata(bad, &info, &err) != 0 && strstr(err.msg, bad) && strstr(err.msg, cases[i][2]),
+              "\"%s\": %s: want '%s', got '%s'", cases[i][0], cases[i][1], cases[i][2], err.msg);
+    }
+}
+
 static void test_bad_splits(void)
 {
     char out[PATH_MAX], src[PATH_MAX];
@@ -290,6 +369,11 @@ int main(int argc, char **argv)
     if (check_selected("part_contents_and_metadata")) test_part_contents_and_metadata();
     if (check_selected("damaged_parts")) test_damaged_parts();
     if (check_selected("bad_splits")) test_bad_splits();
+    if (check_selected("written_part_metadata")) {
+        char meta[PATH_MAX + 32] = "";
+        test_write_with_members(meta, sizeof meta);
+        test_bad_metadata(meta);
+    }
     check_rmtree(tmp_root);
     return check_done();
 }

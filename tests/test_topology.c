@@ -2,7 +2,7 @@
  * examples' syntax) loads; every validation rule gives its file:line message. */
 #include "check.h"
 #include "fileio.h"
-#include "part.h"
+#include "split.h"
 #include "topology.h"
 
 #include <limits.h>

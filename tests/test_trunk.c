@@ -2,8 +2,10 @@
  * through sl_trunk equals the same stage trained directly, and every message that does not fit
  * the state (README, "A trunk's training state belongs to one run") is refused and changes
  * nothing. */
+#include "clock.h"
 #include "fileio.h"
 #include "fixtures.h"
+#include "split.h"
 #include "trunk.h"
 
 #include <limits.h>
@@ -192,6 +194,27 @@ static void test_runs(void)
     sl_trunk_destroy(&t);
 }
 
+/* A run whose trainer went quiet loses its training state; the trunk serves its part again. */
+static void test_idle_expiry(void)
+{
+    sl_trunk *t = new_trunk(1, 3), *fresh = new_trunk(1, 3);
+    if (!t || !fresh) goto done;
+    sl_err err;
+    CHECK(step(t, 5, 1, NULL, &err) == 0, "a step: %s", err.msg);
+    CHECK(sl_trunk_expire(t, sl_now(), 60, &err) == 0, "a run active a moment ago keeps its state");
+    const size_t n = (size_t)C * 144 * sizeof(float);
+    CHECK(memcmp(sl_trunk_params(t)->blocks[0].fc_w, sl_trunk_params(fresh)->blocks[0].fc_w, n) != 0,
+          "the step changed the weights");
+    CHECK(sl_trunk_expire(t, sl_now() + 61, 60, &err) == 1, "an idle run's state is freed");
+    CHECK(!memcmp(sl_trunk_params(t)->blocks[0].fc_w, sl_trunk_params(fresh)->blocks[0].fc_w, n),
+          "the trunk serves its part's own weights again");
+    sl_msg reply, m = backward_msg(5, 1, false);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training state", "the idle run's messages");
+done:
+    sl_trunk_destroy(&t);
+    sl_trunk_destroy(&fresh);
+}
+
 /* Save, train on, load: the loaded trunk continues as the saved one did. */
 static void test_save_load(void)
 {
@@ -241,6 +264,7 @@ int main(int argc, char **argv)
         if (check_selected("refusals")) test_refusals();
         if (check_selected("runs")) test_runs();
         if (check_selected("save_load")) test_save_load();
+        if (check_selected("idle_expiry")) test_idle_expiry();
     }
     check_rmtree(tmp);
     return check_done();

@@ -63,7 +63,7 @@ static void *client_job(void *arg)
 {
     job *j = arg;
     sl_err err = {{0}};
-    sl_client *c = sl_client_new(j->topo, &err);
+    sl_client *c = sl_client_new(j->topo, NULL, &err);
     int32_t *out = malloc((size_t)j->decode * sizeof *out);
     j->rc = c && out ? 0 : -1;
     for (int g = 0; g < j->generations && j->rc == 0; g++) {

@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "gpt2.h"
 #include "part.h"
+#include "split.h"
 
 #include <cblas.h>
 #include <getopt.h>

@@ -36,6 +36,7 @@ run "$bin/zmq-splitlearn-mkmodel" -o "$work/init" --n-layer 4 --n-embd 128 --n-h
 rm -rf "$work/parts" "$work/ckpt"
 run "$bin/zmq-splitlearn-split" "$work/init" --splits 1,3 -o "$work/parts" --name kjv --topology "$work/train.ini" \
     --port 5751 >/dev/null
+sed -i '/^\[pipeline\]/a train = yes' "$work/train.ini" # its trunk accepts training messages
 
 echo "== the trunk on its node"
 rm -f "$work/ready"

@@ -257,10 +257,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "zmq-splitlearn-launch: no node of %s runs on this host\n", argv[optind]);
         return SL_EXIT_USAGE;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    struct sigaction stop = {.sa_handler = on_signal}, ignore = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &stop, NULL);
+    sigaction(SIGTERM, &stop, NULL);
+    sigaction(SIGPIPE, &ignore, NULL);
     char program[PATH_MAX];
     if (node_program(program, sizeof program) != 0) return SL_EXIT_FAILURE;
     for (int i = 0; i < n; i++)

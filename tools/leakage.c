@@ -8,7 +8,7 @@
 #include "fileio.h"
 #include "generate.h"
 #include "leakage.h"
-#include "part.h"
+#include "split.h"
 #include "tokenizer.h"
 #include "topology.h"
 #include "version.h"

@@ -1,7 +1,7 @@
 /* merge.c — zmq-splitlearn-merge: joins the parts of a split (or a training checkpoint) back into
  * one HF GPT-2 model directory that zmq-splitlearn-run and HF transformers load. */
 #include "cli.h"
-#include "part.h"
+#include "split.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -1,5 +1,6 @@
 /* run.c — zmq-splitlearn-run: generates with the whole model in one process. The monolithic
  * reference that every pipeline's answer is compared against. */
+#include "checkpoint.h"
 #include "cli.h"
 #include "cpu.h"
 #include "generate.h"

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "client.h"
 #include "generate.h"
+#include "split.h"
 #include "tokenizer.h"
 #include "topology.h"
 
@@ -19,6 +20,7 @@ static const char usage[] =
     "\n" SL_GEN_USAGE
     "  --json                 print one JSON object {\"ids\", \"text\", \"resends\"} instead of text\n"
     "  --timeout SECONDS      how long to wait for each answer (default: the topology's, 30)\n"
+    "  --cert FILE            the client's secret certificate (security = curve; zmq-splitlearn-keygen)\n"
     "\n"
     "exit status: 0 done; 1 failure (a node's error, vocab, I/O); 2 usage error;\n"
     "             3 a stage did not answer in time (the message names it)\n";
@@ -78,11 +80,12 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        SL_GEN_OPTIONS, {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {SL_GEN_OPTIONS,      {"json", 0, 0, 'j'}, {"timeout", 1, 0, 't'},
+                                            {"cert", 1, 0, 'C'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     send_ctx s = {0};
     sl_gen_opts_init(&s.opts);
     double timeout = 0;
+    const char *cert = NULL;
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
@@ -92,6 +95,8 @@ int main(int argc, char **argv)
             s.json = true;
         else if (c == 't')
             rc = sl_parse_double(optarg, "--timeout", 0.001, 1e6, &timeout, &err);
+        else if (c == 'C')
+            cert = optarg;
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
         else
@@ -134,7 +139,7 @@ int main(int argc, char **argv)
     float *logits = s.opts.logits_path ? malloc(n_prompt * (size_t)cfg.vocab_size * sizeof(float)) : NULL;
     int32_t *out = malloc(((size_t)s.opts.max_new_tokens + 1) * sizeof *out);
     int n_out = 0;
-    sl_client *client = sl_client_new(&topo, &err);
+    sl_client *client = sl_client_new(&topo, cert, &err);
     rc = client ? 0 : -1;
     if (rc == 0) {
         sl_client_request req = {.ids = prompt,

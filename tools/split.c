@@ -2,7 +2,7 @@
  * parts (one safetensors + metadata each) and optionally writes a local topology for them. */
 #include "cli.h"
 #include "fileio.h"
-#include "part.h"
+#include "split.h"
 
 #include <getopt.h>
 #include <limits.h>

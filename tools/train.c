@@ -40,6 +40,7 @@ static const char usage[] =
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
     "  --seed S --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
     "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
+    "  --cert FILE                 the trainer's secret certificate (security = curve; a name in trainers)\n"
     "\n"
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
     "their listen endpoints); the trunks train on their nodes, which must be running\n"
@@ -75,31 +76,19 @@ typedef struct run {
 
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
-    static const struct option options[] = {{"data", 1, 0, 'D'},
-                                            {"ids", 1, 0, 'i'},
-                                            {"batch", 1, 0, 'b'},
-                                            {"seq-len", 1, 0, 'T'},
-                                            {"steps", 1, 0, 's'},
-                                            {"epochs", 1, 0, 'e'},
-                                            {"lr", 1, 0, 'l'},
-                                            {"weight-decay", 1, 0, 'w'},
-                                            {"warmup", 1, 0, 'W'},
-                                            {"schedule", 1, 0, 'S'},
-                                            {"grad-accum", 1, 0, 'k'},
-                                            {"grad-clip", 1, 0, 'c'},
-                                            {"eval-data", 1, 0, 'E'},
-                                            {"eval-every", 1, 0, 'n'},
-                                            {"save-dir", 1, 0, 'o'},
-                                            {"save-every", 1, 0, 'N'},
-                                            {"resume", 1, 0, 'r'},
-                                            {"seed", 1, 0, 'x'},
-                                            {"threads", 1, 0, 't'},
-                                            {"log", 1, 0, 'L'},
-                                            {"vocab", 1, 0, 'V'},
-                                            {"local", 0, 0, 'Z'},
-                                            {"pin", 0, 0, 'P'},
-                                            {"help", 0, 0, 'h'},
-                                            {0, 0, 0, 0}};
+    static const struct option options[] = {{"data", 1, 0, 'D'},       {"ids", 1, 0, 'i'},
+                                            {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
+                                            {"steps", 1, 0, 's'},      {"epochs", 1, 0, 'e'},
+                                            {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
+                                            {"warmup", 1, 0, 'W'},     {"schedule", 1, 0, 'S'},
+                                            {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
+                                            {"eval-data", 1, 0, 'E'},  {"eval-every", 1, 0, 'n'},
+                                            {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
+                                            {"resume", 1, 0, 'r'},     {"seed", 1, 0, 'x'},
+                                            {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
+                                            {"vocab", 1, 0, 'V'},      {"local", 0, 0, 'Z'},
+                                            {"pin", 0, 0, 'P'},        {"cert", 1, 0, 'C'},
+                                            {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -169,6 +158,9 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             break;
         case 'P':
             r->pin = true;
+            break;
+        case 'C':
+            r->opts.cert = optarg;
             break;
         case 'L':
             r->log_path = optarg;
@@ -297,7 +289,7 @@ static void progress_step(progress *p, long step, float loss, float eval_loss, f
 {
     progress_erase(p);
     printf("step %ld loss %.6f", step, (double)loss);
-    if (eval_loss == eval_loss) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
+    if (!isnan(eval_loss)) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
     putchar('\n');
     if (p->tty) {
         long eta = (long)((sl_now() - p->start) / (double)(step - p->first) * (double)(p->total - step) + 0.5);
@@ -413,7 +405,7 @@ static FILE *log_open(const char *path, long from, const char *resume_dir, sl_er
 static void log_step(FILE *log, long step, float loss, float eval_loss, float lr, double tps, double seconds)
 {
     fprintf(log, "%ld,%.6f,", step, (double)loss);
-    if (eval_loss == eval_loss) fprintf(log, "%.6f", (double)eval_loss);
+    if (!isnan(eval_loss)) fprintf(log, "%.6f", (double)eval_loss);
     fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, seconds);
     fflush(log);
 }
