@@ -41,6 +41,13 @@ static const char usage[] =
     "  --seed S --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
     "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
     "  --cert FILE                 the trainer's secret certificate (security = curve; a name in trainers)\n"
+    "  --nopeek LAMBDA             NoPeek: adds LAMBDA x the distance correlation between the bottom's\n"
+    "                              input embeddings and its output (over each batch's rows) to the\n"
+    "                              loss it trains on; the step lines show it (dcor X), the loss stays\n"
+    "                              the cross-entropy (docs/PRIVACY.md)\n"
+    "  --noise-seed S              the noise of the topology's clip/noise defences from seed S, for\n"
+    "                              experiments only: it makes the noise predictable (default: the\n"
+    "                              kernel's cryptographic generator)\n"
     "\n"
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
     "their listen endpoints); the trunks train on their nodes, which must be running\n"
@@ -76,19 +83,14 @@ typedef struct run {
 
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
-    static const struct option options[] = {{"data", 1, 0, 'D'},       {"ids", 1, 0, 'i'},
-                                            {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
-                                            {"steps", 1, 0, 's'},      {"epochs", 1, 0, 'e'},
-                                            {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
-                                            {"warmup", 1, 0, 'W'},     {"schedule", 1, 0, 'S'},
-                                            {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
-                                            {"eval-data", 1, 0, 'E'},  {"eval-every", 1, 0, 'n'},
-                                            {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
-                                            {"resume", 1, 0, 'r'},     {"seed", 1, 0, 'x'},
-                                            {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
-                                            {"vocab", 1, 0, 'V'},      {"local", 0, 0, 'Z'},
-                                            {"pin", 0, 0, 'P'},        {"cert", 1, 0, 'C'},
-                                            {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+    static const struct option options[] = {
+        {"data", 1, 0, 'D'},      {"ids", 1, 0, 'i'},        {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
+        {"steps", 1, 0, 's'},     {"epochs", 1, 0, 'e'},     {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
+        {"warmup", 1, 0, 'W'},    {"schedule", 1, 0, 'S'},   {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
+        {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'}, {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
+        {"resume", 1, 0, 'r'},    {"seed", 1, 0, 'x'},       {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
+        {"vocab", 1, 0, 'V'},     {"local", 0, 0, 'Z'},      {"pin", 0, 0, 'P'},        {"cert", 1, 0, 'C'},
+        {"nopeek", 1, 0, 'Y'},    {"noise-seed", 1, 0, 'Q'}, {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -134,6 +136,13 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             break;
         case 'c':
             rc = sl_parse_double(optarg, "--grad-clip", 0, 1e9, &d, err), r->opts.grad_clip = (float)d;
+            break;
+        case 'Y':
+            rc = sl_parse_double(optarg, "--nopeek", 0, 1e6, &d, err), r->opts.privacy.nopeek = (float)d;
+            break;
+        case 'Q':
+            rc = sl_parse_long(optarg, "--noise-seed", 0, __LONG_MAX__, &v, err);
+            r->opts.privacy.seeded = true, r->opts.privacy.noise_seed = (uint64_t)v;
             break;
         case 'E':
             r->eval_file = optarg;
@@ -276,7 +285,8 @@ typedef struct progress {
     bool tty, drawn;
     double start;
     long first, total;
-    float eval; /* the last eval loss, NAN before the first */
+    float eval;  /* the last eval loss, NAN before the first */
+    double dcor; /* NoPeek's distance correlation of the step, NAN without NoPeek */
 } progress;
 
 static void progress_erase(progress *p)
@@ -290,6 +300,7 @@ static void progress_step(progress *p, long step, float loss, float eval_loss, f
     progress_erase(p);
     printf("step %ld loss %.6f", step, (double)loss);
     if (!isnan(eval_loss)) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
+    if (!isnan(p->dcor)) printf(" dcor %.4f", p->dcor);
     putchar('\n');
     if (p->tty) {
         long eta = (long)((sl_now() - p->start) / (double)(step - p->first) * (double)(p->total - step) + 0.5);
@@ -420,6 +431,8 @@ static int train(run *r, sl_err *err)
         sl_split_read_index(topo.parts, infos, SL_MAX_SPLITS + 1, err) < 0)
         return SL_EXIT_FAILURE;
     if (check_against_model(r, &infos[0].cfg, &topo, err) != 0 || check_save_dir(r, err) != 0) return SL_EXIT_USAGE;
+    r->opts.privacy.activations = sl_topology_bottom_defence(&topo); /* what leaves this process */
+    r->opts.privacy.gradients = sl_topology_top_defence(&topo);
     corpus c = {0};
     int rc = corpus_load(r, &infos[0].cfg, &c, err);
     const long total = total_steps(r, c.data);
@@ -447,7 +460,8 @@ static int train(run *r, sl_err *err)
                    .start = sl_now(),
                    .first = tr ? sl_trainer_step_count(tr) : 0,
                    .total = total,
-                   .eval = NAN};
+                   .eval = NAN,
+                   .dcor = NAN};
     float loss = NAN;
     const char *ckpt = r->resume; /* the last checkpoint, at step ckpt_step */
     long ckpt_step = pr.first;
@@ -462,6 +476,7 @@ static int train(run *r, sl_err *err)
             rc = evaluate(r, tr, c.eval, ids, targets, &eval_loss, err);
         if (rc == 0) {
             double tps = (double)tokens_per_step / secs;
+            pr.dcor = sl_trainer_dcor(tr);
             progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
             if (log) log_step(log, step + 1, loss, eval_loss, lr, tps, sl_now() - pr.start);
         }
