@@ -8,6 +8,7 @@
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
 #   make demo       launch a pipeline (the default model, or MODEL=DIR split in three), generate text
 #   make default-model   train the embedded default model again (about 35 minutes)
+#   make privacy-table   the privacy-utility table of docs/PRIVACY.md (about an hour; not in make test)
 
 SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
@@ -35,7 +36,7 @@ TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
 SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 
-.PHONY: all deps ensure-deps test check sanitize valgrind bench demo default-model fuzz clean format
+.PHONY: all deps ensure-deps test check sanitize valgrind bench demo default-model privacy-table fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
@@ -117,6 +118,12 @@ fuzz: ensure-deps
 default-model: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@tools/default-model.sh
+
+# The privacy-utility table: every first cut x noise x NoPeek, fine-tuned and attacked (up to an hour;
+# STEPS, CUTS, SIGMAS, NOPEEK, TOKENS make it smaller: tools/privacy-table.sh).
+privacy-table: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@tools/privacy-table.sh
 
 format:
 	clang-format -i lib/*.[ch] tools/*.c nodes/*.c tests/*.[ch]

@@ -45,8 +45,9 @@ static const char usage[] =
     "  --model DIR           the whole model for --all-cuts (default: the split's parts joined)\n"
     "  --search-budget K     candidates the search tries per token at most (default 2048)\n"
     "  --seed S              the simulated noise (default 1)\n"
-    "  --json                one JSON object: attacks.NAME.{recovery, top5, tokens, example}, and\n"
-    "                        cuts[] with --all-cuts\n"
+    "  --json                one JSON object: attacks.NAME.{recovery, top5, tokens, example},\n"
+    "                        row_norm (the rows' median L2 norm before the defence: a scale for\n"
+    "                        clip), and cuts[] with --all-cuts\n"
     "  --vocab DIR --threads N --help --version\n"
     "\n"
     "exit status: 0 measured, 1 failure (topology, parts, data), 2 usage error\n";
@@ -71,6 +72,13 @@ typedef struct result {
     char original[512], recovered[512]; /* the first EXAMPLE_TOKENS tokens, as text */
     char note[160];
 } result;
+
+/* The attacks at one first cut, and the median L2 norm of the rows before the defence (what a
+ * clip is measured against). */
+typedef struct cut_result {
+    result attacks[N_ATTACKS];
+    double row_norm;
+} cut_result;
 
 /* The text, the model's parts and the defences the meter works with. */
 typedef struct meter {
@@ -285,11 +293,36 @@ static void finish(const meter *m, result *r, const int32_t *truth, const int32_
     example_text(m, got, k, 1, r->recovered, sizeof r->recovered);
 }
 
-/* The rows the first trunk receives for text ids (n), through bottom and the defence. */
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median L2 norm of n rows (n,C); 0 when out of memory. */
+static double median_norm(const float *rows, int n, int C)
+{
+    double *norms = malloc((size_t)n * sizeof *norms), median = 0;
+    if (!norms) return 0;
+    for (int i = 0; i < n; i++) {
+        double sq = 0;
+        for (int c = 0; c < C; c++)
+            sq += (double)rows[(size_t)i * C + c] * rows[(size_t)i * C + c];
+        norms[i] = sqrt(sq);
+    }
+    qsort(norms, (size_t)n, sizeof *norms, compare_double);
+    median = n % 2 ? norms[n / 2] : 0.5 * (norms[n / 2 - 1] + norms[n / 2]);
+    free(norms);
+    return median;
+}
+
+/* The rows the first trunk receives for text ids (n), through bottom and the defence; norm, when
+ * not NULL, receives the median norm of the rows before the defence. */
 static int capture(const meter *m, const sl_params *bottom, const int32_t *ids, int n, uint64_t seed, float *rows,
-                   sl_err *err)
+                   double *norm, sl_err *err)
 {
     if (sl_leak_run(bottom, m->window, ids, NULL, n, rows, err) != 0) return -1;
+    if (norm) *norm = median_norm(rows, n, m->C);
     return defend(m->defence, m->C, seed, rows, n, err);
 }
 
@@ -297,7 +330,7 @@ static int run_probe(const meter *m, const sl_params *bottom, const float *rows,
 {
     float *fit = malloc((size_t)m->n_probe * m->C * sizeof *fit);
     if (!fit) return sl_fail(err, "out of memory for %d probe rows", m->n_probe);
-    int rc = capture(m, bottom, m->probe_ids, m->n_probe, m->o.seed + 1, fit, err); /* other noise draws */
+    int rc = capture(m, bottom, m->probe_ids, m->n_probe, m->o.seed + 1, fit, NULL, err); /* other noise draws */
     sl_leak_probe *probe = rc == 0 ? sl_leak_probe_fit(fit, m->probe_ids, m->n_probe, m->C, m->V, 1e-3, err) : NULL;
     if (rc == 0) rc = probe ? sl_leak_probe_guess(probe, rows, n, guesses, err) : -1;
     sl_leak_probe_destroy(&probe);
@@ -316,12 +349,14 @@ static int run_search(const meter *m, const sl_params *bottom, const float *rows
 }
 
 /* The activation attacks asked for, on the rows bottom sends for the text. */
-static int attack_rows(const meter *m, const sl_params *bottom, result *res, sl_err *err)
+static int attack_rows(const meter *m, const sl_params *bottom, cut_result *cut, sl_err *err)
 {
     const int n = (int)(m->o.tokens < m->n_ids ? m->o.tokens : m->n_ids);
     float *rows = malloc((size_t)n * m->C * sizeof *rows);
     int32_t *guesses = malloc((size_t)n * SL_LEAK_GUESSES * sizeof *guesses);
-    int rc = rows && guesses ? capture(m, bottom, m->ids, n, m->o.seed, rows, err) : sl_fail(err, "out of memory");
+    result *res = cut->attacks;
+    int rc = rows && guesses ? capture(m, bottom, m->ids, n, m->o.seed, rows, &cut->row_norm, err)
+                             : sl_fail(err, "out of memory");
     for (int a = 0; rc == 0 && a < ATTACK_LABEL; a++) {
         if (!m->o.attack[a]) continue;
         double t0 = sl_now();
@@ -396,8 +431,8 @@ static int load_whole(const meter *m, sl_params *whole, sl_checkpoint **ck, sl_e
     return sl_params_load(whole, *ck, 0, cfg->n_layer, true, false, false, err);
 }
 
-/* The activation attacks at every cut 1 .. n_layer-1: (*res)[cut - 1][attack], allocated here. */
-static int attack_cuts(const meter *m, result (**res)[N_ATTACKS], int *n_cuts, sl_err *err)
+/* The activation attacks at every cut 1 .. n_layer-1: (*res)[cut - 1], allocated here. */
+static int attack_cuts(const meter *m, cut_result **res, int *n_cuts, sl_err *err)
 {
     sl_params whole = {0};
     sl_checkpoint *ck = NULL;
@@ -406,7 +441,7 @@ static int attack_cuts(const meter *m, result (**res)[N_ATTACKS], int *n_cuts, s
     if (rc == 0 && *n_cuts > 0 && !(*res = calloc((size_t)*n_cuts, sizeof **res))) rc = sl_fail(err, "out of memory");
     for (int cut = 1; rc == 0 && cut <= *n_cuts; cut++) {
         sl_params bottom = bottom_view(&whole, cut);
-        rc = attack_rows(m, &bottom, (*res)[cut - 1], err);
+        rc = attack_rows(m, &bottom, &(*res)[cut - 1], err);
         if (!m->o.json) fprintf(stderr, "cut after block %d of %d measured\n", cut, whole.cfg.n_layer);
     }
     sl_params_free(&whole);
@@ -444,11 +479,13 @@ static void describe_defence(const char *what, sl_cut_defence d, double sensitiv
     putchar('\n');
 }
 
-static void print_text(const meter *m, const result *res, const result (*cuts)[N_ATTACKS], int n_cuts)
+static void print_text(const meter *m, const cut_result *own, const cut_result *cuts, int n_cuts)
 {
     const sl_topo_node *first = &m->topo.nodes[0];
+    const result *res = own->attacks;
     printf("leakage of %s: what the first trunk receives, the rows of blocks [0,%d) (%s)\n", m->topo.name, first->last,
            m->o.data);
+    printf("rows before the defence: median L2 norm %.4g\n", own->row_norm);
     describe_defence("bottom's defence", m->defence, 2);
     if (res[ATTACK_LABEL].ran) describe_defence("top's gradient defence", m->grad_defence, 2);
     printf("\n%-8s %9s %8s %7s\n", "attack", "recovery", "top-5", "rows");
@@ -463,15 +500,16 @@ static void print_text(const meter *m, const result *res, const result (*cuts)[N
         print_escaped("recovered", res[a].recovered);
     }
     if (!n_cuts) return;
-    printf("\nevery first cut (recovery / top-5):\n%-6s", "cut");
+    printf("\nevery first cut (recovery / top-5):\n%-6s %9s", "cut", "row norm");
     for (int a = 0; a < ATTACK_LABEL; a++)
-        if (cuts[0][a].ran) printf(" %17s", attack_names[a]);
+        if (cuts[0].attacks[a].ran) printf(" %17s", attack_names[a]);
     putchar('\n');
     for (int c = 0; c < n_cuts; c++) {
-        printf("%-6d", c + 1);
-        for (int a = 0; a < ATTACK_LABEL; a++)
-            if (cuts[c][a].ran)
-                printf("   %6.1f%% / %5.1f%%", 100 * cuts[c][a].score.recovery, 100 * cuts[c][a].score.top5);
+        printf("%-6d %9.4g", c + 1, cuts[c].row_norm);
+        for (int a = 0; a < ATTACK_LABEL; a++) {
+            const result *r = &cuts[c].attacks[a];
+            if (r->ran) printf("   %6.1f%% / %5.1f%%", 100 * r->score.recovery, 100 * r->score.top5);
+        }
         putchar('\n');
     }
 }
@@ -504,7 +542,7 @@ static cJSON *json_defence(sl_cut_defence d)
     return o;
 }
 
-static void print_json(const meter *m, const result *res, const result (*cuts)[N_ATTACKS], int n_cuts)
+static void print_json(const meter *m, const cut_result *own, const cut_result *cuts, int n_cuts)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "topology", m->topo.path);
@@ -512,13 +550,15 @@ static void print_json(const meter *m, const result *res, const result (*cuts)[N
     cJSON_AddNumberToObject(root, "cut", m->topo.nodes[0].last);
     cJSON_AddItemToObject(root, "defence", json_defence(m->defence));
     cJSON_AddItemToObject(root, "grad_defence", json_defence(m->grad_defence));
-    cJSON_AddItemToObject(root, "attacks", json_attacks(res));
+    cJSON_AddNumberToObject(root, "row_norm", own->row_norm);
+    cJSON_AddItemToObject(root, "attacks", json_attacks(own->attacks));
     if (n_cuts) {
         cJSON *arr = cJSON_AddArrayToObject(root, "cuts");
         for (int c = 0; c < n_cuts; c++) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "cut", c + 1);
-            cJSON_AddItemToObject(o, "attacks", json_attacks(cuts[c]));
+            cJSON_AddNumberToObject(o, "row_norm", cuts[c].row_norm);
+            cJSON_AddItemToObject(o, "attacks", json_attacks(cuts[c].attacks));
             cJSON_AddItemToArray(arr, o);
         }
     }
@@ -530,15 +570,14 @@ static void print_json(const meter *m, const result *res, const result (*cuts)[N
 
 static int measure(meter *m, sl_err *err)
 {
-    result res[N_ATTACKS] = {0};
-    result(*cuts)[N_ATTACKS] = NULL;
+    cut_result own = {0}, *cuts = NULL;
     int n_cuts = 0;
     if (load(m, err) != 0) return -1;
-    int rc = attack_rows(m, &m->params[0], res, err);
-    if (rc == 0 && m->o.attack[ATTACK_LABEL]) rc = attack_labels(m, &res[ATTACK_LABEL], err);
+    int rc = attack_rows(m, &m->params[0], &own, err);
+    if (rc == 0 && m->o.attack[ATTACK_LABEL]) rc = attack_labels(m, &own.attacks[ATTACK_LABEL], err);
     if (rc == 0 && m->o.all_cuts) rc = attack_cuts(m, &cuts, &n_cuts, err);
-    if (rc == 0 && m->o.json) print_json(m, res, cuts, n_cuts);
-    if (rc == 0 && !m->o.json) print_text(m, res, cuts, n_cuts);
+    if (rc == 0 && m->o.json) print_json(m, &own, cuts, n_cuts);
+    if (rc == 0 && !m->o.json) print_text(m, &own, cuts, n_cuts);
     free(cuts);
     return rc;
 }
