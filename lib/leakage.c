@@ -50,6 +50,17 @@ static void highest(const float *scores, int n, int count, int32_t *best)
         best[k] = best[0]; /* fewer candidates than asked: repeat the best */
 }
 
+sl_params sl_leak_bottom_of(const sl_params *whole, int cut)
+{
+    sl_params p = *whole;
+    p.last = cut;
+    p.head = p.head_is_wte = false;
+    p.lnf_w = p.lnf_b = p.lm_head = NULL;
+    p.owned = NULL;
+    p.owned_count = 0;
+    return p;
+}
+
 int sl_leak_run(const sl_params *p, int window, const int32_t *ids, const float *in, int n, float *out, sl_err *err)
 {
     const int C = p->cfg.n_embd;

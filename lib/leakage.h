@@ -24,6 +24,10 @@ typedef struct sl_leak_score {
 
 sl_leak_score sl_leak_score_of(const int32_t *truth, const int32_t *guesses, int n);
 
+/* Blocks [0, cut) of a whole model with its embeddings: a bottom that borrows whole's weights
+ * (whole must outlive it; nothing to free). For measuring every possible first cut. */
+sl_params sl_leak_bottom_of(const sl_params *whole, int cut);
+
 /* Runs stage p (no head) over n rows of input: ids (n) when it embeds, else in (n,C), as
  * sequences of `window` positions, into out (n,C). */
 int sl_leak_run(const sl_params *p, int window, const int32_t *ids, const float *in, int n, float *out, sl_err *err);

@@ -81,18 +81,6 @@ static void world_close(world *w)
     free(w->fit);
 }
 
-/* Blocks [0, cut) of the whole model: a bottom borrowing its weights. */
-static sl_params bottom_of(const world *w, int cut)
-{
-    sl_params p = w->whole;
-    p.last = cut;
-    p.head = p.head_is_wte = false;
-    p.lnf_w = p.lnf_b = p.lm_head = NULL;
-    p.owned = NULL;
-    p.owned_count = 0;
-    return p;
-}
-
 /* What the first trunk receives for ids (n) at a cut, through a defence with seed. */
 static float *capture(const sl_params *bottom, const int32_t *ids, int n, sl_cut_defence d, uint64_t seed)
 {
@@ -109,7 +97,7 @@ static float *capture(const sl_params *bottom, const int32_t *ids, int n, sl_cut
 /* Row k of the alternatives equals running the prefix followed by alternative k. */
 static void test_alternatives(const world *w)
 {
-    const sl_params bottom = bottom_of(w, 2);
+    const sl_params bottom = sl_leak_bottom_of(&w->whole, 2);
     const int C = bottom.cfg.n_embd, P = 9, K = 6;
     const int32_t alts[6] = {11, 290, 5, 50256, 1169, 0};
     sl_err err;
@@ -150,7 +138,7 @@ static sl_leak_score search_score(sl_leak_search *search, const sl_params *botto
 /* >= 95% at a 1-layer cut without defence; falling as sigma grows (clip 50, about the rows' norm). */
 static void test_search(const world *w)
 {
-    const sl_params bottom = bottom_of(w, 1);
+    const sl_params bottom = sl_leak_bottom_of(&w->whole, 1);
     const int n = 64;
     sl_err err;
     sl_leak_search *search = sl_leak_search_new(&bottom, &SL_LEAK_SEARCH_DEFAULT, &err);
@@ -174,7 +162,7 @@ static void test_search(const world *w)
 /* The probe, fitted on Genesis, beats always guessing the commonest token of Genesis. */
 static void test_probe(const world *w)
 {
-    const sl_params bottom = bottom_of(w, 1);
+    const sl_params bottom = sl_leak_bottom_of(&w->whole, 1);
     const int n = (int)w->n_ids, nf = (int)w->n_fit, C = bottom.cfg.n_embd, V = bottom.cfg.vocab_size;
     float *rows = capture(&bottom, w->ids, n, (sl_cut_defence){0}, 1);
     float *fit = capture(&bottom, w->fit, nf, (sl_cut_defence){0}, 2);
@@ -215,7 +203,7 @@ static void test_label(const world *w)
     sl_part *part = sl_part_open("models/default/parts", 3, 4, false, &err);
     sl_params top = {0};
     if (!CHECK(part && sl_part_load_params(part, &top, true, &err) == 0, "top: %s", err.msg)) return;
-    sl_params below = bottom_of(w, 3);
+    sl_params below = sl_leak_bottom_of(&w->whole, 3);
     float *x = capture(&below, w->ids, N, (sl_cut_defence){0}, 1), *g = malloc((size_t)N * C * sizeof *g);
     int32_t targets[64], guesses[64 * SL_LEAK_GUESSES];
     for (int i = 0; i < N; i++)

@@ -408,18 +408,6 @@ static int attack_labels(const meter *m, result *r, sl_err *err)
 
 /* ---- every cut ---- */
 
-/* Blocks [0, cut) of whole with its embeddings: a bottom, borrowing whole's weights. */
-static sl_params bottom_view(const sl_params *whole, int cut)
-{
-    sl_params p = *whole;
-    p.last = cut;
-    p.head = p.head_is_wte = false;
-    p.lnf_w = p.lnf_b = p.lm_head = NULL;
-    p.owned = NULL;
-    p.owned_count = 0;
-    return p;
-}
-
 static int load_whole(const meter *m, sl_params *whole, sl_checkpoint **ck, sl_err *err)
 {
     if (!m->o.model) return sl_split_join(m->topo.parts, whole, err);
@@ -440,7 +428,7 @@ static int attack_cuts(const meter *m, cut_result **res, int *n_cuts, sl_err *er
     *n_cuts = rc == 0 ? whole.cfg.n_layer - 1 : 0;
     if (rc == 0 && *n_cuts > 0 && !(*res = calloc((size_t)*n_cuts, sizeof **res))) rc = sl_fail(err, "out of memory");
     for (int cut = 1; rc == 0 && cut <= *n_cuts; cut++) {
-        sl_params bottom = bottom_view(&whole, cut);
+        sl_params bottom = sl_leak_bottom_of(&whole, cut);
         rc = attack_rows(m, &bottom, &(*res)[cut - 1], err);
         if (!m->o.json) fprintf(stderr, "cut after block %d of %d measured\n", cut, whole.cfg.n_layer);
     }
