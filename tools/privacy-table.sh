@@ -110,16 +110,20 @@ done
     done
 } >"$out/table.md"
 cat "$out/table.md"
-# best activation attack (max of nn, search, probe) against perplexity, one series per cut and NoPeek
+# The best activation attack (max of nn, search, probe) against perplexity: one block per cut and
+# NoPeek setting (gnuplot's index), points in the order of sigma, labelled in the first block.
 awk -F, 'NR > 1 { best = $8; if ($9 > best) best = $9; if ($10 > best) best = $10;
-    print $1, ($4 == 0 ? 0 : 1), $7, best, "s" $2 }' "$csv" >"$out/plot.dat"
+    key = "cut " $1 ", NoPeek " ($4 == 0 ? "off" : "on"); if (!(key in seen)) { seen[key] = 1; order[n++] = key }
+    rows[key] = rows[key] $7 " " best " sigma=" $2 "\n" }
+    END { for (i = 0; i < n; i++) printf "\"%s\"\n%s\n\n", order[i], rows[order[i]] }' "$csv" >"$out/plot.dat"
+series=$(grep -c '^"' "$out/plot.dat")
 if command -v gnuplot >/dev/null; then
     gnuplot -e "set terminal png size 900,600; set output '$out/recovery-vs-perplexity.png';
-        set xlabel 'eval perplexity (held-out KJV, through the defence)'; set ylabel 'tokens recovered by the best attack';
+        set title 'default model, held-out KJV: recovery by the first trunk vs perplexity';
+        set xlabel 'eval perplexity (through the defence)'; set ylabel 'tokens recovered by the best attack';
         set logscale x; set yrange [0:1.05]; set grid; set key outside right;
-        plot for [c in '$cuts'] for [n=0:1] '$out/plot.dat' using (\$1 == c+0 && \$2 == n ? \$3 : 1/0):4 \
-            with linespoints title sprintf('cut %s, NoPeek %s', c, n ? 'on' : 'off'),
-            '' using 3:4:5 with labels offset 1,0.6 notitle"
+        plot for [i=0:$((series - 1))] '$out/plot.dat' index i using 1:2 with linespoints title columnheader(1),
+            '$out/plot.dat' index 0 using 1:2:3 with labels offset 0,1 notitle"
     echo "plot: $out/recovery-vs-perplexity.png"
 fi
 echo "table: $out/table.md ($out/table.csv)"
