@@ -374,7 +374,7 @@ static int attack_rows(const meter *m, const sl_params *bottom, cut_result *cut,
 
 /* The label attack: a training batch through the chain (the bottom's defence included), the
  * gradient the top sends back (with its defence), its rows matched against the head. */
-static int attack_labels(const meter *m, result *r, sl_err *err)
+static int attack_labels(meter *m, result *r, sl_err *err)
 {
     const int B = (int)m->o.batch, T = (int)m->o.seq_len, N = B * T, last = m->n_parts - 1;
     if (m->n_ids < N + 1) return sl_fail(err, "--data has %d tokens: the label attack needs %d", m->n_ids, N + 1);
@@ -392,7 +392,7 @@ static int attack_labels(const meter *m, result *r, sl_err *err)
         float *swap = a;
         a = b, b = swap;
     }
-    if (rc == 0) rc = sl_leak_top_gradient((sl_params *)&m->params[last], B, T, a, targets, b, err);
+    if (rc == 0) rc = sl_leak_top_gradient(&m->params[last], B, T, a, targets, b, err);
     if (rc == 0) rc = defend(m->grad_defence, m->C, m->o.seed + 2, b, N, err);
     if (rc == 0) rc = sl_leak_label(&m->params[last], b, N, guesses, err);
     if (rc == 0) {
