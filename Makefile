@@ -11,9 +11,9 @@
 #   make privacy-table   the privacy-utility table of docs/PRIVACY.md (about an hour; not in make test)
 
 SHELL := /bin/bash
-PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8
+PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8 libzip
 DEBS := build-essential pkg-config bsdutils libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
-        libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev gnuplot-nox \
+        libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev libzip-dev gnuplot-nox \
         valgrind bible-kjv procps
 
 BUILD ?= build
@@ -58,7 +58,7 @@ $(BIN)/zmq-splitlearn-%: $(BUILD)/nodes/%.o $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%.o: tests/%.c tests/check.h $(wildcard lib/*.h) | ensure-deps
+$(BUILD)/tests/%.o: tests/%.c $(wildcard tests/*.h) $(wildcard lib/*.h) | ensure-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -98,19 +98,27 @@ demo: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
 
-# Each parser under libFuzzer (clang) for FUZZ_SECONDS each.
+# Each parser under libFuzzer (clang) for FUZZ_SECONDS each. A fuzzer fuzz_X whose tests/X_seeds.c
+# exists starts from the seed files that program writes (messages made by our own encoder), and
+# from build-fuzz/seeds-NAME when a test writes seeds for it (test_torch --seeds: our pickles).
 FUZZ_SECONDS ?= 30
+FUZZ_CC := clang -O1 -g -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS)
 fuzz: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g -fsanitize=address,fuzzer-no-link" \
 	    build-fuzz/libsplitlearn.a
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_torch && $(BUILD)/tests/test_torch --seeds build-fuzz
 	@for f in tests/fuzz_*.c; do \
-	    name=$$(basename $$f .c); \
-	    clang -O1 -g -fsanitize=address,fuzzer -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) $$f \
-	        build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
+	    name=$$(basename $$f .c); seeds=tests/$${name#fuzz_}_seeds.c; \
+	    $(FUZZ_CC) -fsanitize=address,fuzzer $$f build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
 	    mkdir -p build-fuzz/corpus-$$name; \
+	    if [ -f $$seeds ]; then \
+	        $(FUZZ_CC) -fsanitize=address,fuzzer-no-link $$seeds build-fuzz/libsplitlearn.a $(LDLIBS) \
+	            -o build-fuzz/$${name}_seeds && build-fuzz/$${name}_seeds build-fuzz/corpus-$$name || exit 1; \
+	    fi; \
 	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
+	    seeds=build-fuzz/seeds-$$name; [ -d $$seeds ] || seeds=; \
 	    build-fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 \
-	        build-fuzz/corpus-$$name 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
+	        build-fuzz/corpus-$$name $$seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
 	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 

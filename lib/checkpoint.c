@@ -4,6 +4,7 @@
 #include "fileio.h"
 #include "json.h"
 #include "safetensors.h"
+#include "torch_file.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -12,10 +13,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* One file of a checkpoint: safetensors (mapped), or a PyTorch pickle (read into memory). */
+typedef struct ck_file {
+    sl_st_file *st;
+    sl_torch_file *pt;
+} ck_file;
+
 struct sl_checkpoint {
     char *dir;
     sl_config cfg;
-    sl_st_file **files;
+    ck_file *files;
     size_t file_count;
 };
 
@@ -98,19 +105,37 @@ static int resolve_model_dir(const char *path, char *out, size_t out_size, sl_er
     return sl_fail(err, "%s: no config.json here (nor refs/main of an HF hub cache entry)", path);
 }
 
-/* ---- opening ---- */
+/* ---- the files ---- */
 
+static bool is_safetensors(const char *path)
+{
+    size_t n = strlen(path), ext = strlen(".safetensors");
+    return n >= ext && strcmp(path + n - ext, ".safetensors") == 0;
+}
+
+static const char *file_path(const ck_file *f) { return f->st ? sl_st_path(f->st) : sl_torch_path(f->pt); }
+
+static const sl_tensor *file_find(const ck_file *f, const char *name)
+{
+    return f->st ? sl_st_find(f->st, name) : sl_torch_find(f->pt, name);
+}
+
+/* Opens a .safetensors file, or any other as a PyTorch checkpoint (pytorch_model.bin, *.pt). */
 static int add_file(sl_checkpoint *ck, const char *path, sl_err *err)
 {
     for (size_t i = 0; i < ck->file_count; i++)
-        if (strcmp(sl_st_path(ck->files[i]), path) == 0) return 0;
-    sl_st_file **files = realloc(ck->files, (ck->file_count + 1) * sizeof *files);
+        if (strcmp(file_path(&ck->files[i]), path) == 0) return 0;
+    ck_file *files = realloc(ck->files, (ck->file_count + 1) * sizeof *files);
     if (!files) return sl_fail(err, "%s: out of memory", path);
     ck->files = files;
-    if (!(ck->files[ck->file_count] = sl_st_open(path, err))) return -1;
+    ck_file *f = &ck->files[ck->file_count];
+    *f = (ck_file){0};
+    if (is_safetensors(path) ? !(f->st = sl_st_open(path, err)) : !(f->pt = sl_torch_open(path, err))) return -1;
     ck->file_count++;
     return 0;
 }
+
+/* ---- opening ---- */
 
 /* Opens every shard the index names and checks each listed tensor is where it says. */
 static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
@@ -151,31 +176,59 @@ static sl_checkpoint *checkpoint_alloc(const char *dir, sl_err *err)
     return ck;
 }
 
+/* The weights of a model directory, in the first layout found: safetensors (sharded or not),
+ * then PyTorch's pytorch_model.bin (sharded or not). */
+static int open_weights(sl_checkpoint *ck, sl_err *err)
+{
+    static const struct {
+        const char *name;
+        bool index;
+    } layouts[] = {{"model.safetensors.index.json", true},
+                   {"model.safetensors", false},
+                   {"pytorch_model.bin.index.json", true},
+                   {"pytorch_model.bin", false}};
+    char file[PATH_MAX + 64];
+    for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++) {
+        snprintf(file, sizeof file, "%s/%s", ck->dir, layouts[i].name);
+        if (is_file(file)) return layouts[i].index ? open_shards(ck, file, err) : add_file(ck, file, err);
+    }
+    return sl_fail(err, "%s: no model.safetensors, pytorch_model.bin or sharded index of either", ck->dir);
+}
+
+static void dir_of(const char *path, char *dir, size_t size)
+{
+    snprintf(dir, size, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, size, ".");
+}
+
+/* A single checkpoint file (.pt, .bin, .safetensors) with the config.json beside it. */
+static sl_checkpoint *open_single_file(const char *path, sl_err *err)
+{
+    char dir[PATH_MAX], config[PATH_MAX + 16];
+    dir_of(path, dir, sizeof dir);
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    if (!is_file(config)) {
+        sl_fail(err, "%s: a checkpoint file needs the model's config.json beside it (or --config FILE)", path);
+        return NULL;
+    }
+    sl_config cfg;
+    return sl_config_load(config, &cfg, err) == 0 ? sl_checkpoint_open_file(path, &cfg, err) : NULL;
+}
+
 sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err)
 {
+    if (is_file(path)) return open_single_file(path, err);
     char dir[PATH_MAX], file[PATH_MAX + 64];
     if (resolve_model_dir(path, dir, sizeof dir, err) != 0) return NULL;
     sl_checkpoint *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     snprintf(file, sizeof file, "%s/config.json", dir);
     int rc = sl_config_load(file, &ck->cfg, err);
-    if (rc == 0) {
-        snprintf(file, sizeof file, "%s/model.safetensors.index.json", dir);
-        if (is_file(file)) {
-            rc = open_shards(ck, file, err);
-        } else {
-            snprintf(file, sizeof file, "%s/model.safetensors", dir);
-            if (is_file(file)) {
-                rc = add_file(ck, file, err);
-            } else {
-                snprintf(file, sizeof file, "%s/pytorch_model.bin", dir);
-                rc = sl_fail(err, "%s: no model.safetensors or model.safetensors.index.json%s", dir,
-                             is_file(file) ? " (pytorch_model.bin is not read: save the model with "
-                                             "safe_serialization=True)"
-                                           : "");
-            }
-        }
-    }
+    if (rc == 0) rc = open_weights(ck, err);
     if (rc != 0) sl_checkpoint_destroy(&ck);
     return ck;
 }
@@ -183,12 +236,7 @@ sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err)
 sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, sl_err *err)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
+    dir_of(path, dir, sizeof dir);
     sl_checkpoint *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     ck->cfg = *cfg;
@@ -196,11 +244,24 @@ sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, s
     return ck;
 }
 
+sl_checkpoint *sl_checkpoint_open_with_config(const char *path, const char *config_path, sl_err *err)
+{
+    if (!config_path) return sl_checkpoint_open(path, err);
+    if (!is_file(path)) {
+        sl_fail(err, "%s: --config goes with a checkpoint file (.pt, .bin, .safetensors), not a directory", path);
+        return NULL;
+    }
+    sl_config cfg;
+    return sl_config_load(config_path, &cfg, err) == 0 ? sl_checkpoint_open_file(path, &cfg, err) : NULL;
+}
+
 void sl_checkpoint_destroy(sl_checkpoint **self)
 {
     if (!self || !*self) return;
-    for (size_t i = 0; i < (*self)->file_count; i++)
-        sl_st_close(&(*self)->files[i]);
+    for (size_t i = 0; i < (*self)->file_count; i++) {
+        sl_st_close(&(*self)->files[i].st);
+        sl_torch_close(&(*self)->files[i].pt);
+    }
     free((*self)->files);
     free((*self)->dir);
     free(*self);
@@ -210,7 +271,7 @@ void sl_checkpoint_destroy(sl_checkpoint **self)
 const sl_config *sl_checkpoint_config(const sl_checkpoint *self) { return &self->cfg; }
 const char *sl_checkpoint_dir(const sl_checkpoint *self) { return self->dir; }
 size_t sl_checkpoint_file_count(const sl_checkpoint *self) { return self->file_count; }
-const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i) { return sl_st_path(self->files[i]); }
+const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i) { return file_path(&self->files[i]); }
 
 const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *name, const char **file)
 {
@@ -218,10 +279,10 @@ const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *nam
     const char *bare = strncmp(name, "transformer.", 12) == 0 ? name + 12 : name;
     snprintf(prefixed, sizeof prefixed, "transformer.%s", bare);
     for (size_t i = 0; i < self->file_count; i++) {
-        const sl_tensor *t = sl_st_find(self->files[i], prefixed);
-        if (!t) t = sl_st_find(self->files[i], bare);
+        const sl_tensor *t = file_find(&self->files[i], prefixed);
+        if (!t) t = file_find(&self->files[i], bare);
         if (t) {
-            if (file) *file = sl_st_path(self->files[i]);
+            if (file) *file = file_path(&self->files[i]);
             return t;
         }
     }

@@ -2,11 +2,13 @@
  *
  * A checkpoint is opened from:
  *   - an HF model directory: config.json + model.safetensors, or
- *     model.safetensors.index.json + model-0000N-of-0000M.safetensors shards;
+ *     model.safetensors.index.json + model-0000N-of-0000M.safetensors shards, or PyTorch's
+ *     pytorch_model.bin, or pytorch_model.bin.index.json + its shards (torch_file.h);
  *   - an HF hub cache entry (models--org--name/, snapshots/<rev>/ symlinks into blobs/): the
  *     revision that refs/main names; a bare repo id ("gpt2", "org/name") is looked up in
  *     $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub;
- *   - a single safetensors file with a known config (a split part, see part.h).
+ *   - a single file, safetensors or PyTorch (.pt, .bin), with the config.json beside it, or with
+ *     a config known or named (a split part, see part.h; a tool's --config).
  * Tensors are looked up by their HF names with or without the "transformer." prefix. */
 #ifndef SL_CHECKPOINT_H
 #define SL_CHECKPOINT_H
@@ -22,8 +24,13 @@ typedef struct sl_checkpoint sl_checkpoint;
 /* Opens a model directory, hub cache entry or repo id as described above. Caller owns it. */
 sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err);
 
-/* Opens one safetensors file whose config is already known (a split part). */
+/* Opens one file (safetensors, or PyTorch for any other name) whose config is already known (a
+ * split part). */
 sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, sl_err *err);
+
+/* sl_checkpoint_open, or with config_path (not NULL) the checkpoint file path with that
+ * config.json (a tool's --config). */
+sl_checkpoint *sl_checkpoint_open_with_config(const char *path, const char *config_path, sl_err *err);
 
 void sl_checkpoint_destroy(sl_checkpoint **self);
 
@@ -32,7 +39,7 @@ const sl_config *sl_checkpoint_config(const sl_checkpoint *self);
 /* The directory the files were found in (a hub snapshot resolved), or the file's directory. */
 const char *sl_checkpoint_dir(const sl_checkpoint *self);
 
-/* Number of safetensors files and the path of the i-th (for hashing and messages). */
+/* Number of weight files and the path of the i-th (for hashing and messages). */
 size_t sl_checkpoint_file_count(const sl_checkpoint *self);
 const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i);
 

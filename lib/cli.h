@@ -2,8 +2,11 @@
 #ifndef SL_CLI_H
 #define SL_CLI_H
 
+#include "dtype.h"
 #include "err.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Exit codes of every program (documented in each --help). */
@@ -18,5 +21,20 @@ int sl_parse_long(const char *text, const char *option, long lo, long hi, long *
 
 /* A finite number in [lo, hi]. */
 int sl_parse_double(const char *text, const char *option, double lo, double hi, double *out, sl_err *err);
+
+/* Splits a command line into at most max words, the way a shell would without expanding
+ * anything: blanks separate words, '...' and "..." group, a backslash takes the next character
+ * as it is (outside '...'). The words point into buf (size bytes). Returns the count, -1 with
+ * err on an unclosed quote, too many words or too long a text. */
+#define SL_MAX_WORDS 64
+int sl_split_words(const char *text, char *buf, size_t size, char **words, int max, sl_err *err);
+
+/* Whether word reaches a program unchanged through a shell (as ssh's remote command does):
+ * nonempty, only letters, digits and SL_SHELL_SAFE_PUNCT. */
+#define SL_SHELL_SAFE_PUNCT "_@%+=:,./-"
+bool sl_shell_safe(const char *word);
+
+/* A stored float type: f32, f16 or bf16 (any case). */
+int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err);
 
 #endif

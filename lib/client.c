@@ -142,6 +142,7 @@ static int await_result(sl_client *self, uint64_t session, uint64_t step, const 
         } else if (ok && m.kind == SL_MSG_ERROR) {
             if (strcmp(m.code, "unknown_session") == 0) {
                 *what = GOT_LOST_SESSION;
+                sl_fail(err, "node %s: %s", m.node, m.message); /* said if it happens twice */
                 result = 0;
             } else {
                 result = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
@@ -202,7 +203,8 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
             break;
         if (what == GOT_LOST_SESSION) {
             if (resent) {
-                rc = sl_fail(err, "a node lost the session again right after the context was re-sent");
+                sl_err_prefix(err, "the session was lost again right after the context was re-sent");
+                rc = -1;
                 break;
             }
             resent = true;

@@ -40,6 +40,12 @@ static zsock_t *make(int type, const sl_net_opts *o, bool bind, sl_err *err)
 zsock_t *sl_net_bind(int type, const sl_net_opts *o, const char *endpoint, sl_err *err)
 {
     zsock_t *s = make(type, o, true, err);
+    if (s && type == ZMQ_ROUTER) {
+        /* A peer that does not read loses the answers beyond its queue (the sender is told and
+         * counts them) instead of piling them up here. */
+        if (o->answers) zsock_set_sndhwm(s, o->answers);
+        zsock_set_router_mandatory(s, 1);
+    }
     if (s && zsock_bind(s, "%s", endpoint) < 0) {
         sl_fail(err, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&s);
@@ -111,8 +117,13 @@ int sl_net_recv(zsock_t *sock, sl_peer *from, zmq_msg_t *msg, sl_err *err)
 int sl_net_send_to(zsock_t *router, const sl_peer *peer, const void *data, size_t len, sl_err *err)
 {
     void *s = zsock_resolve(router);
-    if (zmq_send(s, peer->id, peer->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 || zmq_send(s, data, len, ZMQ_DONTWAIT) < 0)
-        return sl_fail(err, "cannot answer a peer: %s", zmq_strerror(zmq_errno()));
+    if (zmq_send(s, peer->id, peer->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 || zmq_send(s, data, len, ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        return sl_fail(err, "%s",
+                       e == EAGAIN         ? "the peer does not read its answers (its queue is full)"
+                       : e == EHOSTUNREACH ? "the peer is gone"
+                                           : zmq_strerror(e));
+    }
     return 0;
 }
 

@@ -24,6 +24,7 @@ typedef struct sl_net_opts {
     bool immediate;              /* queue only to completed connections: a send with no peer fails in time */
     const sl_security *security; /* CURVE with this process's keys (NULL: none) */
     const char *peer;            /* with security, on connect: the certificate the server must hold */
+    int answers;                 /* ROUTER: answers queued per peer (0: hwm; clients: SL_NET_CLIENT_ANSWERS) */
 } sl_net_opts;
 
 /* The options a topology's [pipeline] section sets (hwm, timeout, max_message_mb). */
@@ -47,8 +48,12 @@ int sl_net_send(zsock_t *sock, const void *data, size_t len, bool dontwait, cons
  * frames, a sender id over SL_PEER_MAX): it was read whole and is to be dropped. */
 int sl_net_recv(zsock_t *sock, sl_peer *from, zmq_msg_t *msg, sl_err *err);
 
-/* Sends one frame to peer through a ROUTER socket without blocking: a peer that is gone or does
- * not read (its queue at the high-water mark) loses it. */
+/* Answers a client may leave unread before more are dropped: each client is a peer of its own,
+ * and an unread answer can be a whole prompt's logits. */
+#define SL_NET_CLIENT_ANSWERS 8
+
+/* Sends one frame to peer through a ROUTER socket without blocking; fails (the frame is dropped)
+ * when the peer is gone or does not read (SL_NET_ANSWERS of its answers queued). */
 int sl_net_send_to(zsock_t *router, const sl_peer *peer, const void *data, size_t len, sl_err *err);
 
 /* A monitor of sock's dropped connections (the peer process stopped or its host went away): poll

@@ -15,6 +15,7 @@
 
 #define REFUSED_KEPT 256    /* (key, address) pairs remembered, each logged once */
 #define LINES_PER_MINUTE 10 /* beyond this, refusals are only counted */
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
 typedef struct accepted {
     char name[64];
@@ -26,7 +27,8 @@ struct sl_security {
     zcert_t *own;
     accepted *accepts;
     int n_accepts;
-    zactor_t *zap; /* the handler, when this process accepts anyone */
+    zactor_t *zap;       /* the handler, when this process accepts anyone */
+    zsock_t *zap_socket; /* its socket, made here and handed to it (errors are ours to report) */
     char monitor[64];
     sl_security_log log;
     void *log_ctx;
@@ -124,13 +126,13 @@ static void handshake_failed(const sl_security *self, zsock_t *monitor, refusals
 static void zap_actor(zsock_t *pipe, void *args)
 {
     const sl_security *self = args;
-    zsock_t *rep = zsock_new_rep("inproc://zeromq.zap.01");
-    zsock_t *monitor = NULL;
+    zsock_t *rep = self->zap_socket, *monitor = NULL;
     refusals *r = calloc(1, sizeof *r);
-    zsock_signal(pipe, rep && r ? 0 : 1);
-    zpoller_t *poller = rep && r ? zpoller_new(pipe, rep, NULL) : NULL;
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = r ? zpoller_new(pipe, rep, NULL) : NULL;
     while (poller) {
         zsock_t *which = zpoller_wait(poller, -1);
+        if (!which && !zpoller_terminated(poller)) continue; /* a signal interrupted the wait */
         if (which == pipe) {
             char *command = zstr_recv(pipe);
             bool term = !command || !strcmp(command, "$TERM");
@@ -148,8 +150,24 @@ static void zap_actor(zsock_t *pipe, void *args)
     }
     zpoller_destroy(&poller);
     zsock_destroy(&monitor);
-    zsock_destroy(&rep);
     free(r);
+}
+
+/* The ZAP socket; a handler destroyed a moment ago may still hold the address for a while. */
+static zsock_t *bind_zap(sl_err *err)
+{
+    zsock_t *rep = zsock_new(ZMQ_REP);
+    for (int tries = 0; rep && zsock_bind(rep, ZAP_ENDPOINT) != 0; tries++) {
+        if (tries == 100) {
+            zsock_destroy(&rep);
+            sl_fail(err, "cannot bind %s: %s (another ZAP handler in this process?)", ZAP_ENDPOINT,
+                    zmq_strerror(zmq_errno()));
+            return NULL;
+        }
+        zclock_sleep(10);
+    }
+    if (!rep) sl_fail(err, "cannot create the ZAP socket");
+    return rep;
 }
 
 /* ---- the object ---- */
@@ -180,8 +198,9 @@ sl_security *sl_security_new(const char *certs, const char *own_secret, const ch
         }
         zcert_destroy(&cert);
     }
+    if (rc == 0 && n_accept && !(self->zap_socket = bind_zap(err))) rc = -1;
     if (rc == 0 && n_accept && !(self->zap = zactor_new(zap_actor, self)))
-        rc = sl_fail(err, "cannot start the ZAP handler (is another one running in this process?)");
+        rc = sl_fail(err, "cannot start the ZAP handler");
     if (rc != 0) sl_security_destroy(&self);
     return self;
 }
@@ -190,6 +209,8 @@ void sl_security_destroy(sl_security **self)
 {
     if (!self || !*self) return;
     zactor_destroy(&(*self)->zap);
+    if ((*self)->zap_socket) zsock_unbind((*self)->zap_socket, ZAP_ENDPOINT); /* a handler made next binds it */
+    zsock_destroy(&(*self)->zap_socket);
     zcert_destroy(&(*self)->own);
     free((*self)->accepts);
     free(*self);

@@ -154,6 +154,14 @@ int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first)
     return n;
 }
 
+int sl_sessions_count_peer(const sl_sessions *self, const sl_peer *peer)
+{
+    int n = 0;
+    for (int i = 0; i < self->max; i++)
+        n += self->slots[i].id != 0 && sl_peer_same(&self->slots[i].peer, peer);
+    return n;
+}
+
 int sl_sessions_count(const sl_sessions *self)
 {
     int n = 0;

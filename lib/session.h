@@ -42,6 +42,8 @@ bool sl_sessions_close(sl_sessions *self, uint64_t id);
 int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first);
 
 int sl_sessions_count(const sl_sessions *self);
+/* Sessions open whose peer is the same party as peer (sl_peer_same). */
+int sl_sessions_count_peer(const sl_sessions *self, const sl_peer *peer);
 /* Bytes of KV cache held: open sessions' and those kept for reuse. */
 size_t sl_sessions_bytes(const sl_sessions *self);
 

@@ -3,8 +3,10 @@
 #include "topology.h"
 
 #include "cli.h"
+#include "fileio.h"
 #include "split.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdio.h>
@@ -13,15 +15,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+typedef enum section_kind { SECTION_NONE, SECTION_PIPELINE, SECTION_NODE, SECTION_HOST } section_kind;
+
 typedef struct parse_state {
     sl_topology *t;
     FILE *fp;
     int line;                          /* line the reader returned last */
     int pipeline_line;                 /* 0 when there is no [pipeline] */
-    sl_topo_node *node;                /* section being read, NULL for [pipeline] */
-    bool seen[SL_MAX_NODES][3];        /* role, layers, listen given */
+    section_kind section;              /* the section being read */
+    sl_topo_node *node;                /* its node, for [node.NAME] */
+    sl_topo_host *host;                /* its host, for [host.NAME] */
+    bool seen[SL_MAX_NODES][4];        /* role, layers, listen, restart given */
     int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
-    char parts_raw[PATH_MAX], certs_raw[PATH_MAX];
+    char certs_raw[PATH_MAX];
     int train_set[SL_MAX_NODES]; /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
     bool pipeline_train;
     sl_err *err;
@@ -30,9 +36,73 @@ typedef struct parse_state {
 
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
                                     "hwm, verify, max_train_tokens, checkpoint_root, security, certs, clients, "
-                                    "trainers, train";
-static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, clip, noise (bottom), "
-                                "grad_clip, grad_noise (top)";
+                                    "trainers, train, restart";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, restart, clip, noise "
+                                "(bottom), grad_clip, grad_noise (top)";
+static const char host_keys[] = "run, dir, bin";
+
+/* Node and host names travel as program arguments to other hosts (ssh takes a leading '-' for an
+ * option) and prefix log lines: letters, digits and extra, not starting with '-'. */
+static bool plain_name(const char *name, const char *extra)
+{
+    if (!name[0] || name[0] == '-') return false;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(extra, *p)) return false;
+    return true;
+}
+
+static const char node_name_chars[] = "._-", host_name_chars[] = "._-@:";
+
+static void open_pipeline(parse_state *ps)
+{
+    if (ps->pipeline_line)
+        ps->rc = sl_fail(ps->err, "%s:%d: second [pipeline] section (the first is at line %d)", ps->t->path, ps->line,
+                         ps->pipeline_line);
+    ps->pipeline_line = ps->line;
+    ps->section = SECTION_PIPELINE;
+}
+
+static void open_node(parse_state *ps, const char *section, const char *name)
+{
+    sl_topology *t = ps->t;
+    for (int i = 0; i < t->n_nodes && ps->rc == 0; i++)
+        if (strcmp(t->nodes[i].name, name) == 0)
+            ps->rc = sl_fail(ps->err, "%s:%d: [%s] appears twice (first at line %d); give each node its own name",
+                             t->path, ps->line, section, t->nodes[i].line);
+    if (ps->rc == 0 && t->n_nodes == SL_MAX_NODES)
+        ps->rc = sl_fail(ps->err, "%s:%d: more than %d nodes", t->path, ps->line, SL_MAX_NODES);
+    if (ps->rc == 0 && strlen(name) >= sizeof t->nodes[0].name)
+        ps->rc = sl_fail(ps->err, "%s:%d: node name too long", t->path, ps->line);
+    if (ps->rc == 0 && !plain_name(name, node_name_chars))
+        ps->rc = sl_fail(ps->err, "%s:%d: [%s]: a node name has letters, digits and %s (no leading '-')", t->path,
+                         ps->line, section, node_name_chars);
+    if (ps->rc != 0) return;
+    ps->node = &t->nodes[t->n_nodes++];
+    snprintf(ps->node->name, sizeof ps->node->name, "%.63s", name);
+    snprintf(ps->node->host, sizeof ps->node->host, "localhost");
+    ps->node->line = ps->line;
+    ps->train_set[ps->node - t->nodes] = -1;
+    ps->section = SECTION_NODE;
+}
+
+static void open_host(parse_state *ps, const char *section, const char *name)
+{
+    sl_topology *t = ps->t;
+    for (int i = 0; i < t->n_hosts && ps->rc == 0; i++)
+        if (strcmp(t->hosts[i].name, name) == 0)
+            ps->rc = sl_fail(ps->err, "%s:%d: [%s] appears twice (first at line %d)", t->path, ps->line, section,
+                             t->hosts[i].line);
+    if (ps->rc == 0 && t->n_hosts == SL_MAX_NODES)
+        ps->rc = sl_fail(ps->err, "%s:%d: more than %d hosts", t->path, ps->line, SL_MAX_NODES);
+    if (ps->rc == 0 && (strlen(name) >= sizeof t->hosts[0].name || !plain_name(name, host_name_chars)))
+        ps->rc = sl_fail(ps->err, "%s:%d: [%s]: a host name has letters, digits and %s (no leading '-')", t->path,
+                         ps->line, section, host_name_chars);
+    if (ps->rc != 0) return;
+    ps->host = &t->hosts[t->n_hosts++];
+    snprintf(ps->host->name, sizeof ps->host->name, "%s", name);
+    ps->host->line = ps->line;
+    ps->section = SECTION_HOST;
+}
 
 /* inih reads through this, so the state always knows the current line; section headers are
  * handled here too, because inih reports a section only once it has a key. */
@@ -50,33 +120,15 @@ static char *read_line(char *buf, int size, void *stream)
     }
     char section[128];
     snprintf(section, sizeof section, "%.*s", (int)(end - p - 1), p + 1);
-    sl_topology *t = ps->t;
-    if (strcmp(section, "pipeline") == 0) {
-        if (ps->pipeline_line)
-            ps->rc = sl_fail(ps->err, "%s:%d: second [pipeline] section (the first is at line %d)", t->path, ps->line,
-                             ps->pipeline_line);
-        ps->pipeline_line = ps->line;
-        ps->node = NULL;
-    } else if (strncmp(section, "node.", 5) == 0 && section[5]) {
-        for (int i = 0; i < t->n_nodes && ps->rc == 0; i++)
-            if (strcmp(t->nodes[i].name, section + 5) == 0)
-                ps->rc = sl_fail(ps->err, "%s:%d: [%s] appears twice (first at line %d); give each node its own name",
-                                 t->path, ps->line, section, t->nodes[i].line);
-        if (ps->rc == 0 && t->n_nodes == SL_MAX_NODES)
-            ps->rc = sl_fail(ps->err, "%s:%d: more than %d nodes", t->path, ps->line, SL_MAX_NODES);
-        if (ps->rc == 0 && strlen(section + 5) >= sizeof t->nodes[0].name)
-            ps->rc = sl_fail(ps->err, "%s:%d: node name too long", t->path, ps->line);
-        if (ps->rc == 0) {
-            ps->node = &t->nodes[t->n_nodes++];
-            snprintf(ps->node->name, sizeof ps->node->name, "%.63s", section + 5);
-            snprintf(ps->node->host, sizeof ps->node->host, "localhost");
-            ps->node->line = ps->line;
-            ps->train_set[ps->node - t->nodes] = -1;
-        }
-    } else {
-        ps->rc = sl_fail(ps->err, "%s:%d: unknown section [%s]; sections are [pipeline] and [node.NAME]", t->path,
-                         ps->line, section);
-    }
+    if (strcmp(section, "pipeline") == 0)
+        open_pipeline(ps);
+    else if (strncmp(section, "node.", 5) == 0 && section[5])
+        open_node(ps, section, section + 5);
+    else if (strncmp(section, "host.", 5) == 0 && section[5])
+        open_host(ps, section, section + 5);
+    else
+        ps->rc = sl_fail(ps->err, "%s:%d: unknown section [%s]; sections are [pipeline], [node.NAME] and [host.NAME]",
+                         ps->t->path, ps->line, section);
     return buf;
 }
 
@@ -136,8 +188,8 @@ static int parse_names(parse_state *ps, const char *key, const char *value, sl_p
     return 0;
 }
 
-/* Wraps a cli.h number error with file:line. */
-static int number(parse_state *ps, int rc)
+/* Prefixes an error of cli.h (a number, the words of a command) with file:line. */
+static int at_line(parse_state *ps, int rc)
 {
     if (rc != 0) sl_err_prefix(ps->err, "%s:%d", ps->t->path, ps->line);
     return rc;
@@ -149,31 +201,38 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
     long v;
     double d;
     if (!strcmp(key, "name")) return snprintf(t->name, sizeof t->name, "%s", value), 0;
-    if (!strcmp(key, "parts")) return snprintf(ps->parts_raw, sizeof ps->parts_raw, "%s", value), 0;
+    if (!strcmp(key, "parts")) {
+        t->parts_line = ps->line;
+        if (snprintf(t->parts_given, sizeof t->parts_given, "%s", value) >= (int)sizeof t->parts_given)
+            return sl_fail(ps->err, "%s:%d: parts: path too long", t->path, ps->line);
+        return 0;
+    }
     if (!strcmp(key, "activations")) {
         if (sl_dtype_parse(value, &t->activations) != 0 || t->activations > SL_BF16)
             return sl_fail(ps->err, "%s:%d: activations = %s: write f32, f16 or bf16", t->path, ps->line, value);
         return 0;
     }
-    if (!strcmp(key, "timeout")) return number(ps, sl_parse_double(value, "timeout", 0.001, 1e6, &t->timeout, ps->err));
+    if (!strcmp(key, "timeout"))
+        return at_line(ps, sl_parse_double(value, "timeout", 0.001, 1e6, &t->timeout, ps->err));
     if (!strcmp(key, "idle_timeout"))
-        return number(ps, sl_parse_double(value, "idle_timeout", 0.001, 1e9, &t->idle_timeout, ps->err));
+        return at_line(ps, sl_parse_double(value, "idle_timeout", 0.001, 1e9, &t->idle_timeout, ps->err));
     if (!strcmp(key, "max_sessions")) {
-        int rc = number(ps, sl_parse_long(value, "max_sessions", 1, 1 << 20, &v, ps->err));
+        int rc = at_line(ps, sl_parse_long(value, "max_sessions", 1, 1 << 20, &v, ps->err));
         t->max_sessions = (int)v;
         return rc;
     }
     if (!strcmp(key, "max_message_mb")) {
-        int rc = number(ps, sl_parse_double(value, "max_message_mb", 0.001, 4096, &d, ps->err));
+        int rc = at_line(ps, sl_parse_double(value, "max_message_mb", 0.001, 4096, &d, ps->err));
         t->max_message = (size_t)(d * 1048576.0);
         return rc;
     }
     if (!strcmp(key, "hwm")) {
-        int rc = number(ps, sl_parse_long(value, "hwm", 1, 1 << 24, &v, ps->err));
+        int rc = at_line(ps, sl_parse_long(value, "hwm", 1, 1 << 24, &v, ps->err));
         t->hwm = (int)v;
         return rc;
     }
     if (!strcmp(key, "verify")) return parse_bool(ps, key, value, &t->verify);
+    if (!strcmp(key, "restart")) return parse_bool(ps, key, value, &t->restart);
     if (!strcmp(key, "checkpoint_root")) {
         if (snprintf(t->checkpoint_root, sizeof t->checkpoint_root, "%s", value) >= (int)sizeof t->checkpoint_root)
             return sl_fail(ps->err, "%s:%d: checkpoint_root: path too long", t->path, ps->line);
@@ -185,12 +244,15 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
         t->curve = !strcmp(value, "curve");
         return 0;
     }
-    if (!strcmp(key, "certs")) return snprintf(ps->certs_raw, sizeof ps->certs_raw, "%s", value), 0;
+    if (!strcmp(key, "certs")) {
+        t->certs_line = ps->line;
+        return snprintf(ps->certs_raw, sizeof ps->certs_raw, "%s", value), 0;
+    }
     if (!strcmp(key, "clients")) return parse_names(ps, key, value, &t->clients);
     if (!strcmp(key, "trainers")) return parse_names(ps, key, value, &t->trainers);
     if (!strcmp(key, "train")) return parse_bool(ps, key, value, &ps->pipeline_train);
     if (!strcmp(key, "max_train_tokens")) {
-        int rc = number(ps, sl_parse_long(value, "max_train_tokens", 2, 1 << 24, &v, ps->err));
+        int rc = at_line(ps, sl_parse_long(value, "max_train_tokens", 2, 1 << 24, &v, ps->err));
         t->max_train_tokens = (int)v;
         return rc;
     }
@@ -206,7 +268,7 @@ static int defence_key(parse_state *ps, const char *key, const char *value)
     float *slot = grad ? (is_clip ? &n->grad_clip : &n->grad_noise) : (is_clip ? &n->clip : &n->noise);
     double d;
     /* clip is an L2 norm (> 0); noise a multiple of it: sigma, the noise's standard deviation over clip */
-    if (number(ps, sl_parse_double(value, key, is_clip ? 1e-9 : 0, 1e9, &d, ps->err)) != 0) return -1;
+    if (at_line(ps, sl_parse_double(value, key, is_clip ? 1e-9 : 0, 1e9, &d, ps->err)) != 0) return -1;
     *slot = (float)d;
     ps->defence_line[n - ps->t->nodes][grad] = ps->line;
     return 0;
@@ -225,9 +287,15 @@ static int node_key(parse_state *ps, const char *key, const char *value)
     }
     if (!strcmp(key, "layers")) return seen[1] = true, parse_layers(ps, value);
     if (!strcmp(key, "listen")) return seen[2] = true, parse_endpoint(ps, value, n->listen);
-    if (!strcmp(key, "host")) return snprintf(n->host, sizeof n->host, "%s", value), 0;
+    if (!strcmp(key, "host")) {
+        if (strlen(value) >= sizeof n->host || !plain_name(value, host_name_chars))
+            return sl_fail(ps->err, "%s:%d: host = %s: a host name has letters, digits and %s (no leading '-')",
+                           ps->t->path, ps->line, value, host_name_chars);
+        return snprintf(n->host, sizeof n->host, "%s", value), 0;
+    }
+    if (!strcmp(key, "restart")) return seen[3] = true, parse_bool(ps, key, value, &n->restart);
     if (!strcmp(key, "threads")) {
-        int rc = number(ps, sl_parse_long(value, "threads", 0, 1024, &v, ps->err));
+        int rc = at_line(ps, sl_parse_long(value, "threads", 0, 1024, &v, ps->err));
         n->threads = (int)v;
         return rc;
     }
@@ -244,16 +312,55 @@ static int node_key(parse_state *ps, const char *key, const char *value)
                    node_keys);
 }
 
+/* dir and bin: absolute, and words that no shell on the way (ssh's) splits or expands. */
+static int host_path(parse_state *ps, const char *key, const char *value, char *out)
+{
+    if (value[0] != '/' || !sl_shell_safe(value) || strlen(value) >= SL_MAX_HOST_TEXT)
+        return sl_fail(ps->err,
+                       "%s:%d: %s = %s: write an absolute path of letters, digits and %s (under %d bytes: it "
+                       "passes through the host's shell)",
+                       ps->t->path, ps->line, key, value, SL_SHELL_SAFE_PUNCT, SL_MAX_HOST_TEXT);
+    snprintf(out, SL_MAX_HOST_TEXT, "%s", value);
+    return 0;
+}
+
+static int host_key(parse_state *ps, const char *key, const char *value)
+{
+    sl_topo_host *h = ps->host;
+    if (!strcmp(key, "run")) {
+        char words_text[SL_MAX_HOST_TEXT];
+        char *words[SL_MAX_WORDS];
+        if (strlen(value) >= SL_MAX_HOST_TEXT)
+            return sl_fail(ps->err, "%s:%d: run: longer than %d bytes", ps->t->path, ps->line, SL_MAX_HOST_TEXT - 1);
+        if (at_line(ps, sl_split_words(value, words_text, sizeof words_text, words, SL_MAX_WORDS, ps->err)) < 0)
+            return -1;
+        h->has_run = true;
+        return snprintf(h->run, sizeof h->run, "%s", value), 0;
+    }
+    if (!strcmp(key, "dir")) return host_path(ps, key, value, h->dir);
+    if (!strcmp(key, "bin")) return host_path(ps, key, value, h->bin);
+    return sl_fail(ps->err, "%s:%d: unknown key '%s' in [host.%s] (keys: %s)", ps->t->path, ps->line, key, h->name,
+                   host_keys);
+}
+
 static int on_key(void *user, const char *section, const char *key, const char *value)
 {
     parse_state *ps = user;
     (void)section;
-    if (ps->rc == 0) {
-        if (!ps->node && !ps->pipeline_line)
-            ps->rc = sl_fail(ps->err, "%s:%d: '%s' is outside any section; put it under [pipeline] or [node.NAME]",
-                             ps->t->path, ps->line, key);
-        else
-            ps->rc = ps->node ? node_key(ps, key, value) : pipeline_key(ps, key, value);
+    if (ps->rc != 0) return 0;
+    switch (ps->section) {
+    case SECTION_PIPELINE:
+        ps->rc = pipeline_key(ps, key, value);
+        break;
+    case SECTION_NODE:
+        ps->rc = node_key(ps, key, value);
+        break;
+    case SECTION_HOST:
+        ps->rc = host_key(ps, key, value);
+        break;
+    default:
+        ps->rc = sl_fail(ps->err, "%s:%d: '%s' is outside any section; put it under [pipeline] or [node.NAME]",
+                         ps->t->path, ps->line, key);
     }
     return ps->rc == 0;
 }
@@ -305,7 +412,7 @@ static int check_nodes(parse_state *ps)
 {
     sl_topology *t = ps->t;
     if (!ps->pipeline_line) return sl_fail(ps->err, "%s: no [pipeline] section; add one with parts = DIR", t->path);
-    if (!ps->parts_raw[0])
+    if (!t->parts_given[0])
         return sl_fail(ps->err, "%s:%d: [pipeline] has no 'parts'; add parts = DIR (a zmq-splitlearn-split output)",
                        t->path, ps->pipeline_line);
     if (t->n_nodes < 2) return sl_fail(ps->err, "%s: a pipeline needs at least a bottom and a top node", t->path);
@@ -318,6 +425,7 @@ static int check_nodes(parse_state *ps)
             if (!ps->seen[i][k])
                 return sl_fail(ps->err, "%s:%d: [node.%s] has no '%s'; add %s", t->path, n->line, n->name, names[k],
                                hints[k]);
+        if (!ps->seen[i][3]) n->restart = t->restart;
         sl_role want = i == 0 ? SL_ROLE_BOTTOM : i == t->n_nodes - 1 ? SL_ROLE_TOP : SL_ROLE_TRUNK;
         if (n->role != want)
             return sl_fail(ps->err,
@@ -371,18 +479,39 @@ static int check_defences(parse_state *ps)
     return 0;
 }
 
+/* A [host.NAME] no node runs on is a typo of a node's host (or of the section's name). */
+static int check_hosts(parse_state *ps)
+{
+    sl_topology *t = ps->t;
+    for (int i = 0; i < t->n_hosts; i++) {
+        bool used = false;
+        for (int j = 0; j < t->n_nodes; j++)
+            used |= strcmp(t->nodes[j].host, t->hosts[i].name) == 0;
+        if (!used)
+            return sl_fail(ps->err, "%s:%d: [host.%s]: no node has host = %s; fix the name or remove the section",
+                           t->path, t->hosts[i].line, t->hosts[i].name, t->hosts[i].name);
+    }
+    return 0;
+}
+
 static int check_parts(parse_state *ps)
 {
     sl_topology *t = ps->t;
     sl_part_info parts[SL_MAX_SPLITS + 1];
+    int part_of[SL_MAX_NODES];
     sl_err inner;
     int n = sl_split_read_index(t->parts, parts, SL_MAX_SPLITS + 1, &inner);
     if (n < 0)
         return sl_fail(ps->err, "%s:%d: parts = %s is not a split directory (%s); make one with zmq-splitlearn-split",
-                       t->path, ps->pipeline_line, ps->parts_raw, inner.msg);
-    int n_layer = parts[0].cfg.n_layer;
+                       t->path, ps->pipeline_line, t->parts_given, inner.msg);
+    return sl_topology_match_parts(t, parts, n, t->parts, part_of, ps->err);
+}
+
+int sl_topology_match_parts(const sl_topology *t, const sl_part_info *parts, int n, const char *where, int *part_of,
+                            sl_err *err)
+{
     for (int i = 0; i < t->n_nodes; i++) {
-        sl_topo_node *node = &t->nodes[i];
+        const sl_topo_node *node = &t->nodes[i];
         int found = -1;
         for (int j = 0; j < n; j++)
             if (parts[j].first == node->first && parts[j].last == node->last) found = j;
@@ -390,18 +519,20 @@ static int check_parts(parse_state *ps)
             char have[512] = "";
             for (int j = 0; j < n; j++)
                 snprintf(have + strlen(have), sizeof have - strlen(have), " %d-%d", parts[j].first, parts[j].last);
-            return sl_fail(ps->err, "%s:%d: [node.%s] layers = %d-%d match no part in %s (it has:%s)", t->path,
-                           node->line, node->name, node->first, node->last, t->parts, have);
+            return sl_fail(err, "%s:%d: [node.%s] layers = %d-%d match no part in %s (it has:%s)", t->path, node->line,
+                           node->name, node->first, node->last, where, have);
         }
         if (parts[found].role != node->role)
-            return sl_fail(ps->err, "%s:%d: [node.%s] is a %s but the part for layers %d-%d is a %s", t->path,
-                           node->line, node->name, sl_role_name(node->role), node->first, node->last,
+            return sl_fail(err, "%s:%d: [node.%s] is a %s but the part for layers %d-%d is a %s", t->path, node->line,
+                           node->name, sl_role_name(node->role), node->first, node->last,
                            sl_role_name(parts[found].role));
+        part_of[i] = found;
     }
     const sl_topo_node *top = &t->nodes[t->n_nodes - 1];
+    int n_layer = parts[0].cfg.n_layer;
     if (top->last != n_layer)
-        return sl_fail(ps->err, "%s:%d: [node.%s] ends at layer %d but the model has %d; make it layers = %d-%d",
-                       t->path, top->line, top->name, top->last, n_layer, top->first, n_layer);
+        return sl_fail(err, "%s:%d: [node.%s] ends at layer %d but the model has %d; make it layers = %d-%d", t->path,
+                       top->line, top->name, top->last, n_layer, top->first, n_layer);
     return 0;
 }
 
@@ -422,8 +553,8 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
     if (ps.rc != 0) return -1;
     if (bad_line != 0)
         return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
-    if (check_nodes(&ps) != 0 || check_defences(&ps) != 0) return -1;
-    if (resolve_dir(&ps, "parts", ps.parts_raw, t->parts, sizeof t->parts) != 0 || check_security(&ps) != 0 ||
+    if (check_nodes(&ps) != 0 || check_hosts(&ps) != 0 || check_defences(&ps) != 0) return -1;
+    if (resolve_dir(&ps, "parts", t->parts_given, t->parts, sizeof t->parts) != 0 || check_security(&ps) != 0 ||
         (ps.certs_raw[0] && resolve_dir(&ps, "certs", ps.certs_raw, t->certs, sizeof t->certs) != 0))
         return -1;
     if (!t->name[0]) {
@@ -464,6 +595,13 @@ const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name)
 
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node) { return (int)(node - t->nodes); }
 
+const sl_topo_host *sl_topology_host(const sl_topology *t, const char *name)
+{
+    for (int i = 0; i < t->n_hosts; i++)
+        if (strcmp(t->hosts[i].name, name) == 0) return &t->hosts[i];
+    return NULL;
+}
+
 bool sl_party_listed(const sl_party_list *list, const char *name)
 {
     for (int i = 0; i < list->n; i++)
@@ -476,6 +614,30 @@ bool sl_endpoint_is_local(const char *endpoint)
     if (strncmp(endpoint, "tcp://", 6) != 0) return true;
     const char *host = endpoint + 6;
     return !strncmp(host, "127.", 4) || !strncmp(host, "localhost:", 10) || !strncmp(host, "[::1]:", 6);
+}
+
+int sl_topology_write_local(const char *path, const sl_part_info *parts, int n, const char *name, const char *parts_dir,
+                            int port, const char *tool, sl_err *err)
+{
+    size_t cap = 1024 + strlen(name) + PATH_MAX + (size_t)n * 256;
+    char *text = malloc(cap), *abs_dir = realpath(parts_dir, NULL);
+    if (!text) {
+        free(abs_dir);
+        return sl_fail(err, "%s: out of memory", path);
+    }
+    size_t len = (size_t)snprintf(text, cap,
+                                  "; Local pipeline written by %s: every stage on this host.\n"
+                                  "; Start it with: zmq-splitlearn-launch THIS_FILE\n\n"
+                                  "[pipeline]\nname  = %s\nparts = %s\n",
+                                  tool, name, abs_dir ? abs_dir : parts_dir);
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(text + len, cap - len,
+                                "\n[node.%s]\nrole   = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%d\n",
+                                parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i);
+    int rc = sl_write_text_file(path, text, err);
+    free(text);
+    free(abs_dir);
+    return rc;
 }
 
 sl_cut_defence sl_topology_bottom_defence(const sl_topology *t)

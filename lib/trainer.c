@@ -56,6 +56,7 @@ struct sl_trainer {
     stage stages[SL_MAX_SPLITS + 1];
     int n;
     long steps;
+    const char *lost;         /* the node whose connection dropped, when a step failed for it */
     char saved_dir[PATH_MAX]; /* the checkpoint this run resumed from or last saved ("": none) */
     long saved_step;          /* its step */
     float *act, *grad;        /* (B*T, C) crossing the boundaries, two of each to ping-pong */
@@ -120,6 +121,7 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
 /* A dropped connection reported by watch i, as the trainer's error. */
 static int connection_lost(sl_trainer *t, int i, sl_msg_kind kind, sl_err *err)
 {
+    t->lost = t->watched[i];
     char endpoint[SL_MAX_ENDPOINT];
     sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
     return sl_fail(err,
@@ -228,9 +230,12 @@ static int remote_backward(sl_trainer *t, stage *s, const float *dout, float *di
     back.has_gnorm2 = want_norm;
     s->updated = upd != NULL;
     s->norm2 = 0;
-    if (sl_wire_encode(&back, &t->out, err) != 0 ||
-        sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0)
+    if (sl_wire_encode(&back, &t->out, err) != 0) return -1;
+    if (sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0) {
+        t->lost = t->topo.nodes[s->last].name;
+        sl_err_prefix(err, "lost the connection to node %s in step %ld", t->lost, t->steps + 1);
         return -1;
+    }
     return await(t, SL_MSG_BACKWARD, back.step, din, want_norm ? &s->norm2 : NULL, err);
 }
 
@@ -424,6 +429,13 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
         sl_fail(err, "%s has no trunk: train it in this process", topo->path);
         return NULL;
     }
+    for (int i = 1; i < topo->n_nodes - 1; i++)
+        if (!topo->nodes[i].train) {
+            sl_fail(err,
+                    "%s:%d: [node.%s] does not train (train = no, the default): set train = yes there or in [pipeline]",
+                    topo->path, topo->nodes[i].line, topo->nodes[i].name);
+            return NULL;
+        }
     sl_trainer *t = trainer_alloc(opts, err);
     if (!t) return NULL;
     t->topo = *topo;
@@ -475,6 +487,7 @@ void sl_trainer_destroy(sl_trainer **self)
 }
 
 long sl_trainer_step_count(const sl_trainer *self) { return self->steps; }
+const char *sl_trainer_lost(const sl_trainer *self) { return self->lost; }
 double sl_trainer_dcor(const sl_trainer *self) { return self->privacy ? sl_privacy_dcor(self->privacy) : NAN; }
 int sl_trainer_stages(const sl_trainer *self) { return self->n_parts; }
 

@@ -51,6 +51,10 @@ int sl_trainer_step(sl_trainer *self, const int32_t *ids, const int32_t *targets
 /* The loss of one micro-batch without training. */
 int sl_trainer_eval(sl_trainer *self, const int32_t *ids, const int32_t *targets, float *loss, sl_err *err);
 
+/* The remote trunk whose connection dropped during the last failed step (it stopped or its host
+ * went away), or NULL: the run can continue from its last checkpoint once the trunk is back. */
+const char *sl_trainer_lost(const sl_trainer *self);
+
 /* NoPeek's distance correlation in the last training micro-batch (NAN without NoPeek). */
 double sl_trainer_dcor(const sl_trainer *self);
 

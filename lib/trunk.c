@@ -99,7 +99,7 @@ static int begin_run(sl_trunk *t, uint64_t run, sl_err *err)
     if (!t->pristine) {
         if (sl_learner_replace(t->learner, open_own_part(t, err), false, err) != 0) return -1;
         t->pristine = true;
-        note(t, "training run %016llx: starting from the part's weights", (unsigned long long)run);
+        note(t, "training run %04x..: starting from the part's weights", SL_ID_SHORT(run));
     }
     t->run = run;
     t->forward_ready = t->grads_pending = t->update_due = false;
@@ -171,8 +171,8 @@ static int train_forward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *
 static int in_run(const sl_trunk *t, const sl_msg *req, sl_err *err)
 {
     if (sl_learner_train(t->learner) && req->session == t->run) return 0;
-    return sl_fail(err, "%s has no training state of run %016llx (a trainer that is gone?)", t->name,
-                   (unsigned long long)req->session);
+    return sl_fail(err, "%s has no training state of run %04x.. (a trainer that is gone?)", t->name,
+                   SL_ID_SHORT(req->session));
 }
 
 static int backward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
@@ -353,7 +353,7 @@ int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err)
 {
     if (self->pristine || now - self->last_message <= idle) return 0;
     if (sl_learner_replace(self->learner, open_own_part(self, err), false, err) != 0) return -1;
-    note(self, "training run %016llx idle for %.0f s: its training state freed", (unsigned long long)self->run,
+    note(self, "training run %04x.. idle for %.0f s: its training state freed", SL_ID_SHORT(self->run),
          now - self->last_message);
     self->pristine = true;
     self->run = 0;

@@ -1,12 +1,15 @@
-/* wire.c — msgpack encoding and validating decoding of pipeline messages (see wire.h). */
+/* wire.c — msgpack encoding and validating decoding of pipeline messages, both driven by one
+ * field table (WIRE_FIELDS below; wire.h documents the layout it makes). */
 #include "wire.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_names[] = {"forward",  "result", "error", "end",   "ack",
-                                         "backward", "save",   "load",  "update"};
+static const char *const kind_names[] = {"forward",  "result", "error", "end",    "ack",
+                                         "backward", "save",   "load",  "update", "hello"};
 _Static_assert(sizeof kind_names / sizeof *kind_names == SL_MSG_KIND_COUNT, "a name for every message kind");
 
 const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
@@ -28,6 +31,182 @@ void sl_wire_decoder_destroy(sl_wire_decoder **self)
     msgpack_unpacked_destroy(&(*self)->unpacked);
     free(*self);
     *self = NULL;
+}
+
+/* ---- the field table ---- */
+
+/* When a field its kind may leave out is written. */
+static bool sends_ids(const sl_msg *m) { return m->ids != NULL; }
+static bool sends_x(const sl_msg *m) { return m->ids == NULL; } /* a forward of activations */
+static bool sends_logits(const sl_msg *m) { return m->logits != NULL; }
+static bool sends_shape(const sl_msg *m) { return m->kind == SL_MSG_RESULT ? m->logits != NULL : m->ids == NULL; }
+static bool trains(const sl_msg *m) { return m->train; }
+static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
+
+/* The ranges are the sampler's own; checked even when greedy ignores them. */
+/* Session 0 means "none" in every session table. */
+static int check_session(const sl_msg *m, sl_err *err)
+{
+    return m->session ? 0 : sl_fail(err, "field \"session\": 0 is reserved (a session id is a random nonzero number)");
+}
+
+static int check_sampling(const sl_msg *m, sl_err *err)
+{
+    sl_sampling ranges = m->sample;
+    ranges.greedy = false;
+    return sl_sampling_check(&ranges, err);
+}
+
+#define K(kind) (1u << SL_MSG_##kind)
+#define ALL ((1u << SL_MSG_KIND_COUNT) - 1)
+#define OPTIMIZER (K(BACKWARD) | K(UPDATE))
+#define MEMBER(name) .at = offsetof(sl_msg, name), .size = sizeof(((sl_msg *)0)->name)
+#define FLAG(name) .flag = offsetof(sl_msg, name)
+#define ANY_NUMBER .lo = -INFINITY, .hi = INFINITY
+#define ROW(id, key_, type_, kinds_, need_, ...)                                                                       \
+    {.key = key_, .type = SL_WIRE_T_##type_, .kinds = kinds_, .need = need_, __VA_ARGS__},
+#define FIELD_ID(id, ...) F_##id,
+
+/* The keys of "sample", as the table below. */
+#define SAMPLE_FIELDS(FIELD)                                                                                           \
+    FIELD(GREEDY, "greedy", BOOL, K(FORWARD), 0, MEMBER(sample.greedy), .dflt = 1)                                     \
+    FIELD(TEMPERATURE, "temperature", FLOAT64, K(FORWARD), 0, MEMBER(sample.temperature), ANY_NUMBER, .dflt = 1)       \
+    FIELD(TOP_K, "top_k", UINT, K(FORWARD), 0, MEMBER(sample.top_k), .max = INT32_MAX)                                 \
+    FIELD(TOP_P, "top_p", FLOAT64, K(FORWARD), 0, MEMBER(sample.top_p), ANY_NUMBER, .dflt = 1)                         \
+    FIELD(SEED, "seed", UINT, K(FORWARD), 0, MEMBER(sample.seed), .max = UINT64_MAX)                                   \
+    FIELD(INDEX, "index", UINT, K(FORWARD), 0, MEMBER(sample_index), .max = UINT64_MAX)
+static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
+
+/* Every top-level field, in the order they are written: FIELD(id, key, type, kinds that carry it,
+ * kinds that require it, then its member, flag, bounds, condition and check). The decoder's
+ * presence bits, the encoder's field count and the required-field check all come from here. */
+#define WIRE_FIELDS(FIELD)                                                                                             \
+    FIELD(V, "v", VERSION, ALL, ALL, .max = SL_WIRE_VERSION)                                                           \
+    FIELD(KIND, "kind", KIND, ALL, ALL, MEMBER(kind))                                                                  \
+    FIELD(SESSION, "session", UINT, ALL, ALL, MEMBER(session), .max = UINT64_MAX, .check = check_session)              \
+    FIELD(STEP, "step", UINT, ALL & ~K(END), ALL & ~(K(END) | K(ERROR)), MEMBER(step), .max = UINT64_MAX)              \
+    FIELD(POS, "pos", UINT, K(FORWARD) | K(RESULT), K(FORWARD) | K(RESULT), MEMBER(pos), .max = UINT32_MAX)            \
+    FIELD(CTX, "ctx", UINT, K(FORWARD), 0, MEMBER(ctx), .max = UINT32_MAX)                                             \
+    FIELD(WANT_LOGITS, "want_logits", BOOL, K(FORWARD), 0, MEMBER(want_logits))                                        \
+    FIELD(ACK, "ack", BOOL, K(FORWARD), 0, MEMBER(ack))                                                                \
+    FIELD(TOKEN, "token", UINT, K(RESULT), K(RESULT), MEMBER(token), .max = INT32_MAX)                                 \
+    FIELD(IDS, "ids", IDS, K(FORWARD), 0, MEMBER(ids), .when = sends_ids)                                              \
+    FIELD(X, "x", MATRIX, K(FORWARD), 0, MEMBER(x), .when = sends_x)                                                   \
+    FIELD(G, "g", MATRIX, K(BACKWARD), K(BACKWARD), MEMBER(x))                                                         \
+    FIELD(LOGITS, "logits", LOGITS, K(RESULT), 0, MEMBER(logits), .when = sends_logits)                                \
+    FIELD(SHAPE, "shape", SHAPE, K(FORWARD) | K(RESULT) | K(BACKWARD), K(BACKWARD), MEMBER(rows), .when = sends_shape) \
+    FIELD(DTYPE, "dtype", DTYPE, K(FORWARD) | K(BACKWARD) | K(HELLO), K(BACKWARD) | K(HELLO), MEMBER(dtype),           \
+          .when = sends_x)                                                                                             \
+    FIELD(SAMPLE, "sample", MAP, K(FORWARD), 0, FLAG(has_sample), .check = check_sampling, .sub = sample_fields,       \
+          .n_sub = sizeof sample_fields / sizeof *sample_fields)                                                       \
+    FIELD(TRAIN, "train", BOOL, K(FORWARD), 0, MEMBER(train), .when = trains)                                          \
+    FIELD(BATCH, "batch", UINT, K(FORWARD), 0, MEMBER(batch), .max = 1u << 20, .when = trains)                         \
+    FIELD(UPDATE, "update", BOOL, K(BACKWARD), 0, MEMBER(update))                                                      \
+    FIELD(LR, "lr", FLOAT64, OPTIMIZER, 0, MEMBER(lr), .lo = 0, .hi = 10)                                              \
+    FIELD(WD, "wd", FLOAT64, OPTIMIZER, 0, MEMBER(weight_decay), .lo = 0, .hi = 10)                                    \
+    FIELD(SCALE, "scale", FLOAT64, OPTIMIZER, 0, MEMBER(grad_scale), .lo = 0, .lo_open = true, .hi = 1, .dflt = 1)     \
+    FIELD(GNORM2, "gnorm2", FLOAT64, K(BACKWARD), 0, MEMBER(gnorm2), FLAG(has_gnorm2), .lo = 0, .hi = INFINITY)        \
+    FIELD(DIR, "dir", STR, K(SAVE) | K(LOAD), K(SAVE) | K(LOAD), MEMBER(dir))                                          \
+    FIELD(AT_STEP, "at_step", UINT, K(FORWARD) | K(LOAD), 0, MEMBER(at_step), FLAG(has_at_step), .max = 1ull << 53,    \
+          .when = sends_at_step)                                                                                       \
+    FIELD(LOSS, "loss", FLOAT32, K(SAVE), 0, MEMBER(loss), FLAG(has_loss), .lo = -FLT_MAX, .hi = FLT_MAX)              \
+    FIELD(NODE, "node", STR, K(ACK) | K(ERROR) | K(HELLO), K(ACK) | K(HELLO), MEMBER(node))                            \
+    FIELD(MODEL, "model", STR, K(HELLO), K(HELLO), MEMBER(model))                                                      \
+    FIELD(FIRST, "first", UINT, K(HELLO), K(HELLO), MEMBER(first), .max = UINT32_MAX)                                  \
+    FIELD(LAST, "last", UINT, K(HELLO), K(HELLO), MEMBER(last), .max = UINT32_MAX)                                     \
+    FIELD(WIDTH, "width", UINT, K(HELLO), K(HELLO), MEMBER(width), .max = UINT32_MAX)                                  \
+    FIELD(CODE, "code", STR, K(ERROR), K(ERROR), MEMBER(code))                                                         \
+    FIELD(MESSAGE, "message", STR, K(ERROR), 0, MEMBER(message))
+
+enum { WIRE_FIELDS(FIELD_ID) F_COUNT };
+static const sl_wire_field fields[] = {WIRE_FIELDS(ROW)};
+
+_Static_assert(F_COUNT <= 64, "presence bits fit a uint64_t");
+_Static_assert(offsetof(sl_msg, kind) == 0, "no flag at offset 0, which means none");
+_Static_assert(offsetof(sl_msg, cols) == offsetof(sl_msg, rows) + sizeof(uint32_t), "shape is rows then cols");
+_Static_assert(sizeof(sl_msg_kind) == 4 && sizeof(sl_dtype) == 4 && sizeof(bool) == 1, "member sizes load_uint knows");
+
+const sl_wire_field *sl_wire_fields(size_t *count)
+{
+    *count = F_COUNT;
+    return fields;
+}
+
+static uint64_t bit(int field) { return (uint64_t)1 << field; }
+
+/* ---- members, by offset and size ---- */
+
+static uint64_t load_uint(const void *at, size_t size)
+{
+    uint8_t u8;
+    uint32_t u32;
+    uint64_t u64;
+    switch (size) {
+    case 1:
+        memcpy(&u8, at, 1);
+        return u8;
+    case 4:
+        memcpy(&u32, at, 4);
+        return u32;
+    default:
+        memcpy(&u64, at, sizeof u64);
+        return u64;
+    }
+}
+
+static void store_uint(void *at, size_t size, uint64_t v)
+{
+    uint8_t u8 = (uint8_t)v;
+    uint32_t u32 = (uint32_t)v;
+    if (size == 1)
+        memcpy(at, &u8, 1);
+    else if (size == 4)
+        memcpy(at, &u32, 4);
+    else
+        memcpy(at, &v, sizeof v);
+}
+
+static double load_real(const void *at, size_t size)
+{
+    float f;
+    double d;
+    if (size == sizeof f) {
+        memcpy(&f, at, sizeof f);
+        return f;
+    }
+    memcpy(&d, at, sizeof d);
+    return d;
+}
+
+static void store_real(void *at, size_t size, double v)
+{
+    float f = (float)v;
+    if (size == sizeof f)
+        memcpy(at, &f, sizeof f);
+    else
+        memcpy(at, &v, sizeof v);
+}
+
+static const void *load_ptr(const void *at)
+{
+    const void *p;
+    memcpy(&p, at, sizeof p);
+    return p;
+}
+
+static bool in_bounds(const sl_wire_field *f, double v) { return (f->lo_open ? v > f->lo : v >= f->lo) && v <= f->hi; }
+
+/* Each field's default, for those whose default is not 0. */
+static void set_defaults(const sl_wire_field *table, size_t n, sl_msg *m)
+{
+    for (size_t i = 0; i < n; i++) {
+        void *at = (char *)m + table[i].at;
+        if (table[i].dflt == 0) continue;
+        if (table[i].type == SL_WIRE_T_FLOAT64 || table[i].type == SL_WIRE_T_FLOAT32)
+            store_real(at, table[i].size, table[i].dflt);
+        else
+            store_uint(at, table[i].size, (uint64_t)table[i].dflt);
+    }
 }
 
 /* ---- decoding ---- */
@@ -110,25 +289,6 @@ static int prescan(const unsigned char *p, size_t len, sl_err *err)
     return 0;
 }
 
-enum {
-    F_V = 1 << 0,
-    F_KIND = 1 << 1,
-    F_SESSION = 1 << 2,
-    F_STEP = 1 << 3,
-    F_POS = 1 << 4,
-    F_CTX = 1 << 5,
-    F_UNUSED = 1 << 6, /* was reply_to: answers travel back the way requests came */
-    F_IDS = 1 << 7,
-    F_X = 1 << 8,
-    F_SHAPE = 1 << 9,
-    F_DTYPE = 1 << 10,
-    F_TOKEN = 1 << 11,
-    F_LOGITS = 1 << 12,
-    F_NODE = 1 << 13,
-    F_CODE = 1 << 14,
-    F_DIR = 1 << 15
-};
-
 static bool key_is(const msgpack_object *key, const char *name)
 {
     size_t n = strlen(name);
@@ -154,13 +314,6 @@ static int get_number(const msgpack_object *o, const char *field, double *out, s
     return 0;
 }
 
-static int get_bool(const msgpack_object *o, const char *field, bool *out, sl_err *err)
-{
-    if (o->type != MSGPACK_OBJECT_BOOLEAN) return sl_fail(err, "field \"%s\" must be a boolean", field);
-    *out = o->via.boolean;
-    return 0;
-}
-
 static int get_str(const msgpack_object *o, const char *field, char *out, size_t size, sl_err *err)
 {
     if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= size || memchr(o->via.str.ptr, '\0', o->via.str.size))
@@ -170,244 +323,228 @@ static int get_str(const msgpack_object *o, const char *field, char *out, size_t
     return 0;
 }
 
-static int get_bin(const msgpack_object *o, const char *field, const void **ptr, size_t *len, sl_err *err)
+/* uint, float and bool fields. */
+static int decode_number(const sl_wire_field *f, const char *name, const msgpack_object *o, void *at, sl_err *err)
 {
-    if (o->type != MSGPACK_OBJECT_BIN) return sl_fail(err, "field \"%s\" must be binary", field);
-    *ptr = o->via.bin.ptr;
-    *len = o->via.bin.size;
+    uint64_t u = 0;
+    double d = 0;
+    switch (f->type) {
+    case SL_WIRE_T_VERSION:
+        if (get_uint(o, name, UINT32_MAX, &u, err) != 0) return -1;
+        if (u != f->max)
+            return sl_fail(err, "field \"%s\": version %llu is not supported (this is %llu)", name,
+                           (unsigned long long)u, (unsigned long long)f->max);
+        return 0;
+    case SL_WIRE_T_UINT:
+        if (get_uint(o, name, f->max, &u, err) != 0) return -1;
+        store_uint(at, f->size, u);
+        return 0;
+    case SL_WIRE_T_BOOL:
+        if (o->type != MSGPACK_OBJECT_BOOLEAN) return sl_fail(err, "field \"%s\" must be a boolean", name);
+        store_uint(at, f->size, o->via.boolean);
+        return 0;
+    default: /* the floats, bounded as received and as the member holds them (1e-300 is a float 0) */
+        if (get_number(o, name, &d, err) != 0) return -1;
+        store_real(at, f->size, d);
+        if (!in_bounds(f, d) || !in_bounds(f, load_real(at, f->size)))
+            return sl_fail(err, "field \"%s\" must be a number in %c%g, %g]", name, f->lo_open ? '(' : '[', f->lo,
+                           f->hi);
+        return 0;
+    }
+}
+
+/* str fields: plain, a kind or a dtype. */
+static int decode_text(const sl_wire_field *f, const char *name, const msgpack_object *o, void *at, sl_err *err)
+{
+    char text[16];
+    sl_dtype dtype = SL_F32;
+    int i = 0;
+    switch (f->type) {
+    case SL_WIRE_T_STR:
+        return get_str(o, name, at, f->size, err);
+    case SL_WIRE_T_KIND:
+        if (get_str(o, name, text, sizeof text, err) != 0) return -1;
+        while (i < SL_MSG_KIND_COUNT && strcmp(text, kind_names[i]) != 0)
+            i++;
+        if (i == SL_MSG_KIND_COUNT) return sl_fail(err, "field \"%s\": unknown kind \"%s\"", name, text);
+        store_uint(at, f->size, (uint64_t)i);
+        return 0;
+    default: /* SL_WIRE_T_DTYPE */
+        if (get_str(o, name, text, sizeof text, err) != 0) return -1;
+        if (sl_dtype_parse(text, &dtype) != 0 || dtype > SL_BF16)
+            return sl_fail(err, "field \"%s\": \"%s\" is not f32, f16 or bf16", name, text);
+        store_uint(at, f->size, dtype);
+        return 0;
+    }
+}
+
+static int decode_shape(const char *name, const msgpack_object *o, void *at, sl_err *err)
+{
+    uint32_t rc[2];
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+        return sl_fail(err, "field \"%s\" must be [rows, cols]", name);
+    for (int i = 0; i < 2; i++) {
+        const msgpack_object *v = &o->via.array.ptr[i];
+        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > UINT32_MAX)
+            return sl_fail(err, "field \"%s\" must be [rows, cols]", name);
+        rc[i] = (uint32_t)v->via.u64;
+    }
+    memcpy(at, rc, sizeof rc);
     return 0;
 }
 
-static int decode_sample(const msgpack_object *o, sl_msg *m, sl_err *err)
+typedef struct decoded {
+    uint64_t seen;         /* bit i: fields[i] was present */
+    size_t bytes[F_COUNT]; /* the length of each bin field */
+} decoded;
+
+static int decode_map(const sl_wire_field *table, size_t n, const msgpack_object *map, const char *parent, sl_msg *m,
+                      decoded *got, sl_err *err);
+
+/* One value into its member; *bytes gets a bin's length. */
+static int decode_value(const sl_wire_field *f, const char *name, const msgpack_object *o, sl_msg *m, size_t *bytes,
+                        sl_err *err)
 {
-    if (o->type != MSGPACK_OBJECT_MAP) return sl_fail(err, "field \"sample\" must be a map");
-    m->has_sample = true;
-    m->sample = SL_SAMPLING_GREEDY;
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
-        double d = 0;
-        uint64_t u = 0;
-        int rc = 0;
-        if (k->type != MSGPACK_OBJECT_STR) return sl_fail(err, "field \"sample\" has a non-string key");
-        if (key_is(k, "greedy"))
-            rc = get_bool(v, "sample.greedy", &m->sample.greedy, err);
-        else if (key_is(k, "temperature"))
-            rc = get_number(v, "sample.temperature", &d, err), m->sample.temperature = (float)d;
-        else if (key_is(k, "top_p"))
-            rc = get_number(v, "sample.top_p", &d, err), m->sample.top_p = (float)d;
-        else if (key_is(k, "top_k"))
-            rc = get_uint(v, "sample.top_k", INT32_MAX, &u, err), m->sample.top_k = (int)u;
-        else if (key_is(k, "seed"))
-            rc = get_uint(v, "sample.seed", UINT64_MAX, &m->sample.seed, err);
-        else if (key_is(k, "index"))
-            rc = get_uint(v, "sample.index", UINT64_MAX, &m->sample_index, err);
-        if (rc != 0) return rc;
+    void *at = (char *)m + f->at;
+    switch (f->type) {
+    case SL_WIRE_T_STR:
+    case SL_WIRE_T_KIND:
+    case SL_WIRE_T_DTYPE:
+        return decode_text(f, name, o, at, err);
+    case SL_WIRE_T_IDS:
+    case SL_WIRE_T_MATRIX:
+    case SL_WIRE_T_LOGITS:
+        if (o->type != MSGPACK_OBJECT_BIN) return sl_fail(err, "field \"%s\" must be binary", name);
+        memcpy(at, &o->via.bin.ptr, sizeof o->via.bin.ptr);
+        *bytes = o->via.bin.size;
+        return 0;
+    case SL_WIRE_T_SHAPE:
+        return decode_shape(name, o, at, err);
+    case SL_WIRE_T_MAP:
+        if (o->type != MSGPACK_OBJECT_MAP) return sl_fail(err, "field \"%s\" must be a map", name);
+        set_defaults(f->sub, f->n_sub, m);
+        return decode_map(f->sub, f->n_sub, o, name, m, NULL, err);
+    default:
+        return decode_number(f, name, o, at, err);
     }
-    sl_sampling ranges = m->sample; /* checked even when greedy ignores them */
-    ranges.greedy = false;
-    if (sl_sampling_check(&ranges, err) != 0) {
-        sl_err_prefix(err, "field \"sample\"");
+}
+
+/* A field: its value, its flag and its check. */
+static int decode_field(const sl_wire_field *f, const char *parent, const msgpack_object *o, sl_msg *m, size_t *bytes,
+                        sl_err *err)
+{
+    char name[64];
+    if (parent)
+        snprintf(name, sizeof name, "%s.%s", parent, f->key);
+    else
+        snprintf(name, sizeof name, "%s", f->key);
+    if (decode_value(f, name, o, m, bytes, err) != 0) return -1;
+    if (f->flag) *(bool *)((char *)m + f->flag) = true;
+    if (f->check && f->check(m, err) != 0) {
+        sl_err_prefix(err, "field \"%s\"", name);
         return -1;
     }
     return 0;
 }
 
-static int decode_shape(const msgpack_object *o, sl_msg *m, sl_err *err)
+/* The keys of map that table knows (others are ignored); got (when not NULL) records them. */
+static int decode_map(const sl_wire_field *table, size_t n, const msgpack_object *map, const char *parent, sl_msg *m,
+                      decoded *got, sl_err *err)
 {
-    uint64_t r = 0, c = 0;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-        get_uint(&o->via.array.ptr[0], "shape[0]", UINT32_MAX, &r, err) != 0 ||
-        get_uint(&o->via.array.ptr[1], "shape[1]", UINT32_MAX, &c, err) != 0)
-        return sl_fail(err, "field \"shape\" must be [rows, cols]");
-    m->rows = (uint32_t)r;
-    m->cols = (uint32_t)c;
-    return 0;
-}
-
-/* One key of the top-level map; *seen collects which fields were present. */
-static int decode_field(const msgpack_object *k, const msgpack_object *v, sl_msg *m, unsigned *seen, size_t *x_len,
-                        size_t *ids_len, size_t *logits_len, sl_err *err)
-{
-    uint64_t u = 0;
-    char text[16];
-    if (k->type != MSGPACK_OBJECT_STR) return sl_fail(err, "a key of the message map is not a string");
-    if (key_is(k, "v")) {
-        *seen |= F_V;
-        if (get_uint(v, "v", UINT32_MAX, &u, err) != 0) return -1;
-        if (u != SL_WIRE_VERSION)
-            return sl_fail(err, "field \"v\": version %llu is not supported (this is %d)", (unsigned long long)u,
-                           SL_WIRE_VERSION);
-    } else if (key_is(k, "kind")) {
-        *seen |= F_KIND;
-        if (get_str(v, "kind", text, sizeof text, err) != 0) return -1;
-        int i = 0;
-        while (i < SL_MSG_KIND_COUNT && strcmp(text, kind_names[i]) != 0)
-            i++;
-        if (i == SL_MSG_KIND_COUNT) return sl_fail(err, "field \"kind\": unknown kind \"%s\"", text);
-        m->kind = (sl_msg_kind)i;
-    } else if (key_is(k, "session")) {
-        *seen |= F_SESSION;
-        return get_uint(v, "session", UINT64_MAX, &m->session, err);
-    } else if (key_is(k, "step")) {
-        *seen |= F_STEP;
-        return get_uint(v, "step", UINT64_MAX, &m->step, err);
-    } else if (key_is(k, "pos")) {
-        *seen |= F_POS;
-        if (get_uint(v, "pos", UINT32_MAX, &u, err) != 0) return -1;
-        m->pos = (uint32_t)u;
-    } else if (key_is(k, "ctx")) {
-        *seen |= F_CTX;
-        if (get_uint(v, "ctx", UINT32_MAX, &u, err) != 0) return -1;
-        m->ctx = (uint32_t)u;
-    } else if (key_is(k, "ids")) {
-        *seen |= F_IDS;
-        return get_bin(v, "ids", &m->ids, ids_len, err);
-    } else if (key_is(k, "x")) {
-        *seen |= F_X;
-        return get_bin(v, "x", &m->x, x_len, err);
-    } else if (key_is(k, "g")) {
-        *seen |= F_X; /* a backward's payload: same shape and dtype rules as x */
-        return get_bin(v, "g", &m->x, x_len, err);
-    } else if (key_is(k, "train")) {
-        return get_bool(v, "train", &m->train, err);
-    } else if (key_is(k, "update")) {
-        return get_bool(v, "update", &m->update, err);
-    } else if (key_is(k, "batch")) {
-        if (get_uint(v, "batch", 1u << 20, &u, err) != 0) return -1;
-        m->batch = (uint32_t)u;
-    } else if (key_is(k, "lr")) {
-        double d = 0;
-        if (get_number(v, "lr", &d, err) != 0) return -1;
-        if (!(d >= 0 && d <= 10)) return sl_fail(err, "field \"lr\" must be in 0..10");
-        m->lr = (float)d;
-    } else if (key_is(k, "wd")) {
-        double d = 0;
-        if (get_number(v, "wd", &d, err) != 0) return -1;
-        if (!(d >= 0 && d <= 10)) return sl_fail(err, "field \"wd\" must be in 0..10");
-        m->weight_decay = (float)d;
-    } else if (key_is(k, "gnorm2")) {
-        if (get_number(v, "gnorm2", &m->gnorm2, err) != 0) return -1;
-        if (!(m->gnorm2 >= 0)) return sl_fail(err, "field \"gnorm2\" must be >= 0");
-        m->has_gnorm2 = true;
-    } else if (key_is(k, "scale")) {
-        double d = 0;
-        if (get_number(v, "scale", &d, err) != 0) return -1;
-        if (!(d > 0 && d <= 1)) return sl_fail(err, "field \"scale\" must be in (0, 1]");
-        m->grad_scale = (float)d;
-    } else if (key_is(k, "loss")) {
-        double d = 0;
-        if (get_number(v, "loss", &d, err) != 0) return -1;
-        if (!isfinite(d)) return sl_fail(err, "field \"loss\" must be a finite number");
-        m->loss = (float)d, m->has_loss = true;
-    } else if (key_is(k, "at_step")) {
-        if (get_uint(v, "at_step", (uint64_t)1 << 53, &m->at_step, err) != 0) return -1;
-        m->has_at_step = true;
-    } else if (key_is(k, "dir")) {
-        *seen |= F_DIR;
-        return get_str(v, "dir", m->dir, sizeof m->dir, err);
-    } else if (key_is(k, "logits")) {
-        *seen |= F_LOGITS;
-        return get_bin(v, "logits", &m->logits, logits_len, err);
-    } else if (key_is(k, "shape")) {
-        *seen |= F_SHAPE;
-        return decode_shape(v, m, err);
-    } else if (key_is(k, "dtype")) {
-        *seen |= F_DTYPE;
-        if (get_str(v, "dtype", text, sizeof text, err) != 0) return -1;
-        if (sl_dtype_parse(text, &m->dtype) != 0 || m->dtype > SL_BF16)
-            return sl_fail(err, "field \"dtype\": \"%s\" is not f32, f16 or bf16", text);
-    } else if (key_is(k, "sample")) {
-        return decode_sample(v, m, err);
-    } else if (key_is(k, "want_logits")) {
-        return get_bool(v, "want_logits", &m->want_logits, err);
-    } else if (key_is(k, "ack")) {
-        return get_bool(v, "ack", &m->ack, err);
-    } else if (key_is(k, "token")) {
-        *seen |= F_TOKEN;
-        if (get_uint(v, "token", INT32_MAX, &u, err) != 0) return -1;
-        m->token = (int32_t)u;
-    } else if (key_is(k, "node")) {
-        *seen |= F_NODE;
-        return get_str(v, "node", m->node, sizeof m->node, err);
-    } else if (key_is(k, "code")) {
-        *seen |= F_CODE;
-        return get_str(v, "code", m->code, sizeof m->code, err);
-    } else if (key_is(k, "message")) {
-        return get_str(v, "message", m->message, sizeof m->message, err);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return parent ? sl_fail(err, "field \"%s\" has a non-string key", parent)
+                          : sl_fail(err, "a key of the message map is not a string");
+        size_t f = 0, bytes = 0;
+        while (f < n && !key_is(k, table[f].key))
+            f++;
+        if (f == n) continue;
+        if (decode_field(&table[f], parent, &map->via.map.ptr[i].val, m, &bytes, err) != 0) return -1;
+        if (got) got->seen |= bit((int)f), got->bytes[f] = bytes;
     }
     return 0;
 }
 
-/* The fields each kind must carry. */
-static int check_required(const sl_msg *m, unsigned seen, sl_err *err)
+/* The fields the message's kind requires (v, kind and session when the kind is unknown). */
+static int check_required(const sl_msg *m, uint64_t seen, sl_err *err)
 {
-    static const unsigned need[SL_MSG_KIND_COUNT] = {
-        [SL_MSG_FORWARD] = F_SESSION | F_STEP | F_POS, [SL_MSG_RESULT] = F_SESSION | F_STEP | F_POS | F_TOKEN,
-        [SL_MSG_ERROR] = F_SESSION | F_CODE,           [SL_MSG_END] = F_SESSION,
-        [SL_MSG_ACK] = F_SESSION | F_STEP | F_NODE,    [SL_MSG_BACKWARD] = F_SESSION | F_STEP | F_X | F_SHAPE | F_DTYPE,
-        [SL_MSG_SAVE] = F_SESSION | F_STEP | F_DIR,    [SL_MSG_LOAD] = F_SESSION | F_STEP | F_DIR,
-        [SL_MSG_UPDATE] = F_SESSION | F_STEP,
-    };
-    static const char *const names[] = {"v",        "kind",  "session", "step",  "pos",    "ctx",  "-",    "ids",
-                                        "x (or g)", "shape", "dtype",   "token", "logits", "node", "code", "dir"};
-    unsigned want = F_V | F_KIND | ((seen & F_KIND) ? need[m->kind] : 0);
-    for (int i = 0; i < 16; i++)
-        if ((want & (1u << i)) && !(seen & (1u << i)))
-            return sl_fail(err, "field \"%s\" is missing%s%s", names[i], (seen & F_KIND) ? " from a " : "",
-                           (seen & F_KIND) ? kind_names[m->kind] : "");
+    bool has_kind = seen & bit(F_KIND);
+    unsigned kinds = has_kind ? 1u << m->kind : ALL;
+    for (int i = 0; i < F_COUNT; i++)
+        if ((fields[i].need & kinds) == kinds && !(seen & bit(i)))
+            return sl_fail(err, "field \"%s\" is missing%s%s", fields[i].key, has_kind ? " from a " : "",
+                           has_kind ? kind_names[m->kind] : "");
     return 0;
 }
 
-/* Sizes of the payloads against shape, dtype and the model. */
-static int check_payload(sl_msg *m, unsigned seen, size_t x_len, size_t ids_len, size_t logits_len,
-                         const sl_wire_limits *lim, sl_err *err)
+/* A matrix payload (x or g) against its shape and dtype, and its width against the model. */
+static int check_matrix(const sl_msg *m, int field, size_t bytes, const sl_wire_limits *lim, sl_err *err)
 {
-    if (m->kind == SL_MSG_BACKWARD) {
-        uint64_t want = (uint64_t)m->rows * m->cols * sl_dtype_size(m->dtype);
-        if (m->rows == 0 || want != x_len)
-            return sl_fail(err, "field \"g\": %zu bytes but shape [%u, %u] of %s needs %llu", x_len, m->rows, m->cols,
-                           sl_dtype_name(m->dtype), (unsigned long long)want);
-        if (lim->n_embd && m->cols != lim->n_embd)
-            return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
-    }
-    if (m->kind == SL_MSG_FORWARD && m->train &&
-        (m->batch == 0 || ((seen & F_X) ? m->rows : (uint32_t)(ids_len / 4)) % m->batch))
+    uint64_t want = (uint64_t)m->rows * m->cols * sl_dtype_size(m->dtype);
+    if (m->rows == 0 || want != bytes)
+        return sl_fail(err, "field \"%s\": %zu bytes but shape [%u, %u] of %s needs %llu", fields[field].key, bytes,
+                       m->rows, m->cols, sl_dtype_name(m->dtype), (unsigned long long)want);
+    if (lim->n_embd && m->cols != lim->n_embd)
+        return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
+    return 0;
+}
+
+/* A forward's payload (ids or x), its batch and its positions. */
+static int check_forward(sl_msg *m, const decoded *got, const sl_wire_limits *lim, sl_err *err)
+{
+    bool has_x = got->seen & bit(F_X);
+    if (!!(got->seen & bit(F_IDS)) == has_x) return sl_fail(err, "a forward carries exactly one of \"ids\" and \"x\"");
+    size_t ids_bytes = got->bytes[F_IDS];
+    if (m->train && (m->batch == 0 || (has_x ? m->rows : (uint32_t)(ids_bytes / 4)) % m->batch))
         return sl_fail(err, "field \"batch\": a training forward needs a batch that divides its rows");
-    if (m->kind == SL_MSG_FORWARD) {
-        if (!!(seen & F_IDS) == !!(seen & F_X))
-            return sl_fail(err, "a forward carries exactly one of \"ids\" and \"x\"");
-        uint64_t tokens;
-        if (seen & F_IDS) {
-            if (ids_len % 4 || ids_len == 0)
-                return sl_fail(err, "field \"ids\": %zu bytes is not a whole number of int32", ids_len);
-            tokens = ids_len / 4;
-            m->n_ids = (uint32_t)tokens;
-        } else {
-            if (!(seen & F_SHAPE) || !(seen & F_DTYPE))
-                return sl_fail(err, "field \"x\" needs \"shape\" and \"dtype\"");
-            uint64_t want = (uint64_t)m->rows * m->cols * sl_dtype_size(m->dtype);
-            if (m->rows == 0 || want != x_len)
-                return sl_fail(err, "field \"x\": %zu bytes but shape [%u, %u] of %s needs %llu", x_len, m->rows,
-                               m->cols, sl_dtype_name(m->dtype), (unsigned long long)want);
-            if (lim->n_embd && m->cols != lim->n_embd)
-                return sl_fail(err, "field \"shape\": width %u but the model's n_embd is %u", m->cols, lim->n_embd);
-            tokens = m->train && m->batch ? m->rows / m->batch : m->rows; /* a batch of sequences */
-        }
-        if (lim->n_positions && ((uint64_t)m->pos + tokens > lim->n_positions || m->ctx > lim->n_positions))
-            return sl_fail(err, "field \"pos\": positions %u..%llu (ctx %u) go beyond n_positions %u", m->pos,
-                           (unsigned long long)(m->pos + tokens - 1), m->ctx, lim->n_positions);
+    uint64_t tokens;
+    if (!has_x) {
+        if (ids_bytes % 4 || ids_bytes == 0)
+            return sl_fail(err, "field \"ids\": %zu bytes is not a whole number of int32", ids_bytes);
+        tokens = ids_bytes / 4;
+        m->n_ids = (uint32_t)tokens;
+    } else {
+        if (!(got->seen & bit(F_SHAPE)) || !(got->seen & bit(F_DTYPE)))
+            return sl_fail(err, "field \"x\" needs \"shape\" and \"dtype\"");
+        if (check_matrix(m, F_X, got->bytes[F_X], lim, err) != 0) return -1;
+        tokens = m->train && m->batch ? m->rows / m->batch : m->rows; /* a batch of sequences */
     }
-    if (m->kind == SL_MSG_RESULT && (seen & F_LOGITS)) {
+    if (lim->n_positions && ((uint64_t)m->pos + tokens > lim->n_positions || m->ctx > lim->n_positions))
+        return sl_fail(err, "field \"pos\": positions %u..%llu (ctx %u) go beyond n_positions %u", m->pos,
+                       (unsigned long long)(m->pos + tokens - 1), m->ctx, lim->n_positions);
+    return 0;
+}
+
+/* A result's logits against its shape and the vocabulary, and its token. */
+static int check_result(const sl_msg *m, const decoded *got, const sl_wire_limits *lim, sl_err *err)
+{
+    if (got->seen & bit(F_LOGITS)) {
         uint64_t want = (uint64_t)m->rows * m->cols * 4;
-        if (!(seen & F_SHAPE) || want != logits_len)
-            return sl_fail(err, "field \"logits\": %zu bytes do not match shape [%u, %u] of f32", logits_len, m->rows,
-                           m->cols);
+        if (!(got->seen & bit(F_SHAPE)) || want != got->bytes[F_LOGITS])
+            return sl_fail(err, "field \"logits\": %zu bytes do not match shape [%u, %u] of f32", got->bytes[F_LOGITS],
+                           m->rows, m->cols);
         if (lim->vocab_size && m->cols != lim->vocab_size)
             return sl_fail(err, "field \"logits\": width %u but the vocabulary has %u", m->cols, lim->vocab_size);
     }
-    if (lim->vocab_size && m->kind == SL_MSG_RESULT && (uint32_t)m->token >= lim->vocab_size)
+    if (lim->vocab_size && (uint32_t)m->token >= lim->vocab_size)
         return sl_fail(err, "field \"token\": %d is outside the vocabulary", m->token);
     return 0;
+}
+
+/* What no single field says: payload sizes against shape, dtype and the model. */
+static int check_payload(sl_msg *m, const decoded *got, const sl_wire_limits *lim, sl_err *err)
+{
+    switch (m->kind) {
+    case SL_MSG_BACKWARD:
+        return check_matrix(m, F_G, got->bytes[F_G], lim, err);
+    case SL_MSG_FORWARD:
+        return check_forward(m, got, lim, err);
+    case SL_MSG_RESULT:
+        return check_result(m, got, lim, err);
+    default:
+        return 0;
+    }
 }
 
 int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl_wire_limits *limits, sl_msg *m,
@@ -416,8 +553,7 @@ int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl
     static const sl_wire_limits none = {0};
     if (!limits) limits = &none;
     memset(m, 0, sizeof *m);
-    m->dtype = SL_F32;
-    m->grad_scale = 1; /* a backward without "scale" updates with the gradients as they are */
+    set_defaults(fields, F_COUNT, m);
     if (limits->max_bytes && len > limits->max_bytes)
         return sl_fail(err, "message of %zu bytes is over the %zu-byte cap", len, limits->max_bytes);
     if (prescan(data, len, err) != 0) return -1;
@@ -427,14 +563,9 @@ int sl_wire_decode(sl_wire_decoder *self, const void *data, size_t len, const sl
     if (off != len) return sl_fail(err, "%zu stray bytes after the msgpack map", len - off);
     const msgpack_object *root = &self->unpacked.data;
     if (root->type != MSGPACK_OBJECT_MAP) return sl_fail(err, "the message is not a msgpack map");
-    unsigned seen = 0;
-    size_t x_len = 0, ids_len = 0, logits_len = 0;
-    for (uint32_t i = 0; i < root->via.map.size; i++)
-        if (decode_field(&root->via.map.ptr[i].key, &root->via.map.ptr[i].val, m, &seen, &x_len, &ids_len, &logits_len,
-                         err) != 0)
-            return -1;
-    if (check_required(m, seen, err) != 0) return -1;
-    return check_payload(m, seen, x_len, ids_len, logits_len, limits, err);
+    decoded got = {0};
+    if (decode_map(fields, F_COUNT, root, NULL, m, &got, err) != 0 || check_required(m, got.seen, err) != 0) return -1;
+    return check_payload(m, &got, limits, err);
 }
 
 void sl_msg_copy_ids(const sl_msg *m, int32_t *out)
@@ -449,38 +580,16 @@ void sl_msg_copy_x(const sl_msg *m, float *out) { sl_dtype_to_f32(out, m->x, m->
 
 /* ---- encoding ---- */
 
-static void pack_key(msgpack_packer *pk, const char *key)
+static void pack_text(msgpack_packer *pk, const char *text)
 {
-    size_t n = strlen(key);
+    size_t n = strlen(text);
     msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, key, n);
-}
-
-static void pack_str(msgpack_packer *pk, const char *key, const char *value)
-{
-    pack_key(pk, key);
-    pack_key(pk, value);
-}
-
-static void pack_uint(msgpack_packer *pk, const char *key, uint64_t value)
-{
-    pack_key(pk, key);
-    msgpack_pack_uint64(pk, value);
-}
-
-static void pack_bool(msgpack_packer *pk, const char *key, bool value)
-{
-    pack_key(pk, key);
-    if (value)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
+    msgpack_pack_str_body(pk, text, n);
 }
 
 /* Floats converted to dtype in chunks, straight into the buffer. */
-static void pack_floats(msgpack_packer *pk, const char *key, const float *x, size_t n, sl_dtype dtype)
+static void pack_floats(msgpack_packer *pk, const float *x, size_t n, sl_dtype dtype)
 {
-    pack_key(pk, key);
     size_t elem = sl_dtype_size(dtype);
     msgpack_pack_bin(pk, n * elem);
     if (dtype == SL_F32) {
@@ -495,65 +604,85 @@ static void pack_floats(msgpack_packer *pk, const char *key, const float *x, siz
     }
 }
 
-static void pack_shape(msgpack_packer *pk, uint32_t rows, uint32_t cols)
+/* A float member as sent: one left 0 where 0 is out of bounds was not set, and gets the default. */
+static double real_to_send(const sl_wire_field *f, const void *at)
 {
-    pack_key(pk, "shape");
-    msgpack_pack_array(pk, 2);
-    msgpack_pack_uint32(pk, rows);
-    msgpack_pack_uint32(pk, cols);
+    double v = load_real(at, f->size);
+    return v == 0 && !in_bounds(f, 0) ? f->dflt : v;
 }
 
-static void pack_sample(msgpack_packer *pk, const sl_msg *m)
+bool sl_wire_sends(const sl_wire_field *f, const sl_msg *m)
 {
-    pack_key(pk, "sample");
-    msgpack_pack_map(pk, 6);
-    pack_bool(pk, "greedy", m->sample.greedy);
-    pack_key(pk, "temperature");
-    msgpack_pack_double(pk, m->sample.temperature);
-    pack_uint(pk, "top_k", (uint64_t)m->sample.top_k);
-    pack_key(pk, "top_p");
-    msgpack_pack_double(pk, m->sample.top_p);
-    pack_uint(pk, "seed", m->sample.seed);
-    pack_uint(pk, "index", m->sample_index);
+    if (m->kind >= SL_MSG_KIND_COUNT || !(f->kinds & 1u << m->kind)) return false;
+    if (f->need & 1u << m->kind) return true;
+    if (f->flag && !*(const bool *)((const char *)m + f->flag)) return false;
+    return !f->when || f->when(m);
 }
 
-/* lr, wd and scale: the optimizer step a backward or an update message asks for. */
-static void pack_update(msgpack_packer *pk, const sl_msg *m)
-{
-    pack_key(pk, "lr");
-    msgpack_pack_double(pk, m->lr);
-    pack_key(pk, "wd");
-    msgpack_pack_double(pk, m->weight_decay);
-    pack_key(pk, "scale");
-    msgpack_pack_double(pk, m->grad_scale > 0 ? m->grad_scale : 1.0);
-}
+static void encode_map(msgpack_packer *pk, const sl_wire_field *table, size_t n, const sl_msg *m);
 
-static size_t count_fields(const sl_msg *m)
+/* One value from its member. */
+static void encode_value(msgpack_packer *pk, const sl_wire_field *f, const sl_msg *m)
 {
-    size_t n = 3; /* v, kind, session */
-    switch (m->kind) {
-    case SL_MSG_FORWARD:
-        /* step pos ctx want_logits ack, then ids or x shape dtype, then sample */
-        return n + 5 + (m->ids ? 1 : 3) + (m->has_sample ? 1 : 0) + (m->train ? 2 + (m->has_at_step ? 1 : 0) : 0);
-    case SL_MSG_RESULT:
-        return n + 3 + (m->logits ? 2 : 0);
-    case SL_MSG_ERROR:
-        return n + 4;
-    case SL_MSG_END:
-        return n;
-    case SL_MSG_ACK:
-        return n + 2;
-    case SL_MSG_BACKWARD:
-        return n + 8 + (m->has_gnorm2 ? 1 : 0); /* step g shape dtype update lr wd scale [gnorm2] */
-    case SL_MSG_UPDATE:
-        return n + 4; /* step lr wd scale */
-    case SL_MSG_SAVE:
-        return n + 2 + (m->has_loss ? 1 : 0); /* step dir [loss] */
-    case SL_MSG_LOAD:
-        return n + 2 + (m->has_at_step ? 1 : 0); /* step dir [at_step] */
-    default:
-        return n;
+    const void *at = (const char *)m + f->at;
+    size_t elems = (size_t)m->rows * m->cols;
+    switch (f->type) {
+    case SL_WIRE_T_VERSION:
+        msgpack_pack_uint64(pk, f->max);
+        break;
+    case SL_WIRE_T_KIND:
+        pack_text(pk, kind_names[load_uint(at, f->size)]);
+        break;
+    case SL_WIRE_T_DTYPE:
+        pack_text(pk, sl_dtype_lower((sl_dtype)load_uint(at, f->size)));
+        break;
+    case SL_WIRE_T_UINT:
+        msgpack_pack_uint64(pk, load_uint(at, f->size));
+        break;
+    case SL_WIRE_T_FLOAT64:
+        msgpack_pack_double(pk, real_to_send(f, at));
+        break;
+    case SL_WIRE_T_FLOAT32:
+        msgpack_pack_float(pk, (float)real_to_send(f, at));
+        break;
+    case SL_WIRE_T_BOOL:
+        (void)(load_uint(at, f->size) ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
+        break;
+    case SL_WIRE_T_STR:
+        pack_text(pk, at);
+        break;
+    case SL_WIRE_T_IDS:
+        msgpack_pack_bin(pk, (size_t)m->n_ids * 4);
+        msgpack_pack_bin_body(pk, load_ptr(at), (size_t)m->n_ids * 4); /* x86-64 is little-endian */
+        break;
+    case SL_WIRE_T_MATRIX:
+        pack_floats(pk, load_ptr(at), elems, m->dtype);
+        break;
+    case SL_WIRE_T_LOGITS:
+        pack_floats(pk, load_ptr(at), elems, SL_F32);
+        break;
+    case SL_WIRE_T_SHAPE:
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_uint32(pk, (uint32_t)load_uint(at, 4));
+        msgpack_pack_uint32(pk, (uint32_t)load_uint((const char *)at + 4, 4));
+        break;
+    case SL_WIRE_T_MAP:
+        encode_map(pk, f->sub, f->n_sub, m);
+        break;
     }
+}
+
+static void encode_map(msgpack_packer *pk, const sl_wire_field *table, size_t n, const sl_msg *m)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        count += sl_wire_sends(&table[i], m);
+    msgpack_pack_map(pk, count);
+    for (size_t i = 0; i < n; i++)
+        if (sl_wire_sends(&table[i], m)) {
+            pack_text(pk, table[i].key);
+            encode_value(pk, &table[i], m);
+        }
 }
 
 int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
@@ -563,82 +692,6 @@ int sl_wire_encode(const sl_msg *m, msgpack_sbuffer *buf, sl_err *err)
     msgpack_sbuffer_clear(buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, count_fields(m));
-    pack_uint(&pk, "v", SL_WIRE_VERSION);
-    pack_str(&pk, "kind", kind_names[m->kind]);
-    pack_uint(&pk, "session", m->session);
-    switch (m->kind) {
-    case SL_MSG_FORWARD:
-        pack_uint(&pk, "step", m->step);
-        pack_uint(&pk, "pos", m->pos);
-        pack_uint(&pk, "ctx", m->ctx);
-        pack_bool(&pk, "want_logits", m->want_logits);
-        pack_bool(&pk, "ack", m->ack);
-        if (m->ids) {
-            pack_key(&pk, "ids");
-            msgpack_pack_bin(&pk, (size_t)m->n_ids * 4);
-            msgpack_pack_bin_body(&pk, m->ids, (size_t)m->n_ids * 4); /* x86-64 is little-endian */
-        } else {
-            pack_floats(&pk, "x", m->x, (size_t)m->rows * m->cols, m->dtype);
-            pack_shape(&pk, m->rows, m->cols);
-            pack_str(&pk, "dtype", sl_dtype_lower(m->dtype));
-        }
-        if (m->has_sample) pack_sample(&pk, m);
-        if (m->train) {
-            pack_bool(&pk, "train", true);
-            pack_uint(&pk, "batch", m->batch);
-            if (m->has_at_step) pack_uint(&pk, "at_step", m->at_step);
-        }
-        break;
-    case SL_MSG_BACKWARD:
-        pack_uint(&pk, "step", m->step);
-        pack_floats(&pk, "g", m->x, (size_t)m->rows * m->cols, m->dtype);
-        pack_shape(&pk, m->rows, m->cols);
-        pack_str(&pk, "dtype", sl_dtype_lower(m->dtype));
-        pack_bool(&pk, "update", m->update);
-        pack_update(&pk, m);
-        if (m->has_gnorm2) {
-            pack_key(&pk, "gnorm2");
-            msgpack_pack_double(&pk, m->gnorm2);
-        }
-        break;
-    case SL_MSG_UPDATE:
-        pack_uint(&pk, "step", m->step);
-        pack_update(&pk, m);
-        break;
-    case SL_MSG_SAVE:
-    case SL_MSG_LOAD:
-        pack_uint(&pk, "step", m->step);
-        pack_str(&pk, "dir", m->dir);
-        if (m->kind == SL_MSG_LOAD && m->has_at_step) pack_uint(&pk, "at_step", m->at_step);
-        if (m->kind == SL_MSG_SAVE && m->has_loss) {
-            pack_key(&pk, "loss");
-            msgpack_pack_float(&pk, m->loss);
-        }
-        break;
-    case SL_MSG_RESULT:
-        pack_uint(&pk, "step", m->step);
-        pack_uint(&pk, "pos", m->pos);
-        pack_uint(&pk, "token", (uint64_t)m->token);
-        if (m->logits) {
-            pack_floats(&pk, "logits", m->logits, (size_t)m->rows * m->cols, SL_F32);
-            pack_shape(&pk, m->rows, m->cols);
-        }
-        break;
-    case SL_MSG_ERROR:
-        pack_uint(&pk, "step", m->step);
-        pack_str(&pk, "node", m->node);
-        pack_str(&pk, "code", m->code);
-        pack_str(&pk, "message", m->message);
-        break;
-    case SL_MSG_END:
-        break;
-    case SL_MSG_ACK:
-        pack_uint(&pk, "step", m->step);
-        pack_str(&pk, "node", m->node);
-        break;
-    default:
-        break;
-    }
+    encode_map(&pk, fields, F_COUNT, m);
     return 0;
 }

@@ -1,6 +1,7 @@
-/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), binds its
- * PULL socket, and for every message runs its layers and pushes the result on: activations to
- * the next stage, or, at the top, the sampled token to the client that asked. */
+/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), listens on a
+ * ROUTER socket and reaches its next stage through a DEALER; for every request it runs its layers
+ * and sends the activations on, or, at the top, sends the sampled token back the way the request
+ * came (answers travel back along the chain to the client's own connection to the bottom). */
 #include "clock.h"
 #include "cli.h"
 #include "cutguard.h"
@@ -21,6 +22,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/random.h>
 #include <time.h>
 
 static const char usage[] =
@@ -47,6 +49,17 @@ static void on_signal(int sig)
     (void)sig;
     stop_requested = 1;
 }
+
+/* Fairness at the bottom: no client (a key, or a connection without CURVE) may hold more than a
+ * quarter of the session table or open sessions faster than NEW_SESSIONS_PER_S (a burst of as
+ * many), so one client's flood cannot evict or starve another's generation. */
+#define MAX_CLIENTS 64
+#define NEW_SESSIONS_PER_S 50.0
+
+typedef struct client_budget {
+    sl_peer who;
+    double tokens, last; /* a token bucket: new sessions it may open now, refilled since last */
+} client_budget;
 
 typedef struct node {
     const char *name;
@@ -76,7 +89,10 @@ typedef struct node {
     float *in, *hidden; /* (n_positions, C) */
     float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
-    long handled, refused;
+    long handled, refused, dropped;
+    uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
+    char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
+    client_budget budgets[MAX_CLIENTS]; /* at the bottom: how fast each client opened sessions */
 } node;
 
 static void log_line(const node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -93,6 +109,15 @@ static void log_line(const node *n, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+/* An answer that could not go back: counted, and logged at the 1st, 10th, 100th... */
+static void dropped(node *n, const sl_err *err)
+{
+    long count = ++n->dropped;
+    while (count % 10 == 0)
+        count /= 10;
+    if (count == 1) log_line(n, "dropped an answer (%ld so far): %s", n->dropped, err->msg);
+}
+
 /* Sends msg back towards whoever asked (to: the previous stage's connection or a client's); a
  * failure is logged, never fatal. */
 static void answer(node *n, const sl_peer *to, const sl_msg *msg)
@@ -100,7 +125,7 @@ static void answer(node *n, const sl_peer *to, const sl_msg *msg)
     sl_err err;
     if (!to || !to->len) return;
     if (sl_wire_encode(msg, &n->out, &err) != 0 || sl_net_send_to(n->listen, to, n->out.data, n->out.size, &err) != 0)
-        log_line(n, "could not answer: %s", err.msg);
+        dropped(n, &err);
 }
 
 /* Where answers about session go back to: the connection its requests came from. */
@@ -125,8 +150,8 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
     n->refused++;
-    log_line(n, "session %016llx step %llu: %s: %s", (unsigned long long)req->session, (unsigned long long)req->step,
-             code, e.message);
+    log_line(n, "session %04x.. step %llu: %s: %s", SL_ID_SHORT(req->session), (unsigned long long)req->step, code,
+             e.message);
     answer(n, asker(n, req), &e);
 }
 
@@ -141,6 +166,37 @@ static int send_to(node *n, zsock_t *sock, const sl_topo_node *peer, const sl_ms
 
 /* Pushes msg (re-encoded) to the next stage. */
 static int pass_on(node *n, const sl_msg *msg, sl_err *err) { return send_to(n, n->next_link, n->next, msg, err); }
+
+/* Whether the asking client may open one more session now (answered "busy" when not). */
+static bool within_budget(node *n, const sl_msg *req)
+{
+    int held = sl_sessions_count_peer(n->sessions, n->from),
+        cap = n->topo.max_sessions / 4 > 0 ? n->topo.max_sessions / 4 : 1;
+    if (held >= cap) {
+        reply_error(n, req, "busy", "this client holds %d sessions, the most one client may (end one first)", held);
+        return false;
+    }
+    double now = sl_now();
+    client_budget *b = &n->budgets[0];
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+        if (sl_peer_same(&n->budgets[i].who, n->from) && n->budgets[i].who.len) {
+            b = &n->budgets[i];
+            break;
+        }
+        if (n->budgets[i].last < b->last) b = &n->budgets[i]; /* else the longest quiet slot is reused */
+    }
+    if (!sl_peer_same(&b->who, n->from) || !b->who.len)
+        *b = (client_budget){.who = *n->from, .tokens = NEW_SESSIONS_PER_S, .last = now};
+    b->tokens += (now - b->last) * NEW_SESSIONS_PER_S;
+    if (b->tokens > NEW_SESSIONS_PER_S) b->tokens = NEW_SESSIONS_PER_S;
+    b->last = now;
+    if (b->tokens < 1) {
+        reply_error(n, req, "busy", "this client opens sessions faster than %.0f a second", NEW_SESSIONS_PER_S);
+        return false;
+    }
+    b->tokens -= 1;
+    return true;
+}
 
 /* The session's cache, positioned at req->pos: opened at position 0, rewound when the client
  * re-sends earlier positions, NULL (answered) when this node lost the session. */
@@ -165,6 +221,7 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
                     n->name, req->pos - 1);
         return NULL;
     }
+    if (n->bottom && !within_budget(n, req)) return NULL;
     int ctx = req->ctx > (uint32_t)tokens ? (int)req->ctx : tokens;
     uint64_t evicted;
     sl_err err;
@@ -173,8 +230,8 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
         return NULL;
     }
     *sl_sessions_peer(n->sessions, req->session) = *n->from;
-    if (evicted) log_line(n, "session %016llx evicted (least recently used)", (unsigned long long)evicted);
-    log_line(n, "session %016llx opened (%d positions, %d sessions)", (unsigned long long)req->session, ctx,
+    if (evicted) log_line(n, "session %04x.. evicted (least recently used)", SL_ID_SHORT(evicted));
+    log_line(n, "session %04x.. opened (%d positions, %d sessions)", SL_ID_SHORT(req->session), ctx,
              sl_sessions_count(n->sessions));
     return kv;
 }
@@ -214,6 +271,10 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
 
 static void handle_forward(node *n, sl_msg *req)
 {
+    if (n->chain_error[0]) {
+        reply_error(n, req, "chain_mismatch", "%s", n->chain_error);
+        return;
+    }
     const sl_config *cfg = &sl_trunk_params(n->trunk)->cfg;
     bool bottom = sl_trunk_params(n->trunk)->embed;
     if (bottom != (req->ids != NULL)) {
@@ -331,17 +392,82 @@ static bool allowed(node *n, const sl_msg *msg)
     return ok;
 }
 
+/* Tells the next stage what this node is, so that it can check that the chain agrees (its answer
+ * comes back to handle_from_next). Sent at start and whenever the next stage comes back. */
+static void say_hello(node *n)
+{
+    const sl_part_info *info = sl_trunk_info(n->trunk);
+    sl_msg hello = {.kind = SL_MSG_HELLO,
+                    .session = n->hello_session,
+                    .first = (uint32_t)info->first,
+                    .last = (uint32_t)info->last,
+                    .width = (uint32_t)info->cfg.n_embd,
+                    .dtype = n->topo.activations};
+    snprintf(hello.node, sizeof hello.node, "%s", n->name);
+    snprintf(hello.model, sizeof hello.model, "%s", info->model);
+    sl_err err;
+    if (pass_on(n, &hello, &err) != 0) log_line(n, "cannot greet the next stage: %s", err.msg);
+}
+
+/* A previous stage's hello: its part must end where this one starts, be of the same model and
+ * width, and send the activations this node's topology expects. */
+static void check_hello(node *n, const sl_msg *hello)
+{
+    const sl_part_info *mine = sl_trunk_info(n->trunk);
+    char why[400] = "";
+    if ((int)hello->last != mine->first)
+        snprintf(why, sizeof why, "its part ends at layer %u but this node's starts at layer %d", hello->last,
+                 mine->first);
+    else if (hello->model[0] && mine->model[0] && strcmp(hello->model, mine->model))
+        snprintf(why, sizeof why, "its part was cut from another model (%.12s.. here %.12s..)", hello->model,
+                 mine->model);
+    else if ((int)hello->width != mine->cfg.n_embd)
+        snprintf(why, sizeof why, "its width is %u, this node's %d", hello->width, mine->cfg.n_embd);
+    else if (hello->dtype != n->topo.activations)
+        snprintf(why, sizeof why, "it sends %s activations, this node's topology says %s", sl_dtype_lower(hello->dtype),
+                 sl_dtype_lower(n->topo.activations));
+    if (!why[0]) {
+        log_line(n, "the chain agrees with the previous stage %s (layers %u-%u)", hello->node, hello->first,
+                 hello->last);
+        sl_msg ok = {.kind = SL_MSG_ACK, .session = hello->session, .step = hello->step};
+        snprintf(ok.node, sizeof ok.node, "%s", n->name);
+        answer(n, n->from, &ok);
+        return;
+    }
+    snprintf(n->chain_error, sizeof n->chain_error, "the chain does not agree: [node.%s] -> [node.%s]: %s", hello->node,
+             n->name, why);
+    log_line(n, "%s", n->chain_error);
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = hello->session, .step = hello->step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "chain_mismatch");
+    snprintf(e.message, sizeof e.message, "%s", n->chain_error);
+    answer(n, n->from, &e);
+}
+
+/* The next stage's answer to this node's hello. */
+static void hello_answered(node *n, const sl_msg *msg)
+{
+    if (msg->kind == SL_MSG_ACK) {
+        log_line(n, "the chain agrees with the next stage %s", msg->node);
+        return;
+    }
+    snprintf(n->chain_error, sizeof n->chain_error, "%s", msg->message);
+    log_line(n, "%s", n->chain_error);
+}
+
 /* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
  * session or training run that this node passes back the way its requests came (as received). */
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
 {
     sl_err err;
-    if (msg->kind == SL_MSG_BACKWARD) {
+    if (msg->session == n->hello_session && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
+        hello_answered(n, msg);
+    } else if (msg->kind == SL_MSG_BACKWARD) {
         handle_training(n, msg);
     } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
         const sl_peer *to = peer_of(n, msg->session);
         if (msg->kind != SL_MSG_ACK) sl_sessions_set_pending(n->sessions, msg->session, false, 0);
-        if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) log_line(n, "could not pass back: %s", err.msg);
+        if (to && sl_net_send_to(n->listen, to, data, len, &err) != 0) dropped(n, &err);
     } else {
         log_line(n, "the next stage sent a '%s' message: dropped", sl_msg_kind_name(msg->kind));
     }
@@ -369,6 +495,8 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
         handle_from_next(n, &msg, data, len);
     } else if (msg.kind == SL_MSG_BACKWARD) {
         reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (msg.kind == SL_MSG_HELLO) {
+        check_hello(n, &msg);
     } else if (!allowed(n, &msg)) {
         return;
     } else if (sl_trunk_takes(&msg)) {
@@ -377,8 +505,7 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
         handle_forward(n, &msg);
     } else if (msg.kind == SL_MSG_END) {
         if (sl_sessions_close(n->sessions, msg.session))
-            log_line(n, "session %016llx closed (%d open)", (unsigned long long)msg.session,
-                     sl_sessions_count(n->sessions));
+            log_line(n, "session %04x.. closed (%d open)", SL_ID_SHORT(msg.session), sl_sessions_count(n->sessions));
         if (n->next && pass_on(n, &msg, &err) != 0) log_line(n, "%s", err.msg);
     } else {
         reply_error(n, &msg, "bad_message", "%s does not take '%s' messages", n->name, sl_msg_kind_name(msg.kind));
@@ -413,11 +540,17 @@ static int open_sockets(node *n, sl_err *err)
                  "warning: %s is not a loopback address and security = none: anyone who reaches it can read and "
                  "send everything (set security = curve, see README: Security)",
                  n->self->listen);
-    if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &n->net, n->self->listen, err))) return -1;
+    sl_net_opts listen = n->net;
+    if (n->bottom) listen.answers = SL_NET_CLIENT_ANSWERS; /* its peers are clients */
+    if (!(n->listen = sl_net_bind(ZMQ_ROUTER, &listen, n->self->listen, err))) return -1;
     if (!n->next) return 0;
     n->net.peer = n->next->cert;
     if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
-    return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
+    if (!(n->next_watch = sl_net_watch(n->next_link))) return sl_fail(err, "cannot watch the next stage's connection");
+    while (!n->hello_session && getrandom(&n->hello_session, sizeof n->hello_session, 0) != sizeof n->hello_session) {
+    }
+    say_hello(n);
+    return 0;
 }
 
 /* The topology from a file, or from the launcher's base64 text (data). */
@@ -513,6 +646,7 @@ static void next_stage_lost(node *n)
     int lost = sl_sessions_take_pending(n->sessions, lost_request, n);
     log_line(n, "lost the connection to the next stage %s (%s): %d request%s in flight re-sent by their clients",
              n->next->name, endpoint, lost, lost == 1 ? "" : "s");
+    say_hello(n); /* to whoever comes back there */
 }
 
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
@@ -554,7 +688,7 @@ static void serve(node *n, bool lifeline)
         if (t - last_expiry > 1.0) {
             uint64_t first = 0;
             int gone = sl_sessions_expire(n->sessions, t, &first);
-            if (gone) log_line(n, "%d idle session(s) expired (first %016llx)", gone, (unsigned long long)first);
+            if (gone) log_line(n, "%d idle session(s) expired (first %04x..)", gone, SL_ID_SHORT(first));
             sl_err err;
             if (sl_trunk_expire(n->trunk, t, n->topo.idle_timeout, &err) < 0 || follow_weights(n, &err) != 0)
                 log_line(n, "cannot free an idle run's training state: %s", err.msg);

@@ -1,11 +1,13 @@
 /* fixtures.h — reading ../shared/fixtures for the tests: the models, their refs.safetensors
- * tensors and the prompts of refs.json. */
+ * tensors and the prompts of refs.json; running a split's parts in chain order. */
 #ifndef SL_TEST_FIXTURES_H
 #define SL_TEST_FIXTURES_H
 
 #include "check.h"
 #include "checkpoint.h"
+#include "gpt2.h"
 #include "params.h"
+#include "part.h"
 #include "fileio.h"
 #include "safetensors.h"
 
@@ -85,6 +87,44 @@ static inline int fixture_collect(sl_param_ref *ref, void *ctx)
     fixture_refs *l = ctx;
     l->refs[l->n++] = *ref;
     return 0;
+}
+
+/* Runs the prompt through the parts of a split directory in chain order; returns the last
+ * position's logits (caller frees), NULL (a failed check) on failure. */
+static inline float *fixture_chain_logits(const char *dir, const sl_part_info *parts, int n, const fixture_prompt *fp)
+{
+    const sl_config *c = &parts[0].cfg;
+    const int T = fp->n_ids;
+    float *act = malloc((size_t)T * c->n_embd * sizeof(float)), *next = malloc((size_t)T * c->n_embd * sizeof(float));
+    float *logits = malloc((size_t)c->vocab_size * sizeof(float));
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        sl_err err;
+        sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, &err);
+        sl_params p;
+        if (!CHECK(part && sl_part_load_params(part, &p, false, &err) == 0, "load %s: %s", parts[i].name, err.msg)) {
+            sl_part_destroy(&part);
+            rc = -1;
+            break;
+        }
+        sl_stage *s = sl_stage_new(&p, T, &err);
+        sl_kv *kv = sl_kv_new(&p, T, &err);
+        bool top = i == n - 1;
+        rc = sl_stage_forward(s, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
+                              top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
+        CHECK(rc == 0, "forward %s: %s", parts[i].name, err.msg);
+        float *t = act;
+        act = next;
+        next = t;
+        sl_kv_destroy(&kv);
+        sl_stage_destroy(&s);
+        sl_params_free(&p);
+        sl_part_destroy(&part);
+    }
+    free(act);
+    free(next);
+    if (rc != 0) free(logits);
+    return rc == 0 ? logits : NULL;
 }
 
 #endif

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_cli.sh — the programs' command-line contracts: output formats other tools rely on
 # (--print-ids, --logits, "step K loss X"), exit codes, and whole flows (split --topology, launch,
-# send equal to run, train + resume, merge). Ends with "N passed, N failed".
+# send equal to run, train + resume, merge, PyTorch checkpoints and the seed's parts imported).
+# Ends with "N passed, N failed".
 set -u
 bin=$(cd "${SL_BIN:-bin}" && pwd)
 fixtures=${SL_FIXTURES:-../shared/fixtures}
@@ -25,7 +26,7 @@ port_const() { sed -n "s/^#define $1 \([0-9]*\)$/\1/p" "$(dirname "$0")/check.h"
 port=$((${SL_TEST_PORT_BASE:-$(port_const CHECK_PORT_BASE)} + $$ % $(port_const CHECK_PORT_SLOTS) * $(port_const CHECK_PORT_SPAN)))
 check "the port range of tests/check.h was read ($port)" test "$port" -gt 0
 # --help everywhere, exit codes
-for p in split node launch send run tokenize mkmodel train merge bench bench-pipeline; do
+for p in split node launch send run tokenize mkmodel train merge bench bench-pipeline import; do
     check "$p --help exits 0" status_is 0 "$bin/zmq-splitlearn-$p" --help
 done
 check "run without arguments: usage error 2" status_is 2 "$bin/zmq-splitlearn-run"
@@ -174,8 +175,8 @@ check "two hosts: resuming gives the uninterrupted losses" \
     test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step ' "$tmp/hosts.log")"
 kill -TERM $launcher; wait $launcher
 
-# a trunk killed mid-training: the trainer stops at once naming it and the last checkpoint,
-# and --resume from there continues with the losses of an uninterrupted run
+# a trunk killed mid-training, with --recover-wait 0: the trainer stops at once naming it and the
+# last checkpoint, and --resume from there continues with the losses of an uninterrupted run
 start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background, $launcher
     "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --only trunk1 --ready-file "$1" >>"$tmp/launch3.log" 2>&1 &
     launcher=$!
@@ -183,7 +184,7 @@ start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background
 }
 start_trunk "$tmp/ready3"
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 1000000 --save-dir "$tmp/ckpt3" \
-    --save-every 2 >"$tmp/killed.log" 2>&1 &
+    --save-every 2 --recover-wait 0 >"$tmp/killed.log" 2>&1 &
 trainer=$!
 for _ in $(seq 600); do grep -q '^step 5 ' "$tmp/killed.log" && break; sleep 0.05; done
 t0=$(date +%s)
@@ -203,6 +204,27 @@ kill -TERM $launcher; wait $launcher
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((saved + 2)) >"$tmp/whole.log"
 check "resumed after the crash: the losses of an uninterrupted run" test -n "$saved" -a \
     "$(grep -E "^step $((saved + 1)) |^step $((saved + 2)) " "$tmp/whole.log")" = "$(grep '^step ' "$tmp/after.log")"
+
+# the same with the launcher restarting the trunk (restart = yes): the trainer waits for it,
+# reloads the last checkpoint on every stage and ends with the losses of an uninterrupted run
+sed 's/^\[pipeline\]$/[pipeline]\nrestart = yes/' "$tmp/topo.ini" >"$tmp/restart.ini"
+"$bin/zmq-splitlearn-launch" "$tmp/restart.ini" --only trunk1 --ready-file "$tmp/ready5" >"$tmp/launch5.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/ready5" ] && break; sleep 0.05; done
+"$bin/zmq-splitlearn-train" "$tmp/restart.ini" --ids $train_ids --steps 12 --save-dir "$tmp/ckpt5" --save-every 2 \
+    >"$tmp/recovered.log" 2>&1 &
+trainer=$!
+kill_at=$((3 + $$ % 6)) # a step from 3 to 8, fixed by the shell's pid
+for _ in $(seq 600); do grep -q "^step $kill_at " "$tmp/recovered.log" && break; sleep 0.02; done
+pkill -KILL -f "zmq-splitlearn-node .*--topology-data.* trunk1" || kill -KILL "$(pgrep -P $launcher)"
+wait $trainer
+status=$?
+kill -TERM $launcher; wait $launcher
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 12 >"$tmp/whole12.log"
+check "a trunk killed at step $kill_at and restarted: the trainer recovers by itself (status $status)" \
+    grep -q "^recovered: " "$tmp/recovered.log"
+check "... and ends with the losses of an uninterrupted run" test $status -eq 0 -a \
+    "$(grep '^step 12 ' "$tmp/whole12.log")" = "$(grep '^step 12 ' "$tmp/recovered.log" | tail -n 1)"
 
 # training on text: usage errors against the model, data errors naming file and line, the
 # cosine schedule, the log continued by a resume, the held-out eval loss
@@ -237,6 +259,33 @@ check "a resumed log continues the checkpoint's (header, steps 1..12 once)" \
     test "$(cut -d, -f1 "$tmp/cos2/train_log.csv" | tr '\n' ' ')" = "step 1 2 3 4 5 6 7 8 9 10 11 12 "
 check "... with the uninterrupted losses" test "$(cut -d, -f2 "$tmp/cos2/train_log.csv")" = \
     "$(cut -d, -f2 "$tmp/cos/train_log.csv")"
+
+# PyTorch checkpoints: the fixtures' torch.save files give run's logits byte for byte, as a model
+# directory or one .pt file with --config; the seed's split parts, imported, serve the pipeline
+# and answer as run does; the import's usage and data errors
+"$bin/zmq-splitlearn-run" "$fixtures/torch/tiny-b-legacy-f32" --ids $ids --max-new-tokens 1 --quiet --logits "$tmp/pt.st"
+check "run on pytorch_model.bin (legacy) equals run on model.safetensors" cmp -s "$tmp/run.st" "$tmp/pt.st"
+cp "$fixtures/torch/tiny-b-legacy-f32/pytorch_model.bin" "$tmp/tiny-b.pt"
+"$bin/zmq-splitlearn-run" "$tmp/tiny-b.pt" --config "$fixtures/tiny-b/config.json" --ids $ids --max-new-tokens 1 \
+    --quiet --logits "$tmp/pt-config.st"
+check "run on a .pt file with --config equals run on model.safetensors" cmp -s "$tmp/run.st" "$tmp/pt-config.st"
+check "run on a .pt file without a config: 1" status_is 1 "$bin/zmq-splitlearn-run" "$tmp/tiny-b.pt" --ids $ids
+"$bin/zmq-splitlearn-split" "$fixtures/torch/tiny-a-zip-f16" --splits 3 -o "$tmp/pt-parts" >/dev/null
+check "split of pytorch_model.bin (zip) names it the source" grep -q '"file":.*"pytorch_model.bin"' "$tmp/pt-parts/split.json"
+check "import without -o: usage error 2" status_is 2 "$bin/zmq-splitlearn-import" "$fixtures/torch/tiny-b-seed-parts"
+check "import of a directory without parts: 1" status_is 1 "$bin/zmq-splitlearn-import" "$tmp/none" -o "$tmp/x"
+"$bin/zmq-splitlearn-import" "$fixtures/torch/tiny-b-seed-parts" -o "$tmp/seed" --topology "$tmp/seed.ini" \
+    --port $((port + 6)) >"$tmp/import.log"
+check "import names the parts" grep -q '^trunk1   layers \[2,4)' "$tmp/import.log"
+check "the imported trunk is split's trunk byte for byte" \
+    cmp -s "$tmp/seed/trunk/tiny-b_2-4_trunk1.safetensors" "$tmp/parts/trunk/tiny-b_2-4_trunk1.safetensors"
+check "the import names the seed's files as its source" grep -q '"file":.*"trunk/tiny-b_2-4_trunk.pt"' "$tmp/seed/split.json"
+"$bin/zmq-splitlearn-launch" "$tmp/seed.ini" --ready-file "$tmp/seed-ready" >"$tmp/seed-launch.log" 2>&1 &
+seed_launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/seed-ready" ] && break; sleep 0.05; done
+"$bin/zmq-splitlearn-send" "$tmp/seed.ini" --ids $ids --max-new-tokens 1 --quiet --logits "$tmp/seed.st" >/dev/null
+check "the imported parts' pipeline answers run's logits byte for byte" cmp -s "$tmp/run.st" "$tmp/seed.st"
+kill -TERM $seed_launcher; wait $seed_launcher
 
 # on a terminal: every step's line and a status line redrawn under them; plain lines otherwise
 script -qc "'$bin/zmq-splitlearn-train' '$tmp/topo.ini' --local --ids $train_ids --steps 3" /dev/null >"$tmp/tty.log"

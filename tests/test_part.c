@@ -32,43 +32,6 @@ static int split(const char *model, const int *splits, int n, sl_dtype dtype, co
     return rc;
 }
 
-/* Runs the prompt through the parts in chain order; returns the last position's logits. */
-static float *chain(const char *dir, const sl_part_info *parts, int n, const fixture_prompt *fp)
-{
-    const sl_config *c = &parts[0].cfg;
-    const int T = fp->n_ids;
-    float *act = malloc((size_t)T * c->n_embd * sizeof(float)), *next = malloc((size_t)T * c->n_embd * sizeof(float));
-    float *logits = malloc((size_t)c->vocab_size * sizeof(float));
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        sl_err err;
-        sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, &err);
-        sl_params p;
-        if (!CHECK(part && sl_part_load_params(part, &p, false, &err) == 0, "load %s: %s", parts[i].name, err.msg)) {
-            sl_part_destroy(&part);
-            rc = -1;
-            break;
-        }
-        sl_stage *s = sl_stage_new(&p, T, &err);
-        sl_kv *kv = sl_kv_new(&p, T, &err);
-        bool top = i == n - 1;
-        rc = sl_stage_forward(s, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
-                              top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
-        CHECK(rc == 0, "forward %s: %s", parts[i].name, err.msg);
-        float *t = act;
-        act = next;
-        next = t;
-        sl_kv_destroy(&kv);
-        sl_stage_destroy(&s);
-        sl_params_free(&p);
-        sl_part_destroy(&part);
-    }
-    free(act);
-    free(next);
-    if (rc != 0) free(logits);
-    return rc == 0 ? logits : NULL;
-}
-
 static void test_split_reproduces_logits(void)
 {
     const int splits[][3] = {{1, 0, 0}, {2, 4, 0}, {1, 3, 5}, {5, 0, 0}};
@@ -86,7 +49,7 @@ static void test_split_reproduces_logits(void)
         snprintf(out, sizeof out, "%s/tiny-a-%d", tmp_root, k);
         sl_part_info parts[4];
         if (split("tiny-a", splits[k], counts[k], SL_F32, out, parts) != 0) continue;
-        float *got = chain(out, parts, counts[k] + 1, &prompts[3]);
+        float *got = fixture_chain_logits(out, parts, counts[k] + 1, &prompts[3]);
         char what[64];
         snprintf(what, sizeof what, "tiny-a split %d parts", counts[k] + 1);
         if (got && want) CHECK_CLOSE(got, want, 50257, 1e-5, what);

@@ -1,6 +1,7 @@
 /* test_topology.c — topology files: a valid one (the split tool's output and the shipped
  * examples' syntax) loads; every validation rule gives its file:line message. */
 #include "check.h"
+#include "cli.h"
 #include "fileio.h"
 #include "split.h"
 #include "topology.h"
@@ -170,6 +171,95 @@ static void test_defences(void)
     }
 }
 
+/* Hosts: [host.NAME] sections, restart pipeline-wide and per node. */
+static const char hosted[] =
+    "[pipeline]\nparts = %s\nrestart = yes\n\n"
+    "[host.server]\nrun = ssh -p 2222 'ops team@gpu1'\ndir = /srv/sl\nbin = /srv/sl/bin\n\n"
+    "[host.laptop]\nrun =\n\n"
+    "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://10.0.0.1:5701\nhost = laptop\n\n"
+    "[node.trunk1]\nrole = trunk\nlayers = 2-4\nlisten = tcp://10.0.0.2:5702\nhost = server\n"
+    "restart = no\n\n"
+    "[node.top]\nrole = top\nlayers = 4-5\nlisten = tcp://10.0.0.1:5703\nhost = laptop\n%s";
+
+static void test_hosts(void)
+{
+    static sl_topology t;
+    char text[4096];
+    sl_err err;
+    snprintf(text, sizeof text, hosted, parts, "");
+    CHECK(load_text(text, &t, true, &err) == 0, "hosts: %s", err.msg);
+    const sl_topo_host *server = sl_topology_host(&t, "server"), *laptop = sl_topology_host(&t, "laptop");
+    CHECK(t.n_hosts == 2 && server && laptop && !sl_topology_host(&t, "gpu1"), "two [host.*] sections, looked up");
+    CHECK(server && server->has_run && !strcmp(server->run, "ssh -p 2222 'ops team@gpu1'") &&
+              !strcmp(server->dir, "/srv/sl") && !strcmp(server->bin, "/srv/sl/bin") && server->line == 5,
+          "[host.server] as written");
+    CHECK(laptop && laptop->has_run && !laptop->run[0] && !laptop->dir[0] && !laptop->bin[0],
+          "an empty run is given (this machine); dir and bin are not");
+    CHECK(t.restart && t.nodes[0].restart && !t.nodes[1].restart && t.nodes[2].restart,
+          "restart: [pipeline]'s unless the node says otherwise");
+    CHECK(t.parts_line == 2 && !strcmp(t.parts_given, parts), "parts as written, and its line");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes3);
+    CHECK(load_text(text, &t, false, &err) == 0 && !t.restart && !t.nodes[1].restart && t.n_hosts == 0,
+          "restart defaults to no; no host sections: %s", err.msg);
+}
+
+/* Each error of a host section, compared whole (golden messages). */
+static void expect_exact(const char *label, const char *extra, const char *want)
+{
+    static sl_topology t;
+    char text[4096], path[PATH_MAX + 16];
+    snprintf(text, sizeof text, hosted, parts, extra);
+    sl_err err = {{0}};
+    int rc = load_text(text, &t, false, &err);
+    snprintf(path, sizeof path, "%s/t.ini:", tmp);
+    bool same = rc != 0 && !strncmp(err.msg, path, strlen(path)) && !strcmp(err.msg + strlen(path), want);
+    CHECK(same, "%s: want '%s', got rc %d '%s'", label, want, rc, err.msg);
+}
+
+static void test_host_errors(void)
+{
+    expect_exact("unknown host key", "[host.server2]\nuser = me\n",
+                 "32: unknown key 'user' in [host.server2] (keys: run, dir, bin)");
+    expect_exact("relative dir", "[host.x]\ndir = srv/sl\n",
+                 "32: dir = srv/sl: write an absolute path of letters, digits and _@%+=:,./- (under 512 bytes: it "
+                 "passes through the host's shell)");
+    expect_exact("dir with a blank", "[host.x]\ndir = /srv/my models\n",
+                 "32: dir = /srv/my models: write an absolute path of letters, digits and _@%+=:,./- (under 512 "
+                 "bytes: it passes through the host's shell)");
+    expect_exact("bin with a quote", "[host.x]\nbin = /srv/'bin\n",
+                 "32: bin = /srv/'bin: write an absolute path of letters, digits and _@%+=:,./- (under 512 bytes: it "
+                 "passes through the host's shell)");
+    expect_exact("run with an open quote", "[host.x]\nrun = ssh 'gpu1\n", "32: 'ssh 'gpu1': a ' quote is not closed");
+    expect_exact("a host no node runs on", "[host.sever]\ndir = /srv\n",
+                 "31: [host.sever]: no node has host = sever; fix the name or remove the section");
+    expect_exact("a host twice", "[host.server]\ndir = /srv\n", "31: [host.server] appears twice (first at line 5)");
+    expect_exact("a host name like an option", "[host.-oProxyCommand=x]\n",
+                 "31: [host.-oProxyCommand=x]: a host name has letters, digits and ._-@: (no leading '-')");
+    expect_exact("a node's host like an option", "host = -oProxyCommand=x\n",
+                 "31: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
+    expect_exact("a node name with a blank", "[node.my top]\n",
+                 "31: [node.my top]: a node name has letters, digits and ._- (no leading '-')");
+    expect_exact("restart neither yes nor no", "restart = often\n", "31: restart = often: write yes or no");
+}
+
+static void test_words(void)
+{
+    char buf[256];
+    char *w[8];
+    sl_err err;
+    int n = sl_split_words("  ip netns exec 'a b' \"c\\\"d\" e\\ f ''  ", buf, sizeof buf, w, 8, &err);
+    CHECK(n == 7 && !strcmp(w[0], "ip") && !strcmp(w[2], "exec") && !strcmp(w[3], "a b") && !strcmp(w[4], "c\"d") &&
+              !strcmp(w[5], "e f") && !strcmp(w[6], ""),
+          "words: quotes group, a backslash escapes, '' is an empty word (%d)", n);
+    CHECK(sl_split_words("", buf, sizeof buf, w, 8, &err) == 0, "no words");
+    CHECK(sl_split_words("a b c", buf, sizeof buf, w, 2, &err) < 0 && strstr(err.msg, "more than 2 words"), "%s",
+          err.msg);
+    CHECK(sl_split_words("abcdef", buf, 4, w, 8, &err) < 0 && strstr(err.msg, "too long"), "%s", err.msg);
+    CHECK(sl_shell_safe("/srv/sl-1/bin_2") && !sl_shell_safe("/a b") && !sl_shell_safe("$HOME") &&
+              !sl_shell_safe("a;b") && !sl_shell_safe(""),
+          "shell-safe words");
+}
+
 /* The shipped examples are valid topologies (their parts are not here: syntax and chain only). */
 static void test_examples(void)
 {
@@ -201,6 +291,9 @@ int main(int argc, char **argv)
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
     if (check_selected("defences")) test_defences();
+    if (check_selected("hosts")) test_hosts();
+    if (check_selected("host_errors")) test_host_errors();
+    if (check_selected("words")) test_words();
     if (check_selected("examples")) test_examples();
     check_rmtree(tmp);
     return check_done();

@@ -1,12 +1,14 @@
-/* test_wire.c — the message codec: every kind round-trips, every validation rule refuses what it
- * should with a message naming the field, and random or hostile bytes never crash it. */
+/* test_wire.c — the message codec: every kind round-trips, every field of the codec's table
+ * round-trips and is refused with its name when mistyped, out of bounds or missing, the table
+ * agrees with wire.h's comment, every validation rule refuses what it should with a message
+ * naming the field, and random or hostile bytes are refused or decode to what they carry. */
 #include "check.h"
 #include "rng.h"
-#include "wire.h"
+#include "wire_check.h"
 
 #include <string.h>
 
-static sl_wire_limits limits = {.n_embd = 4, .n_positions = 16, .vocab_size = 10, .max_bytes = 1 << 20};
+static const sl_wire_limits limits = WIRE_CHECK_LIMITS;
 
 static int roundtrip(const sl_msg *in, sl_msg *out, msgpack_sbuffer *buf, sl_wire_decoder *dec, sl_err *err)
 {
@@ -249,18 +251,368 @@ static void test_validation(sl_wire_decoder *dec)
     msgpack_sbuffer_destroy(&p.buf);
 }
 
-static void test_random_bytes(sl_wire_decoder *dec, msgpack_sbuffer *valid)
+/* ---- the field table ---- */
+
+#define ALL_KINDS ((1u << SL_MSG_KIND_COUNT) - 1)
+
+static bool member_fits(const sl_wire_field *f)
 {
+    switch (f->type) {
+    case SL_WIRE_T_VERSION:
+    case SL_WIRE_T_MAP:
+        return f->size == 0;
+    case SL_WIRE_T_UINT:
+        return f->size == 8 || (f->size == 4 && f->max <= UINT32_MAX);
+    case SL_WIRE_T_FLOAT64:
+        return f->size == sizeof(float) || f->size == sizeof(double);
+    case SL_WIRE_T_FLOAT32:
+        return f->size == sizeof(float);
+    case SL_WIRE_T_BOOL:
+        return f->size == sizeof(bool);
+    case SL_WIRE_T_STR:
+        return f->size >= 2;
+    case SL_WIRE_T_KIND:
+    case SL_WIRE_T_DTYPE:
+    case SL_WIRE_T_SHAPE:
+        return f->size == 4;
+    default: /* the payloads */
+        return f->size == sizeof(void *);
+    }
+}
+
+/* Every row: a key no other row has, required only where carried, a member its type can hold,
+ * bounds that hold its default. */
+static void check_rows(const sl_wire_field *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const sl_wire_field *f = &table[i];
+        bool unique = true, is_float = f->type == SL_WIRE_T_FLOAT64 || f->type == SL_WIRE_T_FLOAT32;
+        for (size_t j = 0; j < i; j++)
+            unique = unique && strcmp(table[j].key, f->key) != 0;
+        CHECK(unique && f->kinds && (f->need & ~f->kinds) == 0 && member_fits(f) &&
+                  (!is_float || (f->lo <= f->hi && (f->dflt == 0 || (f->dflt > f->lo && f->dflt <= f->hi)))) &&
+                  (f->type == SL_WIRE_T_MAP) == (f->sub != NULL),
+              "table row \"%s\" is coherent", f->key);
+        if (f->sub) check_rows(f->sub, f->n_sub);
+    }
+}
+
+static const char *doc_type(sl_wire_type type)
+{
+    switch (type) {
+    case SL_WIRE_T_VERSION:
+    case SL_WIRE_T_UINT:
+        return "uint";
+    case SL_WIRE_T_FLOAT64:
+        return "float64";
+    case SL_WIRE_T_FLOAT32:
+        return "float32";
+    case SL_WIRE_T_BOOL:
+        return "bool";
+    case SL_WIRE_T_IDS:
+    case SL_WIRE_T_MATRIX:
+    case SL_WIRE_T_LOGITS:
+        return "bin";
+    case SL_WIRE_T_SHAPE:
+        return "[uint, uint]";
+    case SL_WIRE_T_MAP:
+        return "map";
+    default: /* kind, dtype, str */
+        return "str";
+    }
+}
+
+/* The kinds column of wire.h's table: "all", "but K..." (up to a comma) for kinds that never
+ * carry it, "K" for a kind that requires it, "K?" for one that may leave it out. */
+static int parse_kinds(char *text, unsigned *carry, unsigned *need)
+{
+    bool removing = false;
+    *carry = *need = 0;
+    for (char *save = NULL, *w = strtok_r(text, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        size_t len = strlen(w);
+        bool comma = w[len - 1] == ',';
+        if (comma) w[--len] = '\0';
+        bool optional = len > 0 && w[len - 1] == '?';
+        if (optional) w[--len] = '\0';
+        int k = 0;
+        while (k < SL_MSG_KIND_COUNT && strcmp(w, sl_msg_kind_name((sl_msg_kind)k)) != 0)
+            k++;
+        if (strcmp(w, "all") == 0)
+            *carry = *need = ALL_KINDS;
+        else if (strcmp(w, "but") == 0)
+            removing = true;
+        else if (k == SL_MSG_KIND_COUNT)
+            return -1;
+        else if (removing)
+            *carry &= ~(1u << k), *need &= ~(1u << k);
+        else
+            *carry |= 1u << k, *need = optional ? *need & ~(1u << k) : *need | 1u << k;
+        removing = removing && !comma;
+    }
+    return 0;
+}
+
+/* Splits a row at runs of two or more spaces into at most max columns; returns their number. */
+static int split_columns(char *row, char **cols, int max)
+{
+    int n = 0;
+    row[strcspn(row, "\n")] = '\0';
+    while (*row && n < max) {
+        while (*row == ' ')
+            row++;
+        cols[n++] = row;
+        char *gap = strstr(row, "  ");
+        if (!gap) break;
+        *gap = '\0';
+        row = gap + 2;
+    }
+    return n;
+}
+
+/* One row of wire.h's table against the code's: each key it names, its type, its kinds. */
+static void check_doc_row(char *row, const sl_wire_field *fields, size_t n, bool *documented)
+{
+    char *cols[3];
+    unsigned carry, need;
+    if (split_columns(row, cols, 3) != 3 || parse_kinds(cols[2], &carry, &need) != 0) {
+        CHECK(0, "wire.h: cannot read the row of %s", cols[0]);
+        return;
+    }
+    for (char *key = strchr(cols[0], '"'); key; key = strchr(strchr(key + 1, '"') + 1, '"')) {
+        size_t len = strcspn(key + 1, "\""), i = 0;
+        while (i < n && !(strlen(fields[i].key) == len && strncmp(fields[i].key, key + 1, len) == 0))
+            i++;
+        CHECK(i < n && strcmp(cols[1], doc_type(fields[i].type)) == 0 && carry == fields[i].kinds &&
+                  need == fields[i].need,
+              "wire.h documents %.*s as the table has it (%s, kinds %#x of which required %#x)", (int)len + 2, key,
+              i < n ? doc_type(fields[i].type) : "not in the table", i < n ? fields[i].kinds : 0,
+              i < n ? fields[i].need : 0);
+        if (i < n) documented[i] = true;
+    }
+}
+
+/* wire.h's comment table says what the code's table does, and names every field. */
+static void test_doc_table(void)
+{
+    size_t n;
+    const sl_wire_field *fields = sl_wire_fields(&n);
+    static char text[1 << 16];
+    FILE *f = fopen("lib/wire.h", "r");
+    size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[len] = '\0';
+    CHECK(len > 0, "lib/wire.h is readable from the project root");
+    bool documented[64] = {false};
+    char row[256];
+    for (const char *line = text; (line = strstr(line, "\n *   \"")) != NULL; line++) {
+        snprintf(row, sizeof row, "%.*s", (int)strcspn(line + 6, "\n"), line + 6);
+        check_doc_row(row, fields, n, documented);
+    }
+    for (size_t i = 0; i < n; i++) {
+        CHECK(documented[i], "wire.h's table has a row for \"%s\"", fields[i].key);
+        for (size_t j = 0; j < fields[i].n_sub; j++) {
+            char entry[64];
+            snprintf(entry, sizeof entry, "\"%s\": %s", fields[i].sub[j].key, doc_type(fields[i].sub[j].type));
+            CHECK(strstr(text, entry), "wire.h describes %s.%s as %s", fields[i].key, fields[i].sub[j].key, entry);
+        }
+    }
+}
+
+/* Each example round-trips field by field; together they carry every field in every kind that
+ * carries it; a field's flag is set exactly when it was sent. */
+static void test_fields_roundtrip(sl_wire_decoder *dec, msgpack_sbuffer *buf)
+{
+    size_t n;
+    const sl_wire_field *fields = sl_wire_fields(&n);
+    sl_msg ex[WIRE_EXAMPLES];
+    unsigned covered[64] = {0};
+    wire_examples(ex);
+    for (int e = 0; e < WIRE_EXAMPLES; e++) {
+        sl_msg out, src;
+        float *floats;
+        sl_err err;
+        const char *kind = sl_msg_kind_name(ex[e].kind);
+        if (!CHECK(roundtrip(&ex[e], &out, buf, dec, &err) == 0, "example %d (%s): %s", e, kind, err.msg)) continue;
+        wire_as_source(&out, &src, &floats);
+        for (size_t i = 0; i < n; i++) {
+            const sl_wire_field *f = &fields[i];
+            bool sent = sl_wire_sends(f, &ex[e]);
+            if (f->flag)
+                CHECK(*(const bool *)((const char *)&out + f->flag) == sent, "%s's flag in a %s", f->key, kind);
+            if (!sent) continue;
+            CHECK(wire_field_same(f, &ex[e], &src), "field \"%s\" of a %s round-trips", f->key, kind);
+            covered[i] |= 1u << ex[e].kind;
+        }
+        free(floats);
+    }
+    for (size_t i = 0; i < n; i++)
+        CHECK(covered[i] == fields[i].kinds, "the examples carry \"%s\" in every kind that does (%#x of %#x)",
+              fields[i].key, covered[i], fields[i].kinds);
+}
+
+/* A change to one key of a valid message: its value replaced, or the key dropped (value NULL). */
+typedef struct edit {
+    const char *parent, *key; /* key in the map of the field parent; parent NULL: at the top */
+    const msgpack_object *value;
+} edit;
+
+static void repack(msgpack_packer *pk, const msgpack_object *map, const char *name, const edit *e)
+{
+    bool here = name ? e->parent && strcmp(name, e->parent) == 0 : !e->parent;
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < map->via.map.size; i++)
+        count += !(here && !e->value && wire_key_is(&map->via.map.ptr[i].key, e->key));
+    msgpack_pack_map(pk, count);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key, *v = &map->via.map.ptr[i].val;
+        if (here && wire_key_is(k, e->key) && !e->value) continue;
+        msgpack_pack_object(pk, *k);
+        if (here && wire_key_is(k, e->key))
+            msgpack_pack_object(pk, *e->value);
+        else if (!name && e->parent && wire_key_is(k, e->parent) && v->type == MSGPACK_OBJECT_MAP)
+            repack(pk, v, e->parent, e);
+        else
+            msgpack_pack_object(pk, *v);
+    }
+}
+
+static void expect_edit_refused(sl_wire_decoder *dec, packed *p, const msgpack_object *valid, const edit *e,
+                                const char *needle, const char *label, const char *kind)
+{
+    msgpack_sbuffer_clear(&p->buf);
+    msgpack_packer_init(&p->pk, &p->buf, msgpack_sbuffer_write);
+    repack(&p->pk, valid, NULL, e);
+    char what[160];
+    snprintf(what, sizeof what, "%s in a %s", label, kind);
+    expect_refused(dec, p, needle, what);
+}
+
+static msgpack_object str_object(const char *s)
+{
+    return (msgpack_object){.type = MSGPACK_OBJECT_STR, .via.str = {.size = (uint32_t)strlen(s), .ptr = s}};
+}
+
+static msgpack_object uint_object(uint64_t u)
+{
+    return (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = u};
+}
+
+static msgpack_object float_object(double d) { return (msgpack_object){.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = d}; }
+
+/* Values out of f's bounds, by its type; returns their number. */
+static int out_of_bounds(const sl_wire_field *f, msgpack_object *bad, msgpack_object *shape_item)
+{
+    static char long_text[1024];
+    memset(long_text, 'a', f->size < sizeof long_text ? f->size : sizeof long_text - 1);
+    int n = 0;
+    switch (f->type) {
+    case SL_WIRE_T_VERSION:
+    case SL_WIRE_T_UINT:
+        if (f->max < UINT64_MAX) bad[n++] = uint_object(f->max + 1);
+        break;
+    case SL_WIRE_T_FLOAT64:
+    case SL_WIRE_T_FLOAT32:
+        if (isfinite(f->lo)) bad[n++] = float_object(f->lo_open ? f->lo : f->lo - fabs(f->lo) - 1);
+        if (isfinite(f->hi)) bad[n++] = float_object(f->hi + fabs(f->hi) + 1);
+        break;
+    case SL_WIRE_T_STR:
+        bad[n++] = str_object(long_text);
+        break;
+    case SL_WIRE_T_KIND:
+        bad[n++] = str_object("teleport");
+        break;
+    case SL_WIRE_T_DTYPE:
+        bad[n++] = str_object("f64");
+        break;
+    case SL_WIRE_T_SHAPE:
+        shape_item[0] = uint_object((uint64_t)UINT32_MAX + 1), shape_item[1] = uint_object(4);
+        bad[n++] = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = {.size = 1, .ptr = shape_item + 1}};
+        bad[n++] = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = {.size = 2, .ptr = shape_item}};
+        break;
+    default: /* bool, payloads, maps: any value of the type is in bounds */
+        break;
+    }
+    return n;
+}
+
+/* f (in parent's map) of a valid message, mistyped and out of bounds: refused, naming it. */
+static void refuse_values(sl_wire_decoder *dec, packed *p, const msgpack_object *valid, const char *parent,
+                          const sl_wire_field *f, const char *kind)
+{
+    char name[64], needle[80];
+    snprintf(name, sizeof name, "%s%s%s", parent ? parent : "", parent ? "." : "", f->key);
+    snprintf(needle, sizeof needle, "field \"%s\"", name);
+    bool textual = f->type == SL_WIRE_T_STR || f->type == SL_WIRE_T_KIND || f->type == SL_WIRE_T_DTYPE;
+    msgpack_object wrong = textual ? uint_object(7) : str_object("wrong"), bad[3], shape_item[2];
+    char label[96];
+    snprintf(label, sizeof label, "%s of the wrong type", name);
+    expect_edit_refused(dec, p, valid, &(edit){parent, f->key, &wrong}, needle, label, kind);
+    int n_bad = out_of_bounds(f, bad, shape_item);
+    for (int i = 0; i < n_bad; i++) {
+        snprintf(label, sizeof label, "%s out of bounds (%d)", name, i);
+        expect_edit_refused(dec, p, valid, &(edit){parent, f->key, &bad[i]}, needle, label, kind);
+    }
+}
+
+/* Every field each example sends: mistyped, out of bounds, or (where required) missing. */
+static void test_fields_refused(sl_wire_decoder *dec, msgpack_sbuffer *buf)
+{
+    size_t n;
+    const sl_wire_field *fields = sl_wire_fields(&n);
+    sl_msg ex[WIRE_EXAMPLES];
+    packed p;
+    msgpack_unpacked valid;
+    msgpack_sbuffer_init(&p.buf);
+    msgpack_unpacked_init(&valid);
+    wire_examples(ex);
+    for (int e = 0; e < WIRE_EXAMPLES; e++) {
+        size_t off = 0;
+        sl_err err;
+        const char *kind = sl_msg_kind_name(ex[e].kind);
+        if (sl_wire_encode(&ex[e], buf, &err) != 0 ||
+            msgpack_unpack_next(&valid, buf->data, buf->size, &off) != MSGPACK_UNPACK_SUCCESS)
+            continue; /* test_fields_roundtrip counts it */
+        for (size_t i = 0; i < n; i++) {
+            const sl_wire_field *f = &fields[i];
+            if (!sl_wire_sends(f, &ex[e])) continue;
+            refuse_values(dec, &p, &valid.data, NULL, f, kind);
+            for (size_t j = 0; j < f->n_sub; j++)
+                refuse_values(dec, &p, &valid.data, f->key, &f->sub[j], kind);
+            if (!(f->need & 1u << ex[e].kind)) continue;
+            char needle[80], label[80];
+            snprintf(needle, sizeof needle, "field \"%s\" is missing", f->key);
+            snprintf(label, sizeof label, "required %s left out", f->key);
+            expect_edit_refused(dec, &p, &valid.data, &(edit){NULL, f->key, NULL}, needle, label, kind);
+        }
+    }
+    msgpack_unpacked_destroy(&valid);
+    msgpack_sbuffer_destroy(&p.buf);
+}
+
+/* Noise and mutations of the examples. Noise is refused; every refusal says why; mutations reach
+ * past msgpack into the fields, and each one accepted re-encodes to the values it carried. */
+static void test_random_bytes(sl_wire_decoder *dec, sl_wire_decoder *again)
+{
+    sl_msg ex[WIRE_EXAMPLES];
+    msgpack_sbuffer valid[WIRE_EXAMPLES];
+    wire_examples(ex);
+    for (int e = 0; e < WIRE_EXAMPLES; e++) {
+        sl_err err;
+        msgpack_sbuffer_init(&valid[e]);
+        sl_wire_encode(&ex[e], &valid[e], &err);
+    }
     sl_rng rng;
     sl_rng_seed(&rng, 1);
     unsigned char buf[512];
-    int accepted = 0;
+    int noise_accepted = 0, silent = 0, by_field = 0, by_msgpack = 0, accepted = 0, changed = 0;
+    const char *first_change = "";
     for (int i = 0; i < 20000; i++) {
+        const msgpack_sbuffer *v = &valid[(i / 2) % WIRE_EXAMPLES];
+        bool mutated = i % 2 && v->size <= sizeof buf;
         size_t n = sl_rng_below(&rng, sizeof buf) + 1;
-        if (i % 2 && valid->size <= sizeof buf) {
-            /* Mutations of a valid message reach deeper than pure noise. */
-            n = valid->size;
-            memcpy(buf, valid->data, n);
+        if (mutated) {
+            n = v->size;
+            memcpy(buf, v->data, n);
             for (int k = 0; k < 3; k++)
                 buf[sl_rng_below(&rng, n)] = (unsigned char)sl_rng_next(&rng);
             n = sl_rng_below(&rng, 4) ? n : sl_rng_below(&rng, n) + 1;
@@ -269,27 +621,53 @@ static void test_random_bytes(sl_wire_decoder *dec, msgpack_sbuffer *valid)
                 buf[k] = (unsigned char)sl_rng_next(&rng);
         }
         sl_msg m;
-        sl_err err;
-        accepted += sl_wire_decode(dec, buf, n, &limits, &m, &err) == 0;
+        sl_err err = {{0}};
+        if (sl_wire_decode(dec, buf, n, &limits, &m, &err) != 0) {
+            silent += err.msg[0] == '\0';
+            by_field += strstr(err.msg, "field \"") != NULL;
+            by_msgpack += strstr(err.msg, "msgpack") != NULL;
+            continue;
+        }
+        if (!mutated) {
+            noise_accepted++;
+            continue;
+        }
+        accepted++;
+        msgpack_unpacked in;
+        size_t off = 0;
+        msgpack_unpacked_init(&in);
+        msgpack_unpack_next(&in, (const char *)buf, n, &off);
+        const char *differs = wire_reencode_check(again, &in.data, &m, &limits);
+        if (differs && !changed++) first_change = differs;
+        msgpack_unpacked_destroy(&in);
     }
-    CHECK(accepted < 20000, "random bytes: %d of 20000 decoded as messages, the rest refused without a crash",
-          accepted);
+    CHECK(noise_accepted == 0, "random bytes: %d of 10000 noise inputs decoded as messages", noise_accepted);
+    CHECK(silent == 0, "random bytes: %d refusals without a reason", silent);
+    CHECK(accepted > 100 && by_field > 100 && by_msgpack > 100,
+          "mutations reach every layer: %d accepted, %d refused naming a field, %d refused as msgpack", accepted,
+          by_field, by_msgpack);
+    CHECK(changed == 0, "every accepted mutation re-encodes to the values it carried: %d of %d did not (first: %s)",
+          changed, accepted, first_change);
+    for (int e = 0; e < WIRE_EXAMPLES; e++)
+        msgpack_sbuffer_destroy(&valid[e]);
 }
 
 int main(void)
 {
-    sl_wire_decoder *dec = sl_wire_decoder_new();
+    sl_wire_decoder *dec = sl_wire_decoder_new(), *again = sl_wire_decoder_new();
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
+    size_t n;
+    const sl_wire_field *fields = sl_wire_fields(&n);
+    check_rows(fields, n);
+    test_doc_table();
     test_roundtrips(dec, &buf);
+    test_fields_roundtrip(dec, &buf);
     test_validation(dec);
-    sl_msg fx = {.kind = SL_MSG_FORWARD, .session = 1, .step = 1, .pos = 0, .rows = 1, .cols = 4, .dtype = SL_F32};
-    float x[4] = {1, 2, 3, 4};
-    fx.x = x;
-    sl_err err;
-    sl_wire_encode(&fx, &buf, &err);
-    test_random_bytes(dec, &buf);
+    test_fields_refused(dec, &buf);
+    test_random_bytes(dec, again);
     msgpack_sbuffer_destroy(&buf);
+    sl_wire_decoder_destroy(&again);
     sl_wire_decoder_destroy(&dec);
     return check_done();
 }

@@ -28,8 +28,7 @@ int main(int argc, char **argv)
         if (c == 'o')
             out = optarg;
         else if (c == 'd')
-            rc =
-                sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
+            rc = sl_parse_float_dtype(optarg, "--dtype", &dtype, &err);
         else if (c == 'h')
             return fputs(usage, stdout), SL_EXIT_OK;
         else

@@ -73,8 +73,7 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--shards", 1, 99, &shards, &err);
             break;
         case 'd':
-            rc =
-                sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
+            rc = sl_parse_float_dtype(optarg, "--dtype", &dtype, &err);
             break;
         case 'u':
             cfg.tie_word_embeddings = false;

@@ -11,17 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] = "usage: zmq-splitlearn-run MODEL_DIR [\"prompt text\" | --ids 1,2,3] [options]\n"
-                            "\n"
-                            "Generates from the prompt with the whole model in this process, streaming the text.\n"
-                            "MODEL_DIR: an HF GPT-2 directory, an HF hub cache entry, or a repo id in the hub cache.\n"
-                            "\n" SL_GEN_USAGE "  --threads N            compute threads (default: one per CPU)\n"
-                            "  --pin                  pin the compute threads one per CPU\n"
-                            "\n"
-                            "exit status: 0 done, 1 failure (model, vocab, I/O), 2 usage error\n";
+static const char usage[] =
+    "usage: zmq-splitlearn-run MODEL_DIR [\"prompt text\" | --ids 1,2,3] [options]\n"
+    "\n"
+    "Generates from the prompt with the whole model in this process, streaming the text.\n"
+    "MODEL_DIR: an HF GPT-2 directory (safetensors or pytorch_model.bin), an HF hub cache\n"
+    "entry, a repo id in the hub cache, or one checkpoint file (.safetensors, .pt, .bin) with\n"
+    "config.json beside it or given with --config.\n"
+    "\n" SL_GEN_USAGE "  --config FILE          the config.json of a MODEL_DIR that is one checkpoint file\n"
+    "  --threads N            compute threads (default: one per CPU)\n"
+    "  --pin                  pin the compute threads one per CPU\n"
+    "\n"
+    "exit status: 0 done, 1 failure (model, vocab, I/O), 2 usage error\n";
 
 typedef struct run {
     sl_gen_opts opts;
+    const char *config; /* --config FILE, or NULL */
     sl_params p;
     sl_stage *stage;
     sl_kv *kv;
@@ -35,7 +40,7 @@ typedef struct run {
 
 static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
 {
-    if (!(*ck = sl_checkpoint_open(model_dir, err))) return -1;
+    if (!(*ck = sl_checkpoint_open_with_config(model_dir, r->config, err))) return -1;
     const sl_config *cfg = sl_checkpoint_config(*ck);
     if (sl_params_load(&r->p, *ck, 0, cfg->n_layer, true, true, false, err) != 0) return -1;
     bool need_text = r->opts.prompt || !r->opts.quiet;
@@ -122,8 +127,8 @@ static int generate(run *r, sl_err *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        SL_GEN_OPTIONS, {"threads", 1, 0, 't'}, {"pin", 0, 0, 'p'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {SL_GEN_OPTIONS,     {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
+                                            {"pin", 0, 0, 'p'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     run r = {0};
     sl_gen_opts_init(&r.opts);
     long threads = 0;
@@ -133,6 +138,8 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
         if (c >= 1000)
             rc = sl_gen_opts_apply(&r.opts, c, optarg, &err);
+        else if (c == 'c')
+            r.config = optarg;
         else if (c == 't')
             rc = sl_parse_long(optarg, "--threads", 1, 1024, &threads, &err);
         else if (c == 'p')

@@ -2,7 +2,9 @@
  * parts (one safetensors + metadata each) and optionally writes a local topology for them. */
 #include "cli.h"
 #include "fileio.h"
+#include "hostdirs.h"
 #include "split.h"
+#include "topology.h"
 
 #include <getopt.h>
 #include <limits.h>
@@ -14,14 +16,19 @@
 
 static const char usage[] =
     "usage: zmq-splitlearn-split MODEL_DIR --splits 2,10 -o OUT_DIR [--dtype f32|f16|bf16] [--name NAME]\n"
-    "                            [--topology FILE [--port 5701]]\n"
+    "                            [--topology FILE [--port 5701]] [--host-dirs TOPOLOGY.ini] [--config FILE]\n"
     "\n"
-    "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or shards), an HF hub cache\n"
-    "entry (models--gpt2) or a repo id found in the hub cache. --splits 2,10 gives bottom [0,2),\n"
+    "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or pytorch_model.bin, or\n"
+    "shards of either), an HF hub cache entry (models--gpt2), a repo id found in the hub cache, or\n"
+    "one checkpoint file (.safetensors, .pt, .bin) with config.json beside it or given with\n"
+    "--config FILE. PyTorch files are read without running their code. --splits 2,10 gives bottom [0,2),\n"
     "trunk1 [2,10), top [10,L); every further point adds a trunk. Writes OUT_DIR/split.json and per\n"
     "part OUT_DIR/<role>/<name>_<splits>_<part>.safetensors + _metadata.json (SHA-256, config, layers).\n"
     "A tied model's top gets its own copy of wte as lm_head.weight.\n"
     "--topology FILE also writes a local topology for these parts, endpoints tcp://127.0.0.1 from --port.\n"
+    "--host-dirs TOPOLOGY.ini also lays the parts out one directory per host of that topology, ready to\n"
+    "copy there: OUT_DIR/hosts/<host>/ holds the topology and, at its (relative) parts path, split.json,\n"
+    "every part's metadata and only that host's part files (hard links when possible).\n"
     "\n"
     "exit status: 0 written, 1 could not read or write, 2 usage error\n";
 
@@ -39,32 +46,16 @@ static void show_progress(void *ctx, size_t done, size_t total)
     if (done >= total) fputc('\n', stderr);
 }
 
-static char *topology_text(const sl_part_info *parts, int n, const char *name, const char *parts_dir, int port)
-{
-    size_t cap = 1024 + (size_t)n * 256;
-    char *text = malloc(cap);
-    if (!text) return NULL;
-    size_t len = (size_t)snprintf(text, cap,
-                                  "; Local pipeline written by zmq-splitlearn-split: every stage on this host.\n"
-                                  "; Start it with: zmq-splitlearn-launch THIS_FILE\n\n"
-                                  "[pipeline]\nname  = %s\nparts = %s\n",
-                                  name, parts_dir);
-    for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(text + len, cap - len,
-                                "\n[node.%s]\nrole   = %s\nlayers = %d-%d\nlisten = tcp://127.0.0.1:%d\n",
-                                parts[i].name, sl_role_name(parts[i].role), parts[i].first, parts[i].last, port + i);
-    return text;
-}
-
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'}, {"name", 1, 0, 'n'},
-        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'},     {"name", 1, 0, 'n'},
+        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"host-dirs", 1, 0, 'H'}, {"config", 1, 0, 'c'},
+        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     int32_t splits[SL_MAX_SPLITS];
     int n_splits = 0;
     long port = 5701;
-    const char *out = NULL, *topology = NULL, *name = NULL;
+    const char *out = NULL, *topology = NULL, *name = NULL, *host_dirs = NULL, *config = NULL;
     sl_dtype dtype = SL_F32;
     sl_err err;
     int c, rc = 0;
@@ -77,8 +68,7 @@ int main(int argc, char **argv)
             out = optarg;
             break;
         case 'd':
-            rc =
-                sl_dtype_parse(optarg, &dtype) != 0 || dtype > SL_BF16 ? sl_fail(&err, "--dtype: f32, f16 or bf16") : 0;
+            rc = sl_parse_float_dtype(optarg, "--dtype", &dtype, &err);
             break;
         case 'n':
             name = optarg;
@@ -86,8 +76,14 @@ int main(int argc, char **argv)
         case 't':
             topology = optarg;
             break;
+        case 'c':
+            config = optarg;
+            break;
         case 'p':
             rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err);
+            break;
+        case 'H':
+            host_dirs = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -104,17 +100,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "zmq-splitlearn-split: %s\n%s", err.msg, usage);
         return SL_EXIT_USAGE;
     }
+    static sl_topology hosts_topo;
+    if (host_dirs && (sl_topology_load(host_dirs, &hosts_topo, false, &err) != 0 ||
+                      sl_hostdirs_check(out, &hosts_topo, &err) != 0)) {
+        fprintf(stderr, "zmq-splitlearn-split: --host-dirs: %s\n", err.msg);
+        return SL_EXIT_USAGE;
+    }
     const char *model = argv[optind];
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
+    sl_checkpoint *ck = sl_checkpoint_open_with_config(model, config, &err);
     if (!ck) {
         fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }
     char default_name[256];
     if (!name) {
-        /* The model directory's name, or the repo's for a hub cache entry. */
+        /* The model directory's name, the repo's for a hub cache entry, a checkpoint file's stem. */
         const char *base = strrchr(model, '/') && strrchr(model, '/')[1] ? strrchr(model, '/') + 1 : model;
         snprintf(default_name, sizeof default_name, "%s", strncmp(base, "models--", 8) == 0 ? base + 8 : base);
+        char *ext = strrchr(default_name, '.'); /* a checkpoint file: its stem */
+        if (ext && ext != default_name &&
+            (strcmp(ext, ".pt") == 0 || strcmp(ext, ".bin") == 0 || strcmp(ext, ".safetensors") == 0))
+            *ext = '\0';
         name = default_name;
     }
     int splits_int[SL_MAX_SPLITS];
@@ -132,14 +138,9 @@ int main(int argc, char **argv)
                             .progress_ctx = &pr};
     sl_part_info parts[SL_MAX_SPLITS + 1];
     rc = sl_split_write(ck, &req, parts, &err);
-    if (rc == 0 && topology) {
-        /* Absolute, so that the topology works from any directory. */
-        char *abs_out = realpath(out, NULL);
-        char *text = topology_text(parts, n_splits + 1, name, abs_out ? abs_out : out, (int)port);
-        free(abs_out);
-        rc = text ? sl_write_text_file(topology, text, &err) : sl_fail(&err, "out of memory");
-        free(text);
-    }
+    if (rc == 0 && topology)
+        rc = sl_topology_write_local(topology, parts, n_splits + 1, name, out, (int)port, "zmq-splitlearn-split", &err);
+    if (rc == 0 && host_dirs) rc = sl_hostdirs_write(out, host_dirs, &hosts_topo, parts, n_splits + 1, &err);
     sl_checkpoint_destroy(&ck);
     if (rc != 0) {
         fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
@@ -153,5 +154,8 @@ int main(int argc, char **argv)
     printf("split %s into %d parts in %.2f s%s%s\n", model, n_splits + 1,
            (double)(end.tv_sec - pr.start.tv_sec) + 1e-9 * (double)(end.tv_nsec - pr.start.tv_nsec),
            topology ? "; topology: " : "", topology ? topology : "");
+    for (int i = 0; host_dirs && i < hosts_topo.n_nodes; i++)
+        printf("host %-10s node %-8s %s/hosts/%s/%s\n", hosts_topo.nodes[i].host, hosts_topo.nodes[i].name, out,
+               hosts_topo.nodes[i].host, hosts_topo.parts_given);
     return SL_EXIT_OK;
 }

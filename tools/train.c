@@ -35,6 +35,9 @@ static const char usage[] =
     "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps\n"
     "                              (default 100) and at the last; without --eval-data the last\n"
     "                              5% of --data is held out\n"
+    "  --recover-wait S            when a trunk's connection drops, wait up to S seconds (default 60) for\n"
+    "                              it to come back (restart = yes), reload the last checkpoint on every\n"
+    "                              stage and go on; 0: stop at once, naming the checkpoint to --resume\n"
     "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load,\n"
     "                              every N steps (default 100; 0: only at the end) and at the end\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
@@ -76,6 +79,7 @@ typedef struct run {
     int32_t ids[4096];
     int n_ids;
     long steps, epochs, eval_every, save_every, threads;
+    double recover_wait; /* seconds to wait for a lost trunk to come back (0: stop at once) */
     bool local, pin;
     uint64_t seed;
     sl_trainer_opts opts;
@@ -83,14 +87,35 @@ typedef struct run {
 
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
-    static const struct option options[] = {
-        {"data", 1, 0, 'D'},      {"ids", 1, 0, 'i'},        {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
-        {"steps", 1, 0, 's'},     {"epochs", 1, 0, 'e'},     {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
-        {"warmup", 1, 0, 'W'},    {"schedule", 1, 0, 'S'},   {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
-        {"eval-data", 1, 0, 'E'}, {"eval-every", 1, 0, 'n'}, {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
-        {"resume", 1, 0, 'r'},    {"seed", 1, 0, 'x'},       {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
-        {"vocab", 1, 0, 'V'},     {"local", 0, 0, 'Z'},      {"pin", 0, 0, 'P'},        {"cert", 1, 0, 'C'},
-        {"nopeek", 1, 0, 'Y'},    {"noise-seed", 1, 0, 'Q'}, {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+    static const struct option options[] = {{"data", 1, 0, 'D'},
+                                            {"ids", 1, 0, 'i'},
+                                            {"batch", 1, 0, 'b'},
+                                            {"seq-len", 1, 0, 'T'},
+                                            {"steps", 1, 0, 's'},
+                                            {"epochs", 1, 0, 'e'},
+                                            {"lr", 1, 0, 'l'},
+                                            {"weight-decay", 1, 0, 'w'},
+                                            {"warmup", 1, 0, 'W'},
+                                            {"schedule", 1, 0, 'S'},
+                                            {"grad-accum", 1, 0, 'k'},
+                                            {"grad-clip", 1, 0, 'c'},
+                                            {"eval-data", 1, 0, 'E'},
+                                            {"eval-every", 1, 0, 'n'},
+                                            {"save-dir", 1, 0, 'o'},
+                                            {"save-every", 1, 0, 'N'},
+                                            {"resume", 1, 0, 'r'},
+                                            {"seed", 1, 0, 'x'},
+                                            {"threads", 1, 0, 't'},
+                                            {"log", 1, 0, 'L'},
+                                            {"vocab", 1, 0, 'V'},
+                                            {"local", 0, 0, 'Z'},
+                                            {"pin", 0, 0, 'P'},
+                                            {"cert", 1, 0, 'C'},
+                                            {"recover-wait", 1, 0, 'R'},
+                                            {"nopeek", 1, 0, 'Y'},
+                                            {"noise-seed", 1, 0, 'Q'},
+                                            {"help", 0, 0, 'h'},
+                                            {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -170,6 +195,9 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             break;
         case 'C':
             r->opts.cert = optarg;
+            break;
+        case 'R':
+            rc = sl_parse_double(optarg, "--recover-wait", 0, 86400, &r->recover_wait, err);
             break;
         case 'L':
             r->log_path = optarg;
@@ -421,6 +449,27 @@ static void log_step(FILE *log, long step, float loss, float eval_loss, float lr
     fflush(log);
 }
 
+/* A trunk's connection dropped: waits for it to come back (the launcher's restart = yes, or by
+ * hand) for up to wait seconds, then makes the trainer again from the last checkpoint, which every
+ * stage reloads; the step's log rows after it are dropped. Returns 0 with *tr the new trainer. */
+static int recover(const sl_topology *topo, const char *ckpt, long ckpt_step, double wait, sl_trainer_opts *opts,
+                   sl_trainer **tr, FILE **log, const char *log_path, sl_err *err)
+{
+    fprintf(stderr, "zmq-splitlearn-train: %s\nwaiting up to %g s for %s to come back, to go on from %s (step %ld)\n",
+            err->msg, wait, sl_trainer_lost(*tr), ckpt, ckpt_step);
+    sl_trainer_destroy(tr);
+    sl_topology patient = *topo;
+    if (patient.timeout > wait) patient.timeout = wait > 1 ? wait : 1;
+    for (double end = sl_now() + wait; !*tr && !stop_requested && sl_now() < end;)
+        if (!(*tr = sl_trainer_new_remote(&patient, ckpt, opts, err))) usleep(500000);
+    if (!*tr) return sl_fail(err, "the trunks did not come back within %g s: %s", wait, err->msg);
+    if (*log) fclose(*log);
+    *log = log_path ? log_open(log_path, ckpt_step, NULL, err) : NULL;
+    if (log_path && !*log) return -1;
+    printf("recovered: every stage reloaded %s, going on from step %ld\n", ckpt, ckpt_step);
+    return 0;
+}
+
 /* Trains from the topology's split (or r->resume) to the end, or to a stop signal. Returns an
  * exit status. */
 static int train(run *r, sl_err *err)
@@ -465,6 +514,7 @@ static int train(run *r, sl_err *err)
     float loss = NAN;
     const char *ckpt = r->resume; /* the last checkpoint, at step ckpt_step */
     long ckpt_step = pr.first;
+    int recoveries = 0;
     while (rc == 0 && !stop_requested && sl_trainer_step_count(tr) < total) {
         long step = sl_trainer_step_count(tr);
         float lr = sl_trainer_lr(tr);
@@ -485,6 +535,8 @@ static int train(run *r, sl_err *err)
             ckpt = r->save_dir;
             ckpt_step = step + 1;
         }
+        if (rc != 0 && remote && ckpt && r->recover_wait > 0 && tr && sl_trainer_lost(tr) && recoveries++ < 10)
+            rc = recover(&topo, ckpt, ckpt_step, r->recover_wait, &r->opts, &tr, &log, log_path, err);
         if (rc != 0) name_last_checkpoint(ckpt, ckpt_step, err);
     }
     progress_end(&pr);
@@ -514,7 +566,8 @@ int main(int argc, char **argv)
                       .grad_accum = 1,
                       .adamw = SL_ADAMW_DEFAULT},
              .seed = 1,
-             .save_every = 100};
+             .save_every = 100,
+             .recover_wait = 60};
     sl_err err;
     if (parse(&r, argc, argv, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
