@@ -1,84 +1,54 @@
-/* test_leakage.c — the leakage meter is a real attack: on the embedded default model (a trained
- * 4-layer GPT-2 with GPT-2's vocabulary) the white-box search recovers at least 95% of a held-out
- * text's tokens at a 1-layer cut without defences, and less and less as the noise grows; the
- * probe beats guessing the commonest token; the top's gradient gives the labels away. Batched
- * alternatives equal separate runs. */
+/* test_leakage.c — the attacks of the leakage meter on the tiny-b fixture (a random 5-layer GPT-2,
+ * vocabulary 1000, 48 wide): at a 1-layer cut without defence nearest neighbour and the white-box
+ * search recover at least 95% of the tokens, and less and less as the noise grows; the probe
+ * beats guessing the commonest token; the top's gradient gives the labels away and grad noise
+ * hides them; batched alternatives equal separate runs. The same claims on the trained default
+ * model, through the meter's command line, are in test_leakage.sh (cheap here, too slow under
+ * valgrind there). */
 #include "check.h"
+#include "checkpoint.h"
 #include "gpt2.h"
 #include "leakage.h"
-#include "split.h"
-#include "tokenizer.h"
+#include "rng.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Held out of the default model's training (the last 5% of the KJV): Revelation 21:1-5. */
-static const char attacked[] =
-    "And I saw a new heaven and a new earth: for the first heaven and the first earth were passed away; "
-    "and there was no more sea. And I John saw the holy city, new Jerusalem, coming down from God out of "
-    "heaven, prepared as a bride adorned for her husband. And I heard a great voice out of heaven saying, "
-    "Behold, the tabernacle of God is with men, and he will dwell with them";
+enum { TEXT = 600, WORDS = 200 }; /* tokens of each text, drawn from the first WORDS of the vocabulary */
 
-/* Public text the attacker fits its probe on: Genesis 1:1-19. */
-static const char public_text[] =
-    "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
-    "and darkness was upon the face of the deep. And the Spirit of God moved upon the face of the "
-    "waters. And God said, Let there be light: and there was light. And God saw the light, that it was "
-    "good: and God divided the light from the darkness. And God called the light Day, and the darkness "
-    "he called Night. And the evening and the morning were the first day. And God said, Let there be a "
-    "firmament in the midst of the waters, and let it divide the waters from the waters. And God made "
-    "the firmament, and divided the waters which were under the firmament from the waters which were "
-    "above the firmament: and it was so. And God called the firmament Heaven. And the evening and the "
-    "morning were the second day. And God said, Let the waters under the heaven be gathered together "
-    "unto one place, and let the dry land appear: and it was so. And God called the dry land Earth; and "
-    "the gathering together of the waters called he Seas: and God saw that it was good. And God said, "
-    "Let the earth bring forth grass, the herb yielding seed, and the fruit tree yielding fruit after "
-    "his kind, whose seed is in itself, upon the earth: and it was so. And the earth brought forth "
-    "grass, and herb yielding seed after his kind, and the tree yielding fruit, whose seed was in "
-    "itself, after his kind: and God saw that it was good. And the evening and the morning were the "
-    "third day. And God said, Let there be lights in the firmament of the heaven to divide the day from "
-    "the night; and let them be for signs, and for seasons, and for days, and years: And let them be for "
-    "lights in the firmament of the heaven to give light upon the earth: and it was so. And God made two "
-    "great lights; the greater light to rule the day, and the lesser light to rule the night: he made "
-    "the stars also. And God set them in the firmament of the heaven to give light upon the earth, And "
-    "to rule over the day and over the night, and to divide the light from the darkness: and God saw "
-    "that it was good. And the evening and the morning were the fourth day.";
-
-/* The default model, its whole weights in memory, and the texts as ids. */
+/* The model, its whole weights (mapped), its top [3,5) with weights of its own, and two texts:
+ * the one attacked and the attacker's public one (the same kind: the same WORDS tokens). */
 typedef struct world {
-    sl_params whole;
-    sl_tokenizer *tok;
-    int32_t *ids, *fit;
-    size_t n_ids, n_fit;
+    sl_checkpoint *ck;
+    sl_params whole, top;
+    int32_t ids[TEXT], fit[TEXT];
 } world;
-
-static int32_t *encode(sl_tokenizer *tok, const char *text, size_t *n)
-{
-    int32_t *ids = NULL;
-    size_t cap = 0;
-    sl_err err;
-    *n = 0;
-    CHECK(sl_tokenizer_encode(tok, text, strlen(text), &ids, n, &cap, &err) == 0, "encode: %s", err.msg);
-    return ids;
-}
 
 static bool world_open(world *w)
 {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny-b", check_fixtures());
     sl_err err;
     memset(w, 0, sizeof *w);
-    if (!CHECK(sl_split_join("models/default/parts", &w->whole, &err) == 0, "default model: %s", err.msg)) return false;
-    if (!CHECK((w->tok = sl_tokenizer_new("models/gpt2-vocab", &err)) != NULL, "vocab: %s", err.msg)) return false;
-    w->ids = encode(w->tok, attacked, &w->n_ids);
-    w->fit = encode(w->tok, public_text, &w->n_fit);
-    return CHECK(w->n_ids >= 65 && w->n_fit >= 300, "texts of %zu and %zu tokens", w->n_ids, w->n_fit);
+    if (!CHECK((w->ck = sl_checkpoint_open(path, &err)) &&
+                   sl_params_load(&w->whole, w->ck, 0, 5, true, true, false, &err) == 0 &&
+                   sl_params_load(&w->top, w->ck, 3, 5, false, true, true, &err) == 0,
+               "tiny-b: %s", err.msg))
+        return false;
+    sl_rng rng;
+    sl_rng_seed(&rng, 16);
+    for (int i = 0; i < TEXT; i++) { /* a skewed choice: low ids are common, as words are */
+        w->ids[i] = (int32_t)sl_rng_below(&rng, 1 + sl_rng_below(&rng, WORDS));
+        w->fit[i] = (int32_t)sl_rng_below(&rng, 1 + sl_rng_below(&rng, WORDS));
+    }
+    return true;
 }
 
 static void world_close(world *w)
 {
     sl_params_free(&w->whole);
-    sl_tokenizer_destroy(&w->tok);
-    free(w->ids);
-    free(w->fit);
+    sl_params_free(&w->top);
+    sl_checkpoint_destroy(&w->ck);
 }
 
 /* What the first trunk receives for ids (n) at a cut, through a defence with seed. */
@@ -99,7 +69,7 @@ static void test_alternatives(const world *w)
 {
     const sl_params bottom = sl_leak_bottom_of(&w->whole, 2);
     const int C = bottom.cfg.n_embd, P = 9, K = 6;
-    const int32_t alts[6] = {11, 290, 5, 50256, 1169, 0};
+    const int32_t alts[6] = {11, 290, 5, 999, 169, 0};
     sl_err err;
     sl_stage *stage = sl_stage_new(&bottom, 16, &err);
     sl_kv *kv = sl_kv_new(&bottom, 16, &err), *one = sl_kv_new(&bottom, 16, &err);
@@ -135,7 +105,20 @@ static sl_leak_score search_score(sl_leak_search *search, const sl_params *botto
     return s;
 }
 
-/* >= 95% at a 1-layer cut without defence; falling as sigma grows (clip 50, about the rows' norm). */
+static sl_leak_score nn_score(const sl_params *bottom, const world *w, int n, sl_cut_defence d)
+{
+    float *rows = capture(bottom, w->ids, n, d, 1);
+    int32_t *guesses = malloc((size_t)n * SL_LEAK_GUESSES * sizeof *guesses);
+    sl_err err;
+    CHECK(sl_leak_nn(bottom, bottom->cfg.n_positions, rows, n, guesses, &err) == 0, "nn: %s", err.msg);
+    sl_leak_score s = sl_leak_score_of(w->ids, guesses, n);
+    free(rows);
+    free(guesses);
+    return s;
+}
+
+/* >= 95% at a 1-layer cut without defence, by nn and by the search; the search falling as sigma
+ * grows (clip 0.33: tiny-b's rows there have norms of 0.30 to 0.37). */
 static void test_search(const world *w)
 {
     const sl_params bottom = sl_leak_bottom_of(&w->whole, 1);
@@ -146,11 +129,13 @@ static void test_search(const world *w)
     sl_leak_score clean = search_score(search, &bottom, w, n, (sl_cut_defence){0});
     CHECK(clean.rows == n && clean.recovery >= 0.95, "1-layer cut, no defence: %.3f of %d tokens recovered",
           clean.recovery, clean.rows);
+    sl_leak_score nn = nn_score(&bottom, w, n, (sl_cut_defence){0});
+    CHECK(nn.recovery >= 0.95, "nn at a 1-layer cut of a random model: %.3f", nn.recovery);
     const float sigmas[] = {0, 0.05f, 0.1f, 0.25f};
     double rate[4];
     for (int i = 0; i < 4; i++) {
-        rate[i] = search_score(search, &bottom, w, n, (sl_cut_defence){.clip = 50, .noise = sigmas[i]}).recovery;
-        printf("search, clip 50, sigma %.2f: %.3f\n", (double)sigmas[i], rate[i]);
+        rate[i] = search_score(search, &bottom, w, n, (sl_cut_defence){.clip = 0.33f, .noise = sigmas[i]}).recovery;
+        printf("search, clip 0.33, sigma %.2f: %.3f\n", (double)sigmas[i], rate[i]);
     }
     for (int i = 1; i < 4; i++)
         CHECK(rate[i] <= rate[i - 1], "recovery falls as sigma grows: %.3f at %.2f, %.3f at %.2f", rate[i - 1],
@@ -159,11 +144,11 @@ static void test_search(const world *w)
     sl_leak_search_destroy(&search);
 }
 
-/* The probe, fitted on Genesis, beats always guessing the commonest token of Genesis. */
+/* The probe, fitted on the public text, beats always guessing the public text's commonest token. */
 static void test_probe(const world *w)
 {
-    const sl_params bottom = sl_leak_bottom_of(&w->whole, 1);
-    const int n = (int)w->n_ids, nf = (int)w->n_fit, C = bottom.cfg.n_embd, V = bottom.cfg.vocab_size;
+    const sl_params bottom = sl_leak_bottom_of(&w->whole, 2);
+    const int n = TEXT, nf = TEXT, C = bottom.cfg.n_embd, V = bottom.cfg.vocab_size;
     float *rows = capture(&bottom, w->ids, n, (sl_cut_defence){0}, 1);
     float *fit = capture(&bottom, w->fit, nf, (sl_cut_defence){0}, 2);
     int32_t *guesses = malloc((size_t)n * SL_LEAK_GUESSES * sizeof *guesses);
@@ -194,15 +179,13 @@ static void test_probe(const world *w)
     free(guesses);
 }
 
-/* The gradient the top (block 3, ln_f, head) sends back gives the next tokens away; noise on it
+/* The gradient the top (blocks 3-4, ln_f, head) sends back gives the next tokens away; noise on it
  * (grad_clip, grad_noise) takes that away. */
-static void test_label(const world *w)
+static void test_label(world *w)
 {
     const int B = 1, T = 64, N = B * T, C = w->whole.cfg.n_embd;
     sl_err err;
-    sl_part *part = sl_part_open("models/default/parts", 3, 4, false, &err);
-    sl_params top = {0};
-    if (!CHECK(part && sl_part_load_params(part, &top, true, &err) == 0, "top: %s", err.msg)) return;
+    sl_params *top = &w->top;
     sl_params below = sl_leak_bottom_of(&w->whole, 3);
     float *x = capture(&below, w->ids, N, (sl_cut_defence){0}, 1), *g = malloc((size_t)N * C * sizeof *g);
     int32_t targets[64], guesses[64 * SL_LEAK_GUESSES];
@@ -210,12 +193,12 @@ static void test_label(const world *w)
         targets[i] = w->ids[i + 1];
     double rate[2];
     for (int k = 0; k < 2; k++) {
-        CHECK(sl_leak_top_gradient(&top, B, T, x, targets, g, &err) == 0, "top gradient: %s", err.msg);
+        CHECK(sl_leak_top_gradient(top, B, T, x, targets, g, &err) == 0, "top gradient: %s", err.msg);
         uint64_t seed = 3;
         sl_cutguard *guard = sl_cutguard_new((sl_cut_defence){.clip = 1e-3f, .noise = 1}, C, &seed, &err);
         if (k == 1) sl_cutguard_forward(guard, g, N, false, &err);
         sl_cutguard_destroy(&guard);
-        CHECK(sl_leak_label(&top, g, N, guesses, &err) == 0, "label: %s", err.msg);
+        CHECK(sl_leak_label(top, g, N, guesses, &err) == 0, "label: %s", err.msg);
         rate[k] = sl_leak_score_of(targets, guesses, N).recovery;
     }
     printf("labels from the top's gradient: %.3f; with grad_clip 1e-3, grad_noise 1: %.3f\n", rate[0], rate[1]);
@@ -223,8 +206,6 @@ static void test_label(const world *w)
     CHECK(rate[1] < rate[0] / 4, "grad noise hides them: %.3f vs %.3f", rate[1], rate[0]);
     free(x);
     free(g);
-    sl_params_free(&top);
-    sl_part_destroy(&part);
 }
 
 int main(int argc, char **argv)
