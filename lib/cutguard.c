@@ -5,6 +5,7 @@
 #include "rng.h"
 
 #include <errno.h>
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,7 +183,8 @@ sl_gauss *sl_gauss_new(const uint64_t *seed, sl_err *err)
 
 void sl_gauss_destroy(sl_gauss **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     explicit_bzero(*self, sizeof **self); /* what noise remains unused must not be read later */
     free(*self);
     *self = NULL;
@@ -284,7 +286,8 @@ sl_cutguard *sl_cutguard_new(sl_cut_defence d, int C, const uint64_t *seed, sl_e
 
 void sl_cutguard_destroy(sl_cutguard **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_cutguard *g = *self;
     sl_gauss_destroy(&g->gauss);
     free(g->kept);

@@ -7,6 +7,7 @@
 #include "train.h"
 
 #include <cblas.h>
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +225,8 @@ static int search_row(search *s, const float *row, int32_t *guesses, sl_err *err
 
 void sl_leak_search_destroy(sl_leak_search **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     search *s = *self;
     sl_kv_destroy(&s->kv);
     sl_stage_destroy(&s->stage);
@@ -409,7 +411,8 @@ sl_leak_probe *sl_leak_probe_fit(const float *rows, const int32_t *ids, int n, i
 
 void sl_leak_probe_destroy(sl_leak_probe **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     free((*self)->w);
     free(*self);
     *self = NULL;

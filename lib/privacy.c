@@ -4,6 +4,7 @@
 
 #include "ops.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,8 @@ bool sl_privacy_active(const sl_privacy_opts *o)
 
 void sl_privacy_destroy(sl_privacy **self)
 {
-    if (!self || !*self) return;
+    assert(self);
+    if (!*self) return;
     sl_privacy *p = *self;
     sl_cutguard_destroy(&p->act);
     sl_cutguard_destroy(&p->grad);
