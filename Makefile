@@ -15,6 +15,7 @@
 #                   a directory, a hub cache entry or a repo id), generate text; PORT=5701 is the
 #                   first of the 3 local ports it uses, PROMPT="..." the prompt
 #   make default-model   train the embedded default model again (about 35 minutes)
+#   make privacy-table   the privacy-utility table of docs/PRIVACY.md (about an hour; not in make test)
 
 SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8 libzip
@@ -47,7 +48,7 @@ SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 PROGRAMS := $(TOOLS) $(NODES)
 MANPAGES := $(patsubst $(BIN)/%,$(BUILD)/man/%.1,$(PROGRAMS))
 
-.PHONY: all build deps ensure-deps test check sanitize valgrind bench demo default-model fuzz clean format \
+.PHONY: all build deps ensure-deps test check sanitize valgrind bench demo default-model privacy-table fuzz clean format \
         install install-files uninstall
 
 # On a fresh machine the packages are missing when this file is read, and with them the
@@ -183,6 +184,12 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS))) \
 	    $(addprefix $(DESTDIR)$(PREFIX)/share/man/man1/,$(notdir $(MANPAGES)))
 	rm -rf $(DESTDIR)$(PREFIX)/share/zmq-splitlearn
+
+# The privacy-utility table: every first cut x noise x NoPeek, fine-tuned and attacked (up to an hour;
+# STEPS, CUTS, SIGMAS, NOPEEK, TOKENS make it smaller: tools/privacy-table.sh).
+privacy-table: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@tools/privacy-table.sh
 
 format:
 	clang-format -i lib/*.[ch] tools/*.[ch] nodes/*.c tests/*.[ch]

@@ -47,4 +47,12 @@ void sl_stage_destroy(sl_stage **self);
 int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
                      sl_output which, sl_err *err);
 
+/* Runs K alternatives for the one position sl_kv_len(kv) (K <= the stage's max_tokens): row k of
+ * out (K,C) is what the stage outputs there when the sequence continues with ids[k] (or hidden
+ * row k), after the positions in kv. kv keeps its length: the alternatives are not appended (the
+ * slot after the last position is used as scratch, so the cache needs room for one more). A stage
+ * without head only. For white-box search over inputs (leakage.h) in one batched pass. */
+int sl_stage_forward_alternatives(sl_stage *self, sl_kv *kv, int K, const int32_t *ids, const float *hidden, float *out,
+                                  sl_err *err);
+
 #endif

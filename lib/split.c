@@ -273,7 +273,7 @@ static int count_tensor(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
-int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err)
+int sl_split_join(const char *dir, sl_params *whole, sl_err *err)
 {
     sl_part_info parts[SL_MAX_SPLITS + 1];
     int n = sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err);
@@ -286,9 +286,8 @@ int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err
                            dir, parts[0].name, parts[0].step, parts[i].name, parts[i].step);
     sl_config cfg = parts[0].cfg;
     cfg.tie_word_embeddings = false;
-    sl_params whole;
-    if (sl_params_alloc(&whole, &cfg, 0, cfg.n_layer, true, true, err) != 0) return -1;
-    copy_ctx c = {.whole = &whole};
+    if (sl_params_alloc(whole, &cfg, 0, cfg.n_layer, true, true, err) != 0) return -1;
+    copy_ctx c = {.whole = whole};
     int rc = 0, expected = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, err);
@@ -302,10 +301,18 @@ int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err
         sl_params_free(&p);
         sl_part_destroy(&part);
     }
-    sl_params_foreach(&whole, count_tensor, &expected);
+    sl_params_foreach(whole, count_tensor, &expected);
     if (rc == 0 && c.copied != expected)
         rc = sl_fail(err, "%s: the parts hold %d of the model's %d tensors", dir, c.copied, expected);
-    if (rc == 0) rc = sl_params_save_hf(&whole, out, dtype, 1, true, err);
+    if (rc != 0) sl_params_free(whole);
+    return rc;
+}
+
+int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err)
+{
+    sl_params whole;
+    if (sl_split_join(dir, &whole, err) != 0) return -1;
+    int rc = sl_params_save_hf(&whole, out, dtype, 1, true, err);
     sl_params_free(&whole);
     return rc;
 }

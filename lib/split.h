@@ -62,4 +62,8 @@ int sl_split_read_index(const char *dir, sl_part_info *parts, int max, sl_err *e
  * or BF16). The result is untied (lm_head.weight from the top, wte from the bottom). */
 int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err);
 
+/* The same model in memory: p receives every block, the embeddings and the untied head of the
+ * parts of dir (verified against their SHA-256), in one allocation it owns. */
+int sl_split_join(const char *dir, sl_params *p, sl_err *err);
+
 #endif

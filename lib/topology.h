@@ -4,6 +4,7 @@
 #ifndef SL_TOPOLOGY_H
 #define SL_TOPOLOGY_H
 
+#include "cutguard.h"
 #include "dtype.h"
 #include "err.h"
 #include "role.h"
@@ -30,6 +31,9 @@ typedef struct sl_topo_node {
     char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
     bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
     bool restart;                 /* the launcher starts it again when it dies (its own or [pipeline]'s) */
+    /* Defences at the cut (cutguard.h): the bottom's on the rows it sends (clip, noise), the
+     * top's on the gradient it sends back in training (grad_clip, grad_noise); 0: none. */
+    float clip, noise, grad_clip, grad_noise;
 } sl_topo_node;
 
 #define SL_MAX_PARTIES 64 /* names in a clients or trainers list */
@@ -119,5 +123,10 @@ const sl_topo_host *sl_topology_host(const sl_topology *t, const char *name);
  * file's first comment. */
 int sl_topology_write_local(const char *path, const struct sl_part_info *parts, int n, const char *name,
                             const char *parts_dir, int port, const char *tool, sl_err *err);
+
+/* The defence of the rows the bottom sends (its clip and noise) and of the gradient the top sends
+ * back (its grad_clip and grad_noise). */
+sl_cut_defence sl_topology_bottom_defence(const sl_topology *t);
+sl_cut_defence sl_topology_top_defence(const sl_topology *t);
 
 #endif

@@ -7,6 +7,7 @@
 #include "fileio.h"
 #include "learner.h"
 #include "net.h"
+#include "privacy.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -60,6 +61,7 @@ struct sl_trainer {
     long saved_step;          /* its step */
     float *act, *grad;        /* (B*T, C) crossing the boundaries, two of each to ping-pong */
     float *act2, *grad2;
+    sl_privacy *privacy; /* the defences at the client's cuts (opts.privacy; NULL: none) */
     /* remote trunks */
     sl_topology topo;
     sl_net_opts net;
@@ -344,7 +346,11 @@ static int alloc_buffers(sl_trainer *t, sl_err *err)
     t->act2 = malloc(rows * C * sizeof(float));
     t->grad = malloc(rows * C * sizeof(float));
     t->grad2 = malloc(rows * C * sizeof(float));
-    return t->act && t->act2 && t->grad && t->grad2 ? 0 : sl_fail(err, "out of memory");
+    if (!t->act || !t->act2 || !t->grad || !t->grad2) return sl_fail(err, "out of memory");
+    if (sl_privacy_active(&t->opts.privacy) &&
+        !(t->privacy = sl_privacy_new(&t->opts.privacy, t->opts.batch, t->opts.seq_len, (int)C, err)))
+        return -1;
+    return 0;
 }
 
 static sl_trainer *trainer_alloc(const sl_trainer_opts *opts, sl_err *err)
@@ -477,12 +483,14 @@ void sl_trainer_destroy(sl_trainer **self)
     free(t->act2);
     free(t->grad);
     free(t->grad2);
+    sl_privacy_destroy(&t->privacy);
     free(t);
     *self = NULL;
 }
 
 long sl_trainer_step_count(const sl_trainer *self) { return self->steps; }
 const char *sl_trainer_lost(const sl_trainer *self) { return self->lost; }
+double sl_trainer_dcor(const sl_trainer *self) { return self->privacy ? sl_privacy_dcor(self->privacy) : NAN; }
 int sl_trainer_stages(const sl_trainer *self) { return self->n_parts; }
 
 sl_params *sl_trainer_params(sl_trainer *self, int i)
@@ -517,15 +525,24 @@ static int run_chain(sl_trainer *t, const int32_t *ids, const int32_t *targets, 
         bool top = i == t->n - 1;
         if (s->ops->forward(t, s, i == 0 ? ids : NULL, in, top ? targets : NULL, top ? NULL : out, loss, err) != 0)
             return -1;
+        /* privacy: what the bottom sends goes through its defence (and NoPeek's term in training) */
+        if (i == 0 && t->privacy &&
+            sl_privacy_bottom_forward(t->privacy, sl_learner_params(s->learner), ids, out, backward, err) != 0)
+            return -1;
         in = out;
         out = out == t->act ? t->act2 : t->act;
     }
     if (!backward) return 0;
-    const float *dout = NULL;
-    float *din = t->grad;
+    float *dout = NULL, *din = t->grad;
     for (int i = t->n - 1; i >= 0; i--) {
         stage *s = &t->stages[i];
+        /* privacy: the gradient at the rows sent becomes the bottom's, through its defence, plus NoPeek's */
+        if (i == 0 && t->privacy &&
+            sl_privacy_bottom_backward(t->privacy, sl_train_grads(sl_learner_train(s->learner)), ids, dout, err) != 0)
+            return -1;
         if (s->ops->backward(t, s, dout, i == 0 ? NULL : din, want_norm, scale, upd, err) != 0) return -1;
+        /* privacy: the top's gradient to the stage before it goes through the top's defence */
+        if (i == t->n - 1 && t->privacy && sl_privacy_top_gradient(t->privacy, din, err) != 0) return -1;
         dout = din;
         din = din == t->grad ? t->grad2 : t->grad;
     }

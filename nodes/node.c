@@ -4,6 +4,7 @@
  * came (answers travel back along the chain to the client's own connection to the bottom). */
 #include "clock.h"
 #include "cli.h"
+#include "cutguard.h"
 #include "cpu.h"
 #include "fileio.h"
 #include "gpt2.h"
@@ -78,6 +79,7 @@ typedef struct node {
     zsock_t *next_link;       /* DEALER to the next stage: requests on, answers and gradients back */
     zactor_t *next_watch;     /* its dropped connections: the requests in flight there are lost */
     sl_security *security;    /* with security = curve: its key pair and whom it accepts */
+    sl_cutguard *guard;       /* the bottom's clip and noise on every row it sends (NULL: none) */
     const sl_topo_node *prev; /* NULL at the bottom */
     const sl_peer *from;      /* the sender of the request being handled (NULL: it came from the next) */
     sl_peer train_from;       /* where a training forward came from: its gradient goes back there */
@@ -328,6 +330,10 @@ static void handle_forward(node *n, sl_msg *req)
         sl_msg_copy_ids(req, n->ids);
         if (sl_stage_forward(n->stage, kv, T, n->ids, NULL, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
             reply_error(n, req, "bad_message", "%s", err.msg);
+            return;
+        }
+        if (n->guard && sl_cutguard_forward(n->guard, n->hidden, T, false, &err) != 0) { /* privacy: leaves defended */
+            reply_error(n, req, "internal", "%s", err.msg);
             return;
         }
     } else {
@@ -639,6 +645,9 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
     n->hidden = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
     n->logits = malloc((size_t)cfg->vocab_size * sizeof(float));
     n->logits_rows = 1;
+    sl_cut_defence defence = sl_topology_bottom_defence(&n->topo); /* privacy: fresh noise from getrandom */
+    if (n->bottom && sl_cut_defence_active(defence) && !(n->guard = sl_cutguard_new(defence, cfg->n_embd, NULL, err)))
+        return -1;
     if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in || !n->hidden || !n->logits)
         return sl_fail(err, "out of memory");
     n->limits = (sl_wire_limits){.n_embd = (uint32_t)cfg->n_embd,
@@ -736,6 +745,7 @@ static void shutdown_node(node *n)
     zsock_destroy(&n->listen);
     zsock_destroy(&n->next_link);
     sl_security_destroy(&n->security);
+    sl_cutguard_destroy(&n->guard);
     if (n->trace) fclose(n->trace);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);
@@ -792,6 +802,10 @@ int main(int argc, char **argv)
         return SL_EXIT_FAILURE;
     }
     const sl_part_info *info = sl_trunk_info(n.trunk);
+    sl_cut_defence d = n.guard ? sl_cutguard_defence(n.guard) : (sl_cut_defence){0};
+    if (n.guard)
+        log_line(&n, "rows leave clipped to an L2 norm of %g with Gaussian noise of std %g (cryptographic)",
+                 (double)d.clip, (double)d.noise * d.clip);
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
     serve(&n, lifeline);

@@ -157,6 +157,44 @@ static void test_errors(void)
           "missing file: %s", err.msg);
 }
 
+/* clip and noise in the bottom's section, grad_clip and grad_noise in the top's. */
+static void test_defences(void)
+{
+    static const char chain[] = "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n%s"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n%s";
+    char nodes[1024], text[2048];
+    static sl_topology t;
+    sl_err err;
+    snprintf(nodes, sizeof nodes, chain, "clip = 12.5\nnoise = 0.5\n", "grad_clip = 0.01\ngrad_noise = 2\n");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0, "defences: %s", err.msg);
+    sl_cut_defence b = sl_topology_bottom_defence(&t), g = sl_topology_top_defence(&t);
+    CHECK(b.clip == 12.5f && b.noise == 0.5f && g.clip == 0.01f && g.noise == 2.0f, "defences as written");
+    snprintf(nodes, sizeof nodes, chain, "", "");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && !sl_cut_defence_active(sl_topology_bottom_defence(&t)) &&
+              !sl_cut_defence_active(sl_topology_top_defence(&t)),
+          "no defence by default: %s", err.msg);
+
+    static const struct {
+        const char *bottom, *top, *label, *want;
+    } bad[] = {
+        {"noise = 1\n", "", "noise without clip", "t.ini:7: [node.bottom] has noise = 1 but no clip"},
+        {"", "grad_noise = 1\n", "grad_noise without grad_clip",
+         "t.ini:11: [node.top] has grad_noise = 1 but no grad_clip"},
+        {"", "clip = 3\n", "clip at the top", "t.ini:11: clip/noise in [node.top], a top: only the bottom's section"},
+        {"grad_clip = 3\n", "", "grad_clip at the bottom", "t.ini:7: grad_clip/grad_noise in [node.bottom], a bottom"},
+        {"clip = 0\n", "", "clip 0", "t.ini:7: clip"},
+        {"clip = 1\nnoise = -1\n", "", "negative noise", "t.ini:8: noise"},
+        {"clip = lots\n", "", "clip not a number", "t.ini:7: clip"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(nodes, sizeof nodes, chain, bad[i].bottom, bad[i].top);
+        snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+        expect(bad[i].label, text, false, bad[i].want);
+    }
+}
+
 /* Hosts: [host.NAME] sections, restart pipeline-wide and per node. */
 static const char hosted[] =
     "[pipeline]\nparts = %s\nrestart = yes\n\n"
@@ -277,6 +315,7 @@ int main(int argc, char **argv)
     sl_checkpoint_destroy(&ck);
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
+    if (check_selected("defences")) test_defences();
     if (check_selected("hosts")) test_hosts();
     if (check_selected("host_errors")) test_host_errors();
     if (check_selected("words")) test_words();

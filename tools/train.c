@@ -52,6 +52,13 @@ static const char usage[] =
     "  --vocab DIR                 the tokenizer of --data (default: the parts', else the bundled one)\n"
     "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
     "  --cert FILE                 the trainer's secret certificate (security = curve; a name in trainers)\n"
+    "  --nopeek LAMBDA             NoPeek: adds LAMBDA x the distance correlation between the bottom's\n"
+    "                              input embeddings and its output (over each batch's rows) to the\n"
+    "                              loss it trains on; the step lines show it (dcor X), the loss stays\n"
+    "                              the cross-entropy (docs/PRIVACY.md)\n"
+    "  --noise-seed S              the noise of the topology's clip/noise defences from seed S, for\n"
+    "                              experiments only: it makes the noise predictable (default: the\n"
+    "                              kernel's cryptographic generator)\n"
     "  --help, --version\n"
     "\n"
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
@@ -125,6 +132,8 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
                                             {"pin", 0, 0, 'P'},
                                             {"cert", 1, 0, 'C'},
                                             {"recover-wait", 1, 0, 'R'},
+                                            {"nopeek", 1, 0, 'Y'},
+                                            {"noise-seed", 1, 0, 'Q'},
                                             SL_TOOL_OPTIONS,
                                             {0, 0, 0, 0}};
     long v;
@@ -172,6 +181,13 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
             break;
         case 'c':
             rc = sl_parse_double(optarg, "--grad-clip", 0, 1e9, &d, err), r->opts.grad_clip = (float)d;
+            break;
+        case 'Y':
+            rc = sl_parse_double(optarg, "--nopeek", 0, 1e6, &d, err), r->opts.privacy.nopeek = (float)d;
+            break;
+        case 'Q':
+            rc = sl_parse_long(optarg, "--noise-seed", 0, __LONG_MAX__, &v, err);
+            r->opts.privacy.seeded = true, r->opts.privacy.noise_seed = (uint64_t)v;
             break;
         case 'E':
             r->eval_file = optarg;
@@ -382,7 +398,8 @@ typedef struct progress {
     bool tty, drawn;
     double start;
     long first, total;
-    float eval; /* the last eval loss, NAN before the first */
+    float eval;  /* the last eval loss, NAN before the first */
+    double dcor; /* NoPeek's distance correlation of the step, NAN without NoPeek */
 } progress;
 
 static void progress_erase(progress *p)
@@ -396,6 +413,7 @@ static void progress_step(progress *p, long step, float loss, float eval_loss, f
     progress_erase(p);
     printf("step %ld loss %.6f", step, (double)loss);
     if (!isnan(eval_loss)) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
+    if (!isnan(p->dcor)) printf(" dcor %.4f", p->dcor);
     putchar('\n');
     if (p->tty) {
         long eta = (long)((sl_now() - p->start) / (double)(step - p->first) * (double)(p->total - step) + 0.5);
@@ -670,6 +688,8 @@ static int train(run *r, sl_err *err)
     bool remote = topo.n_nodes > 2 && !r->local;
     int status = preflight(r, &topo, infos, n_parts, remote, err);
     if (status != SL_EXIT_OK) return status;
+    r->opts.privacy.activations = sl_topology_bottom_defence(&topo); /* what leaves this process */
+    r->opts.privacy.gradients = sl_topology_top_defence(&topo);
     corpus c = {0};
     status = corpus_load(r, &infos[0].cfg, topo.parts, &c, err);
     int rc = status == SL_EXIT_OK ? 0 : -1;
@@ -700,7 +720,8 @@ static int train(run *r, sl_err *err)
                    .start = sl_now(),
                    .first = tr ? sl_trainer_step_count(tr) : 0,
                    .total = total,
-                   .eval = NAN};
+                   .eval = NAN,
+                   .dcor = NAN};
     float loss = NAN;
     const char *ckpt = r->resume; /* the last checkpoint, at step ckpt_step */
     long ckpt_step = pr.first;
@@ -716,6 +737,7 @@ static int train(run *r, sl_err *err)
             rc = evaluate(r, tr, c.eval, ids, targets, &eval_loss, err);
         if (rc == 0) {
             double tps = (double)tokens_per_step / secs;
+            pr.dcor = sl_trainer_dcor(tr);
             progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
             if (log) log_step(log, step + 1, loss, eval_loss, lr, tps, sl_now() - pr.start);
         }
