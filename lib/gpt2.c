@@ -55,7 +55,7 @@ size_t sl_kv_bytes(const sl_kv *self) { return 2 * (size_t)self->layers * self->
 
 /* Scratch of one forward call of up to max_tokens tokens: one block's worth, reused by every
  * block. Training keeps one of these per layer instead (see the training module). */
-struct sl_stage {
+struct sl_runner {
     const sl_params *p;
     int max_tokens;
     float *x;     /* (T,C) residual stream */
@@ -67,11 +67,11 @@ struct sl_stage {
     float *mem;
 };
 
-sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
+sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err)
 {
     const sl_config *c = &p->cfg;
     if (max_tokens < 1 || max_tokens > c->n_positions) max_tokens = c->n_positions;
-    sl_stage *s = calloc(1, sizeof *s);
+    sl_runner *s = calloc(1, sizeof *s);
     if (!s) {
         sl_fail(err, "out of memory for a stage workspace of %d tokens", max_tokens);
         return NULL;
@@ -97,7 +97,7 @@ sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
     return s;
 }
 
-void sl_stage_destroy(sl_stage **self)
+void sl_runner_destroy(sl_runner **self)
 {
     assert(self);
     if (!*self) return;
@@ -109,7 +109,7 @@ void sl_stage_destroy(sl_stage **self)
 /* One transformer block on s->x (T,C) in place; its keys and values go to layer l of kv. With
  * alternatives, the T rows are T alternatives for the one position after the cache: each attends
  * to the cached positions and to itself, its key and value passing through that position's slot. */
-static void block_forward(sl_stage *s, const sl_block *w, sl_kv *kv, int l, int T, bool alternatives)
+static void block_forward(sl_runner *s, const sl_block *w, sl_kv *kv, int l, int T, bool alternatives)
 {
     const sl_config *c = &s->p->cfg;
     const int C = c->n_embd, past = kv->len, hd = C / c->n_head;
@@ -133,7 +133,7 @@ static void block_forward(sl_stage *s, const sl_block *w, sl_kv *kv, int l, int 
 }
 
 /* ln_f and the head on the T rows of s->x, writing what `which` asks for. */
-static void head_forward(sl_stage *s, int T, float *out, sl_output which)
+static void head_forward(sl_runner *s, int T, float *out, sl_output which)
 {
     const sl_config *c = &s->p->cfg;
     const int C = c->n_embd;
@@ -147,7 +147,7 @@ static void head_forward(sl_stage *s, int T, float *out, sl_output which)
     if (which != SL_OUT_HIDDEN) sl_matmul_forward_wt(out, normed, s->p->lm_head, T, C, c->vocab_size);
 }
 
-static int check_request(const sl_stage *s, const sl_kv *kv, int T, const int32_t *ids, const float *hidden,
+static int check_request(const sl_runner *s, const sl_kv *kv, int T, const int32_t *ids, const float *hidden,
                          sl_output which, sl_err *err)
 {
     const sl_params *p = s->p;
@@ -166,8 +166,8 @@ static int check_request(const sl_stage *s, const sl_kv *kv, int T, const int32_
     return 0;
 }
 
-int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
-                     sl_output which, sl_err *err)
+int sl_runner_forward(sl_runner *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
+                      sl_output which, sl_err *err)
 {
     if (check_request(self, kv, T, ids, hidden, which, err) != 0) return -1;
     const sl_params *p = self->p;
@@ -194,8 +194,8 @@ int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const
     return 0;
 }
 
-int sl_stage_forward_alternatives(sl_stage *self, sl_kv *kv, int K, const int32_t *ids, const float *hidden, float *out,
-                                  sl_err *err)
+int sl_runner_forward_alternatives(sl_runner *self, sl_kv *kv, int K, const int32_t *ids, const float *hidden,
+                                   float *out, sl_err *err)
 {
     const sl_params *p = self->p;
     if (p->head) return sl_fail(err, "alternatives are run by a stage without head");

@@ -4,7 +4,7 @@
 
 #include "gpt2.h"
 #include "ops.h"
-#include "train.h"
+#include "backprop.h"
 
 #include <cblas.h>
 #include <assert.h>
@@ -65,17 +65,17 @@ sl_params sl_leak_bottom_of(const sl_params *whole, int cut)
 int sl_leak_run(const sl_params *p, int window, const int32_t *ids, const float *in, int n, float *out, sl_err *err)
 {
     const int C = p->cfg.n_embd;
-    sl_stage *stage = sl_stage_new(p, window, err);
+    sl_runner *stage = sl_runner_new(p, window, err);
     sl_kv *kv = stage ? sl_kv_new(p, window, err) : NULL;
     int rc = kv ? 0 : -1;
     for (int s = 0; rc == 0 && s < n; s += window) {
         int len = n - s < window ? n - s : window;
         sl_kv_reset(kv);
-        rc = sl_stage_forward(stage, kv, len, ids ? ids + s : NULL, in ? in + (size_t)s * C : NULL, out + (size_t)s * C,
-                              SL_OUT_HIDDEN, err);
+        rc = sl_runner_forward(stage, kv, len, ids ? ids + s : NULL, in ? in + (size_t)s * C : NULL,
+                               out + (size_t)s * C, SL_OUT_HIDDEN, err);
     }
     sl_kv_destroy(&kv);
-    sl_stage_destroy(&stage);
+    sl_runner_destroy(&stage);
     return rc;
 }
 
@@ -150,7 +150,7 @@ struct sl_leak_search {
     const sl_params *bottom;
     sl_cut_defence defence; /* of the rows being searched */
     int V, C, batch, budget;
-    sl_stage *stage;
+    sl_runner *stage;
     sl_kv *kv;
     float *dict;              /* (V,C): each token's output alone at position 0, unit rows */
     float *scores;            /* (V): the row's cosine with every dictionary row; tried ones -inf */
@@ -170,7 +170,7 @@ static int build_dictionary(search *s, sl_err *err)
         for (int i = 0; i < k; i++)
             ids[i] = v0 + i;
         float *rows = s->dict + (size_t)v0 * s->C;
-        if (sl_stage_forward_alternatives(s->stage, s->kv, k, ids, NULL, rows, err) != 0) return -1;
+        if (sl_runner_forward_alternatives(s->stage, s->kv, k, ids, NULL, rows, err) != 0) return -1;
         for (int i = 0; i < k; i++) {
             float *r = rows + (size_t)i * s->C, len = cblas_snrm2(s->C, r, 1);
             if (len > 0) cblas_sscal(s->C, 1.0f / len, r, 1);
@@ -203,7 +203,7 @@ static int search_row(search *s, const float *row, int32_t *guesses, sl_err *err
         highest(s->scores, s->V, k, ids);
         for (int i = 0; i < k; i++)
             s->scores[ids[i]] = -INFINITY;
-        if (sl_stage_forward_alternatives(s->stage, s->kv, k, ids, NULL, s->out, err) != 0) return -1;
+        if (sl_runner_forward_alternatives(s->stage, s->kv, k, ids, NULL, s->out, err) != 0) return -1;
         if (s->defence.clip > 0) sl_clip_forward(s->out, s->norm, s->out, k, C, s->defence.clip);
         for (int i = 0; i < k; i++) {
             double sq = 0;
@@ -229,7 +229,7 @@ void sl_leak_search_destroy(sl_leak_search **self)
     if (!*self) return;
     search *s = *self;
     sl_kv_destroy(&s->kv);
-    sl_stage_destroy(&s->stage);
+    sl_runner_destroy(&s->stage);
     free(s->dict);
     free(s->scores);
     free(s->out);
@@ -267,7 +267,7 @@ sl_leak_search *sl_leak_search_new(const sl_params *bottom, const sl_leak_search
     s->tried = malloc((size_t)s->budget * sizeof *s->tried);
     int rc = s->dict && s->scores && s->out && s->norm && s->dist && s->tried ? 0 : sl_fail(err, "out of memory");
     if (rc == 0 &&
-        (!(s->stage = sl_stage_new(bottom, batch, err)) || !(s->kv = sl_kv_new(bottom, bottom->cfg.n_positions, err))))
+        (!(s->stage = sl_runner_new(bottom, batch, err)) || !(s->kv = sl_kv_new(bottom, bottom->cfg.n_positions, err))))
         rc = -1;
     if (rc == 0) rc = build_dictionary(s, err);
     if (rc != 0) sl_leak_search_destroy(&s);
@@ -287,7 +287,7 @@ int sl_leak_search_run(sl_leak_search *s, sl_cut_defence defence, int window, co
         rc = search_row(s, rows + (size_t)i * s->C, g, err);
         /* the best guess joins the prefix the next positions are searched after */
         if (rc == 0 && (i + 1) % window != 0 && i + 1 < n)
-            rc = sl_stage_forward(s->stage, s->kv, 1, g, NULL, s->out, SL_OUT_HIDDEN, err);
+            rc = sl_runner_forward(s->stage, s->kv, 1, g, NULL, s->out, SL_OUT_HIDDEN, err);
     }
     return rc;
 }
@@ -439,12 +439,12 @@ int sl_leak_probe_guess(const sl_leak_probe *self, const float *rows, int n, int
 
 int sl_leak_top_gradient(sl_params *top, int B, int T, const float *in, const int32_t *targets, float *din, sl_err *err)
 {
-    sl_train *train = sl_train_new(top, B, T, err);
+    sl_backprop *train = sl_backprop_new(top, B, T, err);
     float loss;
     int rc = train ? 0 : -1;
-    if (rc == 0) rc = sl_train_forward(train, NULL, in, targets, NULL, &loss, err);
-    if (rc == 0) rc = sl_train_backward(train, NULL, din, err);
-    sl_train_destroy(&train);
+    if (rc == 0) rc = sl_backprop_forward(train, NULL, in, targets, NULL, &loss, err);
+    if (rc == 0) rc = sl_backprop_backward(train, NULL, din, err);
+    sl_backprop_destroy(&train);
     return rc;
 }
 

@@ -39,7 +39,7 @@ int sl_leak_nn(const sl_params *bottom, int window, const float *rows, int n, in
 /* search: position by position, the token that makes the bottom produce the row, given the tokens
  * recovered before it (in a KV cache). Candidates come in the order of their cosine with the
  * bottom's dictionary (every token's output alone at position 0, computed once), `batch` at a
- * time through the bottom in one pass (sl_stage_forward_alternatives), clipped as the defence
+ * time through the bottom in one pass (sl_runner_forward_alternatives), clipped as the defence
  * clips; the search stops when a candidate's output is within the noise's expected distance of
  * the row (float rounding without noise) or after `budget` candidates, and ranks those tried by
  * their distance to the row (with Gaussian noise: the most likely input among them). */
@@ -75,7 +75,7 @@ void sl_leak_probe_destroy(sl_leak_probe **self);
 int sl_leak_probe_guess(const sl_leak_probe *self, const float *rows, int n, int32_t *guesses, sl_err *err);
 
 /* The gradient a top sends back to the stage before it in a training step: top (its weights owned
- * in one allocation, as sl_train_new needs) over B sequences of T rows in (B*T, C) with targets
+ * in one allocation, as sl_backprop_new needs) over B sequences of T rows in (B*T, C) with targets
  * (B*T, < 0: none), into din (B*T, C). */
 int sl_leak_top_gradient(sl_params *top, int B, int T, const float *in, const int32_t *targets, float *din,
                          sl_err *err);

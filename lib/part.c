@@ -1,7 +1,7 @@
 /* part.c — one part: its metadata, opening and checking its file, loading and writing it. */
 #include "part.h"
 
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "fileio.h"
 #include "json.h"
 #include "safetensors.h"
@@ -164,7 +164,7 @@ int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err)
 
 struct sl_part {
     sl_part_info info;
-    sl_checkpoint *ck;
+    sl_hf_model *ck;
 };
 
 static int verify_file(const sl_part_info *info, bool hash, sl_err *err)
@@ -194,7 +194,7 @@ sl_part *sl_part_open_info(const sl_part_info *info, bool verify, sl_err *err)
     }
     self->info = *info;
     if (verify_file(&self->info, verify, err) == 0)
-        self->ck = sl_checkpoint_open_file(self->info.file, &self->info.cfg, err);
+        self->ck = sl_hf_model_open_file(self->info.file, &self->info.cfg, err);
     if (!self->ck) sl_part_destroy(&self);
     return self;
 }
@@ -222,7 +222,7 @@ sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err 
 void sl_part_destroy(sl_part **self)
 {
     if (!self || !*self) return;
-    sl_checkpoint_destroy(&(*self)->ck);
+    sl_hf_model_destroy(&(*self)->ck);
     free(*self);
     *self = NULL;
 }

@@ -16,7 +16,7 @@
 #ifndef SL_SPLIT_H
 #define SL_SPLIT_H
 
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "dtype.h"
 #include "err.h"
 #include "part.h"
@@ -46,7 +46,7 @@ int sl_split_check(const sl_config *cfg, const sl_split_request *req, sl_err *er
 
 /* Writes the parts, their metadata and split.json; parts[] (n_splits + 1 entries) receives what
  * was written. */
-int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
+int sl_split_write(const sl_hf_model *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
 
 /* Writes OUT/split.json listing parts (in chain order, files under out_dir). source may be NULL;
  * the index gets a copy of it, the caller keeps it. */

@@ -83,22 +83,22 @@ static int local_forward(sl_trainer *t, stage *s, const int32_t *ids, const floa
                          float *out, float *loss, sl_err *err)
 {
     (void)t;
-    return sl_train_forward(sl_learner_train(s->learner), ids, in, targets, out, loss, err);
+    return sl_backprop_forward(sl_learner_train(s->learner), ids, in, targets, out, loss, err);
 }
 
 static int local_backward(sl_trainer *t, stage *s, const float *dout, float *din, bool want_norm, float scale,
                           const update_plan *upd, sl_err *err)
 {
     (void)t, (void)want_norm, (void)scale, (void)upd; /* its norm and update come when asked */
-    return sl_train_backward(sl_learner_train(s->learner), dout, din, err);
+    return sl_backprop_backward(sl_learner_train(s->learner), dout, din, err);
 }
 
-static double local_norm2(stage *s, float scale) { return sl_train_grad_norm2(sl_learner_train(s->learner), scale); }
+static double local_norm2(stage *s, float scale) { return sl_backprop_grad_norm2(sl_learner_train(s->learner), scale); }
 
 static int local_update(sl_trainer *t, stage *s, const sl_adamw *opt, float scale, sl_err *err)
 {
     (void)t, (void)err;
-    sl_train_step(sl_learner_train(s->learner), opt, scale);
+    sl_backprop_step(sl_learner_train(s->learner), opt, scale);
     return 0;
 }
 
@@ -538,7 +538,8 @@ static int run_chain(sl_trainer *t, const int32_t *ids, const int32_t *targets, 
         stage *s = &t->stages[i];
         /* privacy: the gradient at the rows sent becomes the bottom's, through its defence, plus NoPeek's */
         if (i == 0 && t->privacy &&
-            sl_privacy_bottom_backward(t->privacy, sl_train_grads(sl_learner_train(s->learner)), ids, dout, err) != 0)
+            sl_privacy_bottom_backward(t->privacy, sl_backprop_grads(sl_learner_train(s->learner)), ids, dout, err) !=
+                0)
             return -1;
         if (s->ops->backward(t, s, dout, i == 0 ? NULL : din, want_norm, scale, upd, err) != 0) return -1;
         /* privacy: the top's gradient to the stage before it goes through the top's defence */
@@ -567,7 +568,7 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
     const size_t micro = (size_t)o->batch * o->seq_len;
     const int K = o->grad_accum > 0 ? o->grad_accum : 1;
     for (int i = 0; i < t->n; i++)
-        if (t->stages[i].learner) sl_train_zero_grad(sl_learner_train(t->stages[i].learner));
+        if (t->stages[i].learner) sl_backprop_zero_grad(sl_learner_train(t->stages[i].learner));
     double total = 0;
     const bool clip = o->grad_clip > 0;
     const update_plan plan = {.lr = sl_trainer_lr(t), .scale = 1.0f / (float)K}; /* the mean over micro-batches */

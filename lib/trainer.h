@@ -14,7 +14,7 @@
 #include "privacy.h"
 #include "split.h"
 #include "topology.h"
-#include "train.h"
+#include "backprop.h"
 
 typedef struct sl_trainer_opts {
     int batch, seq_len; /* B sequences of T tokens per micro-batch */

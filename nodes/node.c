@@ -69,7 +69,7 @@ typedef struct node {
     bool bottom;              /* answers clients: a session belongs to the connection that opened it */
     sl_trunk *trunk;          /* the part's weights and, on a trunk, its training state */
     unsigned generation;      /* of the weights the runner and sessions were made for */
-    sl_stage *stage;
+    sl_runner *stage;
     sl_sessions *sessions;
     sl_sampler *sampler;
     sl_wire_decoder *decoder;
@@ -283,7 +283,7 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         n->logits = more;
         n->logits_rows = (size_t)T;
     }
-    if (sl_stage_forward(n->stage, kv, T, NULL, n->in, n->logits, which, &err) != 0) {
+    if (sl_runner_forward(n->stage, kv, T, NULL, n->in, n->logits, which, &err) != 0) {
         reply_error(n, req, "context_full", "%s", err.msg);
         return;
     }
@@ -328,7 +328,7 @@ static void handle_forward(node *n, sl_msg *req)
     sl_err err;
     if (bottom) {
         sl_msg_copy_ids(req, n->ids);
-        if (sl_stage_forward(n->stage, kv, T, n->ids, NULL, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
+        if (sl_runner_forward(n->stage, kv, T, n->ids, NULL, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
             reply_error(n, req, "bad_message", "%s", err.msg);
             return;
         }
@@ -342,7 +342,7 @@ static void handle_forward(node *n, sl_msg *req)
             run_top(n, req, kv, T);
             return;
         }
-        if (sl_stage_forward(n->stage, kv, T, NULL, n->in, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
+        if (sl_runner_forward(n->stage, kv, T, NULL, n->in, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
             reply_error(n, req, "context_full", "%s", err.msg);
             return;
         }
@@ -370,10 +370,10 @@ static int follow_weights(node *n, sl_err *err)
 {
     unsigned generation = sl_trunk_generation(n->trunk);
     if (n->stage && generation == n->generation) return 0;
-    sl_stage_destroy(&n->stage);
+    sl_runner_destroy(&n->stage);
     sl_sessions_destroy(&n->sessions);
     const sl_params *p = sl_trunk_params(n->trunk);
-    n->stage = sl_stage_new(p, 128, err);
+    n->stage = sl_runner_new(p, 128, err);
     n->sessions = sl_sessions_new(p, n->topo.max_sessions, n->topo.idle_timeout);
     n->generation = generation;
     return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
@@ -755,7 +755,7 @@ static void shutdown_node(node *n)
     sl_wire_decoder_destroy(&n->decoder);
     sl_sampler_destroy(&n->sampler);
     sl_sessions_destroy(&n->sessions);
-    sl_stage_destroy(&n->stage);
+    sl_runner_destroy(&n->stage);
     sl_trunk_destroy(&n->trunk);
 }
 

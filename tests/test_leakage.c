@@ -6,7 +6,7 @@
  * model, through the meter's command line, are in test_leakage.sh (cheap here, too slow under
  * valgrind there). */
 #include "check.h"
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "gpt2.h"
 #include "leakage.h"
 #include "rng.h"
@@ -19,7 +19,7 @@ enum { TEXT = 600, WORDS = 200 }; /* tokens of each text, drawn from the first W
 /* The model, its whole weights (mapped), its top [3,5) with weights of its own, and two texts:
  * the one attacked and the attacker's public one (the same kind: the same WORDS tokens). */
 typedef struct world {
-    sl_checkpoint *ck;
+    sl_hf_model *ck;
     sl_params whole, top;
     int32_t ids[TEXT], fit[TEXT];
 } world;
@@ -30,7 +30,7 @@ static bool world_open(world *w)
     snprintf(path, sizeof path, "%s/tiny-b", check_fixtures());
     sl_err err;
     memset(w, 0, sizeof *w);
-    if (!CHECK((w->ck = sl_checkpoint_open(path, &err)) &&
+    if (!CHECK((w->ck = sl_hf_model_open(path, &err)) &&
                    sl_params_load(&w->whole, w->ck, 0, 5, true, true, false, &err) == 0 &&
                    sl_params_load(&w->top, w->ck, 3, 5, false, true, true, &err) == 0,
                "tiny-b: %s", err.msg))
@@ -48,7 +48,7 @@ static void world_close(world *w)
 {
     sl_params_free(&w->whole);
     sl_params_free(&w->top);
-    sl_checkpoint_destroy(&w->ck);
+    sl_hf_model_destroy(&w->ck);
 }
 
 /* What the first trunk receives for ids (n) at a cut, through a defence with seed. */
@@ -71,25 +71,25 @@ static void test_alternatives(const world *w)
     const int C = bottom.cfg.n_embd, P = 9, K = 6;
     const int32_t alts[6] = {11, 290, 5, 999, 169, 0};
     sl_err err;
-    sl_stage *stage = sl_stage_new(&bottom, 16, &err);
+    sl_runner *stage = sl_runner_new(&bottom, 16, &err);
     sl_kv *kv = sl_kv_new(&bottom, 16, &err), *one = sl_kv_new(&bottom, 16, &err);
     float batched[6 * 1024], single[10 * 1024];
-    CHECK(sl_stage_forward(stage, kv, P, w->ids, NULL, single, SL_OUT_HIDDEN, &err) == 0, "prefix: %s", err.msg);
-    CHECK(sl_stage_forward_alternatives(stage, kv, K, alts, NULL, batched, &err) == 0, "alternatives: %s", err.msg);
+    CHECK(sl_runner_forward(stage, kv, P, w->ids, NULL, single, SL_OUT_HIDDEN, &err) == 0, "prefix: %s", err.msg);
+    CHECK(sl_runner_forward_alternatives(stage, kv, K, alts, NULL, batched, &err) == 0, "alternatives: %s", err.msg);
     CHECK(sl_kv_len(kv) == P, "the alternatives are not appended (%d)", sl_kv_len(kv));
     for (int k = 0; k < K; k++) {
         int32_t seq[10];
         memcpy(seq, w->ids, P * sizeof *seq);
         seq[P] = alts[k];
         sl_kv_reset(one);
-        CHECK(sl_stage_forward(stage, one, P + 1, seq, NULL, single, SL_OUT_HIDDEN, &err) == 0, "%s", err.msg);
+        CHECK(sl_runner_forward(stage, one, P + 1, seq, NULL, single, SL_OUT_HIDDEN, &err) == 0, "%s", err.msg);
         CHECK_CLOSE(batched + (size_t)k * C, single + (size_t)P * C, C, 1e-4, "alternative equals a separate run");
     }
-    CHECK(sl_stage_forward_alternatives(stage, kv, 17, alts, NULL, batched, &err) != 0,
+    CHECK(sl_runner_forward_alternatives(stage, kv, 17, alts, NULL, batched, &err) != 0,
           "more than max_tokens: refused");
     sl_kv_destroy(&kv);
     sl_kv_destroy(&one);
-    sl_stage_destroy(&stage);
+    sl_runner_destroy(&stage);
 }
 
 static sl_leak_score search_score(sl_leak_search *search, const sl_params *bottom, const world *w, int n,

@@ -3,7 +3,7 @@
  * send use them, and the streamed text of generated tokens (sl_gen_text) on GPT-2's vocab. */
 #include "check.h"
 #include "cli.h"
-#include "generate.h"
+#include "gen_opts.h"
 
 #include <limits.h>
 #include <string.h>

@@ -57,7 +57,7 @@ static void test_transparent(void)
 typedef struct chain {
     sl_part *parts[2];
     sl_params bottom, top;
-    sl_train *tb, *tt;
+    sl_backprop *tb, *tt;
 } chain;
 
 static bool chain_open(chain *c)
@@ -68,14 +68,15 @@ static bool chain_open(chain *c)
     c->parts[1] = sl_part_open(parts, 2, 5, false, &err);
     return CHECK(c->parts[0] && c->parts[1] && sl_part_load_params(c->parts[0], &c->bottom, true, &err) == 0 &&
                      sl_part_load_params(c->parts[1], &c->top, true, &err) == 0 &&
-                     (c->tb = sl_train_new(&c->bottom, 1, T, &err)) && (c->tt = sl_train_new(&c->top, 1, T, &err)),
+                     (c->tb = sl_backprop_new(&c->bottom, 1, T, &err)) &&
+                     (c->tt = sl_backprop_new(&c->top, 1, T, &err)),
                  "chain: %s", err.msg);
 }
 
 static void chain_close(chain *c)
 {
-    sl_train_destroy(&c->tb);
-    sl_train_destroy(&c->tt);
+    sl_backprop_destroy(&c->tb);
+    sl_backprop_destroy(&c->tt);
     sl_params_free(&c->bottom);
     sl_params_free(&c->top);
     sl_part_destroy(&c->parts[0]);
@@ -92,17 +93,17 @@ static double chain_loss(chain *c, bool backward)
     sl_err err;
     float rows[T * C], grad[T * C], loss;
     sl_privacy *p = sl_privacy_new(&defended, 1, T, C, &err); /* the same noise every time */
-    CHECK(p && sl_train_forward(c->tb, ids, NULL, NULL, rows, NULL, &err) == 0 &&
+    CHECK(p && sl_backprop_forward(c->tb, ids, NULL, NULL, rows, NULL, &err) == 0 &&
               sl_privacy_bottom_forward(p, &c->bottom, ids, rows, true, &err) == 0 &&
-              sl_train_forward(c->tt, NULL, rows, targets, NULL, &loss, &err) == 0,
+              sl_backprop_forward(c->tt, NULL, rows, targets, NULL, &loss, &err) == 0,
           "forward: %s", err.msg);
     double total = loss + defended.nopeek * sl_privacy_dcor(p);
     if (backward) {
-        sl_train_zero_grad(c->tb);
-        sl_train_zero_grad(c->tt);
-        CHECK(sl_train_backward(c->tt, NULL, grad, &err) == 0 &&
-                  sl_privacy_bottom_backward(p, sl_train_grads(c->tb), ids, grad, &err) == 0 &&
-                  sl_train_backward(c->tb, grad, NULL, &err) == 0,
+        sl_backprop_zero_grad(c->tb);
+        sl_backprop_zero_grad(c->tt);
+        CHECK(sl_backprop_backward(c->tt, NULL, grad, &err) == 0 &&
+                  sl_privacy_bottom_backward(p, sl_backprop_grads(c->tb), ids, grad, &err) == 0 &&
+                  sl_backprop_backward(c->tb, grad, NULL, &err) == 0,
               "backward: %s", err.msg);
     }
     sl_privacy_destroy(&p);
@@ -115,7 +116,7 @@ static void test_gradient(void)
     chain c;
     if (!chain_open(&c)) return chain_close(&c);
     chain_loss(&c, true);
-    const sl_params *g = sl_train_grads(c.tb);
+    const sl_params *g = sl_backprop_grads(c.tb);
     struct {
         const char *what;
         float *w;
@@ -327,13 +328,13 @@ int main(int argc, char **argv)
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     const int splits[] = {2};
     sl_part_info info[2];
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 1, .dtype = SL_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     sl_rng rng;
     sl_rng_seed(&rng, 2024);
     for (int i = 0; i < T; i++)

@@ -35,13 +35,13 @@ static int make_split_and_keys(void)
     snprintf(certs, sizeof certs, "%s/certs", tmp);
     snprintf(log_path, sizeof log_path, "%s/nodes.log", tmp);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info info[3];
     const int splits[2] = {2, 4};
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (rc == 0) rc = sl_mkdirs(certs, &err);
     for (int i = 0; rc == 0 && i < 6; i++)
         rc = sl_security_keygen(certs, names[i], &err);

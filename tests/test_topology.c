@@ -306,13 +306,13 @@ int main(int argc, char **argv)
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     snprintf(parts, sizeof parts, "%s/parts", tmp);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     const int splits[] = {2, 4};
     sl_part_info info[3];
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
     if (check_selected("defences")) test_defences();

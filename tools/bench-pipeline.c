@@ -10,7 +10,7 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "part.h"
-#include "train.h"
+#include "backprop.h"
 #include "tool.h"
 #include "trainer.h"
 
@@ -96,24 +96,24 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
                        double *per_token)
 {
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
-    const sl_config *c = sl_checkpoint_config(ck);
+    sl_hf_model *ck = sl_hf_model_open(model, &err);
+    const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
-    sl_stage *s = sl_stage_new(&p, 128, &err);
+    sl_runner *s = sl_runner_new(&p, 128, &err);
     sl_kv *kv = sl_kv_new(&p, prompt + decode, &err);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     double pre[32], dec[32];
     for (int r = -1; r < runs; r++) {
         sl_kv_reset(kv);
         double t0 = sl_now();
-        sl_stage_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+        sl_runner_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
         double t1 = sl_now();
         for (int i = 1; i < decode; i++) {
             int32_t best = 0;
             for (int v = 1; v < c->vocab_size; v++)
                 if (logits[v] > logits[best]) best = v;
-            sl_stage_forward(s, kv, 1, &best, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+            sl_runner_forward(s, kv, 1, &best, NULL, logits, SL_OUT_LOGITS_LAST, &err);
         }
         if (r >= 0) {
             pre[r] = t1 - t0;
@@ -124,9 +124,9 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     *per_token = sl_median(dec, runs);
     free(logits);
     sl_kv_destroy(&kv);
-    sl_stage_destroy(&s);
+    sl_runner_destroy(&s);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 static long peak_rss_kb(pid_t pid)
@@ -189,34 +189,34 @@ static void train_batch(int32_t *ids, int32_t *targets, int vocab)
 }
 
 /* Median seconds per training step (forward, loss, backward, AdamW) of the whole model in one
- * sl_train: the single-process reference of the pipeline's step. */
+ * sl_backprop: the single-process reference of the pipeline's step. */
 static double time_whole_model(const char *model, int runs)
 {
     sl_err err;
     sl_params p;
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
-    if (!ck || sl_params_load(&p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, true, &err) != 0) {
+    sl_hf_model *ck = sl_hf_model_open(model, &err);
+    if (!ck || sl_params_load(&p, ck, 0, sl_hf_model_config(ck)->n_layer, true, true, true, &err) != 0) {
         fprintf(stderr, "whole model: %s\n", err.msg);
-        sl_checkpoint_destroy(&ck);
+        sl_hf_model_destroy(&ck);
         return NAN;
     }
-    sl_train *tr = sl_train_new(&p, 4, 64, &err);
+    sl_backprop *tr = sl_backprop_new(&p, 4, 64, &err);
     int32_t ids[256], targets[256];
     train_batch(ids, targets, p.cfg.vocab_size);
     double t[32];
     for (int r = -1; tr && r < runs; r++) {
         float loss;
         double t0 = sl_now();
-        sl_train_zero_grad(tr);
-        sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err);
-        sl_train_backward(tr, NULL, NULL, &err);
-        sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
+        sl_backprop_zero_grad(tr);
+        sl_backprop_forward(tr, ids, NULL, targets, NULL, &loss, &err);
+        sl_backprop_backward(tr, NULL, NULL, &err);
+        sl_backprop_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
         if (r >= 0) t[r] = sl_now() - t0;
     }
     double median = tr ? sl_median(t, runs) : NAN;
-    sl_train_destroy(&tr);
+    sl_backprop_destroy(&tr);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return median;
 }
 

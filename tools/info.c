@@ -2,7 +2,7 @@
  * entry or repo id), a split or a training checkpoint (a directory with split.json), one part
  * (its safetensors file or metadata JSON), or a bare safetensors file: shapes, layers, dtype,
  * parameters, bytes, SHA-256 (recomputed and compared with --verify), step and loss. */
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "cli.h"
 #include "config.h"
 #include "fileio.h"
@@ -181,24 +181,24 @@ static int describe_parts(const sl_part_info *parts, int n, bool one_part, bool 
 /* An HF model: its config and every safetensors file (a hub blob's SHA-256 is its name). */
 static int describe_model(const char *path, bool verify, cJSON *root, sl_err *err)
 {
-    sl_checkpoint *ck = sl_checkpoint_open(path, err);
+    sl_hf_model *ck = sl_hf_model_open(path, err);
     if (!ck) return -1;
     cJSON_AddStringToObject(root, "kind", "model");
-    cJSON_AddStringToObject(root, "dir", sl_checkpoint_dir(ck));
-    add_config(root, sl_checkpoint_config(ck));
+    cJSON_AddStringToObject(root, "dir", sl_hf_model_dir(ck));
+    add_config(root, sl_hf_model_config(ck));
     cJSON *files = cJSON_AddArrayToObject(root, "files"), *f;
     double parameters = 0, bytes = 0;
     int rc = 0;
-    for (size_t i = 0; i < sl_checkpoint_file_count(ck) && rc == 0; i++) {
+    for (size_t i = 0; i < sl_hf_model_file_count(ck) && rc == 0; i++) {
         char blob[65] = "";
-        const char *file = sl_checkpoint_file_path(ck, i);
+        const char *file = sl_hf_model_file_path(ck, i);
         hub_blob_sha256(file, blob);
         rc = describe_file(file, blob, verify, files, &parameters, err);
     }
     cJSON_ArrayForEach(f, files) bytes += cJSON_GetObjectItem(f, "bytes")->valuedouble;
     cJSON_AddNumberToObject(root, "parameters", parameters);
     cJSON_AddNumberToObject(root, "bytes", bytes);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return rc;
 }
 

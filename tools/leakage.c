@@ -6,7 +6,7 @@
 #include "clock.h"
 #include "cpu.h"
 #include "fileio.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "leakage.h"
 #include "split.h"
 #include "tokenizer.h"
@@ -408,11 +408,11 @@ static int attack_labels(meter *m, result *r, sl_err *err)
 
 /* ---- every cut ---- */
 
-static int load_whole(const meter *m, sl_params *whole, sl_checkpoint **ck, sl_err *err)
+static int load_whole(const meter *m, sl_params *whole, sl_hf_model **ck, sl_err *err)
 {
     if (!m->o.model) return sl_split_join(m->topo.parts, whole, err);
-    if (!(*ck = sl_checkpoint_open(m->o.model, err))) return -1;
-    const sl_config *cfg = sl_checkpoint_config(*ck);
+    if (!(*ck = sl_hf_model_open(m->o.model, err))) return -1;
+    const sl_config *cfg = sl_hf_model_config(*ck);
     if (cfg->n_embd != m->C || cfg->vocab_size != m->V)
         return sl_fail(err, "--model %s is %d wide with %d tokens; the split is %d wide with %d", m->o.model,
                        cfg->n_embd, cfg->vocab_size, m->C, m->V);
@@ -423,7 +423,7 @@ static int load_whole(const meter *m, sl_params *whole, sl_checkpoint **ck, sl_e
 static int attack_cuts(const meter *m, cut_result **res, int *n_cuts, sl_err *err)
 {
     sl_params whole = {0};
-    sl_checkpoint *ck = NULL;
+    sl_hf_model *ck = NULL;
     int rc = load_whole(m, &whole, &ck, err);
     *n_cuts = rc == 0 ? whole.cfg.n_layer - 1 : 0;
     if (rc == 0 && *n_cuts > 0 && !(*res = calloc((size_t)*n_cuts, sizeof **res))) rc = sl_fail(err, "out of memory");
@@ -433,7 +433,7 @@ static int attack_cuts(const meter *m, cut_result **res, int *n_cuts, sl_err *er
         if (!m->o.json) fprintf(stderr, "cut after block %d of %d measured\n", cut, whole.cfg.n_layer);
     }
     sl_params_free(&whole);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return rc;
 }
 

@@ -2,7 +2,7 @@
  * model directory, so tests and benchmarks run at real shapes without downloads. */
 #include "cli.h"
 #include "fileio.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "params.h"
 #include "tool.h"
 

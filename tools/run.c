@@ -1,10 +1,10 @@
 /* run.c — zmq-splitlearn-run: generates with the whole model in one process. The monolithic
  * reference that every pipeline's answer is compared against. */
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "cli.h"
 #include "cpu.h"
 #include "fileio.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "gpt2.h"
 #include "tokenizer.h"
 #include "tool.h"
@@ -43,7 +43,7 @@ typedef struct run {
     sl_gen_opts opts;
     const char *config; /* --config FILE, or NULL */
     sl_params p;
-    sl_stage *stage;
+    sl_runner *stage;
     sl_kv *kv;
     sl_sampler *sampler;
     sl_tokenizer *tok;
@@ -54,16 +54,16 @@ typedef struct run {
 } run;
 
 /* Opens the model and what the options need: returns an exit status, err filled when not 0. */
-static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
+static int load(run *r, const char *model_dir, sl_hf_model **ck, sl_err *err)
 {
-    if (!(*ck = sl_checkpoint_open_with_config(model_dir, r->config, err)))
+    if (!(*ck = sl_hf_model_open_with_config(model_dir, r->config, err)))
         return access(model_dir, F_OK) != 0 ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
-    const sl_config *cfg = sl_checkpoint_config(*ck);
+    const sl_config *cfg = sl_hf_model_config(*ck);
     if (sl_params_load(&r->p, *ck, 0, cfg->n_layer, true, true, false, err) != 0) return SL_EXIT_FAILURE;
     if (r->opts.prompt || !r->opts.quiet) {
         bool bundled;
         char vocab[PATH_MAX];
-        r->tok = sl_gen_tokenizer(r->opts.vocab_dir, sl_checkpoint_dir(*ck), cfg->vocab_size, &bundled, vocab,
+        r->tok = sl_gen_tokenizer(r->opts.vocab_dir, sl_hf_model_dir(*ck), cfg->vocab_size, &bundled, vocab,
                                   sizeof vocab, err);
         if (!r->tok && r->opts.prompt) return SL_EXIT_USAGE;
         if (!r->tok) fprintf(stderr, "%s: %s: the text is not shown\n", prog, err->msg);
@@ -84,7 +84,7 @@ static int load(run *r, const char *model_dir, sl_checkpoint **ck, sl_err *err)
     int T = r->opts.n_ids, ctx = T + r->opts.max_new_tokens;
     if (sl_gen_check_prompt((size_t)T, cfg->n_positions, err) != 0) return SL_EXIT_USAGE;
     if (ctx > cfg->n_positions) ctx = cfg->n_positions;
-    r->stage = sl_stage_new(&r->p, T < 128 ? T : 128, err);
+    r->stage = sl_runner_new(&r->p, T < 128 ? T : 128, err);
     r->kv = sl_kv_new(&r->p, ctx, err);
     r->sampler = sl_sampler_new(&r->opts.sampling, cfg->vocab_size);
     r->logits = malloc((size_t)(r->opts.logits_path ? T : 1) * cfg->vocab_size * sizeof(float));
@@ -118,7 +118,7 @@ static int generate(run *r, sl_err *err)
     const sl_config *cfg = &r->p.cfg;
     const int T = r->opts.n_ids, V = cfg->vocab_size;
     sl_output which = r->opts.logits_path ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST;
-    if (sl_stage_forward(r->stage, r->kv, T, r->opts.ids, NULL, r->logits, which, err) != 0) return -1;
+    if (sl_runner_forward(r->stage, r->kv, T, r->opts.ids, NULL, r->logits, which, err) != 0) return -1;
     if (r->opts.logits_path && sl_write_logits(r->opts.logits_path, r->logits, T, V, err) != 0) return -1;
     const float *last = r->logits + (r->opts.logits_path ? (size_t)(T - 1) * V : 0);
     for (int step = 0; step < r->opts.max_new_tokens && !interrupted; step++) {
@@ -131,7 +131,7 @@ static int generate(run *r, sl_err *err)
             fprintf(stderr, "\n%s: stopped at the model's context limit (%d positions)\n", prog, cfg->n_positions);
             break;
         }
-        if (sl_stage_forward(r->stage, r->kv, 1, &next, NULL, r->logits, SL_OUT_LOGITS_LAST, err) != 0) return -1;
+        if (sl_runner_forward(r->stage, r->kv, 1, &next, NULL, r->logits, SL_OUT_LOGITS_LAST, err) != 0) return -1;
         last = r->logits;
     }
     end_text(r);
@@ -173,7 +173,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: sampling with --seed %llu\n", prog, (unsigned long long)r.opts.sampling.seed);
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
-    sl_checkpoint *ck = NULL;
+    sl_hf_model *ck = NULL;
     int status = sl_threads_setup((int)threads, pin, &err) != 0 ? SL_EXIT_FAILURE : load(&r, target, &ck, &err);
     if (status == SL_EXIT_OK && generate(&r, &err) != 0) status = SL_EXIT_FAILURE;
     if (status != SL_EXIT_OK) fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -182,9 +182,9 @@ int main(int argc, char **argv)
     free(r.generated);
     sl_sampler_destroy(&r.sampler);
     sl_kv_destroy(&r.kv);
-    sl_stage_destroy(&r.stage);
+    sl_runner_destroy(&r.stage);
     sl_tokenizer_destroy(&r.tok);
     sl_params_free(&r.p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return status;
 }

@@ -2,7 +2,7 @@
  * with the same options and output as zmq-splitlearn-run. */
 #include "cli.h"
 #include "client.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "split.h"
 #include "tokenizer.h"
 #include "fileio.h"

@@ -184,7 +184,7 @@ int main(int argc, char **argv)
         return sl_tool_usage_error(prog, err.msg);
     }
     const char *model = argv[optind];
-    sl_checkpoint *ck = sl_checkpoint_open_with_config(model, config, &err);
+    sl_hf_model *ck = sl_hf_model_open_with_config(model, config, &err);
     if (!ck) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return access(model, F_OK) != 0 ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
@@ -214,18 +214,18 @@ int main(int argc, char **argv)
                             .progress_ctx = &pr};
     sl_part_info parts[SL_MAX_SPLITS + 1];
     int status =
-        sl_split_check(sl_checkpoint_config(ck), &req, &err) != 0 ? SL_EXIT_USAGE : prepare_output(out, force, &err);
+        sl_split_check(sl_hf_model_config(ck), &req, &err) != 0 ? SL_EXIT_USAGE : prepare_output(out, force, &err);
     if (status != SL_EXIT_OK) {
-        sl_checkpoint_destroy(&ck);
+        sl_hf_model_destroy(&ck);
         return sl_tool_usage_error(prog, err.msg);
     }
     clock_gettime(CLOCK_MONOTONIC, &pr.start);
     rc = sl_split_write(ck, &req, parts, &err);
-    if (rc == 0) rc = sl_tokenizer_copy_files(sl_checkpoint_dir(ck), out, &err);
+    if (rc == 0) rc = sl_tokenizer_copy_files(sl_hf_model_dir(ck), out, &err);
     if (rc == 0 && topology)
         rc = sl_topology_write_local(topology, parts, n_splits + 1, name, out, (int)port, prog, &err);
     if (rc == 0 && host_dirs) rc = sl_hostdirs_write(out, host_dirs, &hosts_topo, parts, n_splits + 1, &err);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (rc != 0) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return SL_EXIT_FAILURE;

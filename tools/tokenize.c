@@ -1,6 +1,6 @@
 /* tokenize.c — zmq-splitlearn-tokenize: text to GPT-2 token ids, or ids back to text. */
 #include "cli.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "tokenizer.h"
 #include "tool.h"
 

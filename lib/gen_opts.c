@@ -1,5 +1,5 @@
-/* generate.c — generation options and the logits file shared by run and send. */
-#include "generate.h"
+/* gen_opts.c — generation options and the logits file shared by run and send. */
+#include "gen_opts.h"
 
 #include "cli.h"
 #include "safetensors.h"

@@ -1,7 +1,7 @@
-/* generate.h — what zmq-splitlearn-run and zmq-splitlearn-send share: the generation options,
+/* gen_opts.h — what zmq-splitlearn-run and zmq-splitlearn-send share: the generation options,
  * their parsing, and the output contract (streamed text, --print-ids, --logits FILE). */
-#ifndef SL_GENERATE_H
-#define SL_GENERATE_H
+#ifndef SL_GEN_OPTS_H
+#define SL_GEN_OPTS_H
 
 #include "err.h"
 #include "sampler.h"
