@@ -13,6 +13,7 @@
 #include "session.h"
 #include "topology.h"
 #include "trunk.h"
+#include "../tools/tool.h"
 #include "version.h"
 #include "wire.h"
 
@@ -774,12 +775,8 @@ int main(int argc, char **argv)
             lifeline = true;
         else if (c == 't')
             topology_data = optarg;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return puts(SL_TOOL_NAME), SL_EXIT_OK;
         else
-            return fputs("see zmq-splitlearn-node --help\n", stderr), SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-node", usage);
     }
     int want_args = topology_data ? 1 : 2;
     if (argc - optind != want_args) {
