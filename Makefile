@@ -6,6 +6,7 @@
 #   make sanitize   the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make valgrind   the unit tests under valgrind
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
+#   make soak       about 2 minutes of mixed load on a 4-stage pipeline (tools/soak.sh; not in make test)
 #   make demo       launch a pipeline (the default model, or MODEL=DIR split in three), generate text
 #   make default-model   train the embedded default model again (about 35 minutes)
 
@@ -35,7 +36,7 @@ TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
 SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 
-.PHONY: all deps ensure-deps test check sanitize valgrind bench demo default-model fuzz clean format
+.PHONY: all deps ensure-deps test check sanitize valgrind bench soak demo default-model fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
@@ -92,6 +93,10 @@ valgrind: ensure-deps
 bench: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@tools/bench.sh
+
+soak: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@tools/soak.sh
 
 demo: ensure-deps
 	@$(MAKE) --no-print-directory all
