@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-hosts.sh — the several-hosts and security benchmarks of `make bench` (run by tools/bench.sh):
-# 4 stages of the 124M-shape model (split at 2,6,10: bottom, trunk1, trunk2, top; each node two
+# 4 stages of the 124M-shape model (split at 2,6,10: bottom, trunks mid1 and mid2, top; each node two
 # pinned threads), one client, greedy, a 64-token prompt and 32 new tokens:
 #  (a) prefill and decode across 3 network namespaces (bottom and top in one, a trunk in each of the
 #      others, joined by a bridge in a namespace of its own, as tests/test_multihost.sh; needs
@@ -23,7 +23,9 @@ probe_bin=$bin/zmq-splitlearn-bench-pipeline
 tmp=$(mktemp -d /tmp/sl-bench-hosts-XXXXXX)
 ns=sl-bh$$ # the namespaces: $ns-client, $ns-server1, $ns-server2, $ns-bridge
 hosts=(client server1 server2)
-names=(bottom trunk1 trunk2 top) roles=(bottom trunk trunk top) layers=(0-2 2-6 6-10 10-12)
+# The trunks are mid1 and mid2, not trunk1 and trunk2: what looks for a test's trunk1 by name
+# (pgrep -f) must not find them.
+names=(bottom mid1 mid2 top) roles=(bottom trunk trunk top) layers=(0-2 2-6 6-10 10-12)
 declare -A launchers
 
 root=true
@@ -118,8 +120,9 @@ probe() {
     *) "$probe_bin" --probe "$tmp/$cfg.ini" "$@" ;;
     esac
 }
-field() { # NAME LINE: the value after NAME in a probe's line
-    awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<<"$2"
+probe_failed() { # CONFIG
+    [ "$1" = mono ] || tail -n 30 "$tmp/$1.log" >&2
+    fail "probe $1 failed"
 }
 median() { # FILE NAME: the median of NAME's values in FILE's probe lines
     awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$2" | sort -g |
@@ -149,12 +152,14 @@ topology "$tmp/loop.ini" "parts = $tmp/parts
 restart = yes
 timeout = 60" "$(loopback "${first_port[loop]}")"
 topology "$tmp/curve.ini" "parts = $tmp/parts
+restart = yes
 timeout = 60
 security = curve
 certs = $tmp/certs
 clients = bench" "$(loopback "${first_port[curve]}")"
 for dtype in f16 bf16; do
     topology "$tmp/$dtype.ini" "parts = $tmp/parts
+restart = yes
 timeout = 60
 activations = $dtype" "$(loopback "${first_port[$dtype]}")"
 done
@@ -191,7 +196,7 @@ for r in $(seq "$runs"); do
     for k in "${!configs[@]}"; do
         cfg=${configs[(k + r) % ${#configs[@]}]}
         quiet
-        probe "$cfg" --runs 3 --prompt 64 --decode 32 >>"$tmp/$cfg.times" || fail "probe $cfg failed"
+        probe "$cfg" --runs 3 --prompt 64 --decode 32 >>"$tmp/$cfg.times" || probe_failed "$cfg"
     done
 done
 declare -A pre dec
@@ -215,6 +220,8 @@ row "4 stages across 3 network namespaces (veth, bridge), vs monolithic" hosts m
 row "... across namespaces vs loopback (target: decode ≤ 1.05)" hosts loop
 row "4 stages, tcp loopback, security = curve, vs without (target: decode ≤ 1.05)" curve loop
 echo "| probes that started while other work kept the CPUs over 25% busy for 5 s | $busy_probes of $((runs * ${#configs[@]})) | | | |"
+stray=$(cat "$tmp"/{loop,curve,hosts}.log 2>/dev/null | grep -ac ' ready again ')
+[ "$stray" = 0 ] || echo "| nodes restarted during the rounds (killed by something else; those rounds re-sent their context) | $stray | | | |"
 
 # ---- (b) bytes per token on each link, from the TCP counters of each node's connections ----
 snapshot() { echo "sleep 0.2; ss -tinH state established >$1"; } # after the end message settled
@@ -258,8 +265,8 @@ if command -v ss >/dev/null; then
     for cfg in loop f16 bf16 curve; do measure_bytes "$cfg"; done
     stop f16
     stop bf16
-    links=("client → bottom (token ids)" "bottom → trunk1 (activations: 768 values)" "trunk1 → trunk2 (768 values)"
-        "trunk2 → top (768 values)")
+    links=("client → bottom (token ids)" "bottom → mid1 (activations: 768 values)" "mid1 → mid2 (768 values)"
+        "mid2 → top (768 values)")
     echo "| bytes on each link (TCP payload: ZMTP frames of msgpack), towards the top / back (acks, the result) | f32 | f16 | bf16 | f32, security = curve |"
     echo "|---|---|---|---|---|"
     for i in 0 1 2 3; do
@@ -275,53 +282,53 @@ fi
 # ---- (c) recovery from a killed trunk ----
 rec=loop rec_topo=$tmp/loop.ini where="tcp loopback ($why_not for namespaces)"
 if $root; then rec=hosts rec_topo=$tmp/conf/hosts.ini where="across the 3 namespaces"; fi
-trunk1_pid() {
+victim_pid() {
     if $root; then
         ip netns pids "$ns-server1"
         return
     fi
     for p in $(pgrep -P "${launchers[loop]}"); do
-        [[ $(tr '\0' ' ' <"/proc/$p/cmdline") == *" trunk1 " ]] && echo "$p"
+        [[ $(tr '\0' ' ' <"/proc/$p/cmdline") == *" mid1 " ]] && echo "$p"
     done
 }
 stop curve
 for k in 1 2 3; do
     [ "$k" = 1 ] || launch "$rec" "$rec_topo" # a fresh launcher: its first back-off again
-    pid=$(trunk1_pid)
-    [ -n "$pid" ] || fail "no trunk1 process to kill"
+    pid=$(victim_pid)
+    [ -n "$pid" ] || fail "no mid1 process to kill"
     probe "$rec" --runs 1 --prompt 64 --decode 24 --kill "$pid" --kill-after 8 >>"$tmp/recovery.times" ||
         fail "probe with a kill failed"
     stop "$rec"
 done
 stop loop
-# The ms from exec to trunk1's ready line, started alone as its launcher starts it.
+# The ms from exec to mid1's ready line, started alone as its launcher starts it.
 node_start_ms() {
     local t0 t1=0 line
-    local cmd=("$bin/zmq-splitlearn-node" "$tmp/loop.ini" trunk1)
+    local cmd=("$bin/zmq-splitlearn-node" "$tmp/loop.ini" mid1)
     if $root; then
-        cmd=(ip netns exec "$ns-server1" env -C "$tmp/parts/hosts/server1" "$bin/zmq-splitlearn-node" hosts.ini trunk1)
+        cmd=(ip netns exec "$ns-server1" env -C "$tmp/parts/hosts/server1" "$bin/zmq-splitlearn-node" hosts.ini mid1)
     fi
     t0=$EPOCHREALTIME
     coproc NODE { exec "${cmd[@]}" 2>&1; }
     while IFS= read -r line <&"${NODE[0]}"; do
-        if [[ $line == *"trunk1: ready on"* ]]; then
+        if [[ $line == *"mid1: ready on"* ]]; then
             t1=$EPOCHREALTIME
             break
         fi
     done
     kill -TERM "$NODE_PID"
     wait "$NODE_PID"
-    [ "$t1" != 0 ] || fail "trunk1 did not start alone: ${cmd[*]}"
+    [ "$t1" != 0 ] || fail "mid1 did not start alone: ${cmd[*]}"
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "start_ms %.1f\n", (b > 0 ? (b - a) * 1000 : -1) }'
 }
 for _ in 1 2 3; do node_start_ms >>"$tmp/start.times"; done
 recovery=$(median recovery_ms "$tmp/recovery.times")
 start=$(median start_ms "$tmp/start.times")
 echo
-echo "| recovery from trunk1 [2,6) killed with SIGKILL after the 8th token, $where; launcher restart = yes (first back-off 0.5 s); median of 3 | ms |"
+echo "| recovery from the trunk mid1 [2,6) killed with SIGKILL after the 8th token, $where; launcher restart = yes (first back-off 0.5 s); median of 3 | ms |"
 echo "|---|---|"
 echo "| from the kill to the next token (the client re-sends the 72-token context) | $recovery |"
-echo "| trunk1's start alone, exec to its ready line (median of 3) | $start |"
+echo "| mid1's start alone, exec to its ready line (median of 3) | $start |"
 echo "| recovery minus the start (target ≤ 2000) | $(awk -v a="$recovery" -v b="$start" 'BEGIN { printf "%.0f", a - b }') |"
 
 verdict() { # VALUE LIMIT: met / not met

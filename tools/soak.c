@@ -528,7 +528,8 @@ static long unexplained(const soak *s)
 static int report_rss(const soak *s, pid_t restarted)
 {
     int over = 0;
-    printf("| node | RSS at start, MB | RSS at end, MB | growth, MB | bound: %d sessions x KV + part + %.0f MB | |\n"
+    printf("| node | RSS at start, MB | RSS at end, MB | growth, MB | bound on the growth, MB: %d sessions x KV at "
+           "n_positions + part + %.0f | |\n"
            "|---|---|---|---|---|---|\n",
            s->topo.max_sessions, allowance_mb);
     for (int i = 0; i < s->topo.n_nodes; i++) {

@@ -24,7 +24,9 @@ trap 'exit 1' INT TERM
 n_layer=$(grep -o '"n_layer": *[0-9]*' "$model/config.json" | grep -o '[0-9]*$')
 bounds=(0 ${splits//,/ } "$n_layer")
 [ ${#bounds[@]} -eq 5 ] || { echo "soak.sh: SOAK_SPLITS must make 4 stages (3 split points)" >&2; exit 2; }
-names=(bottom trunk1 trunk2 top) roles=(bottom trunk trunk top)
+# The trunks are mid1 and mid2, not trunk1 and trunk2: what looks for a test's trunk1 by name
+# (pgrep -f) must not find them.
+names=(bottom mid1 mid2 top) roles=(bottom trunk trunk top)
 # Ports from 20000 + 4 * (pid mod 5000): apart from the tests' and other soaks'.
 port=$((20000 + 4 * ($$ % 5000)))
 {
