@@ -39,7 +39,7 @@ SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 .PHONY: all deps ensure-deps test check sanitize valgrind bench soak demo default-model fuzz clean format
 all: $(TOOLS) $(NODES) $(TESTS)
 
-$(BUILD)/%.o: %.c $(wildcard lib/*.h) | ensure-deps
+$(BUILD)/%.o: %.c $(wildcard lib/*.h) $(wildcard tools/*.h) | ensure-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -132,7 +132,7 @@ default-model: ensure-deps
 	@tools/default-model.sh
 
 format:
-	clang-format -i lib/*.[ch] tools/*.c nodes/*.c tests/*.[ch]
+	clang-format -i lib/*.[ch] tools/*.[ch] nodes/*.c tests/*.[ch]
 
 clean:
 	rm -rf $(BUILD) build-san build-vg build-fuzz $(BIN)

@@ -5,10 +5,11 @@
 #  (a) prefill and decode across 3 network namespaces (bottom and top in one, a trunk in each of the
 #      others, joined by a bridge in a namespace of its own, as tests/test_multihost.sh; needs
 #      root) vs the same 4 stages on tcp loopback vs the monolithic model in one process;
-#  (d) the loopback pipeline with security = curve; (a) and (d) in interleaved rounds (BENCH_RUNS,
-#      default 7, each round in another order, 3 generations of each configuration per round),
-#      medians and ratios; decode is each generation's median time between two tokens, which the
-#      other work of a shared machine disturbs less than the mean;
+#  (d) the loopback pipeline with security = curve; (a) and (d) in interleaved rounds (BENCH_ROUNDS,
+#      default 3 x BENCH_RUNS = 21, one generation of each configuration per round, each round in
+#      another order): medians, and ratios as the median over rounds of the ratio within a round
+#      (a shared VM's speed moves between phases: a ratio of neighbours in time is what holds);
+#      decode is each generation's median time between two tokens;
 #  (b) bytes per token on each link with f32, f16 and bf16 activations (and f32 with CURVE): the
 #      kernel's TCP counters (ss) of each node's connections around generations of 2 and 34 tokens;
 #  (c) recovery from a trunk killed with SIGKILL (launcher restart = yes): from the kill to the
@@ -18,9 +19,11 @@ set -uo pipefail
 bin=$(cd "${SL_BIN:-bin}" && pwd)
 model=$(cd "$1" && pwd)
 runs=${BENCH_RUNS:-7}
+rounds=${BENCH_ROUNDS:-$((3 * runs))}
 port=${BENCH_PORT:-5811}
 probe_bin=$bin/zmq-splitlearn-bench-pipeline
 tmp=$(mktemp -d /tmp/sl-bench-hosts-XXXXXX)
+. "$(dirname "${BASH_SOURCE[0]}")/netns.sh"
 ns=sl-bh$$ # the namespaces: $ns-client, $ns-server1, $ns-server2, $ns-bridge
 hosts=(client server1 server2)
 # The trunks are mid1 and mid2, not trunk1 and trunk2: what looks for a test's trunk1 by name
@@ -49,7 +52,7 @@ cleanup() {
         for h in "${hosts[@]}"; do
             for p in $(ip netns pids "$ns-$h" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
         done
-        for h in "${hosts[@]}" bridge; do ip netns del "$ns-$h" 2>/dev/null; done
+        sl_netns_down "$ns" "${hosts[@]}"
     fi
     [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
@@ -58,22 +61,6 @@ trap 'exit 1' INT TERM
 fail() {
     echo "bench-hosts.sh: $*" >&2
     exit 1
-}
-
-# The network, as in tests/test_multihost.sh: a bridge without address in $ns-bridge, a veth from
-# it into each host's namespace, addresses 10.98.0.1-3 only there.
-network() {
-    ip netns add "$ns-bridge" && ip -n "$ns-bridge" link add br0 type bridge && ip -n "$ns-bridge" link set br0 up ||
-        return 1
-    local i=1
-    for h in "${hosts[@]}"; do
-        ip netns add "$ns-$h" &&
-            ip link add eth0 netns "$ns-$h" type veth peer name "port$i" netns "$ns-bridge" &&
-            ip -n "$ns-bridge" link set "port$i" master br0 up &&
-            ip -n "$ns-$h" addr add "10.98.0.$i/24" dev eth0 &&
-            ip -n "$ns-$h" link set eth0 up && ip -n "$ns-$h" link set lo up || return 1
-        i=$((i + 1))
-    done
 }
 
 # topology FILE PIPELINE_LINES ENDPOINTS [HOSTS]: the 4 stages; ENDPOINTS and HOSTS are
@@ -124,9 +111,16 @@ probe_failed() { # CONFIG
     [ "$1" = mono ] || tail -n 30 "$tmp/$1.log" >&2
     fail "probe $1 failed"
 }
-median() { # FILE NAME: the median of NAME's values in FILE's probe lines
-    awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$2" | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'
+values() { # NAME FILE: NAME's values in FILE's probe lines, one a line (the i-th: round i)
+    awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' "$2" 2>/dev/null
+}
+middle() { # the median of the numbers on standard input ("nan" when none)
+    sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'
+}
+median() { values "$1" "$2" | middle; } # NAME FILE
+paired() { # NAME A B: the median over rounds of A's NAME / B's NAME in the same round
+    paste -d' ' <(values "$1" "$tmp/$2.times") <(values "$1" "$tmp/$3.times") |
+        awk '$1 > 0 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | middle | awk '{ if ($1 == "nan") print "n/a"; else printf "%.3f", $1 }'
 }
 # The share of the CPUs busy (steal included) over the next half second, in percent.
 cpu_busy() {
@@ -143,7 +137,6 @@ quiet() {
     for _ in $(seq 10); do [ "$(cpu_busy)" -lt 25 ] && return; done
     busy_probes=$((busy_probes + 1))
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a > 0) printf "%.3f", a / b; else print "n/a" }'; }
 
 # ---- the model's parts, certificates, topologies ----
 mkdir -p "$tmp/conf" "$tmp/certs"
@@ -184,42 +177,38 @@ dir = $tmp/parts/hosts/server2" \
 
 configs=(mono loop curve)
 if $root; then
-    network || fail "cannot make the network namespaces"
+    # addresses 10.98.0.1-3, only in the namespaces
+    sl_netns_up "$ns" 10.98.0 "${hosts[@]}" || fail "cannot make the network namespaces"
     configs+=(hosts)
     launch hosts "$tmp/conf/hosts.ini"
 fi
 launch loop "$tmp/loop.ini"
 launch curve "$tmp/curve.ini"
 
-# ---- (a) and (d): interleaved rounds ----
-for r in $(seq "$runs"); do
+# ---- (a) and (d): interleaved rounds, one generation of each configuration per round ----
+for r in $(seq "$rounds"); do
     for k in "${!configs[@]}"; do
         cfg=${configs[(k + r) % ${#configs[@]}]}
         quiet
-        probe "$cfg" --runs 3 --prompt 64 --decode 32 >>"$tmp/$cfg.times" || probe_failed "$cfg"
+        probe "$cfg" --runs 1 --prompt 64 --decode 32 >>"$tmp/$cfg.times" || probe_failed "$cfg"
     done
-done
-declare -A pre dec
-for cfg in mono loop curve hosts; do
-    pre[$cfg]=$(median prefill_ms "$tmp/$cfg.times" 2>/dev/null || echo nan)
-    dec[$cfg]=$(median decode_ms "$tmp/$cfg.times" 2>/dev/null || echo nan)
 done
 row() { # LABEL CONFIG BASE
     if [ "$2" = hosts ] && ! $root; then
         echo "| $1 | skipped: $why_not | | | |"
         return
     fi
-    printf '| %s | %.1f | %.2f | %s | %s |\n' "$1" "${pre[$2]}" "${dec[$2]}" "$(ratio "${pre[$2]}" "${pre[$3]}")" \
-        "$(ratio "${dec[$2]}" "${dec[$3]}")"
+    printf '| %s | %.1f | %.2f | %s | %s |\n' "$1" "$(median prefill_ms "$tmp/$2.times")" \
+        "$(median decode_ms "$tmp/$2.times")" "$(paired prefill_ms "$2" "$3")" "$(paired decode_ms "$2" "$3")"
 }
-echo "| 124M in 4 stages (2,6,10; 2 pinned threads per node; one client, greedy; $runs interleaved rounds of 3 generations each: medians) | prefill 64 tokens, ms | decode, ms/token (median time between two tokens) | prefill ratio | decode ratio |"
+echo "| 124M in 4 stages (2,6,10; 2 pinned threads per node; one client, greedy; $rounds interleaved rounds of one generation each: medians; a ratio is the median over the rounds of the ratio within a round) | prefill 64 tokens, ms | decode, ms/token (median time between two tokens) | prefill ratio | decode ratio |"
 echo "|---|---|---|---|---|"
 row "monolithic (one process, as zmq-splitlearn-run)" mono mono
 row "4 stages, tcp loopback, vs monolithic" loop mono
 row "4 stages across 3 network namespaces (veth, bridge), vs monolithic" hosts mono
 row "... across namespaces vs loopback (target: decode ≤ 1.05)" hosts loop
 row "4 stages, tcp loopback, security = curve, vs without (target: decode ≤ 1.05)" curve loop
-echo "| probes that started while other work kept the CPUs over 25% busy for 5 s | $busy_probes of $((runs * ${#configs[@]})) | | | |"
+echo "| probes that started while other work kept the CPUs over 25% busy for 5 s | $busy_probes of $((rounds * ${#configs[@]})) | | | |"
 stray=$(cat "$tmp"/{loop,curve,hosts}.log 2>/dev/null | grep -ac ' ready again ')
 [ "$stray" = 0 ] || echo "| nodes restarted during the rounds (killed by something else; those rounds re-sent their context) | $stray | | | |"
 
@@ -334,9 +323,9 @@ echo "| recovery minus the start (target ≤ 2000) | $(awk -v a="$recovery" -v b
 verdict() { # VALUE LIMIT: met / not met
     awk -v v="$1" -v l="$2" 'BEGIN { if (v == "n/a" || v == "") print "not measured"; else print (v + 0 <= l + 0 ? "met" : "NOT met") }'
 }
-across=$(ratio "${dec[hosts]}" "${dec[loop]}")
+across=$(paired decode_ms hosts loop)
 $root || across=n/a
-curve_ratio=$(ratio "${dec[curve]}" "${dec[loop]}")
+curve_ratio=$(paired decode_ms curve loop)
 beyond_start=$(awk -v a="$recovery" -v b="$start" 'BEGIN { printf "%.0f", a - b }')
 echo
 echo "| target (issues 12 and 13) | measured | |"

@@ -11,6 +11,7 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "part.h"
+#include "procfs.h"
 #include "train.h"
 #include "trainer.h"
 
@@ -181,18 +182,6 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     sl_stage_destroy(&s);
     sl_params_free(&p);
     sl_checkpoint_destroy(&ck);
-}
-
-static long peak_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    long kb = -1;
-    while (fp && fgets(line, sizeof line, fp))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-    if (fp) fclose(fp);
-    return kb;
 }
 
 /* The CPUs this process had before it pinned its threads. */
@@ -369,7 +358,7 @@ static void train_bench(const char *model, const char *bin_dir, const char *topo
     char cmd[64], line[256];
     snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);
     FILE *fp = popen(cmd, "r");
-    if (fp && fgets(line, sizeof line, fp)) trunk_kb = peak_rss_kb((pid_t)atoi(line));
+    if (fp && fgets(line, sizeof line, fp)) trunk_kb = sl_status_kb((pid_t)atoi(line), "VmHWM");
     if (fp) pclose(fp);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
@@ -600,7 +589,7 @@ int main(int argc, char **argv)
                 printf(
                     "| peak RSS of node %s, MB (part %.0f MB + KV of 8 sessions %.1f MB + 20 MB = %.0f) | | %.0f | |\n",
                     name, parts[k].bytes / 1048576.0, kv_mb, parts[k].bytes / 1048576.0 + kv_mb + 20,
-                    peak_rss_kb(node) / 1024.0);
+                    sl_status_kb(node, "VmHWM") / 1024.0);
             }
     }
     if (fp) pclose(fp);

@@ -8,6 +8,7 @@
 #include "client.h"
 #include "generate.h"
 #include "net.h"
+#include "procfs.h"
 #include "rng.h"
 #include "split.h"
 #include "wire.h"
@@ -192,18 +193,6 @@ static pid_t find_node(pid_t launcher, const char *name)
     return found;
 }
 
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    long kb = -1;
-    while (fp && fgets(line, sizeof line, fp))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
-    if (fp) fclose(fp);
-    return kb;
-}
-
 /* Bytes a node's RSS may grow by: every session's KV cache at n_positions, its part, allowance. */
 static double bound_mb(const soak *s, const node_proc *p)
 {
@@ -240,10 +229,14 @@ static void record(soak *s, const gen_case *c, int rc, const int32_t *out, int n
     pthread_mutex_unlock(&s->lock);
 }
 
+typedef struct scratch scratch;
+
 typedef struct worker {
     soak *s;
     uint64_t seed;
     pthread_t thread;
+    void (*step)(soak *s, sl_rng *rng, scratch *sc); /* what a loop_thread repeats, pause us apart */
+    useconds_t pause;
 } worker;
 
 /* A valid client: generates the cases in random order, each answer checked, paced below the
@@ -329,12 +322,12 @@ static int32_t read_token(zsock_t *sock, sl_wire_decoder *dec)
     return got ? res.token : -1;
 }
 
-typedef struct scratch {
+struct scratch {
     int32_t ids[8];
     float *x; /* 8 rows of n_embd */
     msgpack_sbuffer buf;
     sl_wire_decoder *dec;
-} scratch;
+};
 
 static int scratch_init(scratch *sc, const soak *s)
 {
@@ -371,20 +364,6 @@ static void abandon_one(soak *s, sl_rng *rng, scratch *sc)
     }
     zsock_destroy(&sock);
     count(s, &s->abandoned, 1);
-}
-
-static void *abandon_thread(void *arg)
-{
-    worker *w = arg;
-    sl_rng rng;
-    sl_rng_seed(&rng, w->seed);
-    scratch sc;
-    for (int ok = scratch_init(&sc, w->s) == 0; ok && sl_now() < w->s->deadline;) {
-        abandon_one(w->s, &rng, &sc);
-        usleep(50000);
-    }
-    scratch_free(&sc);
-    return NULL;
 }
 
 /* ---- malformed messages ---- */
@@ -465,17 +444,22 @@ static void burst(soak *s, int i, sl_rng *rng, scratch *sc)
     count(s, &s->fuzz_answers, answers);
 }
 
-static void *fuzz_thread(void *arg)
+/* A burst of malformed messages to every node. */
+static void fuzz_round(soak *s, sl_rng *rng, scratch *sc)
+{
+    for (int i = 0; i < s->topo.n_nodes; i++)
+        burst(s, i, rng, sc);
+}
+
+/* Repeats w->step until the deadline. */
+static void *loop_thread(void *arg)
 {
     worker *w = arg;
     sl_rng rng;
     sl_rng_seed(&rng, w->seed);
     scratch sc;
-    for (int ok = scratch_init(&sc, w->s) == 0; ok && sl_now() < w->s->deadline;) {
-        for (int i = 0; i < w->s->topo.n_nodes; i++)
-            burst(w->s, i, &rng, &sc);
-        usleep(20000);
-    }
+    for (int ok = scratch_init(&sc, w->s) == 0; ok && sl_now() < w->s->deadline; usleep(w->pause))
+        w->step(w->s, &rng, &sc);
     scratch_free(&sc);
     return NULL;
 }
@@ -547,8 +531,11 @@ static int report_rss(const soak *s, pid_t restarted)
 static int start_threads(soak *s, worker *w, int clients)
 {
     for (int i = 0; i < clients + 2; i++) {
-        w[i] = (worker){.s = s, .seed = 1000 + (uint64_t)i};
-        void *(*fn)(void *) = i < clients ? client_thread : i == clients ? abandon_thread : fuzz_thread;
+        w[i] = (worker){.s = s,
+                        .seed = 1000 + (uint64_t)i,
+                        .step = i == clients ? abandon_one : fuzz_round,
+                        .pause = i == clients ? 50000 : 20000};
+        void *(*fn)(void *) = i < clients ? client_thread : loop_thread;
         if (pthread_create(&w[i].thread, NULL, fn, &w[i]) != 0) return -1;
     }
     return 0;
@@ -594,7 +581,7 @@ static int make_cases(soak *s, const char *model, uint64_t seed, sl_err *err)
 static int soak_run(soak *s, double seconds, int clients)
 {
     for (int i = 0; i < s->topo.n_nodes; i++)
-        s->procs[i].rss_start_kb = rss_kb(s->procs[i].pid);
+        s->procs[i].rss_start_kb = sl_status_kb(s->procs[i].pid, "VmRSS");
     worker w[34];
     s->start = sl_now();
     s->deadline = s->start + seconds;
@@ -604,7 +591,7 @@ static int soak_run(soak *s, double seconds, int clients)
         pthread_join(w[i].thread, NULL);
     pid_t back = old ? wait_back(s, old) : 0;
     for (int i = 0; i < s->topo.n_nodes; i++)
-        s->procs[i].rss_end_kb = rss_kb(find_node(s->launcher, s->procs[i].node->name));
+        s->procs[i].rss_end_kb = sl_status_kb(find_node(s->launcher, s->procs[i].node->name), "VmRSS");
     if (old)
         printf("killed %s (pid %d) with SIGKILL at %.1f s; back as pid %d; the first correct answer after the kill "
                "came %.2f s after it\n",
