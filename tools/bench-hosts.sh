@@ -156,21 +156,13 @@ restart = yes
 timeout = 60
 activations = $dtype" "$(loopback "${first_port[$dtype]}")"
 done
+host_sections=$(for h in "${hosts[@]}"; do
+    printf '\n[host.%s]\nrun = ip netns exec %s-%s\ndir = %s/parts/hosts/%s\n' "$h" "$ns" "$h" "$tmp" "$h"
+done)
 topology "$tmp/conf/hosts.ini" "parts = parts
 timeout = 60
 restart = yes
-
-[host.client]
-run = ip netns exec $ns-client
-dir = $tmp/parts/hosts/client
-
-[host.server1]
-run = ip netns exec $ns-server1
-dir = $tmp/parts/hosts/server1
-
-[host.server2]
-run = ip netns exec $ns-server2
-dir = $tmp/parts/hosts/server2" \
+$host_sections" \
     "tcp://10.98.0.1:5701,tcp://10.98.0.2:5702,tcp://10.98.0.3:5703,tcp://10.98.0.1:5704" "client,server1,server2,client"
 "$bin/zmq-splitlearn-split" "$model" --splits 2,6,10 -o "$tmp/parts" --host-dirs "$tmp/conf/hosts.ini" >/dev/null ||
     fail "split"
