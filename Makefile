@@ -1,23 +1,34 @@
 # Makefile — builds lib/ into a static library, the programs into bin/, and runs tests and benchmarks.
 #
-#   make            build everything (warnings are errors in spirit: there must be none)
+#   make            install what is missing (as make deps), then build everything (warnings are
+#                   errors in spirit: there must be none)
 #   make deps       install the Debian packages the build needs (apt-get, as root)
+#   make install    the programs into PREFIX/bin (PREFIX=/usr/local; DESTDIR for staging), the
+#                   GPT-2 vocab into PREFIX/share/zmq-splitlearn (found there without --vocab), man
+#                   pages made from each --help with help2man into PREFIX/share/man/man1
+#   make uninstall  removes what make install put there (same PREFIX)
 #   make test       install what is missing, build, run every test; ends "N passed, N failed"
 #   make sanitize   the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make valgrind   the unit tests under valgrind
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
 #   make soak       about 2 minutes of mixed load on a 4-stage pipeline (tools/soak.sh; not in make test)
-#   make demo       launch a pipeline (the default model, or MODEL=DIR split in three), generate text
+#   make demo       launch a pipeline (the default model, or MODEL=... split from its n_layer:
+#                   a directory, a hub cache entry or a repo id), generate text; PORT=5701 is the
+#                   first of the 3 local ports it uses, PROMPT="..." the prompt
 #   make default-model   train the embedded default model again (about 35 minutes)
+#   make privacy-table   the privacy-utility table of docs/PRIVACY.md (about an hour; not in make test)
 
 SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8 libzip
 DEBS := build-essential pkg-config bsdutils libzmq3-dev libczmq-dev libmsgpack-dev libopenblas-dev \
         libopenblas0-pthread libinih-dev libcjson-dev libssl-dev libpcre2-dev libzip-dev gnuplot-nox \
-        valgrind bible-kjv procps
+        valgrind bible-kjv procps help2man
 
 BUILD ?= build
 BIN ?= bin
+PREFIX ?= /usr/local
+DESTDIR ?=
+VERSION := $(shell sed -n 's/^\#define SL_VERSION "\(.*\)"$$/\1/p' lib/version.h)
 OPT ?= -O3 -march=native
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
@@ -35,11 +46,21 @@ NODES := $(patsubst nodes/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard nodes/*.c))
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
 SCRIPT_TESTS := $(wildcard tests/test_*.sh)
+PROGRAMS := $(TOOLS) $(NODES)
+MANPAGES := $(patsubst $(BIN)/%,$(BUILD)/man/%.1,$(PROGRAMS))
 
-.PHONY: all deps ensure-deps test check sanitize valgrind bench soak demo default-model fuzz clean format
-all: $(TOOLS) $(NODES) $(TESTS)
+.PHONY: all build deps ensure-deps test check sanitize valgrind bench soak demo default-model privacy-table fuzz clean format \
+        install install-files uninstall
 
-$(BUILD)/%.o: %.c $(wildcard lib/*.h) $(wildcard tools/*.h) | ensure-deps
+# On a fresh machine the packages are missing when this file is read, and with them the
+# pkg-config flags above: `all` installs them first, then builds in a sub-make that reads the
+# flags again (as test, demo and the others do).
+all: ensure-deps
+	@$(MAKE) --no-print-directory build
+
+build: $(TOOLS) $(NODES) $(TESTS)
+
+$(BUILD)/%.o: %.c $(wildcard lib/*.h tools/*.h) | ensure-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -77,30 +98,30 @@ ensure-deps:
 
 # The sub-make re-reads pkg-config after ensure-deps may have installed the packages.
 test check: ensure-deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@SL_BIN=$(BIN) tests/run.sh $(TESTS) $(SCRIPT_TESTS)
 
 sanitize: ensure-deps
-	@$(MAKE) --no-print-directory BUILD=build-san BIN=build-san/bin OPT="$(SAN_FLAGS)" all
+	@$(MAKE) --no-print-directory BUILD=build-san BIN=build-san/bin OPT="$(SAN_FLAGS)" build
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    SL_BIN=build-san/bin tests/run.sh $(patsubst $(BUILD)/%,build-san/%,$(TESTS)) $(SCRIPT_TESTS)
 
 valgrind: ensure-deps
-	@$(MAKE) --no-print-directory BUILD=build-vg BIN=build-vg/bin OPT="-O1 -g" all
+	@$(MAKE) --no-print-directory BUILD=build-vg BIN=build-vg/bin OPT="-O1 -g" build
 	@SL_BIN=build-vg/bin tests/run.sh --wrap "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
 	    $(patsubst $(BUILD)/%,build-vg/%,$(UNIT_TESTS))
 
 bench: ensure-deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@tools/bench.sh
 
 soak: ensure-deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@tools/soak.sh
 
 demo: ensure-deps
-	@$(MAKE) --no-print-directory all
-	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" tools/demo.sh
+	@$(MAKE) --no-print-directory build
+	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" PORT="$(PORT)" tools/demo.sh
 
 # Each parser under libFuzzer (clang) for FUZZ_SECONDS each. A fuzzer fuzz_X whose tests/X_seeds.c
 # exists starts from the seed files that program writes (messages made by our own encoder), and
@@ -128,8 +149,52 @@ fuzz: ensure-deps
 
 # Trains the embedded default model (models/default) with this pipeline: about 35 minutes.
 default-model: ensure-deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@tools/default-model.sh
+
+# A man page from each program's --help (help2man; the version from lib/version.h), with the
+# one-line description of its NAME section.
+what.zmq-splitlearn-split := cut a GPT-2 checkpoint into pipeline parts
+what.zmq-splitlearn-node := run one stage of a split GPT-2 pipeline
+what.zmq-splitlearn-launch := start this host's nodes of a pipeline topology
+what.zmq-splitlearn-send := generate text through a running pipeline
+what.zmq-splitlearn-run := generate text with a whole GPT-2 model in one process
+what.zmq-splitlearn-train := split learning over a pipeline's parts
+what.zmq-splitlearn-merge := join pipeline parts or a checkpoint into one HF model
+what.zmq-splitlearn-info := describe a model, split, part or checkpoint
+what.zmq-splitlearn-tokenize := GPT-2 byte-level BPE: text to token ids and back
+what.zmq-splitlearn-mkmodel := write a random GPT-2 of any shape
+what.zmq-splitlearn-import := import the split parts of a PyTorch seed library
+what.zmq-splitlearn-keygen := make a CurveZMQ key pair for a node, client or trainer
+what.zmq-splitlearn-bench := benchmark inference kernels at a model's shape
+what.zmq-splitlearn-bench-pipeline := benchmark a 3-stage pipeline against the whole model
+$(BUILD)/man/%.1: $(BIN)/%
+	@mkdir -p $(dir $@)
+	help2man --no-info --version-string=$(VERSION) --name="$(or $(what.$*),part of zmq-splitlearn)" \
+	    -o $@ $(abspath $<)
+
+install: ensure-deps
+	@command -v help2man >/dev/null || $(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory install-files
+
+install-files: $(PROGRAMS) $(MANPAGES)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/zmq-splitlearn/gpt2-vocab \
+	    $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 models/gpt2-vocab/vocab.json models/gpt2-vocab/merges.txt models/gpt2-vocab/INFO.md \
+	    $(DESTDIR)$(PREFIX)/share/zmq-splitlearn/gpt2-vocab/
+	install -m 644 $(MANPAGES) $(DESTDIR)$(PREFIX)/share/man/man1/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS))) \
+	    $(addprefix $(DESTDIR)$(PREFIX)/share/man/man1/,$(notdir $(MANPAGES)))
+	rm -rf $(DESTDIR)$(PREFIX)/share/zmq-splitlearn
+
+# The privacy-utility table: every first cut x noise x NoPeek, fine-tuned and attacked (up to an hour;
+# STEPS, CUTS, SIGMAS, NOPEEK, TOKENS make it smaller: tools/privacy-table.sh).
+privacy-table: ensure-deps
+	@$(MAKE) --no-print-directory all
+	@tools/privacy-table.sh
 
 format:
 	clang-format -i lib/*.[ch] tools/*.[ch] nodes/*.c tests/*.[ch]

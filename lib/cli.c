@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *sl_plural(long n, const char *one, const char *many) { return n == 1 ? one : many; }
+
 int sl_parse_long(const char *text, const char *option, long lo, long hi, long *out, sl_err *err)
 {
     char *end;

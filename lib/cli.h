@@ -9,8 +9,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Exit codes of every program (documented in each --help). */
-enum { SL_EXIT_OK = 0, SL_EXIT_FAILURE = 1, SL_EXIT_USAGE = 2, SL_EXIT_TIMEOUT = 3 };
+/* Exit codes of every program, the same class for the same code (README, "Exit codes"):
+ *   0    done
+ *   1    a runtime failure: I/O, a malformed file, a node's error, a lost connection
+ *   2    a usage or configuration error the user must fix: a bad option or value, a bad
+ *        topology, a file named on the command line missing or of the wrong kind, an output
+ *        that exists (without --force), options the model cannot take
+ *   3    a stage of the pipeline did not answer in time (the message names it)
+ *   130  stopped by SIGINT (after what the program does on a stop, e.g. train's checkpoint) */
+enum { SL_EXIT_OK = 0, SL_EXIT_FAILURE = 1, SL_EXIT_USAGE = 2, SL_EXIT_TIMEOUT = 3, SL_EXIT_INTERRUPTED = 130 };
+
+/* one when n is 1, else many: "%d %s", n, sl_plural(n, "session", "sessions"). */
+const char *sl_plural(long n, const char *one, const char *many);
 
 /* "1,2,3" (or "1 2 3") into out; returns the count, -1 with err naming option on a bad entry,
  * an empty list or more than max entries. */

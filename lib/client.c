@@ -21,6 +21,7 @@ struct sl_client {
     int32_t *context; /* prompt + generated so far, for re-sends */
     int context_cap;
     int resends;
+    char traces[2][SL_WIRE_TRACE_MAX]; /* the prompt's request, the last token's */
 };
 
 sl_client *sl_client_new(const sl_topology *topo, const char *cert, sl_err *err)
@@ -70,6 +71,18 @@ void sl_client_destroy(sl_client **self)
 }
 
 int sl_client_resends(const sl_client *self) { return self->resends; }
+const char *sl_client_trace(const sl_client *self, int which) { return self->traces[which ? 1 : 0]; }
+
+/* Keeps a traced result's hops, closed by the client's receive time. */
+static void keep_trace(sl_client *self, const sl_msg *m, bool prompt)
+{
+    if (!m->trace[0]) return;
+    char *to = self->traces[prompt ? 0 : 1];
+    int len = snprintf(to, SL_WIRE_TRACE_MAX, "%s", m->trace);
+    long long now = sl_wall_us();
+    if (len > 0 && len + 64 < SL_WIRE_TRACE_MAX)
+        snprintf(to + len, (size_t)(SL_WIRE_TRACE_MAX - len), "client@- %lld %lld %lld;", now, now, now);
+}
 
 static int send_msg(sl_client *self, const sl_msg *m, sl_err *err)
 {
@@ -149,6 +162,7 @@ static int await_result(sl_client *self, uint64_t session, uint64_t step, const 
             }
         } else if (ok && m.kind == SL_MSG_RESULT) {
             *token = m.token;
+            keep_trace(self, &m, m.pos == 0);
             *what = GOT_RESULT;
             if (req->logits && m.logits && m.rows == (uint32_t)req->n_ids && m.cols == (uint32_t)req->vocab_size)
                 memcpy(req->logits, m.logits, (size_t)m.rows * m.cols * sizeof(float));
@@ -177,6 +191,7 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
     if (req->n_ids < 1) return sl_fail(err, "empty prompt");
     if (ensure_context(self, req->n_ids + req->max_new_tokens + 1, err) != 0) return -1;
     memcpy(self->context, req->ids, (size_t)req->n_ids * sizeof *req->ids);
+    self->traces[0][0] = self->traces[1][0] = '\0';
     int len = req->n_ids;
     uint64_t session = 0;
     while (!session && getrandom(&session, sizeof session, 0) != sizeof session) {
@@ -196,6 +211,11 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
         m.n_ids = (uint32_t)(len - from);
         m.sample_index = (uint64_t)*n_out;
         m.want_logits = req->logits && from == 0 && step == 0;
+        m.trace[0] = '\0';
+        if (req->trace) {
+            long long now = sl_wall_us();
+            snprintf(m.trace, sizeof m.trace, "client@- %lld %lld %lld;", now, now, now);
+        }
         int32_t token = 0;
         outcome what = GOT_RESULT;
         if ((rc = send_msg(self, &m, err)) != 0 ||

@@ -8,6 +8,7 @@
 #include "sampler.h"
 #include "topology.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sl_client sl_client;
@@ -30,6 +31,7 @@ typedef struct sl_client_request {
     double timeout;                             /* seconds to wait for each answer */
     void (*on_token)(void *ctx, int32_t token); /* called as each token arrives; may be NULL */
     void *ctx;
+    bool trace; /* every node records its hop of the prompt's request and of the last token's */
 } sl_client_request;
 
 enum { SL_CLIENT_TIMEOUT = -2 };
@@ -38,6 +40,11 @@ enum { SL_CLIENT_TIMEOUT = -2 };
  * -1 with err (a node's error, or a transport failure) or SL_CLIENT_TIMEOUT with err naming
  * the stage that did not answer. */
 int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *out, int *n_out, sl_err *err);
+
+/* With trace: the hops of the prompt's request (which 0) or of the last token's (1), as wire.h's
+ * "trace" field has them, framed by the client's own send and receive times ("client@-"). "" when
+ * not traced. Owned by the client until its next generation. */
+const char *sl_client_trace(const sl_client *self, int which);
 
 /* Times the client re-sent a whole context because a node had lost the session. */
 int sl_client_resends(const sl_client *self);

@@ -23,3 +23,10 @@ double sl_median(double *samples, int n)
     qsort(samples, (size_t)n, sizeof *samples, by_value);
     return n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2]);
 }
+
+long long sl_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

@@ -49,6 +49,14 @@ sl_data *sl_data_new(sl_tokenizer *tok, const char *const *files, int n_files, i
             break;
         }
         size_t len = strlen(text), bad;
+        if (len == 0) {
+            rc = sl_fail(err,
+                         "%s is empty: training needs text (in all, at least %d + 1 tokens: one sequence of the "
+                         "sequence length %d and its next token)",
+                         files[f], seq_len, seq_len);
+            free(text);
+            break;
+        }
         if (sl_utf8_check(text, len, &bad, err) != 0) {
             size_t line = 1;
             for (size_t i = 0; i < bad; i++)
@@ -64,7 +72,14 @@ sl_data *sl_data_new(sl_tokenizer *tok, const char *const *files, int n_files, i
         free(text);
     }
     if (rc == 0 && d->n_tokens < (size_t)seq_len + 1)
-        rc = sl_fail(err, "%zu tokens of data: not one sequence of %d + 1", d->n_tokens, seq_len);
+        rc = n_files > 1 ? sl_fail(err,
+                                   "the %d data files (%s, ...) have %zu tokens in all, fewer than one sequence "
+                                   "needs (%d + 1 at a sequence length of %d): give more text or a shorter --seq-len",
+                                   n_files, files[0], d->n_tokens, seq_len, seq_len)
+                         : sl_fail(err,
+                                   "%s has %zu tokens, fewer than one sequence needs (%d + 1 at a sequence length "
+                                   "of %d): give more text or a shorter --seq-len",
+                                   files[0], d->n_tokens, seq_len, seq_len);
     if (rc == 0) {
         d->sequences = (int)((d->n_tokens - 1) / (size_t)seq_len);
         if (!(d->order = malloc((size_t)d->sequences * sizeof *d->order))) rc = sl_fail(err, "out of memory");

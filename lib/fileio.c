@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err)
@@ -14,6 +15,12 @@ char *sl_read_text_file(const char *path, size_t max_bytes, sl_err *err)
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        sl_fail(err, "%s is a directory, not a file", path);
         return NULL;
     }
     char *buf = NULL;
@@ -54,7 +61,7 @@ int sl_write_text_file(const char *path, const char *text, sl_err *err)
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return sl_fail(err, "%s: path too long", path);
     FILE *fp = fopen(tmp, "w");
-    if (!fp) return sl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+    if (!fp) return sl_fail(err, "%s: cannot create: %s", path, strerror(errno));
     size_t len = strlen(text);
     int ok = fwrite(text, 1, len, fp) == len && (len && text[len - 1] == '\n' ? 1 : fputc('\n', fp) != EOF);
     ok = fclose(fp) == 0 && ok;
@@ -100,6 +107,76 @@ bool sl_same_dir(const char *a, const char *b)
     char ra[PATH_MAX], rb[PATH_MAX];
     if (realpath(a, ra) && realpath(b, rb)) return strcmp(ra, rb) == 0;
     return strcmp(a, b) == 0;
+}
+
+/* Whether dir (an existing directory) takes a new file: tried, since access() says yes to root
+ * on a read-only file system. errno tells why not. */
+static bool takes_files(const char *dir)
+{
+    char probe[PATH_MAX];
+    if (snprintf(probe, sizeof probe, "%s/.sl-probe-XXXXXX", dir) >= (int)sizeof probe)
+        return errno = ENAMETOOLONG, false;
+    int fd = mkstemp(probe);
+    if (fd < 0) return false;
+    close(fd);
+    unlink(probe);
+    return true;
+}
+
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* path's directory, in place: "a/b/" -> "a", "/a" -> "/", "a" -> ".". */
+static void to_parent(char *path)
+{
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+        path[n - 1] = '\0';
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(path, 2, ".");
+    else
+        slash[slash == path] = '\0';
+}
+
+int sl_check_output(const char *path, bool is_dir, sl_err *err)
+{
+    char dir[PATH_MAX];
+    if (!path[0]) return sl_fail(err, "an empty path");
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return sl_fail(err, "%s: path too long", path);
+    struct stat st;
+    bool exists = stat(path, &st) == 0;
+    if (exists && is_dir != S_ISDIR(st.st_mode))
+        return sl_fail(err, "%s is %s", path, is_dir ? "a file, not a directory" : "a directory, not a file");
+    /* The directory that must take a new entry: path itself (an existing directory), else for a
+     * file its directory, for a directory its nearest existing ancestor. */
+    if (!(is_dir && exists)) {
+        to_parent(dir);
+        while (is_dir && access(dir, F_OK) != 0 && strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0)
+            to_parent(dir);
+        if (!is_directory(dir))
+            return sl_fail(err, "%s: %s %s", path, dir,
+                           access(dir, F_OK) == 0 ? "is not a directory" : "does not exist");
+    }
+    if (!takes_files(dir)) return sl_fail(err, "%s: cannot write in %s: %s", path, dir, strerror(errno));
+    return 0;
+}
+
+int sl_check_space(const char *path, unsigned long long need, sl_err *err)
+{
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return sl_fail(err, "%s: path too long", path);
+    while (access(dir, F_OK) != 0 && strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0)
+        to_parent(dir); /* the file system it will be made on */
+    struct statvfs fs;
+    if (!takes_files(dir)) return sl_fail(err, "cannot write in %s: %s", dir, strerror(errno));
+    if (statvfs(dir, &fs) != 0) return sl_fail(err, "%s: cannot tell the free space: %s", dir, strerror(errno));
+    unsigned long long free_bytes = (unsigned long long)fs.f_bavail * fs.f_frsize;
+    if (free_bytes < need)
+        return sl_fail(err, "%s has %.1f MB free but needs %.1f MB", dir, (double)free_bytes / 1e6, (double)need / 1e6);
+    return 0;
 }
 
 int sl_path_join(char *out, size_t size, const char *dir, const char *rel)

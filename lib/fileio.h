@@ -21,6 +21,17 @@ int sl_mkdirs(const char *dir, sl_err *err);
 /* Copies the file from to path (any size, any bytes). */
 int sl_copy_file(const char *from, const char *path, sl_err *err);
 
+/* Checks, before any work, that an output can be written where the user asked: for a file,
+ * that path is not a directory and its directory exists and takes a new file; for a directory
+ * (is_dir), that path is a directory or can be made one (its nearest existing ancestor is a
+ * directory that takes new entries). Errors name path as given. Creates nothing. */
+int sl_check_output(const char *path, bool is_dir, sl_err *err);
+
+/* Checks that the directory path (or, when it does not exist yet, its nearest existing ancestor)
+ * takes a new file and that its file system has need bytes free; the error says what is missing
+ * (and how much). */
+int sl_check_space(const char *path, unsigned long long need, sl_err *err);
+
 /* Whether a and b name the same existing directory (by their real paths; the same string when
  * either does not exist yet). */
 bool sl_same_dir(const char *a, const char *b);

@@ -55,7 +55,7 @@ size_t sl_kv_bytes(const sl_kv *self) { return 2 * (size_t)self->layers * self->
 
 /* Scratch of one forward call of up to max_tokens tokens: one block's worth, reused by every
  * block. Training keeps one of these per layer instead (see the training module). */
-struct sl_stage {
+struct sl_runner {
     const sl_params *p;
     int max_tokens;
     float *x;     /* (T,C) residual stream */
@@ -67,11 +67,11 @@ struct sl_stage {
     float *mem;
 };
 
-sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
+sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err)
 {
     const sl_config *c = &p->cfg;
     if (max_tokens < 1 || max_tokens > c->n_positions) max_tokens = c->n_positions;
-    sl_stage *s = calloc(1, sizeof *s);
+    sl_runner *s = calloc(1, sizeof *s);
     if (!s) {
         sl_fail(err, "out of memory for a stage workspace of %d tokens", max_tokens);
         return NULL;
@@ -97,7 +97,7 @@ sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err)
     return s;
 }
 
-void sl_stage_destroy(sl_stage **self)
+void sl_runner_destroy(sl_runner **self)
 {
     assert(self);
     if (!*self) return;
@@ -106,20 +106,25 @@ void sl_stage_destroy(sl_stage **self)
     *self = NULL;
 }
 
-/* One transformer block on s->x (T,C) in place; its keys and values go to layer l of kv. */
-static void block_forward(sl_stage *s, const sl_block *w, sl_kv *kv, int l, int T)
+/* One transformer block on s->x (T,C) in place; its keys and values go to layer l of kv. With
+ * alternatives, the T rows are T alternatives for the one position after the cache: each attends
+ * to the cached positions and to itself, its key and value passing through that position's slot. */
+static void block_forward(sl_runner *s, const sl_block *w, sl_kv *kv, int l, int T, bool alternatives)
 {
     const sl_config *c = &s->p->cfg;
-    const int C = c->n_embd, past = kv->len;
+    const int C = c->n_embd, past = kv->len, hd = C / c->n_head;
     float *kc = kv->k + (size_t)l * kv->n_ctx * C, *vc = kv->v + (size_t)l * kv->n_ctx * C;
     sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln1_w, w->ln1_b, T, C, (float)c->layer_norm_epsilon);
     sl_matmul_forward(s->qkv, s->ln, w->qkv_w, w->qkv_b, T, C, 3 * C, false);
     for (int t = 0; t < T; t++) {
         const float *row = s->qkv + (size_t)t * 3 * C;
-        memcpy(kc + (size_t)(past + t) * C, row + C, (size_t)C * sizeof(float));
-        memcpy(vc + (size_t)(past + t) * C, row + 2 * C, (size_t)C * sizeof(float));
+        const int slot = alternatives ? past : past + t;
+        memcpy(kc + (size_t)slot * C, row + C, (size_t)C * sizeof(float));
+        memcpy(vc + (size_t)slot * C, row + 2 * C, (size_t)C * sizeof(float));
+        if (alternatives)
+            sl_attention_forward(s->atty + (size_t)t * C, s->probs, row, 3 * C, kc, vc, C, 1, past, c->n_head, hd);
     }
-    sl_attention_forward(s->atty, s->probs, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, C / c->n_head);
+    if (!alternatives) sl_attention_forward(s->atty, s->probs, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, hd);
     sl_matmul_forward(s->x, s->atty, w->attn_proj_w, w->attn_proj_b, T, C, C, true);
     sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln2_w, w->ln2_b, T, C, (float)c->layer_norm_epsilon);
     sl_matmul_forward(s->fch, s->ln, w->fc_w, w->fc_b, T, C, c->n_inner, false);
@@ -128,7 +133,7 @@ static void block_forward(sl_stage *s, const sl_block *w, sl_kv *kv, int l, int 
 }
 
 /* ln_f and the head on the T rows of s->x, writing what `which` asks for. */
-static void head_forward(sl_stage *s, int T, float *out, sl_output which)
+static void head_forward(sl_runner *s, int T, float *out, sl_output which)
 {
     const sl_config *c = &s->p->cfg;
     const int C = c->n_embd;
@@ -142,7 +147,7 @@ static void head_forward(sl_stage *s, int T, float *out, sl_output which)
     if (which != SL_OUT_HIDDEN) sl_matmul_forward_wt(out, normed, s->p->lm_head, T, C, c->vocab_size);
 }
 
-static int check_request(const sl_stage *s, const sl_kv *kv, int T, const int32_t *ids, const float *hidden,
+static int check_request(const sl_runner *s, const sl_kv *kv, int T, const int32_t *ids, const float *hidden,
                          sl_output which, sl_err *err)
 {
     const sl_params *p = s->p;
@@ -161,8 +166,8 @@ static int check_request(const sl_stage *s, const sl_kv *kv, int T, const int32_
     return 0;
 }
 
-int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
-                     sl_output which, sl_err *err)
+int sl_runner_forward(sl_runner *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
+                      sl_output which, sl_err *err)
 {
     if (check_request(self, kv, T, ids, hidden, which, err) != 0) return -1;
     const sl_params *p = self->p;
@@ -174,7 +179,7 @@ int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const
         else
             memcpy(self->x, hidden + (size_t)t0 * C, (size_t)n * C * sizeof(float));
         for (int l = 0; l < p->last - p->first; l++)
-            block_forward(self, &p->blocks[l], kv, l, n);
+            block_forward(self, &p->blocks[l], kv, l, n, false);
         kv->len += n;
         bool last_chunk = t0 + n == T;
         if (!p->head)
@@ -186,5 +191,28 @@ int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const
         else if (last_chunk)
             head_forward(self, n, out, which);
     }
+    return 0;
+}
+
+int sl_runner_forward_alternatives(sl_runner *self, sl_kv *kv, int K, const int32_t *ids, const float *hidden,
+                                   float *out, sl_err *err)
+{
+    const sl_params *p = self->p;
+    if (p->head) return sl_fail(err, "alternatives are run by a stage without head");
+    if (K > self->max_tokens) return sl_fail(err, "%d alternatives for a stage of %d tokens", K, self->max_tokens);
+    if (check_request(self, kv, 1, ids, hidden, SL_OUT_HIDDEN, err) != 0) return -1;
+    for (int k = 1; p->embed && k < K; k++)
+        if (ids[k] < 0 || ids[k] >= p->cfg.vocab_size)
+            return sl_fail(err, "alternative token id %d is outside the vocabulary", ids[k]);
+    const int C = p->cfg.n_embd;
+    if (p->embed) {
+        for (int k = 0; k < K; k++) /* every alternative at the same position */
+            sl_encoder_forward(self->x + (size_t)k * C, ids + k, p->wte, p->wpe, 1, kv->len, C);
+    } else {
+        memcpy(self->x, hidden, (size_t)K * C * sizeof(float));
+    }
+    for (int l = 0; l < p->last - p->first; l++)
+        block_forward(self, &p->blocks[l], kv, l, K, true);
+    memcpy(out, self->x, (size_t)K * C * sizeof(float));
     return 0;
 }

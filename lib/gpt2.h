@@ -33,18 +33,26 @@ typedef enum sl_output {
 } sl_output;
 
 /* A stage runner: borrowed params plus the scratch memory of one forward call, allocated once. */
-typedef struct sl_stage sl_stage;
+typedef struct sl_runner sl_runner;
 
 /* max_tokens bounds the tokens computed at once (longer inputs run in chunks through the
  * cache). p must outlive the stage. Caller owns the result. */
-sl_stage *sl_stage_new(const sl_params *p, int max_tokens, sl_err *err);
-void sl_stage_destroy(sl_stage **self);
+sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err);
+void sl_runner_destroy(sl_runner **self);
 
 /* Runs T tokens at positions sl_kv_len(kv) .. +T-1 and appends them to kv.
  * Input: ids (T) when the stage embeds, else hidden (T,C). The output is as `which` says; a
  * stage without head can only give SL_OUT_HIDDEN (its output activations, before ln_f).
  * Fails, leaving kv as it was, on a bad id, a full cache or a wrong request. */
-int sl_stage_forward(sl_stage *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
-                     sl_output which, sl_err *err);
+int sl_runner_forward(sl_runner *self, sl_kv *kv, int T, const int32_t *ids, const float *hidden, float *out,
+                      sl_output which, sl_err *err);
+
+/* Runs K alternatives for the one position sl_kv_len(kv) (K <= the stage's max_tokens): row k of
+ * out (K,C) is what the stage outputs there when the sequence continues with ids[k] (or hidden
+ * row k), after the positions in kv. kv keeps its length: the alternatives are not appended (the
+ * slot after the last position is used as scratch, so the cache needs room for one more). A stage
+ * without head only. For white-box search over inputs (leakage.h) in one batched pass. */
+int sl_runner_forward_alternatives(sl_runner *self, sl_kv *kv, int K, const int32_t *ids, const float *hidden,
+                                   float *out, sl_err *err);
 
 #endif

@@ -14,7 +14,7 @@ struct sl_learner {
     sl_part_info info;
     sl_params params;
     bool writable; /* params copied out of the mapping */
-    sl_train *train;
+    sl_backprop *train;
     int B, T;
     char pending_state[PATH_MAX + 32]; /* optimizer state to restore at prepare ("": none) */
     unsigned generation;
@@ -33,7 +33,7 @@ static int adopt(sl_learner *l, sl_part *part, bool with_state, sl_err *err)
         sl_part_destroy(&part);
         return -1;
     }
-    sl_train_destroy(&l->train);
+    sl_backprop_destroy(&l->train);
     sl_params_free(&l->params);
     sl_part_destroy(&l->part);
     l->part = part;
@@ -66,7 +66,7 @@ void sl_learner_destroy(sl_learner **self)
     assert(self);
     if (!*self) return;
     sl_learner *l = *self;
-    sl_train_destroy(&l->train);
+    sl_backprop_destroy(&l->train);
     sl_params_free(&l->params);
     sl_part_destroy(&l->part);
     free(l);
@@ -81,11 +81,11 @@ int sl_learner_replace(sl_learner *self, sl_part *part, bool with_state, sl_err 
 sl_params *sl_learner_params(sl_learner *self) { return &self->params; }
 unsigned sl_learner_generation(const sl_learner *self) { return self->generation; }
 const sl_part_info *sl_learner_info(const sl_learner *self) { return &self->info; }
-sl_train *sl_learner_train(sl_learner *self) { return self->train; }
+sl_backprop *sl_learner_train(sl_learner *self) { return self->train; }
 
 long sl_learner_steps(const sl_learner *self)
 {
-    return self->train ? sl_train_steps(self->train) : self->pending_state[0] ? self->info.step : 0;
+    return self->train ? sl_backprop_steps(self->train) : self->pending_state[0] ? self->info.step : 0;
 }
 
 /* The weights in one writable allocation of their own, the mapping released. */
@@ -108,11 +108,11 @@ int sl_learner_prepare(sl_learner *self, int B, int T, sl_err *err)
         return sl_fail(err, "this run trains batches of %d x %d here, not %d x %d", self->B, self->T, B, T);
     }
     if (!self->writable && copy_out(self, err) != 0) return -1;
-    if (!(self->train = sl_train_new(&self->params, B, T, err))) return -1;
+    if (!(self->train = sl_backprop_new(&self->params, B, T, err))) return -1;
     self->B = B;
     self->T = T;
-    if (self->pending_state[0] && sl_train_load_state(self->train, self->pending_state, err) < 0) {
-        sl_train_destroy(&self->train); /* no training on without the optimizer state it resumes */
+    if (self->pending_state[0] && sl_backprop_load_state(self->train, self->pending_state, err) < 0) {
+        sl_backprop_destroy(&self->train); /* no training on without the optimizer state it resumes */
         return -1;
     }
     self->pending_state[0] = '\0';
@@ -127,7 +127,7 @@ int sl_learner_save(sl_learner *self, const char *dir, long base, double loss, s
     if (sl_part_write_checkpoint(&self->params, self->info.name, self->info.role, dir, step, loss, &written, err) != 0)
         return -1;
     sl_learner_state_path(written.file, state, sizeof state);
-    int rc = self->train              ? sl_train_save_state(self->train, state, err)
+    int rc = self->train              ? sl_backprop_save_state(self->train, state, err)
              : self->pending_state[0] ? sl_copy_file(self->pending_state, state, err)
                                       : 0;
     if (rc != 0 || sl_part_commit_checkpoint(dir, base, step, &written, err) != 0) return -1;

@@ -9,7 +9,7 @@
 #define SL_LEARNER_H
 
 #include "part.h"
-#include "train.h"
+#include "backprop.h"
 
 /* The optimizer state beside a part file: <stem>_optim.safetensors. */
 void sl_learner_state_path(const char *part_file, char *out, size_t size);
@@ -43,7 +43,7 @@ const sl_part_info *sl_learner_info(const sl_learner *self);
 int sl_learner_prepare(sl_learner *self, int B, int T, sl_err *err);
 
 /* The training state; NULL before sl_learner_prepare. */
-sl_train *sl_learner_train(sl_learner *self);
+sl_backprop *sl_learner_train(sl_learner *self);
 
 /* Optimizer steps taken: the trainer's, or those of a checkpoint whose state waits for prepare. */
 long sl_learner_steps(const sl_learner *self);

@@ -1,7 +1,7 @@
 /* params.c — enumerating, loading and allocating a stage's GPT-2 tensors. */
 #include "params.h"
 
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "fileio.h"
 #include "json.h"
 #include "rng.h"
@@ -112,7 +112,7 @@ static int params_init(sl_params *p, const sl_config *cfg, int first, int last, 
 }
 
 typedef struct load_ctx {
-    const sl_checkpoint *ck;
+    const sl_hf_model *ck;
     bool copy;
     size_t needed, used; /* floats in the owned allocation: counted, then filled */
     float *owned;
@@ -121,10 +121,9 @@ typedef struct load_ctx {
 
 static const sl_tensor *find_tensor(load_ctx *lc, const sl_param_ref *ref, const char **file)
 {
-    const sl_tensor *t = sl_checkpoint_tensor(lc->ck, ref->name, file);
+    const sl_tensor *t = sl_hf_model_tensor(lc->ck, ref->name, file);
     /* A tied checkpoint has no lm_head.weight: the head is wte. */
-    if (!t && strcmp(ref->name, "lm_head.weight") == 0)
-        t = sl_checkpoint_tensor(lc->ck, "transformer.wte.weight", file);
+    if (!t && strcmp(ref->name, "lm_head.weight") == 0) t = sl_hf_model_tensor(lc->ck, "transformer.wte.weight", file);
     return t;
 }
 
@@ -144,7 +143,7 @@ static void format_shape(char *out, size_t size, int ndim, const int64_t *shape)
 static int check_tensor(sl_param_ref *ref, void *ctx)
 {
     load_ctx *lc = ctx;
-    const char *file = sl_checkpoint_dir(lc->ck);
+    const char *file = sl_hf_model_dir(lc->ck);
     const sl_tensor *t = find_tensor(lc, ref, &file);
     if (!t) return sl_fail(lc->err, "%s: tensor '%s' is missing", file, ref->name);
     bool same =
@@ -178,10 +177,10 @@ static int bind_tensor(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
-int sl_params_load(sl_params *p, const sl_checkpoint *ck, int first, int last, bool embed, bool head, bool copy,
+int sl_params_load(sl_params *p, const sl_hf_model *ck, int first, int last, bool embed, bool head, bool copy,
                    sl_err *err)
 {
-    if (params_init(p, sl_checkpoint_config(ck), first, last, embed, head, err) != 0) return -1;
+    if (params_init(p, sl_hf_model_config(ck), first, last, embed, head, err) != 0) return -1;
     load_ctx lc = {.ck = ck, .copy = copy, .err = err};
     if (sl_params_foreach(p, check_tensor, &lc) != 0) {
         sl_params_free(p);

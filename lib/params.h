@@ -22,8 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The tensors a stage loads from (checkpoint.h). */
-typedef struct sl_checkpoint sl_checkpoint;
+/* The tensors a stage loads from (hf_model.h). */
+typedef struct sl_hf_model sl_hf_model;
 
 typedef struct sl_block {
     float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
@@ -61,7 +61,7 @@ size_t sl_params_count(const sl_params *p);
  * in place from the mapping unless copy is true (training needs writable weights, owned in
  * one allocation); F16/BF16 are converted into that allocation. Shapes are checked against the
  * config; errors name the file and tensor. ck must outlive p when copy is false. */
-int sl_params_load(sl_params *p, const sl_checkpoint *ck, int first, int last, bool embed, bool head, bool copy,
+int sl_params_load(sl_params *p, const sl_hf_model *ck, int first, int last, bool embed, bool head, bool copy,
                    sl_err *err);
 
 /* Gives p the layout of a stage in one zeroed allocation it owns. */

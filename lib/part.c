@@ -1,7 +1,7 @@
 /* part.c — one part: its metadata, opening and checking its file, loading and writing it. */
 #include "part.h"
 
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "fileio.h"
 #include "json.h"
 #include "safetensors.h"
@@ -121,6 +121,25 @@ static int read_numbers(const cJSON *root, const char *path, sl_part_info *info,
     return 0;
 }
 
+/* The model's identity: one SHA-256 over the source files' SHA-256s, in order ("" when the
+ * metadata names no source, as a training checkpoint's does not). */
+static void read_model(const cJSON *root, sl_part_info *info)
+{
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "source"), "files");
+    const cJSON *file;
+    sl_sha256 *h = cJSON_IsArray(files) && cJSON_GetArraySize(files) > 0 ? sl_sha256_new() : NULL;
+    if (!h) return;
+    cJSON_ArrayForEach(file, files)
+    {
+        const char *sha = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(file, "sha256"));
+        if (sha) sl_sha256_update(h, sha, strlen(sha));
+    }
+    uint8_t digest[32];
+    sl_sha256_final(h, digest);
+    sl_sha256_destroy(&h);
+    sl_sha256_hex(digest, info->model);
+}
+
 int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err)
 {
     memset(info, 0, sizeof *info);
@@ -133,6 +152,7 @@ int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err)
     if (rc == 0) rc = sl_config_from_json(cJSON_GetObjectItemCaseSensitive(root, "config"), origin, &info->cfg, err);
     if (rc == 0) rc = read_layers(root, path, info, err);
     if (rc == 0) rc = read_numbers(root, path, info, err);
+    if (rc == 0) read_model(root, info);
     cJSON_Delete(root);
     dir_of(dir, sizeof dir, path);
     if (rc == 0 && sl_path_join(info->file, sizeof info->file, dir, file) != 0)
@@ -144,7 +164,7 @@ int sl_part_read_metadata(const char *path, sl_part_info *info, sl_err *err)
 
 struct sl_part {
     sl_part_info info;
-    sl_checkpoint *ck;
+    sl_hf_model *ck;
 };
 
 static int verify_file(const sl_part_info *info, bool hash, sl_err *err)
@@ -174,7 +194,7 @@ sl_part *sl_part_open_info(const sl_part_info *info, bool verify, sl_err *err)
     }
     self->info = *info;
     if (verify_file(&self->info, verify, err) == 0)
-        self->ck = sl_checkpoint_open_file(self->info.file, &self->info.cfg, err);
+        self->ck = sl_hf_model_open_file(self->info.file, &self->info.cfg, err);
     if (!self->ck) sl_part_destroy(&self);
     return self;
 }
@@ -202,7 +222,7 @@ sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err 
 void sl_part_destroy(sl_part **self)
 {
     if (!self || !*self) return;
-    sl_checkpoint_destroy(&(*self)->ck);
+    sl_hf_model_destroy(&(*self)->ck);
     free(*self);
     *self = NULL;
 }

@@ -35,6 +35,7 @@ typedef struct sl_part_info {
     char dtype[8];       /* f32, f16, bf16 */
     char file[PATH_MAX]; /* the safetensors file, absolute or relative to the cwd */
     char sha256[65];
+    char model[65]; /* the model it was cut from: SHA-256 of its source files' SHA-256s ("": unknown) */
     size_t bytes, parameters;
     long step; /* training step of a checkpoint, -1 when never trained */
     double loss;

@@ -381,7 +381,7 @@ int sl_st_writer_write(sl_st_writer *self, const char *path, uint8_t sha256[32],
     FILE *fp = fopen(tmp, "wb");
     if (!fp) {
         free(header);
-        return sl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+        return sl_fail(err, "%s: cannot create: %s", path, strerror(errno));
     }
     sl_sha256 *hash = sha256 ? sl_sha256_new() : NULL;
     unsigned char len_bytes[8];

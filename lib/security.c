@@ -132,6 +132,7 @@ static void zap_actor(zsock_t *pipe, void *args)
     zpoller_t *poller = r ? zpoller_new(pipe, rep, NULL) : NULL;
     while (poller) {
         zsock_t *which = zpoller_wait(poller, -1);
+        if (!which && !zpoller_terminated(poller)) continue; /* a signal interrupted the wait */
         if (which == pipe) {
             char *command = zstr_recv(pipe);
             bool term = !command || !strcmp(command, "$TERM");
@@ -149,7 +150,6 @@ static void zap_actor(zsock_t *pipe, void *args)
     }
     zpoller_destroy(&poller);
     zsock_destroy(&monitor);
-    zsock_unbind(rep, ZAP_ENDPOINT); /* at once: a handler made next in this process binds it again */
     free(r);
 }
 
@@ -209,6 +209,7 @@ void sl_security_destroy(sl_security **self)
 {
     if (!self || !*self) return;
     zactor_destroy(&(*self)->zap);
+    if ((*self)->zap_socket) zsock_unbind((*self)->zap_socket, ZAP_ENDPOINT); /* a handler made next binds it */
     zsock_destroy(&(*self)->zap_socket);
     zcert_destroy(&(*self)->own);
     free((*self)->accepts);

@@ -200,7 +200,7 @@ static cJSON *source_of(const char *seed_dir, const seed_split *split, sl_err *e
 static int import_part(const seed_part *sp, const sl_seed_request *req, const char *part_name, const char *stem,
                        const cJSON *source, sl_part_info *info, sl_err *err)
 {
-    sl_checkpoint *ck = sl_checkpoint_open_file(sp->pt, &sp->cfg, err);
+    sl_hf_model *ck = sl_hf_model_open_file(sp->pt, &sp->cfg, err);
     if (!ck) return -1;
     sl_params p;
     int rc = sl_params_load(&p, ck, 0, sp->last - sp->first, sp->role == SL_ROLE_BOTTOM, sp->role == SL_ROLE_TOP, false,
@@ -218,7 +218,7 @@ static int import_part(const seed_part *sp, const sl_seed_request *req, const ch
             rc = sl_part_write(&p, part_name, sp->role, req->dtype, dir, stem, source, NULL, info, err);
         sl_params_free(&p);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return rc;
 }
 

@@ -100,7 +100,7 @@ int sl_split_read_index(const char *dir, sl_part_info *parts, int max, sl_err *e
 /* The source model's files and their SHA-256, hashed on another thread while parts are written
  * (both are bound by memory bandwidth, and there are two cores). */
 typedef struct source_hash {
-    const sl_checkpoint *ck;
+    const sl_hf_model *ck;
     const char *model_path;
     cJSON *source; /* result: {"path", "dir", "files": [{"file", "sha256"}]}, NULL when out of memory */
     sl_err err;
@@ -125,16 +125,16 @@ static void *hash_source(void *arg)
     source_hash *sh = arg;
     cJSON *root = cJSON_CreateObject(), *files = NULL;
     bool ok = root && cJSON_AddStringToObject(root, "path", sh->model_path) &&
-              cJSON_AddStringToObject(root, "dir", sl_checkpoint_dir(sh->ck)) &&
+              cJSON_AddStringToObject(root, "dir", sl_hf_model_dir(sh->ck)) &&
               (files = cJSON_AddArrayToObject(root, "files"));
-    for (size_t i = 0; ok && i < sl_checkpoint_file_count(sh->ck); i++)
-        ok = cJSON_AddItemToArray(files, hashed_file(sh, sl_checkpoint_file_path(sh->ck, i)));
+    for (size_t i = 0; ok && i < sl_hf_model_file_count(sh->ck); i++)
+        ok = cJSON_AddItemToArray(files, hashed_file(sh, sl_hf_model_file_path(sh->ck, i)));
     if (!ok) cJSON_Delete(root);
     sh->source = ok ? root : NULL;
     return NULL;
 }
 
-static int check_splits(const sl_config *cfg, const sl_split_request *req, sl_err *err)
+int sl_split_check(const sl_config *cfg, const sl_split_request *req, sl_err *err)
 {
     if (req->n_splits < 1 || req->n_splits > SL_MAX_SPLITS)
         return sl_fail(err, "give 1 to %d split points", SL_MAX_SPLITS);
@@ -152,7 +152,7 @@ static int check_splits(const sl_config *cfg, const sl_split_request *req, sl_er
 /* One part of a split, written on a thread of its own: the parts and the source hash are
  * independent, and each is bound by memory bandwidth, so two cores finish in about half the time. */
 typedef struct part_job {
-    const sl_checkpoint *ck;
+    const sl_hf_model *ck;
     const sl_split_request *req;
     sl_role role;
     int first, last;
@@ -176,10 +176,10 @@ static void *write_part_job(void *arg)
 }
 
 /* Part i's role, layers, name and file: OUT/<role>/<name>_<splits>_<part>. */
-static void plan_part(part_job *j, const sl_checkpoint *ck, const sl_split_request *req, int i, const char *splits,
+static void plan_part(part_job *j, const sl_hf_model *ck, const sl_split_request *req, int i, const char *splits,
                       sl_part_info *info)
 {
-    const int n = req->n_splits + 1, n_layer = sl_checkpoint_config(ck)->n_layer;
+    const int n = req->n_splits + 1, n_layer = sl_hf_model_config(ck)->n_layer;
     *j = (part_job){.ck = ck, .req = req, .info = info};
     j->role = i == 0 ? SL_ROLE_BOTTOM : i == n - 1 ? SL_ROLE_TOP : SL_ROLE_TRUNK;
     j->first = i == 0 ? 0 : req->splits[i - 1];
@@ -192,10 +192,10 @@ static void plan_part(part_job *j, const sl_checkpoint *ck, const sl_split_reque
     snprintf(j->stem, sizeof j->stem, "%.200s_%s_%s", req->name, splits, j->name);
 }
 
-int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err)
+int sl_split_write(const sl_hf_model *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err)
 {
-    const sl_config *cfg = sl_checkpoint_config(ck);
-    if (check_splits(cfg, req, err) != 0) return -1;
+    const sl_config *cfg = sl_hf_model_config(ck);
+    if (sl_split_check(cfg, req, err) != 0) return -1;
     if (sl_mkdirs(req->out_dir, err) != 0) return -1;
     char splits_text[SL_MAX_SPLITS * 8] = "";
     for (int i = 0; i < req->n_splits; i++)
@@ -273,7 +273,7 @@ static int count_tensor(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
-int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err)
+int sl_split_join(const char *dir, sl_params *whole, sl_err *err)
 {
     sl_part_info parts[SL_MAX_SPLITS + 1];
     int n = sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, err);
@@ -286,9 +286,8 @@ int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err
                            dir, parts[0].name, parts[0].step, parts[i].name, parts[i].step);
     sl_config cfg = parts[0].cfg;
     cfg.tie_word_embeddings = false;
-    sl_params whole;
-    if (sl_params_alloc(&whole, &cfg, 0, cfg.n_layer, true, true, err) != 0) return -1;
-    copy_ctx c = {.whole = &whole};
+    if (sl_params_alloc(whole, &cfg, 0, cfg.n_layer, true, true, err) != 0) return -1;
+    copy_ctx c = {.whole = whole};
     int rc = 0, expected = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, err);
@@ -302,10 +301,18 @@ int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err
         sl_params_free(&p);
         sl_part_destroy(&part);
     }
-    sl_params_foreach(&whole, count_tensor, &expected);
+    sl_params_foreach(whole, count_tensor, &expected);
     if (rc == 0 && c.copied != expected)
         rc = sl_fail(err, "%s: the parts hold %d of the model's %d tensors", dir, c.copied, expected);
-    if (rc == 0) rc = sl_params_save_hf(&whole, out, dtype, 1, true, err);
+    if (rc != 0) sl_params_free(whole);
+    return rc;
+}
+
+int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err)
+{
+    sl_params whole;
+    if (sl_split_join(dir, &whole, err) != 0) return -1;
+    int rc = sl_params_save_hf(&whole, out, dtype, 1, true, err);
     sl_params_free(&whole);
     return rc;
 }

@@ -16,7 +16,7 @@
 #ifndef SL_SPLIT_H
 #define SL_SPLIT_H
 
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "dtype.h"
 #include "err.h"
 #include "part.h"
@@ -40,9 +40,13 @@ typedef struct sl_split_request {
     void *progress_ctx;
 } sl_split_request;
 
+/* Checks req's split points against the model: 1 to SL_MAX_SPLITS, increasing, inside
+ * 1..n_layer-1 (sl_split_write checks them too). */
+int sl_split_check(const sl_config *cfg, const sl_split_request *req, sl_err *err);
+
 /* Writes the parts, their metadata and split.json; parts[] (n_splits + 1 entries) receives what
  * was written. */
-int sl_split_write(const sl_checkpoint *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
+int sl_split_write(const sl_hf_model *ck, const sl_split_request *req, sl_part_info *parts, sl_err *err);
 
 /* Writes OUT/split.json listing parts (in chain order, files under out_dir). source may be NULL;
  * the index gets a copy of it, the caller keeps it. */
@@ -57,5 +61,9 @@ int sl_split_read_index(const char *dir, sl_part_info *parts, int max, sl_err *e
  * directory: config.json and model.safetensors with transformer.-prefixed names in dtype (F32, F16
  * or BF16). The result is untied (lm_head.weight from the top, wte from the bottom). */
 int sl_split_merge(const char *dir, const char *out, sl_dtype dtype, sl_err *err);
+
+/* The same model in memory: p receives every block, the embeddings and the untied head of the
+ * parts of dir (verified against their SHA-256), in one allocation it owns. */
+int sl_split_join(const char *dir, sl_params *p, sl_err *err);
 
 #endif

@@ -202,22 +202,20 @@ static int store_tokens(sl_tokenizer *t, const cJSON **by_id, size_t key_bytes, 
     return 0;
 }
 
-static int load_vocab(sl_tokenizer *t, const char *path, sl_err *err)
+/* Reads a vocab object (token: id, as vocab.json and tokenizer.json's model.vocab hold it);
+ * origin names it in errors. */
+static int load_vocab_object(sl_tokenizer *t, const cJSON *root, const char *origin, sl_err *err)
 {
-    cJSON *root = sl_json_read_file(path, MAX_FILE_BYTES, err);
-    if (!root) return -1;
     int count = cJSON_GetArraySize(root);
-    if (count == 0) {
-        cJSON_Delete(root);
-        return sl_fail(err, "%s: no tokens: expected a non-empty object of token: id", path);
-    }
+    if (!cJSON_IsObject(root)) return sl_fail(err, "%s: expected an object of token: id", origin);
+    if (count == 0) return sl_fail(err, "%s: no tokens: expected a non-empty object of token: id", origin);
     const cJSON **by_id = calloc((size_t)count, sizeof *by_id);
-    int rc = by_id ? 0 : sl_fail(err, "%s: out of memory", path);
+    int rc = by_id ? 0 : sl_fail(err, "%s: out of memory", origin);
     size_t key_bytes = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, root)
     {
-        int32_t id = rc == 0 ? vocab_entry_id(item, count, by_id, path, err) : -1;
+        int32_t id = rc == 0 ? vocab_entry_id(item, count, by_id, origin, err) : -1;
         if (id < 0) {
             rc = -1;
             break;
@@ -226,8 +224,15 @@ static int load_vocab(sl_tokenizer *t, const char *path, sl_err *err)
         key_bytes += strlen(item->string);
     }
     t->vocab_size = count;
-    if (rc == 0) rc = store_tokens(t, by_id, key_bytes, path, err);
+    if (rc == 0) rc = store_tokens(t, by_id, key_bytes, origin, err);
     free(by_id);
+    return rc;
+}
+
+static int load_vocab(sl_tokenizer *t, const char *path, sl_err *err)
+{
+    cJSON *root = sl_json_read_file(path, MAX_FILE_BYTES, err);
+    int rc = root ? load_vocab_object(t, root, path, err) : -1;
     cJSON_Delete(root);
     return rc;
 }
@@ -278,35 +283,54 @@ static merge_slot *merge_find(const sl_tokenizer *t, int32_t left, int32_t right
     }
 }
 
-/* Reading merges.txt: the token index and the alphabet, built once for all its lines. */
+/* Reading merges: the token index and the alphabet, built once for all of them. */
 typedef struct merges_reader {
     const token_index *index;
     int16_t codepoint_byte[ALPHABET_SIZE];
-    const char *path;
 } merges_reader;
 
-/* Parses one "A B" line of merges.txt into the merge table with the given rank. */
-static int add_merge(sl_tokenizer *t, const merges_reader *r, char *line, int32_t rank, int lineno, sl_err *err)
+/* Adds the merge of tokens left and right (alphabet characters) with the given rank; err says
+ * what is wrong, the caller where. */
+static int add_merge(sl_tokenizer *t, const merges_reader *r, const char *left_text, const char *right_text,
+                     int32_t rank, sl_err *err)
 {
-    char *space = strchr(line, ' ');
-    if (!space || space == line || !space[1] || strchr(space + 1, ' '))
-        return sl_fail(err, "%s:%d: expected two tokens separated by one space", r->path, lineno);
-    *space = '\0';
     char merged_bytes[2 * SL_TOKENIZER_MAX_TOKEN_BYTES], right_bytes[SL_TOKENIZER_MAX_TOKEN_BYTES];
     size_t left_len, right_len;
-    if (alphabet_to_bytes(line, r->codepoint_byte, merged_bytes, &left_len) != 0 ||
-        alphabet_to_bytes(space + 1, r->codepoint_byte, right_bytes, &right_len) != 0)
-        return sl_fail(err, "%s:%d: a token has a character outside GPT-2's byte alphabet", r->path, lineno);
+    if (alphabet_to_bytes(left_text, r->codepoint_byte, merged_bytes, &left_len) != 0 ||
+        alphabet_to_bytes(right_text, r->codepoint_byte, right_bytes, &right_len) != 0)
+        return sl_fail(err, "a token has a character outside GPT-2's byte alphabet");
     int32_t left = token_index_find(t, r->index, merged_bytes, left_len, NULL);
     int32_t right = token_index_find(t, r->index, right_bytes, right_len, NULL);
     memcpy(merged_bytes + left_len, right_bytes, right_len);
     int32_t merged = token_index_find(t, r->index, merged_bytes, left_len + right_len, NULL);
     if (left < 0 || right < 0 || merged < 0)
-        return sl_fail(err, "%s:%d: merge \"%.200s %.200s\" uses a token missing from vocab.json", r->path, lineno,
-                       line, space + 1);
+        return sl_fail(err, "merge \"%.200s %.200s\" uses a token missing from the vocab", left_text, right_text);
     /* A repeated pair takes its last rank, as the dict of OpenAI's encoder.py does. */
     *merge_find(t, left, right) = (merge_slot){pair_key(left, right), rank, merged};
     return 0;
+}
+
+/* Splits "A B" (one space between two tokens) in place into *left and *right. */
+static int split_merge_line(char *line, char **left, char **right, sl_err *err)
+{
+    char *space = strchr(line, ' ');
+    if (!space || space == line || !space[1] || strchr(space + 1, ' '))
+        return sl_fail(err, "expected two tokens separated by one space");
+    *space = '\0';
+    *left = line;
+    *right = space + 1;
+    return 0;
+}
+
+/* The merge table, with room for count merges. */
+static int merges_alloc(sl_tokenizer *t, size_t count, merges_reader *reader, const token_index *index, sl_err *err)
+{
+    size_t size = power_of_two_at_least(2 * count + 1);
+    t->merges = calloc(size, sizeof *t->merges);
+    t->merge_mask = size - 1;
+    *reader = (merges_reader){.index = index};
+    build_alphabet(reader->codepoint_byte);
+    return t->merges ? 0 : sl_fail(err, "out of memory for %zu merges", count);
 }
 
 static int load_merges(sl_tokenizer *t, const token_index *index, const char *path, sl_err *err)
@@ -316,12 +340,8 @@ static int load_merges(sl_tokenizer *t, const token_index *index, const char *pa
     size_t lines = 1;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    size_t size = power_of_two_at_least(2 * lines);
-    t->merges = calloc(size, sizeof *t->merges);
-    t->merge_mask = size - 1;
-    int rc = t->merges ? 0 : sl_fail(err, "%s: out of memory", path);
-    merges_reader reader = {.index = index, .path = path};
-    build_alphabet(reader.codepoint_byte);
+    merges_reader reader;
+    int rc = merges_alloc(t, lines, &reader, index, err);
     int32_t rank = 0;
     int lineno = 0;
     for (char *line = text, *next; rc == 0 && line; line = next) {
@@ -331,7 +351,10 @@ static int load_merges(sl_tokenizer *t, const token_index *index, const char *pa
         size_t n = strlen(line);
         if (n && line[n - 1] == '\r') line[--n] = '\0';
         if (n == 0 || (lineno == 1 && strncmp(line, "#version", 8) == 0)) continue;
-        rc = add_merge(t, &reader, line, rank++, lineno, err);
+        char *left = NULL, *right = NULL;
+        rc = split_merge_line(line, &left, &right, err);
+        if (rc == 0) rc = add_merge(t, &reader, left, right, rank++, err);
+        if (rc != 0) sl_err_prefix(err, "%s:%d", path, lineno);
     }
     free(text);
     return rc;
@@ -346,6 +369,124 @@ static int find_byte_tokens(sl_tokenizer *t, const token_index *index, const cha
             return sl_fail(err, "%s: no token for byte %d", path, b);
     }
     return 0;
+}
+
+/* ---- tokenizer.json (the HF fast tokenizer) ---- */
+
+static const cJSON *member(const cJSON *obj, const char *name) { return cJSON_GetObjectItemCaseSensitive(obj, name); }
+
+/* obj's "type", "" when obj is null or absent, "?" when it has no string type. */
+static const char *type_of(const cJSON *obj)
+{
+    if (!obj || cJSON_IsNull(obj)) return "";
+    const char *type = cJSON_GetStringValue(member(obj, "type"));
+    return type ? type : "?";
+}
+
+static bool is_false_or_absent(const cJSON *item) { return !item || cJSON_IsNull(item) || cJSON_IsFalse(item); }
+
+static bool is_empty_string_or_absent(const cJSON *item)
+{
+    return !item || cJSON_IsNull(item) || (cJSON_IsString(item) && !item->valuestring[0]);
+}
+
+/* What in the file is not GPT-2's byte-level BPE, or NULL when it all is: a BPE model over the
+ * byte alphabet (no subword prefix or suffix, no byte fallback), the ByteLevel pre-tokenizer
+ * with GPT-2's pattern and no prefix space, no normalizer, a ByteLevel decoder. */
+static const char *not_gpt2(const cJSON *root, char *why, size_t size)
+{
+    const cJSON *model = member(root, "model"), *pre = member(root, "pre_tokenizer");
+    const char *model_type = type_of(model);
+    if (!cJSON_IsObject(model)) return "no \"model\" object";
+    if (model_type[0] && strcmp(model_type, "BPE") != 0)
+        return snprintf(why, size, "model type %.64s", model_type), why;
+    if (!is_empty_string_or_absent(member(model, "continuing_subword_prefix")) ||
+        !is_empty_string_or_absent(member(model, "end_of_word_suffix")))
+        return "a BPE model with a subword prefix or suffix";
+    if (!is_false_or_absent(member(model, "byte_fallback"))) return "a BPE model with byte_fallback";
+    if (type_of(member(root, "normalizer"))[0])
+        return snprintf(why, size, "normalizer %.64s", type_of(member(root, "normalizer"))), why;
+    if (strcmp(type_of(pre), "ByteLevel") != 0)
+        return snprintf(why, size, "pre-tokenizer %.64s", type_of(pre)[0] ? type_of(pre) : "none"), why;
+    if (!is_false_or_absent(member(pre, "add_prefix_space"))) return "a ByteLevel pre-tokenizer with add_prefix_space";
+    if (cJSON_IsFalse(member(pre, "use_regex"))) return "a ByteLevel pre-tokenizer without GPT-2's pattern";
+    const char *decoder = type_of(member(root, "decoder"));
+    if (decoder[0] && strcmp(decoder, "ByteLevel") != 0) return snprintf(why, size, "decoder %.64s", decoder), why;
+    return NULL;
+}
+
+/* One entry of model.merges: "A B", or ["A", "B"] as newer versions of tokenizers write it. */
+static int add_hf_merge(sl_tokenizer *t, const merges_reader *r, const cJSON *item, int32_t rank, sl_err *err)
+{
+    const char *left = cJSON_GetStringValue(cJSON_GetArrayItem(item, 0));
+    const char *right = cJSON_GetStringValue(cJSON_GetArrayItem(item, 1));
+    if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2 && left && right)
+        return add_merge(t, r, left, right, rank, err);
+    if (!cJSON_IsString(item)) return sl_fail(err, "expected \"A B\" or [\"A\", \"B\"]");
+    char *line = strdup(item->valuestring), *l = NULL, *rt = NULL;
+    int rc = line ? split_merge_line(line, &l, &rt, err) : sl_fail(err, "out of memory");
+    if (rc == 0) rc = add_merge(t, r, l, rt, rank, err);
+    free(line);
+    return rc;
+}
+
+static int load_hf_merges(sl_tokenizer *t, const token_index *index, const cJSON *merges, const char *path, sl_err *err)
+{
+    if (!cJSON_IsArray(merges)) return sl_fail(err, "%s: model.merges: expected an array", path);
+    merges_reader reader;
+    if (merges_alloc(t, (size_t)cJSON_GetArraySize(merges), &reader, index, err) != 0) return -1;
+    int32_t rank = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, merges)
+    {
+        if (add_hf_merge(t, &reader, item, rank, err) != 0) {
+            sl_err_prefix(err, "%s: model.merges[%d]", path, rank);
+            return -1;
+        }
+        rank++;
+    }
+    return 0;
+}
+
+/* Added tokens (GPT-2's <|endoftext|>) must be tokens of the vocab: ids beyond it are not read. */
+static int check_added_tokens(const sl_tokenizer *t, const cJSON *added, const char *path, sl_err *err)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, added)
+    {
+        const char *content = cJSON_GetStringValue(member(item, "content"));
+        const cJSON *id = member(item, "id");
+        size_t len = 0;
+        const char *bytes = cJSON_IsNumber(id) ? sl_tokenizer_token(t, (int32_t)id->valuedouble, &len) : NULL;
+        if (!content || !bytes || len != strlen(content) || memcmp(bytes, content, len) != 0)
+            return sl_fail(err, "%s: added token \"%.100s\" (id %g) is not that token of model.vocab (0..%d)", path,
+                           content ? content : "?", cJSON_IsNumber(id) ? id->valuedouble : -1.0, t->vocab_size - 1);
+    }
+    return 0;
+}
+
+static int load_hf(sl_tokenizer *t, const char *path, sl_err *err)
+{
+    cJSON *root = sl_json_read_file(path, MAX_FILE_BYTES, err);
+    if (!root) return -1;
+    char why[128], origin[PATH_MAX + 16];
+    snprintf(origin, sizeof origin, "%s model.vocab", path);
+    const char *refused = not_gpt2(root, why, sizeof why);
+    int rc = refused ? sl_fail(err,
+                               "%s: %s: only GPT-2's byte-level BPE is read (model BPE, ByteLevel pre-tokenizer "
+                               "without prefix space, no normalizer)",
+                               path, refused)
+                     : 0;
+    const cJSON *model = member(root, "model");
+    token_index index = {0};
+    if (rc == 0) rc = load_vocab_object(t, member(model, "vocab"), origin, err);
+    if (rc == 0 && token_index_build(t, &index) != 0) rc = sl_fail(err, "out of memory");
+    if (rc == 0) rc = find_byte_tokens(t, &index, origin, err);
+    if (rc == 0) rc = load_hf_merges(t, &index, member(model, "merges"), path, err);
+    if (rc == 0) rc = check_added_tokens(t, member(root, "added_tokens"), path, err);
+    free(index.slots);
+    cJSON_Delete(root);
+    return rc;
 }
 
 /* ---- setup ---- */
@@ -367,18 +508,38 @@ static int compile_pattern(sl_tokenizer *t, sl_err *err)
     return t->match ? 0 : sl_fail(err, "out of memory");
 }
 
-static int load(sl_tokenizer *t, const char *dir, sl_err *err)
+static int load_vocab_and_merges(sl_tokenizer *t, const char *vocab, const char *merges, sl_err *err)
 {
-    char vocab[PATH_MAX], merges[PATH_MAX];
-    if (snprintf(vocab, sizeof vocab, "%s/vocab.json", dir) >= (int)sizeof vocab ||
-        snprintf(merges, sizeof merges, "%s/merges.txt", dir) >= (int)sizeof merges)
-        return sl_fail(err, "%s: path too long", dir);
     token_index index = {0};
     int rc = load_vocab(t, vocab, err);
     if (rc == 0 && token_index_build(t, &index) != 0) rc = sl_fail(err, "out of memory");
     if (rc == 0) rc = find_byte_tokens(t, &index, vocab, err);
     if (rc == 0) rc = load_merges(t, &index, merges, err);
     free(index.slots);
+    return rc;
+}
+
+/* The files a vocab directory holds: vocab.json + merges.txt, else tokenizer.json (hf). */
+typedef struct vocab_files {
+    char vocab[PATH_MAX], merges[PATH_MAX], hf[PATH_MAX];
+    bool use_hf;
+} vocab_files;
+
+static int find_vocab_files(const char *dir, vocab_files *f, sl_err *err)
+{
+    if (snprintf(f->vocab, sizeof f->vocab, "%s/vocab.json", dir) >= (int)sizeof f->vocab ||
+        snprintf(f->merges, sizeof f->merges, "%s/merges.txt", dir) >= (int)sizeof f->merges ||
+        snprintf(f->hf, sizeof f->hf, "%s/tokenizer.json", dir) >= (int)sizeof f->hf)
+        return sl_fail(err, "%s: path too long", dir);
+    f->use_hf = access(f->vocab, F_OK) != 0 && access(f->hf, F_OK) == 0;
+    return 0;
+}
+
+static int load(sl_tokenizer *t, const char *dir, sl_err *err)
+{
+    vocab_files f;
+    if (find_vocab_files(dir, &f, err) != 0) return -1;
+    int rc = f.use_hf ? load_hf(t, f.hf, err) : load_vocab_and_merges(t, f.vocab, f.merges, err);
     if (rc == 0) rc = compile_pattern(t, err);
     if (rc == 0 && !(t->cache.slots = calloc(CACHE_SLOTS, sizeof *t->cache.slots))) rc = sl_fail(err, "out of memory");
     return rc;
@@ -395,12 +556,29 @@ sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err)
     return t;
 }
 
-sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, sl_err *err)
+bool sl_tokenizer_dir_has_vocab(const char *dir)
 {
-    char vocab[PATH_MAX], merges[PATH_MAX];
-    bool own = model_dir && snprintf(vocab, sizeof vocab, "%s/vocab.json", model_dir) < (int)sizeof vocab &&
-               snprintf(merges, sizeof merges, "%s/merges.txt", model_dir) < (int)sizeof merges &&
-               access(vocab, R_OK) == 0 && access(merges, R_OK) == 0;
+    vocab_files f;
+    if (!dir || find_vocab_files(dir, &f, NULL) != 0) return false;
+    return f.use_hf ? access(f.hf, R_OK) == 0 : access(f.vocab, R_OK) == 0 && access(f.merges, R_OK) == 0;
+}
+
+int sl_tokenizer_copy_files(const char *from_dir, const char *to_dir, sl_err *err)
+{
+    static const char *const names[] = {"vocab.json", "merges.txt", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        char from[PATH_MAX + 32], to[PATH_MAX + 32];
+        snprintf(from, sizeof from, "%s/%s", from_dir, names[i]);
+        snprintf(to, sizeof to, "%s/%s", to_dir, names[i]);
+        if (access(from, R_OK) == 0 && sl_copy_file(from, to, err) != 0) return -1;
+    }
+    return 0;
+}
+
+sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, bool *fell_back, sl_err *err)
+{
+    bool own = sl_tokenizer_dir_has_vocab(model_dir);
+    if (fell_back) *fell_back = !own;
     return sl_tokenizer_new(own ? model_dir : fallback_dir, err);
 }
 

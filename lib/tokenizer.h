@@ -1,4 +1,5 @@
-/* tokenizer.h — GPT-2's byte-level BPE (vocab.json + merges.txt): text to token ids and back.
+/* tokenizer.h — GPT-2's byte-level BPE (vocab.json + merges.txt, or an HF tokenizer.json): text
+ * to token ids and back.
  *
  * Encoding splits the text with GPT-2's pre-tokenizer pattern
  *     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -21,6 +22,7 @@
 
 #include "err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,12 +31,23 @@ typedef struct sl_tokenizer sl_tokenizer;
 /* The most bytes one token has: loading refuses a vocab entry longer than this. */
 enum { SL_TOKENIZER_MAX_TOKEN_BYTES = 1024 };
 
-/* Loads dir/vocab.json and dir/merges.txt. Errors name the file and the entry or line.
- * Caller owns the result. */
+/* Loads dir/vocab.json and dir/merges.txt or, when dir has no vocab.json, dir/tokenizer.json: the
+ * HF fast tokenizer's file, read for its BPE vocab, merges and added tokens. A tokenizer.json
+ * that is not GPT-2's kind (another model type, a normalizer, another pre-tokenizer, a prefix
+ * space, a subword prefix, byte fallback, added tokens outside the vocab) is refused, naming
+ * what. Errors name the file and the entry or line. Caller owns the result. */
 sl_tokenizer *sl_tokenizer_new(const char *dir, sl_err *err);
 
-/* The model directory's vocab when it holds vocab.json and merges.txt, else fallback_dir's. */
-sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, sl_err *err);
+/* Whether dir holds a vocab sl_tokenizer_new reads (vocab.json + merges.txt or tokenizer.json);
+ * false for NULL. */
+bool sl_tokenizer_dir_has_vocab(const char *dir);
+
+/* Copies the vocab files from_dir has (vocab.json, merges.txt, tokenizer.json) into to_dir. */
+int sl_tokenizer_copy_files(const char *from_dir, const char *to_dir, sl_err *err);
+
+/* The model directory's vocab when it has one, else fallback_dir's; *fell_back (may be NULL)
+ * says which. */
+sl_tokenizer *sl_tokenizer_for_model(const char *model_dir, const char *fallback_dir, bool *fell_back, sl_err *err);
 
 /* Frees the tokenizer and sets *self to NULL; *self == NULL is fine (self itself must not be NULL). */
 void sl_tokenizer_destroy(sl_tokenizer **self);

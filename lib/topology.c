@@ -20,15 +20,22 @@ typedef enum section_kind { SECTION_NONE, SECTION_PIPELINE, SECTION_NODE, SECTIO
 typedef struct parse_state {
     sl_topology *t;
     FILE *fp;
-    int line;                   /* line the reader returned last */
-    int pipeline_line;          /* 0 when there is no [pipeline] */
-    section_kind section;       /* the section being read */
-    sl_topo_node *node;         /* its node, for [node.NAME] */
-    sl_topo_host *host;         /* its host, for [host.NAME] */
-    bool seen[SL_MAX_NODES][4]; /* role, layers, listen, restart given */
+    int line;                          /* line the reader returned last */
+    int pipeline_line;                 /* 0 when there is no [pipeline] */
+    section_kind section;              /* the section being read */
+    sl_topo_node *node;                /* its node, for [node.NAME] */
+    sl_topo_host *host;                /* its host, for [host.NAME] */
+    bool seen[SL_MAX_NODES][4];        /* role, layers, listen, restart given */
+    int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
     char certs_raw[PATH_MAX];
     int train_set[SL_MAX_NODES]; /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
     bool pipeline_train;
+    char keys_section[128]; /* the section whose keys keys_seen holds */
+    struct {
+        char key[48];
+        int line;
+    } keys_seen[32]; /* keys of that section so far: a key given twice is an error */
+    int n_keys_seen;
     sl_err *err;
     int rc;
 } parse_state;
@@ -36,7 +43,8 @@ typedef struct parse_state {
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
                                     "hwm, verify, max_train_tokens, checkpoint_root, security, certs, clients, "
                                     "trainers, train, restart";
-static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, restart";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, restart, clip, noise "
+                                "(bottom), grad_clip, grad_noise (top)";
 static const char host_keys[] = "run, dir, bin";
 
 /* Node and host names travel as program arguments to other hosts (ssh takes a leading '-' for an
@@ -154,6 +162,11 @@ static int parse_endpoint(parse_state *ps, const char *value, char *out)
         strlen(value) < 8)
         return sl_fail(ps->err, "%s:%d: listen = %s: write tcp://HOST:PORT or ipc:///PATH", ps->t->path, ps->line,
                        value);
+    const char *colon = strrchr(value + 6, ':');
+    long port;
+    if (!strncmp(value, "tcp://", 6) && (!colon || sl_parse_long(colon + 1, "port", 1, 65535, &port, NULL) != 0))
+        return sl_fail(ps->err, "%s:%d: listen = %s: the port must be a number in 1..65535 (tcp://HOST:PORT)",
+                       ps->t->path, ps->line, value);
     snprintf(out, SL_MAX_ENDPOINT, "%s", value);
     return 0;
 }
@@ -257,6 +270,21 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [pipeline] (keys: %s)", t->path, ps->line, key, pipeline_keys);
 }
 
+/* clip, noise (the bottom's), grad_clip, grad_noise (the top's): checked against the role once
+ * the section is read (check_defences). */
+static int defence_key(parse_state *ps, const char *key, const char *value)
+{
+    sl_topo_node *n = ps->node;
+    const bool grad = !strncmp(key, "grad_", 5), is_clip = !strcmp(key + (grad ? 5 : 0), "clip");
+    float *slot = grad ? (is_clip ? &n->grad_clip : &n->grad_noise) : (is_clip ? &n->clip : &n->noise);
+    double d;
+    /* clip is an L2 norm (> 0); noise a multiple of it: sigma, the noise's standard deviation over clip */
+    if (at_line(ps, sl_parse_double(value, key, is_clip ? 1e-9 : 0, 1e9, &d, ps->err)) != 0) return -1;
+    *slot = (float)d;
+    ps->defence_line[n - ps->t->nodes][grad] = ps->line;
+    return 0;
+}
+
 static int node_key(parse_state *ps, const char *key, const char *value)
 {
     sl_topo_node *n = ps->node;
@@ -289,6 +317,8 @@ static int node_key(parse_state *ps, const char *key, const char *value)
         ps->train_set[n - ps->t->nodes] = n->train;
         return rc;
     }
+    if (!strcmp(key, "clip") || !strcmp(key, "noise") || !strcmp(key, "grad_clip") || !strcmp(key, "grad_noise"))
+        return defence_key(ps, key, value);
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [node.%s] (keys: %s)", ps->t->path, ps->line, key, n->name,
                    node_keys);
 }
@@ -324,10 +354,28 @@ static int host_key(parse_state *ps, const char *key, const char *value)
                    host_keys);
 }
 
+/* A key given twice in one section is an error (inih would keep the last silently). */
+static int check_repeated_key(parse_state *ps, const char *section, const char *key)
+{
+    if (strcmp(section, ps->keys_section) != 0) {
+        snprintf(ps->keys_section, sizeof ps->keys_section, "%s", section);
+        ps->n_keys_seen = 0;
+    }
+    for (int i = 0; i < ps->n_keys_seen; i++)
+        if (strcmp(ps->keys_seen[i].key, key) == 0)
+            return sl_fail(ps->err, "%s:%d: '%s' is given twice in [%s] (first at line %d); keep one", ps->t->path,
+                           ps->line, key, section, ps->keys_seen[i].line);
+    if (ps->n_keys_seen < (int)(sizeof ps->keys_seen / sizeof ps->keys_seen[0])) {
+        snprintf(ps->keys_seen[ps->n_keys_seen].key, sizeof ps->keys_seen[0].key, "%s", key);
+        ps->keys_seen[ps->n_keys_seen++].line = ps->line;
+    }
+    return 0;
+}
+
 static int on_key(void *user, const char *section, const char *key, const char *value)
 {
     parse_state *ps = user;
-    (void)section;
+    if (ps->rc == 0) ps->rc = check_repeated_key(ps, section, key);
     if (ps->rc != 0) return 0;
     switch (ps->section) {
     case SECTION_PIPELINE:
@@ -431,6 +479,35 @@ static int check_nodes(parse_state *ps)
     return 0;
 }
 
+/* The bottom alone takes clip and noise, the top alone grad_clip and grad_noise; noise is sigma
+ * times the clip, so it needs one. */
+static int check_defences(parse_state *ps)
+{
+    sl_topology *t = ps->t;
+    static const char *const keys[2] = {"clip/noise", "grad_clip/grad_noise"};
+    static const sl_role owner[2] = {SL_ROLE_BOTTOM, SL_ROLE_TOP};
+    for (int i = 0; i < t->n_nodes; i++) {
+        const sl_topo_node *n = &t->nodes[i];
+        for (int g = 0; g < 2; g++) {
+            int line = ps->defence_line[i][g];
+            if (!line) continue;
+            if (n->role != owner[g])
+                return sl_fail(ps->err,
+                               "%s:%d: %s in [node.%s], a %s: only the %s's section takes it (the %s it sends)",
+                               t->path, line, keys[g], n->name, sl_role_name(n->role), sl_role_name(owner[g]),
+                               g ? "gradient" : "activations");
+            float clip = g ? n->grad_clip : n->clip, noise = g ? n->grad_noise : n->noise;
+            if (noise > 0 && clip <= 0)
+                return sl_fail(ps->err,
+                               "%s:%d: [node.%s] has %s = %g but no %s: the noise's standard deviation is %s "
+                               "times the clip; add %s = C (an L2 norm per row)",
+                               t->path, line, n->name, g ? "grad_noise" : "noise", (double)noise,
+                               g ? "grad_clip" : "clip", g ? "grad_noise" : "noise", g ? "grad_clip" : "clip");
+        }
+    }
+    return 0;
+}
+
 /* A [host.NAME] no node runs on is a typo of a node's host (or of the section's name). */
 static int check_hosts(parse_state *ps)
 {
@@ -505,7 +582,7 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
     if (ps.rc != 0) return -1;
     if (bad_line != 0)
         return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
-    if (check_nodes(&ps) != 0 || check_hosts(&ps) != 0) return -1;
+    if (check_nodes(&ps) != 0 || check_hosts(&ps) != 0 || check_defences(&ps) != 0) return -1;
     if (resolve_dir(&ps, "parts", t->parts_given, t->parts, sizeof t->parts) != 0 || check_security(&ps) != 0 ||
         (ps.certs_raw[0] && resolve_dir(&ps, "certs", ps.certs_raw, t->certs, sizeof t->certs) != 0))
         return -1;
@@ -590,4 +667,24 @@ int sl_topology_write_local(const char *path, const sl_part_info *parts, int n, 
     free(text);
     free(abs_dir);
     return rc;
+}
+
+bool sl_topology_host_is_local(const char *host)
+{
+    char name[256] = "";
+    gethostname(name, sizeof name - 1);
+    size_t short_len = strcspn(name, ".");
+    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "::1") || !strcmp(host, name) ||
+           (strlen(host) == short_len && !strncmp(host, name, short_len));
+}
+
+sl_cut_defence sl_topology_bottom_defence(const sl_topology *t)
+{
+    return (sl_cut_defence){.clip = t->nodes[0].clip, .noise = t->nodes[0].noise};
+}
+
+sl_cut_defence sl_topology_top_defence(const sl_topology *t)
+{
+    const sl_topo_node *top = &t->nodes[t->n_nodes - 1];
+    return (sl_cut_defence){.clip = top->grad_clip, .noise = top->grad_noise};
 }

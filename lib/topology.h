@@ -4,6 +4,7 @@
 #ifndef SL_TOPOLOGY_H
 #define SL_TOPOLOGY_H
 
+#include "cutguard.h"
 #include "dtype.h"
 #include "err.h"
 #include "role.h"
@@ -23,13 +24,16 @@ typedef struct sl_topo_node {
     int line;      /* where its section starts */
     sl_role role;
     int first, last;              /* layers = first-last: blocks [first, last) */
-    char listen[SL_MAX_ENDPOINT]; /* its PULL socket binds here; the previous stage connects */
+    char listen[SL_MAX_ENDPOINT]; /* its ROUTER binds here; the previous stage (or clients) connect */
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
     char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
     bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
     bool restart;                 /* the launcher starts it again when it dies (its own or [pipeline]'s) */
+    /* Defences at the cut (cutguard.h): the bottom's on the rows it sends (clip, noise), the
+     * top's on the gradient it sends back in training (grad_clip, grad_noise); 0: none. */
+    float clip, noise, grad_clip, grad_noise;
 } sl_topo_node;
 
 #define SL_MAX_PARTIES 64 /* names in a clients or trainers list */
@@ -104,6 +108,9 @@ bool sl_endpoint_is_local(const char *endpoint);
 /* The node called name, or NULL. */
 const sl_topo_node *sl_topology_node(const sl_topology *t, const char *name);
 
+/* Whether host (a node's host = ...) names this machine: localhost, 127.0.0.1, ::1 or its hostname. */
+bool sl_topology_host_is_local(const char *host);
+
 /* Position of node in the chain (0 = bottom). */
 int sl_topology_index(const sl_topology *t, const sl_topo_node *node);
 
@@ -116,5 +123,10 @@ const sl_topo_host *sl_topology_host(const sl_topology *t, const char *name);
  * file's first comment. */
 int sl_topology_write_local(const char *path, const struct sl_part_info *parts, int n, const char *name,
                             const char *parts_dir, int port, const char *tool, sl_err *err);
+
+/* The defence of the rows the bottom sends (its clip and noise) and of the gradient the top sends
+ * back (its grad_clip and grad_noise). */
+sl_cut_defence sl_topology_bottom_defence(const sl_topology *t);
+sl_cut_defence sl_topology_top_defence(const sl_topology *t);
 
 #endif

@@ -7,6 +7,7 @@
 #include "fileio.h"
 #include "learner.h"
 #include "net.h"
+#include "privacy.h"
 #include "wire.h"
 
 #include <czmq.h>
@@ -55,10 +56,12 @@ struct sl_trainer {
     stage stages[SL_MAX_SPLITS + 1];
     int n;
     long steps;
+    const char *lost;         /* the node whose connection dropped, when a step failed for it */
     char saved_dir[PATH_MAX]; /* the checkpoint this run resumed from or last saved ("": none) */
     long saved_step;          /* its step */
     float *act, *grad;        /* (B*T, C) crossing the boundaries, two of each to ping-pong */
     float *act2, *grad2;
+    sl_privacy *privacy; /* the defences at the client's cuts (opts.privacy; NULL: none) */
     /* remote trunks */
     sl_topology topo;
     sl_net_opts net;
@@ -80,22 +83,22 @@ static int local_forward(sl_trainer *t, stage *s, const int32_t *ids, const floa
                          float *out, float *loss, sl_err *err)
 {
     (void)t;
-    return sl_train_forward(sl_learner_train(s->learner), ids, in, targets, out, loss, err);
+    return sl_backprop_forward(sl_learner_train(s->learner), ids, in, targets, out, loss, err);
 }
 
 static int local_backward(sl_trainer *t, stage *s, const float *dout, float *din, bool want_norm, float scale,
                           const update_plan *upd, sl_err *err)
 {
     (void)t, (void)want_norm, (void)scale, (void)upd; /* its norm and update come when asked */
-    return sl_train_backward(sl_learner_train(s->learner), dout, din, err);
+    return sl_backprop_backward(sl_learner_train(s->learner), dout, din, err);
 }
 
-static double local_norm2(stage *s, float scale) { return sl_train_grad_norm2(sl_learner_train(s->learner), scale); }
+static double local_norm2(stage *s, float scale) { return sl_backprop_grad_norm2(sl_learner_train(s->learner), scale); }
 
 static int local_update(sl_trainer *t, stage *s, const sl_adamw *opt, float scale, sl_err *err)
 {
     (void)t, (void)err;
-    sl_train_step(sl_learner_train(s->learner), opt, scale);
+    sl_backprop_step(sl_learner_train(s->learner), opt, scale);
     return 0;
 }
 
@@ -118,6 +121,7 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
 /* A dropped connection reported by watch i, as the trainer's error. */
 static int connection_lost(sl_trainer *t, int i, sl_msg_kind kind, sl_err *err)
 {
+    t->lost = t->watched[i];
     char endpoint[SL_MAX_ENDPOINT];
     sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
     return sl_fail(err,
@@ -165,6 +169,8 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
             if (got == 0 &&
                 sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
                 m.session == t->run_id) {
+                if (m.kind == SL_MSG_ERROR && !strcmp(m.code, "out_of_step")) /* it restarted */
+                    t->lost = sl_topology_node(&t->topo, m.node) ? sl_topology_node(&t->topo, m.node)->name : NULL;
                 if (m.kind == SL_MSG_ERROR)
                     rc = sl_fail(err, "node %s: %s: %s", m.node, m.code, m.message);
                 else if (m.kind == kind && m.step == step && out && m.rows != rows)
@@ -226,9 +232,12 @@ static int remote_backward(sl_trainer *t, stage *s, const float *dout, float *di
     back.has_gnorm2 = want_norm;
     s->updated = upd != NULL;
     s->norm2 = 0;
-    if (sl_wire_encode(&back, &t->out, err) != 0 ||
-        sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0)
+    if (sl_wire_encode(&back, &t->out, err) != 0) return -1;
+    if (sl_net_send_to(t->from_trunks, &t->last_trunk, t->out.data, t->out.size, err) != 0) {
+        t->lost = t->topo.nodes[s->last].name;
+        sl_err_prefix(err, "lost the connection to node %s in step %ld", t->lost, t->steps + 1);
         return -1;
+    }
     return await(t, SL_MSG_BACKWARD, back.step, din, want_norm ? &s->norm2 : NULL, err);
 }
 
@@ -337,7 +346,11 @@ static int alloc_buffers(sl_trainer *t, sl_err *err)
     t->act2 = malloc(rows * C * sizeof(float));
     t->grad = malloc(rows * C * sizeof(float));
     t->grad2 = malloc(rows * C * sizeof(float));
-    return t->act && t->act2 && t->grad && t->grad2 ? 0 : sl_fail(err, "out of memory");
+    if (!t->act || !t->act2 || !t->grad || !t->grad2) return sl_fail(err, "out of memory");
+    if (sl_privacy_active(&t->opts.privacy) &&
+        !(t->privacy = sl_privacy_new(&t->opts.privacy, t->opts.batch, t->opts.seq_len, (int)C, err)))
+        return -1;
+    return 0;
 }
 
 static sl_trainer *trainer_alloc(const sl_trainer_opts *opts, sl_err *err)
@@ -418,6 +431,13 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
         sl_fail(err, "%s has no trunk: train it in this process", topo->path);
         return NULL;
     }
+    for (int i = 1; i < topo->n_nodes - 1; i++)
+        if (!topo->nodes[i].train) {
+            sl_fail(err,
+                    "%s:%d: [node.%s] does not train (train = no, the default): set train = yes there or in [pipeline]",
+                    topo->path, topo->nodes[i].line, topo->nodes[i].name);
+            return NULL;
+        }
     sl_trainer *t = trainer_alloc(opts, err);
     if (!t) return NULL;
     t->topo = *topo;
@@ -463,11 +483,14 @@ void sl_trainer_destroy(sl_trainer **self)
     free(t->act2);
     free(t->grad);
     free(t->grad2);
+    sl_privacy_destroy(&t->privacy);
     free(t);
     *self = NULL;
 }
 
 long sl_trainer_step_count(const sl_trainer *self) { return self->steps; }
+const char *sl_trainer_lost(const sl_trainer *self) { return self->lost; }
+double sl_trainer_dcor(const sl_trainer *self) { return self->privacy ? sl_privacy_dcor(self->privacy) : NAN; }
 int sl_trainer_stages(const sl_trainer *self) { return self->n_parts; }
 
 sl_params *sl_trainer_params(sl_trainer *self, int i)
@@ -502,15 +525,25 @@ static int run_chain(sl_trainer *t, const int32_t *ids, const int32_t *targets, 
         bool top = i == t->n - 1;
         if (s->ops->forward(t, s, i == 0 ? ids : NULL, in, top ? targets : NULL, top ? NULL : out, loss, err) != 0)
             return -1;
+        /* privacy: what the bottom sends goes through its defence (and NoPeek's term in training) */
+        if (i == 0 && t->privacy &&
+            sl_privacy_bottom_forward(t->privacy, sl_learner_params(s->learner), ids, out, backward, err) != 0)
+            return -1;
         in = out;
         out = out == t->act ? t->act2 : t->act;
     }
     if (!backward) return 0;
-    const float *dout = NULL;
-    float *din = t->grad;
+    float *dout = NULL, *din = t->grad;
     for (int i = t->n - 1; i >= 0; i--) {
         stage *s = &t->stages[i];
+        /* privacy: the gradient at the rows sent becomes the bottom's, through its defence, plus NoPeek's */
+        if (i == 0 && t->privacy &&
+            sl_privacy_bottom_backward(t->privacy, sl_backprop_grads(sl_learner_train(s->learner)), ids, dout, err) !=
+                0)
+            return -1;
         if (s->ops->backward(t, s, dout, i == 0 ? NULL : din, want_norm, scale, upd, err) != 0) return -1;
+        /* privacy: the top's gradient to the stage before it goes through the top's defence */
+        if (i == t->n - 1 && t->privacy && sl_privacy_top_gradient(t->privacy, din, err) != 0) return -1;
         dout = din;
         din = din == t->grad ? t->grad2 : t->grad;
     }
@@ -535,7 +568,7 @@ int sl_trainer_step(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
     const size_t micro = (size_t)o->batch * o->seq_len;
     const int K = o->grad_accum > 0 ? o->grad_accum : 1;
     for (int i = 0; i < t->n; i++)
-        if (t->stages[i].learner) sl_train_zero_grad(sl_learner_train(t->stages[i].learner));
+        if (t->stages[i].learner) sl_backprop_zero_grad(sl_learner_train(t->stages[i].learner));
     double total = 0;
     const bool clip = o->grad_clip > 0;
     const update_plan plan = {.lr = sl_trainer_lr(t), .scale = 1.0f / (float)K}; /* the mean over micro-batches */

@@ -11,9 +11,10 @@
 #define SL_TRAINER_H
 
 #include "ckptstore.h"
+#include "privacy.h"
 #include "split.h"
 #include "topology.h"
-#include "train.h"
+#include "backprop.h"
 
 typedef struct sl_trainer_opts {
     int batch, seq_len; /* B sequences of T tokens per micro-batch */
@@ -21,8 +22,9 @@ typedef struct sl_trainer_opts {
     sl_adamw adamw;     /* lr is the peak learning rate */
     float grad_clip;    /* clip the global gradient norm to this; 0: no clipping */
     long warmup, total_steps;
-    bool cosine;      /* cosine decay to 10% of lr over total_steps after warmup */
-    const char *cert; /* with security = curve: the trainer's secret certificate (a name in trainers) */
+    bool cosine;             /* cosine decay to 10% of lr over total_steps after warmup */
+    const char *cert;        /* with security = curve: the trainer's secret certificate (a name in trainers) */
+    sl_privacy_opts privacy; /* defences at the cuts: the caller takes them from the topology (privacy.h) */
 } sl_trainer_opts;
 
 typedef struct sl_trainer sl_trainer;
@@ -48,6 +50,13 @@ int sl_trainer_step(sl_trainer *self, const int32_t *ids, const int32_t *targets
 
 /* The loss of one micro-batch without training. */
 int sl_trainer_eval(sl_trainer *self, const int32_t *ids, const int32_t *targets, float *loss, sl_err *err);
+
+/* The remote trunk whose connection dropped during the last failed step (it stopped or its host
+ * went away), or NULL: the run can continue from its last checkpoint once the trunk is back. */
+const char *sl_trainer_lost(const sl_trainer *self);
+
+/* NoPeek's distance correlation in the last training micro-batch (NAN without NoPeek). */
+double sl_trainer_dcor(const sl_trainer *self);
 
 /* Steps taken (counting those of the checkpoint it was loaded from). */
 long sl_trainer_step_count(const sl_trainer *self);

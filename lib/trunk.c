@@ -155,9 +155,9 @@ static int train_forward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *
                        "%s has taken %ld optimizer steps in this run, the trainer %llu: the node restarted or "
                        "another trainer used it meanwhile; continue with --resume from the last checkpoint",
                        t->name, steps, (unsigned long long)req->at_step),
-               SL_TRUNK_BAD;
+               SL_TRUNK_OUT_OF_STEP;
     sl_msg_copy_x(req, t->in);
-    if (sl_train_forward(sl_learner_train(t->learner), NULL, t->in, NULL, t->out, NULL, err) != 0)
+    if (sl_backprop_forward(sl_learner_train(t->learner), NULL, t->in, NULL, t->out, NULL, err) != 0)
         return SL_TRUNK_INTERNAL;
     t->forward_step = req->step;
     t->forward_ready = true;
@@ -182,13 +182,13 @@ static int backward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
         return sl_fail(err, "%s holds no training forward of step %llu with %u rows to go back through", t->name,
                        (unsigned long long)req->step, req->rows),
                SL_TRUNK_BAD;
-    sl_train *train = sl_learner_train(t->learner);
+    sl_backprop *train = sl_learner_train(t->learner);
     t->forward_ready = false;  /* its saved activations go into this backward, once */
     sl_msg_copy_x(req, t->in); /* the gradient of this stage's output */
-    if (sl_train_backward(train, t->in, t->out, err) != 0) return SL_TRUNK_INTERNAL;
+    if (sl_backprop_backward(train, t->in, t->out, err) != 0) return SL_TRUNK_INTERNAL;
     t->grads_pending = true;
     *reply = *req;
-    if (req->has_gnorm2) reply->gnorm2 = req->gnorm2 + sl_train_grad_norm2(train, req->grad_scale);
+    if (req->has_gnorm2) reply->gnorm2 = req->gnorm2 + sl_backprop_grad_norm2(train, req->grad_scale);
     reply->x = t->out;
     reply->dtype = t->opts.activations;
     t->update_due = req->update;
@@ -200,18 +200,18 @@ static int backward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
  * gradients are dropped, not applied: one NaN would poison every later answer. */
 static int apply_update(sl_trunk *t, const sl_msg *req, sl_err *err)
 {
-    sl_train *train = sl_learner_train(t->learner);
+    sl_backprop *train = sl_learner_train(t->learner);
     t->grads_pending = false;
-    if (!isfinite(sl_train_grad_norm2(train, req->grad_scale))) {
-        sl_train_zero_grad(train);
+    if (!isfinite(sl_backprop_grad_norm2(train, req->grad_scale))) {
+        sl_backprop_zero_grad(train);
         return sl_fail(err, "non-finite gradients in step %llu: update refused, weights unchanged",
                        (unsigned long long)req->step);
     }
     sl_adamw opt = SL_ADAMW_DEFAULT;
     opt.lr = req->lr;
     opt.weight_decay = req->weight_decay;
-    sl_train_step(train, &opt, req->grad_scale);
-    sl_train_zero_grad(train);
+    sl_backprop_step(train, &opt, req->grad_scale);
+    sl_backprop_zero_grad(train);
     return 0;
 }
 

@@ -54,7 +54,9 @@ typedef enum sl_trunk_to {
     SL_TRUNK_CLIENT, /* back to whoever asked (an ack of save or load) */
 } sl_trunk_to;
 
-enum { SL_TRUNK_BAD = -1, SL_TRUNK_INTERNAL = -2 };
+/* Refusals: the sender's mistake; this node's failure; a training forward of another step than the
+ * trunk's (it restarted, or another trainer used it: the trainer can reload its last checkpoint). */
+enum { SL_TRUNK_BAD = -1, SL_TRUNK_INTERNAL = -2, SL_TRUNK_OUT_OF_STEP = -3 };
 
 /* Handles one training message. Returns 0 with *reply to send to *to (its payload a view into
  * the trunk's buffers, valid until the next call), or SL_TRUNK_BAD / SL_TRUNK_INTERNAL with err.

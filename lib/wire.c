@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_names[] = {"forward",  "result", "error", "end",   "ack",
-                                         "backward", "save",   "load",  "update"};
+static const char *const kind_names[] = {"forward",  "result", "error", "end",    "ack",
+                                         "backward", "save",   "load",  "update", "hello"};
 _Static_assert(sizeof kind_names / sizeof *kind_names == SL_MSG_KIND_COUNT, "a name for every message kind");
 
 const char *sl_msg_kind_name(sl_msg_kind kind) { return kind < SL_MSG_KIND_COUNT ? kind_names[kind] : "?"; }
@@ -41,6 +41,7 @@ static bool sends_x(const sl_msg *m) { return m->ids == NULL; } /* a forward of 
 static bool sends_logits(const sl_msg *m) { return m->logits != NULL; }
 static bool sends_shape(const sl_msg *m) { return m->kind == SL_MSG_RESULT ? m->logits != NULL : m->ids == NULL; }
 static bool trains(const sl_msg *m) { return m->train; }
+static bool traced(const sl_msg *m) { return m->trace[0] != '\0'; }
 static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
 
 /* The ranges are the sampler's own; checked even when greedy ignores them. */
@@ -95,7 +96,8 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
     FIELD(G, "g", MATRIX, K(BACKWARD), K(BACKWARD), MEMBER(x))                                                         \
     FIELD(LOGITS, "logits", LOGITS, K(RESULT), 0, MEMBER(logits), .when = sends_logits)                                \
     FIELD(SHAPE, "shape", SHAPE, K(FORWARD) | K(RESULT) | K(BACKWARD), K(BACKWARD), MEMBER(rows), .when = sends_shape) \
-    FIELD(DTYPE, "dtype", DTYPE, K(FORWARD) | K(BACKWARD), K(BACKWARD), MEMBER(dtype), .when = sends_x)                \
+    FIELD(DTYPE, "dtype", DTYPE, K(FORWARD) | K(BACKWARD) | K(HELLO), K(BACKWARD) | K(HELLO), MEMBER(dtype),           \
+          .when = sends_x)                                                                                             \
     FIELD(SAMPLE, "sample", MAP, K(FORWARD), 0, FLAG(has_sample), .check = check_sampling, .sub = sample_fields,       \
           .n_sub = sizeof sample_fields / sizeof *sample_fields)                                                       \
     FIELD(TRAIN, "train", BOOL, K(FORWARD), 0, MEMBER(train), .when = trains)                                          \
@@ -109,9 +111,14 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
     FIELD(AT_STEP, "at_step", UINT, K(FORWARD) | K(LOAD), 0, MEMBER(at_step), FLAG(has_at_step), .max = 1ull << 53,    \
           .when = sends_at_step)                                                                                       \
     FIELD(LOSS, "loss", FLOAT32, K(SAVE), 0, MEMBER(loss), FLAG(has_loss), .lo = -FLT_MAX, .hi = FLT_MAX)              \
-    FIELD(NODE, "node", STR, K(ACK) | K(ERROR), K(ACK), MEMBER(node))                                                  \
+    FIELD(NODE, "node", STR, K(ACK) | K(ERROR) | K(HELLO), K(ACK) | K(HELLO), MEMBER(node))                            \
+    FIELD(MODEL, "model", STR, K(HELLO), K(HELLO), MEMBER(model))                                                      \
+    FIELD(FIRST, "first", UINT, K(HELLO), K(HELLO), MEMBER(first), .max = UINT32_MAX)                                  \
+    FIELD(LAST, "last", UINT, K(HELLO), K(HELLO), MEMBER(last), .max = UINT32_MAX)                                     \
+    FIELD(WIDTH, "width", UINT, K(HELLO), K(HELLO), MEMBER(width), .max = UINT32_MAX)                                  \
     FIELD(CODE, "code", STR, K(ERROR), K(ERROR), MEMBER(code))                                                         \
-    FIELD(MESSAGE, "message", STR, K(ERROR), 0, MEMBER(message))
+    FIELD(MESSAGE, "message", STR, K(ERROR), 0, MEMBER(message))                                                       \
+    FIELD(TRACE, "trace", STR, K(FORWARD) | K(RESULT), 0, MEMBER(trace), .when = traced)
 
 enum { WIRE_FIELDS(FIELD_ID) F_COUNT };
 static const sl_wire_field fields[] = {WIRE_FIELDS(ROW)};

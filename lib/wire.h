@@ -10,7 +10,7 @@
  *   key            type          kinds                      meaning
  *   "v"            uint          all                        protocol version: 1
  *   "kind"         str           all                        "forward" "result" "error" "end" "ack" "backward"
- *                                                           "save" "load" "update"
+ *                                                           "save" "load" "update" "hello"
  *   "session"      uint          all                        64-bit id the client chose for the sequence
  *   "step"         uint          all but end, error?        request number within the session
  *   "pos"          uint          forward result             position of the request's first token
@@ -25,7 +25,8 @@
  *                                                           output, sent back stage by stage
  *   "logits"       bin           result?                    f32 [rows, cols], when want_logits
  *   "shape"        [uint, uint]  backward forward? result?  rows, cols of "x", "g" or "logits"
- *   "dtype"        str           backward forward?          "f32" "f16" "bf16": the element type of "x", "g"
+ *   "dtype"        str           backward hello forward?    "f32" "f16" "bf16": the element type of "x", "g"
+ *                                                           (hello: of the activations the sender sends)
  *   "sample"       map           forward?                   {"greedy": bool, "temperature": float64,
  *                                                            "top_k": uint, "top_p": float64, "seed": uint,
  *                                                            "index": uint}: sampling, and the index of the token
@@ -46,10 +47,19 @@
  *                                                           restarted or another run used it, refuses) or
  *                                                           resumes at (load: a trunk opens its save of it)
  *   "loss"         float32       save?                      the loss of the step saved, for the metadata
- *   "node"         str           ack error?                 the node that sends it
+ *   "node"         str           ack hello error?           the node that sends it
+ *   "model"        str           hello                      the sender's model: SHA-256 of its source files
+ *   "first"        uint          hello                      the sender's layers [first, last)
+ *   "last"         uint          hello
+ *   "width"        uint          hello                      the sender's n_embd
+ *                                                           (a hello goes to the next stage when a node
+ *                                                           starts: it checks that the chain agrees)
  *   "code"         str           error                      "bad_message" "unknown_session" "context_full"
+ *                                                           "busy" "forbidden" "chain_mismatch" "out_of_step"
  *                                                           "internal"
  *   "message"      str           error?                     what went wrong, for people
+ *   "trace"        str           forward? result?           per-hop timing, asked by a forward carrying it
+ *                                                           (empty at first): "node@host a s l;" per hop
  *
  * Unknown keys are ignored (later minor versions may add some); a wrong version or kind, a
  * missing or mistyped field, a value out of the field's bounds, a payload whose byte length is
@@ -70,6 +80,8 @@
 
 #define SL_WIRE_VERSION 1
 
+#define SL_WIRE_TRACE_MAX 2048
+
 typedef enum sl_msg_kind {
     SL_MSG_FORWARD,
     SL_MSG_RESULT,
@@ -80,6 +92,7 @@ typedef enum sl_msg_kind {
     SL_MSG_SAVE,
     SL_MSG_LOAD,
     SL_MSG_UPDATE,
+    SL_MSG_HELLO,
     SL_MSG_KIND_COUNT
 } sl_msg_kind;
 
@@ -113,7 +126,14 @@ typedef struct sl_msg {
     /* ack, error */
     char node[64];
     char code[32];
+    /* hello: what the sender is, for its next stage to check that the chain agrees */
+    char model[65];       /* the model's identity (SHA-256 of its source files); "" when unknown */
+    uint32_t first, last; /* the sender's layers [first, last) */
+    uint32_t width;       /* its n_embd */
     char message[512];
+    /* forward, result: with --trace, each node the request passed appends "node@host a s l;"
+     * (its clock, microseconds: when it received the request, began computing, sent it on) */
+    char trace[SL_WIRE_TRACE_MAX];
 } sl_msg;
 
 /* What the receiver's model allows: widths and positions are checked against it. A zero field

@@ -1,8 +1,10 @@
-/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), binds its
- * PULL socket, and for every message runs its layers and pushes the result on: activations to
- * the next stage, or, at the top, the sampled token to the client that asked. */
+/* node.c — zmq-splitlearn-node: one stage of a pipeline. It loads its part (mmap), listens on a
+ * ROUTER socket and reaches its next stage through a DEALER; for every request it runs its layers
+ * and sends the activations on, or, at the top, sends the sampled token back the way the request
+ * came (answers travel back along the chain to the client's own connection to the bottom). */
 #include "clock.h"
 #include "cli.h"
+#include "cutguard.h"
 #include "cpu.h"
 #include "fileio.h"
 #include "gpt2.h"
@@ -20,6 +22,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/random.h>
 #include <time.h>
 
 static const char usage[] =
@@ -66,7 +69,7 @@ typedef struct node {
     bool bottom;              /* answers clients: a session belongs to the connection that opened it */
     sl_trunk *trunk;          /* the part's weights and, on a trunk, its training state */
     unsigned generation;      /* of the weights the runner and sessions were made for */
-    sl_stage *stage;
+    sl_runner *stage;
     sl_sessions *sessions;
     sl_sampler *sampler;
     sl_wire_decoder *decoder;
@@ -76,6 +79,7 @@ typedef struct node {
     zsock_t *next_link;       /* DEALER to the next stage: requests on, answers and gradients back */
     zactor_t *next_watch;     /* its dropped connections: the requests in flight there are lost */
     sl_security *security;    /* with security = curve: its key pair and whom it accepts */
+    sl_cutguard *guard;       /* the bottom's clip and noise on every row it sends (NULL: none) */
     const sl_topo_node *prev; /* NULL at the bottom */
     const sl_peer *from;      /* the sender of the request being handled (NULL: it came from the next) */
     sl_peer train_from;       /* where a training forward came from: its gradient goes back there */
@@ -86,6 +90,11 @@ typedef struct node {
     float *logits;      /* (V), or (n_positions, V) while a request wants every position */
     size_t logits_rows;
     long handled, refused, dropped;
+    long long arrived_us, started_us; /* the request being handled: received, computing (wall clock) */
+    double refusal_second;            /* the second refusals are being counted in */
+    long refusals_this_second, refusals_unlogged;
+    uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
+    char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
     client_budget budgets[MAX_CLIENTS]; /* at the bottom: how fast each client opened sessions */
 } node;
 
@@ -132,6 +141,22 @@ static const sl_peer *peer_of(node *n, uint64_t session)
 /* The request's sender, or the session's when the request came back from the next stage. */
 static const sl_peer *asker(node *n, const sl_msg *req) { return n->from ? n->from : peer_of(n, req->session); }
 
+/* Whether this refusal gets a log line: at most REFUSALS_LOGGED a second, so that a flood of bad
+ * messages cannot fill the disk; the count of those left out is logged with the next one. */
+#define REFUSALS_LOGGED 20
+static bool refusal_logged(node *n)
+{
+    double now = sl_now();
+    if (now - n->refusal_second >= 1.0) {
+        if (n->refusals_unlogged)
+            log_line(n, "%ld more refusals in the last second(s) not logged", n->refusals_unlogged);
+        n->refusal_second = now, n->refusals_this_second = 0, n->refusals_unlogged = 0;
+    }
+    if (n->refusals_this_second++ < REFUSALS_LOGGED) return true;
+    n->refusals_unlogged++;
+    return false;
+}
+
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
@@ -144,8 +169,9 @@ static void reply_error(node *n, const sl_msg *req, const char *code, const char
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
     n->refused++;
-    log_line(n, "session %04x.. step %llu: %s: %s", SL_ID_SHORT(req->session), (unsigned long long)req->step, code,
-             e.message);
+    if (refusal_logged(n))
+        log_line(n, "session %04x.. step %llu: %s: %s", SL_ID_SHORT(req->session), (unsigned long long)req->step, code,
+                 e.message);
     answer(n, asker(n, req), &e);
 }
 
@@ -230,6 +256,19 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
     return kv;
 }
 
+/* Appends this node's hop to a traced request's trace (see wire.h "trace"); a full trace stays as
+ * it is. */
+static void add_hop(const node *n, const sl_msg *req, char *trace, size_t size)
+{
+    if (!req->trace[0]) return;
+    char hop[256];
+    int len = snprintf(hop, sizeof hop, "%s@%s %lld %lld %lld;", n->name, n->self->host, n->arrived_us, n->started_us,
+                       sl_wall_us());
+    size_t used = strlen(req->trace);
+    if (trace != req->trace) snprintf(trace, size, "%s", req->trace);
+    if (len > 0 && used + (size_t)len < size) memcpy(trace + used, hop, (size_t)len + 1);
+}
+
 static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
 {
     const int V = sl_trunk_params(n->trunk)->cfg.vocab_size;
@@ -244,7 +283,7 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         n->logits = more;
         n->logits_rows = (size_t)T;
     }
-    if (sl_stage_forward(n->stage, kv, T, NULL, n->in, n->logits, which, &err) != 0) {
+    if (sl_runner_forward(n->stage, kv, T, NULL, n->in, n->logits, which, &err) != 0) {
         reply_error(n, req, "context_full", "%s", err.msg);
         return;
     }
@@ -260,11 +299,17 @@ static void run_top(node *n, sl_msg *req, sl_kv *kv, int T)
         res.rows = (uint32_t)T;
         res.cols = (uint32_t)V;
     }
+    add_hop(n, req, res.trace, sizeof res.trace);
     answer(n, n->from, &res);
 }
 
 static void handle_forward(node *n, sl_msg *req)
 {
+    if (n->chain_error[0]) {
+        reply_error(n, req, "chain_mismatch", "%s", n->chain_error);
+        return;
+    }
+    n->started_us = sl_wall_us();
     const sl_config *cfg = &sl_trunk_params(n->trunk)->cfg;
     bool bottom = sl_trunk_params(n->trunk)->embed;
     if (bottom != (req->ids != NULL)) {
@@ -283,8 +328,12 @@ static void handle_forward(node *n, sl_msg *req)
     sl_err err;
     if (bottom) {
         sl_msg_copy_ids(req, n->ids);
-        if (sl_stage_forward(n->stage, kv, T, n->ids, NULL, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
+        if (sl_runner_forward(n->stage, kv, T, n->ids, NULL, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
             reply_error(n, req, "bad_message", "%s", err.msg);
+            return;
+        }
+        if (n->guard && sl_cutguard_forward(n->guard, n->hidden, T, false, &err) != 0) { /* privacy: leaves defended */
+            reply_error(n, req, "internal", "%s", err.msg);
             return;
         }
     } else {
@@ -293,12 +342,13 @@ static void handle_forward(node *n, sl_msg *req)
             run_top(n, req, kv, T);
             return;
         }
-        if (sl_stage_forward(n->stage, kv, T, NULL, n->in, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
+        if (sl_runner_forward(n->stage, kv, T, NULL, n->in, n->hidden, SL_OUT_HIDDEN, &err) != 0) {
             reply_error(n, req, "context_full", "%s", err.msg);
             return;
         }
     }
     sl_msg fwd = *req;
+    add_hop(n, req, fwd.trace, sizeof fwd.trace);
     fwd.ids = NULL;
     fwd.n_ids = 0;
     fwd.x = n->hidden;
@@ -320,10 +370,10 @@ static int follow_weights(node *n, sl_err *err)
 {
     unsigned generation = sl_trunk_generation(n->trunk);
     if (n->stage && generation == n->generation) return 0;
-    sl_stage_destroy(&n->stage);
+    sl_runner_destroy(&n->stage);
     sl_sessions_destroy(&n->sessions);
     const sl_params *p = sl_trunk_params(n->trunk);
-    n->stage = sl_stage_new(p, 128, err);
+    n->stage = sl_runner_new(p, 128, err);
     n->sessions = sl_sessions_new(p, n->topo.max_sessions, n->topo.idle_timeout);
     n->generation = generation;
     return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
@@ -350,7 +400,12 @@ static void handle_training(node *n, const sl_msg *req)
     if (rc == 0 && follow_weights(n, &err) != 0) rc = SL_TRUNK_INTERNAL;
     if (rc == 0 && send_trunk_reply(n, req, &reply, to, &err) != 0) rc = SL_TRUNK_INTERNAL;
     if (rc == 0 && sl_trunk_finish(n->trunk, &err) != 0) rc = SL_TRUNK_INTERNAL; /* after sending: overlap */
-    if (rc != 0) reply_error(n, req, rc == SL_TRUNK_BAD ? "bad_message" : "internal", "%s", err.msg);
+    if (rc != 0)
+        reply_error(n, req,
+                    rc == SL_TRUNK_BAD           ? "bad_message"
+                    : rc == SL_TRUNK_OUT_OF_STEP ? "out_of_step"
+                                                 : "internal",
+                    "%s", err.msg);
 }
 
 /* Whether the sender may send msg here, answered when not: training only where the topology says
@@ -378,12 +433,77 @@ static bool allowed(node *n, const sl_msg *msg)
     return ok;
 }
 
+/* Tells the next stage what this node is, so that it can check that the chain agrees (its answer
+ * comes back to handle_from_next). Sent at start and whenever the next stage comes back. */
+static void say_hello(node *n)
+{
+    const sl_part_info *info = sl_trunk_info(n->trunk);
+    sl_msg hello = {.kind = SL_MSG_HELLO,
+                    .session = n->hello_session,
+                    .first = (uint32_t)info->first,
+                    .last = (uint32_t)info->last,
+                    .width = (uint32_t)info->cfg.n_embd,
+                    .dtype = n->topo.activations};
+    snprintf(hello.node, sizeof hello.node, "%s", n->name);
+    snprintf(hello.model, sizeof hello.model, "%s", info->model);
+    sl_err err;
+    if (pass_on(n, &hello, &err) != 0) log_line(n, "cannot greet the next stage: %s", err.msg);
+}
+
+/* A previous stage's hello: its part must end where this one starts, be of the same model and
+ * width, and send the activations this node's topology expects. */
+static void check_hello(node *n, const sl_msg *hello)
+{
+    const sl_part_info *mine = sl_trunk_info(n->trunk);
+    char why[400] = "";
+    if ((int)hello->last != mine->first)
+        snprintf(why, sizeof why, "its part ends at layer %u but this node's starts at layer %d", hello->last,
+                 mine->first);
+    else if (hello->model[0] && mine->model[0] && strcmp(hello->model, mine->model))
+        snprintf(why, sizeof why, "its part was cut from another model (%.12s.. here %.12s..)", hello->model,
+                 mine->model);
+    else if ((int)hello->width != mine->cfg.n_embd)
+        snprintf(why, sizeof why, "its width is %u, this node's %d", hello->width, mine->cfg.n_embd);
+    else if (hello->dtype != n->topo.activations)
+        snprintf(why, sizeof why, "it sends %s activations, this node's topology says %s", sl_dtype_lower(hello->dtype),
+                 sl_dtype_lower(n->topo.activations));
+    if (!why[0]) {
+        log_line(n, "the chain agrees with the previous stage %s (layers %u-%u)", hello->node, hello->first,
+                 hello->last);
+        sl_msg ok = {.kind = SL_MSG_ACK, .session = hello->session, .step = hello->step};
+        snprintf(ok.node, sizeof ok.node, "%s", n->name);
+        answer(n, n->from, &ok);
+        return;
+    }
+    snprintf(n->chain_error, sizeof n->chain_error, "the chain does not agree: [node.%s] -> [node.%s]: %s", hello->node,
+             n->name, why);
+    log_line(n, "%s", n->chain_error);
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = hello->session, .step = hello->step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "chain_mismatch");
+    snprintf(e.message, sizeof e.message, "%s", n->chain_error);
+    answer(n, n->from, &e);
+}
+
+/* The next stage's answer to this node's hello. */
+static void hello_answered(node *n, const sl_msg *msg)
+{
+    if (msg->kind == SL_MSG_ACK) {
+        log_line(n, "the chain agrees with the next stage %s", msg->node);
+        return;
+    }
+    snprintf(n->chain_error, sizeof n->chain_error, "%s", msg->message);
+    log_line(n, "%s", n->chain_error);
+}
+
 /* What comes back from the next stage: a backward's gradient (trained here), or an answer for a
  * session or training run that this node passes back the way its requests came (as received). */
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
 {
     sl_err err;
-    if (msg->kind == SL_MSG_BACKWARD) {
+    if (msg->session == n->hello_session && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
+        hello_answered(n, msg);
+    } else if (msg->kind == SL_MSG_BACKWARD) {
         handle_training(n, msg);
     } else if (msg->kind == SL_MSG_RESULT || msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR) {
         const sl_peer *to = peer_of(n, msg->session);
@@ -416,6 +536,8 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
         handle_from_next(n, &msg, data, len);
     } else if (msg.kind == SL_MSG_BACKWARD) {
         reply_error(n, &msg, "bad_message", "a backward comes from the next stage, not to %s's listen socket", n->name);
+    } else if (msg.kind == SL_MSG_HELLO) {
+        check_hello(n, &msg);
     } else if (!allowed(n, &msg)) {
         return;
     } else if (sl_trunk_takes(&msg)) {
@@ -465,7 +587,11 @@ static int open_sockets(node *n, sl_err *err)
     if (!n->next) return 0;
     n->net.peer = n->next->cert;
     if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
-    return (n->next_watch = sl_net_watch(n->next_link)) ? 0 : sl_fail(err, "cannot watch the next stage's connection");
+    if (!(n->next_watch = sl_net_watch(n->next_link))) return sl_fail(err, "cannot watch the next stage's connection");
+    while (!n->hello_session && getrandom(&n->hello_session, sizeof n->hello_session, 0) != sizeof n->hello_session) {
+    }
+    say_hello(n);
+    return 0;
 }
 
 /* The topology from a file, or from the launcher's base64 text (data). */
@@ -519,6 +645,9 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
     n->hidden = malloc((size_t)cfg->n_positions * cfg->n_embd * sizeof(float));
     n->logits = malloc((size_t)cfg->vocab_size * sizeof(float));
     n->logits_rows = 1;
+    sl_cut_defence defence = sl_topology_bottom_defence(&n->topo); /* privacy: fresh noise from getrandom */
+    if (n->bottom && sl_cut_defence_active(defence) && !(n->guard = sl_cutguard_new(defence, cfg->n_embd, NULL, err)))
+        return -1;
     if (!n->stage || !n->sessions || !n->sampler || !n->decoder || !n->ids || !n->in || !n->hidden || !n->logits)
         return sl_fail(err, "out of memory");
     n->limits = (sl_wire_limits){.n_embd = (uint32_t)cfg->n_embd,
@@ -558,6 +687,7 @@ static void next_stage_lost(node *n)
     int lost = sl_sessions_take_pending(n->sessions, lost_request, n);
     log_line(n, "lost the connection to the next stage %s (%s): %d request%s in flight re-sent by their clients",
              n->next->name, endpoint, lost, lost == 1 ? "" : "s");
+    say_hello(n); /* to whoever comes back there */
 }
 
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
@@ -569,6 +699,7 @@ static void drain_socket(node *n, zsock_t *sock, bool routed)
         sl_err err;
         zmq_msg_init(&msg);
         int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
+        n->arrived_us = sl_wall_us();
         if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
         if (rc < 0) log_line(n, "dropped %s", err.msg);
         zmq_msg_close(&msg);
@@ -614,6 +745,7 @@ static void shutdown_node(node *n)
     zsock_destroy(&n->listen);
     zsock_destroy(&n->next_link);
     sl_security_destroy(&n->security);
+    sl_cutguard_destroy(&n->guard);
     if (n->trace) fclose(n->trace);
     msgpack_sbuffer_destroy(&n->out);
     free(n->ids);
@@ -623,7 +755,7 @@ static void shutdown_node(node *n)
     sl_wire_decoder_destroy(&n->decoder);
     sl_sampler_destroy(&n->sampler);
     sl_sessions_destroy(&n->sessions);
-    sl_stage_destroy(&n->stage);
+    sl_runner_destroy(&n->stage);
     sl_trunk_destroy(&n->trunk);
 }
 
@@ -670,6 +802,10 @@ int main(int argc, char **argv)
         return SL_EXIT_FAILURE;
     }
     const sl_part_info *info = sl_trunk_info(n.trunk);
+    sl_cut_defence d = n.guard ? sl_cutguard_defence(n.guard) : (sl_cut_defence){0};
+    if (n.guard)
+        log_line(&n, "rows leave clipped to an L2 norm of %g with Gaussian noise of std %g (cryptographic)",
+                 (double)d.clip, (double)d.noise * d.clip);
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
              info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
     serve(&n, lifeline);

@@ -4,7 +4,7 @@
 #define SL_TEST_FIXTURES_H
 
 #include "check.h"
-#include "checkpoint.h"
+#include "hf_model.h"
 #include "gpt2.h"
 #include "params.h"
 #include "part.h"
@@ -107,17 +107,17 @@ static inline float *fixture_chain_logits(const char *dir, const sl_part_info *p
             rc = -1;
             break;
         }
-        sl_stage *s = sl_stage_new(&p, T, &err);
+        sl_runner *s = sl_runner_new(&p, T, &err);
         sl_kv *kv = sl_kv_new(&p, T, &err);
         bool top = i == n - 1;
-        rc = sl_stage_forward(s, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
-                              top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
+        rc = sl_runner_forward(s, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
+                               top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);
         CHECK(rc == 0, "forward %s: %s", parts[i].name, err.msg);
         float *t = act;
         act = next;
         next = t;
         sl_kv_destroy(&kv);
-        sl_stage_destroy(&s);
+        sl_runner_destroy(&s);
         sl_params_free(&p);
         sl_part_destroy(&part);
     }

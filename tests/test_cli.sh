@@ -30,8 +30,8 @@ for p in split node launch send run tokenize mkmodel train merge bench bench-pip
     check "$p --help exits 0" status_is 0 "$bin/zmq-splitlearn-$p" --help
 done
 check "run without arguments: usage error 2" status_is 2 "$bin/zmq-splitlearn-run"
-check "run on a missing model: 1" status_is 1 "$bin/zmq-splitlearn-run" "$tmp/none" --ids 1,2
-check "split with bad splits: 1" status_is 1 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 4,2 -o "$tmp/x"
+check "run on a missing model: 2 (a missing file named on the command line)" status_is 2 "$bin/zmq-splitlearn-run" "$tmp/none" --ids 1,2
+check "split with bad splits: 2 (split points the model does not have)" status_is 2 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 4,2 -o "$tmp/x"
 check "send with a bad option: 2" status_is 2 "$bin/zmq-splitlearn-send" --bogus
 
 # run: --print-ids is the last line, the greedy reference of tiny-b's prompt 1
@@ -59,6 +59,11 @@ check "send --print-ids equals run" test "$sent" = "$out"
 check "send --logits equals run --logits byte for byte" cmp -s "$tmp/run.st" "$tmp/send.st"
 json=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 3 --json)
 check "send --json" grep -q '"ids":\[255,255,255\]' <<<"$json"
+traced=$("$bin/zmq-splitlearn-send" "$tmp/topo.ini" --ids $ids --max-new-tokens 3 --json --trace)
+check "send --trace --json: every hop of the prompt and of the last token, in chain order" \
+    grep -Eq '"prompt":\{"hops":\[\{"node":"bottom".*\{"node":"trunk1".*\{"node":"top".*"last_token":\{"hops":\[\{"node":"bottom"' <<<"$traced"
+check "send --trace: a table on stderr" bash -c "'$bin/zmq-splitlearn-send' '$tmp/topo.ini' --ids $ids \
+    --max-new-tokens 2 --trace --quiet 2>&1 >/dev/null | grep -Eq '^  trunk1 +localhost +[0-9.]+ +[0-9.]+ +[0-9.]+$'"
 # sampling: the pipeline samples exactly what run samples, whatever the temperature, top-k, top-p
 # and seed; the draws must also differ from one another, or equal answers would prove nothing
 greedy16=$("$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 16 --ignore-eos --print-ids --quiet)
@@ -79,10 +84,13 @@ check "top-k 1000 of a 1000-token vocabulary draws what no top-k draws" test "$(
 # streamed text: the bytes of the generated ids, a character split between two tokens printed
 # whole with the second, an unfinished last one at the end (seed 7 ends on the first byte of a
 # two-byte character; checked below)
+# tiny-b's vocabulary has 1000 tokens: its text is that of GPT-2's first 1000 (mkmodel --vocab cuts it)
+"$bin/zmq-splitlearn-mkmodel" -o "$tmp/vocab-1000" --vocab 1000 --n-layer 1 --n-embd 4 --n-head 1 >/dev/null
 streams_its_ids() { # streams_its_ids PROGRAM TARGET: the text printed before --print-ids's line is the ids' text
     "$bin/zmq-splitlearn-$1" "$2" --ids $ids --max-new-tokens 12 --ignore-eos --temperature 1 --seed 7 --print-ids \
-        >"$tmp/streamed-$1"
-    { "$bin/zmq-splitlearn-tokenize" --decode $(tail -n 1 "$tmp/streamed-$1") && tail -n 1 "$tmp/streamed-$1"; } |
+        --vocab "$tmp/vocab-1000" >"$tmp/streamed-$1"
+    { "$bin/zmq-splitlearn-tokenize" --vocab "$tmp/vocab-1000" --decode $(tail -n 1 "$tmp/streamed-$1") &&
+        tail -n 1 "$tmp/streamed-$1"; } |
         cmp -s - "$tmp/streamed-$1"
 }
 check "run streams the text of its ids, byte for byte" streams_its_ids run "$fixtures/tiny-b"
@@ -175,8 +183,8 @@ check "two hosts: resuming gives the uninterrupted losses" \
     test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step ' "$tmp/hosts.log")"
 kill -TERM $launcher; wait $launcher
 
-# a trunk killed mid-training: the trainer stops at once naming it and the last checkpoint,
-# and --resume from there continues with the losses of an uninterrupted run
+# a trunk killed mid-training, with --recover-wait 0: the trainer stops at once naming it and the
+# last checkpoint, and --resume from there continues with the losses of an uninterrupted run
 start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background, $launcher
     "$bin/zmq-splitlearn-launch" "$tmp/topo.ini" --only trunk1 --ready-file "$1" >>"$tmp/launch3.log" 2>&1 &
     launcher=$!
@@ -184,7 +192,7 @@ start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background
 }
 start_trunk "$tmp/ready3"
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --ids $train_ids --steps 1000000 --save-dir "$tmp/ckpt3" \
-    --save-every 2 >"$tmp/killed.log" 2>&1 &
+    --save-every 2 --recover-wait 0 >"$tmp/killed.log" 2>&1 &
 trainer=$!
 for _ in $(seq 600); do grep -q '^step 5 ' "$tmp/killed.log" && break; sleep 0.05; done
 t0=$(date +%s)
@@ -204,6 +212,27 @@ kill -TERM $launcher; wait $launcher
 "$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps $((saved + 2)) >"$tmp/whole.log"
 check "resumed after the crash: the losses of an uninterrupted run" test -n "$saved" -a \
     "$(grep -E "^step $((saved + 1)) |^step $((saved + 2)) " "$tmp/whole.log")" = "$(grep '^step ' "$tmp/after.log")"
+
+# the same with the launcher restarting the trunk (restart = yes): the trainer waits for it,
+# reloads the last checkpoint on every stage and ends with the losses of an uninterrupted run
+sed 's/^\[pipeline\]$/[pipeline]\nrestart = yes/' "$tmp/topo.ini" >"$tmp/restart.ini"
+"$bin/zmq-splitlearn-launch" "$tmp/restart.ini" --only trunk1 --ready-file "$tmp/ready5" >"$tmp/launch5.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -f "$tmp/ready5" ] && break; sleep 0.05; done
+"$bin/zmq-splitlearn-train" "$tmp/restart.ini" --ids $train_ids --steps 200 --save-dir "$tmp/ckpt5" --save-every 2 \
+    >"$tmp/recovered.log" 2>&1 &
+trainer=$!
+kill_at=$((3 + $$ % 6)) # a step from 3 to 8, fixed by the shell's pid
+for _ in $(seq 600); do grep -q "^step $kill_at " "$tmp/recovered.log" && break; sleep 0.02; done
+kill -KILL "$(pgrep -P $launcher)"
+wait $trainer
+status=$?
+kill -TERM $launcher; wait $launcher
+"$bin/zmq-splitlearn-train" "$tmp/topo.ini" --local --ids $train_ids --steps 200 >"$tmp/whole12.log"
+check "a trunk killed at step $kill_at and restarted: the trainer recovers by itself (status $status)" \
+    grep -q "^recovered: " "$tmp/recovered.log"
+check "... and ends with the losses of an uninterrupted run" test $status -eq 0 -a \
+    "$(grep "^step 200 " "$tmp/whole12.log")" = "$(grep "^step 200 " "$tmp/recovered.log" | tail -n 1)"
 
 # training on text: usage errors against the model, data errors naming file and line, the
 # cosine schedule, the log continued by a resume, the held-out eval loss

@@ -44,12 +44,12 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     snprintf(p->log, sizeof p->log, "%s/%s.log", tmp, label);
     p->n_stages = n_splits + 1;
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info parts[SL_MAX_SPLITS + 1];
     sl_split_request req = {
         .model_path = src, .name = model, .splits = splits, .n_splits = n_splits, .dtype = SL_F32, .out_dir = p->parts};
     int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
     char text[8192];
     int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 20\ncheckpoint_root = %s\ntrain = yes\n",
@@ -104,15 +104,15 @@ static void reference(const char *model, const int32_t *ids, int T, int max_new,
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
-    const sl_config *c = sl_checkpoint_config(ck);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
+    const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
-    sl_stage *s = sl_stage_new(&p, 128, &err);
+    sl_runner *s = sl_runner_new(&p, 128, &err);
     sl_kv *kv = sl_kv_new(&p, T + max_new, &err);
     a->logits = malloc((size_t)T * c->vocab_size * sizeof(float));
     float *last = malloc((size_t)c->vocab_size * sizeof(float));
-    sl_stage_forward(s, kv, T, ids, NULL, a->logits, SL_OUT_LOGITS_ALL, &err);
+    sl_runner_forward(s, kv, T, ids, NULL, a->logits, SL_OUT_LOGITS_ALL, &err);
     memcpy(last, a->logits + (size_t)(T - 1) * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
     a->n = 0;
     for (int i = 0; i < max_new; i++) {
@@ -121,13 +121,13 @@ static void reference(const char *model, const int32_t *ids, int T, int max_new,
             if (last[v] > last[best]) best = v;
         if (best == c->eos_token_id) break;
         a->tokens[a->n++] = best;
-        if (i + 1 < max_new) sl_stage_forward(s, kv, 1, &best, NULL, last, SL_OUT_LOGITS_LAST, &err);
+        if (i + 1 < max_new) sl_runner_forward(s, kv, 1, &best, NULL, last, SL_OUT_LOGITS_LAST, &err);
     }
     free(last);
     sl_kv_destroy(&kv);
-    sl_stage_destroy(&s);
+    sl_runner_destroy(&s);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 typedef struct ask {
@@ -408,14 +408,14 @@ static bool write_trunk_checkpoint(const char *model, const char *name, const ch
 {
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
-    sl_checkpoint *ck = sl_checkpoint_open(src, err);
+    sl_hf_model *ck = sl_hf_model_open(src, err);
     sl_params p;
     sl_part_info info;
     bool loaded = ck && sl_params_load(&p, ck, 2, 3, false, false, true, err) == 0;
     bool written = loaded && sl_part_write_checkpoint(&p, name, SL_ROLE_TRUNK, dir, 0, NAN, &info, err) == 0 &&
                    sl_part_commit_checkpoint(dir, -1, 0, &info, err) == 0;
     if (loaded) sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return written;
 }
 
@@ -832,7 +832,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
     sl_part_destroy(&part);
     sl_trainer_destroy(&l2);
     sl_trainer_destroy(&local);
-    /* What the trunks received: activations forward, gradients back, a save; never ids or labels. */
+    /* What the trunks received: activations forward, gradients back, a save, a neighbour's hello;
+     * never ids or labels. */
     char *seen = sl_read_text_file(trace, 1 << 20, &err);
     int lines = 0, clean = 0;
     for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
@@ -841,7 +842,8 @@ static void test_remote_training(const int *splits, int n_splits, const char *la
                  !strncmp(line, "save ids=0 x=0", 14);
     }
     for (char *line = seen; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        clean += !strncmp(line, "load ids=0 x=0", 14) + !strncmp(line, "update ids=0 x=0", 16);
+        clean += !strncmp(line, "load ids=0 x=0", 14) + !strncmp(line, "update ids=0 x=0", 16) +
+                 !strncmp(line, "hello ids=0 x=0", 15) + !strncmp(line, "ack ids=0 x=0", 13); /* checking the chain */
     CHECK(lines > 0 && clean == lines, "%s: trunks received only activations and gradients (%d of %d messages)", label,
           clean, lines);
     free(seen);

@@ -9,7 +9,7 @@
 
 typedef struct model {
     const char *name;
-    sl_checkpoint *ck;
+    sl_hf_model *ck;
     sl_st_file *refs;
     fixture_prompt prompts[8];
     int n_prompts;
@@ -18,25 +18,25 @@ typedef struct model {
 /* Runs blocks [0, layers) (with head when head is true) and returns its output. */
 static float *run_stage(model *m, int layers, bool head, const fixture_prompt *fp, sl_output which)
 {
-    const sl_config *c = sl_checkpoint_config(m->ck);
+    const sl_config *c = sl_hf_model_config(m->ck);
     sl_params p;
     sl_err err;
     if (!CHECK(sl_params_load(&p, m->ck, 0, layers, true, head, false, &err) == 0, "%s", err.msg)) return NULL;
-    sl_stage *s = sl_stage_new(&p, fp->n_ids, &err);
+    sl_runner *s = sl_runner_new(&p, fp->n_ids, &err);
     sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
     size_t width = which == SL_OUT_HIDDEN ? (size_t)c->n_embd : (size_t)c->vocab_size;
     float *out = malloc((size_t)fp->n_ids * width * sizeof(float));
-    int rc = sl_stage_forward(s, kv, fp->n_ids, fp->ids, NULL, out, which, &err);
+    int rc = sl_runner_forward(s, kv, fp->n_ids, fp->ids, NULL, out, which, &err);
     CHECK(rc == 0, "forward: %s", err.msg);
     sl_kv_destroy(&kv);
-    sl_stage_destroy(&s);
+    sl_runner_destroy(&s);
     sl_params_free(&p);
     return out;
 }
 
 static void test_hidden_states(model *m)
 {
-    const sl_config *c = sl_checkpoint_config(m->ck);
+    const sl_config *c = sl_hf_model_config(m->ck);
     for (int i = 0; i < m->n_prompts; i++) {
         const fixture_prompt *fp = &m->prompts[i];
         for (int k = 0; k <= c->n_layer; k++) {
@@ -61,7 +61,7 @@ static int argmax(const float *x, int n)
 
 static void test_logits(model *m)
 {
-    const sl_config *c = sl_checkpoint_config(m->ck);
+    const sl_config *c = sl_hf_model_config(m->ck);
     const int V = c->vocab_size;
     for (int i = 0; i < m->n_prompts; i++) {
         const fixture_prompt *fp = &m->prompts[i];
@@ -113,12 +113,12 @@ static int comparable_steps(const fixture_prompt *fp)
  * sequence every step (the cache-free reference path). */
 static void greedy(model *m, const fixture_prompt *fp, int steps, bool use_cache, int32_t *gen)
 {
-    const sl_config *c = sl_checkpoint_config(m->ck);
+    const sl_config *c = sl_hf_model_config(m->ck);
     sl_params p;
     sl_err err;
     if (!CHECK(sl_params_load(&p, m->ck, 0, c->n_layer, true, true, false, &err) == 0, "%s", err.msg)) return;
     int total = fp->n_ids + steps;
-    sl_stage *s = sl_stage_new(&p, total, &err);
+    sl_runner *s = sl_runner_new(&p, total, &err);
     sl_kv *kv = sl_kv_new(&p, total, &err);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     int32_t seq[256];
@@ -127,17 +127,17 @@ static void greedy(model *m, const fixture_prompt *fp, int steps, bool use_cache
     for (int step = 0; step < steps && rc == 0; step++) {
         if (use_cache) {
             int from = sl_kv_len(kv);
-            rc = sl_stage_forward(s, kv, len - from, seq + from, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+            rc = sl_runner_forward(s, kv, len - from, seq + from, NULL, logits, SL_OUT_LOGITS_LAST, &err);
         } else {
             sl_kv_reset(kv);
-            rc = sl_stage_forward(s, kv, len, seq, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+            rc = sl_runner_forward(s, kv, len, seq, NULL, logits, SL_OUT_LOGITS_LAST, &err);
         }
         seq[len++] = gen[step] = argmax(logits, c->vocab_size);
     }
     CHECK(rc == 0, "greedy: %s", err.msg);
     free(logits);
     sl_kv_destroy(&kv);
-    sl_stage_destroy(&s);
+    sl_runner_destroy(&s);
     sl_params_free(&p);
 }
 
@@ -163,7 +163,7 @@ static void test_greedy(model *m)
 /* Bottom [0,a), trunk [a,b), top [b,L) chained equal the whole model, for every split. */
 static void test_split_chain(model *m)
 {
-    const sl_config *c = sl_checkpoint_config(m->ck);
+    const sl_config *c = sl_hf_model_config(m->ck);
     const fixture_prompt *fp = &m->prompts[m->n_prompts - 1];
     const int T = fp->n_ids, C = c->n_embd, V = c->vocab_size;
     float *whole = run_stage(m, c->n_layer, true, fp, SL_OUT_LOGITS_ALL);
@@ -182,13 +182,13 @@ static void test_split_chain(model *m)
             const float *in = NULL;
             float *outs[3] = {a_out, b_out, logits};
             for (int k = 0; k < 3; k++) {
-                sl_stage *s = sl_stage_new(&pp[k], T, &err);
+                sl_runner *s = sl_runner_new(&pp[k], T, &err);
                 sl_kv *kv = sl_kv_new(&pp[k], T, &err);
-                rc |= sl_stage_forward(s, kv, T, k == 0 ? fp->ids : NULL, in, outs[k],
-                                       k == 2 ? SL_OUT_LOGITS_ALL : SL_OUT_HIDDEN, &err);
+                rc |= sl_runner_forward(s, kv, T, k == 0 ? fp->ids : NULL, in, outs[k],
+                                        k == 2 ? SL_OUT_LOGITS_ALL : SL_OUT_HIDDEN, &err);
                 in = outs[k];
                 sl_kv_destroy(&kv);
-                sl_stage_destroy(&s);
+                sl_runner_destroy(&s);
                 sl_params_free(&pp[k]);
             }
             double d = check_max_diff(logits, whole, (size_t)T * V);
@@ -212,7 +212,7 @@ static void test_model(const char *name)
     char path[1024];
     sl_err err;
     snprintf(path, sizeof path, "%s/%s", check_fixtures(), name);
-    m.ck = sl_checkpoint_open(path, &err);
+    m.ck = sl_hf_model_open(path, &err);
     if (!CHECK(m.ck != NULL, "%s", err.msg)) return;
     fixture_path(path, sizeof path, name, "refs.safetensors");
     m.refs = sl_st_open(path, &err);
@@ -224,7 +224,7 @@ static void test_model(const char *name)
         test_split_chain(&m);
     }
     sl_st_close(&m.refs);
-    sl_checkpoint_destroy(&m.ck);
+    sl_hf_model_destroy(&m.ck);
 }
 
 int main(int argc, char **argv)

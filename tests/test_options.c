@@ -3,7 +3,7 @@
  * send use them, and the streamed text of generated tokens (sl_gen_text) on GPT-2's vocab. */
 #include "check.h"
 #include "cli.h"
-#include "generate.h"
+#include "gen_opts.h"
 
 #include <limits.h>
 #include <string.h>
@@ -94,14 +94,58 @@ static void test_gen_opts(void)
     CHECK(apply(&o, "seed", "4", &err) == 0 && o.sampling.greedy, "--seed alone stays greedy");
     static const struct {
         const char *name, *arg;
-    } bad[] = {{"temperature", "0"}, {"temperature", "-1"}, {"top-k", "-1"},         {"top-p", "0"},
-               {"top-p", "1.5"},     {"seed", "-1"},        {"max-new-tokens", "x"}, {"ids", "1,,x"}};
+    } bad[] = {{"temperature", "1e-9"}, {"temperature", "-1"}, {"top-k", "-1"},         {"top-p", "0"},
+               {"top-p", "1.5"},        {"seed", "-1"},        {"max-new-tokens", "x"}, {"ids", "1,,x"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         sl_gen_opts_init(&o);
         CHECK(apply(&o, bad[i].name, bad[i].arg, &err) == -1 && strstr(err.msg, bad[i].name),
               "--%s %s refused, naming it: %s", bad[i].name, bad[i].arg, err.msg);
     }
     CHECK(sl_gen_opts_apply(&o, 999, "x", &err) == -1, "an unknown code is refused");
+    sl_gen_opts_init(&o);
+    CHECK(apply(&o, "temperature", "0", &err) == 0 && apply(&o, "top-k", "5", &err) == 0 &&
+              apply(&o, "top-p", "0.5", &err) == 0 && o.sampling.greedy,
+          "--temperature 0 is greedy, whatever --top-k and --top-p say");
+    CHECK(apply(&o, "temperature", "0.5", &err) == 0 && !o.sampling.greedy, "... until a temperature above 0");
+}
+
+/* Sampling without --seed draws a fresh seed, which --seed takes back; greedy needs none. */
+static void test_gen_seed(void)
+{
+    char *argv[] = {"prog", "MODEL"};
+    const char *target;
+    sl_err err = {{0}};
+    sl_gen_opts a, b, c;
+    sl_gen_opts_init(&a), sl_gen_opts_init(&b), sl_gen_opts_init(&c);
+    apply(&a, "ids", "1", &err), apply(&a, "temperature", "1", &err);
+    apply(&b, "ids", "1", &err), apply(&b, "temperature", "1", &err);
+    apply(&c, "ids", "1", &err), apply(&c, "temperature", "1", &err), apply(&c, "seed", "7", &err);
+    CHECK(sl_gen_opts_finish(&a, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 &&
+              sl_gen_opts_finish(&b, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 && a.seed_drawn && b.seed_drawn &&
+              a.sampling.seed != b.sampling.seed && a.sampling.seed <= (uint64_t)__LONG_MAX__,
+          "two runs without --seed draw two seeds that --seed takes: %llu %llu", (unsigned long long)a.sampling.seed,
+          (unsigned long long)b.sampling.seed);
+    CHECK(sl_gen_opts_finish(&c, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 && !c.seed_drawn && c.sampling.seed == 7,
+          "--seed is kept, nothing drawn");
+    sl_gen_opts_init(&c);
+    apply(&c, "ids", "1", &err);
+    CHECK(sl_gen_opts_finish(&c, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 && !c.seed_drawn, "greedy draws no seed");
+}
+
+/* The prompt against n_positions, and why a generation stopped. */
+static void test_gen_limits(void)
+{
+    sl_err err = {{0}};
+    CHECK(sl_gen_check_prompt(1024, 1024, &err) == 0, "a prompt of n_positions tokens fits");
+    CHECK(sl_gen_check_prompt(1100, 1024, &err) == -1 &&
+              !strcmp(err.msg, "the prompt has 1100 tokens; this model takes at most 1024"),
+          "one too long names both: %s", err.msg);
+    CHECK(sl_gen_check_prompt(0, 1024, &err) == -1 && strstr(err.msg, "empty"), "an empty prompt: %s", err.msg);
+    CHECK(!strcmp(sl_gen_stop_reason(10, 5, 5, 1024), "max_new_tokens") &&
+              !strcmp(sl_gen_stop_reason(1020, 5, 50, 1024), "context_limit") &&
+              !strcmp(sl_gen_stop_reason(10, 3, 50, 1024), "eos") &&
+              !strcmp(sl_gen_stop_reason(1020, 5, 5, 1024), "max_new_tokens"),
+          "stop reasons");
 }
 
 static void test_gen_finish(void)
@@ -170,6 +214,8 @@ int main(int argc, char **argv)
     if (check_selected("parse_int_list")) test_parse_int_list();
     if (check_selected("gen_opts")) test_gen_opts();
     if (check_selected("gen_finish")) test_gen_finish();
+    if (check_selected("gen_seed")) test_gen_seed();
+    if (check_selected("gen_limits")) test_gen_limits();
     if (check_selected("gen_text")) test_gen_text();
     return check_done();
 }

@@ -22,13 +22,13 @@ static int split(const char *model, const int *splits, int n, sl_dtype dtype, co
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     if (!CHECK(ck != NULL, "%s", err.msg)) return -1;
     sl_split_request req = {
         .model_path = src, .name = model, .splits = splits, .n_splits = n, .dtype = dtype, .out_dir = out};
     int rc = sl_split_write(ck, &req, parts, &err);
     CHECK(rc == 0, "split %s: %s", model, err.msg);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return rc;
 }
 
@@ -309,7 +309,7 @@ static void test_bad_splits(void)
     snprintf(out, sizeof out, "%s/bad", tmp_root);
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     const int cases[][2] = {{0, 2}, {3, 3}, {4, 2}, {2, 5}};
     const char *needles[] = {"outside", "increase", "increase", "outside"};
     sl_part_info parts[3];
@@ -319,7 +319,7 @@ static void test_bad_splits(void)
         CHECK(sl_split_write(ck, &req, parts, &err) != 0 && strstr(err.msg, needles[i]), "splits %d,%d: %s",
               cases[i][0], cases[i][1], err.msg);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 int main(int argc, char **argv)

@@ -35,13 +35,13 @@ static int make_split_and_keys(void)
     snprintf(certs, sizeof certs, "%s/certs", tmp);
     snprintf(log_path, sizeof log_path, "%s/nodes.log", tmp);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info info[3];
     const int splits[2] = {2, 4};
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (rc == 0) rc = sl_mkdirs(certs, &err);
     for (int i = 0; rc == 0 && i < 6; i++)
         rc = sl_security_keygen(certs, names[i], &err);
@@ -530,6 +530,62 @@ static void test_attacks(void)
     stop_nodes(pids, 3);
 }
 
+/* ---- nodes check at start that the chain agrees ---- */
+
+/* A trunk whose host holds a part of another model (same shape, other weights), or whose
+ * topology expects other activations: generation fails naming both nodes, never wrong numbers. */
+static void test_chain(void)
+{
+    char other[PATH_MAX + 32], other_parts[PATH_MAX + 32], cmd[4 * PATH_MAX + 512];
+    snprintf(other, sizeof other, "%s/other-model", tmp);
+    snprintf(other_parts, sizeof other_parts, "%s/other-parts", tmp);
+    snprintf(cmd, sizeof cmd,
+             "'%s/zmq-splitlearn-mkmodel' -o '%s' --n-layer 5 --n-embd 48 --n-head 3 --n-inner 144 --vocab 1000 "
+             "--n-positions 64 --seed 7 >/dev/null && '%s/zmq-splitlearn-split' '%s' --splits 2,4 -o '%s' >/dev/null",
+             bin, other, bin, other, other_parts);
+    if (!CHECK(system(cmd) == 0, "another model of the same shape, split the same way")) return;
+    int base = check_port(next_port);
+    next_port += 4;
+    char good[PATH_MAX], wrong[PATH_MAX], f16[PATH_MAX];
+    snprintf(good, sizeof good, "%s/chain.ini", tmp);
+    snprintf(wrong, sizeof wrong, "%s/chain-other.ini", tmp);
+    snprintf(f16, sizeof f16, "%s/chain-f16.ini", tmp);
+    write_topology(good, false, base, 0, certs);
+    write_topology(wrong, false, base, 0, certs);
+    write_topology(f16, false, base, 0, certs);
+    sl_err err;
+    char *text = sl_read_text_file(wrong, 1 << 16, &err), *at = text ? strstr(text, parts) : NULL;
+    char moved[24576];
+    if (at) snprintf(moved, sizeof moved, "%.*s%s%s", (int)(at - text), text, other_parts, at + strlen(parts));
+    if (at) sl_write_text_file(wrong, moved, &err);
+    free(text);
+    text = sl_read_text_file(f16, 1 << 16, &err);
+    if (text) snprintf(moved, sizeof moved, "[pipeline]\nactivations = f16\n%.16000s", strstr(text, "[pipeline]") + 11);
+    if (text) sl_write_text_file(f16, moved, &err);
+    free(text);
+    const char *trunk_topologies[2] = {wrong, f16}, *why[2] = {"another model", "f16 activations"};
+    for (int k = 0; k < 2; k++) {
+        pid_t ends[2], trunk;
+        const int outer[2] = {0, 2}, middle[1] = {1};
+        bool up = start_nodes(good, outer, 2, ends) && start_nodes(trunk_topologies[k], middle, 1, &trunk);
+        generation got;
+        if (up) generate(good, NULL, 5, &got);
+        CHECK(up && got.rc != 0 && strstr(got.err, "chain does not agree") &&
+                  strstr(got.err, "[node.bottom] -> [node.trunk1]"),
+              "a trunk with %s: the client is told, naming both nodes: %s", why[k], up ? got.err : "(not started)");
+        stop_nodes(&trunk, 1);
+        stop_nodes(ends, 2);
+    }
+    pid_t all3[3];
+    const int all[3] = {0, 1, 2};
+    generation got;
+    bool up = start_nodes(good, all, 3, all3);
+    if (up) generate(good, NULL, 5, &got);
+    CHECK(up && got.rc == 0 && wait_for(log_path, "the chain agrees with the next stage", 1),
+          "the right parts: the chain agrees and generates: %s", up ? got.err : "");
+    stop_nodes(all3, 3);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -540,6 +596,7 @@ int main(int argc, char **argv)
     if (make_split_and_keys() == 0) {
         if (check_selected("curve")) test_curve();
         if (check_selected("attacks")) test_attacks();
+        if (check_selected("chain")) test_chain();
     }
     check_rmtree(tmp);
     return check_done();

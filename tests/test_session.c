@@ -22,11 +22,11 @@ static void test_open_find_close(const sl_params *p)
     CHECK(a && evicted == 0 && sl_sessions_count(s) == 1, "open session 7 (evicted %llu)", (unsigned long long)evicted);
     CHECK(sl_sessions_find(s, 7, 1) == a && !sl_sessions_find(s, 8, 1), "find by id");
     CHECK(!sl_sessions_open(s, 0, 16, 0, &evicted, &err) && strstr(err.msg, "reserved"), "id 0 refused: %s", err.msg);
-    sl_stage *stage = sl_stage_new(p, 4, &err);
+    sl_runner *stage = sl_runner_new(p, 4, &err);
     float in[3 * 16] = {0}, out[3 * 16];
-    CHECK(sl_stage_forward(stage, a, 3, NULL, in, out, SL_OUT_HIDDEN, &err) == 0 && sl_kv_len(a) == 3,
+    CHECK(sl_runner_forward(stage, a, 3, NULL, in, out, SL_OUT_HIDDEN, &err) == 0 && sl_kv_len(a) == 3,
           "session 7 holds 3 positions");
-    sl_stage_destroy(&stage);
+    sl_runner_destroy(&stage);
     CHECK(sl_sessions_close(s, 7) && !sl_sessions_close(s, 7), "close once");
     size_t held = sl_sessions_bytes(s);
     CHECK(!sl_sessions_find(s, 7, 2) && sl_sessions_count(s) == 0, "closed is gone");

@@ -1,8 +1,9 @@
 /* test_tokenizer.c — GPT-2 BPE against the 28 reference cases of shared/fixtures/tokenizer.json
  * (made with HF tokenizers and tiktoken), merge order on a small made-up vocab, round trips of
- * arbitrary bytes, long pieces, token by token through the streaming UTF-8 helper, and load and
- * decode errors. */
+ * arbitrary bytes, long pieces, token by token through the streaming UTF-8 helper, load and
+ * decode errors, and HF's tokenizer.json (the same cases; what is not GPT-2's kind refused). */
 #include "check.h"
+#include "gpt2_alphabet.h"
 #include "fileio.h"
 #include "rng.h"
 #include "tokenizer.h"
@@ -155,21 +156,6 @@ static void test_encode_appends(sl_tokenizer *tok, const cJSON *root)
 }
 
 /* ---- a small made-up vocab, to pin down merge order ---- */
-
-/* The GPT-2 alphabet character of byte b, as UTF-8. */
-static void alphabet_char(int b, char out[3])
-{
-    int moved = 0;
-    for (int x = 0; x < b; x++)
-        moved += !((x >= '!' && x <= '~') || (x >= 0xa1 && x <= 0xac) || (x >= 0xae && x <= 0xff));
-    bool itself = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    int cp = itself ? b : 256 + moved;
-    if (cp < 0x80) {
-        out[0] = (char)cp, out[1] = '\0';
-    } else {
-        out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f)), out[2] = '\0';
-    }
-}
 
 /* Writes dir/vocab.json: the 256 byte tokens (id = byte) then the extra tokens (ids 256..). */
 static void write_vocab(const char *dir, const char *const *extra, int n_extra)
@@ -457,16 +443,163 @@ static void test_for_model(const char *own_dir, const char *gpt2_dir)
     write_vocab(own_dir, extra, 1);
     write_file(own_dir, "merges.txt", "a b\n");
     sl_err err;
-    sl_tokenizer *tok = sl_tokenizer_for_model(own_dir, gpt2_dir, &err);
+    sl_tokenizer *tok = sl_tokenizer_for_model(own_dir, gpt2_dir, NULL, &err);
     CHECK(tok && sl_tokenizer_vocab_size(tok) == 257, "the model's own vocab is used");
     sl_tokenizer_destroy(&tok);
-    tok = sl_tokenizer_for_model("/nonexistent-model-dir", gpt2_dir, &err);
+    tok = sl_tokenizer_for_model("/nonexistent-model-dir", gpt2_dir, NULL, &err);
     CHECK(tok && sl_tokenizer_vocab_size(tok) == 50257, "without one, the fallback is used");
     sl_tokenizer_destroy(&tok);
-    tok = sl_tokenizer_for_model("/nonexistent-model-dir", "/nonexistent-vocab", &err);
+    tok = sl_tokenizer_for_model("/nonexistent-model-dir", "/nonexistent-vocab", NULL, &err);
     CHECK(!tok && strstr(err.msg, "/nonexistent-vocab/vocab.json"), "a missing fallback names its file: %s", err.msg);
     sl_tokenizer_destroy(&tok); /* *self == NULL is fine */
     CHECK(tok == NULL, "destroying a destroyed tokenizer again leaves NULL");
+}
+
+/* ---- tokenizer.json ---- */
+
+/* An HF tokenizer.json as transformers' GPT2TokenizerFast saves it, from vocab.json and
+ * merges.txt in from_dir: merges as "A B" strings, or (pairs) as ["A", "B"] the way tokenizers
+ * 0.20 writes them. NULL when the files cannot be read. */
+static cJSON *hf_tokenizer_json(const char *from_dir, bool pairs)
+{
+    char path[PATH_MAX + 16];
+    sl_err err;
+    snprintf(path, sizeof path, "%s/vocab.json", from_dir);
+    char *vocab_text = sl_read_text_file(path, 64 << 20, &err);
+    snprintf(path, sizeof path, "%s/merges.txt", from_dir);
+    char *merges_text = sl_read_text_file(path, 64 << 20, &err);
+    cJSON *vocab = vocab_text ? cJSON_Parse(vocab_text) : NULL;
+    if (!CHECK(vocab && merges_text, "read the vocab to write a tokenizer.json from: %s", err.msg)) {
+        free(vocab_text), free(merges_text), cJSON_Delete(vocab);
+        return NULL;
+    }
+    cJSON *merges = cJSON_CreateArray();
+    for (char *line = strtok(merges_text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "#version", 8) == 0) continue;
+        char *space = strchr(line, ' ');
+        if (!pairs || !space) {
+            cJSON_AddItemToArray(merges, cJSON_CreateString(line));
+            continue;
+        }
+        *space = '\0';
+        const char *both[2] = {line, space + 1};
+        cJSON_AddItemToArray(merges, cJSON_CreateStringArray(both, 2));
+    }
+    const char *text = "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null,"
+                       " \"added_tokens\": [{\"id\": 50256, \"content\": \"<|endoftext|>\", \"single_word\": false,"
+                       "   \"lstrip\": false, \"rstrip\": false, \"normalized\": true, \"special\": true}],"
+                       " \"normalizer\": null,"
+                       " \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false,"
+                       "   \"trim_offsets\": true, \"use_regex\": true},"
+                       " \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true,"
+                       "   \"trim_offsets\": false, \"use_regex\": true},"
+                       " \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true,"
+                       "   \"use_regex\": true},"
+                       " \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null,"
+                       "   \"continuing_subword_prefix\": \"\", \"end_of_word_suffix\": \"\", \"fuse_unk\": false,"
+                       "   \"byte_fallback\": false}}";
+    cJSON *root = cJSON_Parse(text);
+    cJSON *model = cJSON_GetObjectItem(root, "model");
+    cJSON_AddItemToObject(model, "vocab", vocab);
+    cJSON_AddItemToObject(model, "merges", merges);
+    free(vocab_text);
+    free(merges_text);
+    return root;
+}
+
+static void write_json(const char *dir, const char *name, const cJSON *root)
+{
+    char *text = cJSON_PrintUnformatted(root);
+    write_file(dir, name, text);
+    free(text);
+}
+
+/* A directory holding only tokenizer.json encodes the 28 reference cases exactly. */
+static void test_hf_reference(const char *dir, const char *gpt2_dir, const cJSON *cases)
+{
+    for (int pairs = 0; pairs < 2; pairs++) {
+        cJSON *root = hf_tokenizer_json(gpt2_dir, pairs);
+        if (!root) return;
+        write_json(dir, "tokenizer.json", root);
+        cJSON_Delete(root);
+        CHECK(sl_tokenizer_dir_has_vocab(dir), "a directory with tokenizer.json has a vocab");
+        bool fell_back = true;
+        sl_err err;
+        sl_tokenizer *tok = sl_tokenizer_for_model(dir, "/nonexistent-vocab", &fell_back, &err);
+        if (CHECK(tok && !fell_back, "tokenizer.json (merges as %s) is the model's own vocab: %s",
+                  pairs ? "pairs" : "strings", tok ? "" : err.msg)) {
+            CHECK(sl_tokenizer_vocab_size(tok) == 50257, "vocab size %d", sl_tokenizer_vocab_size(tok));
+            test_reference_cases(tok, cases, pairs ? "tokenizer.json, merges as pairs" : "tokenizer.json");
+        }
+        sl_tokenizer_destroy(&tok);
+    }
+}
+
+/* A small tokenizer.json (the 256 byte tokens, "ab", merge "a b") with one change, which must be
+ * refused with a message holding want. */
+static void check_hf_refused(const char *dir, const char *what, const char *path, const char *json, const char *want)
+{
+    static const char base[] = "{\"added_tokens\": [], \"normalizer\": null,"
+                               " \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false},"
+                               " \"decoder\": {\"type\": \"ByteLevel\"},"
+                               " \"model\": {\"type\": \"BPE\", \"merges\": [\"a b\"]}}";
+    cJSON *root = cJSON_Parse(base), *vocab = cJSON_CreateObject();
+    for (int b = 0; b < 256; b++) {
+        char key[3];
+        alphabet_char(b, key);
+        cJSON_AddNumberToObject(vocab, key, b);
+    }
+    cJSON_AddNumberToObject(vocab, "ab", 256);
+    cJSON_AddItemToObject(cJSON_GetObjectItem(root, "model"), "vocab", vocab);
+    if (path) { /* "model.merges": replace model's member merges; "normalizer": root's member */
+        const char *dot = strchr(path, '.');
+        cJSON *parent = dot ? cJSON_GetObjectItem(root, "model") : root;
+        cJSON_DeleteItemFromObject(parent, dot ? dot + 1 : path);
+        cJSON_AddItemToObject(parent, dot ? dot + 1 : path, cJSON_Parse(json));
+    }
+    write_json(dir, "tokenizer.json", root);
+    cJSON_Delete(root);
+    sl_err err = {{0}};
+    sl_tokenizer *tok = sl_tokenizer_new(dir, &err);
+    if (!want)
+        CHECK(tok != NULL && sl_tokenizer_vocab_size(tok) == 257, "%s: read (%s)", what, tok ? "" : err.msg);
+    else
+        CHECK(!tok && strstr(err.msg, "tokenizer.json") && strstr(err.msg, want), "%s: refused: \"%s\"", what, err.msg);
+    sl_tokenizer_destroy(&tok);
+}
+
+static void test_hf_refusals(const char *dir)
+{
+    check_hf_refused(dir, "the small tokenizer.json itself", NULL, NULL, NULL);
+    check_hf_refused(dir, "a WordPiece model", "model.type", "\"WordPiece\"", "model type WordPiece");
+    check_hf_refused(dir, "a normalizer", "normalizer", "{\"type\": \"NFC\"}", "normalizer NFC");
+    check_hf_refused(dir, "a Metaspace pre-tokenizer", "pre_tokenizer", "{\"type\": \"Metaspace\"}",
+                     "pre-tokenizer Metaspace");
+    check_hf_refused(dir, "no pre-tokenizer", "pre_tokenizer", "null", "pre-tokenizer none");
+    check_hf_refused(dir, "a prefix space", "pre_tokenizer", "{\"type\": \"ByteLevel\", \"add_prefix_space\": true}",
+                     "add_prefix_space");
+    check_hf_refused(dir, "no regex", "pre_tokenizer", "{\"type\": \"ByteLevel\", \"use_regex\": false}",
+                     "without GPT-2's pattern");
+    check_hf_refused(dir, "a WordPiece decoder", "decoder", "{\"type\": \"WordPiece\"}", "decoder WordPiece");
+    check_hf_refused(dir, "byte fallback", "model.byte_fallback", "true", "byte_fallback");
+    check_hf_refused(dir, "a subword prefix", "model.continuing_subword_prefix", "\"##\"", "subword prefix");
+    check_hf_refused(dir, "an added token outside the vocab", "added_tokens",
+                     "[{\"id\": 257, \"content\": \"<pad>\", \"special\": true}]", "added token \"<pad>\" (id 257)");
+    check_hf_refused(dir, "an added token that is another token", "added_tokens",
+                     "[{\"id\": 256, \"content\": \"<|endoftext|>\"}]", "added token \"<|endoftext|>\"");
+    check_hf_refused(dir, "an added token of the vocab", "added_tokens", "[{\"id\": 256, \"content\": \"ab\"}]", NULL);
+    check_hf_refused(dir, "merges as pairs", "model.merges", "[[\"a\", \"b\"]]", NULL);
+    check_hf_refused(dir, "a merge without a space", "model.merges", "[\"a b\", \"ab\"]", "model.merges[1]");
+    check_hf_refused(dir, "a merge of a missing token", "model.merges", "[\"a c\"]", "missing from the vocab");
+    check_hf_refused(dir, "a merge that is a number", "model.merges", "[7]", "model.merges[0]");
+    check_hf_refused(dir, "no merges", "model.merges", "{}", "model.merges: expected an array");
+    check_hf_refused(dir, "no vocab", "model.vocab", "[]", "model.vocab");
+    write_file(dir, "tokenizer.json", "{\"model\": ");
+    check_load_fails(dir, "truncated tokenizer.json", "tokenizer.json", "malformed JSON");
+    write_file(dir, "tokenizer.json", "{\"version\": \"1.0\"}");
+    check_load_fails(dir, "tokenizer.json without a model", "tokenizer.json", "no \"model\"");
+    write_vocab(dir, NULL, 0);
+    check_load_fails(dir, "vocab.json beside tokenizer.json is read first", "merges.txt", NULL);
 }
 
 static void with_scratch_dir(void (*test)(const char *dir))
@@ -503,6 +636,14 @@ int main(int argc, char **argv)
     }
     if (check_selected("merge_order")) with_scratch_dir(test_merge_order);
     if (check_selected("load_errors")) with_scratch_dir(test_load_errors);
+    if (check_selected("tokenizer_json") && root) {
+        char hf[] = "/tmp/sl-test-tok-XXXXXX";
+        if (CHECK(mkdtemp(hf) != NULL, "mkdtemp")) {
+            test_hf_reference(hf, dir, root);
+            check_rmtree(hf);
+        }
+    }
+    if (check_selected("tokenizer_json_refusals")) with_scratch_dir(test_hf_refusals);
     char own[] = "/tmp/sl-test-tok-XXXXXX";
     if (check_selected("for_model") && CHECK(mkdtemp(own) != NULL, "mkdtemp")) {
         test_for_model(own, dir);

@@ -50,6 +50,12 @@ static void test_valid(void)
               t.max_train_tokens == 4096 && strcmp(t.checkpoint_root, "/srv/ckpt") == 0,
           "fields as written");
     CHECK(t.nodes[0].line == 14 && t.nodes[2].line == 27, "section lines %d %d", t.nodes[0].line, t.nodes[2].line);
+    char edge[4096];
+    snprintf(edge, sizeof edge,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\n"
+             "listen = tcp://127.0.0.1:65535\n[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://[::1]:1\n",
+             parts);
+    CHECK(load_text(edge, &t, false, &err) == 0, "ports 65535 and 1 (an IPv6 host) are valid: %s", err.msg);
 }
 
 static void test_errors(void)
@@ -127,10 +133,66 @@ static void test_errors(void)
     expect("not ini", "[pipeline\nparts = x\n", false, "t.ini:1: not INI syntax");
     expect("not ini 2", "[pipeline]\nparts x\n", false, "t.ini:2: not INI syntax");
     expect("key before section", "parts = x\n", false, "t.ini:1: 'parts' is outside any section");
+    static const char *const bad_ports[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
+                                            "tcp://127.0.0.1",   "tcp://127.0.0.1:http",
+                                            "tcp://h:-5",        "tcp://h:99999999999"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(text, sizeof text, "[pipeline]\nparts = %s\n[node.bottom]\nlisten = %s\n", parts, bad_ports[i]);
+        char want[128];
+        snprintf(want, sizeof want, "t.ini:4: listen = %s: the port must be a number in 1..65535", bad_ports[i]);
+        expect("listen port outside 1..65535", text, false, want);
+    }
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 5\nname = a\ntimeout = 6\n%s", parts, nodes3);
+    expect("a pipeline key given twice", text, false,
+           "t.ini:5: 'timeout' is given twice in [pipeline] (first at line 3)");
+    snprintf(text, sizeof text,
+             "[pipeline]\nparts = %s\n[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+             "layers = 0-3\n",
+             parts);
+    expect("a node key given twice", text, false,
+           "t.ini:7: 'layers' is given twice in [node.bottom] (first at line 5)");
     sl_topology t;
     sl_err err;
     CHECK(sl_topology_load("/nonexistent/t.ini", &t, false, &err) != 0 && strstr(err.msg, "/nonexistent/t.ini"),
           "missing file: %s", err.msg);
+}
+
+/* clip and noise in the bottom's section, grad_clip and grad_noise in the top's. */
+static void test_defences(void)
+{
+    static const char chain[] = "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n%s"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n%s";
+    char nodes[1024], text[2048];
+    static sl_topology t;
+    sl_err err;
+    snprintf(nodes, sizeof nodes, chain, "clip = 12.5\nnoise = 0.5\n", "grad_clip = 0.01\ngrad_noise = 2\n");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0, "defences: %s", err.msg);
+    sl_cut_defence b = sl_topology_bottom_defence(&t), g = sl_topology_top_defence(&t);
+    CHECK(b.clip == 12.5f && b.noise == 0.5f && g.clip == 0.01f && g.noise == 2.0f, "defences as written");
+    snprintf(nodes, sizeof nodes, chain, "", "");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && !sl_cut_defence_active(sl_topology_bottom_defence(&t)) &&
+              !sl_cut_defence_active(sl_topology_top_defence(&t)),
+          "no defence by default: %s", err.msg);
+
+    static const struct {
+        const char *bottom, *top, *label, *want;
+    } bad[] = {
+        {"noise = 1\n", "", "noise without clip", "t.ini:7: [node.bottom] has noise = 1 but no clip"},
+        {"", "grad_noise = 1\n", "grad_noise without grad_clip",
+         "t.ini:11: [node.top] has grad_noise = 1 but no grad_clip"},
+        {"", "clip = 3\n", "clip at the top", "t.ini:11: clip/noise in [node.top], a top: only the bottom's section"},
+        {"grad_clip = 3\n", "", "grad_clip at the bottom", "t.ini:7: grad_clip/grad_noise in [node.bottom], a bottom"},
+        {"clip = 0\n", "", "clip 0", "t.ini:7: clip"},
+        {"clip = 1\nnoise = -1\n", "", "negative noise", "t.ini:8: noise"},
+        {"clip = lots\n", "", "clip not a number", "t.ini:7: clip"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(nodes, sizeof nodes, chain, bad[i].bottom, bad[i].top);
+        snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+        expect(bad[i].label, text, false, bad[i].want);
+    }
 }
 
 /* Hosts: [host.NAME] sections, restart pipeline-wide and per node. */
@@ -197,8 +259,9 @@ static void test_host_errors(void)
     expect_exact("a host twice", "[host.server]\ndir = /srv\n", "31: [host.server] appears twice (first at line 5)");
     expect_exact("a host name like an option", "[host.-oProxyCommand=x]\n",
                  "31: [host.-oProxyCommand=x]: a host name has letters, digits and ._-@: (no leading '-')");
-    expect_exact("a node's host like an option", "host = -oProxyCommand=x\n",
-                 "31: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
+    /* in a section of its own: [node.top] has a host already, and a key given twice is an error */
+    expect_exact("a node's host like an option", "[node.other]\nhost = -oProxyCommand=x\n",
+                 "32: host = -oProxyCommand=x: a host name has letters, digits and ._-@: (no leading '-')");
     expect_exact("a node name with a blank", "[node.my top]\n",
                  "31: [node.my top]: a node name has letters, digits and ._- (no leading '-')");
     expect_exact("restart neither yes nor no", "restart = often\n", "31: restart = often: write yes or no");
@@ -243,15 +306,16 @@ int main(int argc, char **argv)
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     snprintf(parts, sizeof parts, "%s/parts", tmp);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     const int splits[] = {2, 4};
     sl_part_info info[3];
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
+    if (check_selected("defences")) test_defences();
     if (check_selected("hosts")) test_hosts();
     if (check_selected("host_errors")) test_host_errors();
     if (check_selected("words")) test_words();

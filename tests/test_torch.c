@@ -372,34 +372,34 @@ static void test_resaved_tiny_b(void)
     sl_st_close(&st);
 }
 
-/* ---- logits: the torch files through sl_checkpoint give the references ---- */
+/* ---- logits: the torch files through sl_hf_model give the references ---- */
 
 /* The logits of a prompt from the checkpoint at path (opened with config_path when not NULL):
  * at every position ([T, vocab]) or only the last. NULL (a failed check) on failure. */
 static float *logits_of(const char *path, const char *config_path, const fixture_prompt *fp, bool all)
 {
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open_with_config(path, config_path, &err);
+    sl_hf_model *ck = sl_hf_model_open_with_config(path, config_path, &err);
     if (!CHECK(ck != NULL, "open %s: %s", path, err.msg)) return NULL;
-    const sl_config *c = sl_checkpoint_config(ck);
+    const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     float *out = NULL;
     if (CHECK(sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err) == 0, "%s: %s", path, err.msg)) {
-        sl_stage *stage = sl_stage_new(&p, fp->n_ids, &err);
+        sl_runner *stage = sl_runner_new(&p, fp->n_ids, &err);
         sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
         out = malloc((size_t)(all ? fp->n_ids : 1) * c->vocab_size * sizeof(float));
         if (!CHECK(stage && kv &&
-                       sl_stage_forward(stage, kv, fp->n_ids, fp->ids, NULL, out,
-                                        all ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST, &err) == 0,
+                       sl_runner_forward(stage, kv, fp->n_ids, fp->ids, NULL, out,
+                                         all ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST, &err) == 0,
                    "%s: forward: %s", path, err.msg)) {
             free(out);
             out = NULL;
         }
         sl_kv_destroy(&kv);
-        sl_stage_destroy(&stage);
+        sl_runner_destroy(&stage);
         sl_params_free(&p);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return out;
 }
 
@@ -506,7 +506,7 @@ static void test_resaved_logits(void)
     }
 
     /* 16-bit: the same as the safetensors copy in that dtype. */
-    sl_checkpoint *ck = sl_checkpoint_open(tiny_b, NULL);
+    sl_hf_model *ck = sl_hf_model_open(tiny_b, NULL);
     sl_params p;
     sl_err err;
     const sl_dtype dtypes[] = {SL_BF16, SL_F16};
@@ -526,7 +526,7 @@ static void test_resaved_logits(void)
         check_same_logits(sl_dtype_name(dtypes[k]), dir, NULL, st_dir);
         resaved_free(&r);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 
     /* Sharded, with its index. */
     resaved r;
@@ -546,9 +546,9 @@ static void test_resaved_logits(void)
     snprintf(path, sizeof path, "%s/alone.pt", tmp_root);
     CHECK(write_resaved(&r, true, 0, path) == 0, "write %s", path);
     check_same_logits("a .pt file with --config", path, config, tiny_b);
-    CHECK(!sl_checkpoint_open(path, &err) && strstr(err.msg, "needs the model's config.json beside it"),
+    CHECK(!sl_hf_model_open(path, &err) && strstr(err.msg, "needs the model's config.json beside it"),
           "a lone .pt file: %s", err.msg);
-    CHECK(!sl_checkpoint_open_with_config(dir, config, &err) && strstr(err.msg, "not a directory"),
+    CHECK(!sl_hf_model_open_with_config(dir, config, &err) && strstr(err.msg, "not a directory"),
           "--config with a directory: %s", err.msg);
     resaved_free(&r);
     sl_st_close(&st);

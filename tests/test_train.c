@@ -3,7 +3,7 @@
  * and every parameter after one AdamW step. */
 #include "fileio.h"
 #include "fixtures.h"
-#include "train.h"
+#include "backprop.h"
 
 #include <limits.h>
 
@@ -40,12 +40,12 @@ static bool load_fixture(void)
     return ok;
 }
 
-static sl_checkpoint *open_model(void)
+static sl_hf_model *open_model(void)
 {
     char path[PATH_MAX];
     sl_err err;
     snprintf(path, sizeof path, "%s/tiny-b", check_fixtures());
-    sl_checkpoint *ck = sl_checkpoint_open(path, &err);
+    sl_hf_model *ck = sl_hf_model_open(path, &err);
     CHECK(ck != NULL, "%s", err.msg);
     return ck;
 }
@@ -70,22 +70,22 @@ static void compare_all(sl_params *got, const char *prefix, double tol, const ch
 
 static void test_whole_model(void)
 {
-    sl_checkpoint *ck = open_model();
+    sl_hf_model *ck = open_model();
     if (!ck) return;
     sl_params p;
     sl_err err;
     CHECK(sl_params_load(&p, ck, 0, 5, true, true, true, &err) == 0, "%s", err.msg);
-    sl_train *tr = sl_train_new(&p, 1, T, &err);
+    sl_backprop *tr = sl_backprop_new(&p, 1, T, &err);
     if (!CHECK(tr != NULL, "%s", err.msg)) return;
     float loss = 0;
-    sl_train_zero_grad(tr);
-    CHECK(sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err) == 0, "%s", err.msg);
+    sl_backprop_zero_grad(tr);
+    CHECK(sl_backprop_forward(tr, ids, NULL, targets, NULL, &loss, &err) == 0, "%s", err.msg);
     CHECK(fabsf(loss - want_loss) <= 1e-5f, "loss %.7f, reference %.7f", loss, want_loss);
-    CHECK(sl_train_backward(tr, NULL, NULL, &err) == 0, "%s", err.msg);
-    compare_all(sl_train_grads(tr), "grad", GRAD_TOL, "whole model");
+    CHECK(sl_backprop_backward(tr, NULL, NULL, &err) == 0, "%s", err.msg);
+    compare_all(sl_backprop_grads(tr), "grad", GRAD_TOL, "whole model");
 
     /* One AdamW step: within 1e-5, at most 0.01% beyond, none beyond 2 lr (fixture README). */
-    sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
+    sl_backprop_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
     fixture_refs l = {.n = 0};
     sl_params_foreach(&p, fixture_collect, &l);
     size_t total = 0, beyond = 0;
@@ -103,16 +103,16 @@ static void test_whole_model(void)
     }
     CHECK(beyond * 10000 <= total && worst <= 2e-3, "after AdamW: %zu of %zu elements beyond 1e-5, worst %.3g", beyond,
           total, worst);
-    sl_train_destroy(&tr);
+    sl_backprop_destroy(&tr);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 /* Bottom [0,K) and top [K,L) chained: the top's input gradient is actgrad.K, and every
  * parameter gradient is the whole model's. */
 static void test_split_gradients(void)
 {
-    sl_checkpoint *ck = open_model();
+    sl_hf_model *ck = open_model();
     if (!ck) return;
     const int C = 48;
     float *act = malloc((size_t)T * C * sizeof(float)), *dact = malloc((size_t)T * C * sizeof(float));
@@ -122,14 +122,14 @@ static void test_split_gradients(void)
         int rc = sl_params_load(&bp, ck, 0, K, true, false, true, &err);
         rc |= sl_params_load(&tp, ck, K, 5, false, true, true, &err);
         if (!CHECK(rc == 0, "load K=%d: %s", K, err.msg)) continue;
-        sl_train *bottom = sl_train_new(&bp, 1, T, &err), *top = sl_train_new(&tp, 1, T, &err);
+        sl_backprop *bottom = sl_backprop_new(&bp, 1, T, &err), *top = sl_backprop_new(&tp, 1, T, &err);
         float loss;
-        sl_train_zero_grad(bottom);
-        sl_train_zero_grad(top);
-        rc = sl_train_forward(bottom, ids, NULL, NULL, act, NULL, &err);
-        rc |= sl_train_forward(top, NULL, act, targets, NULL, &loss, &err);
-        rc |= sl_train_backward(top, NULL, dact, &err);
-        rc |= sl_train_backward(bottom, dact, NULL, &err);
+        sl_backprop_zero_grad(bottom);
+        sl_backprop_zero_grad(top);
+        rc = sl_backprop_forward(bottom, ids, NULL, NULL, act, NULL, &err);
+        rc |= sl_backprop_forward(top, NULL, act, targets, NULL, &loss, &err);
+        rc |= sl_backprop_backward(top, NULL, dact, &err);
+        rc |= sl_backprop_backward(bottom, dact, NULL, &err);
         CHECK(rc == 0 && fabsf(loss - want_loss) <= 1e-5f, "split at %d: loss %.7f: %s", K, loss, rc ? err.msg : "");
         char name[32], what[64];
         snprintf(name, sizeof name, "actgrad.%d", K);
@@ -137,40 +137,40 @@ static void test_split_gradients(void)
         const float *want = fixture_f32(grads_file, name, (size_t)T * C);
         if (want) CHECK_CLOSE(dact, want, (size_t)T * C, GRAD_TOL, what);
         snprintf(what, sizeof what, "split at %d, bottom", K);
-        compare_all(sl_train_grads(bottom), "grad", GRAD_TOL, what);
+        compare_all(sl_backprop_grads(bottom), "grad", GRAD_TOL, what);
         snprintf(what, sizeof what, "split at %d, top", K);
-        compare_all(sl_train_grads(top), "grad", GRAD_TOL, what);
-        sl_train_destroy(&bottom);
-        sl_train_destroy(&top);
+        compare_all(sl_backprop_grads(top), "grad", GRAD_TOL, what);
+        sl_backprop_destroy(&bottom);
+        sl_backprop_destroy(&top);
         sl_params_free(&bp);
         sl_params_free(&tp);
     }
     free(act);
     free(dact);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 static void test_errors(void)
 {
-    sl_checkpoint *ck = open_model();
+    sl_hf_model *ck = open_model();
     if (!ck) return;
     sl_params p;
     sl_err err;
     sl_params_load(&p, ck, 0, 5, true, true, false, &err);
-    CHECK(!sl_train_new(&p, 1, 8, &err) && strstr(err.msg, "writable"), "mmap'd weights refused: %s", err.msg);
+    CHECK(!sl_backprop_new(&p, 1, 8, &err) && strstr(err.msg, "writable"), "mmap'd weights refused: %s", err.msg);
     sl_params_free(&p);
     sl_params_load(&p, ck, 0, 5, true, true, true, &err);
-    CHECK(!sl_train_new(&p, 1, 65, &err) && strstr(err.msg, "64"), "T beyond n_positions: %s", err.msg);
-    sl_train *tr = sl_train_new(&p, 1, 4, &err);
+    CHECK(!sl_backprop_new(&p, 1, 65, &err) && strstr(err.msg, "64"), "T beyond n_positions: %s", err.msg);
+    sl_backprop *tr = sl_backprop_new(&p, 1, 4, &err);
     int32_t bad[4] = {1, 2, 1000, 3}, none[4] = {-1, -1, -1, -1};
     float loss;
-    CHECK(sl_train_forward(tr, bad, NULL, none, NULL, &loss, &err) != 0 && strstr(err.msg, "1000"), "bad id: %s",
+    CHECK(sl_backprop_forward(tr, bad, NULL, none, NULL, &loss, &err) != 0 && strstr(err.msg, "1000"), "bad id: %s",
           err.msg);
-    CHECK(sl_train_forward(tr, ids, NULL, none, NULL, &loss, &err) != 0 && strstr(err.msg, "no position"),
+    CHECK(sl_backprop_forward(tr, ids, NULL, none, NULL, &loss, &err) != 0 && strstr(err.msg, "no position"),
           "no targets: %s", err.msg);
-    sl_train_destroy(&tr);
+    sl_backprop_destroy(&tr);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 int main(int argc, char **argv)

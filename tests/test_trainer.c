@@ -21,17 +21,17 @@ static void train_reference(void)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/tiny-b", check_fixtures());
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(path, &err);
+    sl_hf_model *ck = sl_hf_model_open(path, &err);
     if (!CHECK(ck && sl_params_load(&reference, ck, 0, 5, true, true, true, &err) == 0, "%s", err.msg)) return;
-    sl_train *tr = sl_train_new(&reference, 1, T, &err);
+    sl_backprop *tr = sl_backprop_new(&reference, 1, T, &err);
     for (int s = 0; s < STEPS; s++) {
-        sl_train_zero_grad(tr);
-        sl_train_forward(tr, ids, NULL, targets, NULL, &ref_losses[s], &err);
-        sl_train_backward(tr, NULL, NULL, &err);
-        sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
+        sl_backprop_zero_grad(tr);
+        sl_backprop_forward(tr, ids, NULL, targets, NULL, &ref_losses[s], &err);
+        sl_backprop_backward(tr, NULL, NULL, &err);
+        sl_backprop_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
     }
-    sl_train_destroy(&tr);
-    sl_checkpoint_destroy(&ck);
+    sl_backprop_destroy(&tr);
+    sl_hf_model_destroy(&ck);
 }
 
 static int split_tiny_b(const int *splits, int n, const char *out)
@@ -39,13 +39,13 @@ static int split_tiny_b(const int *splits, int n, const char *out)
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info parts[8];
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = n, .dtype = SL_F32, .out_dir = out};
     int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
     CHECK(rc == 0, "split: %s", err.msg);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return rc;
 }
 

@@ -21,14 +21,14 @@ static int make_split(void)
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info info[3];
     const int splits[2] = {1, 3};
     sl_split_request req = {
         .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
     CHECK(rc == 0, "split: %s", err.msg);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return rc;
 }
 
@@ -95,7 +95,7 @@ static int step(sl_trunk *t, uint64_t run, uint64_t n, float *out, sl_err *err)
     return send_msg(t, &b, &reply, err);
 }
 
-/* The same stage trained directly with sl_train: forward outputs and weights must match. */
+/* The same stage trained directly with sl_backprop: forward outputs and weights must match. */
 static void test_equals_direct_training(void)
 {
     sl_trunk *t = new_trunk(1, 3);
@@ -103,7 +103,7 @@ static void test_equals_direct_training(void)
     sl_part *part = sl_part_open(parts, 1, 3, false, &err);
     sl_params p;
     CHECK(part && sl_part_load_params(part, &p, true, &err) == 0, "%s", err.msg);
-    sl_train *tr = sl_train_new(&p, B, T, &err);
+    sl_backprop *tr = sl_backprop_new(&p, B, T, &err);
     float want[ROWS * C], got[ROWS * C], din[ROWS * C];
     sl_adamw opt = SL_ADAMW_DEFAULT;
     opt.lr = 1e-2f;
@@ -111,17 +111,17 @@ static void test_equals_direct_training(void)
     for (uint64_t s = 1; same && s <= 3; s++) {
         same = step(t, 7, s, got, &err) == 0;
         CHECK(same, "step %llu: %s", (unsigned long long)s, err.msg);
-        sl_train_zero_grad(tr);
-        sl_train_forward(tr, NULL, x, NULL, want, NULL, &err);
-        sl_train_backward(tr, g, din, &err);
-        sl_train_step(tr, &opt, 1.0f);
+        sl_backprop_zero_grad(tr);
+        sl_backprop_forward(tr, NULL, x, NULL, want, NULL, &err);
+        sl_backprop_backward(tr, g, din, &err);
+        sl_backprop_step(tr, &opt, 1.0f);
         same = same && memcmp(want, got, sizeof want) == 0;
     }
     CHECK(same, "three steps through the protocol give the direct training's activations bit for bit");
     const sl_params *q = t ? sl_trunk_params(t) : NULL;
     CHECK(q && !memcmp(q->blocks[0].fc_w, p.blocks[0].fc_w, (size_t)C * 144 * sizeof(float)),
           "and the same weights after the updates");
-    sl_train_destroy(&tr);
+    sl_backprop_destroy(&tr);
     sl_params_free(&p);
     sl_part_destroy(&part);
     sl_trunk_destroy(&t);
@@ -141,7 +141,7 @@ static void test_refusals(void)
     sl_msg reply, m;
     CHECK(step(t, 9, 1, NULL, &err) == 0, "a first step: %s", err.msg);
     m = forward_msg(9, 2, B, 5);
-    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "optimizer steps", "a forward at another step");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_OUT_OF_STEP, &err, "optimizer steps", "a forward at another step");
     m = forward_msg(9, 2, 4, 1);
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "not 4 x 4", "another batch shape");
     m = backward_msg(9, 2, false);

@@ -502,7 +502,7 @@ static msgpack_object float_object(double d) { return (msgpack_object){.type = M
 /* Values out of f's bounds, by its type; returns their number. */
 static int out_of_bounds(const sl_wire_field *f, msgpack_object *bad, msgpack_object *shape_item)
 {
-    static char long_text[1024];
+    static char long_text[2 * SL_WIRE_TRACE_MAX];
     memset(long_text, 'a', f->size < sizeof long_text ? f->size : sizeof long_text - 1);
     int n = 0;
     switch (f->type) {

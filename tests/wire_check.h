@@ -14,7 +14,7 @@
     {                                                                                                                  \
         .n_embd = 4, .n_positions = 16, .vocab_size = 10, .max_bytes = 1 << 20                                         \
     }
-#define WIRE_EXAMPLES 10
+#define WIRE_EXAMPLES 11
 
 /* One message of each kind (two forwards), with every optional field set and no two fields
  * holding the same number, so that a value decoded into the wrong member shows. Floats are
@@ -78,6 +78,12 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
         .kind = SL_MSG_UPDATE, .session = 81, .step = 82, .lr = 1.5f, .weight_decay = 0.0625f, .grad_scale = 0.375f};
     ex[8] = (sl_msg){.kind = SL_MSG_SAVE, .session = 91, .step = 92, .has_loss = true, .loss = 3.25f};
     ex[9] = (sl_msg){.kind = SL_MSG_LOAD, .session = 101, .step = 102, .has_at_step = true, .at_step = 1200};
+    ex[10] =
+        (sl_msg){.kind = SL_MSG_HELLO, .session = 111, .step = 112, .first = 2, .last = 4, .width = 4, .dtype = SL_F16};
+    strcpy(ex[10].node, "bottom");
+    strcpy(ex[0].trace, "-");
+    strcpy(ex[2].trace, "bottom@client 1 2 3;trunk1@server 4 5 6;");
+    strcpy(ex[10].model, "2d201b9f450c54beebf779558c2cd196a48b6fb78a56b584bc71b83e378d693c");
     strcpy(ex[3].node, "trunk1");
     strcpy(ex[3].code, "unknown_session");
     strcpy(ex[3].message, "no such session");

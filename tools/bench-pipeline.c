@@ -11,8 +11,9 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "part.h"
+#include "backprop.h"
 #include "procfs.h"
-#include "train.h"
+#include "tool.h"
 #include "trainer.h"
 
 #include <czmq.h>
@@ -35,6 +36,7 @@ static const char usage[] =
     "model in this process and the pipeline through zmq-splitlearn's client, then training steps\n"
     "(B=4, T=64) of the whole model, of the split in this process and with the trunk on its node,\n"
     "and prints Markdown tables.\n"
+    "  --help, --version\n"
     "\n"
     "       zmq-splitlearn-bench-pipeline --probe TOPOLOGY.ini [--cert FILE] [--before CMD] [--after CMD]\n"
     "                                     [--kill PID --kill-after N] [--runs 1] [--prompt 64] [--decode 32]\n"
@@ -148,24 +150,24 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
                        double *prefill, double *per_token)
 {
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
-    const sl_config *c = sl_checkpoint_config(ck);
+    sl_hf_model *ck = sl_hf_model_open(model, &err);
+    const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
-    sl_stage *s = sl_stage_new(&p, 128, &err);
+    sl_runner *s = sl_runner_new(&p, 128, &err);
     sl_kv *kv = sl_kv_new(&p, prompt + decode, &err);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     double pre[32], dec[32];
     for (int r = -1; r < runs; r++) {
         sl_kv_reset(kv);
         double t0 = sl_now();
-        sl_stage_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+        sl_runner_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
         double t1 = sl_now(), last = t1, steps[512];
         for (int i = 1; i < decode; i++) {
             int32_t best = 0;
             for (int v = 1; v < c->vocab_size; v++)
                 if (logits[v] > logits[best]) best = v;
-            sl_stage_forward(s, kv, 1, &best, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+            sl_runner_forward(s, kv, 1, &best, NULL, logits, SL_OUT_LOGITS_LAST, &err);
             double now = sl_now();
             steps[i - 1] = now - last;
             last = now;
@@ -179,9 +181,9 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     *per_token = sl_median(dec, runs);
     free(logits);
     sl_kv_destroy(&kv);
-    sl_stage_destroy(&s);
+    sl_runner_destroy(&s);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
 }
 
 /* The CPUs this process had before it pinned its threads. */
@@ -232,34 +234,34 @@ static void train_batch(int32_t *ids, int32_t *targets, int vocab)
 }
 
 /* Median seconds per training step (forward, loss, backward, AdamW) of the whole model in one
- * sl_train: the single-process reference of the pipeline's step. */
+ * sl_backprop: the single-process reference of the pipeline's step. */
 static double time_whole_model(const char *model, int runs)
 {
     sl_err err;
     sl_params p;
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
-    if (!ck || sl_params_load(&p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, true, &err) != 0) {
+    sl_hf_model *ck = sl_hf_model_open(model, &err);
+    if (!ck || sl_params_load(&p, ck, 0, sl_hf_model_config(ck)->n_layer, true, true, true, &err) != 0) {
         fprintf(stderr, "whole model: %s\n", err.msg);
-        sl_checkpoint_destroy(&ck);
+        sl_hf_model_destroy(&ck);
         return NAN;
     }
-    sl_train *tr = sl_train_new(&p, 4, 64, &err);
+    sl_backprop *tr = sl_backprop_new(&p, 4, 64, &err);
     int32_t ids[256], targets[256];
     train_batch(ids, targets, p.cfg.vocab_size);
     double t[32];
     for (int r = -1; tr && r < runs; r++) {
         float loss;
         double t0 = sl_now();
-        sl_train_zero_grad(tr);
-        sl_train_forward(tr, ids, NULL, targets, NULL, &loss, &err);
-        sl_train_backward(tr, NULL, NULL, &err);
-        sl_train_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
+        sl_backprop_zero_grad(tr);
+        sl_backprop_forward(tr, ids, NULL, targets, NULL, &loss, &err);
+        sl_backprop_backward(tr, NULL, NULL, &err);
+        sl_backprop_step(tr, &SL_ADAMW_DEFAULT, 1.0f);
         if (r >= 0) t[r] = sl_now() - t0;
     }
     double median = tr ? sl_median(t, runs) : NAN;
-    sl_train_destroy(&tr);
+    sl_backprop_destroy(&tr);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return median;
 }
 
@@ -426,11 +428,11 @@ static int probe_pipeline(const probe_opts *o, int prompt, int decode, int runs)
 static int probe_model(const char *model, int prompt, int decode, int runs, int threads)
 {
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(model, &err);
+    sl_hf_model *ck = sl_hf_model_open(model, &err);
     if (!ck) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n", err.msg), SL_EXIT_FAILURE;
     int32_t ids[512];
-    prompt_ids(ids, prompt, sl_checkpoint_config(ck)->vocab_size);
-    sl_checkpoint_destroy(&ck);
+    prompt_ids(ids, prompt, sl_hf_model_config(ck)->vocab_size);
+    sl_hf_model_destroy(&ck);
     sl_threads_setup(threads, true, &err);
     double pre, tok;
     monolithic(model, ids, prompt, decode, runs, true, &pre, &tok);
@@ -444,7 +446,7 @@ int main(int argc, char **argv)
         {"runs", 1, 0, 'r'},   {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},      {"threads", 1, 0, 't'},
         {"port", 1, 0, 'P'},   {"probe", 1, 0, 'b'},  {"probe-model", 1, 0, 'm'}, {"cert", 1, 0, 'C'},
         {"before", 1, 0, 'B'}, {"after", 1, 0, 'A'},  {"kill", 1, 0, 'k'},        {"kill-after", 1, 0, 'K'},
-        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+        SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
     long runs = 5, prompt = 64, decode = 32, threads = 2, port = 5801;
     probe_opts probe = {.kill_after = 8};
     sl_err err;
@@ -474,10 +476,8 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--kill", 1, INT_MAX, &probe.kill_pid, &err);
         else if (c == 'K')
             rc = sl_parse_long(optarg, "--kill-after", 1, 511, &probe.kill_after, &err);
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
         else
-            return fputs(usage, stderr), SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-bench-pipeline", usage);
     }
     bool probing = probe.topology || probe.model;
     if (rc == 0 && probing && (argc != optind || (probe.kill_pid && probe.kill_after >= decode)))
@@ -486,7 +486,7 @@ int main(int argc, char **argv)
         return probe.topology ? probe_pipeline(&probe, (int)prompt, (int)decode, (int)runs)
                               : probe_model(probe.model, (int)prompt, (int)decode, (int)runs, (int)threads);
     if (rc == 0 && argc - optind != 2) rc = sl_fail(&err, "give MODEL_DIR and PARTS_DIR");
-    if (rc != 0) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n%s", err.msg, usage), SL_EXIT_USAGE;
+    if (rc != 0) return sl_tool_usage_error("zmq-splitlearn-bench-pipeline", err.msg);
     const char *model = argv[optind], *parts_dir = argv[optind + 1];
     sl_part_info parts[SL_MAX_SPLITS + 1];
     int n_parts = sl_split_read_index(parts_dir, parts, SL_MAX_SPLITS + 1, &err);

@@ -32,7 +32,7 @@ static const char usage[] =
 
 typedef struct bench {
     sl_params p;
-    sl_stage *stage;
+    sl_runner *stage;
     sl_kv *kv;
     int32_t *ids;
     float *logits;
@@ -46,7 +46,7 @@ static double time_prefill(bench *b, sl_output which)
     for (int r = -1; r < b->runs; r++) {
         sl_kv_reset(b->kv);
         double t0 = sl_now();
-        if (sl_stage_forward(b->stage, b->kv, b->prompt, b->ids, NULL, b->logits, which, &err) != 0) {
+        if (sl_runner_forward(b->stage, b->kv, b->prompt, b->ids, NULL, b->logits, which, &err) != 0) {
             fprintf(stderr, "prefill: %s\n", err.msg);
             exit(SL_EXIT_FAILURE);
         }
@@ -61,11 +61,11 @@ static double time_decode(bench *b)
     double t[64];
     for (int r = -1; r < b->runs; r++) {
         sl_kv_reset(b->kv);
-        sl_stage_forward(b->stage, b->kv, b->prompt, b->ids, NULL, b->logits, SL_OUT_LOGITS_LAST, &err);
+        sl_runner_forward(b->stage, b->kv, b->prompt, b->ids, NULL, b->logits, SL_OUT_LOGITS_LAST, &err);
         int32_t next = 1;
         double t0 = sl_now();
         for (int i = 0; i < b->decode; i++) {
-            if (sl_stage_forward(b->stage, b->kv, 1, &next, NULL, b->logits, SL_OUT_LOGITS_LAST, &err) != 0) {
+            if (sl_runner_forward(b->stage, b->kv, 1, &next, NULL, b->logits, SL_OUT_LOGITS_LAST, &err) != 0) {
                 fprintf(stderr, "decode: %s\n", err.msg);
                 exit(SL_EXIT_FAILURE);
             }
@@ -220,8 +220,8 @@ int main(int argc, char **argv)
     }
     if (sl_threads_setup((int)threads, pin, &err) != 0) fprintf(stderr, "warning: %s\n", err.msg), pin = false;
     bench b = {.prompt = (int)prompt, .decode = (int)decode, .runs = (int)runs};
-    sl_checkpoint *ck = sl_checkpoint_open(argv[optind], &err);
-    if (!ck || sl_params_load(&b.p, ck, 0, sl_checkpoint_config(ck)->n_layer, true, true, getenv("BENCH_COPY") != NULL,
+    sl_hf_model *ck = sl_hf_model_open(argv[optind], &err);
+    if (!ck || sl_params_load(&b.p, ck, 0, sl_hf_model_config(ck)->n_layer, true, true, getenv("BENCH_COPY") != NULL,
                               &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-bench: %s\n", err.msg);
         return SL_EXIT_FAILURE;
@@ -231,7 +231,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "zmq-splitlearn-bench: --prompt + --decode exceed n_positions %d\n", cfg->n_positions);
         return SL_EXIT_USAGE;
     }
-    b.stage = sl_stage_new(&b.p, (int)prompt, &err);
+    b.stage = sl_runner_new(&b.p, (int)prompt, &err);
     b.kv = sl_kv_new(&b.p, (int)(prompt + decode), &err);
     b.ids = malloc((size_t)prompt * sizeof *b.ids);
     b.logits = malloc((size_t)prompt * cfg->vocab_size * sizeof(float));
@@ -269,8 +269,8 @@ int main(int argc, char **argv)
     free(b.ids);
     free(b.logits);
     sl_kv_destroy(&b.kv);
-    sl_stage_destroy(&b.stage);
+    sl_runner_destroy(&b.stage);
     sl_params_free(&b.p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     return SL_EXIT_OK;
 }

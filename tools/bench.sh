@@ -17,7 +17,7 @@ fi
 # Split: median wall time of $runs runs (each rewrites the parts and hashes everything).
 split_times=()
 for _ in $(seq "$runs"); do
-    out=$("$bin/zmq-splitlearn-split" "$model" --splits 2,10 -o "$dir/parts-124m")
+    out=$("$bin/zmq-splitlearn-split" "$model" --splits 2,10 -o "$dir/parts-124m" --force | grep -v "^removed the split")
     split_times+=("$(sed -n 's/.* in \([0-9.]*\) s.*/\1/p' <<<"$out")")
 done
 split_median=$(printf '%s\n' "${split_times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')

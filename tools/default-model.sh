@@ -32,9 +32,9 @@ head -n "$keep" "$work/kjv.txt" > "$work/train.txt"
 tail -n +"$((keep + 1))" "$work/kjv.txt" > "$work/eval.txt"
 
 echo "== initial model and split"
-run "$bin/zmq-splitlearn-mkmodel" -o "$work/init" --n-layer 4 --n-embd 128 --n-head 4 --n-positions 256 --seed 1
+run "$bin/zmq-splitlearn-mkmodel" -o "$work/init" --force --n-layer 4 --n-embd 128 --n-head 4 --n-positions 256 --seed 1
 rm -rf "$work/parts" "$work/ckpt"
-run "$bin/zmq-splitlearn-split" "$work/init" --splits 1,3 -o "$work/parts" --name kjv --topology "$work/train.ini" \
+run "$bin/zmq-splitlearn-split" "$work/init" --splits 1,3 -o "$work/parts" --name kjv --topology "$work/train.ini" --force \
     --port 5751 >/dev/null
 sed -i '/^\[pipeline\]/a train = yes' "$work/train.ini" # its trunk accepts training messages
 
@@ -52,7 +52,7 @@ run "$bin/zmq-splitlearn-train" "$work/train.ini" --data "$work/train.txt" --eva
     --weight-decay 0.01 --seed 1 --save-dir "$work/ckpt" --save-every 500 | tee "$work/train.out"
 
 echo "== F16 parts in $out"
-run "$bin/zmq-splitlearn-merge" "$work/ckpt" -o "$work/merged"
+run "$bin/zmq-splitlearn-merge" "$work/ckpt" -o "$work/merged" --force
 rm -rf "$out/parts"
 mkdir -p "$out"
 run "$bin/zmq-splitlearn-split" "$work/merged" --splits 1,3 --dtype f16 --name kjv -o "$out/parts" >/dev/null

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# demo.sh — `make demo`: launches a 3-stage pipeline locally, sends a prompt through it, streams
-# the answer, and stops the nodes. Without MODEL it runs the embedded default model (a small
-# GPT-2 trained on the King James Bible, models/default); MODEL=DIR splits your HF GPT-2
-# directory in three first. PROMPT="..." sets the prompt.
+# demo.sh — `make demo`: launches a pipeline locally, sends a prompt through it, streams the
+# answer, and stops the nodes. Without MODEL it runs the embedded default model (a small GPT-2
+# trained on the King James Bible, models/default); MODEL=... (an HF GPT-2 directory, a hub cache
+# entry or a repo id: what the tools accept) is split first, at points chosen from its n_layer
+# (three parts; two for a 2-layer model). PROMPT="..." sets the prompt, PORT=N the first of the
+# local ports (default 5701; the parts use N, N+1, N+2). A failure shows the failing program's
+# own message and the command that failed.
 set -euo pipefail
+trap 'echo "demo: failed: $BASH_COMMAND" >&2' ERR
 bin=${SL_BIN:-bin}
 dir=build/demo
 prompt=${PROMPT:-"And God said unto Moses,"}
 tokens=${TOKENS:-32}
 port=${PORT:-5701}
 mkdir -p "$dir"
+
+# Split points for a model of $1 layers: thirds (at least one layer each), or one point for two.
+split_points() {
+    local layers=$1 a b
+    if [ "$layers" -lt 2 ]; then
+        echo "demo: the model has $layers layer: a pipeline needs at least 2 (a bottom and a top)" >&2
+        return 1
+    fi
+    if [ "$layers" -eq 2 ]; then echo 1; return; fi
+    a=$((layers / 3 > 0 ? layers / 3 : 1))
+    b=$((2 * layers / 3 > a ? 2 * layers / 3 : a + 1))
+    echo "$a,$b"
+}
 
 model=${MODEL:-}
 topology=$dir/pipeline.ini
@@ -24,12 +41,12 @@ else
         [ -f "$model/model.safetensors" ] ||
             "$bin/zmq-splitlearn-mkmodel" -o "$model" --n-layer 4 --n-embd 128 --n-head 4 --n-positions 256 --seed 1
     fi
-    layers=$(sed -n 's/.*"n_layer": *\([0-9]*\).*/\1/p' "$model/config.json" 2>/dev/null | head -n 1)
-    layers=${layers:-4}
-    a=$(( layers / 3 > 0 ? layers / 3 : 1 ))
-    b=$(( 2 * layers / 3 > a ? 2 * layers / 3 : a + 1 ))
-    echo "== splitting $model at $a,$b into $dir/parts"
-    "$bin/zmq-splitlearn-split" "$model" --splits "$a,$b" -o "$dir/parts" --topology "$topology" --port "$port"
+    info=$("$bin/zmq-splitlearn-info" "$model" --json)
+    layers=$(sed -n 's/^[[:space:]]*"n_layer":[[:space:]]*\([0-9]*\).*/\1/p' <<<"$info" | head -n 1)
+    splits=$(split_points "$layers")
+    echo "== splitting $model ($layers layers) at $splits into $dir/parts"
+    "$bin/zmq-splitlearn-split" "$model" --splits "$splits" -o "$dir/parts" --topology "$topology" --port "$port" \
+        --force
 fi
 
 echo "== launching the pipeline ($topology)"
@@ -41,13 +58,13 @@ trap 'kill -TERM $launcher 2>/dev/null; wait $launcher 2>/dev/null || true' EXIT
 for _ in $(seq 600); do
     [ -f "$ready" ] && break
     if ! kill -0 $launcher 2>/dev/null; then
-        echo "the pipeline did not start:" >&2
+        echo "demo: the pipeline did not start; the nodes said:" >&2
         cat "$dir/nodes.log" >&2
         exit 1
     fi
     sleep 0.1
 done
-[ -f "$ready" ] || { echo "the pipeline was not ready in 60 s; see $dir/nodes.log" >&2; exit 1; }
+[ -f "$ready" ] || { echo "demo: the pipeline was not ready in 60 s; see $dir/nodes.log" >&2; exit 1; }
 sed 's/^/   /' "$dir/nodes.log"
 
 echo "== zmq-splitlearn-send: \"$prompt\""

@@ -1,6 +1,7 @@
 /* keygen.c — zmq-splitlearn-keygen: makes a CurveZMQ key pair for a node, a client or a trainer,
  * in czmq's certificate format, for [pipeline] security = curve. */
 #include "cli.h"
+#include "fileio.h"
 #include "security.h"
 #include "version.h"
 
@@ -43,7 +44,7 @@ int main(int argc, char **argv)
         return SL_EXIT_USAGE;
     }
     sl_err err;
-    if (sl_security_keygen(dir, name, &err) != 0) {
+    if (sl_mkdirs(dir, &err) != 0 || sl_security_keygen(dir, name, &err) != 0) {
         fprintf(stderr, "zmq-splitlearn-keygen: %s\n", err.msg);
         return SL_EXIT_FAILURE;
     }

@@ -6,11 +6,12 @@
 #include "clock.h"
 #include "cli.h"
 #include "client.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "net.h"
 #include "procfs.h"
 #include "rng.h"
 #include "split.h"
+#include "tool.h"
 #include "wire.h"
 
 #include <ctype.h>
@@ -36,6 +37,7 @@ static const char usage[] =
     "SIGKILL. An error must name NODE and come while it restarts. A node's RSS at the end may\n"
     "exceed its RSS at the start by max_sessions x its KV bytes per session (n_positions positions)\n"
     "plus its part's bytes (paged in from the mapping) plus 8 MB (allocator, ZeroMQ buffers).\n"
+    "  --help, --version\n"
     "\n"
     "exit status: 0 every answer right and every node within its bound; 1 a wrong answer, an\n"
     "             error that does not name the killed node or comes outside its restart, a node\n"
@@ -614,7 +616,7 @@ int main(int argc, char **argv)
                                             {"clients", 1, 0, 'c'},
                                             {"kill", 1, 0, 'k'},
                                             {"seed", 1, 0, 'S'},
-                                            {"help", 0, 0, 'h'},
+                                            SL_TOOL_OPTIONS,
                                             {0, 0, 0, 0}};
     long launcher = 0, clients = 8, seed = 1;
     double seconds = 90;
@@ -632,13 +634,11 @@ int main(int argc, char **argv)
             victim = optarg;
         else if (c == 'S')
             rc = sl_parse_long(optarg, "--seed", 0, LONG_MAX, &seed, &err);
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
         else
-            return fputs(usage, stderr), SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-soak", usage);
     }
     if (rc == 0 && (argc - optind != 2 || !launcher)) rc = sl_fail(&err, "give TOPOLOGY.ini, MODEL_DIR and --launcher");
-    if (rc != 0) return fprintf(stderr, "zmq-splitlearn-soak: %s\n%s", err.msg, usage), SL_EXIT_USAGE;
+    if (rc != 0) return sl_tool_usage_error("zmq-splitlearn-soak", err.msg);
     static soak s;
     s.launcher = (pid_t)launcher;
     pthread_mutex_init(&s.lock, NULL);

@@ -3,9 +3,13 @@
 #include "cli.h"
 #include "fileio.h"
 #include "hostdirs.h"
+#include "part.h"
 #include "split.h"
+#include "tokenizer.h"
+#include "tool.h"
 #include "topology.h"
 
+#include <dirent.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,9 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
+static const char prog[] = "zmq-splitlearn-split";
+
 static const char usage[] =
     "usage: zmq-splitlearn-split MODEL_DIR --splits 2,10 -o OUT_DIR [--dtype f32|f16|bf16] [--name NAME]\n"
     "                            [--topology FILE [--port 5701]] [--host-dirs TOPOLOGY.ini] [--config FILE]\n"
+    "                            [--force]\n"
     "\n"
     "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or pytorch_model.bin, or\n"
     "shards of either), an HF hub cache entry (models--gpt2), a repo id found in the hub cache, or\n"
@@ -29,8 +36,13 @@ static const char usage[] =
     "--host-dirs TOPOLOGY.ini also lays the parts out one directory per host of that topology, ready to\n"
     "copy there: OUT_DIR/hosts/<host>/ holds the topology and, at its (relative) parts path, split.json,\n"
     "every part's metadata and only that host's part files (hard links when possible).\n"
+    "The model's vocab (vocab.json + merges.txt or tokenizer.json) is copied beside the parts.\n"
+    "OUT_DIR must be new or empty: a split there (or a topology FILE that exists) is replaced only\n"
+    "with --force, which first removes that split's files (and says so).\n"
+    "  --help, --version\n"
     "\n"
-    "exit status: 0 written, 1 could not read or write, 2 usage error\n";
+    "exit status: 0 written; 1 could not read or write; 2 usage error (options, a missing MODEL_DIR,\n"
+    "split points the model does not have, an output that exists)\n";
 
 typedef struct progress {
     bool tty;
@@ -46,17 +58,80 @@ static void show_progress(void *ctx, size_t done, size_t total)
     if (done >= total) fputc('\n', stderr);
 }
 
+/* Whether dir has no entries (a directory that does not exist has none). */
+static bool is_empty_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int entries = 0;
+    while (d && (e = readdir(d)))
+        entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return entries == 0;
+}
+
+/* Removes the files of the split in dir: each part, its metadata and optimizer state, the part
+ * directories left empty, split.json. */
+static void remove_split(const char *dir, const sl_part_info *parts, int n)
+{
+    static const char *const siblings[] = {"_metadata.json", "_optim.safetensors"};
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX + 32];
+        unlink(parts[i].file);
+        for (int k = 0; k < 2; k++) {
+            sl_part_sibling(parts[i].file, siblings[k], path, sizeof path);
+            unlink(path);
+        }
+        snprintf(path, sizeof path, "%s", parts[i].file);
+        if (strrchr(path, '/')) *strrchr(path, '/') = '\0', rmdir(path);
+    }
+    char index[PATH_MAX + 16];
+    snprintf(index, sizeof index, "%s/split.json", dir);
+    unlink(index);
+}
+
+/* OUT_DIR must be new or empty; with --force a split there is removed first (and named) and any
+ * other content written over. Returns an exit status. */
+static int prepare_output(const char *out, bool force, sl_err *err)
+{
+    if (sl_check_output(out, true, err) != 0) return SL_EXIT_USAGE;
+    if (is_empty_dir(out)) return SL_EXIT_OK;
+    sl_part_info old[SL_MAX_SPLITS + 1];
+    sl_err ignored;
+    int n = sl_split_read_index(out, old, SL_MAX_SPLITS + 1, &ignored);
+    if (!force && n > 0)
+        return sl_fail(err, "%s holds a split already (%d parts): give --force to replace it, or another -o", out, n),
+               SL_EXIT_USAGE;
+    if (!force)
+        return sl_fail(err, "%s is not empty: give --force to write into it anyway, or another -o", out), SL_EXIT_USAGE;
+    if (n > 0) {
+        remove_split(out, old, n);
+        printf("removed the split that was in %s (%d parts)\n", out, n);
+    } else {
+        printf("writing into %s, which is not empty and holds no split (--force)\n", out);
+    }
+    return SL_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"splits", 1, 0, 's'},   {"output", 1, 0, 'o'}, {"dtype", 1, 0, 'd'},     {"name", 1, 0, 'n'},
-        {"topology", 1, 0, 't'}, {"port", 1, 0, 'p'},   {"host-dirs", 1, 0, 'H'}, {"config", 1, 0, 'c'},
-        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    static const struct option options[] = {{"splits", 1, 0, 's'},
+                                            {"output", 1, 0, 'o'},
+                                            {"dtype", 1, 0, 'd'},
+                                            {"name", 1, 0, 'n'},
+                                            {"topology", 1, 0, 't'},
+                                            {"port", 1, 0, 'p'},
+                                            {"host-dirs", 1, 0, 'H'},
+                                            {"config", 1, 0, 'c'},
+                                            {"force", 0, 0, 'f'},
+                                            SL_TOOL_OPTIONS,
+                                            {0, 0, 0, 0}};
     int32_t splits[SL_MAX_SPLITS];
     int n_splits = 0;
     long port = 5701;
     const char *out = NULL, *topology = NULL, *name = NULL, *host_dirs = NULL, *config = NULL;
     sl_dtype dtype = SL_F32;
+    bool force = false;
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "o:h", options, NULL)) != -1 && rc == 0) {
@@ -80,37 +155,39 @@ int main(int argc, char **argv)
             config = optarg;
             break;
         case 'p':
-            rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err);
+            rc = sl_parse_long(optarg, "--port", 1, 65535, &port, &err);
+            break;
+        case 'f':
+            force = true;
             break;
         case 'H':
             host_dirs = optarg;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return SL_EXIT_OK;
         default:
-            fputs(usage, stderr);
-            return SL_EXIT_USAGE;
+            return sl_tool_other_option(c, prog, usage);
         }
     }
     if (rc == 0 && optind != argc - 1) rc = sl_fail(&err, "give exactly one MODEL_DIR");
     if (rc == 0 && !n_splits) rc = sl_fail(&err, "--splits is required");
     if (rc == 0 && !out) rc = sl_fail(&err, "-o OUT_DIR is required");
-    if (rc != 0) {
-        fprintf(stderr, "zmq-splitlearn-split: %s\n%s", err.msg, usage);
-        return SL_EXIT_USAGE;
-    }
+    if (rc == 0 && port + n_splits > 65535)
+        rc = sl_fail(&err, "--port %ld: the %d parts need ports up to %ld, over 65535", port, n_splits + 1,
+                     port + n_splits);
+    if (rc == 0 && topology && !force && access(topology, F_OK) == 0)
+        rc = sl_fail(&err, "--topology %s exists: give --force to replace it, or another FILE", topology);
+    if (rc == 0 && topology && sl_check_output(topology, false, &err) != 0) sl_err_prefix(&err, "--topology"), rc = -1;
+    if (rc != 0) return sl_tool_usage_error(prog, err.msg);
     static sl_topology hosts_topo;
     if (host_dirs && (sl_topology_load(host_dirs, &hosts_topo, false, &err) != 0 ||
                       sl_hostdirs_check(out, &hosts_topo, &err) != 0)) {
-        fprintf(stderr, "zmq-splitlearn-split: --host-dirs: %s\n", err.msg);
-        return SL_EXIT_USAGE;
+        sl_err_prefix(&err, "--host-dirs");
+        return sl_tool_usage_error(prog, err.msg);
     }
     const char *model = argv[optind];
-    sl_checkpoint *ck = sl_checkpoint_open_with_config(model, config, &err);
+    sl_hf_model *ck = sl_hf_model_open_with_config(model, config, &err);
     if (!ck) {
-        fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
-        return SL_EXIT_FAILURE;
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return access(model, F_OK) != 0 ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
     }
     char default_name[256];
     if (!name) {
@@ -127,7 +204,6 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_splits; i++)
         splits_int[i] = splits[i];
     progress pr = {.tty = isatty(STDERR_FILENO)};
-    clock_gettime(CLOCK_MONOTONIC, &pr.start);
     sl_split_request req = {.model_path = model,
                             .name = name,
                             .splits = splits_int,
@@ -137,13 +213,21 @@ int main(int argc, char **argv)
                             .progress = show_progress,
                             .progress_ctx = &pr};
     sl_part_info parts[SL_MAX_SPLITS + 1];
+    int status =
+        sl_split_check(sl_hf_model_config(ck), &req, &err) != 0 ? SL_EXIT_USAGE : prepare_output(out, force, &err);
+    if (status != SL_EXIT_OK) {
+        sl_hf_model_destroy(&ck);
+        return sl_tool_usage_error(prog, err.msg);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &pr.start);
     rc = sl_split_write(ck, &req, parts, &err);
+    if (rc == 0) rc = sl_tokenizer_copy_files(sl_hf_model_dir(ck), out, &err);
     if (rc == 0 && topology)
-        rc = sl_topology_write_local(topology, parts, n_splits + 1, name, out, (int)port, "zmq-splitlearn-split", &err);
+        rc = sl_topology_write_local(topology, parts, n_splits + 1, name, out, (int)port, prog, &err);
     if (rc == 0 && host_dirs) rc = sl_hostdirs_write(out, host_dirs, &hosts_topo, parts, n_splits + 1, &err);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     if (rc != 0) {
-        fprintf(stderr, "zmq-splitlearn-split: %s\n", err.msg);
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
         return SL_EXIT_FAILURE;
     }
     struct timespec end;

@@ -1,7 +1,8 @@
 /* tokenize.c — zmq-splitlearn-tokenize: text to GPT-2 token ids, or ids back to text. */
 #include "cli.h"
-#include "generate.h"
+#include "gen_opts.h"
 #include "tokenizer.h"
+#include "tool.h"
 
 #include <getopt.h>
 #include <limits.h>
@@ -9,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static const char prog[] = "zmq-splitlearn-tokenize";
 
 static const char usage[] =
     "usage: zmq-splitlearn-tokenize [--vocab DIR] TEXT            print TEXT's ids on one line\n"
@@ -20,9 +23,10 @@ static const char usage[] =
     "back unchanged. --decode writes the raw bytes, then a newline. IDs may be separate\n"
     "arguments or lists like \"15496 995\" or 15496,995. Put -- before a TEXT that starts with -.\n"
     "\n"
-    "  --vocab DIR   vocab.json + merges.txt (default: models/gpt2-vocab in the current\n"
-    "                directory, else ../models/gpt2-vocab beside this program)\n"
-    "  --help        this text\n"
+    "  --vocab DIR   vocab.json + merges.txt, or an HF tokenizer.json (default: the bundled GPT-2\n"
+    "                vocab: models/gpt2-vocab in the current directory, else beside this\n"
+    "                program's bin/, else PREFIX/share/zmq-splitlearn/gpt2-vocab when installed)\n"
+    "  --help, --version\n"
     "\n"
     "exit status: 0 done, 1 runtime error (vocab missing or malformed, id outside the vocab,\n"
     "             input or output failed), 2 usage error\n";
@@ -143,8 +147,7 @@ static int run(const char *vocab, bool decoding, char **args, int count, sl_err 
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"vocab", 1, 0, 'v'}, {"decode", 0, 0, 'd'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option options[] = {{"vocab", 1, 0, 'v'}, {"decode", 0, 0, 'd'}, SL_TOOL_OPTIONS, {0, 0, 0, 0}};
     const char *vocab = NULL;
     bool decoding = false;
     int c;
@@ -154,20 +157,13 @@ int main(int argc, char **argv)
             vocab = optarg;
         else if (c == 'd')
             decoding = true;
-        else if (c == 'h')
-            return fputs(usage, stdout) == EOF ? SL_EXIT_FAILURE : SL_EXIT_OK;
-        else {
-            fputs(usage, stderr);
-            return SL_EXIT_USAGE;
-        }
+        else
+            return sl_tool_other_option(c, prog, usage);
     }
-    if (decoding ? optind >= argc : argc - optind != 1) {
-        fprintf(stderr, "zmq-splitlearn-tokenize: %s\n\n%s",
-                decoding ? "give the ids to decode (or -)" : "give one TEXT (or -)", usage);
-        return SL_EXIT_USAGE;
-    }
+    if (decoding ? optind >= argc : argc - optind != 1)
+        return sl_tool_usage_error(prog, decoding ? "give the ids to decode (or -)" : "give one TEXT (or -)");
     sl_err err;
     int status = run(vocab, decoding, argv + optind, argc - optind, &err);
-    if (status != SL_EXIT_OK) fprintf(stderr, "zmq-splitlearn-tokenize: %s\n", err.msg);
+    if (status != SL_EXIT_OK) fprintf(stderr, "%s: %s\n", prog, err.msg);
     return status;
 }

@@ -7,12 +7,16 @@
 #include "cpu.h"
 #include "data.h"
 #include "fileio.h"
-#include "generate.h"
+#include "gen_opts.h"
+#include "tool.h"
+#include "train_report.h"
 #include "topology.h"
 #include "trainer.h"
 
+#include <cJSON.h>
 #include <czmq.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -20,8 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static const char prog[] = "zmq-splitlearn-train";
 
 static const char usage[] =
     "usage: zmq-splitlearn-train TOPOLOGY.ini (--data FILE... | --ids 1,2,3) [options]\n"
@@ -35,12 +43,24 @@ static const char usage[] =
     "  --eval-data FILE --eval-every N   held-out loss (mean of up to 8 batches) every N steps\n"
     "                              (default 100) and at the last; without --eval-data the last\n"
     "                              5% of --data is held out\n"
+    "  --recover-wait S            when a trunk's connection drops, wait up to S seconds (default 60) for\n"
+    "                              it to come back (restart = yes), reload the last checkpoint on every\n"
+    "                              stage and go on; 0: stop at once, naming the checkpoint to --resume\n"
     "  --save-dir DIR --save-every N     checkpoints: a split directory the pipeline can load,\n"
     "                              every N steps (default 100; 0: only at the end) and at the end\n"
     "  --resume DIR                continue a checkpoint exactly (same losses as without a stop)\n"
     "  --seed S --log FILE (CSV; default SAVE_DIR/train_log.csv) --local\n"
+    "  --vocab DIR                 the tokenizer of --data (default: the parts', else the bundled one)\n"
     "  --threads N --pin           compute threads (default one per CPU); pin them one per CPU\n"
     "  --cert FILE                 the trainer's secret certificate (security = curve; a name in trainers)\n"
+    "  --nopeek LAMBDA             NoPeek: adds LAMBDA x the distance correlation between the bottom's\n"
+    "                              input embeddings and its output (over each batch's rows) to the\n"
+    "                              loss it trains on; the step lines show it (dcor X), the loss stays\n"
+    "                              the cross-entropy (docs/PRIVACY.md)\n"
+    "  --noise-seed S              the noise of the topology's clip/noise defences from seed S, for\n"
+    "                              experiments only: it makes the noise predictable (default: the\n"
+    "                              kernel's cryptographic generator)\n"
+    "  --help, --version\n"
     "\n"
     "This process runs the bottom and the top (token ids and labels never leave it, and it binds\n"
     "their listen endpoints); the trunks train on their nodes, which must be running\n"
@@ -48,19 +68,19 @@ static const char usage[] =
     "state. A checkpoint is written where each part runs: the trunks write theirs under the\n"
     "topology's checkpoint_root on their hosts, and --resume DIR reads each part where it was\n"
     "written. --local runs every stage here instead.\n"
+    "Before step 1 every place a save writes to is checked (--save-dir here; each trunk's directory\n"
+    "below checkpoint_root when its host is this one; the rule every trunk applies), and training\n"
+    "without --save-dir says that nothing will be kept. Every save and a resume are announced.\n"
     "SIGINT or SIGTERM finishes the step, saves a checkpoint (with --save-dir), then exits.\n"
     "When a node stops mid-training the trainer stops too (at once when it was the first or\n"
     "last trunk, else after the topology's timeout) and names the last checkpoint to --resume\n"
     "from.\n"
     "\n"
-    "exit status: 0 done, 1 failure, 2 usage error\n";
+    "exit status: 0 done (or stopped by SIGTERM); 1 failure; 2 usage or configuration error (options,\n"
+    "topology, data files, a save location that cannot work); 130 stopped by SIGINT\n";
 
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
+static volatile sig_atomic_t stop_requested; /* the signal that asked to stop, 0: none */
+static void on_signal(int sig) { stop_requested = sig; }
 
 typedef struct run {
     const char *topology, *resume, *save_dir, *eval_file, *log_path, *vocab;
@@ -69,26 +89,54 @@ typedef struct run {
     int32_t ids[4096];
     int n_ids;
     long steps, epochs, eval_every, save_every, threads;
+    double recover_wait; /* seconds to wait for a lost trunk to come back (0: stop at once) */
     bool local, pin;
     uint64_t seed;
     sl_trainer_opts opts;
 } run;
 
+/* A file named with --data or --eval-data (NULL: none) must be a file: the error says what it is. */
+static int check_text_file(const char *option, const char *path, sl_err *err)
+{
+    struct stat st;
+    if (!path) return 0;
+    if (stat(path, &st) != 0) return sl_fail(err, "%s %s: %s", option, path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return sl_fail(err, "%s %s is a directory: give the text files in it (e.g. %s/*.txt)", option, path, path);
+    return 0;
+}
+
 static int parse(run *r, int argc, char **argv, sl_err *err)
 {
-    static const struct option options[] = {{"data", 1, 0, 'D'},       {"ids", 1, 0, 'i'},
-                                            {"batch", 1, 0, 'b'},      {"seq-len", 1, 0, 'T'},
-                                            {"steps", 1, 0, 's'},      {"epochs", 1, 0, 'e'},
-                                            {"lr", 1, 0, 'l'},         {"weight-decay", 1, 0, 'w'},
-                                            {"warmup", 1, 0, 'W'},     {"schedule", 1, 0, 'S'},
-                                            {"grad-accum", 1, 0, 'k'}, {"grad-clip", 1, 0, 'c'},
-                                            {"eval-data", 1, 0, 'E'},  {"eval-every", 1, 0, 'n'},
-                                            {"save-dir", 1, 0, 'o'},   {"save-every", 1, 0, 'N'},
-                                            {"resume", 1, 0, 'r'},     {"seed", 1, 0, 'x'},
-                                            {"threads", 1, 0, 't'},    {"log", 1, 0, 'L'},
-                                            {"vocab", 1, 0, 'V'},      {"local", 0, 0, 'Z'},
-                                            {"pin", 0, 0, 'P'},        {"cert", 1, 0, 'C'},
-                                            {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+    static const struct option options[] = {{"data", 1, 0, 'D'},
+                                            {"ids", 1, 0, 'i'},
+                                            {"batch", 1, 0, 'b'},
+                                            {"seq-len", 1, 0, 'T'},
+                                            {"steps", 1, 0, 's'},
+                                            {"epochs", 1, 0, 'e'},
+                                            {"lr", 1, 0, 'l'},
+                                            {"weight-decay", 1, 0, 'w'},
+                                            {"warmup", 1, 0, 'W'},
+                                            {"schedule", 1, 0, 'S'},
+                                            {"grad-accum", 1, 0, 'k'},
+                                            {"grad-clip", 1, 0, 'c'},
+                                            {"eval-data", 1, 0, 'E'},
+                                            {"eval-every", 1, 0, 'n'},
+                                            {"save-dir", 1, 0, 'o'},
+                                            {"save-every", 1, 0, 'N'},
+                                            {"resume", 1, 0, 'r'},
+                                            {"seed", 1, 0, 'x'},
+                                            {"threads", 1, 0, 't'},
+                                            {"log", 1, 0, 'L'},
+                                            {"vocab", 1, 0, 'y'},
+                                            {"local", 0, 0, 'Z'},
+                                            {"pin", 0, 0, 'P'},
+                                            {"cert", 1, 0, 'C'},
+                                            {"recover-wait", 1, 0, 'R'},
+                                            {"nopeek", 1, 0, 'Y'},
+                                            {"noise-seed", 1, 0, 'Q'},
+                                            SL_TOOL_OPTIONS,
+                                            {0, 0, 0, 0}};
     long v;
     double d;
     int c, rc = 0;
@@ -135,6 +183,13 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
         case 'c':
             rc = sl_parse_double(optarg, "--grad-clip", 0, 1e9, &d, err), r->opts.grad_clip = (float)d;
             break;
+        case 'Y':
+            rc = sl_parse_double(optarg, "--nopeek", 0, 1e6, &d, err), r->opts.privacy.nopeek = (float)d;
+            break;
+        case 'Q':
+            rc = sl_parse_long(optarg, "--noise-seed", 0, __LONG_MAX__, &v, err);
+            r->opts.privacy.seeded = true, r->opts.privacy.noise_seed = (uint64_t)v;
+            break;
         case 'E':
             r->eval_file = optarg;
             break;
@@ -162,20 +217,20 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
         case 'C':
             r->opts.cert = optarg;
             break;
+        case 'R':
+            rc = sl_parse_double(optarg, "--recover-wait", 0, 86400, &r->recover_wait, err);
+            break;
         case 'L':
             r->log_path = optarg;
             break;
-        case 'V':
+        case 'y':
             r->vocab = optarg;
             break;
         case 'Z':
             r->local = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            exit(SL_EXIT_OK);
-        default:
-            return sl_fail(err, "unknown option");
+        default: /* --help, --version or a bad option: nothing more to do */
+            exit(sl_tool_other_option(c, prog, usage));
         }
     }
     if (rc != 0) return -1;
@@ -183,6 +238,10 @@ static int parse(run *r, int argc, char **argv, sl_err *err)
     r->topology = argv[optind];
     if (!r->n_files == !r->n_ids) return sl_fail(err, "give --data FILE... or --ids (one of them)");
     if (r->steps && r->epochs) return sl_fail(err, "give --steps or --epochs, not both");
+    for (int i = 0; i <= r->n_files; i++)
+        if (check_text_file(i < r->n_files ? "--data" : "--eval-data", i < r->n_files ? r->files[i] : r->eval_file,
+                            err) != 0)
+            return -1;
     if (r->n_ids) {
         if (r->n_ids < 2) return sl_fail(err, "--ids needs at least 2 tokens");
         r->opts.batch = 1;
@@ -253,60 +312,20 @@ static int evaluate(run *r, sl_trainer *tr, sl_data *eval, int32_t *ids, int32_t
     return 0;
 }
 
-/* loss.png beside the log, when gnuplot is installed. */
-static void plot(const char *log_path, const char *png)
+/* The plot's title: what was trained on, the learning rate and the batch. */
+static void plot_title(const run *r, char *out, size_t size)
 {
-    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "zmq-splitlearn-train: gnuplot not found: no plot (apt-get install gnuplot-nox)\n");
-        return;
+    char data[PATH_MAX + 64];
+    if (r->n_files) {
+        const char *base = strrchr(r->files[0], '/') ? strrchr(r->files[0], '/') + 1 : r->files[0];
+        snprintf(data, sizeof data, "%s%s", base, r->n_files > 1 ? " and more" : "");
+    } else {
+        snprintf(data, sizeof data, "--ids (%d tokens)", r->n_ids);
     }
-    char cmd[3 * PATH_MAX];
-    snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"set terminal png size 900,500; set output '%s'; set datafile separator ','; "
-             "set key autotitle columnhead; set xlabel 'step'; set ylabel 'loss'; set grid; "
-             "plot '%s' using 1:2 with lines title 'train', '' using 1:(strcol(3) eq '' ? NaN : \\$3) "
-             "with linespoints title 'eval'\" 2>/dev/null",
-             png, log_path);
-    if (system(cmd) == 0) printf("plot: %s\n", png);
-}
-
-/* What a person watching sees: every step's "step K loss X" line (the contract for scripts and
- * logs) and, on a terminal, a status line under them redrawn in place. */
-typedef struct progress {
-    bool tty, drawn;
-    double start;
-    long first, total;
-    float eval; /* the last eval loss, NAN before the first */
-} progress;
-
-static void progress_erase(progress *p)
-{
-    if (p->drawn) fputs("\r\033[K", stdout);
-    p->drawn = false;
-}
-
-static void progress_step(progress *p, long step, float loss, float eval_loss, float lr, double tokens_per_s)
-{
-    progress_erase(p);
-    printf("step %ld loss %.6f", step, (double)loss);
-    if (!isnan(eval_loss)) printf(" eval %.4f", (double)eval_loss), p->eval = eval_loss;
-    putchar('\n');
-    if (p->tty) {
-        long eta = (long)((sl_now() - p->start) / (double)(step - p->first) * (double)(p->total - step) + 0.5);
-        printf("step %ld/%ld (%.0f%%)  loss %.4f", step, p->total, 100.0 * (double)step / (double)p->total,
-               (double)loss);
-        if (p->eval == p->eval) printf("  eval %.4f", (double)p->eval);
-        printf("  lr %.2e  %.0f tok/s  ETA %ld:%02ld:%02ld", (double)lr, tokens_per_s, eta / 3600, eta / 60 % 60,
-               eta % 60);
-        p->drawn = true;
-    }
-    fflush(stdout);
-}
-
-static void progress_end(progress *p)
-{
-    progress_erase(p);
-    fflush(stdout);
+    int len =
+        snprintf(out, size, "%s: lr %g, batch %d x %d", data, (double)r->opts.adamw.lr, r->opts.batch, r->opts.seq_len);
+    if (r->opts.grad_accum > 1 && len > 0 && (size_t)len < size)
+        snprintf(out + len, size - (size_t)len, " x %d accumulated", r->opts.grad_accum);
 }
 
 /* Adds to a failed run's error where to continue from: dir at step (dir NULL: none). */
@@ -337,24 +356,26 @@ static void corpus_free(corpus *c)
 
 /* Tokenizes --data and --eval-data; without --eval-data the last 5% of --data is held out when
  * it is large enough (required only when --eval-every asks for an eval loss). */
-static int corpus_load(run *r, const sl_config *cfg, corpus *c, sl_err *err)
+static int corpus_load(run *r, const sl_config *cfg, const char *parts_dir, corpus *c, sl_err *err)
 {
-    if (!r->n_files && !r->eval_file) return 0;
+    if (!r->n_files && !r->eval_file) return SL_EXIT_OK;
+    bool bundled;
     char vocab[PATH_MAX];
-    sl_default_vocab_dir(vocab, sizeof vocab);
-    if (!(c->tok = sl_tokenizer_new(r->vocab ? r->vocab : vocab, err))) return -1;
+    if (!(c->tok = sl_gen_tokenizer(r->vocab, parts_dir, cfg->vocab_size, &bundled, vocab, sizeof vocab, err)))
+        return SL_EXIT_USAGE;
+    if (bundled) fprintf(stderr, "%s: %s has no vocab: using the bundled GPT-2 vocab (%s)\n", prog, parts_dir, vocab);
     if (r->n_files && !(c->data = sl_data_new(c->tok, r->files, r->n_files, r->opts.seq_len, cfg->eos_token_id, err)))
-        return -1;
+        return SL_EXIT_FAILURE;
     if (r->eval_file && !(c->eval = sl_data_new(c->tok, &r->eval_file, 1, r->opts.seq_len, cfg->eos_token_id, err)))
-        return -1;
+        return SL_EXIT_FAILURE;
     if (c->data && !c->eval) {
         sl_err why;
         if (!(c->eval = sl_data_hold_out(c->data, 0.05, &why))) {
-            if (r->eval_every) return sl_fail(err, "--eval-every without --eval-data: %s", why.msg);
+            if (r->eval_every) return sl_fail(err, "--eval-every without --eval-data: %s", why.msg), SL_EXIT_USAGE;
             printf("data: no held-out eval loss (%s)\n", why.msg);
         }
     }
-    return 0;
+    return SL_EXIT_OK;
 }
 
 /* The run's length in steps: --steps, or --epochs over the data (one step an epoch with --ids). */
@@ -366,48 +387,143 @@ static long total_steps(const run *r, const sl_data *data)
     return total < 1 ? 1 : total;
 }
 
-static const char log_header[] = "step,loss,eval_loss,lr,tokens_per_s,seconds\n";
+/* ---- where saves go, checked before step 1 ---- */
 
-/* The CSV log a checkpoint directory keeps. */
-static void log_in(const char *dir, char *out, size_t size) { snprintf(out, size, "%s/train_log.csv", dir); }
-
-/* The CSV log, continued at step `from`: the rows up to it come from the log there or, for a new
- * file, from the log in the checkpoint resumed (resume_dir); later rows (written after that
- * checkpoint) are dropped. The kept rows replace the file atomically; a log that exists but
- * cannot be read is an error, not a reason to start it again. Caller closes the result. */
-static FILE *log_open(const char *path, long from, const char *resume_dir, sl_err *err)
+/* Whether path lies below root (or is root), compared as a trunk compares them (lib/trunk.c). */
+static bool lies_below(const char *path, const char *root)
 {
-    char before[PATH_MAX + 16];
-    log_in(resume_dir ? resume_dir : ".", before, sizeof before);
-    const char *source = resume_dir && access(path, F_OK) != 0 ? before : path;
-    char *old = NULL;
-    if (from > 0 && access(source, F_OK) == 0 && !(old = sl_read_text_file(source, (size_t)1 << 30, err))) return NULL;
-    char *kept = malloc((old ? strlen(old) : 0) + sizeof log_header + 1), *end = kept;
-    if (!kept) {
-        free(old);
-        sl_fail(err, "out of memory");
-        return NULL;
-    }
-    end += sprintf(end, "%s", log_header);
-    for (char *line = old ? strtok(old, "\n") : NULL; line; line = strtok(NULL, "\n")) {
-        char *after;
-        long step = strtol(line, &after, 10);
-        if (after != line && *after == ',' && step <= from) end += sprintf(end, "%s\n", line);
-    }
-    int rc = sl_write_text_file(path, kept, err);
-    FILE *log = rc == 0 ? fopen(path, "a") : NULL;
-    if (rc == 0 && !log) sl_fail(err, "%s: cannot append: %s", path, strerror(errno));
-    free(kept);
-    free(old);
-    return log;
+    size_t len = strlen(root);
+    while (len > 1 && root[len - 1] == '/')
+        len--;
+    return !strncmp(path, root, len) && (path[len] == '/' || path[len] == '\0' || len == 1);
 }
 
-static void log_step(FILE *log, long step, float loss, float eval_loss, float lr, double tps, double seconds)
+/* The rule every trunk applies to the directory of a save or a resume (option names it): below
+ * checkpoint_root (a relative one is taken there), no '..'. */
+static int check_trunk_rule(const sl_topology *topo, const char *option, const char *dir, sl_err *err)
 {
-    fprintf(log, "%ld,%.6f,", step, (double)loss);
-    if (!isnan(eval_loss)) fprintf(log, "%.6f", (double)eval_loss);
-    fprintf(log, ",%.3e,%.1f,%.3f\n", (double)lr, tps, seconds);
-    fflush(log);
+    for (const char *p = dir; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
+        if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0'))
+            return sl_fail(err, "%s %s: the trunks refuse a directory with '..' in it; name it without", option, dir);
+    const char *root = topo->checkpoint_root;
+    if (dir[0] == '/' && root[0] == '/' && !lies_below(dir, root))
+        return sl_fail(err,
+                       "%s %s is outside %s, below which the trunks keep their checkpoints (checkpoint_root of "
+                       "%s): set checkpoint_root = %s in [pipeline], or use a path below %s (a relative one is "
+                       "taken there)",
+                       option, dir, root, topo->path, dir, root);
+    return 0;
+}
+
+/* The directory a trunk keeps dir's checkpoint in on its host, as it resolves it; "" when this
+ * process cannot tell (checkpoint_root unset or relative: below the node's working directory). */
+static void trunk_dir(const sl_topology *topo, const char *dir, char *out, size_t size)
+{
+    char root[PATH_MAX];
+    if (dir[0] == '/') {
+        snprintf(out, size, "%s", dir);
+    } else if (topo->checkpoint_root[0] != '/') {
+        out[0] = '\0';
+    } else {
+        if (!realpath(topo->checkpoint_root, root)) snprintf(root, sizeof root, "%s", topo->checkpoint_root);
+        if (snprintf(out, size, "%s/%s", root, dir) >= (int)size) out[0] = '\0';
+    }
+}
+
+/* Bytes of one save of a part: F32 weights and AdamW's two moments, and room for the metadata. */
+static unsigned long long save_bytes(const sl_part_info *part) { return 12ull * part->parameters + (64u << 10); }
+
+static const sl_part_info *part_of(const sl_topo_node *node, const sl_part_info *parts, int n_parts)
+{
+    for (int i = 0; i < n_parts; i++)
+        if (parts[i].first == node->first && parts[i].last == node->last) return &parts[i];
+    return &parts[0];
+}
+
+/* Where each trunk writes its part: printed, and kept in SAVE_DIR/trunks.json, where
+ * zmq-splitlearn-merge looks when a trunk's part is missing. */
+static int announce_trunks(const run *r, const sl_topology *topo, const sl_part_info *parts, int n_parts, sl_err *err)
+{
+    cJSON *where = cJSON_CreateObject();
+    for (int i = 1; i + 1 < topo->n_nodes; i++) {
+        const sl_topo_node *node = &topo->nodes[i];
+        char dir[PATH_MAX], file[PATH_MAX + 64] = "";
+        trunk_dir(topo, r->save_dir, dir, sizeof dir);
+        if (!dir[0]) snprintf(dir, sizeof dir, "<its working directory>/%s", r->save_dir);
+        sl_part_checkpoint_file(dir, part_of(node, parts, n_parts)->role, node->name, file, sizeof file, NULL);
+        printf("checkpoints of %s: on %s, %s\n", node->name, node->host, file);
+        cJSON *entry = cJSON_AddObjectToObject(where, node->name);
+        cJSON_AddStringToObject(entry, "host", node->host);
+        cJSON_AddStringToObject(entry, "file", file);
+    }
+    char path[PATH_MAX + 16], *text = cJSON_Print(where);
+    snprintf(path, sizeof path, "%s/trunks.json", r->save_dir);
+    int rc = text ? sl_write_text_file(path, text, err) : sl_fail(err, "out of memory");
+    free(text);
+    cJSON_Delete(where);
+    return rc;
+}
+
+/* Every place a save of this run writes to, checked before step 1 (a save that fails after
+ * hours of training loses them): --save-dir here for the stages this process runs, and each
+ * trunk's directory on its host (the trunks' rule; the directory itself when the host is this
+ * one and checkpoint_root is absolute). Room for three saves (the previous, the current and the
+ * next) in a new directory, one more when resuming there. Returns an exit status. */
+static int preflight(const run *r, const sl_topology *topo, const sl_part_info *parts, int n_parts, bool remote,
+                     sl_err *err)
+{
+    if (!r->save_dir) {
+        printf("warning: no --save-dir: nothing of this run will be kept (--save-dir DIR keeps checkpoints)\n");
+        return SL_EXIT_OK;
+    }
+    int saves = r->resume && sl_same_dir(r->resume, r->save_dir) ? 1 : 3;
+    unsigned long long here = 0;
+    for (int i = 0; i < n_parts; i++)
+        here += !remote || parts[i].role != SL_ROLE_TRUNK ? saves * save_bytes(&parts[i]) : 0;
+    if (sl_check_output(r->save_dir, true, err) != 0 || sl_check_space(r->save_dir, here, err) != 0) {
+        sl_err_prefix(err, "--save-dir %s cannot take this run's checkpoints", r->save_dir);
+        return SL_EXIT_USAGE;
+    }
+    if (!remote) return SL_EXIT_OK;
+    if (check_trunk_rule(topo, "--save-dir", r->save_dir, err) != 0 ||
+        (r->resume && check_trunk_rule(topo, "--resume", r->resume, err) != 0))
+        return SL_EXIT_USAGE;
+    for (int i = 1; i + 1 < topo->n_nodes; i++) {
+        const sl_topo_node *node = &topo->nodes[i];
+        char dir[PATH_MAX];
+        trunk_dir(topo, r->save_dir, dir, sizeof dir);
+        if (!dir[0] || !sl_topology_host_is_local(node->host)) continue; /* the node checks it at the first save */
+        if (sl_check_output(dir, true, err) != 0 ||
+            sl_check_space(dir, saves * save_bytes(part_of(node, parts, n_parts)), err) != 0) {
+            sl_err_prefix(err,
+                          "%s (on this host) cannot save its part in %s; set checkpoint_root in [pipeline] of %s "
+                          "to a directory it can write",
+                          node->name, dir, topo->path);
+            return SL_EXIT_USAGE;
+        }
+    }
+    return SL_EXIT_OK;
+}
+
+/* A trunk's connection dropped: waits for it to come back (the launcher's restart = yes, or by
+ * hand) for up to wait seconds, then makes the trainer again from the last checkpoint, which every
+ * stage reloads; the step's log rows after it are dropped. Returns 0 with *tr the new trainer. */
+static int recover(const sl_topology *topo, const char *ckpt, long ckpt_step, double wait, sl_trainer_opts *opts,
+                   sl_trainer **tr, FILE **log, const char *log_path, sl_err *err)
+{
+    fprintf(stderr, "%s: %s\nwaiting up to %g s for %s to come back, to go on from %s (step %ld)\n", prog, err->msg,
+            wait, sl_trainer_lost(*tr), ckpt, ckpt_step);
+    sl_trainer_destroy(tr);
+    sl_topology patient = *topo;
+    if (patient.timeout > wait) patient.timeout = wait > 1 ? wait : 1;
+    for (double end = sl_now() + wait; !*tr && !stop_requested && sl_now() < end;)
+        if (!(*tr = sl_trainer_new_remote(&patient, ckpt, opts, err))) usleep(500000);
+    if (!*tr) return sl_fail(err, "the trunks did not come back within %g s: %s", wait, err->msg);
+    if (*log) fclose(*log);
+    *log = log_path ? log_open(log_path, ckpt_step, NULL, err) : NULL;
+    if (log_path && !*log) return -1;
+    printf("recovered: every stage reloaded %s, going on from step %ld\n", ckpt, ckpt_step);
+    return 0;
 }
 
 /* Trains from the topology's split (or r->resume) to the end, or to a stop signal. Returns an
@@ -416,21 +532,27 @@ static int train(run *r, sl_err *err)
 {
     sl_topology topo;
     sl_part_info infos[SL_MAX_SPLITS + 1];
-    if (sl_topology_load(r->topology, &topo, true, err) != 0 ||
-        sl_split_read_index(topo.parts, infos, SL_MAX_SPLITS + 1, err) < 0)
-        return SL_EXIT_FAILURE;
+    if (sl_topology_load(r->topology, &topo, true, err) != 0) return SL_EXIT_USAGE;
+    int n_parts = sl_split_read_index(topo.parts, infos, SL_MAX_SPLITS + 1, err);
+    if (n_parts < 0) return SL_EXIT_FAILURE;
     if (check_against_model(r, &infos[0].cfg, &topo, err) != 0 || check_save_dir(r, err) != 0) return SL_EXIT_USAGE;
+    bool remote = topo.n_nodes > 2 && !r->local;
+    int status = preflight(r, &topo, infos, n_parts, remote, err);
+    if (status != SL_EXIT_OK) return status;
+    r->opts.privacy.activations = sl_topology_bottom_defence(&topo); /* what leaves this process */
+    r->opts.privacy.gradients = sl_topology_top_defence(&topo);
     corpus c = {0};
-    int rc = corpus_load(r, &infos[0].cfg, &c, err);
+    status = corpus_load(r, &infos[0].cfg, topo.parts, &c, err);
+    int rc = status == SL_EXIT_OK ? 0 : -1;
     const long total = total_steps(r, c.data);
     long eval_every = r->eval_every ? r->eval_every : c.eval ? 100 : 0;
     r->opts.total_steps = total;
-    bool remote = topo.n_nodes > 2 && !r->local;
     sl_trainer *tr = NULL;
     if (rc == 0)
         tr = remote ? sl_trainer_new_remote(&topo, r->resume, &r->opts, err)
                     : sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
     if (!tr) rc = -1;
+    if (rc == 0 && r->resume) printf("resumed %s at step %ld\n", r->resume, sl_trainer_step_count(tr));
     const size_t tokens_per_step = (size_t)r->opts.grad_accum * r->opts.batch * r->opts.seq_len;
     int32_t *ids = malloc(tokens_per_step * sizeof *ids), *targets = malloc(tokens_per_step * sizeof *targets);
     if (rc == 0 && (!ids || !targets)) rc = sl_fail(err, "out of memory for a step of %zu tokens", tokens_per_step);
@@ -438,19 +560,23 @@ static int train(run *r, sl_err *err)
     if (r->save_dir) log_in(r->save_dir, log_default, sizeof log_default);
     const char *log_path = r->log_path ? r->log_path : r->save_dir ? log_default : NULL;
     if (rc == 0 && r->save_dir) rc = sl_mkdirs(r->save_dir, err);
+    if (rc == 0 && r->save_dir && remote) rc = announce_trunks(r, &topo, infos, n_parts, err);
     FILE *log = NULL;
     if (rc == 0 && log_path && !(log = log_open(log_path, sl_trainer_step_count(tr), r->resume, err))) rc = -1;
     if (rc == 0 && c.data)
-        printf("data: %ld tokens, %d sequences of %d; %d stages; %zu tokens per step\n", sl_data_tokens(c.data),
-               sl_data_sequences(c.data), r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
+        printf("data: %ld tokens, %d %s of %d; %d stages; %zu tokens per step\n", sl_data_tokens(c.data),
+               sl_data_sequences(c.data), sl_plural(sl_data_sequences(c.data), "sequence", "sequences"),
+               r->opts.seq_len, sl_trainer_stages(tr), tokens_per_step);
     progress pr = {.tty = isatty(STDOUT_FILENO),
                    .start = sl_now(),
                    .first = tr ? sl_trainer_step_count(tr) : 0,
                    .total = total,
-                   .eval = NAN};
+                   .eval = NAN,
+                   .dcor = NAN};
     float loss = NAN;
     const char *ckpt = r->resume; /* the last checkpoint, at step ckpt_step */
     long ckpt_step = pr.first;
+    int recoveries = 0;
     while (rc == 0 && !stop_requested && sl_trainer_step_count(tr) < total) {
         long step = sl_trainer_step_count(tr);
         float lr = sl_trainer_lr(tr);
@@ -462,6 +588,7 @@ static int train(run *r, sl_err *err)
             rc = evaluate(r, tr, c.eval, ids, targets, &eval_loss, err);
         if (rc == 0) {
             double tps = (double)tokens_per_step / secs;
+            pr.dcor = sl_trainer_dcor(tr);
             progress_step(&pr, step + 1, loss, eval_loss, lr, tps);
             if (log) log_step(log, step + 1, loss, eval_loss, lr, tps, sl_now() - pr.start);
         }
@@ -469,27 +596,33 @@ static int train(run *r, sl_err *err)
             (rc = sl_trainer_save(tr, r->save_dir, loss, err)) == 0) {
             ckpt = r->save_dir;
             ckpt_step = step + 1;
+            progress_erase(&pr);
+            printf("checkpoint: %s (step %ld)\n", ckpt, ckpt_step);
         }
+        if (rc != 0 && remote && ckpt && r->recover_wait > 0 && tr && sl_trainer_lost(tr) && recoveries++ < 10)
+            rc = recover(&topo, ckpt, ckpt_step, r->recover_wait, &r->opts, &tr, &log, log_path, err);
         if (rc != 0) name_last_checkpoint(ckpt, ckpt_step, err);
     }
     progress_end(&pr);
-    if (stop_requested && tr)
-        fprintf(stderr, "zmq-splitlearn-train: stopping at step %ld\n", sl_trainer_step_count(tr));
+    if (stop_requested && tr) fprintf(stderr, "%s: stopping at step %ld\n", prog, sl_trainer_step_count(tr));
     if (rc == 0 && r->save_dir) {
+        bool saved = ckpt == r->save_dir && ckpt_step == sl_trainer_step_count(tr); /* announced already */
         rc = sl_trainer_save(tr, r->save_dir, loss, err);
-        if (rc == 0) printf("checkpoint: %s (step %ld)\n", r->save_dir, sl_trainer_step_count(tr));
+        if (rc == 0 && !saved) printf("checkpoint: %s (step %ld)\n", r->save_dir, sl_trainer_step_count(tr));
     }
     if (log) fclose(log);
     if (rc == 0 && log_path && r->save_dir) {
-        char png[PATH_MAX + 16];
+        char png[PATH_MAX + 16], title[PATH_MAX + 128];
         snprintf(png, sizeof png, "%s/loss.png", r->save_dir);
-        plot(log_path, png);
+        plot_title(r, title, sizeof title);
+        plot(log_path, png, title, sl_trainer_step_count(tr));
     }
     free(ids);
     free(targets);
     corpus_free(&c);
     sl_trainer_destroy(&tr);
-    return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAILURE;
+    if (rc == 0 && stop_requested == SIGINT) return SL_EXIT_INTERRUPTED;
+    return rc == 0 ? SL_EXIT_OK : status != SL_EXIT_OK ? status : SL_EXIT_FAILURE;
 }
 
 int main(int argc, char **argv)
@@ -499,17 +632,15 @@ int main(int argc, char **argv)
                       .grad_accum = 1,
                       .adamw = SL_ADAMW_DEFAULT},
              .seed = 1,
-             .save_every = 100};
+             .save_every = 100,
+             .recover_wait = 60};
     sl_err err;
-    if (parse(&r, argc, argv, &err) != 0) {
-        fprintf(stderr, "zmq-splitlearn-train: %s\n%s", err.msg, usage);
-        return SL_EXIT_USAGE;
-    }
+    if (parse(&r, argc, argv, &err) != 0) return sl_tool_usage_error(prog, err.msg);
     zsys_handler_set(NULL); /* czmq's handler would take SIGINT and SIGTERM from us: they save a checkpoint */
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     int status = sl_threads_setup((int)r.threads, r.pin, &err) != 0 ? SL_EXIT_FAILURE : train(&r, &err);
-    if (status != SL_EXIT_OK) fprintf(stderr, "zmq-splitlearn-train: %s\n", err.msg);
+    if (status != SL_EXIT_OK && status != SL_EXIT_INTERRUPTED) fprintf(stderr, "%s: %s\n", prog, err.msg);
     return status;
 }

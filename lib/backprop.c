@@ -1,5 +1,5 @@
-/* train.c — forward with saved activations, backward, and AdamW for one GPT-2 stage. */
-#include "train.h"
+/* backprop.c — forward with saved activations, backward, and AdamW for one GPT-2 stage. */
+#include "backprop.h"
 
 #include "ops.h"
 #include "safetensors.h"
@@ -23,7 +23,7 @@ typedef struct block_acts {
     float *res3;                      /* (N,C): the block's output */
 } block_acts;
 
-struct sl_train {
+struct sl_backprop {
     sl_params *p;
     sl_params grads, m, v;
     int B, T, L;
@@ -39,7 +39,7 @@ struct sl_train {
 };
 
 /* Lays out every buffer in one allocation; with mem NULL only counts. */
-static size_t layout(sl_train *t, float *mem)
+static size_t layout(sl_backprop *t, float *mem)
 {
     const sl_config *c = &t->p->cfg;
     const size_t N = (size_t)t->B * t->T, C = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
@@ -85,7 +85,7 @@ static size_t layout(sl_train *t, float *mem)
     return used;
 }
 
-sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
+sl_backprop *sl_backprop_new(sl_params *params, int B, int T, sl_err *err)
 {
     if (params->owned_count != sl_params_count(params)) {
         sl_fail(err, "training needs writable weights: load them with copy");
@@ -95,12 +95,12 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
         sl_fail(err, "batch %d x %d tokens: need B >= 1 and 1 <= T <= %d", B, T, params->cfg.n_positions);
         return NULL;
     }
-    sl_train *t = calloc(1, sizeof *t);
+    sl_backprop *t = calloc(1, sizeof *t);
     if (!t) {
         sl_fail(err, "out of memory");
         return NULL;
     }
-    *t = (sl_train){.p = params, .B = B, .T = T, .L = params->last - params->first};
+    *t = (sl_backprop){.p = params, .B = B, .T = T, .L = params->last - params->first};
     t->acts = calloc((size_t)t->L + 1, sizeof *t->acts);
     t->ids = calloc((size_t)B * T, sizeof *t->ids);
     size_t floats = layout(t, NULL);
@@ -108,18 +108,18 @@ sl_train *sl_train_new(sl_params *params, int B, int T, sl_err *err)
     if (!t->mem || sl_params_alloc_like(&t->grads, params, err) != 0 || sl_params_alloc_like(&t->m, params, err) != 0 ||
         sl_params_alloc_like(&t->v, params, err) != 0) {
         if (!t->mem) sl_fail(err, "out of memory for the activations of %d x %d tokens", B, T);
-        sl_train_destroy(&t);
+        sl_backprop_destroy(&t);
         return NULL;
     }
     layout(t, t->mem);
     return t;
 }
 
-void sl_train_destroy(sl_train **self)
+void sl_backprop_destroy(sl_backprop **self)
 {
     assert(self);
     if (!*self) return;
-    sl_train *t = *self;
+    sl_backprop *t = *self;
     sl_params_free(&t->grads);
     sl_params_free(&t->m);
     sl_params_free(&t->v);
@@ -130,10 +130,10 @@ void sl_train_destroy(sl_train **self)
     *self = NULL;
 }
 
-sl_params *sl_train_grads(sl_train *self) { return &self->grads; }
-long sl_train_steps(const sl_train *self) { return self->steps; }
+sl_params *sl_backprop_grads(sl_backprop *self) { return &self->grads; }
+long sl_backprop_steps(const sl_backprop *self) { return self->steps; }
 
-double sl_train_grad_norm2(sl_train *self, float scale)
+double sl_backprop_grad_norm2(sl_backprop *self, float scale)
 {
     double sum = 0;
     for (size_t i = 0; i < self->grads.owned_count; i++)
@@ -141,11 +141,11 @@ double sl_train_grad_norm2(sl_train *self, float scale)
     return sum * ((double)scale * scale);
 }
 
-void sl_train_zero_grad(sl_train *self) { memset(self->grads.owned, 0, self->grads.owned_count * sizeof(float)); }
+void sl_backprop_zero_grad(sl_backprop *self) { memset(self->grads.owned, 0, self->grads.owned_count * sizeof(float)); }
 
 /* ---- forward ---- */
 
-static void block_forward(sl_train *t, const sl_block *w, block_acts *a, const float *in)
+static void block_forward(sl_backprop *t, const sl_block *w, block_acts *a, const float *in)
 {
     const sl_config *c = &t->p->cfg;
     const int N = t->B * t->T, C = c->n_embd, I = c->n_inner, nh = c->n_head, hd = C / nh, T = t->T;
@@ -166,10 +166,10 @@ static void block_forward(sl_train *t, const sl_block *w, block_acts *a, const f
     sl_matmul_forward(a->res3, a->fch_gelu, w->fc_proj_w, w->fc_proj_b, N, I, C, true);
 }
 
-static const float *stage_output(const sl_train *t) { return t->L ? t->acts[t->L - 1].res3 : t->x0; }
+static const float *stage_output(const sl_backprop *t) { return t->L ? t->acts[t->L - 1].res3 : t->x0; }
 
-int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int32_t *targets, float *out, float *loss,
-                     sl_err *err)
+int sl_backprop_forward(sl_backprop *t, const int32_t *ids, const float *in, const int32_t *targets, float *out,
+                        float *loss, sl_err *err)
 {
     const sl_config *c = &t->p->cfg;
     const int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
@@ -214,7 +214,7 @@ int sl_train_forward(sl_train *t, const int32_t *ids, const float *in, const int
 
 static void zero(float *x, size_t n) { memset(x, 0, n * sizeof *x); }
 
-static void block_backward(sl_train *t, const sl_block *w, sl_block *g, const block_acts *a, const float *in)
+static void block_backward(sl_backprop *t, const sl_block *w, sl_block *g, const block_acts *a, const float *in)
 {
     const sl_config *c = &t->p->cfg;
     const int N = t->B * t->T, C = c->n_embd, I = c->n_inner, nh = c->n_head, hd = C / nh, T = t->T;
@@ -238,7 +238,7 @@ static void block_backward(sl_train *t, const sl_block *w, sl_block *g, const bl
     sl_layernorm_backward(t->dres, g->ln1_w, g->ln1_b, t->dln, in, w->ln1_w, a->ln1_mean, a->ln1_rstd, N, C);
 }
 
-int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
+int sl_backprop_backward(sl_backprop *t, const float *dout, float *din, sl_err *err)
 {
     const sl_config *c = &t->p->cfg;
     const int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
@@ -267,7 +267,7 @@ int sl_train_backward(sl_train *t, const float *dout, float *din, sl_err *err)
 
 /* ---- AdamW ---- */
 
-void sl_train_step(sl_train *t, const sl_adamw *o, float scale)
+void sl_backprop_step(sl_backprop *t, const sl_adamw *o, float scale)
 {
     if (scale != 1.0f)
         for (size_t i = 0; i < t->grads.owned_count; i++)
@@ -308,7 +308,7 @@ static int read_moment(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
-int sl_train_save_state(sl_train *t, const char *path, sl_err *err)
+int sl_backprop_save_state(sl_backprop *t, const char *path, sl_err *err)
 {
     char steps[32];
     snprintf(steps, sizeof steps, "%ld", t->steps);
@@ -324,7 +324,7 @@ int sl_train_save_state(sl_train *t, const char *path, sl_err *err)
     return rc;
 }
 
-int sl_train_load_state(sl_train *t, const char *path, sl_err *err)
+int sl_backprop_load_state(sl_backprop *t, const char *path, sl_err *err)
 {
     if (access(path, F_OK) != 0) return 1;
     sl_st_file *f = sl_st_open(path, err);

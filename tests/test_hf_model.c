@@ -1,4 +1,4 @@
-/* test_checkpoint.c — reading HF checkpoints in every layout users bring (sharded, BF16/F16,
+/* test_hf_model.c — reading HF checkpoints in every layout users bring (sharded, BF16/F16,
  * names without "transformer.", hub cache), each checked to give the fixture's logits; and
  * every malformed input giving a clear error that names the file and tensor. */
 #include "fileio.h"
@@ -19,21 +19,21 @@ static float *logits_of(const char *path, int *T_out)
     if (fixture_prompts("tiny-b", prompts, 4) < 3) return NULL;
     const fixture_prompt *fp = &prompts[2];
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(path, &err);
+    sl_hf_model *ck = sl_hf_model_open(path, &err);
     if (!CHECK(ck != NULL, "open %s: %s", path, err.msg)) return NULL;
-    const sl_config *c = sl_checkpoint_config(ck);
+    const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     float *out = NULL;
     if (CHECK(sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err) == 0, "%s", err.msg)) {
-        sl_stage *s = sl_stage_new(&p, fp->n_ids, &err);
+        sl_runner *s = sl_runner_new(&p, fp->n_ids, &err);
         sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
         out = malloc((size_t)fp->n_ids * c->vocab_size * sizeof(float));
-        CHECK(sl_stage_forward(s, kv, fp->n_ids, fp->ids, NULL, out, SL_OUT_LOGITS_ALL, &err) == 0, "%s", err.msg);
+        CHECK(sl_runner_forward(s, kv, fp->n_ids, fp->ids, NULL, out, SL_OUT_LOGITS_ALL, &err) == 0, "%s", err.msg);
         sl_kv_destroy(&kv);
-        sl_stage_destroy(&s);
+        sl_runner_destroy(&s);
         sl_params_free(&p);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     *T_out = fp->n_ids;
     return out;
 }
@@ -45,15 +45,15 @@ static void test_layout(const char *label, sl_dtype dtype, int shards, bool pref
     snprintf(src, sizeof src, "%s/tiny-b", check_fixtures());
     snprintf(dst, sizeof dst, "%s/%s", tmp_root, label);
     sl_err err;
-    sl_checkpoint *ck = sl_checkpoint_open(src, &err);
+    sl_hf_model *ck = sl_hf_model_open(src, &err);
     if (!CHECK(ck != NULL, "%s", err.msg)) return;
     sl_params p;
-    const sl_config *c = sl_checkpoint_config(ck);
+    const sl_config *c = sl_hf_model_config(ck);
     int rc = sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
     if (rc == 0) rc = sl_params_save_hf(&p, dst, dtype, shards, prefix, &err);
     CHECK(rc == 0, "%s: save: %s", label, err.msg);
     sl_params_free(&p);
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     int T1, T2;
     float *want = logits_of(src, &T1), *got = logits_of(dst, &T2);
     if (want && got) CHECK_CLOSE(got, want, (size_t)T1 * 1000, tol, label);
@@ -192,7 +192,7 @@ static void test_bad_models(void)
                        "{\"n_layer\": 5, \"n_embd\": 48, \"n_head\": 3, \"n_inner\": 192, \"vocab_size\": 1000,"
                        " \"n_positions\": 64, \"tie_word_embeddings\": false}",
                        &err);
-    sl_checkpoint *ck = sl_checkpoint_open(dir, &err);
+    sl_hf_model *ck = sl_hf_model_open(dir, &err);
     sl_params p;
     CHECK(ck != NULL, "open: %s", err.msg);
     if (ck) {
@@ -202,30 +202,30 @@ static void test_bad_models(void)
         CHECK(sl_params_load(&p, ck, 0, 6, true, true, false, &err) != 0 && strstr(err.msg, "outside"),
               "layer range beyond n_layer: %s", err.msg);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     sl_write_text_file(path,
                        "{\"n_layer\": 6, \"n_embd\": 48, \"n_head\": 3, \"n_inner\": 144, \"vocab_size\": 1000,"
                        " \"n_positions\": 64, \"tie_word_embeddings\": false}",
                        &err);
-    ck = sl_checkpoint_open(dir, &err);
+    ck = sl_hf_model_open(dir, &err);
     if (ck) {
         CHECK(sl_params_load(&p, ck, 0, 6, true, true, false, &err) != 0 && strstr(err.msg, "transformer.h.5.") &&
                   strstr(err.msg, "missing"),
               "missing tensor named: %s", err.msg);
     }
-    sl_checkpoint_destroy(&ck);
+    sl_hf_model_destroy(&ck);
     sl_write_text_file(path, "{\"n_layer\": 6, \"n_embd\": ", &err);
-    CHECK(sl_checkpoint_open(dir, &err) == NULL && strstr(err.msg, "config.json") && strstr(err.msg, "malformed"),
+    CHECK(sl_hf_model_open(dir, &err) == NULL && strstr(err.msg, "config.json") && strstr(err.msg, "malformed"),
           "malformed config: %s", err.msg);
     sl_write_text_file(path, "{\"n_layer\": 6, \"n_embd\": 48, \"vocab_size\": 10, \"n_positions\": 8}", &err);
-    CHECK(sl_checkpoint_open(dir, &err) == NULL && strstr(err.msg, "n_head"), "missing n_head: %s", err.msg);
+    CHECK(sl_hf_model_open(dir, &err) == NULL && strstr(err.msg, "n_head"), "missing n_head: %s", err.msg);
     sl_write_text_file(path,
                        "{\"n_layer\": 1, \"n_embd\": 4, \"n_head\": 1, \"vocab_size\": 10, \"n_positions\": 8, "
                        "\"activation_function\": \"relu\"}",
                        &err);
-    CHECK(sl_checkpoint_open(dir, &err) == NULL && strstr(err.msg, "relu"), "unsupported activation: %s", err.msg);
+    CHECK(sl_hf_model_open(dir, &err) == NULL && strstr(err.msg, "relu"), "unsupported activation: %s", err.msg);
     snprintf(path, sizeof path, "%s/nothing-here", tmp_root);
-    CHECK(sl_checkpoint_open(path, &err) == NULL && strstr(err.msg, "nothing-here"), "missing dir: %s", err.msg);
+    CHECK(sl_hf_model_open(path, &err) == NULL && strstr(err.msg, "nothing-here"), "missing dir: %s", err.msg);
 }
 
 int main(int argc, char **argv)

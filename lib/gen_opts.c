@@ -1,11 +1,12 @@
-/* generate.c — generation options and the logits file shared by run and send. */
-#include "generate.h"
+/* gen_opts.c — generation options and the logits file shared by run and send. */
+#include "gen_opts.h"
 
 #include "cli.h"
 #include "safetensors.h"
 
 #include <limits.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 void sl_gen_opts_init(sl_gen_opts *o)
@@ -30,24 +31,26 @@ int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err)
     case 1002:
         o->sampling.greedy = true;
         return 0;
-    case 1003:
-        if (sl_parse_double(arg, "--temperature", 1e-6, 1e6, &d, err) != 0) return -1;
+    case 1003: /* 0 means greedy, whatever --top-k and --top-p say */
+        if (sl_parse_double(arg, "--temperature", 0, 1e6, &d, err) != 0) return -1;
+        if (d > 0 && d < 1e-6) return sl_fail(err, "--temperature: '%s' is too small (0 means greedy)", arg);
         o->sampling.temperature = (float)d;
-        o->sampling.greedy = false;
+        o->sampling.greedy = d == 0;
         return 0;
     case 1004:
         if (sl_parse_long(arg, "--top-k", 0, INT_MAX, &v, err) != 0) return -1;
         o->sampling.top_k = (int)v;
-        o->sampling.greedy = false;
+        o->sampling.greedy = o->sampling.temperature == 0;
         return 0;
     case 1005:
         if (sl_parse_double(arg, "--top-p", 1e-9, 1, &d, err) != 0) return -1;
         o->sampling.top_p = (float)d;
-        o->sampling.greedy = false;
+        o->sampling.greedy = o->sampling.temperature == 0;
         return 0;
     case 1006:
         if (sl_parse_long(arg, "--seed", 0, __LONG_MAX__, &v, err) != 0) return -1;
         o->sampling.seed = (uint64_t)v;
+        o->seed_given = true;
         return 0;
     case 1007:
         o->print_ids = true;
@@ -76,7 +79,47 @@ int sl_gen_opts_finish(sl_gen_opts *o, int argc, char **argv, int first, const c
     *target = argv[first];
     if (argc - first == 2) o->prompt = argv[first + 1];
     if (!o->prompt == !o->n_ids) return sl_fail(err, "give a prompt text or --ids (one of them)");
-    return sl_sampling_check(&o->sampling, err);
+    if (sl_sampling_check(&o->sampling, err) != 0) return -1;
+    if (o->sampling.greedy || o->seed_given) return 0;
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+        return sl_fail(err, "cannot draw a seed: give --seed");
+    o->sampling.seed = seed & (uint64_t)__LONG_MAX__; /* what --seed takes back */
+    o->seed_drawn = true;
+    return 0;
+}
+
+int sl_gen_check_prompt(size_t n, int n_positions, sl_err *err)
+{
+    if (n == 0) return sl_fail(err, "the prompt is empty");
+    if (n > (size_t)n_positions)
+        return sl_fail(err, "the prompt has %zu tokens; this model takes at most %d", n, n_positions);
+    return 0;
+}
+
+const char *sl_gen_stop_reason(int n_prompt, int n_out, int max_new_tokens, int n_positions)
+{
+    if (n_out >= max_new_tokens) return "max_new_tokens";
+    return n_prompt + n_out > n_positions ? "context_limit" : "eos";
+}
+
+sl_tokenizer *sl_gen_tokenizer(const char *vocab_dir, const char *model_dir, int vocab_size, bool *bundled,
+                               char *used_dir, size_t used_size, sl_err *err)
+{
+    char fallback[PATH_MAX];
+    sl_default_vocab_dir(fallback, sizeof fallback);
+    const char *dir = vocab_dir ? vocab_dir : sl_tokenizer_dir_has_vocab(model_dir) ? model_dir : fallback;
+    *bundled = dir == fallback;
+    snprintf(used_dir, used_size, "%s", dir);
+    sl_tokenizer *tok = sl_tokenizer_new(dir, err);
+    if (tok && vocab_size > 0 && sl_tokenizer_vocab_size(tok) != vocab_size) {
+        sl_fail(err,
+                "the model has a vocabulary of %d tokens but the vocab in use (%s%s) has %d: give the model's own with "
+                "--vocab DIR",
+                vocab_size, *bundled ? "the bundled GPT-2 vocab, " : "", dir, sl_tokenizer_vocab_size(tok));
+        sl_tokenizer_destroy(&tok);
+    }
+    return tok;
 }
 
 int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err)
@@ -117,4 +160,6 @@ void sl_default_vocab_dir(char *out, size_t size)
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
     snprintf(out, size, "%s/../models/gpt2-vocab", exe);
+    if (sl_tokenizer_dir_has_vocab(out)) return;
+    snprintf(out, size, "%s/../share/zmq-splitlearn/gpt2-vocab", exe); /* installed: PREFIX/bin/.. */
 }

@@ -1,5 +1,5 @@
-/* checkpoint.c — finding an HF GPT-2 model's files (model directory, hub cache, shards) and its tensors. */
-#include "checkpoint.h"
+/* hf_model.c — finding an HF GPT-2 model's files (model directory, hub cache, shards) and its tensors. */
+#include "hf_model.h"
 
 #include "fileio.h"
 #include "json.h"
@@ -19,7 +19,7 @@ typedef struct ck_file {
     sl_torch_file *pt;
 } ck_file;
 
-struct sl_checkpoint {
+struct sl_hf_model {
     char *dir;
     sl_config cfg;
     ck_file *files;
@@ -121,7 +121,7 @@ static const sl_tensor *file_find(const ck_file *f, const char *name)
 }
 
 /* Opens a .safetensors file, or any other as a PyTorch checkpoint (pytorch_model.bin, *.pt). */
-static int add_file(sl_checkpoint *ck, const char *path, sl_err *err)
+static int add_file(sl_hf_model *ck, const char *path, sl_err *err)
 {
     for (size_t i = 0; i < ck->file_count; i++)
         if (strcmp(file_path(&ck->files[i]), path) == 0) return 0;
@@ -138,7 +138,7 @@ static int add_file(sl_checkpoint *ck, const char *path, sl_err *err)
 /* ---- opening ---- */
 
 /* Opens every shard the index names and checks each listed tensor is where it says. */
-static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
+static int open_shards(sl_hf_model *ck, const char *index_path, sl_err *err)
 {
     cJSON *root = sl_json_read_file(index_path, 64u << 20, err);
     if (!root) return -1;
@@ -156,7 +156,7 @@ static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
         }
         if ((rc = add_file(ck, path, err)) != 0) break;
         const char *found_in = NULL;
-        if (!sl_checkpoint_tensor(ck, item->string, &found_in) || strcmp(found_in, path) != 0) {
+        if (!sl_hf_model_tensor(ck, item->string, &found_in) || strcmp(found_in, path) != 0) {
             rc = sl_fail(err, "%s: tensor '%s' is not in %s as the index says", index_path, item->string, path);
             break;
         }
@@ -165,9 +165,9 @@ static int open_shards(sl_checkpoint *ck, const char *index_path, sl_err *err)
     return rc;
 }
 
-static sl_checkpoint *checkpoint_alloc(const char *dir, sl_err *err)
+static sl_hf_model *checkpoint_alloc(const char *dir, sl_err *err)
 {
-    sl_checkpoint *ck = calloc(1, sizeof *ck);
+    sl_hf_model *ck = calloc(1, sizeof *ck);
     if (!ck || !(ck->dir = strdup(dir))) {
         free(ck);
         sl_fail(err, "out of memory");
@@ -178,7 +178,7 @@ static sl_checkpoint *checkpoint_alloc(const char *dir, sl_err *err)
 
 /* The weights of a model directory, in the first layout found: safetensors (sharded or not),
  * then PyTorch's pytorch_model.bin (sharded or not). */
-static int open_weights(sl_checkpoint *ck, sl_err *err)
+static int open_weights(sl_hf_model *ck, sl_err *err)
 {
     static const struct {
         const char *name;
@@ -206,7 +206,7 @@ static void dir_of(const char *path, char *dir, size_t size)
 }
 
 /* A single checkpoint file (.pt, .bin, .safetensors) with the config.json beside it. */
-static sl_checkpoint *open_single_file(const char *path, sl_err *err)
+static sl_hf_model *open_single_file(const char *path, sl_err *err)
 {
     char dir[PATH_MAX], config[PATH_MAX + 16];
     dir_of(path, dir, sizeof dir);
@@ -216,46 +216,46 @@ static sl_checkpoint *open_single_file(const char *path, sl_err *err)
         return NULL;
     }
     sl_config cfg;
-    return sl_config_load(config, &cfg, err) == 0 ? sl_checkpoint_open_file(path, &cfg, err) : NULL;
+    return sl_config_load(config, &cfg, err) == 0 ? sl_hf_model_open_file(path, &cfg, err) : NULL;
 }
 
-sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err)
+sl_hf_model *sl_hf_model_open(const char *path, sl_err *err)
 {
     if (is_file(path)) return open_single_file(path, err);
     char dir[PATH_MAX], file[PATH_MAX + 64];
     if (resolve_model_dir(path, dir, sizeof dir, err) != 0) return NULL;
-    sl_checkpoint *ck = checkpoint_alloc(dir, err);
+    sl_hf_model *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     snprintf(file, sizeof file, "%s/config.json", dir);
     int rc = sl_config_load(file, &ck->cfg, err);
     if (rc == 0) rc = open_weights(ck, err);
-    if (rc != 0) sl_checkpoint_destroy(&ck);
+    if (rc != 0) sl_hf_model_destroy(&ck);
     return ck;
 }
 
-sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, sl_err *err)
+sl_hf_model *sl_hf_model_open_file(const char *path, const sl_config *cfg, sl_err *err)
 {
     char dir[PATH_MAX];
     dir_of(path, dir, sizeof dir);
-    sl_checkpoint *ck = checkpoint_alloc(dir, err);
+    sl_hf_model *ck = checkpoint_alloc(dir, err);
     if (!ck) return NULL;
     ck->cfg = *cfg;
-    if (add_file(ck, path, err) != 0) sl_checkpoint_destroy(&ck);
+    if (add_file(ck, path, err) != 0) sl_hf_model_destroy(&ck);
     return ck;
 }
 
-sl_checkpoint *sl_checkpoint_open_with_config(const char *path, const char *config_path, sl_err *err)
+sl_hf_model *sl_hf_model_open_with_config(const char *path, const char *config_path, sl_err *err)
 {
-    if (!config_path) return sl_checkpoint_open(path, err);
+    if (!config_path) return sl_hf_model_open(path, err);
     if (!is_file(path)) {
         sl_fail(err, "%s: --config goes with a checkpoint file (.pt, .bin, .safetensors), not a directory", path);
         return NULL;
     }
     sl_config cfg;
-    return sl_config_load(config_path, &cfg, err) == 0 ? sl_checkpoint_open_file(path, &cfg, err) : NULL;
+    return sl_config_load(config_path, &cfg, err) == 0 ? sl_hf_model_open_file(path, &cfg, err) : NULL;
 }
 
-void sl_checkpoint_destroy(sl_checkpoint **self)
+void sl_hf_model_destroy(sl_hf_model **self)
 {
     if (!self || !*self) return;
     for (size_t i = 0; i < (*self)->file_count; i++) {
@@ -268,12 +268,12 @@ void sl_checkpoint_destroy(sl_checkpoint **self)
     *self = NULL;
 }
 
-const sl_config *sl_checkpoint_config(const sl_checkpoint *self) { return &self->cfg; }
-const char *sl_checkpoint_dir(const sl_checkpoint *self) { return self->dir; }
-size_t sl_checkpoint_file_count(const sl_checkpoint *self) { return self->file_count; }
-const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i) { return file_path(&self->files[i]); }
+const sl_config *sl_hf_model_config(const sl_hf_model *self) { return &self->cfg; }
+const char *sl_hf_model_dir(const sl_hf_model *self) { return self->dir; }
+size_t sl_hf_model_file_count(const sl_hf_model *self) { return self->file_count; }
+const char *sl_hf_model_file_path(const sl_hf_model *self, size_t i) { return file_path(&self->files[i]); }
 
-const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *name, const char **file)
+const sl_tensor *sl_hf_model_tensor(const sl_hf_model *self, const char *name, const char **file)
 {
     char prefixed[256];
     const char *bare = strncmp(name, "transformer.", 12) == 0 ? name + 12 : name;

@@ -1,4 +1,4 @@
-/* checkpoint.h — a GPT-2 model as Hugging Face stores it: its config (config.h) and its tensors.
+/* hf_model.h — a GPT-2 model as Hugging Face stores it: its config (config.h) and its tensors.
  *
  * A checkpoint is opened from:
  *   - an HF model directory: config.json + model.safetensors, or
@@ -10,8 +10,8 @@
  *   - a single file, safetensors or PyTorch (.pt, .bin), with the config.json beside it, or with
  *     a config known or named (a split part, see part.h; a tool's --config).
  * Tensors are looked up by their HF names with or without the "transformer." prefix. */
-#ifndef SL_CHECKPOINT_H
-#define SL_CHECKPOINT_H
+#ifndef SL_HF_MODEL_H
+#define SL_HF_MODEL_H
 
 #include "config.h"
 #include "err.h"
@@ -19,32 +19,32 @@
 
 #include <stddef.h>
 
-typedef struct sl_checkpoint sl_checkpoint;
+typedef struct sl_hf_model sl_hf_model;
 
 /* Opens a model directory, hub cache entry or repo id as described above. Caller owns it. */
-sl_checkpoint *sl_checkpoint_open(const char *path, sl_err *err);
+sl_hf_model *sl_hf_model_open(const char *path, sl_err *err);
 
 /* Opens one file (safetensors, or PyTorch for any other name) whose config is already known (a
  * split part). */
-sl_checkpoint *sl_checkpoint_open_file(const char *path, const sl_config *cfg, sl_err *err);
+sl_hf_model *sl_hf_model_open_file(const char *path, const sl_config *cfg, sl_err *err);
 
-/* sl_checkpoint_open, or with config_path (not NULL) the checkpoint file path with that
+/* sl_hf_model_open, or with config_path (not NULL) the checkpoint file path with that
  * config.json (a tool's --config). */
-sl_checkpoint *sl_checkpoint_open_with_config(const char *path, const char *config_path, sl_err *err);
+sl_hf_model *sl_hf_model_open_with_config(const char *path, const char *config_path, sl_err *err);
 
-void sl_checkpoint_destroy(sl_checkpoint **self);
+void sl_hf_model_destroy(sl_hf_model **self);
 
-const sl_config *sl_checkpoint_config(const sl_checkpoint *self);
+const sl_config *sl_hf_model_config(const sl_hf_model *self);
 
 /* The directory the files were found in (a hub snapshot resolved), or the file's directory. */
-const char *sl_checkpoint_dir(const sl_checkpoint *self);
+const char *sl_hf_model_dir(const sl_hf_model *self);
 
 /* Number of weight files and the path of the i-th (for hashing and messages). */
-size_t sl_checkpoint_file_count(const sl_checkpoint *self);
-const char *sl_checkpoint_file_path(const sl_checkpoint *self, size_t i);
+size_t sl_hf_model_file_count(const sl_hf_model *self);
+const char *sl_hf_model_file_path(const sl_hf_model *self, size_t i);
 
 /* The tensor with this name (tried as "transformer.<name>" and "<name>"), or NULL. When file
  * is not NULL it receives the path of the file holding it. Owned by the checkpoint. */
-const sl_tensor *sl_checkpoint_tensor(const sl_checkpoint *self, const char *name, const char **file);
+const sl_tensor *sl_hf_model_tensor(const sl_hf_model *self, const char *name, const char **file);
 
 #endif
