@@ -46,7 +46,7 @@ if [ ! -f "$tmp/ready" ]; then
 fi
 status=0
 "$bin/zmq-splitlearn-soak" "$tmp/soak.ini" "$model" --launcher "$launcher" --seconds "$seconds" || status=$?
-echo "launcher's log: $(grep -c '' "$tmp/launch.log") lines, $(grep -c 'bad_message' "$tmp/launch.log") refusals" \
-    "of bad messages; its own lines:"
+echo "launcher's log: $(grep -c '' "$tmp/launch.log") lines, $(grep -c 'bad_message' "$tmp/launch.log") of them" \
+    "bad_message refusals (nodes log a limited number a second); its own lines:"
 grep '^launch: ' "$tmp/launch.log" | sed 's/^/  /'
 exit $status
