@@ -11,6 +11,7 @@
 #   make sanitize   the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make valgrind   the unit tests under valgrind
 #   make bench      benchmarks at the GPT-2 124M shape (see README)
+#   make soak       about 2 minutes of mixed load on a 4-stage pipeline (tools/soak.sh; not in make test)
 #   make demo       launch a pipeline (the default model, or MODEL=... split from its n_layer:
 #                   a directory, a hub cache entry or a repo id), generate text; PORT=5701 is the
 #                   first of the 3 local ports it uses, PROMPT="..." the prompt
@@ -48,7 +49,7 @@ SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 PROGRAMS := $(TOOLS) $(NODES)
 MANPAGES := $(patsubst $(BIN)/%,$(BUILD)/man/%.1,$(PROGRAMS))
 
-.PHONY: all build deps ensure-deps test check sanitize valgrind bench demo default-model privacy-table fuzz clean format \
+.PHONY: all build deps ensure-deps test check sanitize valgrind bench soak demo default-model privacy-table fuzz clean format \
         install install-files uninstall
 
 # On a fresh machine the packages are missing when this file is read, and with them the
@@ -113,6 +114,10 @@ valgrind: ensure-deps
 bench: ensure-deps
 	@$(MAKE) --no-print-directory build
 	@tools/bench.sh
+
+soak: ensure-deps
+	@$(MAKE) --no-print-directory build
+	@tools/soak.sh
 
 demo: ensure-deps
 	@$(MAKE) --no-print-directory build

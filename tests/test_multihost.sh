@@ -25,6 +25,7 @@ skip() {
 [ "$(id -u)" = 0 ] || skip "making network namespaces needs root (CI runs make test as root)"
 command -v ip >/dev/null && ip netns list >/dev/null 2>&1 || skip "no 'ip netns' here (Debian: apt-get install iproute2)"
 
+. "$(dirname "${BASH_SOURCE[0]}")/../tools/netns.sh"
 ns=sl-mh$$ # the namespaces' prefix: $ns-client, $ns-server1, $ns-server2, $ns-bridge
 hosts=(client server1 server2)
 tmp=$(mktemp -d /tmp/sl-test-multihost-XXXXXX)
@@ -42,28 +43,15 @@ cleanup() {
         wait "$launcher" 2>/dev/null
     fi
     for p in $(leftovers | sort -u); do kill -KILL "$p" 2>/dev/null; done
-    for h in "${hosts[@]}" bridge; do ip netns del "$ns-$h" 2>/dev/null; done
+    sl_netns_down "$ns" "${hosts[@]}"
     [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # The network: a bridge with no address in $ns-bridge; each host a veth into it, made directly
-# in the two namespaces (never in this one), with an address of 10.99.0.0/24.
-network() {
-    ip netns add "$ns-bridge" && ip -n "$ns-bridge" link add br0 type bridge && ip -n "$ns-bridge" link set br0 up ||
-        return 1
-    local i=1
-    for h in "${hosts[@]}"; do
-        ip netns add "$ns-$h" &&
-            ip link add eth0 netns "$ns-$h" type veth peer name "port$i" netns "$ns-bridge" &&
-            ip -n "$ns-bridge" link set "port$i" master br0 up &&
-            ip -n "$ns-$h" addr add "10.99.0.$i/24" dev eth0 &&
-            ip -n "$ns-$h" link set eth0 up && ip -n "$ns-$h" link set lo up || return 1
-        i=$((i + 1))
-    done
-}
-if ! network; then
+# in the namespaces (never in this one), with an address of 10.99.0.0/24.
+if ! sl_netns_up "$ns" 10.99.0 "${hosts[@]}"; then
     check "making the namespaces and their bridge (as root with ip netns)" false
     echo "$passed passed, $failed failed"
     exit 1

@@ -2,7 +2,8 @@
  * monolithic model in one run: prefill and decode time, overhead per hop, throughput with
  * concurrent clients, each node's peak RSS against its part's weights and KV cache; then a
  * training step of the whole model, of the split chained in this process, and with the trunk on
- * its node. */
+ * its node. With --probe or --probe-model it times one client against a running pipeline, or
+ * the monolithic model, for tools/bench-hosts.sh (which interleaves them). */
 #include "clock.h"
 #include "cli.h"
 #include "client.h"
@@ -11,6 +12,7 @@
 #include "gpt2.h"
 #include "part.h"
 #include "backprop.h"
+#include "procfs.h"
 #include "tool.h"
 #include "trainer.h"
 
@@ -36,11 +38,29 @@ static const char usage[] =
     "and prints Markdown tables.\n"
     "  --help, --version\n"
     "\n"
+    "       zmq-splitlearn-bench-pipeline --probe TOPOLOGY.ini [--cert FILE] [--before CMD] [--after CMD]\n"
+    "                                     [--kill PID --kill-after N] [--runs 1] [--prompt 64] [--decode 32]\n"
+    "       zmq-splitlearn-bench-pipeline --probe-model MODEL_DIR [--runs 1] [--prompt 64] [--decode 32]\n"
+    "                                     [--threads 2]\n"
+    "\n"
+    "--probe: one client of the running pipeline (--cert: its secret certificate, security = curve)\n"
+    "makes one warm-up generation, runs sh -c CMD of --before, --runs timed greedy generations on the\n"
+    "same connection, then --after's CMD (a benchmark reads TCP counters while the connection is\n"
+    "open); with --kill, process PID is killed with SIGKILL after the N-th token of the first timed\n"
+    "generation. --probe-model times the monolithic model in this process (threads pinned).\n"
+    "Each prints one line: prefill_ms P decode_ms D [recovery_ms R: from the kill to the next token],\n"
+    "medians of --runs; D is each generation's median time between two tokens (robust to the other\n"
+    "work of a shared machine).\n"
+    "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
 typedef struct timing {
     double start, first, last;
     int tokens;
+    double stamps[512]; /* when each token came */
+    pid_t kill_pid;     /* > 0: killed with SIGKILL once kill_after tokens came (--probe --kill) */
+    int kill_after;
+    double killed, recovered; /* when it was killed; when the next token came */
 } timing;
 
 static void on_token(void *ctx, int32_t token)
@@ -48,12 +68,24 @@ static void on_token(void *ctx, int32_t token)
     (void)token;
     timing *t = ctx;
     double now = sl_now();
+    if (t->tokens < 512) t->stamps[t->tokens] = now;
     if (t->tokens++ == 0) t->first = now;
     t->last = now;
+    if (t->killed > 0 && t->recovered == 0) t->recovered = now;
+    if (t->kill_pid > 0 && t->tokens == t->kill_after && t->killed == 0 && kill(t->kill_pid, SIGKILL) == 0)
+        t->killed = sl_now();
+}
+
+/* The benchmark's prompt: the same ids for every configuration of a model. */
+static void prompt_ids(int32_t *ids, int n, int vocab)
+{
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)((i * 7919 + 13) % vocab);
 }
 
 typedef struct job {
     const sl_topology *topo;
+    const char *cert; /* the client's secret certificate (security = curve), or NULL */
     const int32_t *ids;
     int prompt, decode, vocab, generations;
     double prefill, per_token; /* of the last generation */
@@ -61,29 +93,49 @@ typedef struct job {
     char err[1024];
 } job;
 
+/* One greedy generation of j's prompt, decode tokens long (out holds them), timed in *t. */
+static int generate_timed(sl_client *c, const job *j, int decode, timing *t, int32_t *out, sl_err *err)
+{
+    sl_client_request req = {.ids = j->ids,
+                             .n_ids = j->prompt,
+                             .max_new_tokens = decode,
+                             .sampling = SL_SAMPLING_GREEDY,
+                             .eos_token = -1,
+                             .vocab_size = j->vocab,
+                             .timeout = 60,
+                             .on_token = on_token,
+                             .ctx = t};
+    int n = 0;
+    t->start = sl_now();
+    return sl_client_generate(c, &req, out, &n, err);
+}
+
+static double decode_time(const timing *t) { return t->tokens > 1 ? (t->last - t->first) / (t->tokens - 1) : 0; }
+
+/* The median time between two tokens: what a token takes when the other work of a shared machine
+ * leaves it alone. */
+static double typical_decode_time(const timing *t)
+{
+    double steps[511];
+    int n = t->tokens < 512 ? t->tokens - 1 : 511;
+    for (int i = 0; i < n; i++)
+        steps[i] = t->stamps[i + 1] - t->stamps[i];
+    return n > 0 ? sl_median(steps, n) : 0;
+}
+
 static void *client_job(void *arg)
 {
     job *j = arg;
     sl_err err = {{0}};
-    sl_client *c = sl_client_new(j->topo, NULL, &err);
+    sl_client *c = sl_client_new(j->topo, j->cert, &err);
     int32_t *out = malloc((size_t)j->decode * sizeof *out);
     j->rc = c && out ? 0 : -1;
     for (int g = 0; g < j->generations && j->rc == 0; g++) {
-        timing t = {.start = sl_now()};
-        sl_client_request req = {.ids = j->ids,
-                                 .n_ids = j->prompt,
-                                 .max_new_tokens = j->decode,
-                                 .sampling = SL_SAMPLING_GREEDY,
-                                 .eos_token = -1,
-                                 .vocab_size = j->vocab,
-                                 .timeout = 60,
-                                 .on_token = on_token,
-                                 .ctx = &t};
-        int n = 0;
-        j->rc = sl_client_generate(c, &req, out, &n, &err);
-        j->tokens += n;
+        timing t = {0};
+        j->rc = generate_timed(c, j, j->decode, &t, out, &err);
+        j->tokens += t.tokens;
         j->prefill = t.first - t.start;
-        j->per_token = n > 1 ? (t.last - t.first) / (n - 1) : 0;
+        j->per_token = decode_time(&t);
     }
     snprintf(j->err, sizeof j->err, "%s", err.msg);
     free(out);
@@ -91,9 +143,11 @@ static void *client_job(void *arg)
     return NULL;
 }
 
-/* Monolithic: prefill (logits of the last position) and greedy decode, as zmq-splitlearn-run. */
-static void monolithic(const char *model, const int32_t *ids, int prompt, int decode, int runs, double *prefill,
-                       double *per_token)
+/* Monolithic: prefill (logits of the last position) and greedy decode, as zmq-splitlearn-run.
+ * per_token is each run's mean time per token or, typical, its median step (what the tokens take
+ * when the other work of a shared machine leaves them alone); both are medians over runs. */
+static void monolithic(const char *model, const int32_t *ids, int prompt, int decode, int runs, bool typical,
+                       double *prefill, double *per_token)
 {
     sl_err err;
     sl_hf_model *ck = sl_hf_model_open(model, &err);
@@ -108,16 +162,19 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
         sl_kv_reset(kv);
         double t0 = sl_now();
         sl_runner_forward(s, kv, prompt, ids, NULL, logits, SL_OUT_LOGITS_LAST, &err);
-        double t1 = sl_now();
+        double t1 = sl_now(), last = t1, steps[512];
         for (int i = 1; i < decode; i++) {
             int32_t best = 0;
             for (int v = 1; v < c->vocab_size; v++)
                 if (logits[v] > logits[best]) best = v;
             sl_runner_forward(s, kv, 1, &best, NULL, logits, SL_OUT_LOGITS_LAST, &err);
+            double now = sl_now();
+            steps[i - 1] = now - last;
+            last = now;
         }
         if (r >= 0) {
             pre[r] = t1 - t0;
-            dec[r] = (sl_now() - t1) / (decode - 1);
+            dec[r] = typical ? sl_median(steps, decode - 1) : (last - t1) / (decode - 1);
         }
     }
     *prefill = sl_median(pre, runs);
@@ -127,18 +184,6 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     sl_runner_destroy(&s);
     sl_params_free(&p);
     sl_hf_model_destroy(&ck);
-}
-
-static long peak_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    long kb = -1;
-    while (fp && fgets(line, sizeof line, fp))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-    if (fp) fclose(fp);
-    return kb;
 }
 
 /* The CPUs this process had before it pinned its threads. */
@@ -315,7 +360,7 @@ static void train_bench(const char *model, const char *bin_dir, const char *topo
     char cmd[64], line[256];
     snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);
     FILE *fp = popen(cmd, "r");
-    if (fp && fgets(line, sizeof line, fp)) trunk_kb = peak_rss_kb((pid_t)atoi(line));
+    if (fp && fgets(line, sizeof line, fp)) trunk_kb = sl_status_kb((pid_t)atoi(line), "VmHWM");
     if (fp) pclose(fp);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
@@ -332,12 +377,78 @@ static void train_bench(const char *model, const char *bin_dir, const char *topo
     printf("| peak RSS of the training trunk node [2,10), MB | %.0f | | |\n", trunk_kb / 1024.0);
 }
 
+/* ---- --probe and --probe-model: one measurement, for a script that interleaves them ---- */
+
+typedef struct probe_opts {
+    const char *topology, *model; /* --probe, --probe-model */
+    const char *cert, *before, *after;
+    long kill_pid, kill_after;
+} probe_opts;
+
+/* Runs a --before or --after command (sh -c). */
+static void hook(const char *cmd)
+{
+    fflush(stdout);
+    if (cmd && system(cmd) != 0) fprintf(stderr, "warning: '%s' failed\n", cmd);
+}
+
+/* --probe: a warm-up generation, then `runs` timed ones on the same connection. */
+static int probe_pipeline(const probe_opts *o, int prompt, int decode, int runs)
+{
+    static sl_topology topo;
+    sl_err err;
+    if (sl_topology_load(o->topology, &topo, false, &err) != 0)
+        return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n", err.msg), SL_EXIT_FAILURE;
+    sl_part_info parts[SL_MAX_SPLITS + 1];
+    int vocab = sl_split_read_index(topo.parts, parts, SL_MAX_SPLITS + 1, &err) > 0 ? parts[0].cfg.vocab_size : 50257;
+    int32_t ids[512], out[512];
+    prompt_ids(ids, prompt, vocab);
+    job j = {.topo = &topo, .ids = ids, .prompt = prompt, .decode = decode, .vocab = vocab};
+    sl_client *c = sl_client_new(&topo, o->cert, &err);
+    timing warm = {0}, first = {0};
+    int rc = c ? generate_timed(c, &j, decode < 4 ? decode : 4, &warm, out, &err) : -1;
+    if (rc == 0) hook(o->before);
+    double pre[32], tok[32];
+    for (int r = 0; r < runs && rc == 0; r++) {
+        timing t = {.kill_pid = r == 0 ? (pid_t)o->kill_pid : 0, .kill_after = (int)o->kill_after};
+        rc = generate_timed(c, &j, decode, &t, out, &err);
+        pre[r] = t.first - t.start, tok[r] = typical_decode_time(&t);
+        if (r == 0) first = t;
+    }
+    if (rc == 0) hook(o->after);
+    sl_client_destroy(&c);
+    if (rc != 0) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n", err.msg), SL_EXIT_FAILURE;
+    printf("prefill_ms %.3f decode_ms %.4f", sl_median(pre, runs) * 1e3, sl_median(tok, runs) * 1e3);
+    if (o->kill_pid) printf(" recovery_ms %.1f", first.recovered > 0 ? (first.recovered - first.killed) * 1e3 : NAN);
+    printf("\n");
+    return SL_EXIT_OK;
+}
+
+/* --probe-model: the monolithic model in this process, its threads pinned. */
+static int probe_model(const char *model, int prompt, int decode, int runs, int threads)
+{
+    sl_err err;
+    sl_hf_model *ck = sl_hf_model_open(model, &err);
+    if (!ck) return fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n", err.msg), SL_EXIT_FAILURE;
+    int32_t ids[512];
+    prompt_ids(ids, prompt, sl_hf_model_config(ck)->vocab_size);
+    sl_hf_model_destroy(&ck);
+    sl_threads_setup(threads, true, &err);
+    double pre, tok;
+    monolithic(model, ids, prompt, decode, runs, true, &pre, &tok);
+    printf("prefill_ms %.3f decode_ms %.4f\n", pre * 1e3, tok * 1e3);
+    return SL_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"runs", 1, 0, 'r'}, {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'}, {"threads", 1, 0, 't'},
-        {"port", 1, 0, 'P'}, SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
+        {"runs", 1, 0, 'r'},   {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},      {"threads", 1, 0, 't'},
+        {"port", 1, 0, 'P'},   {"probe", 1, 0, 'b'},  {"probe-model", 1, 0, 'm'}, {"cert", 1, 0, 'C'},
+        {"before", 1, 0, 'B'}, {"after", 1, 0, 'A'},  {"kill", 1, 0, 'k'},        {"kill-after", 1, 0, 'K'},
+        SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
     long runs = 5, prompt = 64, decode = 32, threads = 2, port = 5801;
+    probe_opts probe = {.kill_after = 8};
     sl_err err;
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1 && rc == 0) {
@@ -351,9 +462,29 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
         else if (c == 'P')
             rc = sl_parse_long(optarg, "--port", 1024, 65000, &port, &err);
+        else if (c == 'b')
+            probe.topology = optarg;
+        else if (c == 'm')
+            probe.model = optarg;
+        else if (c == 'C')
+            probe.cert = optarg;
+        else if (c == 'B')
+            probe.before = optarg;
+        else if (c == 'A')
+            probe.after = optarg;
+        else if (c == 'k')
+            rc = sl_parse_long(optarg, "--kill", 1, INT_MAX, &probe.kill_pid, &err);
+        else if (c == 'K')
+            rc = sl_parse_long(optarg, "--kill-after", 1, 511, &probe.kill_after, &err);
         else
             return sl_tool_other_option(c, "zmq-splitlearn-bench-pipeline", usage);
     }
+    bool probing = probe.topology || probe.model;
+    if (rc == 0 && probing && (argc != optind || (probe.kill_pid && probe.kill_after >= decode)))
+        rc = sl_fail(&err, "--probe and --probe-model take no other arguments; --kill-after must be below --decode");
+    if (rc == 0 && probing)
+        return probe.topology ? probe_pipeline(&probe, (int)prompt, (int)decode, (int)runs)
+                              : probe_model(probe.model, (int)prompt, (int)decode, (int)runs, (int)threads);
     if (rc == 0 && argc - optind != 2) rc = sl_fail(&err, "give MODEL_DIR and PARTS_DIR");
     if (rc != 0) return sl_tool_usage_error("zmq-splitlearn-bench-pipeline", err.msg);
     const char *model = argv[optind], *parts_dir = argv[optind + 1];
@@ -377,13 +508,12 @@ int main(int argc, char **argv)
 
     const sl_config *cfg = &parts[0].cfg;
     int32_t *ids = malloc((size_t)prompt * sizeof *ids);
-    for (int i = 0; i < prompt; i++)
-        ids[i] = (int32_t)((i * 7919 + 13) % cfg->vocab_size);
+    prompt_ids(ids, (int)prompt, cfg->vocab_size);
     cpus cpus_before = {.threads = (int)threads};
     sched_getaffinity(0, sizeof cpus_before.set, &cpus_before.set);
     sl_threads_setup((int)threads, true, &err);
     double mono_prefill, mono_token;
-    monolithic(model, ids, (int)prompt, (int)decode, (int)runs, &mono_prefill, &mono_token);
+    monolithic(model, ids, (int)prompt, (int)decode, (int)runs, false, &mono_prefill, &mono_token);
 
     char exe[4096], launcher[4200];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -459,7 +589,7 @@ int main(int argc, char **argv)
                 printf(
                     "| peak RSS of node %s, MB (part %.0f MB + KV of 8 sessions %.1f MB + 20 MB = %.0f) | | %.0f | |\n",
                     name, parts[k].bytes / 1048576.0, kv_mb, parts[k].bytes / 1048576.0 + kv_mb + 20,
-                    peak_rss_kb(node) / 1024.0);
+                    sl_status_kb(node, "VmHWM") / 1024.0);
             }
     }
     if (fp) pclose(fp);
