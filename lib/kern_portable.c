@@ -1,0 +1,50 @@
+/* kern_portable.c — the kernels in plain C, for any CPU: weights widened a piece of a row at a
+ * time (sl_wmat_row_f32) and multiplied with eight partial sums. Built without -march (see the
+ * Makefile), so this really is the baseline path. */
+#include "kern_impl.h"
+
+enum { PIECE = 256 };
+
+/* x . row o of w, in pieces of PIECE weights, eight lanes of partial sums. */
+static float row_dot(const sl_wmat *w, int o, const float *x)
+{
+    float piece[PIECE], lane[8] = {0};
+    for (int c0 = 0; c0 < w->in; c0 += PIECE) {
+        int n = w->in - c0 < PIECE ? w->in - c0 : PIECE;
+        sl_wmat_row_f32(w, o, c0, n, piece);
+        for (int c = 0; c < n; c++)
+            lane[c % 8] += piece[c] * x[c0 + c];
+    }
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+static void rows(const sl_kern_mv *mv, int o0, int o1)
+{
+    for (int o = o0; o < o1; o++)
+        mv->out[o] = sl_kern_base(mv, o) + row_dot(mv->w, o, mv->x);
+}
+
+static void conv1d(const sl_kern_mv *mv, int o0, int o1)
+{
+    const float *w = mv->w->data;
+    float *out = mv->out;
+    for (int o = o0; o < o1; o++)
+        out[o] = sl_kern_base(mv, o);
+    for (int c = 0; c < mv->w->in; c++) {
+        const float xc = mv->x[c], *row = w + (size_t)c * mv->w->out;
+        for (int o = o0; o < o1; o++)
+            out[o] += xc * row[o];
+    }
+}
+
+static void tile(float *dst, const sl_wmat *w, int o0, int o1)
+{
+    for (int o = o0; o < o1; o++)
+        sl_wmat_row_f32(w, o, 0, w->in, dst + (size_t)(o - o0) * w->in);
+}
+
+const sl_kern_fns sl_kern_fns_portable = {
+    .rows = {rows, rows, rows, rows},
+    .conv1d = conv1d,
+    .tile = {tile, tile, tile, tile},
+};
