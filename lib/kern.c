@@ -15,9 +15,10 @@
 #include <cpuid.h>
 #endif
 
-/* A chunk of a matrix–vector product is about this many bytes of weights: small enough that a
- * worker waking late still finds most chunks unclaimed, large enough that claiming is rare. */
-enum { CHUNK_BYTES = 48 << 10, CONV1D_CHUNK_COLS = 256 };
+/* A matrix–vector product is cut into a multiple of the threads' count of chunks of about
+ * CHUNK_BYTES of weights (a thread streams a chunk as 8 streams: long enough for prefetch to pay)
+ * or, Conv1D, of CONV1D_CHUNK_COLS columns; a worker waking late finds chunks still unclaimed. */
+enum { CHUNK_BYTES = 1 << 20, CONV1D_CHUNK_COLS = 256 };
 /* A prefill tile widened to F32 is at most this big (it stays in the caches for sgemm). */
 enum { TILE_BYTES = 2 << 20, TILE_CHUNK_ROWS = 16 };
 
@@ -190,20 +191,30 @@ static int prepare_q8_x(sl_kern *k, sl_kern_mv *mv, sl_err *err)
     return 0;
 }
 
+/* Units (rows or columns) per chunk: a multiple of the threads' count of chunks, each at most
+ * max_units (when that many chunks suffice), rounded up to `align` units. */
+static int units_per_chunk(int units, int max_units, int threads, int align)
+{
+    int rounds = (units + threads * max_units - 1) / (threads * max_units), chunks = threads * rounds;
+    int per = (units + chunks - 1) / chunks;
+    return (per + align - 1) / align * align;
+}
+
 static int matvec(sl_kern *k, float *out, const float *x, const sl_wmat *w, const float *bias, bool accumulate,
                   sl_err *err)
 {
     mv_job j = {.mv = {.out = out, .x = x, .w = w, .bias = bias, .accumulate = accumulate}, .total = w->out};
     if (w->format == SL_WF_Q8_0 && prepare_q8_x(k, &j.mv, err) != 0) return -1;
+    const int threads = sl_pool_threads(k->pool);
     if (w->layout == SL_WL_CONV1D) {
         j.fn = k->fns->conv1d;
-        j.per_chunk = CONV1D_CHUNK_COLS;
+        j.per_chunk = units_per_chunk(w->out, CONV1D_CHUNK_COLS, threads, 16);
     } else {
         size_t data_bytes, scale_bytes;
         sl_wmat_sizes(w->format, w->in, w->out, &data_bytes, &scale_bytes, NULL);
         size_t row_bytes = (data_bytes + scale_bytes) / (size_t)w->out, rows = CHUNK_BYTES / row_bytes;
         j.fn = k->fns->rows[w->format];
-        j.per_chunk = rows < 4 ? 4 : (int)(rows & ~(size_t)3);
+        j.per_chunk = units_per_chunk(w->out, rows < 8 ? 8 : (int)rows, threads, 8);
     }
     sl_pool_run(k->pool, (j.total + j.per_chunk - 1) / j.per_chunk, mv_chunk, &j);
     return 0;
@@ -265,4 +276,36 @@ int sl_kern_matmul(sl_kern *self, float *out, const float *inp, int n, const sl_
         return 0;
     }
     return matmul_tiles(self, out, inp, n, w, sl_matmul_bias(out, bias, n, w->out, accumulate), err);
+}
+
+/* ---- the floor: reading bytes once ---- */
+
+typedef struct stream_job {
+    const sl_kern_fns *fns;
+    const void *const *bufs;
+    const size_t *lens;
+    int n, shares;
+    uint64_t folded[64]; /* one per share: no two threads write the same */
+} stream_job;
+
+static void stream_share(void *ctx, int share)
+{
+    stream_job *j = ctx;
+    uint64_t v = 0;
+    for (int i = 0; i < j->n; i++) {
+        size_t from = j->lens[i] / (size_t)j->shares * (size_t)share;
+        size_t to = share == j->shares - 1 ? j->lens[i] : from + j->lens[i] / (size_t)j->shares;
+        v ^= j->fns->stream((const unsigned char *)j->bufs[i] + from, to - from);
+    }
+    j->folded[share] = v;
+}
+
+uint64_t sl_kern_stream(sl_kern *self, const void *const *bufs, const size_t *lens, int n)
+{
+    stream_job j = {.fns = self->fns, .bufs = bufs, .lens = lens, .n = n, .shares = sl_pool_threads(self->pool)};
+    sl_pool_run(self->pool, j.shares, stream_share, &j);
+    uint64_t v = 0;
+    for (int i = 0; i < j.shares; i++)
+        v ^= j.folded[i];
+    return v;
 }

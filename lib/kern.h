@@ -27,6 +27,8 @@
 #include "wmat.h"
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef enum sl_kern_isa {
     SL_KERN_AUTO = -1, /* SL_KERNELS when set, else the best this CPU supports */
@@ -66,5 +68,11 @@ sl_kern_isa sl_kern_isa_used(const sl_kern *self);
  * the scratch (a few MB, allocated at the first call that needs it). One caller at a time. */
 int sl_kern_matmul(sl_kern *self, float *out, const float *inp, int n, const sl_wmat *w, const float *bias,
                    bool accumulate, sl_err *err);
+
+/* Reads every byte of the n buffers once on the pool's threads (each thread its share of every
+ * buffer, SL_KERN_STREAMS streams at a time, with the set's vector loads) and returns a value
+ * computed from them (so that the reads happen). Its time is the floor under matrix–vector
+ * products on those bytes: the memory's bandwidth with enough loads in flight. */
+uint64_t sl_kern_stream(sl_kern *self, const void *const *bufs, const size_t *lens, int n);
 
 #endif

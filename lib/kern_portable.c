@@ -3,6 +3,8 @@
  * Makefile), so this really is the baseline path. */
 #include "kern_impl.h"
 
+#include <string.h>
+
 enum { PIECE = 256 };
 
 /* x . row o of w, in pieces of PIECE weights, eight lanes of partial sums. */
@@ -43,8 +45,26 @@ static void tile(float *dst, const sl_wmat *w, int o0, int o1)
         sl_wmat_row_f32(w, o, 0, w->in, dst + (size_t)(o - o0) * w->in);
 }
 
+static uint64_t stream(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    size_t part = n / SL_KERN_STREAMS / 8 * 8;
+    uint64_t acc[SL_KERN_STREAMS] = {0}, v;
+    for (size_t i = 0; i < part; i += 8)
+        for (int k = 0; k < SL_KERN_STREAMS; k++) {
+            memcpy(&v, s + k * part + i, 8);
+            acc[k] ^= v;
+        }
+    for (size_t i = SL_KERN_STREAMS * part; i < n; i++)
+        acc[0] ^= s[i];
+    for (int k = 1; k < SL_KERN_STREAMS; k++)
+        acc[0] ^= acc[k];
+    return acc[0];
+}
+
 const sl_kern_fns sl_kern_fns_portable = {
     .rows = {rows, rows, rows, rows},
     .conv1d = conv1d,
     .tile = {tile, tile, tile, tile},
+    .stream = stream,
 };
