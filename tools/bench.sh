@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh — `make bench`: makes the GPT-2 124M-shape model (once, with zmq-splitlearn-mkmodel),
-# then times splitting it, loading its parts, prefill and decode, and prints one Markdown table.
+# then times splitting it, loading its parts, prefill and decode, and prints one Markdown table;
+# then the kernels alone on F32, F16, BF16 and Q8_0 weights of that shape against their floors.
 # The figures go to build/bench/results.md as well. BENCH_RUNS sets the repetitions (default 7).
 set -euo pipefail
 bin=${SL_BIN:-bin}
@@ -29,4 +30,6 @@ split_median=$(printf '%s\n' "${split_times[@]}" | sort -n | awk '{a[NR]=$1} END
     echo "| split 124M at 2,10 into 3 parts, F32, SHA-256 of all (median of $runs) | $(awk -v s="$split_median" 'BEGIN {printf "%.0f", s * 1000}') | | |"
     echo
     "$bin/zmq-splitlearn-bench-pipeline" "$model" "$dir/parts-124m" --runs "$runs" --threads 2
+    echo
+    "$bin/zmq-splitlearn-bench-kernels" --rounds "$runs" --threads 2
 } | tee "$dir/results.md"

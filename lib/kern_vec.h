@@ -1,0 +1,218 @@
+/* kern_vec.h — the matrix–vector, tile and streaming kernels written once over a vector of LANES
+ * floats; kern_x86.c includes this file once per instruction set, after defining:
+ *
+ *   TARGET                 the functions' target attribute
+ *   NAME(x)                x with the set's suffix (the table is NAME(sl_kern_fns))
+ *   vec, LANES             the float vector and its lanes; vbits, BITS_BYTES: the integer vector
+ *   vzero() vset1(f) vloadx(p) vstore(p, v) vfma(a, b, acc) vmul(a, b) vhsum(v)
+ *   vload_w(row, c, fmt)   LANES weights from element c of a 32- or 16-bit row, widened to F32
+ *   vload_q8(q)            LANES int8 values widened to F32
+ *   bits_zero() bits_load(p) bits_xor(a, b) bits_low(v)
+ *
+ * and the set-independent GROUP, PF_AHEAD, PF_ROWS, LINE, INLINE, elem_size, elem_f32 and
+ * stream_tail. Not a header of its own: no include guard, and it undefines its parameters. */
+
+/* Outputs o + k*stride (k < R) of a 16/32-bit ROWS matrix: one accumulator per row, fed in the
+ * order of c whatever R is; GROUP rows far apart stream together, each prefetched PF_AHEAD on. */
+TARGET INLINE void NAME(rows_group)(const sl_kern_mv *mv, int o, int stride, int R, int fmt)
+{
+    const int C = mv->w->in, es = (int)elem_size(fmt), line = LINE / es, lines = C / line * line;
+    const int vecs = C / LANES * LANES;
+    const float *x = mv->x;
+    const char *row[GROUP];
+    vec a[GROUP];
+    for (int k = 0; k < R; k++) {
+        row[k] = (const char *)mv->w->data + (size_t)(o + k * stride) * C * es;
+        a[k] = vzero();
+    }
+    int c = 0;
+    for (; c < lines; c += line) {
+        for (int k = 0; k < R; k++)
+            _mm_prefetch(row[k] + (size_t)c * es + PF_AHEAD, _MM_HINT_T0);
+        for (int v = 0; v < line; v += LANES) {
+            vec xv = vloadx(x + c + v);
+            for (int k = 0; k < R; k++)
+                a[k] = vfma(vload_w(row[k], c + v, fmt), xv, a[k]);
+        }
+    }
+    for (; c < vecs; c += LANES) {
+        vec xv = vloadx(x + c);
+        for (int k = 0; k < R; k++)
+            a[k] = vfma(vload_w(row[k], c, fmt), xv, a[k]);
+    }
+    for (int k = 0; k < R; k++) {
+        float dot = vhsum(a[k]);
+        for (int t = vecs; t < C; t++)
+            dot = fmaf(elem_f32(row[k], t, fmt), x[t], dot);
+        mv->out[o + k * stride] = sl_kern_base(mv, o + k * stride) + dot;
+    }
+}
+
+/* Outputs [o0, o1): GROUP equal parts streamed together, the leftover rows one at a time. */
+TARGET INLINE void NAME(rows)(const sl_kern_mv *mv, int o0, int o1, int fmt)
+{
+    const int q = (o1 - o0) / GROUP;
+    for (int i = 0; i < q; i++)
+        NAME(rows_group)(mv, o0 + i, q, GROUP, fmt);
+    for (int o = o0 + q * GROUP; o < o1; o++)
+        NAME(rows_group)(mv, o, 0, 1, fmt);
+}
+
+TARGET static void NAME(rows_f32)(const sl_kern_mv *mv, int o0, int o1) { NAME(rows)(mv, o0, o1, SL_WF_F32); }
+TARGET static void NAME(rows_f16)(const sl_kern_mv *mv, int o0, int o1) { NAME(rows)(mv, o0, o1, SL_WF_F16); }
+TARGET static void NAME(rows_bf16)(const sl_kern_mv *mv, int o0, int o1) { NAME(rows)(mv, o0, o1, SL_WF_BF16); }
+
+/* Q8_0 outputs o + k*stride: per block, the dot of its 32 values (widened) with x, times d. */
+TARGET INLINE void NAME(q8_group)(const sl_kern_mv *mv, int o, int stride, int R)
+{
+    const int nb = sl_wmat_q8_blocks(mv->w->in);
+    const int8_t *q[GROUP];
+    const uint16_t *s[GROUP];
+    vec a[GROUP];
+    for (int k = 0; k < R; k++) {
+        q[k] = (const int8_t *)mv->w->data + (size_t)(o + k * stride) * nb * SL_Q8_BLOCK;
+        s[k] = mv->w->scales + (size_t)(o + k * stride) * nb;
+        a[k] = vzero();
+    }
+    for (int j = 0; j < nb; j++) {
+        const float *xb = mv->x + j * SL_Q8_BLOCK;
+        vec xv[SL_Q8_BLOCK / LANES];
+        for (int v = 0; v < SL_Q8_BLOCK / LANES; v++)
+            xv[v] = vloadx(xb + v * LANES);
+        for (int k = 0; k < R; k++) {
+            const int8_t *b = q[k] + j * SL_Q8_BLOCK;
+            if (j % 2 == 0) _mm_prefetch((const char *)b + PF_AHEAD, _MM_HINT_T0);
+            vec t = vmul(vload_q8(b), xv[0]);
+            for (int v = 1; v < SL_Q8_BLOCK / LANES; v++)
+                t = vfma(vload_q8(b + v * LANES), xv[v], t);
+            a[k] = vfma(t, vset1(_cvtsh_ss(s[k][j])), a[k]);
+        }
+    }
+    for (int k = 0; k < R; k++)
+        mv->out[o + k * stride] = sl_kern_base(mv, o + k * stride) + vhsum(a[k]);
+}
+
+TARGET static void NAME(rows_q8)(const sl_kern_mv *mv, int o0, int o1)
+{
+    const int q = (o1 - o0) / GROUP;
+    for (int i = 0; i < q; i++)
+        NAME(q8_group)(mv, o0 + i, q, GROUP);
+    for (int o = o0 + q * GROUP; o < o1; o++)
+        NAME(q8_group)(mv, o, 0, 1);
+}
+
+/* Conv1D F32: out[o0, o1) starts at its base, then gains x[c] * row c for every c, four rows at a
+ * time with the rows PF_ROWS below prefetched; each output sees the same fused multiply-adds in
+ * the same order. */
+TARGET static void NAME(conv1d)(const sl_kern_mv *mv, int o0, int o1)
+{
+    const int C = mv->w->in, OC = mv->w->out, n = o1 - o0, full = n / LANES * LANES;
+    const float *w = (const float *)mv->w->data + o0, *x = mv->x;
+    const size_t ahead = (size_t)PF_ROWS * OC;
+    float *out = mv->out + o0;
+    for (int i = 0; i < n; i++)
+        out[i] = sl_kern_base(mv, o0 + i);
+    int c = 0;
+    for (; c + 4 <= C; c += 4) {
+        const float *w0 = w + (size_t)c * OC, *w1 = w0 + OC, *w2 = w1 + OC, *w3 = w2 + OC;
+        vec x0 = vset1(x[c]), x1 = vset1(x[c + 1]), x2 = vset1(x[c + 2]), x3 = vset1(x[c + 3]);
+        for (int i = 0; i < full; i += LANES) {
+            if (i % (LINE / 4) == 0) {
+                _mm_prefetch((const char *)(w0 + i + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + i + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + i + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w3 + i + ahead), _MM_HINT_T0);
+            }
+            vec a = vloadx(out + i);
+            a = vfma(x0, vloadx(w0 + i), a);
+            a = vfma(x1, vloadx(w1 + i), a);
+            a = vfma(x2, vloadx(w2 + i), a);
+            a = vfma(x3, vloadx(w3 + i), a);
+            vstore(out + i, a);
+        }
+        for (int i = full; i < n; i++)
+            out[i] = fmaf(x[c + 3], w3[i], fmaf(x[c + 2], w2[i], fmaf(x[c + 1], w1[i], fmaf(x[c], w0[i], out[i]))));
+    }
+    for (; c < C; c++) {
+        const float *wc = w + (size_t)c * OC;
+        vec xc = vset1(x[c]);
+        for (int i = 0; i < full; i += LANES)
+            vstore(out + i, vfma(xc, vloadx(wc + i), vloadx(out + i)));
+        for (int i = full; i < n; i++)
+            out[i] = fmaf(x[c], wc[i], out[i]);
+    }
+}
+
+/* Tiles: rows are contiguous in the 16-bit formats, so a tile is one run of elements. */
+TARGET INLINE void NAME(widen)(float *dst, const uint16_t *src, size_t n, int fmt)
+{
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        vstore(dst + i, vload_w(src + i, 0, fmt));
+    for (; i < n; i++)
+        dst[i] = elem_f32(src + i, 0, fmt);
+}
+
+TARGET static void NAME(tile_f16)(float *dst, const sl_wmat *w, int o0, int o1)
+{
+    NAME(widen)(dst, (const uint16_t *)w->data + (size_t)o0 * w->in, (size_t)(o1 - o0) * w->in, SL_WF_F16);
+}
+
+TARGET static void NAME(tile_bf16)(float *dst, const sl_wmat *w, int o0, int o1)
+{
+    NAME(widen)(dst, (const uint16_t *)w->data + (size_t)o0 * w->in, (size_t)(o1 - o0) * w->in, SL_WF_BF16);
+}
+
+TARGET static void NAME(tile_q8)(float *dst, const sl_wmat *w, int o0, int o1)
+{
+    const int C = w->in, nb = sl_wmat_q8_blocks(C), vecs = C / LANES * LANES;
+    for (int o = o0; o < o1; o++) {
+        const int8_t *q = (const int8_t *)w->data + (size_t)o * nb * SL_Q8_BLOCK;
+        const uint16_t *s = w->scales + (size_t)o * nb;
+        float *d = dst + (size_t)(o - o0) * C;
+        for (int c = 0; c < vecs; c += LANES)
+            vstore(d + c, vmul(vset1(_cvtsh_ss(s[c / SL_Q8_BLOCK])), vload_q8(q + c)));
+        for (int c = vecs; c < C; c++)
+            d[c] = _cvtsh_ss(s[c / SL_Q8_BLOCK]) * (float)q[c];
+    }
+}
+
+/* SL_KERN_STREAMS parts of [0, n) read together, whole lines, each prefetched PF_AHEAD on. */
+TARGET static uint64_t NAME(stream)(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    const size_t part = n / SL_KERN_STREAMS / LINE * LINE;
+    vbits acc[SL_KERN_STREAMS];
+    for (int k = 0; k < SL_KERN_STREAMS; k++)
+        acc[k] = bits_zero();
+    for (size_t i = 0; i < part; i += LINE)
+        for (int k = 0; k < SL_KERN_STREAMS; k++) {
+            const unsigned char *line = s + k * part + i;
+            _mm_prefetch((const char *)line + PF_AHEAD, _MM_HINT_T0);
+            for (int v = 0; v < LINE; v += BITS_BYTES)
+                acc[k] = bits_xor(acc[k], bits_load(line + v));
+        }
+    for (int k = 1; k < SL_KERN_STREAMS; k++)
+        acc[0] = bits_xor(acc[0], acc[k]);
+    return bits_low(acc[0]) ^ stream_tail(s, SL_KERN_STREAMS * part, n);
+}
+
+#undef TARGET
+#undef NAME
+#undef vec
+#undef LANES
+#undef vzero
+#undef vset1
+#undef vloadx
+#undef vstore
+#undef vfma
+#undef vmul
+#undef vhsum
+#undef vload_w
+#undef vload_q8
+#undef vbits
+#undef BITS_BYTES
+#undef bits_zero
+#undef bits_load
+#undef bits_xor
+#undef bits_low
