@@ -15,10 +15,11 @@
 #include <cpuid.h>
 #endif
 
-/* A matrix–vector product is cut into a multiple of the threads' count of chunks of about
- * CHUNK_BYTES of weights (a thread streams a chunk as 8 streams: long enough for prefetch to pay)
- * or, Conv1D, of CONV1D_CHUNK_COLS columns; a worker waking late finds chunks still unclaimed. */
-enum { CHUNK_BYTES = 1 << 20, CONV1D_CHUNK_COLS = 256 };
+/* A matrix–vector product on rows is cut into a multiple of the threads' count of chunks of about
+ * CHUNK_BYTES of weights (a thread streams a chunk as 8 streams: long enough for prefetch to pay);
+ * a worker waking late finds chunks still unclaimed. A Conv1D one into CONV1D_BANDS bands of rows
+ * (a fixed count, so that the bands' sums, added in order, do not depend on the threads). */
+enum { CHUNK_BYTES = 1 << 20, CONV1D_BANDS = 8 };
 /* A prefill tile widened to F32 is at most this big (it stays in the caches for sgemm). */
 enum { TILE_BYTES = 2 << 20, TILE_CHUNK_ROWS = 16 };
 
@@ -33,6 +34,8 @@ struct sl_kern {
     float *xd;    /* x's block scales and corrections: 2 * round_up(nb, 16) */
     int x_blocks; /* capacity of the three, in blocks */
     float *tile;  /* TILE_BYTES, at the first prefill on non-F32 weights */
+    float *parts; /* Conv1D bands' partial sums */
+    size_t parts_len;
 };
 
 const char *sl_kern_isa_name(sl_kern_isa isa) { return isa >= 0 && isa < SL_KERN_ISA_COUNT ? isa_names[isa] : "auto"; }
@@ -136,6 +139,7 @@ void sl_kern_destroy(sl_kern **self)
     free(k->xq);
     free(k->xd);
     free(k->tile);
+    free(k->parts);
     free(k);
     *self = NULL;
 }
@@ -191,8 +195,8 @@ static int prepare_q8_x(sl_kern *k, sl_kern_mv *mv, sl_err *err)
     return 0;
 }
 
-/* Units (rows or columns) per chunk: a multiple of the threads' count of chunks, each at most
- * max_units (when that many chunks suffice), rounded up to `align` units. */
+/* Rows per chunk: a multiple of the threads' count of chunks, each at most max_units (when that
+ * many chunks suffice), rounded up to `align` rows. */
 static int units_per_chunk(int units, int max_units, int threads, int align)
 {
     int rounds = (units + threads * max_units - 1) / (threads * max_units), chunks = threads * rounds;
@@ -200,24 +204,56 @@ static int units_per_chunk(int units, int max_units, int threads, int align)
     return (per + align - 1) / align * align;
 }
 
+static int rows_matvec(sl_kern *k, mv_job *j)
+{
+    const sl_wmat *w = j->mv.w;
+    size_t data_bytes, scale_bytes;
+    sl_wmat_sizes(w->format, w->in, w->out, &data_bytes, &scale_bytes, NULL);
+    size_t row_bytes = (data_bytes + scale_bytes) / (size_t)w->out, rows = CHUNK_BYTES / row_bytes;
+    j->fn = k->fns->rows[w->format];
+    j->total = w->out;
+    j->per_chunk = units_per_chunk(w->out, rows < 8 ? 8 : (int)rows, sl_pool_threads(k->pool), 8);
+    sl_pool_run(k->pool, (j->total + j->per_chunk - 1) / j->per_chunk, mv_chunk, j);
+    return 0;
+}
+
+/* Conv1D: CONV1D_BANDS bands of rows, each summed into its own part, then the parts added in
+ * order: the same bits for any thread count. */
+typedef struct band_job {
+    const sl_kern_mv *mv;
+    sl_kern_band_fn fn;
+    float *parts;
+} band_job;
+
+static void band_chunk(void *ctx, int band)
+{
+    band_job *b = ctx;
+    const sl_wmat *w = b->mv->w;
+    int c0 = (int)((int64_t)w->in * band / CONV1D_BANDS), c1 = (int)((int64_t)w->in * (band + 1) / CONV1D_BANDS);
+    b->fn(b->parts + (size_t)band * w->out, b->mv->x, w, c0, c1);
+}
+
+static int conv1d_matvec(sl_kern *k, const sl_kern_mv *mv, sl_err *err)
+{
+    const size_t need = (size_t)CONV1D_BANDS * mv->w->out;
+    if (need > k->parts_len) {
+        float *parts = realloc(k->parts, need * sizeof *parts);
+        if (!parts) return sl_fail(err, "out of memory for the partial sums of %d outputs", mv->w->out);
+        k->parts = parts;
+        k->parts_len = need;
+    }
+    band_job b = {.mv = mv, .fn = k->fns->conv1d_band, .parts = k->parts};
+    sl_pool_run(k->pool, CONV1D_BANDS, band_chunk, &b);
+    k->fns->conv1d_sum(mv, k->parts, CONV1D_BANDS);
+    return 0;
+}
+
 static int matvec(sl_kern *k, float *out, const float *x, const sl_wmat *w, const float *bias, bool accumulate,
                   sl_err *err)
 {
-    mv_job j = {.mv = {.out = out, .x = x, .w = w, .bias = bias, .accumulate = accumulate}, .total = w->out};
+    mv_job j = {.mv = {.out = out, .x = x, .w = w, .bias = bias, .accumulate = accumulate}};
     if (w->format == SL_WF_Q8_0 && prepare_q8_x(k, &j.mv, err) != 0) return -1;
-    const int threads = sl_pool_threads(k->pool);
-    if (w->layout == SL_WL_CONV1D) {
-        j.fn = k->fns->conv1d;
-        j.per_chunk = units_per_chunk(w->out, CONV1D_CHUNK_COLS, threads, 16);
-    } else {
-        size_t data_bytes, scale_bytes;
-        sl_wmat_sizes(w->format, w->in, w->out, &data_bytes, &scale_bytes, NULL);
-        size_t row_bytes = (data_bytes + scale_bytes) / (size_t)w->out, rows = CHUNK_BYTES / row_bytes;
-        j.fn = k->fns->rows[w->format];
-        j.per_chunk = units_per_chunk(w->out, rows < 8 ? 8 : (int)rows, threads, 8);
-    }
-    sl_pool_run(k->pool, (j.total + j.per_chunk - 1) / j.per_chunk, mv_chunk, &j);
-    return 0;
+    return w->layout == SL_WL_CONV1D ? conv1d_matvec(k, &j.mv, err) : rows_matvec(k, &j);
 }
 
 /* ---- several tokens: tiles widened to F32, then sgemm ---- */

@@ -27,6 +27,12 @@ typedef struct sl_kern_mv {
  * (0 without bias) plus, with accumulate, out[o]'s previous value. */
 typedef void (*sl_kern_mv_fn)(const sl_kern_mv *mv, int o0, int o1);
 
+/* part (OC floats) = the sum over rows c in [c0, c1) of x[c] * row c of an F32 Conv1D matrix. */
+typedef void (*sl_kern_band_fn)(float *part, const float *x, const sl_wmat *w, int c0, int c1);
+
+/* out[o] = base + parts[0][o] + ... + parts[n-1][o] (each part OC floats, added in order). */
+typedef void (*sl_kern_sum_fn)(const sl_kern_mv *mv, const float *parts, int n);
+
 /* dst ((o1-o0) x C floats) = outputs [o0, o1) of w (ROWS layout) dequantised. */
 typedef void (*sl_kern_tile_fn)(float *dst, const sl_wmat *w, int o0, int o1);
 
@@ -39,7 +45,8 @@ typedef uint64_t (*sl_kern_stream_fn)(const void *p, size_t n);
 
 typedef struct sl_kern_fns {
     sl_kern_mv_fn rows[SL_WF_COUNT]; /* ROWS layout, by format */
-    sl_kern_mv_fn conv1d;            /* F32 in the Conv1D layout */
+    sl_kern_band_fn conv1d_band; /* F32 in the Conv1D layout: a band of rows ... */
+    sl_kern_sum_fn conv1d_sum;   /* ... and the bands added up */
     sl_kern_tile_fn tile[SL_WF_COUNT];
     sl_kern_quantize_fn quantize_x; /* non-NULL: rows[SL_WF_Q8_0] reads xq, xd, xcorr */
     sl_kern_stream_fn stream;

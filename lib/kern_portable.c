@@ -26,16 +26,25 @@ static void rows(const sl_kern_mv *mv, int o0, int o1)
         mv->out[o] = sl_kern_base(mv, o) + row_dot(mv->w, o, mv->x);
 }
 
-static void conv1d(const sl_kern_mv *mv, int o0, int o1)
+static void conv1d_band(float *part, const float *x, const sl_wmat *w, int c0, int c1)
 {
-    const float *w = mv->w->data;
-    float *out = mv->out;
-    for (int o = o0; o < o1; o++)
-        out[o] = sl_kern_base(mv, o);
-    for (int c = 0; c < mv->w->in; c++) {
-        const float xc = mv->x[c], *row = w + (size_t)c * mv->w->out;
-        for (int o = o0; o < o1; o++)
-            out[o] += xc * row[o];
+    const int OC = w->out;
+    memset(part, 0, (size_t)OC * sizeof *part);
+    for (int c = c0; c < c1; c++) {
+        const float xc = x[c], *row = (const float *)w->data + (size_t)c * OC;
+        for (int o = 0; o < OC; o++)
+            part[o] += xc * row[o];
+    }
+}
+
+static void conv1d_sum(const sl_kern_mv *mv, const float *parts, int n)
+{
+    const int OC = mv->w->out;
+    for (int o = 0; o < OC; o++) {
+        float v = sl_kern_base(mv, o);
+        for (int b = 0; b < n; b++)
+            v += parts[(size_t)b * OC + o];
+        mv->out[o] = v;
     }
 }
 
@@ -64,7 +73,8 @@ static uint64_t stream(const void *p, size_t n)
 
 const sl_kern_fns sl_kern_fns_portable = {
     .rows = {rows, rows, rows, rows},
-    .conv1d = conv1d,
+    .conv1d_band = conv1d_band,
+    .conv1d_sum = conv1d_sum,
     .tile = {tile, tile, tile, tile},
     .stream = stream,
 };

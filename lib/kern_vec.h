@@ -4,12 +4,12 @@
  *   TARGET                 the functions' target attribute
  *   NAME(x)                x with the set's suffix (the table is NAME(sl_kern_fns))
  *   vec, LANES             the float vector and its lanes; vbits, BITS_BYTES: the integer vector
- *   vzero() vset1(f) vloadx(p) vstore(p, v) vfma(a, b, acc) vmul(a, b) vhsum(v)
+ *   vzero() vset1(f) vloadx(p) vstore(p, v) vfma(a, b, acc) vmul(a, b) vadd(a, b) vhsum(v)
  *   vload_w(row, c, fmt)   LANES weights from element c of a 32- or 16-bit row, widened to F32
  *   vload_q8(q)            LANES int8 values widened to F32
  *   bits_zero() bits_load(p) bits_xor(a, b) bits_low(v)
  *
- * and the set-independent GROUP, PF_AHEAD, PF_ROWS, LINE, INLINE, elem_size, elem_f32 and
+ * and the set-independent GROUP, PF_AHEAD, LINE, INLINE, elem_size, elem_f32 and
  * stream_tail. Not a header of its own: no include guard, and it undefines its parameters. */
 
 /* Outputs o + k*stride (k < R) of a 16/32-bit ROWS matrix: one accumulator per row, fed in the
@@ -101,45 +101,57 @@ TARGET static void NAME(rows_q8)(const sl_kern_mv *mv, int o0, int o1)
         NAME(q8_group)(mv, o, 0, 1);
 }
 
-/* Conv1D F32: out[o0, o1) starts at its base, then gains x[c] * row c for every c, four rows at a
- * time with the rows PF_ROWS below prefetched; each output sees the same fused multiply-adds in
- * the same order. */
-TARGET static void NAME(conv1d)(const sl_kern_mv *mv, int o0, int o1)
+/* Rows c + k*stride (k < R) of a Conv1D F32 matrix added into part: each row is OC contiguous
+ * floats and a stream runs on through the rows below, prefetched PF_AHEAD on. */
+TARGET INLINE void NAME(band_rows)(float *part, const float *x, const float *w, int OC, int c, int stride, int R)
 {
-    const int C = mv->w->in, OC = mv->w->out, n = o1 - o0, full = n / LANES * LANES;
-    const float *w = (const float *)mv->w->data + o0, *x = mv->x;
-    const size_t ahead = (size_t)PF_ROWS * OC;
-    float *out = mv->out + o0;
-    for (int i = 0; i < n; i++)
-        out[i] = sl_kern_base(mv, o0 + i);
-    int c = 0;
-    for (; c + 4 <= C; c += 4) {
-        const float *w0 = w + (size_t)c * OC, *w1 = w0 + OC, *w2 = w1 + OC, *w3 = w2 + OC;
-        vec x0 = vset1(x[c]), x1 = vset1(x[c + 1]), x2 = vset1(x[c + 2]), x3 = vset1(x[c + 3]);
-        for (int i = 0; i < full; i += LANES) {
-            if (i % (LINE / 4) == 0) {
-                _mm_prefetch((const char *)(w0 + i + ahead), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + i + ahead), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w2 + i + ahead), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w3 + i + ahead), _MM_HINT_T0);
-            }
-            vec a = vloadx(out + i);
-            a = vfma(x0, vloadx(w0 + i), a);
-            a = vfma(x1, vloadx(w1 + i), a);
-            a = vfma(x2, vloadx(w2 + i), a);
-            a = vfma(x3, vloadx(w3 + i), a);
-            vstore(out + i, a);
-        }
-        for (int i = full; i < n; i++)
-            out[i] = fmaf(x[c + 3], w3[i], fmaf(x[c + 2], w2[i], fmaf(x[c + 1], w1[i], fmaf(x[c], w0[i], out[i]))));
+    const int vecs = OC / LANES * LANES;
+    const float *row[GROUP];
+    vec xs[GROUP];
+    for (int k = 0; k < R; k++) {
+        row[k] = w + (size_t)(c + k * stride) * OC;
+        xs[k] = vset1(x[c + k * stride]);
     }
-    for (; c < C; c++) {
-        const float *wc = w + (size_t)c * OC;
-        vec xc = vset1(x[c]);
-        for (int i = 0; i < full; i += LANES)
-            vstore(out + i, vfma(xc, vloadx(wc + i), vloadx(out + i)));
-        for (int i = full; i < n; i++)
-            out[i] = fmaf(x[c], wc[i], out[i]);
+    for (int o = 0; o < vecs; o += LANES) {
+        if (o % (LINE / 4) == 0)
+            for (int k = 0; k < R; k++)
+                _mm_prefetch((const char *)(row[k] + o) + PF_AHEAD, _MM_HINT_T0);
+        vec a = vloadx(part + o);
+        for (int k = 0; k < R; k++)
+            a = vfma(xs[k], vloadx(row[k] + o), a);
+        vstore(part + o, a);
+    }
+    for (int o = vecs; o < OC; o++)
+        for (int k = 0; k < R; k++)
+            part[o] = fmaf(x[c + k * stride], row[k][o], part[o]);
+}
+
+/* A band of rows [c0, c1): GROUP equal parts streamed together, the leftover rows one at a time. */
+TARGET static void NAME(conv1d_band)(float *part, const float *x, const sl_wmat *w, int c0, int c1)
+{
+    const int q = (c1 - c0) / GROUP;
+    memset(part, 0, (size_t)w->out * sizeof *part);
+    for (int i = 0; i < q; i++)
+        NAME(band_rows)(part, x, w->data, w->out, c0 + i, q, GROUP);
+    for (int c = c0 + q * GROUP; c < c1; c++)
+        NAME(band_rows)(part, x, w->data, w->out, c, 0, 1);
+}
+
+TARGET static void NAME(conv1d_sum)(const sl_kern_mv *mv, const float *parts, int n)
+{
+    const int OC = mv->w->out, vecs = OC / LANES * LANES;
+    for (int o = 0; o < vecs; o += LANES) {
+        vec v = mv->bias ? vloadx(mv->bias + o) : vzero();
+        if (mv->accumulate) v = vadd(vloadx(mv->out + o), v);
+        for (int b = 0; b < n; b++)
+            v = vadd(v, vloadx(parts + (size_t)b * OC + o));
+        vstore(mv->out + o, v);
+    }
+    for (int o = vecs; o < OC; o++) {
+        float v = sl_kern_base(mv, o);
+        for (int b = 0; b < n; b++)
+            v += parts[(size_t)b * OC + o];
+        mv->out[o] = v;
     }
 }
 
@@ -207,6 +219,7 @@ TARGET static uint64_t NAME(stream)(const void *p, size_t n)
 #undef vstore
 #undef vfma
 #undef vmul
+#undef vadd
 #undef vhsum
 #undef vload_w
 #undef vload_q8

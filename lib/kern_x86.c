@@ -8,9 +8,8 @@
  * bytes PF_AHEAD ahead with software prefetch: measured on a 2-core VM, one stream per thread
  * reaches 24-30 GB/s, eight prefetched streams 42 (the read-only floor with prefetch: 45). The
  * leftover rows go one at a time through the same code, so an output's bits do not depend on
- * how the outputs were split between threads. Conv1D (F32 blocks): a thread's columns are read
- * four rows at a time, and the rows PF_ROWS below are prefetched (each row's run of columns is
- * short and in its own page, where the hardware prefetchers do not follow). */
+ * how the outputs were split between threads. Conv1D (F32 blocks) is cut the other way, in bands
+ * of whole rows (each row is contiguous), streamed the same way; kern.c adds the bands' sums. */
 #include "kern_impl.h"
 
 #if defined(__x86_64__)
@@ -26,7 +25,7 @@
 /* The kernels' helpers take the format as a constant: inlined, each kernel is specialised. */
 #define INLINE static inline __attribute__((always_inline))
 
-enum { GROUP = 8, PF_AHEAD = 2048, PF_ROWS = 8, LINE = 64 };
+enum { GROUP = 8, PF_AHEAD = 2048, LINE = 64 };
 
 /* Bytes per weight of the 16- and 32-bit formats. */
 static size_t elem_size(int fmt) { return fmt == SL_WF_F32 ? 4 : 2; }
@@ -80,6 +79,7 @@ AVX2 INLINE float hsum8(__m256 v)
 #define vstore(p, v) _mm256_storeu_ps(p, v)
 #define vfma(a, b, acc) _mm256_fmadd_ps(a, b, acc)
 #define vmul(a, b) _mm256_mul_ps(a, b)
+#define vadd(a, b) _mm256_add_ps(a, b)
 #define vhsum(v) hsum8(v)
 #define vload_w(row, c, fmt) load8_w(row, c, fmt)
 #define vload_q8(q) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q))))
@@ -93,7 +93,8 @@ AVX2 INLINE float hsum8(__m256 v)
 
 const sl_kern_fns sl_kern_fns_avx2 = {
     .rows = {rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_avx2},
-    .conv1d = conv1d_avx2,
+    .conv1d_band = conv1d_band_avx2,
+    .conv1d_sum = conv1d_sum_avx2,
     .tile = {NULL, tile_f16_avx2, tile_bf16_avx2, tile_q8_avx2},
     .stream = stream_avx2,
 };
@@ -118,6 +119,7 @@ AVX512 INLINE __m512 load16_w(const void *row, int c, int fmt)
 #define vstore(p, v) _mm512_storeu_ps(p, v)
 #define vfma(a, b, acc) _mm512_fmadd_ps(a, b, acc)
 #define vmul(a, b) _mm512_mul_ps(a, b)
+#define vadd(a, b) _mm512_add_ps(a, b)
 #define vhsum(v) _mm512_reduce_add_ps(v)
 #define vload_w(row, c, fmt) load16_w(row, c, fmt)
 #define vload_q8(q) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q))))
@@ -131,7 +133,8 @@ AVX512 INLINE __m512 load16_w(const void *row, int c, int fmt)
 
 const sl_kern_fns sl_kern_fns_avx512 = {
     .rows = {rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_avx512},
-    .conv1d = conv1d_avx512,
+    .conv1d_band = conv1d_band_avx512,
+    .conv1d_sum = conv1d_sum_avx512,
     .tile = {NULL, tile_f16_avx512, tile_bf16_avx512, tile_q8_avx512},
     .stream = stream_avx512,
 };
@@ -218,7 +221,8 @@ VNNI static void rows_q8_vnni(const sl_kern_mv *mv, int o0, int o1)
 
 const sl_kern_fns sl_kern_fns_avx512vnni = {
     .rows = {rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_vnni},
-    .conv1d = conv1d_avx512,
+    .conv1d_band = conv1d_band_avx512,
+    .conv1d_sum = conv1d_sum_avx512,
     .tile = {NULL, tile_f16_avx512, tile_bf16_avx512, tile_q8_avx512},
     .quantize_x = quantize_x_vnni,
     .stream = stream_avx512,
