@@ -116,7 +116,7 @@ static int resolve_isa(sl_kern_isa isa, sl_kern_isa *out, sl_err *err)
 
 sl_kern *sl_kern_new(int n_threads, bool pin, sl_kern_isa isa, sl_err *err)
 {
-    sl_kern_isa chosen;
+    sl_kern_isa chosen = SL_KERN_PORTABLE;
     if (resolve_isa(isa, &chosen, err) != 0) return NULL;
     sl_kern *k = calloc(1, sizeof *k);
     if (!k) {
