@@ -2,25 +2,27 @@
  * the instruction set picked at run time and a small pool of threads.
  *
  * One token (n = 1, every decode step) is a matrix–vector product: the threads split the output
- * columns, and each streams its rows of the matrix once, widening 16-bit and 8-bit weights in
- * registers (so a token costs the bytes of its weights' format). Several tokens (prefill,
- * training forward) convert the weights tile by tile into F32 (a few MB, made by the pool's
- * threads) and multiply with OpenBLAS's sgemm; F32 matrices go to sgemm as they are.
+ * columns, and each streams its rows of the matrix once (8 streams, software-prefetched), widening
+ * 16-bit and 8-bit weights in registers, so a token costs the bytes of its weights' format. An F32
+ * Conv1D matrix is split instead into 8 bands of its rows (each row is contiguous there), whose
+ * partial sums are added in order. Several tokens (prefill, training forward) convert the weights
+ * tile by tile into F32 (at most 2 MB, made by the pool's threads) and multiply with OpenBLAS's
+ * sgemm; F32 matrices go to sgemm as they are.
  *
  * Instruction sets (each a complete set of kernels; `SL_KERNELS=name` forces one):
  *   portable    plain C (whatever the compiler makes of it for the baseline CPU)
  *   avx2        AVX2 + FMA + F16C: F16 by vcvtph2ps, BF16 by a 16-bit shift, Q8_0 by widening
  *               the int8 values to float
- *   avx512      AVX-512 F/BW/VL: the same on 16 lanes, tails by masked loads
+ *   avx512      AVX-512 F/BW/VL/DQ: the same on 16 lanes
  *   avx512vnni  avx512 plus AVX512-VNNI: a Q8_0 matrix–vector product quantises x to int8 in
  *               blocks of 32 (as ggml does) and multiplies with vpdpbusd; x's rounding adds up to
  *               sum over blocks of d_w * d_x/2 * sum |q_w| to each output (d_x = max |x_block| / 127)
  * BF16 is always widened exactly by a shift: AVX512-BF16's dot product would round x to BF16 as
  * well, for no gain on a product bound by memory.
  *
- * Results: every path computes in F32 with F32 accumulators, in a fixed order for a given path,
- * matrix and thread count (the same bits on every run). Different paths or thread counts differ
- * by rounding only (see tests/test_kernels.c for the bounds). */
+ * Results: every path computes in F32 with F32 accumulators, in an order fixed by the path and the
+ * matrix: the same bits on every run and for any thread count. Different paths differ by rounding
+ * only (see tests/test_kernels.c for the bounds). */
 #ifndef SL_KERN_H
 #define SL_KERN_H
 
@@ -70,7 +72,7 @@ int sl_kern_matmul(sl_kern *self, float *out, const float *inp, int n, const sl_
                    bool accumulate, sl_err *err);
 
 /* Reads every byte of the n buffers once on the pool's threads (each thread its share of every
- * buffer, SL_KERN_STREAMS streams at a time, with the set's vector loads) and returns a value
+ * buffer as 8 software-prefetched streams, with the set's vector loads) and returns a value
  * computed from them (so that the reads happen). Its time is the floor under matrix–vector
  * products on those bytes: the memory's bandwidth with enough loads in flight. */
 uint64_t sl_kern_stream(sl_kern *self, const void *const *bufs, const size_t *lens, int n);
