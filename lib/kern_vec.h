@@ -9,7 +9,7 @@
  *   vload_q8(q)            LANES int8 values widened to F32
  *   bits_zero() bits_load(p) bits_xor(a, b) bits_low(v)
  *
- * and the set-independent GROUP, PF_AHEAD, LINE, INLINE, elem_size, elem_f32 and
+ * and the set-independent GROUP, PF_AHEAD, LINE, INLINE, elem_size, elem_f32, scales8 and
  * stream_tail. Not a header of its own: no include guard, and it undefines its parameters. */
 
 /* Outputs o + k*stride (k < R) of a 16/32-bit ROWS matrix: one accumulator per row, fed in the
@@ -74,18 +74,24 @@ TARGET INLINE void NAME(q8_group)(const sl_kern_mv *mv, int o, int stride, int R
         s[k] = mv->w->scales + (size_t)(o + k * stride) * nb;
         a[k] = vzero();
     }
-    for (int j = 0; j < nb; j++) {
-        const float *xb = mv->x + j * SL_Q8_BLOCK;
-        vec xv[SL_Q8_BLOCK / LANES];
-        for (int v = 0; v < SL_Q8_BLOCK / LANES; v++)
-            xv[v] = vloadx(xb + v * LANES);
-        for (int k = 0; k < R; k++) {
-            const int8_t *b = q[k] + j * SL_Q8_BLOCK;
-            if (j % 2 == 0) _mm_prefetch((const char *)b + PF_AHEAD, _MM_HINT_T0);
-            vec t = vmul(vload_q8(b), xv[0]);
-            for (int v = 1; v < SL_Q8_BLOCK / LANES; v++)
-                t = vfma(vload_q8(b + v * LANES), xv[v], t);
-            a[k] = vfma(t, vset1(_cvtsh_ss(s[k][j])), a[k]);
+    float d[GROUP][8]; /* the scales of 8 blocks in F32: broadcast from memory, not shuffled */
+    for (int j0 = 0; j0 < nb; j0 += 8) {
+        const int nj = nb - j0 < 8 ? nb - j0 : 8;
+        for (int k = 0; k < R; k++)
+            scales8(d[k], s[k] + j0, nj);
+        for (int j = j0; j < j0 + nj; j++) {
+            const float *xb = mv->x + j * SL_Q8_BLOCK;
+            vec xv[SL_Q8_BLOCK / LANES];
+            for (int v = 0; v < SL_Q8_BLOCK / LANES; v++)
+                xv[v] = vloadx(xb + v * LANES);
+            for (int k = 0; k < R; k++) {
+                const int8_t *b = q[k] + j * SL_Q8_BLOCK;
+                if (j % 2 == 0) _mm_prefetch((const char *)b + PF_AHEAD, _MM_HINT_T0);
+                vec t = vmul(vload_q8(b), xv[0]);
+                for (int v = 1; v < SL_Q8_BLOCK / LANES; v++)
+                    t = vfma(vload_q8(b + v * LANES), xv[v], t);
+                a[k] = vfma(t, vset1(d[k][j - j0]), a[k]);
+            }
         }
     }
     for (int k = 0; k < R; k++)

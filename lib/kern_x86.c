@@ -42,6 +42,17 @@ AVX2 INLINE float elem_f32(const void *row, int c, int fmt)
     return f;
 }
 
+/* d[0, n) = n <= 8 F16 scales s[0, n) in F32. */
+AVX2 INLINE void scales8(float *d, const uint16_t *s, int n)
+{
+    if (n == 8) {
+        _mm256_storeu_ps(d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s)));
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        d[i] = _cvtsh_ss(s[i]);
+}
+
 /* The bytes past the streams' whole lines, one at a time. */
 static uint64_t stream_tail(const unsigned char *s, size_t from, size_t n)
 {
