@@ -36,6 +36,7 @@ struct sl_kern {
     float *tile;  /* TILE_BYTES, at the first prefill on non-F32 weights */
     float *parts; /* Conv1D bands' partial sums */
     size_t parts_len;
+    int linger_us; /* how long the workers watch for the next matrix–vector product */
 };
 
 const char *sl_kern_isa_name(sl_kern_isa isa) { return isa >= 0 && isa < SL_KERN_ISA_COUNT ? isa_names[isa] : "auto"; }
@@ -146,6 +147,8 @@ void sl_kern_destroy(sl_kern **self)
 
 sl_kern_isa sl_kern_isa_used(const sl_kern *self) { return self->isa; }
 
+void sl_kern_set_linger(sl_kern *self, int linger_us) { self->linger_us = linger_us > 0 ? linger_us : 0; }
+
 /* ---- one token: matrix–vector ---- */
 
 typedef struct mv_job {
@@ -213,7 +216,7 @@ static int rows_matvec(sl_kern *k, mv_job *j)
     j->fn = k->fns->rows[w->format];
     j->total = w->out;
     j->per_chunk = units_per_chunk(w->out, rows < 8 ? 8 : (int)rows, sl_pool_threads(k->pool), 8);
-    sl_pool_run(k->pool, (j->total + j->per_chunk - 1) / j->per_chunk, mv_chunk, j);
+    sl_pool_run(k->pool, (j->total + j->per_chunk - 1) / j->per_chunk, mv_chunk, j, k->linger_us);
     return 0;
 }
 
@@ -243,7 +246,7 @@ static int conv1d_matvec(sl_kern *k, const sl_kern_mv *mv, sl_err *err)
         k->parts_len = need;
     }
     band_job b = {.mv = mv, .fn = k->fns->conv1d_band, .parts = k->parts};
-    sl_pool_run(k->pool, CONV1D_BANDS, band_chunk, &b);
+    sl_pool_run(k->pool, CONV1D_BANDS, band_chunk, &b, k->linger_us);
     k->fns->conv1d_sum(mv, k->parts, CONV1D_BANDS);
     return 0;
 }
@@ -295,7 +298,7 @@ static int matmul_tiles(sl_kern *k, float *out, const float *inp, int n, const s
     tile_job t = {.dst = k->tile, .w = w, .fn = k->fns->tile[w->format]};
     for (t.o0 = 0; t.o0 < OC; t.o0 = t.o1) {
         t.o1 = t.o0 + per_tile < OC ? t.o0 + per_tile : OC;
-        sl_pool_run(k->pool, (t.o1 - t.o0 + TILE_CHUNK_ROWS - 1) / TILE_CHUNK_ROWS, tile_chunk, &t);
+        sl_pool_run(k->pool, (t.o1 - t.o0 + TILE_CHUNK_ROWS - 1) / TILE_CHUNK_ROWS, tile_chunk, &t, 0);
         sgemm_rows(out, inp, n, k->tile, t.o0, t.o1 - t.o0, C, OC, beta);
     }
     return 0;
@@ -339,7 +342,7 @@ static void stream_share(void *ctx, int share)
 uint64_t sl_kern_stream(sl_kern *self, const void *const *bufs, const size_t *lens, int n)
 {
     stream_job j = {.fns = self->fns, .bufs = bufs, .lens = lens, .n = n, .shares = sl_pool_threads(self->pool)};
-    sl_pool_run(self->pool, j.shares, stream_share, &j);
+    sl_pool_run(self->pool, j.shares, stream_share, &j, 0);
     uint64_t v = 0;
     for (int i = 0; i < j.shares; i++)
         v ^= j.folded[i];

@@ -64,6 +64,14 @@ void sl_kern_destroy(sl_kern **self);
 /* The instruction set in use. */
 sl_kern_isa sl_kern_isa_used(const sl_kern *self);
 
+/* After each matrix–vector product the workers watch for the next one for linger_us microseconds
+ * before they sleep (default 0: they sleep at once, and never spin between calls). Decode calls
+ * them back to back, a few microseconds apart, and waking a sleeping thread costs 20-40 us on a
+ * VM, about 1 ms per GPT-2 124M token; lingering 100-200 us saves it, at the price of the workers
+ * spinning through the rest of each decode step. Prefill tiles never linger (OpenBLAS's threads
+ * take the CPUs next). */
+void sl_kern_set_linger(sl_kern *self, int linger_us);
+
 /* out (n,OC) = inp (n,C) @ w + bias (OC), or out += that with accumulate; bias may be NULL.
  * inp and out must not overlap. F32 Conv1D matrices with n > 1 take exactly the path of
  * sl_matmul_forward (ops.h). Fails on a malformed w (sl_wmat_check), n < 1, or no memory for

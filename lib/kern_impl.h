@@ -45,8 +45,8 @@ typedef uint64_t (*sl_kern_stream_fn)(const void *p, size_t n);
 
 typedef struct sl_kern_fns {
     sl_kern_mv_fn rows[SL_WF_COUNT]; /* ROWS layout, by format */
-    sl_kern_band_fn conv1d_band; /* F32 in the Conv1D layout: a band of rows ... */
-    sl_kern_sum_fn conv1d_sum;   /* ... and the bands added up */
+    sl_kern_band_fn conv1d_band;     /* F32 in the Conv1D layout: a band of rows ... */
+    sl_kern_sum_fn conv1d_sum;       /* ... and the bands added up */
     sl_kern_tile_fn tile[SL_WF_COUNT];
     sl_kern_quantize_fn quantize_x; /* non-NULL: rows[SL_WF_Q8_0] reads xq, xd, xcorr */
     sl_kern_stream_fn stream;

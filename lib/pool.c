@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { MAX_THREADS = 64, CALLER_SPINS = 4000 };
@@ -32,6 +33,7 @@ struct sl_pool {
     int n_started;
     sl_pool_fn fn; /* the current job: written by the caller while no thread is active */
     void *ctx;
+    _Atomic int linger_us; /* the last job's: read by workers after they leave it */
     _Atomic uint64_t state;
     _Atomic uint32_t posted;   /* futex: jobs posted (the workers sleep on it) */
     _Atomic uint32_t finished; /* futex: jobs finished (the caller sleeps on it, rarely) */
@@ -87,6 +89,22 @@ static void work_and_leave(sl_pool *p)
     }
 }
 
+/* Whether a job is posted after `seen` within linger_us microseconds (watching, not sleeping). */
+static bool posted_soon(sl_pool *p, uint32_t seen, int linger_us)
+{
+    if (linger_us <= 0) return false;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load(&p->posted) != seen) return true;
+            cpu_relax();
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 >= linger_us) return false;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     sl_pool *p = arg;
@@ -94,6 +112,7 @@ static void *worker_main(void *arg)
         uint32_t seen = atomic_load(&p->posted);
         if (atomic_load(&p->stop)) break;
         if (join(p)) work_and_leave(p);
+        if (posted_soon(p, seen, atomic_load(&p->linger_us))) continue;
         atomic_fetch_add(&p->sleepers, 1);
         futex_wait(&p->posted, seen); /* returns at once when a job was posted since `seen` */
         atomic_fetch_sub(&p->sleepers, 1);
@@ -118,8 +137,9 @@ static void wait_idle(sl_pool *p)
     atomic_store(&p->caller_waiting, 0);
 }
 
-void sl_pool_run(sl_pool *self, int n_chunks, sl_pool_fn fn, void *ctx)
+void sl_pool_run(sl_pool *self, int n_chunks, sl_pool_fn fn, void *ctx, int linger_us)
 {
+    atomic_store(&self->linger_us, linger_us);
     if (self->n_threads == 1 || n_chunks == 1) {
         for (int i = 0; i < n_chunks; i++)
             fn(ctx, i);

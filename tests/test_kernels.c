@@ -167,6 +167,7 @@ static void test_products(sl_kern_isa isa)
     sl_err err;
     sl_kern *k1 = sl_kern_new(1, false, isa, &err), *k2 = sl_kern_new(2, false, isa, &err);
     if (!CHECK(k1 && k2, "kernels %s: %s", sl_kern_isa_name(isa), err.msg)) return;
+    sl_kern_set_linger(k2, 100); /* the 2 threads' products come back to back: the worker lingers */
     CHECK(sl_kern_isa_used(k1) == isa, "kernels %s: asked for, got %s", sl_kern_isa_name(isa),
           sl_kern_isa_name(sl_kern_isa_used(k1)));
     sl_rng rng;
@@ -361,20 +362,23 @@ static void count_chunk(void *ctx, int chunk) { atomic_fetch_add(&((atomic_int *
 static void test_pool(void)
 {
     sl_err err;
-    for (int threads = 1; threads <= 3; threads++) {
-        sl_pool *p = sl_pool_new(threads, false, &err);
-        if (!CHECK(p && sl_pool_threads(p) == threads, "pool of %d: %s", threads, err.msg)) continue;
+    static const int setups[][2] = {{1, 0}, {2, 0}, {3, 0}, {2, 50}}; /* threads, linger (us) */
+    for (int s = 0; s < 4; s++) {
+        const int n_threads = setups[s][0], linger = setups[s][1];
+        sl_pool *p = sl_pool_new(n_threads, false, &err);
+        if (!CHECK(p && sl_pool_threads(p) == n_threads, "pool of %d: %s", n_threads, err.msg)) continue;
         int wrong = 0;
         for (int round = 0; round < 3000; round++) {
             atomic_int hits[40];
             int n = 1 + round % 40;
             for (int i = 0; i < n; i++)
                 atomic_init(&hits[i], 0);
-            sl_pool_run(p, n, count_chunk, hits);
+            sl_pool_run(p, n, count_chunk, hits, linger);
             for (int i = 0; i < n; i++)
                 wrong += atomic_load(&hits[i]) != 1;
         }
-        CHECK(wrong == 0, "pool of %d: every chunk once in 3000 jobs (%d wrong)", threads, wrong);
+        CHECK(wrong == 0, "pool of %d, linger %d us: every chunk once in 3000 jobs (%d wrong)", n_threads, linger,
+              wrong);
         sl_pool_destroy(&p);
     }
     if (sl_cpu_count() >= 2) {

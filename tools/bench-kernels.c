@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char usage[] =
     "usage: zmq-splitlearn-bench-kernels [--rounds 9] [--threads 2] [--no-pin] [--prompt 64] [--layers 12]\n"
@@ -24,13 +25,14 @@ static const char usage[] =
     "F32 (blocks in HF's Conv1D layout, the head as wte) and converted to F16, BF16 and Q8_0. Each\n"
     "round times, for every format: reading its matmul weights once (the floor, kern.h's\n"
     "sl_kern_stream), one decoded token's matrix-vector products (4 per block and the head), and a\n"
-    "--prompt-token prefill's matmuls (blocks at every position, the head at the last); also F32\n"
+    "--prompt-token prefill's matmuls (blocks at every position, the head at the last); decode again\n"
+    "with the workers lingering 200 us between products instead of sleeping; also F32\n"
     "through OpenBLAS (ops.c) and a STREAM triad. Prints medians as a Markdown table; --detail adds\n"
     "decode times per kind of matrix. SL_KERNELS forces a kernel set.\n"
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
-enum { C = 768, INNER = 3072, VOCAB = 50257, MAX_LAYERS = 48, KINDS = 5, MAX_ROUNDS = 64 };
+enum { C = 768, INNER = 3072, VOCAB = 50257, MAX_LAYERS = 48, KINDS = 5, MAX_ROUNDS = 64, LINGER_US = 200 };
 enum { MAX_MATS = 4 * MAX_LAYERS + 1 };
 static const char *const kind_names[KINDS] = {"qkv", "attn proj", "fc", "fc proj", "head"};
 
@@ -48,7 +50,7 @@ typedef struct weights {
 
 /* Timings of one round, in seconds: [format] and the F32 OpenBLAS path. */
 typedef struct round_times {
-    double floor[SL_WF_COUNT], decode[SL_WF_COUNT], prefill[SL_WF_COUNT], kind[SL_WF_COUNT][KINDS];
+    double floor[SL_WF_COUNT], decode[SL_WF_COUNT], linger[SL_WF_COUNT], prefill[SL_WF_COUNT], kind[SL_WF_COUNT][KINDS];
     double blas_decode, blas_prefill, triad;
 } round_times;
 
@@ -186,22 +188,32 @@ static void triad_share(void *ctx, int share)
 static double time_triad(bench *b)
 {
     double t0 = sl_now();
-    sl_pool_run(b->pool, sl_pool_threads(b->pool), triad_share, b);
+    sl_pool_run(b->pool, sl_pool_threads(b->pool), triad_share, b, 0);
     return sl_now() - t0;
 }
 
-/* One round: the formats in a rotating order, each floor / decode / prefill, then the rest. */
+/* One round: the formats in a rotating order, the memory-bound work first (each format's floor,
+ * decode, lingering decode), then the sgemm work, then a pause: OpenBLAS's idle workers poll for
+ * about 0.1 s after a call, on the CPUs our threads use, and would slow the next round's reads. */
 static void run_round(bench *b, int round, round_times *t)
 {
     for (int i = 0; i < SL_WF_COUNT; i++) {
         int f = (i + round) % SL_WF_COUNT;
+        double unused[KINDS];
         t->floor[f] = time_floor(b, &b->w[f]);
         t->decode[f] = time_decode(b, &b->w[f], t->kind[f]);
+        sl_kern_set_linger(b->kern, LINGER_US);
+        t->linger[f] = time_decode(b, &b->w[f], unused);
+        sl_kern_set_linger(b->kern, 0);
+    }
+    t->triad = time_triad(b);
+    t->blas_decode = time_blas(b, &b->w[SL_WF_F32], 1);
+    for (int i = 0; i < SL_WF_COUNT; i++) {
+        int f = (i + round) % SL_WF_COUNT;
         t->prefill[f] = time_prefill(b, &b->w[f]);
     }
-    t->blas_decode = time_blas(b, &b->w[SL_WF_F32], 1);
     t->blas_prefill = time_blas(b, &b->w[SL_WF_F32], b->prompt);
-    t->triad = time_triad(b);
+    nanosleep(&(struct timespec){.tv_nsec = 300 * 1000 * 1000}, NULL);
 }
 
 /* Median over rounds of the double at byte offset `field` of round_times, in ms. */
@@ -225,18 +237,21 @@ static void print_row(const char *label, const double *v, const char *fmt)
 
 static void print_table(const bench *b, const round_times *t, int rounds, int threads, bool pin, bool detail)
 {
-    double mb[SL_WF_COUNT], floor[SL_WF_COUNT], dec[SL_WF_COUNT], pre[SL_WF_COUNT], r1[SL_WF_COUNT], r2[SL_WF_COUNT],
-        r3[SL_WF_COUNT];
+    double mb[SL_WF_COUNT], floor[SL_WF_COUNT], dec[SL_WF_COUNT], lin[SL_WF_COUNT], pre[SL_WF_COUNT];
+    double r1[SL_WF_COUNT], r2[SL_WF_COUNT], r3[SL_WF_COUNT], r4[SL_WF_COUNT], r5[SL_WF_COUNT];
     for (int f = 0; f < SL_WF_COUNT; f++) {
         mb[f] = (double)b->w[f].bytes / 1e6;
         floor[f] = MEDIAN(t, rounds, floor[f]);
         dec[f] = MEDIAN(t, rounds, decode[f]);
+        lin[f] = MEDIAN(t, rounds, linger[f]);
         pre[f] = MEDIAN(t, rounds, prefill[f]);
     }
     for (int f = 0; f < SL_WF_COUNT; f++) {
         r1[f] = dec[f] / floor[f];
         r2[f] = dec[f] / dec[SL_WF_F32];
         r3[f] = pre[f] / pre[SL_WF_F32];
+        r4[f] = lin[f] / floor[f];
+        r5[f] = lin[f] / lin[SL_WF_F32];
     }
     double triad_ms = MEDIAN(t, rounds, triad), triad_gbs = 3.0 * sizeof(float) * b->triad_n / triad_ms / 1e6;
     double read_gbs = mb[SL_WF_F32] / floor[SL_WF_F32];
@@ -246,12 +261,17 @@ static void print_table(const bench *b, const round_times *t, int rounds, int th
            b->triad_n * 4 / 1e6, read_gbs,
            read_gbs < 0.9 * triad_gbs ? " — SLOWER than the triad: the floor is not the memory's limit" : "");
     printf("| %d layers, %d wide, vocab %d | f32 | f16 | bf16 | q8_0 |\n|---|---|---|---|---|\n", b->layers, C, VOCAB);
+    char label[128];
     print_row("matmul weights, MB", mb, " %.1f |");
     print_row("floor: reading them once, ms", floor, " %.2f |");
     print_row("decode: one token's matrix-vector products, ms", dec, " %.2f |");
     print_row("decode / its floor", r1, " %.3f |");
     print_row("decode / F32 decode", r2, " %.3f |");
-    char label[128];
+    snprintf(label, sizeof label, "decode, workers lingering %d us between products (sl_kern_set_linger), ms",
+             LINGER_US);
+    print_row(label, lin, " %.2f |");
+    print_row("lingering decode / its floor", r4, " %.3f |");
+    print_row("lingering decode / F32 lingering decode", r5, " %.3f |");
     snprintf(label, sizeof label, "prefill %d tokens (blocks at every position, head at the last), ms", b->prompt);
     print_row(label, pre, " %.1f |");
     print_row("prefill / F32 prefill", r3, " %.3f |");
