@@ -58,6 +58,7 @@ struct sl_trainer {
     int n;
     long steps;
     const char *lost;         /* the node whose connection dropped, when a step failed for it */
+    bool timed_out;           /* a step failed because the trunks did not answer in time */
     char saved_dir[PATH_MAX]; /* the checkpoint this run resumed from or last saved ("": none) */
     long saved_step;          /* its step */
     float *act, *grad;        /* (B*T, C) crossing the boundaries, two of each to ping-pong */
@@ -152,7 +153,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
         double left = deadline - sl_now();
         int ready = left > 0 ? zmq_poll(items, extra ? 5 : 4, (long)(left * 1000) + 1) : 0;
         if (ready < 0 && zmq_errno() == EINTR) continue; /* a signal: the caller stops after this step */
-        if (ready <= 0)
+        if (ready <= 0 && (t->timed_out = true))
             return sl_fail(err,
                            "no %s message from the trunks within %g s in step %ld (are they running? "
                            "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
@@ -492,6 +493,7 @@ void sl_trainer_destroy(sl_trainer **self)
 
 long sl_trainer_step_count(const sl_trainer *self) { return self->steps; }
 const char *sl_trainer_lost(const sl_trainer *self) { return self->lost; }
+bool sl_trainer_timed_out(const sl_trainer *self) { return self->timed_out; }
 double sl_trainer_dcor(const sl_trainer *self) { return self->privacy ? sl_privacy_dcor(self->privacy) : NAN; }
 int sl_trainer_stages(const sl_trainer *self) { return self->n_parts; }
 

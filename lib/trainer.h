@@ -58,6 +58,10 @@ const char *sl_trainer_lost(const sl_trainer *self);
 /* NoPeek's distance correlation in the last training micro-batch (NAN without NoPeek). */
 double sl_trainer_dcor(const sl_trainer *self);
 
+/* Whether the last failed step failed because the trunks did not answer within the topology's
+ * timeout (a stage did not answer: exit status 3 for the programs). */
+bool sl_trainer_timed_out(const sl_trainer *self);
+
 /* Steps taken (counting those of the checkpoint it was loaded from). */
 long sl_trainer_step_count(const sl_trainer *self);
 

@@ -183,6 +183,10 @@ check "two hosts: resuming gives the uninterrupted losses" \
     test "$(grep '^step [34] ' "$tmp/straight.log")" = "$(grep '^step ' "$tmp/hosts.log")"
 kill -TERM $launcher; wait $launcher
 
+# no trunk running: the trainer says that a stage did not answer (exit 3, as send)
+sed 's/^\[pipeline\]$/[pipeline]\ntimeout = 1/' "$tmp/topo.ini" >"$tmp/quick.ini"
+check "no trunk running: train exits 3 (a stage did not answer)" status_is 3 "$bin/zmq-splitlearn-train" "$tmp/quick.ini" --ids $train_ids --steps 2 --recover-wait 0
+
 # a trunk killed mid-training, with --recover-wait 0: the trainer stops at once naming it and the
 # last checkpoint, and --resume from there continues with the losses of an uninterrupted run
 start_trunk() { # start_trunk READY_FILE: the trunk's launcher in the background, $launcher

@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "cli.h"
 #include "fileio.h"
+#include "tool.h"
 #include "topology.h"
 #include "version.h"
 
@@ -519,13 +520,9 @@ typedef struct options {
  * --version answered. */
 static int parse_options(int argc, char **argv, options *o, sl_err *err)
 {
-    static const struct option long_options[] = {{"host", 1, 0, 'H'},
-                                                 {"only", 1, 0, 'o'},
-                                                 {"ready-file", 1, 0, 'r'},
-                                                 {"start-timeout", 1, 0, 's'},
-                                                 {"version", 0, 0, 'V'},
-                                                 {"help", 0, 0, 'h'},
-                                                 {0, 0, 0, 0}};
+    static const struct option long_options[] = {{"host", 1, 0, 'H'},       {"only", 1, 0, 'o'},
+                                                 {"ready-file", 1, 0, 'r'}, {"start-timeout", 1, 0, 's'},
+                                                 SL_TOOL_OPTIONS,           {0, 0, 0, 0}};
     *o = (options){.start_timeout = 120};
     int c;
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
@@ -540,7 +537,7 @@ static int parse_options(int argc, char **argv, options *o, sl_err *err)
         else if (c == 's' && sl_parse_double(optarg, "--start-timeout", 0.1, 1e6, &o->start_timeout, err) != 0)
             return -1;
         else if (c == 'h' || c == 'V')
-            return fputs(c == 'h' ? usage : SL_TOOL_NAME "\n", stdout), 1;
+            return sl_tool_other_option(c, "zmq-splitlearn-launch", usage), 1; /* --help, --version */
         else if (c == '?')
             return -2;
     }

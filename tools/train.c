@@ -77,7 +77,8 @@ static const char usage[] =
     "from.\n"
     "\n"
     "exit status: 0 done (or stopped by SIGTERM); 1 failure; 2 usage or configuration error (options,\n"
-    "topology, data files, a save location that cannot work); 130 stopped by SIGINT\n";
+    "topology, data files, a save location that cannot work); 3 a stage did not answer in time;\n"
+    "130 stopped by SIGINT\n";
 
 static volatile sig_atomic_t stop_requested; /* the signal that asked to stop, 0: none */
 static void on_signal(int sig) { stop_requested = sig; }
@@ -620,8 +621,10 @@ static int train(run *r, sl_err *err)
     free(ids);
     free(targets);
     corpus_free(&c);
+    bool timed_out = tr && sl_trainer_timed_out(tr);
     sl_trainer_destroy(&tr);
     if (rc == 0 && stop_requested == SIGINT) return SL_EXIT_INTERRUPTED;
+    if (rc != 0 && timed_out) return SL_EXIT_TIMEOUT; /* a stage did not answer */
     return rc == 0 ? SL_EXIT_OK : status != SL_EXIT_OK ? status : SL_EXIT_FAILURE;
 }
 
