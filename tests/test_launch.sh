@@ -45,7 +45,7 @@ node_pid() { # node_pid NAME: the node process (not a shell that runs it) of thi
 
 # The command line
 check "--help exits 0 and documents the exit codes" bash -c "'$bin/zmq-splitlearn-launch' --help | grep -q '2 usage or topology error'"
-check "--version" test "$(launch --version)" = "zmq-splitlearn 0.1.0"
+check "--version" test "$(launch --version)" = "zmq-splitlearn-launch (zmq-splitlearn) $(sed -n 's/.*SL_VERSION "\(.*\)"/\1/p' lib/version.h)"
 launch --bogus >/dev/null 2>"$tmp/err"
 check "a bad option: exit 2 ($?)" test $? -eq 2
 check "... one error line and 'see --help'" test "$(wc -l <"$tmp/err")" -eq 2 -a "$(tail -n 1 "$tmp/err")" = \
