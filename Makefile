@@ -32,6 +32,10 @@ VERSION := $(shell sed -n 's/^\#define SL_VERSION "\(.*\)"$$/\1/p' lib/version.h
 OPT ?= -O3 -march=native
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
+# The kernels choose their instruction set at run time (lib/kern.h): built for the baseline CPU,
+# so that the portable path is portable and each other path holds only what its target names.
+$(BUILD)/lib/kern.o $(BUILD)/lib/kern_%.o: OPT := $(filter-out -march=%,$(OPT))
+
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS ?= $(OPT)

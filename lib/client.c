@@ -6,6 +6,7 @@
 #include "net.h"
 #include "wire.h"
 
+#include <assert.h>
 #include <czmq.h>
 #include <string.h>
 #include <sys/random.h>
@@ -59,7 +60,8 @@ sl_client *sl_client_new(const sl_topology *topo, const char *cert, sl_err *err)
 
 void sl_client_destroy(sl_client **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     zactor_destroy(&(*self)->watch);
     zsock_destroy(&(*self)->link);
     sl_security_destroy(&(*self)->security);

@@ -6,6 +6,7 @@
 #include "safetensors.h"
 #include "torch_file.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -257,7 +258,8 @@ sl_hf_model *sl_hf_model_open_with_config(const char *path, const char *config_p
 
 void sl_hf_model_destroy(sl_hf_model **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     for (size_t i = 0; i < (*self)->file_count; i++) {
         sl_st_close(&(*self)->files[i].st);
         sl_torch_close(&(*self)->files[i].pt);

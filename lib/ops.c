@@ -58,8 +58,7 @@ void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
     }
 }
 
-void sl_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
-                       bool accumulate)
+float sl_matmul_bias(float *out, const float *bias, int N, int OC, bool accumulate)
 {
     if (bias) {
         for (int n = 0; n < N; n++) {
@@ -71,7 +70,13 @@ void sl_matmul_forward(float *out, const float *inp, const float *w, const float
                 memcpy(o, bias, (size_t)OC * sizeof *o);
         }
     }
-    float beta = (bias || accumulate) ? 1.0f : 0.0f;
+    return (bias || accumulate) ? 1.0f : 0.0f;
+}
+
+void sl_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                       bool accumulate)
+{
+    float beta = sl_matmul_bias(out, bias, N, OC, accumulate);
     if (N == 1)
         cblas_sgemv(CblasRowMajor, CblasTrans, C, OC, 1.0f, w, OC, inp, 1, beta, out, 1);
     else

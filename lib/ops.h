@@ -22,6 +22,10 @@ void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void sl_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
                        bool accumulate);
 
+/* Prepares out (N,OC) for a matmul that adds beta * out: out = bias in every row (out += bias
+ * with accumulate); returns beta, 1 when out now holds something to keep, else 0. */
+float sl_matmul_bias(float *out, const float *bias, int N, int OC, bool accumulate);
+
 /* out (N,OC) = inp (N,C) @ w^T with w (OC,C): the LM head against wte's layout. */
 void sl_matmul_forward_wt(float *out, const float *inp, const float *w, int N, int C, int OC);
 

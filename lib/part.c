@@ -9,6 +9,7 @@
 #include "split.h"
 #include "version.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <float.h>
 #include <stdio.h>
@@ -221,7 +222,8 @@ sl_part *sl_part_open(const char *dir, int first, int last, bool verify, sl_err 
 
 void sl_part_destroy(sl_part **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     sl_hf_model_destroy(&(*self)->ck);
     free(*self);
     *self = NULL;

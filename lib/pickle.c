@@ -1,6 +1,7 @@
 /* pickle.c — the restricted unpickler: a stack machine over plain values, every operand checked. */
 #include "pickle.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -816,7 +817,8 @@ sl_pickle *sl_pickle_load(const void *data, size_t size, const char *origin, siz
 
 void sl_pickle_destroy(sl_pickle **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     sl_pickle *p = *self;
     for (size_t i = 0; i < p->n_values; i++) {
         value *v = p->values[i];

@@ -5,6 +5,7 @@
  * which key and address it refused, and a node must log exactly that (once, rate-limited). */
 #include "security.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -207,7 +208,8 @@ sl_security *sl_security_new(const char *certs, const char *own_secret, const ch
 
 void sl_security_destroy(sl_security **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     zactor_destroy(&(*self)->zap);
     if ((*self)->zap_socket) zsock_unbind((*self)->zap_socket, ZAP_ENDPOINT); /* a handler made next binds it */
     zsock_destroy(&(*self)->zap_socket);

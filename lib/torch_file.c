@@ -4,6 +4,7 @@
 
 #include "pickle.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -499,7 +500,8 @@ sl_torch_file *sl_torch_open(const char *path, sl_err *err)
 
 void sl_torch_close(sl_torch_file **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     sl_torch_file *f = *self;
     for (size_t i = 0; i < f->count; i++)
         free((char *)f->tensors[i].name);

@@ -10,6 +10,7 @@
 #include "privacy.h"
 #include "wire.h"
 
+#include <assert.h>
 #include <czmq.h>
 #include <sys/random.h>
 
@@ -467,7 +468,8 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
 
 void sl_trainer_destroy(sl_trainer **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     sl_trainer *t = *self;
     for (int i = 0; i < t->n; i++)
         sl_learner_destroy(&t->stages[i].learner);

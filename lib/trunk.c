@@ -241,6 +241,10 @@ int sl_trunk_finish(sl_trunk *self, sl_err *err)
 static int checkpoint_dir(const sl_trunk *t, const char *asked, char *out, size_t size, sl_err *err)
 {
     if (!asked[0]) return sl_fail(err, "no checkpoint directory given");
+    for (const char *c = asked; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return sl_fail(err, "a checkpoint directory with a control character (byte %ld) is not allowed",
+                           (long)(c - asked));
     for (const char *p = asked; p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL)
         if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0'))
             return sl_fail(err, "checkpoint directory %s: '..' is not allowed", asked);
@@ -272,11 +276,25 @@ static void ack(const sl_trunk *t, const sl_msg *req, sl_msg *reply)
     snprintf(reply->node, sizeof reply->node, "%s", t->name);
 }
 
+/* A run saves where it saved before or resumed from, or where no checkpoint of this part is: a
+ * save never replaces another run's. */
+static int own_checkpoint_dir(const sl_trunk *t, const char *dir, sl_err *err)
+{
+    if (t->save_dir[0] && sl_same_dir(dir, t->save_dir)) return 0;
+    sl_err ignored;
+    sl_part *there = sl_part_open_checkpoint(dir, sl_trunk_info(t)->role, sl_trunk_info(t)->name, -1, false, &ignored);
+    bool taken = there != NULL;
+    sl_part_destroy(&there);
+    return taken ? sl_fail(err, "%s holds another run's checkpoint of %s: give this run a directory of its own", dir,
+                           t->name)
+                 : 0;
+}
+
 static int save(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
 {
     char dir[PATH_MAX];
     if (checkpoint_dir(t, req->dir, dir, sizeof dir, err) != 0 || begin_run(t, req->session, err) != 0 ||
-        save_to(t, dir, req->has_loss ? req->loss : NAN, err) != 0) {
+        own_checkpoint_dir(t, dir, err) != 0 || save_to(t, dir, req->has_loss ? req->loss : NAN, err) != 0) {
         sl_err_prefix(err, "cannot save");
         return SL_TRUNK_INTERNAL;
     }

@@ -2,6 +2,7 @@
  * field table (WIRE_FIELDS below; wire.h documents the layout it makes). */
 #include "wire.h"
 
+#include <assert.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,7 +28,8 @@ sl_wire_decoder *sl_wire_decoder_new(void)
 
 void sl_wire_decoder_destroy(sl_wire_decoder **self)
 {
-    if (!self || !*self) return;
+    assert(self); /* the address of the pointer: a programmer error when NULL */
+    if (!*self) return;
     msgpack_unpacked_destroy(&(*self)->unpacked);
     free(*self);
     *self = NULL;

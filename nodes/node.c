@@ -13,6 +13,7 @@
 #include "session.h"
 #include "topology.h"
 #include "trunk.h"
+#include "../tools/tool.h"
 #include "version.h"
 #include "wire.h"
 
@@ -99,17 +100,21 @@ typedef struct node {
 } node;
 
 static void log_line(const node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One line on stderr; what it quotes from the network cannot break it into several (control
+ * characters are written as '?'). Also called from the ZAP handler's thread: one write a line. */
 static void log_line(const node *n, const char *fmt, ...)
 {
-    char stamp[32];
+    char stamp[32], line[2048];
     time_t t = time(NULL);
-    strftime(stamp, sizeof stamp, "%H:%M:%S", localtime(&t));
-    fprintf(stderr, "%s %s: ", stamp, n->name);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%H:%M:%S", localtime_r(&t, &tm));
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    for (char *c = line; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    fprintf(stderr, "%s %s: %s\n", stamp, n->name, line);
 }
 
 /* An answer that could not go back: counted, and logged at the 1st, 10th, 100th... */
@@ -774,12 +779,8 @@ int main(int argc, char **argv)
             lifeline = true;
         else if (c == 't')
             topology_data = optarg;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return puts(SL_TOOL_NAME), SL_EXIT_OK;
         else
-            return fputs("see zmq-splitlearn-node --help\n", stderr), SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-node", usage);
     }
     int want_args = topology_data ? 1 : 2;
     if (argc - optind != want_args) {

@@ -238,6 +238,17 @@ static void test_save_load(void)
     char stopped[PATH_MAX];
     CHECK(sl_trunk_save_on_stop(t, stopped, sizeof stopped, &err) == 1 && strstr(stopped, "stopped-step2"),
           "a stop saves beside the run's checkpoint: %s", stopped);
+    sl_trunk *v = new_trunk(1, 3);
+    sl_msg save_over = {.kind = SL_MSG_SAVE, .session = 5, .step = 1};
+    snprintf(save_over.dir, sizeof save_over.dir, "ck");
+    if (v && step(v, 5, 1, NULL, &err) == 0)
+        refused(send_msg(v, &save_over, &reply, &err), SL_TRUNK_INTERNAL, &err, "another run's checkpoint",
+                "a save over another run's checkpoint");
+    snprintf(save_over.dir, sizeof save_over.dir, "ck\n2");
+    if (v)
+        refused(send_msg(v, &save_over, &reply, &err), SL_TRUNK_INTERNAL, &err, "control character",
+                "a checkpoint directory with a control character");
+    sl_trunk_destroy(&v);
     sl_trunk *other = new_trunk(3, 5);
     m.at_step = 1;
     if (other)

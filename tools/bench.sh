@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh — `make bench`: makes the GPT-2 124M-shape model (once, with zmq-splitlearn-mkmodel),
 # then times splitting it, loading its parts, prefill and decode, and prints Markdown tables; then
+# the kernels alone on F32, F16, BF16 and Q8_0 weights of that shape against their floors; then
 # tools/bench-hosts.sh: 4 stages across network namespaces, bytes per link, recovery, CURVE.
 # The figures go to build/bench/results.md as well. BENCH_RUNS sets the repetitions (default 7).
 set -euo pipefail
@@ -30,6 +31,8 @@ split_median=$(printf '%s\n' "${split_times[@]}" | sort -n | awk '{a[NR]=$1} END
     echo "| split 124M at 2,10 into 3 parts, F32, SHA-256 of all (median of $runs) | $(awk -v s="$split_median" 'BEGIN {printf "%.0f", s * 1000}') | | |"
     echo
     "$bin/zmq-splitlearn-bench-pipeline" "$model" "$dir/parts-124m" --runs "$runs" --threads 2
+    echo
+    "$bin/zmq-splitlearn-bench-kernels" --rounds "$runs" --threads 2
     echo
     tools/bench-hosts.sh "$model"
 } | tee "$dir/results.md"

@@ -2,6 +2,7 @@
  * save_split_model: torch.save files + metadata JSON) into our split layout, ready for nodes, and
  * optionally a local topology for them. */
 #include "cli.h"
+#include "tool.h"
 #include "seed_import.h"
 #include "topology.h"
 
@@ -28,7 +29,7 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     static const struct option options[] = {{"output", 1, 0, 'o'}, {"name", 1, 0, 'n'},     {"dtype", 1, 0, 'd'},
-                                            {"port", 1, 0, 'p'},   {"topology", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                            {"port", 1, 0, 'p'},   {"topology", 1, 0, 't'}, SL_TOOL_OPTIONS,
                                             {0, 0, 0, 0}};
     sl_seed_request req = {.dtype = SL_F32};
     const char *topology = NULL;
@@ -52,12 +53,8 @@ int main(int argc, char **argv)
         case 'p':
             rc = sl_parse_long(optarg, "--port", 1, 65000, &port, &err);
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return SL_EXIT_OK;
         default:
-            fputs(usage, stderr);
-            return SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-import", usage);
         }
     }
     if (rc == 0 && optind != argc - 1) rc = sl_fail(&err, "give exactly one SEED_DIR");

@@ -1,6 +1,7 @@
 /* keygen.c — zmq-splitlearn-keygen: makes a CurveZMQ key pair for a node, a client or a trainer,
  * in czmq's certificate format, for [pipeline] security = curve. */
 #include "cli.h"
+#include "tool.h"
 #include "fileio.h"
 #include "security.h"
 #include "version.h"
@@ -21,19 +22,14 @@ static const char usage[] =
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option options[] = {{"output", 1, 0, 'o'}, SL_TOOL_OPTIONS, {0, 0, 0, 0}};
     const char *dir = ".";
     int c;
     while ((c = getopt_long(argc, argv, "o:h", options, NULL)) != -1) {
         if (c == 'o')
             dir = optarg;
-        else if (c == 'h')
-            return fputs(usage, stdout), SL_EXIT_OK;
-        else if (c == 'V')
-            return puts(SL_TOOL_NAME), SL_EXIT_OK;
         else
-            return fputs("see zmq-splitlearn-keygen --help\n", stderr), SL_EXIT_USAGE;
+            return sl_tool_other_option(c, "zmq-splitlearn-keygen", usage);
     }
     if (argc - optind != 1)
         return fputs("zmq-splitlearn-keygen: give NAME\nsee zmq-splitlearn-keygen --help\n", stderr), SL_EXIT_USAGE;
