@@ -8,16 +8,7 @@ bin=$(cd "${SL_BIN:-bin}" && pwd)
 fixtures=${SL_FIXTURES:-../shared/fixtures}
 tmp=$(mktemp -d /tmp/sl-test-cli-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-passed=0 failed=0
-check() { # check "what" command...
-    local what=$1; shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
-status_is() { # status_is N command...
-    local want=$1; shift
-    "$@" >/dev/null 2>&1
-    [ $? -eq "$want" ]
-}
+. "$(dirname "$0")/check.sh"
 
 ids=625,684,897,578,775,833,225
 # Ports: CHECK_PORT_BASE (or $SL_TEST_PORT_BASE), _SLOTS and _SPAN of tests/check.h, the C tests'

@@ -8,11 +8,7 @@ bin=$(cd "${SL_BIN:-bin}" && pwd)
 fixtures=$(cd "${SL_FIXTURES:-../shared/fixtures}" && pwd)
 tmp=$(mktemp -d /tmp/sl-test-install-XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-passed=0 failed=0
-check() { # check "what" command...
-    local what=$1; shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
+. "$(dirname "$0")/check.sh"
 # The build the suite runs (bin, or build-san/bin under make sanitize): install what it built.
 case $bin in
 */build-*/bin) build=${bin%/bin} ;;

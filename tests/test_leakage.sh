@@ -9,16 +9,7 @@ set -u
 bin=$(cd "${SL_BIN:-bin}" && pwd)
 tmp=$(mktemp -d /tmp/sl-test-leakage-XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-passed=0 failed=0
-check() { # check "what" command...
-    local what=$1; shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
-status_is() { # status_is N command...
-    local want=$1; shift
-    "$@" >/dev/null 2>&1
-    [ $? -eq "$want" ]
-}
+. "$(dirname "$0")/check.sh"
 # The number after "NAME":{"recovery": (or "top5") in compact JSON, "" when absent.
 field() { # field JSON attack key
     tr -d ' \t\n' <<<"$1" | grep -o "\"$2\":{\"recovery\":[^}]*" | grep -o "\"$3\":[0-9.e+-]*" | head -1 | cut -d: -f2

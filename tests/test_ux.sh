@@ -10,11 +10,7 @@ fixtures=$(cd "${SL_FIXTURES:-../shared/fixtures}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d /tmp/sl-test-ux-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-passed=0 failed=0
-check() { # check "what" command...
-    local what=$1; shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
+. "$(dirname "$0")/check.sh"
 # A check of several conditions defines cond() { A && B; } first, then: check "what" cond.
 # runs PROGRAM ARGS... with stdout in $tmp/out, stderr in $tmp/err, the exit status in $status
 run_tool() { local p=$1; shift; "$bin/zmq-splitlearn-$p" "$@" >"$tmp/out" 2>"$tmp/err"; status=$?; }
