@@ -282,17 +282,19 @@ static void sgemm_rows(float *out, const float *inp, int n, const float *rows_f3
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, C, 1.0f, inp, C, rows_f32, C, beta, out + o0, OC);
 }
 
-static int matmul_tiles(sl_kern *k, float *out, const float *inp, int n, const sl_wmat *w, float beta, sl_err *err)
+static int matmul_tiles(sl_kern *k, float *out, const float *inp, int n, const sl_wmat *w, const float *bias,
+                        bool accumulate, sl_err *err)
 {
     const int C = w->in, OC = w->out;
     if (w->format == SL_WF_F32) {
-        sgemm_rows(out, inp, n, w->data, 0, OC, C, OC, beta);
+        sgemm_rows(out, inp, n, w->data, 0, OC, C, OC, sl_matmul_bias(out, bias, n, OC, accumulate));
         return 0;
     }
     if ((size_t)C * sizeof(float) > TILE_BYTES)
         return sl_fail(err, "a row of %d inputs does not fit the %d MB weight tile", C, TILE_BYTES >> 20);
     if (!k->tile && !(k->tile = malloc(TILE_BYTES)))
         return sl_fail(err, "out of memory for a %d MB weight tile", TILE_BYTES >> 20);
+    const float beta = sl_matmul_bias(out, bias, n, OC, accumulate);
     size_t fit = TILE_BYTES / ((size_t)C * sizeof(float));
     int per_tile = fit > (size_t)OC ? OC : (int)fit;
     tile_job t = {.dst = k->tile, .w = w, .fn = k->fns->tile[w->format]};
@@ -314,7 +316,7 @@ int sl_kern_matmul(sl_kern *self, float *out, const float *inp, int n, const sl_
         sl_matmul_forward(out, inp, w->data, bias, n, w->in, w->out, accumulate);
         return 0;
     }
-    return matmul_tiles(self, out, inp, n, w, sl_matmul_bias(out, bias, n, w->out, accumulate), err);
+    return matmul_tiles(self, out, inp, n, w, bias, accumulate, err);
 }
 
 /* ---- the floor: reading bytes once ---- */

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const char usage[] =
     "usage: zmq-splitlearn-bench-kernels [--rounds 9] [--threads 2] [--no-pin] [--prompt 64] [--layers 12]\n"
@@ -193,8 +192,7 @@ static double time_triad(bench *b)
 }
 
 /* One round: the formats in a rotating order, the memory-bound work first (each format's floor,
- * decode, lingering decode), then the sgemm work, then a pause: OpenBLAS's idle workers poll for
- * about 0.1 s after a call, on the CPUs our threads use, and would slow the next round's reads. */
+ * decode, lingering decode, the triad), then the sgemm work. */
 static void run_round(bench *b, int round, round_times *t)
 {
     for (int i = 0; i < SL_WF_COUNT; i++) {
@@ -213,7 +211,6 @@ static void run_round(bench *b, int round, round_times *t)
         t->prefill[f] = time_prefill(b, &b->w[f]);
     }
     t->blas_prefill = time_blas(b, &b->w[SL_WF_F32], b->prompt);
-    nanosleep(&(struct timespec){.tv_nsec = 300 * 1000 * 1000}, NULL);
 }
 
 /* Median over rounds of the double at byte offset `field` of round_times, in ms. */

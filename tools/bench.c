@@ -240,8 +240,8 @@ int main(int argc, char **argv)
     printf("| prefill %ld tokens, logits at the last position | %.1f | %.1f | %.3f |\n", prompt, prefill_last * 1e3,
            sgemm_last * 1e3, prefill_last / sgemm_last);
     printf("| decode, ms per token (%ld tokens after %ld, KV cache) | %.2f | | |\n", decode, prompt, decode_ms);
-    printf("| reading every weight once (%.0f MB, %ld threads, 8 prefetched streams each): the decode floor | %.2f | "
-           "| %.3f |\n",
+    printf("| reading every weight once (%.0f MB, %ld threads, 8 prefetched streams each; the STREAM triad is in "
+           "the kernels' table): the decode floor | %.2f | | %.3f |\n",
            (double)sl_params_count(&b.p) * 4 / 1e6, threads, floor_ms, decode_ms / floor_ms);
     if (parts_dir) {
         sl_part_info parts[SL_MAX_SPLITS + 1];
