@@ -162,16 +162,34 @@ static bool refusal_logged(node *n)
     return false;
 }
 
+/* This node's error about (session, step): code, and a message formatted from fmt. */
+static sl_msg error_vmsg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, va_list ap)
+{
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
+    snprintf(e.node, sizeof e.node, "%s", n->name);
+    snprintf(e.code, sizeof e.code, "%s", code);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    return e;
+}
+
+static sl_msg error_msg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static sl_msg error_msg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sl_msg e = error_vmsg(n, session, step, code, fmt, ap);
+    va_end(ap);
+    return e;
+}
+
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void reply_error(node *n, const sl_msg *req, const char *code, const char *fmt, ...)
 {
-    sl_msg e = {.kind = SL_MSG_ERROR, .session = req->session, .step = req->step};
-    snprintf(e.node, sizeof e.node, "%s", n->name);
-    snprintf(e.code, sizeof e.code, "%s", code);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    sl_msg e = error_vmsg(n, req->session, req->step, code, fmt, ap);
     va_end(ap);
     n->refused++;
     if (refusal_logged(n))
@@ -384,6 +402,8 @@ static int follow_weights(node *n, sl_err *err)
     return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
 }
 
+/* Lines lib/ hands over: the trunk's events, and the ZAP handler's refusals (from its thread: one
+ * write a line). */
 static void log_event(void *ctx, const char *line) { log_line(ctx, "%s", line); }
 
 /* Sends a trunk's reply where the protocol says: on to the next stage, back to the stage the
@@ -483,10 +503,7 @@ static void check_hello(node *n, const sl_msg *hello)
     snprintf(n->chain_error, sizeof n->chain_error, "the chain does not agree: [node.%s] -> [node.%s]: %s", hello->node,
              n->name, why);
     log_line(n, "%s", n->chain_error);
-    sl_msg e = {.kind = SL_MSG_ERROR, .session = hello->session, .step = hello->step};
-    snprintf(e.node, sizeof e.node, "%s", n->name);
-    snprintf(e.code, sizeof e.code, "chain_mismatch");
-    snprintf(e.message, sizeof e.message, "%s", n->chain_error);
+    sl_msg e = error_msg(n, hello->session, hello->step, "chain_mismatch", "%s", n->chain_error);
     answer(n, n->from, &e);
 }
 
@@ -558,8 +575,6 @@ static void handle(node *n, const sl_peer *from, const void *data, size_t len)
     }
 }
 
-static void log_refusal(void *ctx, const char *line) { log_line(ctx, "%s", line); }
-
 /* The node's key pair (certs/CERT.cert_secret, on this host only) and whom it lets connect: the
  * clients at the bottom, elsewhere the previous stage and, where training is allowed, trainers. */
 static int open_security(node *n, sl_err *err)
@@ -572,7 +587,7 @@ static int open_security(node *n, sl_err *err)
         accept[count++] = extra->names[i];
     char secret[PATH_MAX + 96];
     snprintf(secret, sizeof secret, "%s/%s.cert_secret", n->topo.certs, n->self->cert);
-    if (!(n->security = sl_security_new(n->topo.certs, secret, accept, count, log_refusal, n, err))) return -1;
+    if (!(n->security = sl_security_new(n->topo.certs, secret, accept, count, log_event, n, err))) return -1;
     n->net.security = n->security;
     return 0;
 }
@@ -676,11 +691,9 @@ static bool lifeline_closed(void)
 static void lost_request(void *ctx, uint64_t session, uint64_t step)
 {
     node *n = ctx;
-    sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
-    snprintf(e.node, sizeof e.node, "%s", n->name);
-    snprintf(e.code, sizeof e.code, "unknown_session");
-    snprintf(e.message, sizeof e.message,
-             "the next stage %s dropped its connection with this request; re-send the whole context", n->next->name);
+    sl_msg e = error_msg(n, session, step, "unknown_session",
+                         "the next stage %s dropped its connection with this request; re-send the whole context",
+                         n->next->name);
     answer(n, peer_of(n, session), &e);
 }
 
