@@ -111,15 +111,6 @@ static void say(FILE *to, const char *fmt, ...)
 
 /* ---- how each node is started ---- */
 
-static bool is_this_machine(const char *host)
-{
-    char name[256] = "";
-    gethostname(name, sizeof name - 1);
-    size_t short_len = strcspn(name, ".");
-    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "::1") || !strcmp(host, name) ||
-           (strlen(host) == short_len && !strncmp(host, name, short_len));
-}
-
 /* The directory of this program: the default bin of every host. */
 static int own_bin_dir(char *out, size_t size)
 {
@@ -145,7 +136,7 @@ static int prefix_words(child *c, const sl_topo_host *host, sl_err *err)
     char run[SL_MAX_HOST_TEXT];
     if (host && host->has_run)
         snprintf(run, sizeof run, "%s", host->run);
-    else if (is_this_machine(name))
+    else if (sl_topology_host_is_local(name))
         run[0] = '\0';
     else
         snprintf(run, sizeof run, "ssh -o BatchMode=yes %s", name);
