@@ -310,7 +310,7 @@ int main(int argc, char **argv)
     const int splits[] = {2, 4};
     sl_part_info info[3];
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .format = SL_WF_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
     sl_hf_model_destroy(&ck);
     if (check_selected("valid")) test_valid();
