@@ -268,6 +268,7 @@ int sl_runner_forward(sl_runner *self, sl_kv *kv, int T, const int32_t *ids, con
             rc = head_forward(self, n, out, which, err);
     }
     if (rc != 0) kv->len = len0; /* as it was: the positions written are past its length */
+    sl_kern_rest(self->kern);    /* a lingering worker does not spin until the next call */
     return rc;
 }
 

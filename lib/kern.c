@@ -149,6 +149,8 @@ sl_kern_isa sl_kern_isa_used(const sl_kern *self) { return self->isa; }
 
 void sl_kern_set_linger(sl_kern *self, int linger_us) { self->linger_us = linger_us > 0 ? linger_us : 0; }
 
+void sl_kern_rest(sl_kern *self) { sl_pool_rest(self->pool); }
+
 /* ---- one token: matrix–vector ---- */
 
 typedef struct mv_job {

@@ -65,12 +65,15 @@ void sl_kern_destroy(sl_kern **self);
 sl_kern_isa sl_kern_isa_used(const sl_kern *self);
 
 /* After each matrix–vector product the workers watch for the next one for linger_us microseconds
- * before they sleep (default 0: they sleep at once, and never spin between calls). Decode calls
- * them back to back, a few microseconds apart, and waking a sleeping thread costs 20-40 us on a
- * VM, about 1 ms per GPT-2 124M token; lingering 100-200 us saves it, at the price of the workers
- * spinning through the rest of each decode step. Prefill tiles never linger (OpenBLAS's threads
- * take the CPUs next). */
+ * before they sleep (default 0: they sleep at once, and never spin). Waking a sleeping thread costs
+ * 20-40 us on a VM, paid by every product when they come back to back (a decode step: 49 for
+ * GPT-2 124M, microseconds apart); lingering saves it, at the price of the workers spinning
+ * through the gaps. Prefill tiles never linger (OpenBLAS's threads take the CPUs next). */
 void sl_kern_set_linger(sl_kern *self, int linger_us);
+
+/* Workers still watching for a product sleep now (the linger setting stays for the next ones):
+ * the runner calls it at the end of every forward call, so that nothing spins between calls. */
+void sl_kern_rest(sl_kern *self);
 
 /* out (n,OC) = inp (n,C) @ w + bias (OC), or out += that with accumulate; bias may be NULL.
  * inp and out must not overlap. F32 Conv1D matrices with n > 1 take exactly the path of

@@ -100,6 +100,7 @@ static bool posted_soon(sl_pool *p, uint32_t seen, int linger_us)
             if (atomic_load(&p->posted) != seen) return true;
             cpu_relax();
         }
+        if (atomic_load(&p->linger_us) == 0) return false; /* sl_pool_rest */
         clock_gettime(CLOCK_MONOTONIC, &t);
         if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 >= linger_us) return false;
     }
@@ -154,6 +155,8 @@ void sl_pool_run(sl_pool *self, int n_chunks, sl_pool_fn fn, void *ctx, int ling
     work_and_leave(self);
     wait_idle(self);
 }
+
+void sl_pool_rest(sl_pool *self) { atomic_store(&self->linger_us, 0); }
 
 /* The CPUs of worker 1 .. n-1 into cpus: those after the caller's current CPU among the ones
  * this thread may use, or among all online CPUs when it may use fewer than n. */

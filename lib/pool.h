@@ -38,4 +38,7 @@ int sl_pool_threads(const sl_pool *self);
  * back to back, and burns the workers' CPUs for that long when they do not. */
 void sl_pool_run(sl_pool *self, int n_chunks, sl_pool_fn fn, void *ctx, int linger_us);
 
+/* Ends the last job's linger: workers still watching for a job sleep now (within microseconds). */
+void sl_pool_rest(sl_pool *self);
+
 #endif

@@ -4,6 +4,7 @@
  * STREAM triad checking the floor; every figure is a median of rounds that interleave them all. */
 #include "clock.h"
 #include "cli.h"
+#include "bench_mem.h"
 #include "cpu.h"
 #include "kern.h"
 #include "ops.h"
@@ -59,8 +60,7 @@ typedef struct bench {
     weights w[SL_WF_COUNT];
     int layers, prompt;
     float *x, *out; /* inputs (prompt x INNER) and outputs (prompt x VOCAB) */
-    float *triad[3];
-    size_t triad_n;
+    bench_triad triad;
 } bench;
 
 static void die(const char *what, const sl_err *err)
@@ -175,22 +175,6 @@ static double time_blas(bench *b, const weights *f32, int n)
     return sl_now() - t0;
 }
 
-static void triad_share(void *ctx, int share)
-{
-    bench *b = ctx;
-    size_t per = b->triad_n / (size_t)sl_pool_threads(b->pool), from = per * (size_t)share;
-    float *a = b->triad[0], *x = b->triad[1], *y = b->triad[2];
-    for (size_t i = from; i < from + per; i++)
-        a[i] = x[i] + 3.0f * y[i];
-}
-
-static double time_triad(bench *b)
-{
-    double t0 = sl_now();
-    sl_pool_run(b->pool, sl_pool_threads(b->pool), triad_share, b, 0);
-    return sl_now() - t0;
-}
-
 /* One round: the formats in a rotating order, the memory-bound work first (each format's floor,
  * decode, lingering decode, the triad), then the sgemm work. */
 static void run_round(bench *b, int round, round_times *t)
@@ -204,7 +188,7 @@ static void run_round(bench *b, int round, round_times *t)
         t->linger[f] = time_decode(b, &b->w[f], unused);
         sl_kern_set_linger(b->kern, 0);
     }
-    t->triad = time_triad(b);
+    t->triad = bench_triad_time(&b->triad);
     t->blas_decode = time_blas(b, &b->w[SL_WF_F32], 1);
     for (int i = 0; i < SL_WF_COUNT; i++) {
         int f = (i + round) % SL_WF_COUNT;
@@ -250,12 +234,12 @@ static void print_table(const bench *b, const round_times *t, int rounds, int th
         r4[f] = lin[f] / floor[f];
         r5[f] = lin[f] / lin[SL_WF_F32];
     }
-    double triad_ms = MEDIAN(t, rounds, triad), triad_gbs = 3.0 * sizeof(float) * b->triad_n / triad_ms / 1e6;
+    double triad_ms = MEDIAN(t, rounds, triad), triad_gbs = bench_triad_gbs(&b->triad, triad_ms / 1e3);
     double read_gbs = mb[SL_WF_F32] / floor[SL_WF_F32];
     printf("Kernels: %s (SL_KERNELS forces another); %d threads%s; medians of %d interleaved rounds\n",
            sl_kern_isa_name(sl_kern_isa_used(b->kern)), threads, pin ? ", pinned" : "", rounds);
     printf("Memory: STREAM triad %.1f GB/s (%.0f MB x 3); streaming read of the F32 weights %.1f GB/s%s\n\n", triad_gbs,
-           b->triad_n * 4 / 1e6, read_gbs,
+           b->triad.n * 4 / 1e6, read_gbs,
            read_gbs < 0.9 * triad_gbs ? " — SLOWER than the triad: the floor is not the memory's limit" : "");
     printf("| %d layers, %d wide, vocab %d | f32 | f16 | bf16 | q8_0 |\n|---|---|---|---|---|\n", b->layers, C, VOCAB);
     char label[128];
@@ -298,12 +282,7 @@ static void setup(bench *b, int threads, bool pin)
     b->out = alloc_or_die((size_t)b->prompt * VOCAB * sizeof *b->out);
     for (size_t i = 0; i < (size_t)b->prompt * INNER; i++)
         b->x[i] = sl_rng_normal(&rng);
-    b->triad_n = (size_t)32 << 20; /* 3 arrays of 128 MB: far beyond the caches */
-    for (int i = 0; i < 3; i++) {
-        b->triad[i] = alloc_or_die(b->triad_n * sizeof(float));
-        for (size_t j = 0; j < b->triad_n; j++)
-            b->triad[i][j] = (float)(j % 7);
-    }
+    if (!bench_triad_init(&b->triad, b->pool)) die("allocating", NULL);
 }
 
 static void teardown(bench *b)
@@ -311,8 +290,7 @@ static void teardown(bench *b)
     for (int f = 0; f < SL_WF_COUNT; f++)
         for (int i = 0; i < b->w[f].n_bufs; i++)
             free(b->w[f].bufs[i]);
-    for (int i = 0; i < 3; i++)
-        free(b->triad[i]);
+    bench_triad_free(&b->triad);
     free(b->x);
     free(b->out);
     sl_pool_destroy(&b->pool);
