@@ -17,6 +17,7 @@
 #                   first of the 3 local ports it uses, PROMPT="..." the prompt
 #   make default-model   train the embedded default model again (about 35 minutes)
 #   make privacy-table   the privacy-utility table of docs/PRIVACY.md (about an hour; not in make test)
+#   make perplexity-table   the default model's perplexity at every weight format (README; 3 minutes)
 
 SHELL := /bin/bash
 PKGS := libzmq libczmq msgpack openblas inih libcjson libcrypto libpcre2-8 libzip
@@ -53,7 +54,8 @@ SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 PROGRAMS := $(TOOLS) $(NODES)
 MANPAGES := $(patsubst $(BIN)/%,$(BUILD)/man/%.1,$(PROGRAMS))
 
-.PHONY: all build deps ensure-deps test check sanitize valgrind bench soak demo default-model privacy-table fuzz clean format \
+.PHONY: all build deps ensure-deps test check sanitize valgrind bench soak demo default-model privacy-table \
+        perplexity-table fuzz clean format \
         install install-files uninstall
 
 # On a fresh machine the packages are missing when this file is read, and with them the
@@ -172,6 +174,7 @@ what.zmq-splitlearn-import := import the split parts of a PyTorch seed library
 what.zmq-splitlearn-keygen := make a CurveZMQ key pair for a node, client or trainer
 what.zmq-splitlearn-bench := benchmark inference kernels at a model's shape
 what.zmq-splitlearn-bench-pipeline := benchmark a 3-stage pipeline against the whole model
+what.zmq-splitlearn-perplexity := the perplexity of a GPT-2 model on a text
 $(BUILD)/man/%.1: $(BIN)/%
 	@mkdir -p $(dir $@)
 	help2man --no-info --version-string=$(VERSION) --name="$(or $(what.$*),part of zmq-splitlearn)" \
@@ -199,6 +202,11 @@ uninstall:
 privacy-table: ensure-deps
 	@$(MAKE) --no-print-directory all
 	@tools/privacy-table.sh
+
+# The embedded default model's perplexity on its held-out text at every weight format (README).
+perplexity-table: ensure-deps
+	@$(MAKE) --no-print-directory build
+	@tools/perplexity-table.sh
 
 format:
 	clang-format -i lib/*.[ch] tools/*.[ch] nodes/*.c tests/*.[ch]

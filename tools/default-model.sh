@@ -21,15 +21,8 @@ run() {
     "$@"
 }
 
-echo "== corpus: the King James Bible (bible-kjv, public domain)"
-bible gen1:1-rev22:21 > "$work/kjv-raw.txt"
-# Drop verse numbers and blank lines; keep book and chapter headings as lines of their own.
-sed -E 's/^ +[0-9]+ //; /^$/d' "$work/kjv-raw.txt" > "$work/kjv.txt"
-# Held out: the last 5% of lines (most of Revelation and the end of Jude).
-total=$(wc -l < "$work/kjv.txt")
-keep=$(( total * 95 / 100 ))
-head -n "$keep" "$work/kjv.txt" > "$work/train.txt"
-tail -n +"$((keep + 1))" "$work/kjv.txt" > "$work/eval.txt"
+echo "== corpus: the King James Bible (bible-kjv, public domain); the last 5% of lines held out"
+tools/kjv-corpus.sh "$work"
 
 echo "== initial model and split"
 run "$bin/zmq-splitlearn-mkmodel" -o "$work/init" --force --n-layer 4 --n-embd 128 --n-head 4 --n-positions 256 --seed 1

@@ -31,7 +31,7 @@ top [3,4)) that \`config/default.ini\` runs as is.
 |---|---|
 | shape | GPT-2: 4 layers, 128 wide, 4 heads, 256 positions, vocabulary 50257 (GPT-2's tokenizer, \`models/gpt2-vocab\`) |
 | parameters | $params (untied: the bottom's \`wte\` and the top's \`lm_head.weight\` were trained apart) |
-| corpus | the King James Bible, from Debian's \`bible-kjv\` (\`bible gen1:1-rev22:21\`), verse numbers removed; the last 5% of lines (the end of Jude and most of Revelation) held out for the eval loss |
+| corpus | the King James Bible, from Debian's \`bible-kjv\` (\`bible gen1:1-rev22:21\`), verse numbers removed; the last 5% of lines (from Colossians 2:16 to the end of Revelation; `tools/kjv-corpus.sh`) held out for the eval loss |
 | corpus licence | the KJV text is in the public domain (its copyright has expired; see /usr/share/doc/bible-kjv-text/copyright) |
 | weights licence | released with this project; made only from the public-domain text above and a random initialisation |
 | command | \`make default-model\` (tools/default-model.sh); the exact commands are below |

@@ -31,11 +31,7 @@ recovery() { tr -d ' \t\n' <"$1" | { grep -o "\"$2\":{\"recovery\":[0-9.e+-]*" |
 
 echo "== corpus: the King James Bible (bible-kjv), the default model's held-out 5%"
 if [ ! -s "$out/eval.txt" ]; then
-    bible gen1:1-rev22:21 | sed -E 's/^ +[0-9]+ //; /^$/d' >"$out/kjv.txt"
-    total=$(wc -l <"$out/kjv.txt")
-    keep=$((total * 95 / 100))
-    head -n "$keep" "$out/kjv.txt" >"$out/train.txt"
-    tail -n +"$((keep + 1))" "$out/kjv.txt" >"$out/eval.txt"
+    tools/kjv-corpus.sh "$out"
     head -c 200000 "$out/train.txt" >"$out/public.txt" # the attacker's text: Genesis and Exodus, public
 fi
 [ -d "$out/merged" ] || "$bin/zmq-splitlearn-merge" "$model" -o "$out/merged" >/dev/null
