@@ -32,7 +32,8 @@ static const char usage[] =
     "ms/token for --decode tokens after it (KV cache), and the floor under decode: reading once every\n"
     "byte a token reads (the matrices in the format, the head included; LayerNorms and biases) with\n"
     "sl_kern_stream; also a STREAM triad, and the F32 prefill with logits at every position and at\n"
-    "the last one against OpenBLAS sgemm on the same shapes. --linger US adds decode rows with the\n"
+    "the last one against OpenBLAS sgemm on the same shapes. Times are medians; a ratio is the\n"
+    "median over the rounds of the ratio within a round. --linger US adds decode rows with the\n"
     "kernels' workers lingering US microseconds between products (sl_kern_set_linger). --parts: time\n"
     "loading each part of that split directory. Prints Markdown tables. SL_KERNELS forces a kernel set.\n"
     "  --help, --version\n"
@@ -200,6 +201,22 @@ static double median_ms(const round_times *t, int rounds, size_t field)
 
 #define MEDIAN(t, rounds, member) median_ms(t, rounds, offsetof(round_times, member))
 
+/* Median over rounds of the ratio, within each round, of the doubles at offsets a and b: a noisy
+ * machine slows both sides of one round alike, so this moves less than a ratio of medians. */
+static double median_ratio(const round_times *t, int rounds, size_t a, size_t b)
+{
+    double v[MAX_RUNS];
+    for (int r = 0; r < rounds; r++) {
+        double x, y;
+        memcpy(&x, (const char *)&t[r] + a, sizeof x);
+        memcpy(&y, (const char *)&t[r] + b, sizeof y);
+        v[r] = x / y;
+    }
+    return sl_median(v, rounds);
+}
+
+#define RATIO(t, rounds, a, b) median_ratio(t, rounds, offsetof(round_times, a), offsetof(round_times, b))
+
 static void print_row(const char *label, const double *v, const char *fmt)
 {
     printf("| %s |", label);
@@ -218,9 +235,9 @@ static void print_f32_table(const bench *b, const round_times *t, int rounds, co
            cfg->n_layer, cfg->n_embd, cfg->vocab_size);
     printf("|---|---|---|---|\n");
     printf("| prefill %d tokens, logits at every position | %.1f | %.1f | %.3f |\n", b->prompt, all, sg_all,
-           all / sg_all);
+           RATIO(t, rounds, prefill_all, sgemm_all));
     printf("| prefill %d tokens, logits at the last position | %.1f | %.1f | %.3f |\n", b->prompt,
-           prefill_last[SL_WF_F32], sg_last, prefill_last[SL_WF_F32] / sg_last);
+           prefill_last[SL_WF_F32], sg_last, RATIO(t, rounds, prefill[SL_WF_F32], sgemm_last));
 }
 
 static void print_tables(const bench *b, const round_times *t, int rounds, int threads, bool pin)
@@ -235,11 +252,11 @@ static void print_tables(const bench *b, const round_times *t, int rounds, int t
         pre[f] = MEDIAN(t, rounds, prefill[f]);
     }
     for (int f = 0; f < SL_WF_COUNT; f++) {
-        r_floor[f] = dec[f] / floor[f];
-        r_f32[f] = dec[f] / dec[SL_WF_F32];
-        r_pre[f] = pre[f] / pre[SL_WF_F32];
-        r_lin[f] = lin[f] / floor[f];
-        r_lin32[f] = lin[f] / lin[SL_WF_F32];
+        r_floor[f] = RATIO(t, rounds, decode[f], floor[f]);
+        r_f32[f] = RATIO(t, rounds, decode[f], decode[SL_WF_F32]);
+        r_pre[f] = RATIO(t, rounds, prefill[f], prefill[SL_WF_F32]);
+        r_lin[f] = RATIO(t, rounds, linger[f], floor[f]);
+        r_lin32[f] = RATIO(t, rounds, linger[f], linger[SL_WF_F32]);
     }
     double triad_gbs = bench_triad_gbs(&b->triad, MEDIAN(t, rounds, triad) / 1e3);
     double read_gbs = mb[SL_WF_F32] / floor[SL_WF_F32];
