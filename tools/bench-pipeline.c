@@ -1,9 +1,8 @@
 /* bench-pipeline.c — zmq-splitlearn-bench-pipeline: a 3-stage pipeline on loopback against the
  * monolithic model in one run: prefill and decode time, overhead per hop, throughput with
- * concurrent clients, each node's peak RSS against its part's weights and KV cache; then a
- * training step of the whole model, of the split chained in this process, and with the trunk on
- * its node. With --probe or --probe-model it times one client against a running pipeline, or
- * the monolithic model, for tools/bench-hosts.sh (which interleaves them). */
+ * concurrent clients (the nodes' memory: tools/bench-rss.sh); then a training step of the whole model, of the split
+ * chained in this process, and with the trunk on its node. With --probe or --probe-model it times one client against a
+ * running pipeline, or the monolithic model, for tools/bench-hosts.sh (which interleaves them). */
 #include "clock.h"
 #include "cli.h"
 #include "client.h"
@@ -143,18 +142,24 @@ static void *client_job(void *arg)
     return NULL;
 }
 
-/* Monolithic: prefill (logits of the last position) and greedy decode, as zmq-splitlearn-run.
+/* Monolithic: prefill (logits of the last position) and greedy decode, as zmq-splitlearn-run
+ * --threads N --pin (the nodes' kernels: N threads, pinned).
  * per_token is each run's mean time per token or, typical, its median step (what the tokens take
  * when the other work of a shared machine leaves them alone); both are medians over runs. */
-static void monolithic(const char *model, const int32_t *ids, int prompt, int decode, int runs, bool typical,
-                       double *prefill, double *per_token)
+static void monolithic(const char *model, const int32_t *ids, int prompt, int decode, int runs, int threads,
+                       bool typical, double *prefill, double *per_token)
 {
     sl_err err;
     sl_hf_model *ck = sl_hf_model_open(model, &err);
     const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
-    sl_runner *s = sl_runner_new(&p, 128, NULL, &err);
+    sl_kern *kern = sl_kern_new(threads, true, SL_KERN_AUTO, &err);
+    sl_runner *s = kern ? sl_runner_new(&p, 128, kern, &err) : NULL;
+    if (!s) {
+        fprintf(stderr, "zmq-splitlearn-bench-pipeline: %s\n", err.msg);
+        exit(SL_EXIT_FAILURE);
+    }
     sl_kv *kv = sl_kv_new(&p, prompt + decode, SL_F32, &err);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     double pre[32], dec[32];
@@ -182,6 +187,7 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     free(logits);
     sl_kv_destroy(&kv);
     sl_runner_destroy(&s);
+    sl_kern_destroy(&kern);
     sl_params_free(&p);
     sl_hf_model_destroy(&ck);
 }
@@ -346,7 +352,19 @@ static void train_bench(const char *model, const char *bin_dir, const char *topo
 {
     static sl_topology topo;
     sl_err err;
-    if (sl_topology_load(topo_path, &topo, true, &err) != 0) return;
+    char *text = sl_read_text_file(topo_path, 1 << 20, &err), *rest = text ? strstr(text, "[pipeline]\n") : NULL;
+    if (rest) { /* the trunk accepts training messages only with train = yes */
+        rest += strlen("[pipeline]\n");
+        char *trains = malloc(strlen(text) + 16);
+        if (trains) sprintf(trains, "[pipeline]\ntrain = yes\n%s", rest);
+        if (!trains || sl_write_text_file(topo_path, trains, &err) != 0) rest = NULL;
+        free(trains);
+    }
+    free(text);
+    if (!rest || sl_topology_load(topo_path, &topo, true, &err) != 0) {
+        fprintf(stderr, "zmq-splitlearn-bench-pipeline: training topology: %s\n", err.msg);
+        return;
+    }
     double whole_ms = time_whole_model(model, runs) * 1e3;
     sl_trainer_opts o = {.batch = 4, .seq_len = 64, .grad_accum = 1, .adamw = SL_ADAMW_DEFAULT};
     sl_trainer *local = sl_trainer_new(topo.parts, &o, &err);
@@ -435,7 +453,7 @@ static int probe_model(const char *model, int prompt, int decode, int runs, int 
     sl_hf_model_destroy(&ck);
     sl_threads_setup(threads, true, &err);
     double pre, tok;
-    monolithic(model, ids, prompt, decode, runs, true, &pre, &tok);
+    monolithic(model, ids, prompt, decode, runs, threads, true, &pre, &tok);
     printf("prefill_ms %.3f decode_ms %.4f\n", pre * 1e3, tok * 1e3);
     return SL_EXIT_OK;
 }
@@ -513,7 +531,7 @@ int main(int argc, char **argv)
     sched_getaffinity(0, sizeof cpus_before.set, &cpus_before.set);
     sl_threads_setup((int)threads, true, &err);
     double mono_prefill, mono_token;
-    monolithic(model, ids, (int)prompt, (int)decode, (int)runs, false, &mono_prefill, &mono_token);
+    monolithic(model, ids, (int)prompt, (int)decode, (int)runs, (int)threads, false, &mono_prefill, &mono_token);
 
     char exe[4096], launcher[4200];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -569,30 +587,6 @@ int main(int argc, char **argv)
         printf("| throughput, %d concurrent client%s (each 2 x %ld tokens after %ld), tokens/s | | %.1f | |\n", clients,
                clients > 1 ? "s" : "", decode, prompt, total / (sl_now() - t0));
     }
-    char cmd[64], line[64];
-    snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)pid);
-    FILE *fp = popen(cmd, "r");
-    for (int i = 0; fp && fgets(line, sizeof line, fp); i++) {
-        pid_t node = (pid_t)atoi(line);
-        char comm[256] = "", path[64];
-        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)node);
-        FILE *cf = fopen(path, "r");
-        size_t got = cf ? fread(comm, 1, sizeof comm - 1, cf) : 0;
-        if (cf) fclose(cf);
-        const char *name = comm;
-        for (size_t k = 0, seen = 0; k < got; k++)
-            if (!comm[k] && ++seen == 2) name = comm + k + 1; /* argv[2] */
-        for (int k = 0; k < 3; k++)
-            if (!strcmp(name, parts[k].name)) {
-                double kv_mb =
-                    8.0 * (parts[k].last - parts[k].first) * (double)(prompt + decode) * cfg->n_embd * 8 / 1048576.0;
-                printf(
-                    "| peak RSS of node %s, MB (part %.0f MB + KV of 8 sessions %.1f MB + 20 MB = %.0f) | | %.0f | |\n",
-                    name, parts[k].bytes / 1048576.0, kv_mb, parts[k].bytes / 1048576.0 + kv_mb + 20,
-                    sl_status_kb(node, "VmHWM") / 1024.0);
-            }
-    }
-    if (fp) pclose(fp);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     train_bench(model, exe, topo_path, ready, log_path, (int)runs, &cpus_before);
