@@ -58,7 +58,7 @@ for fmt in f32 f16 bf16 q8_0; do
         kv_kb=$(((last - first) * 2 * (prompt + new) * 768 * 4 / 1024))
         bound=$((part_kb + kv_kb + 20 * 1024))
         hwm=$(kb_of "$pid" VmHWM) rss=$(kb_of "$pid" VmRSS)
-        echo "| $fmt $node [$first,$last) | $(mb $part_kb) | $(mb $bound) | $(mb "$hwm") | $(mb "$rss") | $([ "$hwm" -le "$bound" ] && echo met || echo "OVER by $(mb $((hwm - bound))) MB") |"
+        echo "| $fmt $node [$first,$last) | $(mb $part_kb) | $(mb $bound) | $(mb "$hwm") | $(mb "$rss") | $([ "$hwm" -le "$bound" ] && echo met || awk -v k=$((hwm - bound)) 'BEGIN { printf "over by %.1f MB", k / 1024 }') |"
     done
     kill "$launcher"
     wait "$launcher" 2>/dev/null || true
