@@ -73,8 +73,8 @@ for fmt in f32 f16 bf16 q8_0; do
         --threads 2 --pin >/dev/null &
     pid=$! samples=() hwm=0
     while kill -0 "$pid" 2>/dev/null; do
-        r=$(kb_of "$pid" VmRSS) h=$(kb_of "$pid" VmHWM)
-        [ -n "$r" ] && samples+=("$r") && hwm=$h
+        h=$(kb_of "$pid" VmHWM) r=$(kb_of "$pid" VmRSS) # VmHWM first: both exist when VmRSS does
+        [ -n "$r" ] && samples+=("$r") && hwm=$((h > hwm ? h : hwm))
         sleep 0.02
     done
     wait "$pid"
