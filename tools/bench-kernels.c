@@ -4,7 +4,7 @@
  * STREAM triad checking the floor; every figure is a median of rounds that interleave them all. */
 #include "clock.h"
 #include "cli.h"
-#include "bench_mem.h"
+#include "bench_util.h"
 #include "cpu.h"
 #include "kern.h"
 #include "ops.h"
@@ -32,7 +32,15 @@ static const char usage[] =
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
-enum { C = 768, INNER = 3072, VOCAB = 50257, MAX_LAYERS = 48, KINDS = 5, MAX_ROUNDS = 64, LINGER_US = 200 };
+enum {
+    C = 768,
+    INNER = 3072,
+    VOCAB = 50257,
+    MAX_LAYERS = 48,
+    KINDS = 5,
+    MAX_ROUNDS = BENCH_MAX_ROUNDS,
+    LINGER_US = 200
+};
 enum { MAX_MATS = 4 * MAX_LAYERS + 1 };
 static const char *const kind_names[KINDS] = {"qkv", "attn proj", "fc", "fc proj", "head"};
 
@@ -197,24 +205,7 @@ static void run_round(bench *b, int round, round_times *t)
     t->blas_prefill = time_blas(b, &b->w[SL_WF_F32], b->prompt);
 }
 
-/* Median over rounds of the double at byte offset `field` of round_times, in ms. */
-static double median_ms(const round_times *t, int rounds, size_t field)
-{
-    double v[MAX_ROUNDS];
-    for (int r = 0; r < rounds; r++)
-        memcpy(&v[r], (const char *)&t[r] + field, sizeof v[r]);
-    return sl_median(v, rounds) * 1e3;
-}
-
-#define MEDIAN(t, rounds, member) median_ms(t, rounds, offsetof(round_times, member))
-
-static void print_row(const char *label, const double *v, const char *fmt)
-{
-    printf("| %s |", label);
-    for (int f = 0; f < SL_WF_COUNT; f++)
-        printf(fmt, v[f]);
-    printf("\n");
-}
+#define MEDIAN(t, rounds, member) bench_median_ms(t, sizeof *(t), rounds, offsetof(round_times, member))
 
 static void print_table(const bench *b, const round_times *t, int rounds, int threads, bool pin, bool detail)
 {
@@ -243,19 +234,19 @@ static void print_table(const bench *b, const round_times *t, int rounds, int th
            read_gbs < 0.9 * triad_gbs ? " — SLOWER than the triad: the floor is not the memory's limit" : "");
     printf("| %d layers, %d wide, vocab %d | f32 | f16 | bf16 | q8_0 |\n|---|---|---|---|---|\n", b->layers, C, VOCAB);
     char label[128];
-    print_row("matmul weights, MB", mb, " %.1f |");
-    print_row("floor: reading them once, ms", floor, " %.2f |");
-    print_row("decode: one token's matrix-vector products, ms", dec, " %.2f |");
-    print_row("decode / its floor", r1, " %.3f |");
-    print_row("decode / F32 decode", r2, " %.3f |");
+    bench_format_row("matmul weights, MB", mb, " %.1f |");
+    bench_format_row("floor: reading them once, ms", floor, " %.2f |");
+    bench_format_row("decode: one token's matrix-vector products, ms", dec, " %.2f |");
+    bench_format_row("decode / its floor", r1, " %.3f |");
+    bench_format_row("decode / F32 decode", r2, " %.3f |");
     snprintf(label, sizeof label, "decode, workers lingering %d us between products (sl_kern_set_linger), ms",
              LINGER_US);
-    print_row(label, lin, " %.2f |");
-    print_row("lingering decode / its floor", r4, " %.3f |");
-    print_row("lingering decode / F32 lingering decode", r5, " %.3f |");
+    bench_format_row(label, lin, " %.2f |");
+    bench_format_row("lingering decode / its floor", r4, " %.3f |");
+    bench_format_row("lingering decode / F32 lingering decode", r5, " %.3f |");
     snprintf(label, sizeof label, "prefill %d tokens (blocks at every position, head at the last), ms", b->prompt);
-    print_row(label, pre, " %.1f |");
-    print_row("prefill / F32 prefill", r3, " %.3f |");
+    bench_format_row(label, pre, " %.1f |");
+    bench_format_row("prefill / F32 prefill", r3, " %.3f |");
     printf("| F32 through OpenBLAS (ops.c: sgemv, sgemm): decode ms, prefill ms | %.2f | %.1f | | |\n",
            MEDIAN(t, rounds, blas_decode), MEDIAN(t, rounds, blas_prefill));
     for (int k = 0; detail && k < KINDS; k++) {
@@ -263,7 +254,7 @@ static void print_table(const bench *b, const round_times *t, int rounds, int th
         for (int f = 0; f < SL_WF_COUNT; f++)
             v[f] = MEDIAN(t, rounds, kind[f][k]);
         snprintf(label, sizeof label, "decode, %s matrices, ms", kind_names[k]);
-        print_row(label, v, " %.3f |");
+        bench_format_row(label, v, " %.3f |");
     }
 }
 

@@ -3,7 +3,7 @@
  * each decode against the time of reading that format's weights once (its floor) and a STREAM
  * triad, and the F32 prefill against OpenBLAS's sgemm on the same shapes, so that the figures come
  * with ratios that survive a noisy machine. */
-#include "bench_mem.h"
+#include "bench_util.h"
 #include "clock.h"
 #include "cpu.h"
 #include "gpt2.h"
@@ -40,7 +40,7 @@ static const char usage[] =
     "\n"
     "exit status: 0 done, 1 failure, 2 usage error\n";
 
-enum { MAX_RUNS = 64, MAX_BUFS = 1024, FLOOR_READS = 4 };
+enum { MAX_RUNS = BENCH_MAX_ROUNDS, MAX_BUFS = 1024, FLOOR_READS = 4 };
 
 /* Every byte one decoded token reads from the weights, as buffers for sl_kern_stream. */
 typedef struct read_list {
@@ -190,16 +190,7 @@ static void run_round(bench *b, int round, round_times *t)
     t->sgemm_last = time_sgemm(b, false);
 }
 
-/* Median over rounds of the double at byte offset `field` of round_times, in ms. */
-static double median_ms(const round_times *t, int rounds, size_t field)
-{
-    double v[MAX_RUNS];
-    for (int r = 0; r < rounds; r++)
-        memcpy(&v[r], (const char *)&t[r] + field, sizeof v[r]);
-    return sl_median(v, rounds) * 1e3;
-}
-
-#define MEDIAN(t, rounds, member) median_ms(t, rounds, offsetof(round_times, member))
+#define MEDIAN(t, rounds, member) bench_median_ms(t, sizeof *(t), rounds, offsetof(round_times, member))
 
 /* Median over rounds of the ratio, within each round, of the doubles at offsets a and b: a noisy
  * machine slows both sides of one round alike, so this moves less than a ratio of medians. */
@@ -216,14 +207,6 @@ static double median_ratio(const round_times *t, int rounds, size_t a, size_t b)
 }
 
 #define RATIO(t, rounds, a, b) median_ratio(t, rounds, offsetof(round_times, a), offsetof(round_times, b))
-
-static void print_row(const char *label, const double *v, const char *fmt)
-{
-    printf("| %s |", label);
-    for (int f = 0; f < SL_WF_COUNT; f++)
-        printf(fmt, v[f]);
-    printf("\n");
-}
 
 /* The F32 table: prefill against bare sgemm. */
 static void print_f32_table(const bench *b, const round_times *t, int rounds, const double *prefill_last)
@@ -271,21 +254,22 @@ static void print_tables(const bench *b, const round_times *t, int rounds, int t
     printf("| runner, whole model (%d layers, %d wide, vocab %d) | f32 | f16 | bf16 | q8_0 |\n|---|---|---|---|---|\n",
            cfg->n_layer, cfg->n_embd, cfg->vocab_size);
     char label[160];
-    print_row("weights a token reads (matrices in the format, head included; LayerNorms, biases), MB", mb, " %.1f |");
-    print_row("floor: reading them once (sl_kern_stream), ms", floor, " %.2f |");
+    bench_format_row("weights a token reads (matrices in the format, head included; LayerNorms, biases), MB", mb,
+                     " %.1f |");
+    bench_format_row("floor: reading them once (sl_kern_stream), ms", floor, " %.2f |");
     snprintf(label, sizeof label, "decode, ms per token (%d tokens after %d, KV cache)", b->decode, b->prompt);
-    print_row(label, dec, " %.2f |");
-    print_row("decode / its floor", r_floor, " %.3f |");
-    print_row("decode / F32 decode", r_f32, " %.3f |");
+    bench_format_row(label, dec, " %.2f |");
+    bench_format_row("decode / its floor", r_floor, " %.3f |");
+    bench_format_row("decode / F32 decode", r_f32, " %.3f |");
     if (b->linger_us) {
         snprintf(label, sizeof label, "decode, workers lingering %d us between products, ms per token", b->linger_us);
-        print_row(label, lin, " %.2f |");
-        print_row("lingering decode / its floor", r_lin, " %.3f |");
-        print_row("lingering decode / F32 lingering decode", r_lin32, " %.3f |");
+        bench_format_row(label, lin, " %.2f |");
+        bench_format_row("lingering decode / its floor", r_lin, " %.3f |");
+        bench_format_row("lingering decode / F32 lingering decode", r_lin32, " %.3f |");
     }
     snprintf(label, sizeof label, "prefill %d tokens (logits at the last position), ms", b->prompt);
-    print_row(label, pre, " %.1f |");
-    print_row("prefill / F32 prefill", r_pre, " %.3f |");
+    bench_format_row(label, pre, " %.1f |");
+    bench_format_row("prefill / F32 prefill", r_pre, " %.3f |");
     printf("\n");
     print_f32_table(b, t, rounds, pre);
 }

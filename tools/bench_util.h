@@ -1,14 +1,21 @@
-/* bench_mem.h — the STREAM-style triad the benchmarks measure the memory with, on a pool's
- * threads, so that a floor measured by sl_kern_stream is checked against a known yardstick in the
- * same run. Header-only: the tools share no library of their own. */
-#ifndef SL_TOOLS_BENCH_MEM_H
-#define SL_TOOLS_BENCH_MEM_H
+/* bench_util.h — what the benchmarks of weight formats share: the STREAM-style triad they measure
+ * the memory with (on a pool's threads, so that a floor measured by sl_kern_stream is checked
+ * against a known yardstick in the same run), medians over rounds of one field of the rounds'
+ * records, and a Markdown row per weight format. Header-only: the tools share no library of their
+ * own. */
+#ifndef SL_TOOLS_BENCH_UTIL_H
+#define SL_TOOLS_BENCH_UTIL_H
 
 #include "clock.h"
 #include "pool.h"
+#include "wmat.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+enum { BENCH_MAX_ROUNDS = 64 };
 
 /* a = x + 3 y over three arrays of n floats, far beyond the caches. */
 typedef struct bench_triad {
@@ -59,6 +66,25 @@ static inline double bench_triad_time(bench_triad *t)
 static inline double bench_triad_gbs(const bench_triad *t, double seconds)
 {
     return 3.0 * sizeof(float) * (double)t->n / seconds / 1e9;
+}
+
+/* Median over `rounds` records of `size` bytes from `records` of the double at byte offset
+ * `field` of each, in ms (rounds <= BENCH_MAX_ROUNDS). */
+static inline double bench_median_ms(const void *records, size_t size, int rounds, size_t field)
+{
+    double v[BENCH_MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++)
+        memcpy(&v[r], (const char *)records + (size_t)r * size + field, sizeof v[r]);
+    return sl_median(v, rounds) * 1e3;
+}
+
+/* "| label | v[f32] | v[f16] | v[bf16] | v[q8_0] |", each value printed with fmt. */
+static inline void bench_format_row(const char *label, const double *v, const char *fmt)
+{
+    printf("| %s |", label);
+    for (int f = 0; f < SL_WF_COUNT; f++)
+        printf(fmt, v[f]);
+    printf("\n");
 }
 
 #endif
