@@ -12,7 +12,6 @@
 
 #include <assert.h>
 #include <czmq.h>
-#include <sys/random.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -74,7 +73,8 @@ struct sl_trainer {
     const char *watched[2]; /* their nodes' names */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
-    uint64_t run_id, message;
+    sl_id run_id;
+    uint64_t message;
     sl_security *as_trainer; /* security = curve: the trainer's key pair, towards the trunks */
     sl_security *as_top;     /* the top's, at its endpoint: admits the last trunk only */
 };
@@ -170,7 +170,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
             sl_msg m;
             if (got == 0 &&
                 sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
-                m.session == t->run_id) {
+                sl_id_equal(m.session, t->run_id)) {
                 if (m.kind == SL_MSG_ERROR && !strcmp(m.code, "out_of_step")) /* it restarted */
                     t->lost = sl_topology_node(&t->topo, m.node) ? sl_topology_node(&t->topo, m.node)->name : NULL;
                 if (m.kind == SL_MSG_ERROR)
@@ -443,7 +443,9 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     sl_trainer *t = trainer_alloc(opts, err);
     if (!t) return NULL;
     t->topo = *topo;
-    while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {
+    if (sl_id_new(&t->run_id, err) != 0) {
+        sl_trainer_destroy(&t);
+        return NULL;
     }
     /* The split says what each stage is; a checkpoint's bottom and top are read from its files
      * here, the trunks' from theirs on their hosts (a checkpoint needs no shared directory). */

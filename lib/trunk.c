@@ -17,7 +17,7 @@ struct sl_trunk {
     sl_trunk_opts opts;
     char name[64], parts[PATH_MAX], root[PATH_MAX];
     sl_learner *learner;
-    uint64_t run;          /* the trainer's session the training state belongs to (0: none) */
+    sl_id run;             /* the trainer's session the training state belongs to (none: none) */
     uint64_t forward_step; /* the training forward whose activations a backward may use */
     bool pristine;         /* the learner holds the split's part as opened: a new run can start from it */
     bool forward_ready, grads_pending;
@@ -83,7 +83,7 @@ const sl_params *sl_trunk_params(const sl_trunk *self) { return sl_learner_param
 unsigned sl_trunk_generation(const sl_trunk *self) { return sl_learner_generation(self->learner); }
 const sl_part_info *sl_trunk_info(const sl_trunk *self) { return sl_learner_info(self->learner); }
 
-uint64_t sl_trunk_run(const sl_trunk *self) { return self->run; }
+sl_id sl_trunk_run(const sl_trunk *self) { return self->run; }
 
 bool sl_trunk_takes(const sl_msg *msg)
 {
@@ -93,9 +93,9 @@ bool sl_trunk_takes(const sl_msg *msg)
 
 /* Gives the training state to run: a run this trunk has not seen starts from the part's own
  * weights and a fresh optimizer. */
-static int begin_run(sl_trunk *t, uint64_t run, sl_err *err)
+static int begin_run(sl_trunk *t, sl_id run, sl_err *err)
 {
-    if (t->run == run) return 0;
+    if (sl_id_equal(t->run, run)) return 0;
     if (!t->pristine) {
         if (sl_learner_replace(t->learner, open_own_part(t, err), false, err) != 0) return -1;
         t->pristine = true;
@@ -170,7 +170,7 @@ static int train_forward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *
 /* Whether req belongs to the run this trunk trains for. */
 static int in_run(const sl_trunk *t, const sl_msg *req, sl_err *err)
 {
-    if (sl_learner_train(t->learner) && req->session == t->run) return 0;
+    if (sl_learner_train(t->learner) && sl_id_equal(req->session, t->run)) return 0;
     return sl_fail(err, "%s has no training state of run %04x.. (a trainer that is gone?)", t->name,
                    SL_ID_SHORT(req->session));
 }
@@ -374,7 +374,7 @@ int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err)
     note(self, "training run %04x.. idle for %.0f s: its training state freed", SL_ID_SHORT(self->run),
          now - self->last_message);
     self->pristine = true;
-    self->run = 0;
+    self->run = (sl_id){{0}};
     self->forward_ready = self->grads_pending = self->update_due = false;
     self->save_dir[0] = '\0';
     self->saved_step = -1;

@@ -42,8 +42,8 @@ const sl_params *sl_trunk_params(const sl_trunk *self);
 unsigned sl_trunk_generation(const sl_trunk *self);
 const sl_part_info *sl_trunk_info(const sl_trunk *self);
 
-/* The run (trainer's session id) the training state belongs to; 0: none. */
-uint64_t sl_trunk_run(const sl_trunk *self);
+/* The run (trainer's session id) the training state belongs to; all-zero: none. */
+sl_id sl_trunk_run(const sl_trunk *self);
 
 /* Whether msg is a training message (this module's to handle). */
 bool sl_trunk_takes(const sl_msg *msg);

@@ -11,7 +11,11 @@
  *   "v"            uint          all                        protocol version: 1
  *   "kind"         str           all                        "forward" "result" "error" "end" "ack" "backward"
  *                                                           "save" "load" "update" "hello"
- *   "session"      uint          all                        64-bit id the client chose for the sequence
+ *   "session"      bin           all                        the sequence's id (a training run's for training
+ *                                                           messages): 16 bytes the client or trainer drew
+ *                                                           from a cryptographic generator (id.h), opaque and
+ *                                                           compared whole; all-zero or another length is
+ *                                                           refused; logs show its first 2 bytes only
  *   "step"         uint          all but end, error?        request number within the session
  *   "pos"          uint          forward result             position of the request's first token
  *   "ctx"          uint          forward?                   positions the session will need (KV size)
@@ -71,6 +75,7 @@
 
 #include "dtype.h"
 #include "err.h"
+#include "id.h"
 #include "sampler.h"
 
 #include <msgpack.h>
@@ -98,7 +103,8 @@ typedef enum sl_msg_kind {
 
 typedef struct sl_msg {
     sl_msg_kind kind;
-    uint64_t session, step;
+    sl_id session;
+    uint64_t step;
     uint32_t pos, ctx;
     /* forward: either ids or x */
     const void *ids; /* n_ids int32 LE; decode: view into the frame (maybe unaligned) */
@@ -145,10 +151,6 @@ typedef struct sl_wire_limits {
 
 const char *sl_msg_kind_name(sl_msg_kind kind);
 
-/* Session and run ids are secrets of their owners: logs and errors show only their first 16 bits
- * ("%04x..", SL_ID_SHORT(id)), enough for people to tell them apart. */
-#define SL_ID_SHORT(id) ((unsigned)((uint64_t)(id) >> 48))
-
 /* A decoder keeps msgpack's memory between messages. Caller owns the result; NULL when out of
  * memory. */
 typedef struct sl_wire_decoder sl_wire_decoder;
@@ -177,6 +179,7 @@ typedef enum sl_wire_type {
     SL_WIRE_T_KIND,    /* str, a kind name; member sl_msg_kind */
     SL_WIRE_T_DTYPE,   /* str "f32" "f16" "bf16"; member sl_dtype */
     SL_WIRE_T_UINT,    /* uint <= max; member an integer of 4 or 8 bytes */
+    SL_WIRE_T_ID,      /* bin of SL_ID_BYTES bytes; member sl_id */
     SL_WIRE_T_FLOAT64, /* float64 in the bounds; member float or double */
     SL_WIRE_T_FLOAT32, /* float32 in the bounds; member float */
     SL_WIRE_T_BOOL,    /* bool; member bool */

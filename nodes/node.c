@@ -23,7 +23,6 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/random.h>
 #include <time.h>
 
 static const char usage[] =
@@ -94,7 +93,7 @@ typedef struct node {
     long long arrived_us, started_us; /* the request being handled: received, computing (wall clock) */
     double refusal_second;            /* the second refusals are being counted in */
     long refusals_this_second, refusals_unlogged;
-    uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
+    sl_id hello_session;                /* the hello this node sent its next stage (its answer comes back with it) */
     char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
     client_budget budgets[MAX_CLIENTS]; /* at the bottom: how fast each client opened sessions */
 } node;
@@ -137,10 +136,10 @@ static void answer(node *n, const sl_peer *to, const sl_msg *msg)
 }
 
 /* Where answers about session go back to: the connection its requests came from. */
-static const sl_peer *peer_of(node *n, uint64_t session)
+static const sl_peer *peer_of(node *n, sl_id session)
 {
     const sl_peer *p = sl_sessions_peer(n->sessions, session);
-    return p && p->len ? p : session == sl_trunk_run(n->trunk) && n->train_from.len ? &n->train_from : NULL;
+    return p && p->len ? p : sl_id_equal(session, sl_trunk_run(n->trunk)) && n->train_from.len ? &n->train_from : NULL;
 }
 
 /* The request's sender, or the session's when the request came back from the next stage. */
@@ -163,7 +162,7 @@ static bool refusal_logged(node *n)
 }
 
 /* This node's error about (session, step): code, and a message formatted from fmt. */
-static sl_msg error_vmsg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, va_list ap)
+static sl_msg error_vmsg(const node *n, sl_id session, uint64_t step, const char *code, const char *fmt, va_list ap)
 {
     sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
     snprintf(e.node, sizeof e.node, "%s", n->name);
@@ -172,9 +171,9 @@ static sl_msg error_vmsg(const node *n, uint64_t session, uint64_t step, const c
     return e;
 }
 
-static sl_msg error_msg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, ...)
+static sl_msg error_msg(const node *n, sl_id session, uint64_t step, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-static sl_msg error_msg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, ...)
+static sl_msg error_msg(const node *n, sl_id session, uint64_t step, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -266,14 +265,14 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
     }
     if (n->bottom && !within_budget(n, req)) return NULL;
     int ctx = req->ctx > (uint32_t)tokens ? (int)req->ctx : tokens;
-    uint64_t evicted;
+    sl_id evicted;
     sl_err err;
     if (!(kv = sl_sessions_open(n->sessions, req->session, ctx, t, &evicted, &err))) {
         reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
         return NULL;
     }
     *sl_sessions_peer(n->sessions, req->session) = *n->from;
-    if (evicted) log_line(n, "session %04x.. evicted (least recently used)", SL_ID_SHORT(evicted));
+    if (!sl_id_none(evicted)) log_line(n, "session %04x.. evicted (least recently used)", SL_ID_SHORT(evicted));
     log_line(n, "session %04x.. opened (%d positions, %d sessions)", SL_ID_SHORT(req->session), ctx,
              sl_sessions_count(n->sessions));
     return kv;
@@ -523,7 +522,7 @@ static void hello_answered(node *n, const sl_msg *msg)
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
 {
     sl_err err;
-    if (msg->session == n->hello_session && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
+    if (sl_id_equal(msg->session, n->hello_session) && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
         hello_answered(n, msg);
     } else if (msg->kind == SL_MSG_BACKWARD) {
         handle_training(n, msg);
@@ -608,8 +607,7 @@ static int open_sockets(node *n, sl_err *err)
     n->net.peer = n->next->cert;
     if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
     if (!(n->next_watch = sl_net_watch(n->next_link))) return sl_fail(err, "cannot watch the next stage's connection");
-    while (!n->hello_session && getrandom(&n->hello_session, sizeof n->hello_session, 0) != sizeof n->hello_session) {
-    }
+    if (sl_id_new(&n->hello_session, err) != 0) return -1;
     say_hello(n);
     return 0;
 }
@@ -688,7 +686,7 @@ static bool lifeline_closed(void)
 
 /* Tells the client of a request that was in flight beyond this node that it was lost, as a lost
  * session: the client re-sends the whole context, which waits here until the next stage is back. */
-static void lost_request(void *ctx, uint64_t session, uint64_t step)
+static void lost_request(void *ctx, sl_id session, uint64_t step)
 {
     node *n = ctx;
     sl_msg e = error_msg(n, session, step, "unknown_session",
@@ -746,7 +744,7 @@ static void serve(node *n, bool lifeline)
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
-            uint64_t first = 0;
+            sl_id first = {{0}};
             int gone = sl_sessions_expire(n->sessions, t, &first);
             if (gone) log_line(n, "%d idle session(s) expired (first %04x..)", gone, SL_ID_SHORT(first));
             sl_err err;

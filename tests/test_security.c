@@ -270,6 +270,20 @@ static int exchange(zsock_t *s, const sl_msg *m, char *message, size_t size)
     return kind;
 }
 
+/* The nodes' log names the session by its first 16 bits (so the check below can fail) and never
+ * holds more of it: neither its first 6 bytes nor its last 14 in hex. */
+static void check_id_in_log(sl_id id, const char *whose)
+{
+    char prefix[32], head[2 * 6 + 1], tail[2 * (SL_ID_BYTES - 2) + 1];
+    snprintf(prefix, sizeof prefix, "session %04x..", SL_ID_SHORT(id));
+    for (int i = 0; i < SL_ID_BYTES; i++) {
+        if (i < 6) snprintf(head + 2 * i, 3, "%02x", id.bytes[i]);
+        if (i >= 2) snprintf(tail + 2 * (i - 2), 3, "%02x", id.bytes[i]);
+    }
+    CHECK(wait_for(log_path, prefix, 5) && !file_has(log_path, head) && !file_has(log_path, tail),
+          "the log shows %s as '%s' and never more of it", whose, prefix);
+}
+
 static void test_curve(void)
 {
     int base = check_port(next_port);
@@ -288,6 +302,7 @@ static void test_curve(void)
     snprintf(eve, sizeof eve, "%s/elsewhere/eve.cert_secret", tmp);
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", base);
     snprintf(trunk_at, sizeof trunk_at, "tcp://127.0.0.1:%d", base + 1);
+    sl_err err = {{0}};
 
     /* Without CURVE first: the numbers to equal. */
     pid_t pids[3];
@@ -309,7 +324,8 @@ static void test_curve(void)
     CHECK(got.rc != 0, "a key nobody listed gets nothing through: %s", got.err);
     CHECK(wait_for(log_path, "refused a peer at", 5), "... and the bottom logs it with its address and key");
     zsock_t *naked = raw_client(endpoint, NULL, NULL);
-    sl_msg fwd = {.kind = SL_MSG_FORWARD, .session = 4242, .step = 0, .pos = 0, .ctx = 16};
+    sl_msg fwd = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16};
+    if (!CHECK(sl_id_new(&fwd.session, &err) == 0, "a session id: %s", err.msg)) return;
     fwd.ids = prompt, fwd.n_ids = T;
     CHECK(exchange(naked, &fwd, NULL, 0) == -1, "a peer without CURVE gets nothing through");
     CHECK(wait_for(log_path, "no CURVE", 5), "... and is logged");
@@ -323,8 +339,9 @@ static void test_curve(void)
     int stolen = exchange(b, &fwd, message, sizeof message);
     CHECK(first == SL_MSG_ACK || first == SL_MSG_RESULT, "alice's session opens (answer %d)", first);
     CHECK(stolen == SL_MSG_ERROR && strstr(message, "another client"), "bob cannot use alice's session: %s", message);
+    check_id_in_log(fwd.session, "alice's session");
     /* A client key cannot train. */
-    sl_msg train = {.kind = SL_MSG_SAVE, .session = 99, .step = 1};
+    sl_msg train = {.kind = SL_MSG_SAVE, .session = {{99}}, .step = 1};
     snprintf(train.dir, sizeof train.dir, "ck");
     CHECK(exchange(a, &train, message, sizeof message) == SL_MSG_ERROR && strstr(message, "does not take"),
           "a client's training message to the bottom is refused: %s", message);
@@ -340,7 +357,6 @@ static void test_curve(void)
     snprintf(impostor, sizeof impostor, "%s/impostor.ini", tmp);
     char forged[PATH_MAX + 16];
     snprintf(forged, sizeof forged, "%s/forged", tmp);
-    sl_err err;
     sl_mkdirs(forged, &err);
     for (int i = 0; i < 6; i++) { /* the same certs, but trunk1's key pair is another one */
         char from[PATH_MAX + 64], to[PATH_MAX + 64];
@@ -424,7 +440,7 @@ static void *session_flood(void *arg)
     zsock_t *s = raw_client(arg, NULL, NULL);
     sl_msg m = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16, .ids = prompt, .n_ids = T};
     for (double end = sl_now() + 1.0; sl_now() < end;) {
-        m.session++;
+        sl_id_new(&m.session, NULL);
         send_msg_on(s, &m);
         zmsg_t *drop;
         while ((drop = zmsg_recv_nowait(s)) != NULL)
@@ -460,7 +476,7 @@ static void test_attacks(void)
     sl_msg fwd = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16, .ids = prompt, .n_ids = T};
     for (int i = 0; i < 1100; i++) {
         zsock_t *s = raw_client(endpoint, NULL, NULL);
-        fwd.session = 100000 + (uint64_t)i;
+        sl_id_new(&fwd.session, NULL);
         send_msg_on(s, &fwd);
         zsock_destroy(&s);
     }
@@ -470,9 +486,9 @@ static void test_attacks(void)
     for (int i = 0; i < 2 * 48; i++)
         x[i] = 0.1f * (float)i, g[i] = 100;
     sl_msg tf = {
-        .kind = SL_MSG_FORWARD, .session = 7, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
+        .kind = SL_MSG_FORWARD, .session = {{7}}, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
     sl_msg tb = {.kind = SL_MSG_BACKWARD,
-                 .session = 7,
+                 .session = {{7}},
                  .step = 1,
                  .x = g,
                  .rows = 2,
@@ -480,7 +496,7 @@ static void test_attacks(void)
                  .update = true,
                  .lr = 10,
                  .grad_scale = 1};
-    sl_msg save = {.kind = SL_MSG_SAVE, .session = 7, .step = 2};
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = {{7}}, .step = 2};
     snprintf(save.dir, sizeof save.dir, "overwritten");
     char message[512];
     CHECK(exchange(t, &tf, message, sizeof message) == SL_MSG_ERROR && strstr(message, "train = no"),
@@ -504,7 +520,7 @@ static void test_attacks(void)
     sl_msg greedy = {
         .kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 60, .ids = many, .n_ids = 60, .want_logits = true};
     for (int i = 0; i < 100; i++) {
-        greedy.session = 200000 + (uint64_t)i;
+        sl_id_new(&greedy.session, NULL);
         send_msg_on(deaf, &greedy);
         usleep(2000);
     }

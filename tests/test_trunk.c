@@ -50,7 +50,7 @@ static sl_trunk *new_trunk(int first, int last)
 static sl_msg forward_msg(uint64_t run, uint64_t step, uint32_t batch, uint64_t at_step)
 {
     return (sl_msg){.kind = SL_MSG_FORWARD,
-                    .session = run,
+                    .session = {{(uint8_t)run}},
                     .step = step,
                     .train = true,
                     .batch = batch,
@@ -65,7 +65,7 @@ static sl_msg forward_msg(uint64_t run, uint64_t step, uint32_t batch, uint64_t 
 static sl_msg backward_msg(uint64_t run, uint64_t step, bool update)
 {
     return (sl_msg){.kind = SL_MSG_BACKWARD,
-                    .session = run,
+                    .session = {{(uint8_t)run}},
                     .step = step,
                     .x = g,
                     .rows = ROWS,
@@ -153,7 +153,7 @@ static void test_refusals(void)
     m = backward_msg(9, 2, false);
     m.rows = ROWS / 2;
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "rows", "a backward of other rows");
-    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = 9, .step = 2, .lr = 1e-2f, .grad_scale = 1};
+    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = {{9}}, .step = 2, .lr = 1e-2f, .grad_scale = 1};
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no gradients", "an update without gradients");
     m = backward_msg(9, 2, false);
     CHECK(send_msg(t, &m, &reply, &err) == 0, "the backward: %s", err.msg);
@@ -161,18 +161,18 @@ static void test_refusals(void)
     m = backward_msg(8, 2, false);
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training state of run", "another run's backward");
     float before = sl_trunk_params(t)->blocks[0].fc_w[0];
-    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = 9, .step = 2, .lr = 1e-2f, .grad_scale = NAN};
+    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = {{9}}, .step = 2, .lr = 1e-2f, .grad_scale = NAN};
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "non-finite", "non-finite gradients");
     CHECK(sl_trunk_params(t)->blocks[0].fc_w[0] == before, "weights unchanged by the refused update");
     m = forward_msg(9, 3, 1, 1);
     m.rows = 128;
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "max_train_tokens", "a batch over max_train_tokens");
-    m = (sl_msg){.kind = SL_MSG_SAVE, .session = 9, .step = 4};
+    m = (sl_msg){.kind = SL_MSG_SAVE, .session = {{9}}, .step = 4};
     snprintf(m.dir, sizeof m.dir, "a/../../b");
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "'..'", "a save with '..'");
     snprintf(m.dir, sizeof m.dir, "/etc/x");
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "outside", "a save outside checkpoint_root");
-    m = (sl_msg){.kind = SL_MSG_END, .session = 9};
+    m = (sl_msg){.kind = SL_MSG_END, .session = {{9}}};
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "does not take", "a message of no training kind");
     sl_trunk_destroy(&t);
 }
@@ -221,13 +221,13 @@ static void test_save_load(void)
     sl_trunk *t = new_trunk(1, 3), *u = new_trunk(1, 3);
     if (!t || !u) goto done;
     sl_err err;
-    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = 3, .step = 10, .has_loss = true, .loss = 2.5f};
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = {{3}}, .step = 10, .has_loss = true, .loss = 2.5f};
     snprintf(m.dir, sizeof m.dir, "ck");
     float want[ROWS * C], got[ROWS * C];
     CHECK(step(t, 3, 1, NULL, &err) == 0 && send_msg(t, &m, &reply, &err) == 0, "save: %s", err.msg);
     CHECK(reply.kind == SL_MSG_ACK && !strcmp(reply.node, "trunk1"), "a save is acknowledged by the node");
     CHECK(step(t, 3, 2, want, &err) == 0, "step 2: %s", err.msg);
-    m = (sl_msg){.kind = SL_MSG_LOAD, .session = 4, .step = 1, .has_at_step = true, .at_step = 1};
+    m = (sl_msg){.kind = SL_MSG_LOAD, .session = {{4}}, .step = 1, .has_at_step = true, .at_step = 1};
     snprintf(m.dir, sizeof m.dir, "%.400s/ck", root);
     CHECK(send_msg(u, &m, &reply, &err) == 0, "load: %s", err.msg);
     CHECK(sl_trunk_info(u)->step == 1, "the loaded part is of step 1 (%ld)", sl_trunk_info(u)->step);
@@ -239,7 +239,7 @@ static void test_save_load(void)
     CHECK(sl_trunk_save_on_stop(t, stopped, sizeof stopped, &err) == 1 && strstr(stopped, "stopped-step2"),
           "a stop saves beside the run's checkpoint: %s", stopped);
     sl_trunk *v = new_trunk(1, 3);
-    sl_msg save_over = {.kind = SL_MSG_SAVE, .session = 5, .step = 1};
+    sl_msg save_over = {.kind = SL_MSG_SAVE, .session = {{5}}, .step = 1};
     snprintf(save_over.dir, sizeof save_over.dir, "ck");
     if (v && step(v, 5, 1, NULL, &err) == 0)
         refused(send_msg(v, &save_over, &reply, &err), SL_TRUNK_INTERNAL, &err, "another run's checkpoint",
