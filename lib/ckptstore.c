@@ -52,6 +52,25 @@ int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, cha
     return checkpoint_path(dir, role, name, SLOT_CURRENT, ".safetensors", out, size, err);
 }
 
+unsigned long long sl_part_save_bytes(const sl_part_info *part)
+{
+    unsigned long long tensors = 12ull * (unsigned)(part->last - part->first) + 5; /* + wte, wpe, ln_f, head */
+    return 12ull * part->parameters + 3 * 256 * tensors + (64u << 10);
+}
+
+int sl_part_checkpoint_bytes(const char *dir, sl_role role, const char *name, unsigned long long *bytes, sl_err *err)
+{
+    *bytes = 0;
+    for (slot where = SLOT_CURRENT; where <= SLOT_NEXT; where++)
+        for (int i = 0; i < 3; i++) {
+            char path[PATH_MAX];
+            struct stat st;
+            if (checkpoint_path(dir, role, name, where, checkpoint_suffixes[i], path, sizeof path, err) != 0) return -1;
+            if (stat(path, &st) == 0) *bytes += (unsigned long long)st.st_size;
+        }
+    return 0;
+}
+
 /* The checkpoint of (role, name) in a slot, if complete: its metadata, a part file of the size
  * it says and, once trained, its optimizer state. */
 static int read_checkpoint(const char *dir, sl_role role, const char *name, slot where, sl_part_info *info, sl_err *err)

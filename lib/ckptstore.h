@@ -36,6 +36,14 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
 /* Makes the next save of info's part the current one, as described above. */
 int sl_part_commit_checkpoint(const char *dir, long base, long step, sl_part_info *info, sl_err *err);
 
+/* An upper bound of the bytes one save of a part writes: F32 weights, AdamW's two moments, and
+ * room for each file's header (a tensor's entry is under 256 bytes) and the metadata. */
+unsigned long long sl_part_save_bytes(const sl_part_info *part);
+
+/* *bytes receives the size of the files (role, name) has under dir: its current save, the save
+ * before it and a save being written or left unfinished. Missing files count 0. */
+int sl_part_checkpoint_bytes(const char *dir, sl_role role, const char *name, unsigned long long *bytes, sl_err *err);
+
 /* Opens the part a checkpoint holds for (role, name) under dir, without its split.json: its
  * current save or, with step >= 0, the current or previous save of that step. Caller owns the
  * result. */

@@ -28,7 +28,8 @@ typedef struct parse_state {
     bool seen[SL_MAX_NODES][4];        /* role, layers, listen, restart given */
     int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
     char certs_raw[PATH_MAX];
-    int train_set[SL_MAX_NODES]; /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
+    int train_set[SL_MAX_NODES];       /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
+    bool checkpoint_set[SL_MAX_NODES]; /* a node's own max_checkpoint_mb given */
     bool pipeline_train;
     char keys_section[128]; /* the section whose keys keys_seen holds */
     struct {
@@ -42,9 +43,9 @@ typedef struct parse_state {
 
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
                                     "hwm, verify, max_train_tokens, checkpoint_root, security, certs, clients, "
-                                    "trainers, train, restart";
-static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, restart, clip, noise "
-                                "(bottom), grad_clip, grad_noise (top)";
+                                    "trainers, train, restart, max_checkpoint_mb";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, restart, "
+                                "max_checkpoint_mb, clip, noise (bottom), grad_clip, grad_noise (top)";
 static const char host_keys[] = "run, dir, bin";
 
 /* Node and host names travel as program arguments to other hosts (ssh takes a leading '-' for an
@@ -206,6 +207,15 @@ static int at_line(parse_state *ps, int rc)
     return rc;
 }
 
+/* A size in megabytes (MiB, fractions allowed) into bytes: at least 1, at most 2^30 (a petabyte). */
+static int parse_megabytes(parse_state *ps, const char *key, const char *value, unsigned long long *bytes)
+{
+    double mb;
+    if (at_line(ps, sl_parse_double(value, key, 1, 1 << 30, &mb, ps->err)) != 0) return -1;
+    *bytes = (unsigned long long)(mb * 1048576.0);
+    return 0;
+}
+
 static int pipeline_key(parse_state *ps, const char *key, const char *value)
 {
     sl_topology *t = ps->t;
@@ -267,6 +277,7 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
         t->max_train_tokens = (int)v;
         return rc;
     }
+    if (!strcmp(key, "max_checkpoint_mb")) return parse_megabytes(ps, key, value, &t->max_checkpoint);
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [pipeline] (keys: %s)", t->path, ps->line, key, pipeline_keys);
 }
 
@@ -316,6 +327,10 @@ static int node_key(parse_state *ps, const char *key, const char *value)
         int rc = parse_bool(ps, key, value, &n->train);
         ps->train_set[n - ps->t->nodes] = n->train;
         return rc;
+    }
+    if (!strcmp(key, "max_checkpoint_mb")) {
+        ps->checkpoint_set[n - ps->t->nodes] = true;
+        return parse_megabytes(ps, key, value, &n->max_checkpoint);
     }
     if (!strcmp(key, "clip") || !strcmp(key, "noise") || !strcmp(key, "grad_clip") || !strcmp(key, "grad_noise"))
         return defence_key(ps, key, value);
@@ -417,13 +432,15 @@ static int resolve_dir(parse_state *ps, const char *key, const char *raw, char *
     return 0;
 }
 
-/* security = curve needs certs and every node's cert; each node's train falls back to the
- * pipeline's. */
+/* security = curve needs certs and every node's cert; each node's train and max_checkpoint_mb
+ * fall back to the pipeline's. */
 static int check_security(parse_state *ps)
 {
     sl_topology *t = ps->t;
-    for (int i = 0; i < t->n_nodes; i++)
+    for (int i = 0; i < t->n_nodes; i++) {
         if (ps->train_set[i] < 0) t->nodes[i].train = ps->pipeline_train;
+        if (!ps->checkpoint_set[i]) t->nodes[i].max_checkpoint = t->max_checkpoint;
+    }
     if (!t->curve) return 0;
     if (!ps->certs_raw[0])
         return sl_fail(ps->err,
@@ -577,6 +594,7 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
     t->max_message = 256u << 20;
     t->hwm = 1000;
     t->max_train_tokens = 16384;
+    t->max_checkpoint = 64ull << 30;
     parse_state ps = {.t = t, .err = err, .fp = fp};
     int bad_line = ini_parse_stream(read_line, &ps, on_key, &ps);
     if (ps.rc != 0) return -1;

@@ -26,6 +26,8 @@ struct sl_trunk {
     char save_dir[PATH_MAX]; /* this run's checkpoint (its last save or load): a stop saves beside it */
     long saved_step;         /* the step of that checkpoint */
     double last_message;     /* when the run last sent a training message (sl_now) */
+    char **run_dirs;         /* the directories the run saved into or loaded from: its disk use */
+    int n_run_dirs;
     float *in, *out;         /* (rows, C): room for the run's batch */
     size_t rows, batch_rows; /* that room; the run's B x T */
 };
@@ -68,10 +70,21 @@ sl_trunk *sl_trunk_new(const sl_trunk_opts *opts, sl_err *err)
     return t;
 }
 
+/* A new run has written nothing yet. */
+static void forget_run_dirs(sl_trunk *t)
+{
+    for (int i = 0; i < t->n_run_dirs; i++)
+        free(t->run_dirs[i]);
+    free(t->run_dirs);
+    t->run_dirs = NULL;
+    t->n_run_dirs = 0;
+}
+
 void sl_trunk_destroy(sl_trunk **self)
 {
     assert(self);
     if (!*self) return;
+    forget_run_dirs(*self);
     sl_learner_destroy(&(*self)->learner);
     free((*self)->in);
     free((*self)->out);
@@ -105,6 +118,7 @@ static int begin_run(sl_trunk *t, sl_id run, sl_err *err)
     t->forward_ready = t->grads_pending = t->update_due = false;
     t->save_dir[0] = '\0'; /* a stop saves only where this run saved */
     t->saved_step = -1;
+    forget_run_dirs(t);
     return 0;
 }
 
@@ -257,6 +271,50 @@ static int checkpoint_dir(const sl_trunk *t, const char *asked, char *out, size_
     return written < (int)size ? 0 : sl_fail(err, "checkpoint directory %s: path too long", asked);
 }
 
+/* Counts dir among the run's directories (once). */
+static int add_run_dir(sl_trunk *t, const char *dir, sl_err *err)
+{
+    for (int i = 0; i < t->n_run_dirs; i++)
+        if (sl_same_dir(dir, t->run_dirs[i])) return 0;
+    char **more = realloc(t->run_dirs, (size_t)(t->n_run_dirs + 1) * sizeof *more);
+    char *copy = more ? strdup(dir) : NULL;
+    if (more) t->run_dirs = more;
+    if (!copy) return sl_fail(err, "out of memory");
+    t->run_dirs[t->n_run_dirs++] = copy;
+    return 0;
+}
+
+/* Adds to *held the bytes of this part's checkpoint files in dir. */
+static int add_held(const sl_trunk *t, const char *dir, unsigned long long *held, sl_err *err)
+{
+    unsigned long long bytes;
+    const sl_part_info *info = sl_trunk_info(t);
+    if (sl_part_checkpoint_bytes(dir, info->role, info->name, &bytes, err) != 0) return -1;
+    *held += bytes;
+    return 0;
+}
+
+/* Whether a save into dir keeps the run's disk use within max_checkpoint: what its saves of this
+ * part hold in its directories (dir's too) and an upper bound of the save to write. */
+static int within_checkpoint_limit(sl_trunk *t, const char *dir, sl_err *err)
+{
+    if (!t->opts.max_checkpoint) return 0;
+    unsigned long long held = 0, save = sl_part_save_bytes(sl_trunk_info(t));
+    bool listed = false;
+    for (int i = 0; i < t->n_run_dirs; i++) {
+        listed = listed || sl_same_dir(t->run_dirs[i], dir);
+        if (add_held(t, t->run_dirs[i], &held, err) != 0) return -1;
+    }
+    if (!listed && add_held(t, dir, &held, err) != 0) return -1;
+    if (held + save <= t->opts.max_checkpoint) return 0;
+    return sl_fail(err,
+                   "this run's checkpoints of %s would take %.1f MB with this save (%.1f MB saved, up to %.1f MB "
+                   "for this one), over max_checkpoint_mb = %.1f: raise it in [pipeline] or [node.%s], or save "
+                   "over this run's checkpoint",
+                   t->name, (double)(held + save) / 1048576.0, (double)held / 1048576.0, (double)save / 1048576.0,
+                   (double)t->opts.max_checkpoint / 1048576.0, t->name);
+}
+
 /* Writes the part and optimizer state as dir's checkpoint of the current step (nothing when dir
  * already holds this run's save of it). */
 static int save_to(sl_trunk *t, const char *dir, double loss, sl_err *err)
@@ -265,7 +323,9 @@ static int save_to(sl_trunk *t, const char *dir, double loss, sl_err *err)
     long base = t->save_dir[0] && sl_same_dir(dir, t->save_dir) ? t->saved_step : -1;
     if (base == step && base >= 0) return 0;
     sl_part_info saved;
-    if (sl_learner_save(t->learner, dir, base, loss, &saved, err) != 0) return -1;
+    if (within_checkpoint_limit(t, dir, err) != 0 || sl_learner_save(t->learner, dir, base, loss, &saved, err) != 0 ||
+        add_run_dir(t, dir, err) != 0)
+        return -1;
     note(t, "saved %s (step %ld)", saved.file, step);
     return 0;
 }
@@ -335,6 +395,8 @@ static int load(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
     t->pristine = false;
     t->run = req->session;
     t->forward_ready = t->grads_pending = t->update_due = false;
+    forget_run_dirs(t);
+    if (add_run_dir(t, dir, err) != 0) return SL_TRUNK_INTERNAL;
     snprintf(t->save_dir, sizeof t->save_dir, "%s", dir);
     t->saved_step = sl_trunk_info(t)->step;
     note(t, "loaded %s (step %ld)", sl_trunk_info(t)->file, sl_trunk_info(t)->step);
@@ -378,6 +440,7 @@ int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err)
     self->forward_ready = self->grads_pending = self->update_due = false;
     self->save_dir[0] = '\0';
     self->saved_step = -1;
+    forget_run_dirs(self);
     free(self->in);
     free(self->out);
     self->in = self->out = NULL;

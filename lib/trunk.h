@@ -9,7 +9,9 @@
  *   backward         must answer the last training forward (same step, same rows), once;
  *                    with "update", AdamW follows once its gradient has been sent on
  *   update           needs the gradients of a backward; non-finite gradients are refused
- *   save             writes the part and optimizer state below checkpoint_root
+ *   save             writes the part and optimizer state below checkpoint_root, unless the run's
+ *                    saves (every file of this part in the directories it saved into or loaded
+ *                    from) would hold more than max_checkpoint bytes with it
  *   load             replaces weights and optimizer state by a checkpoint's below checkpoint_root
  * Anything else is refused with SL_TRUNK_BAD (the sender's mistake) or SL_TRUNK_INTERNAL.
  * Ownership: the trunk owns its learner; replies point into its buffers until the next call. */
@@ -25,6 +27,7 @@ typedef struct sl_trunk_opts {
     int first, last;                          /* its layers */
     bool verify;                              /* recompute SHA-256 of what it opens */
     int max_train_tokens;                     /* B x T of a batch it accepts */
+    unsigned long long max_checkpoint;        /* bytes a run's saves may hold on disk (0: no limit) */
     const char *root;                         /* checkpoint_root, an existing directory */
     sl_dtype activations;                     /* dtype of what it sends */
     void (*log)(void *ctx, const char *line); /* its events, for the node's log; may be NULL */

@@ -650,6 +650,7 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
                         .last = n->self->last,
                         .verify = verify || n->topo.verify,
                         .max_train_tokens = n->topo.max_train_tokens,
+                        .max_checkpoint = n->self->max_checkpoint,
                         .root = root_dir,
                         .activations = n->topo.activations,
                         .log = log_event,

@@ -58,8 +58,9 @@ static int make_split_and_keys(void)
 static void write_topology(const char *path, bool curve, int base, int bottom_at, const char *certs_dir)
 {
     char text[4096];
-    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 5\ncheckpoint_root = %s\ntrain = yes\n",
-                       parts, tmp);
+    int len = snprintf(
+        text, sizeof text,
+        "[pipeline]\nparts = %s\ntimeout = 5\ncheckpoint_root = %s\ntrain = yes\nmax_checkpoint_mb = 1\n", parts, tmp);
     if (curve)
         len += snprintf(text + len, sizeof text - (size_t)len,
                         "security = curve\ncerts = %s\nclients = alice, bob\ntrainers = carol\n", certs_dir);
@@ -395,10 +396,19 @@ static void test_curve(void)
                sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll;
     }
     CHECK(same, "three training steps through CURVE equal the in-process chain: %s", same ? "" : err.msg);
+    /* One save of the trunk's part fits in max_checkpoint_mb = 1, two do not. */
+    char kept[PATH_MAX + 16], over[PATH_MAX + 16];
+    snprintf(kept, sizeof kept, "%s/run-save-1", tmp);
+    snprintf(over, sizeof over, "%s/run-save-2", tmp);
+    float loss;
+    bool saved = same && sl_trainer_save(remote, kept, NAN, &err) == 0;
+    CHECK(saved && sl_trainer_step(remote, ids, targets, &loss, &err) == 0 &&
+              sl_trainer_save(remote, over, NAN, &err) != 0 && strstr(err.msg, "max_checkpoint_mb = 1.0") &&
+              strstr(err.msg, "MB with this save"),
+          "a run's second checkpoint is refused by the trunk, naming the limit and the size: %s", err.msg);
     sl_trainer_destroy(&remote);
     o.cert = alice;
     remote = sl_trainer_new_remote(&t, NULL, &o, &err);
-    float loss;
     CHECK(!remote || sl_trainer_step(remote, ids, targets, &loss, &err) != 0,
           "a client's key cannot train through the trunk: %s", err.msg);
     sl_trainer_destroy(&remote);

@@ -1,7 +1,8 @@
 /* test_trunk.c — the trunk's training protocol without processes: a forward/backward/update
- * through sl_trunk equals the same stage trained directly, and every message that does not fit
+ * through sl_trunk equals the same stage trained directly, every message that does not fit
  * the state (README, "A trunk's training state belongs to one run") is refused and changes
- * nothing. */
+ * nothing, and a run's saves stay within max_checkpoint. */
+#include "ckptstore.h"
 #include "clock.h"
 #include "fileio.h"
 #include "fixtures.h"
@@ -32,12 +33,14 @@ static int make_split(void)
     return rc;
 }
 
-static sl_trunk *new_trunk(int first, int last)
+/* A trunk of layers [first, last) whose runs' saves may hold max_checkpoint bytes (0: no limit). */
+static sl_trunk *limited_trunk(int first, int last, unsigned long long max_checkpoint)
 {
     sl_trunk_opts o = {.name = "trunk1",
                        .parts = parts,
                        .first = first,
                        .last = last,
+                       .max_checkpoint = max_checkpoint,
                        .max_train_tokens = 64,
                        .root = root,
                        .activations = SL_F32};
@@ -46,6 +49,8 @@ static sl_trunk *new_trunk(int first, int last)
     CHECK(t != NULL, "trunk: %s", err.msg);
     return t;
 }
+
+static sl_trunk *new_trunk(int first, int last) { return limited_trunk(first, last, 0); }
 
 static sl_msg forward_msg(uint64_t run, uint64_t step, uint32_t batch, uint64_t at_step)
 {
@@ -259,6 +264,66 @@ done:
     sl_trunk_destroy(&u);
 }
 
+/* The bytes of the part's checkpoint files in root/dir. */
+static unsigned long long held_in(const sl_trunk *t, const char *dir)
+{
+    char path[PATH_MAX + 64];
+    unsigned long long bytes = 0;
+    snprintf(path, sizeof path, "%s/%s", root, dir);
+    sl_part_checkpoint_bytes(path, sl_trunk_info(t)->role, sl_trunk_info(t)->name, &bytes, NULL);
+    return bytes;
+}
+
+/* A run's saves hold at most max_checkpoint bytes: a trainer saving into one new directory after
+ * another is refused once the next save could pass the limit, told the limit and the size, and
+ * nothing more is written; saving over its own checkpoint step after step stays within it; a new
+ * run counts its own saves. */
+static void test_checkpoint_limit(void)
+{
+    sl_trunk *probe = new_trunk(1, 3);
+    const unsigned long long save = probe ? sl_part_save_bytes(sl_trunk_info(probe)) : 0, limit = 3 * save;
+    sl_trunk_destroy(&probe);
+    sl_trunk *t = limited_trunk(1, 3, limit);
+    sl_err err = {{0}};
+    if (!CHECK(t && step(t, 6, 1, NULL, &err) == 0, "a limited trunk trains: %s", err.msg)) goto done;
+    enum { TRIES = 8 };
+    int saved = 0, refused_at = -1;
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = {{6}}, .step = 1};
+    for (int i = 0; i < TRIES; i++) {
+        snprintf(m.dir, sizeof m.dir, "fill-%d", i);
+        m.step++;
+        if (send_msg(t, &m, &reply, &err) == 0)
+            saved++;
+        else if (refused_at < 0)
+            refused_at = i;
+    }
+    unsigned long long on_disk = 0;
+    char dir[32];
+    for (int i = 0; i < TRIES; i++) {
+        snprintf(dir, sizeof dir, "fill-%d", i);
+        on_disk += held_in(t, dir);
+    }
+    CHECK(saved >= 2 && refused_at == saved, "saves into new directories go on until the limit: %d saved, then refused",
+          saved);
+    CHECK(strstr(err.msg, "max_checkpoint_mb = ") && strstr(err.msg, "MB with this save"),
+          "the refusal names the limit and the size: %s", err.msg);
+    CHECK(on_disk <= limit && on_disk + save > limit,
+          "the run's saves hold %llu bytes: within the limit (%llu), and one more could pass it", on_disk, limit);
+    snprintf(dir, sizeof dir, "fill-%d", saved);
+    CHECK(held_in(t, dir) == 0, "a refused save writes nothing");
+    bool rotated = true;
+    for (uint64_t s = 1; rotated && s <= 4; s++) {
+        sl_msg over = {.kind = SL_MSG_SAVE, .session = {{7}}, .step = 100 + s};
+        snprintf(over.dir, sizeof over.dir, "own");
+        rotated = step(t, 7, s, NULL, &err) == 0 && send_msg(t, &over, &reply, &err) == 0;
+    }
+    CHECK(rotated && held_in(t, "own") <= limit,
+          "a new run saving over its own checkpoint four times stays within the limit (%llu bytes): %s",
+          held_in(t, "own"), rotated ? "" : err.msg);
+done:
+    sl_trunk_destroy(&t);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -276,6 +341,7 @@ int main(int argc, char **argv)
         if (check_selected("runs")) test_runs();
         if (check_selected("save_load")) test_save_load();
         if (check_selected("idle_expiry")) test_idle_expiry();
+        if (check_selected("checkpoint_limit")) test_checkpoint_limit();
     }
     check_rmtree(tmp);
     return check_done();

@@ -431,9 +431,6 @@ static void trunk_dir(const sl_topology *topo, const char *dir, char *out, size_
     }
 }
 
-/* Bytes of one save of a part: F32 weights and AdamW's two moments, and room for the metadata. */
-static unsigned long long save_bytes(const sl_part_info *part) { return 12ull * part->parameters + (64u << 10); }
-
 static const sl_part_info *part_of(const sl_topo_node *node, const sl_part_info *parts, int n_parts)
 {
     for (int i = 0; i < n_parts; i++)
@@ -480,7 +477,7 @@ static int preflight(const run *r, const sl_topology *topo, const sl_part_info *
     int saves = r->resume && sl_same_dir(r->resume, r->save_dir) ? 1 : 3;
     unsigned long long here = 0;
     for (int i = 0; i < n_parts; i++)
-        here += !remote || parts[i].role != SL_ROLE_TRUNK ? saves * save_bytes(&parts[i]) : 0;
+        here += !remote || parts[i].role != SL_ROLE_TRUNK ? saves * sl_part_save_bytes(&parts[i]) : 0;
     if (sl_check_output(r->save_dir, true, err) != 0 || sl_check_space(r->save_dir, here, err) != 0) {
         sl_err_prefix(err, "--save-dir %s cannot take this run's checkpoints", r->save_dir);
         return SL_EXIT_USAGE;
@@ -495,7 +492,7 @@ static int preflight(const run *r, const sl_topology *topo, const sl_part_info *
         trunk_dir(topo, r->save_dir, dir, sizeof dir);
         if (!dir[0] || !sl_topology_host_is_local(node->host)) continue; /* the node checks it at the first save */
         if (sl_check_output(dir, true, err) != 0 ||
-            sl_check_space(dir, saves * save_bytes(part_of(node, parts, n_parts)), err) != 0) {
+            sl_check_space(dir, saves * sl_part_save_bytes(part_of(node, parts, n_parts)), err) != 0) {
             sl_err_prefix(err,
                           "%s (on this host) cannot save its part in %s; set checkpoint_root in [pipeline] of %s "
                           "to a directory it can write",
