@@ -26,7 +26,7 @@ static zsock_t *make(int type, const sl_net_opts *o, bool bind, sl_err *err)
     zsock_set_rcvhwm(s, o->hwm);
     zsock_set_linger(s, o->linger_ms);
     zsock_set_sndtimeo(s, o->send_timeout_ms);
-    if (o->max_message) zsock_set_maxmsgsize(s, (int64_t)o->max_message);
+    if (o->max_message) zsock_set_maxmsgsize(s, (int64_t)o->max_message * SL_NET_GUARD);
     if (o->immediate) zsock_set_immediate(s, 1);
     if (o->keepalive) {
         zsock_set_tcp_keepalive(s, 1);

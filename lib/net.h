@@ -19,13 +19,20 @@ typedef struct sl_net_opts {
     int hwm;                     /* messages queued per peer, each way */
     int linger_ms;               /* how long a closing socket still tries to deliver */
     int send_timeout_ms;         /* a blocking send gives up after it (-1: never) */
-    size_t max_message;          /* bytes: a larger incoming message is dropped by ZeroMQ (0: no cap) */
+    size_t max_message;          /* bytes: the receiver refuses a larger message (0: no cap); see SL_NET_GUARD */
     bool keepalive;              /* TCP keepalive probes: a peer whose host vanished is noticed */
     bool immediate;              /* queue only to completed connections: a send with no peer fails in time */
     const sl_security *security; /* CURVE with this process's keys (NULL: none) */
     const char *peer;            /* with security, on connect: the certificate the server must hold */
     int answers;                 /* ROUTER: answers queued per peer (0: hwm; clients: SL_NET_CLIENT_ANSWERS) */
 } sl_net_opts;
+
+/* ZeroMQ's own cap on an incoming message (ZMQ_MAXMSGSIZE) is SL_NET_GUARD times max_message. A
+ * message over max_message but within it arrives whole, so that its receiver can refuse it and
+ * say who sent it; one over it is dropped by libzmq with its connection, which its socket
+ * monitor reports as a plain disconnection (the same events as a peer closing), so it is bounded
+ * in memory but cannot be told apart. */
+#define SL_NET_GUARD 2
 
 /* The options a topology's [pipeline] section sets (hwm, timeout, max_message_mb). */
 sl_net_opts sl_net_opts_of(const sl_topology *topo);

@@ -707,6 +707,16 @@ static void next_stage_lost(node *n)
     say_hello(n); /* to whoever comes back there */
 }
 
+/* A message over max_message_mb: dropped unread, logged with its sender's address (rate-limited). */
+static void too_big(node *n, zmq_msg_t *msg)
+{
+    const char *from = zmq_msg_gets(msg, "Peer-Address");
+    n->refused++;
+    if (refusal_logged(n))
+        log_line(n, "refused a message of %zu bytes from %s: over max_message_mb = %g", zmq_msg_size(msg),
+                 from ? from : "an unknown address", (double)n->topo.max_message / 1048576.0);
+}
+
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
 static void drain_socket(node *n, zsock_t *sock, bool routed)
 {
@@ -717,7 +727,10 @@ static void drain_socket(node *n, zsock_t *sock, bool routed)
         zmq_msg_init(&msg);
         int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
         n->arrived_us = sl_wall_us();
-        if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        if (rc == 0 && zmq_msg_size(&msg) > n->topo.max_message)
+            too_big(n, &msg);
+        else if (rc == 0)
+            handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
         if (rc < 0) log_line(n, "dropped %s", err.msg);
         zmq_msg_close(&msg);
         if (rc == 1) break;

@@ -58,9 +58,10 @@ static int make_split_and_keys(void)
 static void write_topology(const char *path, bool curve, int base, int bottom_at, const char *certs_dir)
 {
     char text[4096];
-    int len = snprintf(
-        text, sizeof text,
-        "[pipeline]\nparts = %s\ntimeout = 5\ncheckpoint_root = %s\ntrain = yes\nmax_checkpoint_mb = 1\n", parts, tmp);
+    int len = snprintf(text, sizeof text,
+                       "[pipeline]\nparts = %s\ntimeout = 5\ncheckpoint_root = %s\ntrain = yes\nmax_checkpoint_mb = 1\n"
+                       "max_message_mb = 1\n",
+                       parts, tmp);
     if (curve)
         len += snprintf(text + len, sizeof text - (size_t)len,
                         "security = curve\ncerts = %s\nclients = alice, bob\ntrainers = carol\n", certs_dir);
@@ -519,6 +520,21 @@ static void test_attacks(void)
     snprintf(written, sizeof written, "%s/overwritten", tmp);
     CHECK(access(written, F_OK) != 0, "... and wrote nothing");
     zsock_destroy(&t);
+
+    /* Messages over max_message_mb = 1: one the node reads whole and refuses, naming the sender's
+     * address and the limit; one over ZeroMQ's cap (twice that), dropped with its connection. */
+    for (int over = 0; over < 2; over++) {
+        size_t size = over ? (5u << 20) / 2 : (3u << 20) / 2;
+        unsigned char *huge = calloc(size, 1);
+        zsock_t *s = raw_client(endpoint, NULL, NULL);
+        if (huge) zmq_send(zsock_resolve(s), huge, size, 0);
+        char line[128];
+        snprintf(line, sizeof line, "refused a message of %zu bytes from 127.0.0.1: over max_message_mb = 1", size);
+        if (!over) CHECK(huge && wait_for(log_path, line, 5), "an oversize message is logged: '%s'", line);
+        usleep(over ? 300000 : 0);
+        zsock_destroy(&s);
+        free(huge);
+    }
 
     /* 100 requests for every position's logits whose answers nobody reads. */
     long before = rss_kb(pids[0]) + rss_kb(pids[2]);
