@@ -67,7 +67,12 @@ int sl_net_send_to(zsock_t *router, const sl_peer *peer, const void *data, size_
  * the actor for input, then sl_net_watch_event tells which endpoint. Caller owns it (zactor_destroy). */
 zactor_t *sl_net_watch(zsock_t *sock);
 
-/* Reads the event a watch reported; endpoint receives the connection's endpoint ("?" if none). */
-void sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size);
+/* Reads the event a watch reported; endpoint receives the connection's endpoint ("?" if none).
+ * Returns the dropped connection's file descriptor (-1 if none): on a bound socket, every peer's
+ * connection is watched, and sl_net_fd tells which one a message came on. */
+int sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size);
+
+/* The file descriptor of the connection msg (received) came on. */
+int sl_net_fd(zmq_msg_t *msg);
 
 #endif

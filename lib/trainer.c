@@ -75,6 +75,8 @@ struct sl_trainer {
     msgpack_sbuffer out;
     sl_id run_id;
     uint64_t message;
+    long refused[2];         /* messages at the top's endpoint not of this run, and not from the last trunk */
+    int trunk_fd;            /* the last trunk's connection there (-1: it has not answered yet) */
     sl_security *as_trainer; /* security = curve: the trainer's key pair, towards the trunks */
     sl_security *as_top;     /* the top's, at its endpoint: admits the last trunk only */
 };
@@ -120,16 +122,39 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
     return sl_net_send(sock, t->out.data, t->out.size, false, who, err);
 }
 
-/* A dropped connection reported by watch i, as the trainer's error. */
+/* A dropped connection reported by watch i, as the trainer's error; 1 when it is not a trunk's (at
+ * the top's endpoint, anyone's connection may come and go: only the last trunk's matters). */
 static int connection_lost(sl_trainer *t, int i, sl_msg_kind kind, sl_err *err)
 {
-    t->lost = t->watched[i];
     char endpoint[SL_MAX_ENDPOINT];
-    sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
+    int fd = sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
+    if (i == 1 && (fd < 0 || fd != t->trunk_fd)) return 1;
+    t->lost = t->watched[i];
     return sl_fail(err,
                    "lost the connection to node %s (%s) while waiting for a %s message in step %ld: the node "
                    "stopped or its host is unreachable",
                    t->watched[i], endpoint, sl_msg_kind_name(kind), t->steps + 1);
+}
+
+/* Whether a message at the top's endpoint is taken (ours: it carries this run's id): once the
+ * last trunk answered, only its connection's are (with CURVE, its key's). The others are counted
+ * by why, and logged the 1st, 10th, 100th... time of each why, with the sender's address. */
+static bool admitted(sl_trainer *t, const sl_peer *from, bool ours, zmq_msg_t *frame)
+{
+    static const char *const why[2] = {"not an answer of this training run",
+                                       "from another connection than the last trunk's"};
+    bool elsewhere = t->last_trunk.len && !sl_peer_same(from, &t->last_trunk);
+    if (ours && !elsewhere) return true;
+    long count = ++t->refused[ours];
+    while (count % 10 == 0)
+        count /= 10;
+    if (count != 1 || !t->opts.log) return false;
+    const char *address = zmq_msg_gets(frame, "Peer-Address");
+    char line[512];
+    snprintf(line, sizeof line, "refused a message from %s at the top's endpoint: %s (%ld such so far)",
+             address ? address : "an unknown address", why[ours], t->refused[ours]);
+    t->opts.log(t->opts.log_ctx, line);
+    return false;
 }
 
 /* Waits for a message of kind and step from the trunks (or from extra, a direct connection to
@@ -159,7 +184,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
                            "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
                            sl_msg_kind_name(kind), t->topo.timeout, t->steps + 1);
         for (int i = 0; i < 2; i++)
-            if (items[2 + i].revents & ZMQ_POLLIN) return connection_lost(t, i, kind, err);
+            if ((items[2 + i].revents & ZMQ_POLLIN) && connection_lost(t, i, kind, err) != 1) return -1;
         for (int i = 0; i < 3; i++) {
             if (!socks[i] || !(items[i == 2 ? 4 : i].revents & ZMQ_POLLIN)) continue;
             zmq_msg_t frame;
@@ -168,9 +193,12 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
             zmq_msg_init(&frame);
             int got = sl_net_recv(socks[i], i == 0 ? &from : NULL, &frame, &bad), rc = 1;
             sl_msg m;
-            if (got == 0 &&
-                sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
-                sl_id_equal(m.session, t->run_id)) {
+            bool decoded = got == 0 && sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits,
+                                                      &m, &bad) == 0,
+                 ours = decoded && sl_id_equal(m.session, t->run_id);
+            bool greeting = decoded && m.kind == SL_MSG_HELLO; /* a trunk greets its next stage: not an answer */
+            if (i == 0 && got != 1 && !greeting) ours = admitted(t, &from, ours, &frame);
+            if (ours) {
                 if (m.kind == SL_MSG_ERROR && !strcmp(m.code, "out_of_step")) /* it restarted */
                     t->lost = sl_topology_node(&t->topo, m.node) ? sl_topology_node(&t->topo, m.node)->name : NULL;
                 if (m.kind == SL_MSG_ERROR)
@@ -181,7 +209,8 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out); /* its width is the model's: the decoder checked */
                     if (gnorm2) *gnorm2 = m.gnorm2;
-                    if (i == 0) t->last_trunk = from; /* the backward goes back on this connection */
+                    if (i == 0) /* the backward goes back on this connection */
+                        t->last_trunk = from, t->trunk_fd = sl_net_fd(&frame);
                     rc = 0;
                 }
             }
@@ -363,6 +392,7 @@ static sl_trainer *trainer_alloc(const sl_trainer_opts *opts, sl_err *err)
         return NULL;
     }
     t->opts = *opts;
+    t->trunk_fd = -1;
     msgpack_sbuffer_init(&t->out);
     return t;
 }
@@ -400,7 +430,7 @@ static int open_security(sl_trainer *t, sl_err *err)
     snprintf(top_secret, sizeof top_secret, "%s/%s.cert_secret", topo->certs, topo->nodes[topo->n_nodes - 1].cert);
     const char *last_trunk = topo->nodes[topo->n_nodes - 2].cert;
     if (!(t->as_trainer = sl_security_new(topo->certs, t->opts.cert, NULL, 0, NULL, NULL, err)) ||
-        !(t->as_top = sl_security_new(topo->certs, top_secret, &last_trunk, 1, NULL, NULL, err)))
+        !(t->as_top = sl_security_new(topo->certs, top_secret, &last_trunk, 1, t->opts.log, t->opts.log_ctx, err)))
         return -1;
     return 0;
 }

@@ -25,6 +25,11 @@ typedef struct sl_trainer_opts {
     bool cosine;             /* cosine decay to 10% of lr over total_steps after warmup */
     const char *cert;        /* with security = curve: the trainer's secret certificate (a name in trainers) */
     sl_privacy_opts privacy; /* defences at the cuts: the caller takes them from the topology (privacy.h) */
+    /* Lines for the program's log: messages refused at the top's endpoint (not this run's, or not
+     * from its last trunk's connection) and, with CURVE, the peers its ZAP handler refused (from
+     * that handler's thread: log must be thread-safe). NULL: not logged. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
 } sl_trainer_opts;
 
 typedef struct sl_trainer sl_trainer;
@@ -34,7 +39,10 @@ typedef struct sl_trainer sl_trainer;
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err);
 /* The same chain with the trunks on the topology's nodes (which must be running): this process
  * runs the bottom and the top, binding their listen endpoints, so token ids and labels never
- * leave it; trunks receive activations and gradients only, and update themselves. With resume
+ * leave it; trunks receive activations and gradients only, and update themselves. The top's
+ * endpoint takes answers of this run only (its id is 128 random bits), and once the last trunk
+ * answered, from its connection only (with CURVE, from its key only: the ZAP handler admits no
+ * other); everything else there is refused and logged, the 1st, 10th, 100th... time. With resume
  * (a checkpoint directory, which must exist at that path on every trunk's host too) every
  * stage continues from it. With gradient clipping the trunks report their gradient norms and
  * update only when the global factor is known. Caller owns the result. */

@@ -3,7 +3,8 @@
  * with the wrong key get nothing through (refusals logged); one client cannot touch another's
  * session; a client key cannot train; what crosses the wire holds no ids, field names or
  * activations in the clear (a TCP relay records it; the same relay without CURVE sees them);
- * without CURVE a trunk refuses training unless its topology says train = yes. */
+ * without CURVE a trunk refuses training unless its topology says train = yes; forged answers
+ * sent to a running training's trainer, with or without CURVE, change no loss and are refused. */
 #include "client.h"
 #include "fixtures.h"
 #include "procs.h"
@@ -18,6 +19,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 static char tmp[256], bin[512], parts[PATH_MAX], certs[PATH_MAX], log_path[PATH_MAX];
@@ -142,17 +144,20 @@ typedef struct relay {
     int listen_fd, port, target;
     unsigned char *seen;
     size_t n_seen, cap;
+    pthread_mutex_t lock; /* seen may be read while the relay runs */
     pthread_t thread;
 } relay;
 
 static void record(relay *r, const unsigned char *data, size_t n)
 {
+    pthread_mutex_lock(&r->lock);
     if (r->n_seen + n > r->cap) {
         r->cap = (r->n_seen + n) * 2;
         r->seen = realloc(r->seen, r->cap);
     }
     memcpy(r->seen + r->n_seen, data, n);
     r->n_seen += n;
+    pthread_mutex_unlock(&r->lock);
 }
 
 static void *pump(void *arg)
@@ -183,6 +188,7 @@ done:
 static int start_relay(relay *r, int port, int target)
 {
     *r = (relay){.port = port, .target = target};
+    pthread_mutex_init(&r->lock, NULL);
     r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(r->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -572,6 +578,163 @@ static void test_attacks(void)
     stop_nodes(pids, 3);
 }
 
+/* ---- forged answers to a training: the trainer takes its trunk's answers only ---- */
+
+static pthread_mutex_t trainer_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char trainer_log[8192];
+
+/* The trainer's log lines (from its thread and its ZAP handler's). */
+static void keep_trainer_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    pthread_mutex_lock(&trainer_log_lock);
+    size_t used = strlen(trainer_log);
+    snprintf(trainer_log + used, sizeof trainer_log - used, "%s\n", line);
+    pthread_mutex_unlock(&trainer_log_lock);
+}
+
+static bool trainer_logged(const char *needle)
+{
+    pthread_mutex_lock(&trainer_log_lock);
+    bool found = strstr(trainer_log, needle) != NULL;
+    pthread_mutex_unlock(&trainer_log_lock);
+    return found;
+}
+
+/* Someone sending forged answers (activations for the top) to the trainer's endpoint, from a
+ * connection of its own, for every step: with a run id read off the wire through tap when it
+ * shows one, else with guessed ids. */
+typedef struct forger {
+    const char *endpoint, *secret, *server; /* secret, server: its key pair and the server's cert (CURVE) */
+    relay *tap;
+    atomic_bool stop, sniffed;
+    long sent;
+} forger;
+
+/* The run id in a training message the tap saw (the bytes after the key "session"). */
+static bool sniff_run_id(relay *tap, sl_id *id)
+{
+    static const char key[] = "\xa7session\xc4\x10";
+    pthread_mutex_lock(&tap->lock);
+    const unsigned char *at = memmem(tap->seen, tap->n_seen, key, sizeof key - 1);
+    bool found = at && at + sizeof key - 1 + SL_ID_BYTES <= tap->seen + tap->n_seen;
+    if (found) memcpy(id->bytes, at + sizeof key - 1, SL_ID_BYTES);
+    pthread_mutex_unlock(&tap->lock);
+    return found;
+}
+
+static void *forge(void *arg)
+{
+    forger *f = arg;
+    zsock_t *s = raw_client(f->endpoint, f->secret, f->server);
+    float x[24 * 48];
+    for (int i = 0; i < 24 * 48; i++)
+        x[i] = 5.0f * (float)(i % 7); /* not what the trunk computes */
+    sl_msg m = {.kind = SL_MSG_FORWARD, .train = true, .batch = 1, .x = x, .rows = 24, .cols = 48, .dtype = SL_F32};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    while (!atomic_load(&f->stop)) {
+        bool known = f->tap && sniff_run_id(f->tap, &m.session);
+        if (known) atomic_store(&f->sniffed, true);
+        for (uint64_t step = 1; step <= 16; step++) {
+            sl_err err;
+            if (!known) sl_id_new(&m.session, NULL);
+            m.step = step;
+            if (sl_wire_encode(&m, &buf, &err) == 0 &&
+                zmq_send(zsock_resolve(s), buf.data, buf.size, ZMQ_DONTWAIT) >= 0)
+                f->sent++;
+        }
+        usleep(2000);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    zsock_destroy(&s);
+    return NULL;
+}
+
+/* A training through the pipeline's trunk (reached through a relay: the wire a stranger reads)
+ * while two forgers send answers to the trainer's endpoint, one with the run id the wire shows,
+ * one guessing: every loss equals the in-process chain's, and the forgeries are refused and
+ * logged (without CURVE, by the trainer: not of the run, or not from its trunk's connection;
+ * with CURVE, by its ZAP handler: the forgers' keys, a listed client's among them, never reach it). */
+static void forged_answers(bool curve)
+{
+    const char *mode = curve ? "with CURVE" : "without CURVE";
+    int base = check_port(next_port);
+    next_port += 4;
+    char topo[PATH_MAX], via_relay[PATH_MAX], endpoint[64], listen[64], moved[64], alice[PATH_MAX], eve[PATH_MAX],
+        carol[PATH_MAX], top_pub[PATH_MAX];
+    snprintf(topo, sizeof topo, "%s/forged-%d.ini", tmp, curve);
+    snprintf(via_relay, sizeof via_relay, "%s/forged-relay-%d.ini", tmp, curve);
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", base + 2);
+    cert_path(alice, sizeof alice, certs, "alice", true);
+    cert_path(carol, sizeof carol, certs, "carol", true);
+    cert_path(top_pub, sizeof top_pub, certs, "top", false);
+    snprintf(eve, sizeof eve, "%s/elsewhere/eve.cert_secret", tmp);
+    write_topology(topo, curve, base, 0, certs);
+    sl_err err = {{0}};
+    char *text = sl_read_text_file(topo, 1 << 16, &err), *at;
+    snprintf(listen, sizeof listen, "listen = tcp://127.0.0.1:%d", base + 1);
+    snprintf(moved, sizeof moved, "listen = tcp://127.0.0.1:%d", base + 3);
+    if (text && (at = strstr(text, listen)) && strlen(moved) == strlen(listen)) memcpy(at, moved, strlen(moved));
+    if (text) sl_write_text_file(via_relay, text, &err);
+    free(text);
+    pid_t trunk;
+    const int middle[1] = {1};
+    relay r;
+    if (!CHECK(start_nodes(topo, middle, 1, &trunk) && start_relay(&r, base + 3, base + 1) == 0,
+               "%s: the trunk and a relay in front of it start", mode))
+        return stop_nodes(&trunk, 1);
+    sl_topology t;
+    sl_topology_load(via_relay, &t, true, &err);
+    int32_t ids[24], targets[24];
+    for (int i = 0; i < 24; i++)
+        ids[i] = (i * 31 + 5) % V, targets[i] = i + 1 < 24 ? (i * 31 + 36) % V : -1;
+    trainer_log[0] = '\0';
+    sl_trainer_opts o = {.batch = 1,
+                         .seq_len = 24,
+                         .grad_accum = 1,
+                         .adamw = SL_ADAMW_DEFAULT,
+                         .cert = curve ? carol : NULL,
+                         .log = keep_trainer_line};
+    sl_trainer *remote = sl_trainer_new_remote(&t, NULL, &o, &err), *local = sl_trainer_new(parts, &o, &err);
+    float lr = 0, ll = 0;
+    bool same = remote && local && sl_trainer_step(remote, ids, targets, &lr, &err) == 0 &&
+                sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll; /* the trainer knows its trunk */
+    forger f[2] = {{.endpoint = endpoint, .secret = curve ? alice : NULL, .server = top_pub, .tap = &r},
+                   {.endpoint = endpoint, .secret = curve ? eve : NULL, .server = top_pub}};
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&threads[i], NULL, forge, &f[i]);
+    usleep(100000);
+    for (int step = 2; same && step <= 6; step++)
+        same = sl_trainer_step(remote, ids, targets, &lr, &err) == 0 &&
+               sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll;
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&f[i].stop, true);
+        pthread_join(threads[i], NULL);
+    }
+    sl_trainer_destroy(&remote);
+    sl_trainer_destroy(&local);
+    stop_nodes(&trunk, 1);
+    pthread_join(r.thread, NULL);
+    close(r.listen_fd);
+    free(r.seen);
+    CHECK(same && f[0].sent > 0 && f[1].sent > 0,
+          "%s, six training steps while forgers sent %ld + %ld answers equal the in-process chain's: %s", mode,
+          f[0].sent, f[1].sent, same ? "" : err.msg);
+    if (curve)
+        CHECK(!atomic_load(&f[0].sniffed) && trainer_logged("security: refused a peer at 127.0.0.1") &&
+                  !trainer_logged("refused a message"),
+              "%s the wire shows no run id, the trainer's ZAP handler refuses the forgers' keys and nothing reaches "
+              "the trainer:\n%s",
+              mode, trainer_log);
+    else
+        CHECK(atomic_load(&f[0].sniffed) && trainer_logged("from another connection than the last trunk's") &&
+                  trainer_logged("not an answer of this training run"),
+              "%s the run id read off the wire does not help: the trainer refuses and logs both forgers:\n%s", mode,
+              trainer_log);
+}
+
 /* ---- nodes check at start that the chain agrees ---- */
 
 /* A trunk whose host holds a part of another model (same shape, other weights), or whose
@@ -639,6 +802,7 @@ int main(int argc, char **argv)
         if (check_selected("curve")) test_curve();
         if (check_selected("attacks")) test_attacks();
         if (check_selected("chain")) test_chain();
+        if (check_selected("forged")) forged_answers(false), forged_answers(true);
     }
     check_rmtree(tmp);
     return check_done();

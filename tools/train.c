@@ -524,6 +524,13 @@ static int recover(const sl_topology *topo, const char *ckpt, long ckpt_step, do
     return 0;
 }
 
+/* The trainer's refusals (its own, and its ZAP handler's from that thread): one write a line. */
+static void log_refusal(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "%s: %s\n", prog, line);
+}
+
 /* Trains from the topology's split (or r->resume) to the end, or to a stop signal. Returns an
  * exit status. */
 static int train(run *r, sl_err *err)
@@ -545,6 +552,7 @@ static int train(run *r, sl_err *err)
     const long total = total_steps(r, c.data);
     long eval_every = r->eval_every ? r->eval_every : c.eval ? 100 : 0;
     r->opts.total_steps = total;
+    r->opts.log = log_refusal;
     sl_trainer *tr = NULL;
     if (rc == 0)
         tr = remote ? sl_trainer_new_remote(&topo, r->resume, &r->opts, err)
