@@ -27,7 +27,6 @@ typedef struct parse_state {
     sl_topo_host *host;                /* its host, for [host.NAME] */
     bool seen[SL_MAX_NODES][4];        /* role, layers, listen, restart given */
     int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
-    char certs_raw[PATH_MAX];
     int train_set[SL_MAX_NODES];       /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
     bool checkpoint_set[SL_MAX_NODES]; /* a node's own max_checkpoint_mb given */
     bool pipeline_train;
@@ -267,7 +266,7 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
     }
     if (!strcmp(key, "certs")) {
         t->certs_line = ps->line;
-        return snprintf(ps->certs_raw, sizeof ps->certs_raw, "%s", value), 0;
+        return snprintf(t->certs_given, sizeof t->certs_given, "%s", value), 0;
     }
     if (!strcmp(key, "clients")) return parse_names(ps, key, value, &t->clients);
     if (!strcmp(key, "trainers")) return parse_names(ps, key, value, &t->trainers);
@@ -442,7 +441,7 @@ static int check_security(parse_state *ps)
         if (!ps->checkpoint_set[i]) t->nodes[i].max_checkpoint = t->max_checkpoint;
     }
     if (!t->curve) return 0;
-    if (!ps->certs_raw[0])
+    if (!t->certs_given[0])
         return sl_fail(ps->err,
                        "%s:%d: security = curve needs certs = DIR (the certificates, see zmq-splitlearn-keygen)",
                        t->path, ps->pipeline_line);
@@ -602,7 +601,7 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
         return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
     if (check_nodes(&ps) != 0 || check_hosts(&ps) != 0 || check_defences(&ps) != 0) return -1;
     if (resolve_dir(&ps, "parts", t->parts_given, t->parts, sizeof t->parts) != 0 || check_security(&ps) != 0 ||
-        (ps.certs_raw[0] && resolve_dir(&ps, "certs", ps.certs_raw, t->certs, sizeof t->certs) != 0))
+        (t->certs_given[0] && resolve_dir(&ps, "certs", t->certs_given, t->certs, sizeof t->certs) != 0))
         return -1;
     if (!t->name[0]) {
         const char *base = strrchr(t->parts, '/');

@@ -76,6 +76,7 @@ typedef struct sl_topology {
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
     bool curve;                     /* security = curve: every link encrypted and authenticated */
     char certs[PATH_MAX];           /* the public certificates (and, on each host, its own secret one) */
+    char certs_given[PATH_MAX];     /* certs as written */
     int certs_line;                 /* where certs is written (0: it is not) */
     sl_party_list clients;          /* names of the certificates that may generate */
     sl_party_list trainers;         /* names of the certificates that may train, save and load */
