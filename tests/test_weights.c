@@ -1,0 +1,486 @@
+/* test_weights.c — every weight format (f32, f16, bf16, q8_0) and the F16 KV cache, run whole and
+ * through split parts loaded as nodes load them (in place), on every kernel path this CPU has,
+ * against the references of ../shared/fixtures within the bounds of docs/WEIGHTS.md ("Accuracy of
+ * a whole model"); F32 bit for bit where it did not change; the part files of each format, and
+ * malformed ones refused; merge and training from 16-bit and 8-bit parts.
+ *
+ * The bound on a quantity Q (a hidden state, the logits) of scale S = max |reference Q|, computed
+ * through n matrices stored in format f, and through the keys and values of k layers held in F16:
+ *     B = 1e-5 + (n eps_f + 2 k 2^-11) S
+ * eps_f: F16 2^-11, BF16 2^-8 (their unit roundoffs), Q8_0 2/254 + 2^-11 (d/2 of the block's
+ * largest weight, the F16 rounding of d, and as much again for x rounded to int8 on avx512vnni).
+ * n: 1 (wte) + 4 per block before Q, + 1 for the logits (the head). Greedy continuations must
+ * equal the reference's up to the first step whose margin is below 2 B (and below 1e-3, the
+ * fixtures' rule for F32 rounding): an error below B on every logit cannot reorder two tokens
+ * farther apart than 2 B. */
+#include "fixtures.h"
+#include "kern.h"
+#include "learner.h"
+#include "ops.h"
+#include "split.h"
+#include "wmat.h"
+
+#include <sys/stat.h>
+
+#define TOL 1e-5
+#define KV_EPS 0x1p-11
+
+enum { MAX_STAGES = 4, MAX_PROMPTS = 8, DECODE_STEPS = 6 };
+
+static const sl_wformat formats[] = {SL_WF_F32, SL_WF_F16, SL_WF_BF16, SL_WF_Q8_0};
+enum { N_FORMATS = sizeof formats / sizeof *formats };
+
+/* The kernels every runner here uses but where a test asks for others: two threads, the best set. */
+static sl_kern *kern_default;
+
+static double format_eps(sl_wformat f)
+{
+    static const double eps[SL_WF_COUNT] = {0, 0x1p-11, 0x1p-8, 2.0 / 254 + 0x1p-11};
+    return eps[f];
+}
+
+/* B for a quantity of scale S behind n_mats matrices in format f and kv16_layers layers of F16 keys
+ * and values (see the top of this file). */
+static double error_bound(sl_wformat f, int n_mats, int kv16_layers, double S)
+{
+    return TOL + (n_mats * format_eps(f) + 2 * kv16_layers * KV_EPS) * S;
+}
+
+static double max_abs(const float *x, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Steps of the reference's greedy continuation whose margins are all at least `margin`. */
+static int comparable_steps(const fixture_prompt *fp, double margin)
+{
+    int n = 0;
+    while (n < fp->n_greedy && fp->margins[n] >= margin)
+        n++;
+    return n;
+}
+
+/* ---- stages chained: a whole model (one stage) or a split's parts ---- */
+
+typedef struct chain {
+    int n, C, V;
+    sl_part *parts[MAX_STAGES];
+    sl_params p[MAX_STAGES];
+    sl_runner *run[MAX_STAGES];
+    sl_kv *kv[MAX_STAGES];
+    int boundary[MAX_STAGES]; /* the first block of stage i */
+    float *act[2];            /* (n_positions, C): what crosses between stages */
+} chain;
+
+static void chain_close(chain *ch)
+{
+    for (int i = 0; i < ch->n; i++) {
+        sl_kv_destroy(&ch->kv[i]);
+        sl_runner_destroy(&ch->run[i]);
+        sl_params_free(&ch->p[i]);
+        sl_part_destroy(&ch->parts[i]);
+    }
+    free(ch->act[0]);
+    free(ch->act[1]);
+    memset(ch, 0, sizeof *ch);
+}
+
+/* Runners and caches for the n stages whose params are loaded. */
+static int chain_start(chain *ch, sl_dtype kv_dtype, sl_kern *kern)
+{
+    const sl_config *c = &ch->p[0].cfg;
+    ch->C = c->n_embd;
+    ch->V = c->vocab_size;
+    ch->act[0] = malloc((size_t)c->n_positions * c->n_embd * sizeof(float));
+    ch->act[1] = malloc((size_t)c->n_positions * c->n_embd * sizeof(float));
+    for (int i = 0; i < ch->n; i++) {
+        sl_err err;
+        ch->boundary[i] = ch->p[i].first;
+        ch->run[i] = sl_runner_new(&ch->p[i], c->n_positions, kern, &err);
+        ch->kv[i] = ch->run[i] ? sl_kv_new(&ch->p[i], c->n_positions, kv_dtype, &err) : NULL;
+        if (!CHECK(ch->kv[i] != NULL, "stage %d: %s", i, err.msg)) return -1;
+    }
+    return 0;
+}
+
+/* The whole model of ck with its matrices in format f (F32: used in place, as loaded). */
+static int chain_whole(chain *ch, const sl_hf_model *ck, sl_wformat f, sl_dtype kv_dtype, sl_kern *kern)
+{
+    memset(ch, 0, sizeof *ch);
+    sl_err err;
+    sl_params base;
+    const int L = sl_hf_model_config(ck)->n_layer;
+    if (!CHECK(sl_params_load(&base, ck, 0, L, true, true, false, &err) == 0, "load: %s", err.msg)) return -1;
+    int rc = 0;
+    if (f == SL_WF_F32)
+        ch->p[0] = base;
+    else {
+        rc = sl_params_convert(&ch->p[0], &base, f, &err);
+        CHECK(rc == 0, "convert to %s: %s", sl_wformat_name(f), err.msg);
+        sl_params_free(&base);
+    }
+    ch->n = rc == 0;
+    return rc == 0 ? chain_start(ch, kv_dtype, kern) : -1;
+}
+
+/* The parts of the split directory dir, loaded in place as a node loads its part. */
+static int chain_parts(chain *ch, const char *dir, sl_dtype kv_dtype, sl_kern *kern)
+{
+    memset(ch, 0, sizeof *ch);
+    sl_err err;
+    sl_part_info info[MAX_STAGES];
+    int n = sl_split_read_index(dir, info, MAX_STAGES, &err);
+    if (!CHECK(n > 0, "%s: %s", dir, err.msg)) return -1;
+    for (int i = 0; i < n; i++) {
+        ch->parts[i] = sl_part_open_info(&info[i], false, &err);
+        if (!CHECK(ch->parts[i] && sl_part_load_params(ch->parts[i], &ch->p[i], false, &err) == 0, "%s: %s",
+                   info[i].name, err.msg)) {
+            chain_close(ch);
+            return -1;
+        }
+        ch->n++;
+    }
+    return chain_start(ch, kv_dtype, kern);
+}
+
+static void chain_reset(chain *ch)
+{
+    for (int i = 0; i < ch->n; i++)
+        sl_kv_reset(ch->kv[i]);
+}
+
+/* T tokens through every stage: out as `which` says from the last; crossing[i] (T,C), when given,
+ * receives what stage i passes on (i < n - 1). */
+static int chain_forward(chain *ch, int T, const int32_t *ids, float *out, sl_output which, float **crossing)
+{
+    const float *in = NULL;
+    for (int i = 0; i < ch->n; i++) {
+        const bool last = i == ch->n - 1;
+        float *dst = last ? out : ch->act[i % 2];
+        sl_err err;
+        if (!CHECK(sl_runner_forward(ch->run[i], ch->kv[i], T, i == 0 ? ids : NULL, in, dst,
+                                     last ? which : SL_OUT_HIDDEN, &err) == 0,
+                   "stage %d: %s", i, err.msg))
+            return -1;
+        if (!last && crossing) memcpy(crossing[i], dst, (size_t)T * ch->C * sizeof(float));
+        in = dst;
+    }
+    return 0;
+}
+
+/* The prompt, then steps tokens one at a time through the caches: each step's logits (steps, V)
+ * into logits. With follow NULL the chain continues with its own argmax, else with follow's ids. */
+static int chain_decode(chain *ch, const fixture_prompt *fp, int steps, const int32_t *follow, int32_t *gen,
+                        float *logits)
+{
+    chain_reset(ch);
+    const size_t V = (size_t)ch->V;
+    if (chain_forward(ch, fp->n_ids, fp->ids, logits, SL_OUT_LOGITS_LAST, NULL) != 0) return -1;
+    for (int s = 0; s < steps; s++) {
+        gen[s] = follow ? follow[s] : argmax(logits + s * V, ch->V);
+        if (s + 1 < steps && chain_forward(ch, 1, &gen[s], logits + (s + 1) * V, SL_OUT_LOGITS_LAST, NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- the fixtures of one model ---- */
+
+typedef struct model {
+    const char *name;
+    char dir[1024];
+    sl_hf_model *ck;
+    sl_st_file *refs;
+    fixture_prompt prompts[MAX_PROMPTS];
+    int n_prompts, L, C, V;
+} model;
+
+static int model_open(model *m, const char *name)
+{
+    memset(m, 0, sizeof *m);
+    m->name = name;
+    sl_err err;
+    char path[1024];
+    snprintf(m->dir, sizeof m->dir, "%s/%s", check_fixtures(), name);
+    fixture_path(path, sizeof path, name, "refs.safetensors");
+    m->ck = sl_hf_model_open(m->dir, &err);
+    if (!CHECK(m->ck != NULL, "%s", err.msg)) return -1;
+    m->refs = sl_st_open(path, &err);
+    if (!CHECK(m->refs != NULL, "%s", err.msg)) return -1;
+    m->n_prompts = fixture_prompts(name, m->prompts, MAX_PROMPTS);
+    const sl_config *c = sl_hf_model_config(m->ck);
+    m->L = c->n_layer;
+    m->C = c->n_embd;
+    m->V = c->vocab_size;
+    return m->n_prompts > 0 ? 0 : -1;
+}
+
+static void model_close(model *m)
+{
+    sl_st_close(&m->refs);
+    sl_hf_model_destroy(&m->ck);
+}
+
+/* Prompt i's reference logits: every position (tiny-b) or the last only (tiny-a); *rows says which. */
+static const float *ref_logits(const model *m, int i, int *rows)
+{
+    char name[64];
+    snprintf(name, sizeof name, "p%d.logits", i);
+    const sl_tensor *all = sl_st_find(m->refs, name);
+    if (all) {
+        *rows = m->prompts[i].n_ids;
+        return fixture_f32(m->refs, name, (size_t)*rows * m->V);
+    }
+    snprintf(name, sizeof name, "p%d.logits_last", i);
+    *rows = 1;
+    return fixture_f32(m->refs, name, (size_t)m->V);
+}
+
+static const float *ref_hidden(const model *m, int i, int k)
+{
+    char name[64];
+    snprintf(name, sizeof name, "p%d.hidden.%d", i, k);
+    return fixture_f32(m->refs, name, (size_t)m->prompts[i].n_ids * m->C);
+}
+
+/* ---- accuracy of each format, whole and at every split ---- */
+
+/* The worst of what one format gave on one model, for the table of docs/WEIGHTS.md. */
+typedef struct tally {
+    double logits, logits_bound, boundary, boundary_bound, final, final_bound, worst_ratio;
+    int greedy_compared, greedy_near, greedy_total;
+} tally;
+
+/* Records err against bound (the worst of each, and of err / bound) and checks it. */
+static void within(tally *t, double *worst, double *worst_bound, double err, double bound, const char *what)
+{
+    *worst = err > *worst ? err : *worst;
+    *worst_bound = bound > *worst_bound ? bound : *worst_bound;
+    t->worst_ratio = err / bound > t->worst_ratio ? err / bound : t->worst_ratio;
+    CHECK(err <= bound, "%s: max |error| %.3g > bound %.3g", what, err, bound);
+}
+
+/* The splits tried: every single point, and a few pairs. */
+static int split_list(int L, int splits[][2])
+{
+    int n = 0;
+    for (int s = 1; s < L; s++)
+        splits[n][0] = s, splits[n++][1] = 0;
+    const int pairs[][2] = {{1, L - 1}, {2, 4}, {L - 2, L - 1}};
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)
+        splits[n][0] = pairs[i][0], splits[n++][1] = pairs[i][1];
+    return n;
+}
+
+static void split_dir(char *out, size_t size, const char *root, const int *split)
+{
+    snprintf(out, size, "%s/split-%d-%d", root, split[0], split[1]);
+}
+
+static int write_split(const model *m, const char *out_dir, const int *split, sl_wformat f)
+{
+    sl_part_info parts[MAX_STAGES];
+    sl_err err;
+    const sl_split_request req = {.model_path = m->dir,
+                                  .name = m->name,
+                                  .splits = split,
+                                  .n_splits = split[1] ? 2 : 1,
+                                  .format = f,
+                                  .out_dir = out_dir};
+    int rc = sl_split_write(m->ck, &req, parts, &err);
+    CHECK(rc == 0, "split %d,%d as %s: %s", split[0], split[1], sl_wformat_name(f), err.msg);
+    return rc;
+}
+
+/* Greedy decoding of steps tokens equals the reference's (bounded: how many of them the bound
+ * covers, for the message). */
+static void check_greedy(chain *ch, const fixture_prompt *fp, int steps, int bounded, const char *what)
+{
+    if (steps < 1) return;
+    int32_t gen[128];
+    float *logits = malloc((size_t)steps * ch->V * sizeof(float));
+    if (chain_decode(ch, fp, steps, NULL, gen, logits) == 0) {
+        int bad = -1;
+        for (int s = 0; s < steps && bad < 0; s++)
+            bad = gen[s] != fp->greedy[s] ? s : -1;
+        CHECK(bad < 0, "%s greedy: step %d gives %d, the reference %d (margin %.3g; %d steps within the bound)", what,
+              bad, bad < 0 ? 0 : gen[bad], bad < 0 ? 0 : fp->greedy[bad], bad < 0 ? 0 : fp->margins[bad], bounded);
+    }
+    free(logits);
+}
+
+/* The whole model in format f with a cache of kv_dtype: every prompt's logits and post-ln_f hidden
+ * state within their bounds, greedy equal to the reference where the margins allow; all (per
+ * prompt, T x V) receives the logits at every position. */
+static void check_whole(const model *m, sl_wformat f, sl_dtype kv_dtype, float **all, tally *t)
+{
+    chain whole;
+    if (chain_whole(&whole, m->ck, f, kv_dtype, kern_default) != 0) return;
+    const int kv16 = kv_dtype == SL_F16 ? m->L : 0;
+    char what[160];
+    for (int i = 0; i < m->n_prompts; i++) {
+        const fixture_prompt *fp = &m->prompts[i];
+        const int T = fp->n_ids;
+        int rows;
+        const float *ref = ref_logits(m, i, &rows), *ref_final = ref_hidden(m, i, m->L);
+        float *hidden = malloc((size_t)T * m->C * sizeof(float));
+        chain_reset(&whole);
+        if (!ref || !ref_final || chain_forward(&whole, T, fp->ids, all[i], SL_OUT_LOGITS_ALL, NULL) != 0) {
+            free(hidden);
+            continue;
+        }
+        const float *got = all[i] + (size_t)(T - rows) * m->V;
+        const double B = error_bound(f, 2 + 4 * m->L, kv16, max_abs(ref, (size_t)rows * m->V));
+        snprintf(what, sizeof what, "%s %s kv %s p%d logits", m->name, sl_wformat_name(f), sl_dtype_lower(kv_dtype), i);
+        within(t, &t->logits, &t->logits_bound, check_max_diff(got, ref, (size_t)rows * m->V), B, what);
+        chain_reset(&whole);
+        if (chain_forward(&whole, T, fp->ids, hidden, SL_OUT_HIDDEN, NULL) == 0) {
+            double Bf = error_bound(f, 1 + 4 * m->L, kv16, max_abs(ref_final, (size_t)T * m->C));
+            snprintf(what, sizeof what, "%s %s kv %s p%d hidden after ln_f", m->name, sl_wformat_name(f),
+                     sl_dtype_lower(kv_dtype), i);
+            within(t, &t->final, &t->final_bound, check_max_diff(hidden, ref_final, (size_t)T * m->C), Bf, what);
+        }
+        free(hidden);
+        /* greedy: the reference's ids up to the first margin the bound cannot hold apart; and
+         * (decode as accurate as the prompt) up to the first below 8 times the prompt's error */
+        const double observed = check_max_diff(got, ref, (size_t)rows * m->V);
+        const int steps = comparable_steps(fp, 2 * B > 1e-3 ? 2 * B : 1e-3);
+        const int near = comparable_steps(fp, 8 * observed > 1e-3 ? 8 * observed : 1e-3);
+        snprintf(what, sizeof what, "%s %s kv %s p%d", m->name, sl_wformat_name(f), sl_dtype_lower(kv_dtype), i);
+        check_greedy(&whole, fp, near > steps ? near : steps, steps, what);
+        t->greedy_compared += steps;
+        t->greedy_near += near > steps ? near : steps;
+        t->greedy_total += fp->n_greedy;
+    }
+    if (kv_dtype == SL_F16) {
+        sl_kv *f32 = sl_kv_new(&whole.p[0], 16, SL_F32, NULL), *f16 = sl_kv_new(&whole.p[0], 16, SL_F16, NULL);
+        CHECK(f32 && f16 && 2 * sl_kv_bytes(f16) == sl_kv_bytes(f32) && sl_kv_dtype(f16) == SL_F16,
+              "an F16 cache holds half the bytes of an F32 one");
+        sl_kv_destroy(&f32);
+        sl_kv_destroy(&f16);
+    }
+    chain_close(&whole);
+}
+
+/* The split dir's parts in format f give the whole model's logits bit for bit (prompts, and
+ * DECODE_STEPS decode steps of prompt 0), and cross each boundary within its bound. */
+static void check_split(const model *m, const char *dir, sl_wformat f, sl_dtype kv_dtype, float **all,
+                        const float *decoded, const int32_t *follow, tally *t)
+{
+    chain parts;
+    if (chain_parts(&parts, dir, kv_dtype, kern_default) != 0) return;
+    const int kv16 = kv_dtype == SL_F16;
+    char what[1024];
+    float *crossing[MAX_STAGES];
+    for (int k = 0; k < MAX_STAGES; k++)
+        crossing[k] = malloc((size_t)m->C * sl_hf_model_config(m->ck)->n_positions * sizeof(float));
+    float *logits = malloc((size_t)DECODE_STEPS * m->V * sizeof(float) +
+                           (size_t)sl_hf_model_config(m->ck)->n_positions * m->V * sizeof(float));
+    bool same = true;
+    for (int i = 0; i < m->n_prompts; i++) {
+        const fixture_prompt *fp = &m->prompts[i];
+        const int T = fp->n_ids;
+        chain_reset(&parts);
+        if (chain_forward(&parts, T, fp->ids, logits, SL_OUT_LOGITS_ALL, crossing) != 0) break;
+        same = same && memcmp(logits, all[i], (size_t)T * m->V * sizeof(float)) == 0;
+        for (int s = 0; s + 1 < parts.n; s++) {
+            const int K = parts.boundary[s + 1];
+            const float *ref = ref_hidden(m, i, K);
+            if (!ref) continue;
+            double B = error_bound(f, 1 + 4 * K, kv16 ? K : 0, max_abs(ref, (size_t)T * m->C));
+            snprintf(what, sizeof what, "%s p%d hidden.%d", dir, i, K);
+            within(t, &t->boundary, &t->boundary_bound, check_max_diff(crossing[s], ref, (size_t)T * m->C), B, what);
+        }
+    }
+    CHECK(same, "%s (%s, kv %s): the parts' logits equal the whole model's bit for bit", dir, sl_wformat_name(f),
+          sl_dtype_lower(kv_dtype));
+    int32_t gen[DECODE_STEPS];
+    if (chain_decode(&parts, &m->prompts[0], DECODE_STEPS, follow, gen, logits) == 0)
+        CHECK(memcmp(logits, decoded, (size_t)DECODE_STEPS * m->V * sizeof(float)) == 0,
+              "%s (%s, kv %s): %d decode steps equal the whole model's bit for bit", dir, sl_wformat_name(f),
+              sl_dtype_lower(kv_dtype), DECODE_STEPS);
+    for (int k = 0; k < MAX_STAGES; k++)
+        free(crossing[k]);
+    free(logits);
+    chain_close(&parts);
+}
+
+static void print_tally(const model *m, sl_wformat f, sl_dtype kv, const tally *t)
+{
+    printf("%-6s %-4s kv %-3s  logits %.3g (bound %.3g)  split crossings %.3g (bound %.3g)  after ln_f %.3g "
+           "(bound %.3g)  worst error/bound %.3f  greedy steps compared %d (bound), %d (8x error) of %d\n",
+           m->name, sl_wformat_name(f), sl_dtype_lower(kv), t->logits, t->logits_bound, t->boundary, t->boundary_bound,
+           t->final, t->final_bound, t->worst_ratio, t->greedy_compared, t->greedy_near, t->greedy_total);
+}
+
+/* Every format, with an F32 and an F16 cache: whole, and through the parts of every split. */
+static void test_accuracy(const char *name)
+{
+    model m;
+    char root[256];
+    if (model_open(&m, name) != 0 || !CHECK(check_tmpdir(root, sizeof root, "weights") == 0, "tmpdir")) {
+        model_close(&m);
+        return;
+    }
+    int splits[16][2];
+    const int n_splits = split_list(m.L, splits);
+    float *all[MAX_PROMPTS];
+    for (int i = 0; i < m.n_prompts; i++)
+        all[i] = malloc((size_t)m.prompts[i].n_ids * m.V * sizeof(float));
+    float *decoded = malloc((size_t)DECODE_STEPS * m.V * sizeof(float));
+    for (int fi = 0; fi < N_FORMATS; fi++) {
+        const sl_wformat f = formats[fi];
+        char dir[512];
+        for (int s = 0; s < n_splits; s++) {
+            split_dir(dir, sizeof dir, root, splits[s]);
+            write_split(&m, dir, splits[s], f);
+        }
+        for (int kvi = 0; kvi < 2; kvi++) {
+            const sl_dtype kv = kvi ? SL_F16 : SL_F32;
+            tally t = {0};
+            check_whole(&m, f, kv, all, &t);
+            chain whole;
+            int32_t follow[DECODE_STEPS];
+            if (chain_whole(&whole, m.ck, f, kv, kern_default) != 0 ||
+                chain_decode(&whole, &m.prompts[0], DECODE_STEPS, NULL, follow, decoded) != 0) {
+                chain_close(&whole);
+                continue;
+            }
+            chain_close(&whole);
+            /* the F16 cache through the two-point splits only: the parts' caches are the same code */
+            for (int s = kv == SL_F16 ? m.L - 1 : 0; s < n_splits; s++) {
+                split_dir(dir, sizeof dir, root, splits[s]);
+                check_split(&m, dir, f, kv, all, decoded, follow, &t);
+            }
+            print_tally(&m, f, kv, &t);
+        }
+    }
+    for (int i = 0; i < m.n_prompts; i++)
+        free(all[i]);
+    free(decoded);
+    check_rmtree(root);
+    model_close(&m);
+}
+
+int main(int argc, char **argv)
+{
+    check_init(argc, argv);
+    sl_err err;
+    kern_default = sl_kern_new(2, false, SL_KERN_AUTO, &err);
+    if (!CHECK(kern_default != NULL, "%s", err.msg)) return check_done();
+    if (check_selected("tiny-a")) test_accuracy("tiny-a");
+    if (check_selected("tiny-b")) test_accuracy("tiny-b");
+    sl_kern_destroy(&kern_default);
+    return check_done();
+}
