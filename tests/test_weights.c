@@ -473,6 +473,303 @@ static void test_accuracy(const char *name)
     model_close(&m);
 }
 
+/* ---- the kernel paths: every instruction set, F32 bit for bit, float64 references ---- */
+
+/* A whole model's weights as floats, every matrix dequantised into rows (OC, C), for forward64. */
+typedef struct dense {
+    const sl_params *p;
+    float *wte, *head, *mats[64][4];
+} dense;
+
+static float *dequantised(const sl_wmat *w)
+{
+    float *rows = malloc((size_t)w->in * w->out * sizeof(float));
+    sl_wmat_to_f32(w, rows, SL_WL_ROWS);
+    return rows;
+}
+
+static void dense_init(dense *d, const sl_params *p)
+{
+    d->p = p;
+    d->wte = dequantised(&p->wte_m);
+    d->head = dequantised(&p->head_m);
+    for (int l = 0; l < p->last && l < 64; l++) {
+        const sl_block *b = &p->blocks[l];
+        const sl_wmat *w[4] = {&b->qkv, &b->attn_proj, &b->fc, &b->fc_proj};
+        for (int j = 0; j < 4; j++)
+            d->mats[l][j] = dequantised(w[j]);
+    }
+}
+
+static void dense_free(dense *d)
+{
+    free(d->wte);
+    free(d->head);
+    for (int l = 0; l < d->p->last && l < 64; l++)
+        for (int j = 0; j < 4; j++)
+            free(d->mats[l][j]);
+}
+
+static void layernorm64(double *out, const double *x, const float *w, const float *b, int C, double eps)
+{
+    double mean = 0, var = 0;
+    for (int i = 0; i < C; i++)
+        mean += x[i];
+    mean /= C;
+    for (int i = 0; i < C; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    const double rstd = 1 / sqrt(var / C + eps);
+    for (int i = 0; i < C; i++)
+        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+}
+
+/* out (OC) = rows (OC, C) x + bias; with accumulate, out += that. */
+static void linear64(double *out, const double *x, const float *rows, const float *bias, int C, int OC, bool accumulate)
+{
+    for (int o = 0; o < OC; o++) {
+        double sum = bias ? bias[o] : 0;
+        for (int c = 0; c < C; c++)
+            sum += x[c] * rows[(size_t)o * C + c];
+        out[o] = accumulate ? out[o] + sum : sum;
+    }
+}
+
+/* Causal attention of position t over positions 0..t of qkv (T, 3C), into out (C). */
+static void attention64(double *out, const double *qkv, int t, int C, int n_head)
+{
+    const int hd = C / n_head;
+    double *w = malloc((size_t)(t + 1) * sizeof *w);
+    for (int h = 0; h < n_head; h++) {
+        const double *q = qkv + (size_t)t * 3 * C + h * hd;
+        double max = -INFINITY, sum = 0;
+        for (int j = 0; j <= t; j++) {
+            const double *k = qkv + (size_t)j * 3 * C + C + h * hd;
+            double dot = 0;
+            for (int e = 0; e < hd; e++)
+                dot += q[e] * k[e];
+            w[j] = dot / sqrt((double)hd);
+            max = w[j] > max ? w[j] : max;
+        }
+        for (int j = 0; j <= t; j++)
+            sum += w[j] = exp(w[j] - max);
+        for (int e = 0; e < hd; e++) {
+            double acc = 0;
+            for (int j = 0; j <= t; j++)
+                acc += w[j] / sum * qkv[(size_t)j * 3 * C + 2 * C + h * hd + e];
+            out[h * hd + e] = acc;
+        }
+    }
+    free(w);
+}
+
+/* GPT-2 in float64 on d's weights: the last position's logits (V) of ids (T). */
+static void forward64(const dense *d, const int32_t *ids, int T, double *logits)
+{
+    const sl_params *p = d->p;
+    const sl_config *c = &p->cfg;
+    const int C = c->n_embd, I = c->n_inner, V = c->vocab_size;
+    const double eps = c->layer_norm_epsilon;
+    double *x = malloc((size_t)T * C * sizeof *x), *qkv = malloc((size_t)T * 3 * C * sizeof *qkv);
+    double *ln = malloc((size_t)C * sizeof *ln), *att = malloc((size_t)C * sizeof *att);
+    double *fc = malloc((size_t)I * sizeof *fc);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < C; i++)
+            x[(size_t)t * C + i] = (double)d->wte[(size_t)ids[t] * C + i] + p->wpe[(size_t)t * C + i];
+    for (int l = 0; l < p->last; l++) {
+        const sl_block *b = &p->blocks[l];
+        for (int t = 0; t < T; t++) {
+            layernorm64(ln, x + (size_t)t * C, b->ln1_w, b->ln1_b, C, eps);
+            linear64(qkv + (size_t)t * 3 * C, ln, d->mats[l][0], b->qkv_b, C, 3 * C, false);
+        }
+        for (int t = 0; t < T; t++) {
+            double *xt = x + (size_t)t * C;
+            attention64(att, qkv, t, C, c->n_head);
+            linear64(xt, att, d->mats[l][1], b->attn_proj_b, C, C, true);
+            layernorm64(ln, xt, b->ln2_w, b->ln2_b, C, eps);
+            linear64(fc, ln, d->mats[l][2], b->fc_b, C, I, false);
+            for (int i = 0; i < I; i++)
+                fc[i] = 0.5 * fc[i] * (1 + tanh(sqrt(2 / M_PI) * (fc[i] + 0.044715 * fc[i] * fc[i] * fc[i])));
+            linear64(xt, fc, d->mats[l][3], b->fc_proj_b, I, C, true);
+        }
+    }
+    layernorm64(ln, x + (size_t)(T - 1) * C, p->lnf_w, p->lnf_b, C, eps);
+    linear64(logits, ln, d->head, NULL, C, V, false);
+    free(x);
+    free(qkv);
+    free(ln);
+    free(att);
+    free(fc);
+}
+
+/* The F32 forward pass as the runner computed it before the kernels (ops.h, OpenBLAS for every
+ * matrix): every position's logits (T, V). */
+static void ops_forward(const sl_params *p, const int32_t *ids, int T, float *logits)
+{
+    const sl_config *c = &p->cfg;
+    const int C = c->n_embd, I = c->n_inner, H = c->n_head;
+    const float eps = (float)c->layer_norm_epsilon;
+    float *x = malloc((size_t)T * C * sizeof *x), *ln = malloc((size_t)T * C * sizeof *ln);
+    float *qkv = malloc((size_t)T * 3 * C * sizeof *qkv), *k = malloc((size_t)T * C * sizeof *k);
+    float *v = malloc((size_t)T * C * sizeof *v), *probs = malloc((size_t)H * T * T * sizeof *probs);
+    float *att = malloc((size_t)T * C * sizeof *att), *fch = malloc((size_t)T * I * sizeof *fch);
+    sl_encoder_forward(x, ids, p->wte, p->wpe, T, 0, C);
+    for (int l = 0; l < p->last; l++) {
+        const sl_block *b = &p->blocks[l];
+        sl_layernorm_forward(ln, NULL, NULL, x, b->ln1_w, b->ln1_b, T, C, eps);
+        sl_matmul_forward(qkv, ln, b->qkv_w, b->qkv_b, T, C, 3 * C, false);
+        for (int t = 0; t < T; t++) {
+            memcpy(k + (size_t)t * C, qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof *k);
+            memcpy(v + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof *v);
+        }
+        sl_attention_forward(att, probs, qkv, 3 * C, k, v, C, T, 0, H, C / H);
+        sl_matmul_forward(x, att, b->attn_proj_w, b->attn_proj_b, T, C, C, true);
+        sl_layernorm_forward(ln, NULL, NULL, x, b->ln2_w, b->ln2_b, T, C, eps);
+        sl_matmul_forward(fch, ln, b->fc_w, b->fc_b, T, C, I, false);
+        sl_gelu_forward(fch, fch, (size_t)T * I);
+        sl_matmul_forward(x, fch, b->fc_proj_w, b->fc_proj_b, T, I, C, true);
+    }
+    sl_layernorm_forward(ln, NULL, NULL, x, p->lnf_w, p->lnf_b, T, C, eps);
+    sl_matmul_forward_wt(logits, ln, p->lm_head, T, C, c->vocab_size);
+    free(x), free(ln), free(qkv), free(k), free(v), free(probs), free(att), free(fch);
+}
+
+/* F32 prompts (T > 1) through the runner: the bits of ops_forward, whatever the kernel set. */
+static void check_f32_prefill(const model *m, sl_kern *kern)
+{
+    chain whole;
+    if (chain_whole(&whole, m->ck, SL_WF_F32, SL_F32, kern) != 0) return;
+    for (int i = 0; i < m->n_prompts; i++) {
+        const fixture_prompt *fp = &m->prompts[i];
+        if (fp->n_ids < 2) continue; /* one token is a decode step */
+        float *got = malloc((size_t)fp->n_ids * m->V * sizeof(float)), *want = malloc((size_t)fp->n_ids * m->V * 4);
+        chain_reset(&whole);
+        if (chain_forward(&whole, fp->n_ids, fp->ids, got, SL_OUT_LOGITS_ALL, NULL) == 0) {
+            ops_forward(&whole.p[0], fp->ids, fp->n_ids, want);
+            CHECK(memcmp(got, want, (size_t)fp->n_ids * m->V * sizeof(float)) == 0,
+                  "%s p%d (%s kernels): F32 prefill gives the bits of the sgemm path before the kernels", m->name, i,
+                  sl_kern_isa_name(sl_kern_isa_used(kern)));
+        }
+        free(got);
+        free(want);
+    }
+    chain_close(&whole);
+}
+
+/* The largest |a - b| of n floats against doubles. */
+static double diff64(const float *a, const double *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        worst = isnan(d) ? INFINITY : d > worst ? d : worst;
+    }
+    return worst;
+}
+
+/* One format on one kernel set: the prompt and DECODE_STEPS decode steps along the reference's
+ * greedy ids, against the float64 forward pass of the same (dequantised) weights within F32's
+ * rounding (plus, for Q8_0 on avx512vnni, x's rounding to int8: 1/254 of the scale per matrix);
+ * the same bits with 1 and 2 threads, twice; an F16 cache the same bits with 1 and 2 threads. */
+static void check_path(const model *m, sl_wformat f, sl_kern_isa isa, const fixture_prompt *fp, const double *want)
+{
+    float *logits[3];
+    sl_err err;
+    for (int run = 0; run < 3; run++) {
+        logits[run] = calloc((size_t)DECODE_STEPS * m->V, sizeof(float));
+        sl_kern *kern = sl_kern_new(run == 0 ? 1 : 2, false, isa, &err);
+        chain whole;
+        int32_t gen[DECODE_STEPS];
+        if (!CHECK(kern != NULL, "%s: %s", sl_kern_isa_name(isa), err.msg)) continue;
+        if (chain_whole(&whole, m->ck, f, SL_F32, kern) == 0)
+            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[run]);
+        if (run == 2) { /* and twice more on the same kernels */
+            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[1]);
+            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[0]);
+        }
+        chain_close(&whole);
+        sl_kern_destroy(&kern);
+    }
+    const size_t n = (size_t)DECODE_STEPS * m->V;
+    const char *name = sl_kern_isa_name(isa);
+    CHECK(!memcmp(logits[0], logits[2], n * sizeof(float)) && !memcmp(logits[1], logits[2], n * sizeof(float)),
+          "%s %s on %s: the same bits with 1 and 2 threads and on every run", m->name, sl_wformat_name(f), name);
+    double scale = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fabs(want[i]) > scale ? fabs(want[i]) : scale;
+    const bool int8_x = f == SL_WF_Q8_0 && isa == SL_KERN_AVX512VNNI;
+    const double tol = TOL + (int8_x ? (2 + 4 * m->L) * scale / 254 : 0), got = diff64(logits[2], want, n);
+    CHECK(got <= tol, "%s %s on %s: prompt and decode logits %.3g from the float64 pass of the same weights (> %.3g)",
+          m->name, sl_wformat_name(f), name, got, tol);
+    printf("%-6s %-4s on %-10s: %d decode steps within %.3g of float64 on the same weights (allowed %.3g)\n", m->name,
+           sl_wformat_name(f), name, DECODE_STEPS, got, tol);
+    for (int run = 0; run < 3; run++)
+        free(logits[run]);
+}
+
+/* An F16 cache on one kernel set: its widening gives the same bits with 1 and 2 threads. */
+static void check_path_kv16(const model *m, sl_kern_isa isa, const fixture_prompt *fp)
+{
+    float *logits[2];
+    sl_err err;
+    for (int run = 0; run < 2; run++) {
+        logits[run] = calloc((size_t)DECODE_STEPS * m->V, sizeof(float));
+        sl_kern *kern = sl_kern_new(run + 1, false, isa, &err);
+        chain whole;
+        int32_t gen[DECODE_STEPS];
+        if (kern && chain_whole(&whole, m->ck, SL_WF_Q8_0, SL_F16, kern) == 0) {
+            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[run]);
+            chain_close(&whole);
+        }
+        sl_kern_destroy(&kern);
+    }
+    CHECK(!memcmp(logits[0], logits[1], (size_t)DECODE_STEPS * m->V * sizeof(float)),
+          "%s q8_0, kv f16 on %s: the same bits with 1 and 2 threads", m->name, sl_kern_isa_name(isa));
+    free(logits[0]);
+    free(logits[1]);
+}
+
+/* Every format on every kernel set this CPU runs, through the runner. */
+static void test_paths(const char *name)
+{
+    model m;
+    if (model_open(&m, name) != 0) {
+        model_close(&m);
+        return;
+    }
+    const fixture_prompt *fp = &m.prompts[0];
+    for (int i = 1; i < m.n_prompts; i++)
+        if (m.prompts[i].n_ids > fp->n_ids && m.prompts[i].n_greedy >= DECODE_STEPS) fp = &m.prompts[i];
+    double *want = malloc((size_t)DECODE_STEPS * m.V * sizeof *want);
+    int32_t seq[256];
+    memcpy(seq, fp->ids, (size_t)fp->n_ids * sizeof *seq);
+    memcpy(seq + fp->n_ids, fp->greedy, DECODE_STEPS * sizeof *seq);
+    int paths = 0;
+    for (int fi = 0; fi < N_FORMATS; fi++) {
+        chain whole;
+        if (chain_whole(&whole, m.ck, formats[fi], SL_F32, kern_default) != 0) continue;
+        dense d;
+        dense_init(&d, &whole.p[0]);
+        for (int s = 0; s < DECODE_STEPS; s++)
+            forward64(&d, seq, fp->n_ids + s, want + (size_t)s * m.V);
+        dense_free(&d);
+        chain_close(&whole);
+        for (int isa = 0; isa < SL_KERN_ISA_COUNT; isa++) {
+            if (!sl_kern_isa_supported((sl_kern_isa)isa)) continue;
+            check_path(&m, formats[fi], (sl_kern_isa)isa, fp, want);
+            paths += fi == 0;
+            if (fi == 0) {
+                sl_kern *kern = sl_kern_new(2, false, (sl_kern_isa)isa, NULL);
+                if (kern) check_f32_prefill(&m, kern);
+                sl_kern_destroy(&kern);
+                check_path_kv16(&m, (sl_kern_isa)isa, fp);
+            }
+        }
+    }
+    CHECK(paths >= 1 && sl_kern_isa_supported(SL_KERN_PORTABLE), "the portable kernels at least (%d sets)", paths);
+    free(want);
+    model_close(&m);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -481,6 +778,8 @@ int main(int argc, char **argv)
     if (!CHECK(kern_default != NULL, "%s", err.msg)) return check_done();
     if (check_selected("tiny-a")) test_accuracy("tiny-a");
     if (check_selected("tiny-b")) test_accuracy("tiny-b");
+    if (check_selected("paths-tiny-a")) test_paths("tiny-a");
+    if (check_selected("paths-tiny-b")) test_paths("tiny-b");
     sl_kern_destroy(&kern_default);
     return check_done();
 }
