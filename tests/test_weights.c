@@ -770,6 +770,253 @@ static void test_paths(const char *name)
     model_close(&m);
 }
 
+/* ---- the files ---- */
+
+static const sl_dtype stored_dtype[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
+
+/* How far a stored weight may be from the F32 weight w it came from (block_max: the largest |w|
+ * of its Q8_0 block): F16 and BF16 round to nearest (and F16's subnormals by 2^-25); Q8_0 d/2 and
+ * the F16 rounding of d (wmat.h). */
+static double element_bound(sl_wformat f, double w, double block_max)
+{
+    switch (f) {
+    case SL_WF_F16:
+        return fabs(w) * 0x1p-11 + 0x1p-25;
+    case SL_WF_BF16:
+        return fabs(w) * 0x1p-8;
+    case SL_WF_Q8_0:
+        return block_max / 254 * (1 + 0x1p-11) + block_max * 0x1p-11;
+    default:
+        return 0;
+    }
+}
+
+typedef struct file_check {
+    const sl_hf_model *ck; /* the part file */
+    const sl_params *f32;  /* the F32 model it was cut from */
+    sl_wformat f;
+    size_t tensors, bytes; /* found in the file */
+    int bad_place, bad_value, bad_pad;
+} file_check;
+
+/* One tensor of a part in format fc->f: stored as docs/WEIGHTS.md says, used in place, and each
+ * weight within element_bound of the F32 weight. */
+static int check_stored(sl_param_ref *ref, void *ctx)
+{
+    file_check *fc = ctx;
+    const sl_tensor *t = sl_hf_model_tensor(fc->ck, ref->name, NULL);
+    const bool q8 = ref->wmat && fc->f == SL_WF_Q8_0;
+    const int nb = ref->wmat ? sl_wmat_q8_blocks(ref->in) : 0;
+    if (!CHECK(t != NULL, "%s: missing", ref->name)) return 0;
+    fc->tensors++;
+    fc->bytes += t->nbytes;
+    if (!ref->wmat) {
+        CHECK(t->dtype == SL_F32 && t->numel == ref->numel, "%s: F32 with %zu values", ref->name, ref->numel);
+        return 0;
+    }
+    const int64_t cols = q8 ? (int64_t)nb * SL_Q8_BLOCK : ref->in;
+    CHECK(t->dtype == stored_dtype[fc->f] && t->ndim == 2 && t->shape[0] == ref->out && t->shape[1] == cols,
+          "%s: %s [%d, %lld] (rows of its outputs)", ref->name, sl_dtype_name(stored_dtype[fc->f]), ref->out,
+          (long long)cols);
+    fc->bad_place += ref->wmat->data != t->data || *ref->slot != NULL;
+    if (q8) {
+        char name[96];
+        snprintf(name, sizeof name, "%s.scales", ref->name);
+        const sl_tensor *sc = sl_hf_model_tensor(fc->ck, name, NULL);
+        if (!CHECK(sc && sc->dtype == SL_F16 && sc->ndim == 2 && sc->shape[0] == ref->out && sc->shape[1] == nb,
+                   "%s: F16 [%d, %d]", name, ref->out, nb))
+            return 0;
+        fc->tensors++;
+        fc->bytes += sc->nbytes;
+        fc->bad_place += ref->wmat->scales != sc->data;
+        for (int o = 0; o < ref->out; o++)
+            for (int c = ref->in; c < nb * SL_Q8_BLOCK; c++)
+                fc->bad_pad += ((const int8_t *)t->data)[(size_t)o * nb * SL_Q8_BLOCK + c] != 0;
+    }
+    /* the same tensor of the F32 model: its matrix in its own layout */
+    sl_param_ref *src = NULL;
+    fixture_refs all = {0};
+    sl_params_foreach((sl_params *)fc->f32, fixture_collect, &all);
+    for (int i = 0; i < all.n && !src; i++)
+        if (!strcmp(all.refs[i].name, ref->name)) src = &all.refs[i];
+    if (!CHECK(src != NULL, "%s: not in the F32 model", ref->name)) return 0;
+    float *row = malloc((size_t)ref->in * sizeof *row), *orig = malloc((size_t)ref->in * sizeof *orig);
+    for (int o = 0; o < ref->out; o++) {
+        sl_wmat_row_f32(ref->wmat, o, 0, ref->in, row);
+        sl_wmat_row_f32(src->wmat, o, 0, ref->in, orig);
+        for (int c = 0; c < ref->in; c++) {
+            double block_max = 0;
+            for (int k = c / SL_Q8_BLOCK * SL_Q8_BLOCK; k < ref->in && k < (c / SL_Q8_BLOCK + 1) * SL_Q8_BLOCK; k++)
+                block_max = fabs(orig[k]) > block_max ? fabs(orig[k]) : block_max;
+            fc->bad_value += fabs((double)row[c] - orig[c]) > element_bound(fc->f, orig[c], block_max);
+        }
+    }
+    free(row);
+    free(orig);
+    return 0;
+}
+
+/* Parts written in f16, bf16 and q8_0: each file as documented, in place, within its element error. */
+static void test_files(void)
+{
+    model m;
+    char root[256], dir[512];
+    sl_params f32;
+    sl_err err;
+    if (model_open(&m, "tiny-b") != 0 || !CHECK(check_tmpdir(root, sizeof root, "wfiles") == 0, "tmpdir") ||
+        !CHECK(sl_params_load(&f32, m.ck, 0, m.L, true, true, false, &err) == 0, "%s", err.msg)) {
+        model_close(&m);
+        return;
+    }
+    const int split[2] = {2, 4};
+    for (int fi = 1; fi < N_FORMATS; fi++) {
+        const sl_wformat f = formats[fi];
+        snprintf(dir, sizeof dir, "%s/%s", root, sl_wformat_name(f));
+        sl_part_info info[MAX_STAGES];
+        if (write_split(&m, dir, split, f) != 0 || sl_split_read_index(dir, info, MAX_STAGES, &err) != 3) continue;
+        for (int i = 0; i < 3; i++) {
+            sl_hf_model *ck = sl_hf_model_open_file(info[i].file, &info[i].cfg, &err);
+            sl_st_file *st = sl_st_open(info[i].file, &err);
+            sl_params p;
+            if (!CHECK(ck && st &&
+                           sl_params_load(&p, ck, info[i].first, info[i].last, i == 0, i == 2, false, &err) == 0,
+                       "%s: %s", info[i].file, err.msg)) {
+                sl_st_close(&st);
+                sl_hf_model_destroy(&ck);
+                continue;
+            }
+            const char *declared = sl_st_metadata(st, "weights_format");
+            CHECK(declared && !strcmp(declared, sl_wformat_name(f)) && !strcmp(info[i].dtype, sl_wformat_name(f)),
+                  "%s: weights_format \"%s\" in the file and the metadata's dtype", info[i].file, sl_wformat_name(f));
+            CHECK(p.format == f, "%s: loaded as %s", info[i].file, sl_wformat_name(f));
+            file_check fc = {.ck = ck, .f32 = &f32, .f = f};
+            sl_params_foreach(&p, check_stored, &fc);
+            CHECK(fc.tensors == sl_st_count(st), "%s: %zu tensors, %zu of them the stage's", info[i].file,
+                  sl_st_count(st), fc.tensors);
+            CHECK(sl_params_bytes(&p) == fc.bytes, "%s: sl_params_bytes %zu = the file's tensors' %zu bytes",
+                  info[i].file, sl_params_bytes(&p), fc.bytes);
+            CHECK(fc.bad_place == 0, "%s: %d matrices not used in place from the file", info[i].file, fc.bad_place);
+            CHECK(fc.bad_value == 0, "%s: %d weights beyond their format's element error", info[i].file, fc.bad_value);
+            CHECK(fc.bad_pad == 0, "%s: %d padding values of Q8_0 rows are not 0", info[i].file, fc.bad_pad);
+            sl_params_free(&p);
+            sl_st_close(&st);
+            sl_hf_model_destroy(&ck);
+        }
+    }
+    sl_params_free(&f32);
+    check_rmtree(root);
+    model_close(&m);
+}
+
+/* ---- malformed files ---- */
+
+typedef enum edit_kind { EDIT_NONE, EDIT_DROP, EDIT_AS_F32, EDIT_TRANSPOSE, EDIT_MISALIGN } edit_kind;
+
+/* Writes dst: the safetensors file src with weights_format `format` (NULL: src's; "": none) and the
+ * tensor `name` dropped, stored as F32 zeros, or with its shape reversed; or (misalign) every
+ * tensor moved one byte on. */
+static int rewrite(const char *src, const char *dst, const char *format, const char *name, edit_kind kind)
+{
+    sl_err err;
+    sl_st_file *in = sl_st_open(src, &err);
+    sl_st_writer *w = sl_st_writer_new();
+    const char *declared = format ? format : in ? sl_st_metadata(in, "weights_format") : NULL;
+    int rc = in && w ? 0 : -1;
+    static const int8_t pad = 0;
+    const int64_t one = 1;
+    if (rc == 0 && declared && *declared) rc = sl_st_writer_set_metadata(w, "weights_format", declared, &err);
+    if (rc == 0 && kind == EDIT_MISALIGN) rc = sl_st_writer_add_raw(w, "a.pad", SL_I8, &pad, 1, &one, &err);
+    float *zeros = NULL;
+    for (size_t i = 0; rc == 0 && in && i < sl_st_count(in); i++) {
+        const sl_tensor *t = sl_st_at(in, i);
+        const bool edited = name && !strcmp(t->name, name);
+        int64_t shape[SL_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        if (edited && kind == EDIT_DROP) continue;
+        if (edited && kind == EDIT_TRANSPOSE) shape[0] = t->shape[1], shape[1] = t->shape[0];
+        if (edited && kind == EDIT_AS_F32) {
+            zeros = calloc(t->numel, sizeof(float));
+            rc = sl_st_writer_add_f32(w, t->name, SL_F32, zeros, t->ndim, shape, &err);
+        } else {
+            rc = sl_st_writer_add_raw(w, t->name, t->dtype, t->data, t->ndim, shape, &err);
+        }
+    }
+    if (rc == 0) rc = sl_st_writer_write(w, dst, NULL, &err);
+    CHECK(rc == 0, "rewrite %s: %s", src, err.msg);
+    free(zeros);
+    sl_st_writer_destroy(&w);
+    sl_st_close(&in);
+    return rc;
+}
+
+/* Loading file as the part info describes must fail with a message naming the file and needle. */
+static void refused(const sl_part_info *info, const char *file, const char *needle, const char *what)
+{
+    sl_err err = {0};
+    sl_params p;
+    sl_hf_model *ck = sl_hf_model_open_file(file, &info->cfg, &err);
+    int rc = ck ? sl_params_load(&p, ck, info->first, info->last, info->role == SL_ROLE_BOTTOM,
+                                 info->role == SL_ROLE_TOP, false, &err)
+                : -1;
+    CHECK(rc != 0 && strstr(err.msg, file) && strstr(err.msg, needle), "%s: refused naming the file and '%s': %s", what,
+          needle, rc == 0 ? "(loaded)" : err.msg);
+    if (rc == 0) sl_params_free(&p);
+    sl_hf_model_destroy(&ck);
+}
+
+static void test_hostile(void)
+{
+    model m;
+    char root[256], dir[512], bad[600];
+    sl_err err;
+    if (model_open(&m, "tiny-b") != 0 || !CHECK(check_tmpdir(root, sizeof root, "whostile") == 0, "tmpdir")) {
+        model_close(&m);
+        return;
+    }
+    const int split[2] = {2, 0};
+    const char *qkv = "transformer.h.3.attn.c_attn.weight", *scales = "transformer.h.3.attn.c_attn.weight.scales";
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", root);
+    for (int fi = 1; fi < N_FORMATS; fi++) {
+        const sl_wformat f = formats[fi];
+        sl_part_info info[2];
+        snprintf(dir, sizeof dir, "%s/%s", root, sl_wformat_name(f));
+        if (write_split(&m, dir, split, f) != 0 || sl_split_read_index(dir, info, 2, &err) != 2) continue;
+        const sl_part_info *top = &info[1];
+        char what[96];
+        snprintf(what, sizeof what, "%s: ", sl_wformat_name(f));
+        const size_t len = strlen(what);
+        if (rewrite(top->file, bad, "q4_k", NULL, EDIT_NONE) == 0)
+            refused(top, bad, "weights_format", strcat(what, "an unknown weights_format"));
+        what[len] = '\0';
+        if (rewrite(top->file, bad, NULL, qkv, EDIT_AS_F32) == 0)
+            refused(top, bad, qkv, strcat(what, "a matrix stored F32"));
+        what[len] = '\0';
+        if (rewrite(top->file, bad, NULL, qkv, EDIT_TRANSPOSE) == 0)
+            refused(top, bad, qkv, strcat(what, "a matrix in HF's orientation"));
+        what[len] = '\0';
+        if (rewrite(top->file, bad, "", NULL, EDIT_NONE) == 0) /* its matrices taken for HF's */
+            refused(top, bad, "transformer.h.2.attn.c_attn.weight", strcat(what, "no weights_format"));
+        what[len] = '\0';
+        if (f != SL_WF_Q8_0 && rewrite(top->file, bad, NULL, NULL, EDIT_MISALIGN) == 0)
+            refused(top, bad, "transformer.h.2.attn.c_attn.weight", strcat(what, "16-bit matrices at odd addresses"));
+        if (f != SL_WF_Q8_0) continue;
+        what[len] = '\0';
+        if (rewrite(top->file, bad, NULL, scales, EDIT_DROP) == 0)
+            refused(top, bad, scales, strcat(what, "a matrix without its scales"));
+        what[len] = '\0';
+        if (rewrite(top->file, bad, NULL, scales, EDIT_AS_F32) == 0)
+            refused(top, bad, scales, strcat(what, "scales stored F32"));
+        what[len] = '\0';
+        if (rewrite(top->file, bad, NULL, scales, EDIT_TRANSPOSE) == 0)
+            refused(top, bad, scales, strcat(what, "scales of another shape"));
+        what[len] = '\0';
+        if (rewrite(top->file, bad, NULL, NULL, EDIT_MISALIGN) == 0)
+            refused(top, bad, ".scales", strcat(what, "scales at odd addresses"));
+    }
+    check_rmtree(root);
+    model_close(&m);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -780,6 +1027,8 @@ int main(int argc, char **argv)
     if (check_selected("tiny-b")) test_accuracy("tiny-b");
     if (check_selected("paths-tiny-a")) test_paths("tiny-a");
     if (check_selected("paths-tiny-b")) test_paths("tiny-b");
+    if (check_selected("files")) test_files();
+    if (check_selected("hostile")) test_hostile();
     sl_kern_destroy(&kern_default);
     return check_done();
 }
