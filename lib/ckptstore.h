@@ -28,7 +28,8 @@
 /* The current save's part file of (role, name) under dir: DIR/<role>/checkpoint_<name>.safetensors. */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 
-/* Writes p (F32) and its metadata with step and loss (NaN or infinite: no loss) into the next
+/* Writes p (in its own format: F32 once trained, a part's F16, BF16 or Q8_0 as it was loaded when
+ * it never trained) and its metadata with step and loss (NaN or infinite: no loss) into the next
  * save's slot; info receives what was written. */
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err);

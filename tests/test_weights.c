@@ -1017,6 +1017,175 @@ static void test_hostile(void)
     model_close(&m);
 }
 
+/* ---- merging and training from parts in other formats ---- */
+
+/* tiny-a (stored F16) split in f16 and merged as F16: every tensor's bytes as in its file. */
+static void check_merge_f16(const model *m, const char *root)
+{
+    char dir[512], out[512], path[600];
+    sl_err err;
+    const int split[2] = {2, 4};
+    snprintf(dir, sizeof dir, "%s/a-f16", root);
+    snprintf(out, sizeof out, "%s/a-merged", root);
+    if (write_split(m, dir, split, SL_WF_F16) != 0 ||
+        !CHECK(sl_split_merge(dir, out, SL_F16, &err) == 0, "merge: %s", err.msg))
+        return;
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    sl_st_file *merged = sl_st_open(path, &err);
+    if (!CHECK(merged != NULL, "%s", err.msg)) return;
+    int same = 0;
+    for (size_t i = 0; i < sl_st_count(merged); i++) {
+        const sl_tensor *t = sl_st_at(merged, i);
+        const bool head = !strcmp(t->name, "lm_head.weight"); /* tied: wte's copy */
+        const sl_tensor *src = sl_hf_model_tensor(m->ck, head ? "transformer.wte.weight" : t->name, NULL);
+        same += src && src->dtype == SL_F16 && t->dtype == SL_F16 && src->nbytes == t->nbytes &&
+                !memcmp(src->data, t->data, t->nbytes);
+    }
+    CHECK(same == (int)sl_st_count(merged) && same == 4 + 12 * m->L + 1,
+          "merging f16 parts of tiny-a as F16 gives back its %d tensors byte for byte (%d equal)", 4 + 12 * m->L, same);
+    sl_st_close(&merged);
+}
+
+/* tiny-b split in q8_0 and merged as F32: each block matrix the dequantised stored weights, d * q. */
+static void check_merge_q8(const model *m, const char *root)
+{
+    char dir[512], out[512], path[600];
+    sl_err err;
+    const int split[2] = {2, 0};
+    snprintf(dir, sizeof dir, "%s/b-q8", root);
+    snprintf(out, sizeof out, "%s/b-merged", root);
+    sl_part_info info[2];
+    if (write_split(m, dir, split, SL_WF_Q8_0) != 0 || sl_split_read_index(dir, info, 2, &err) != 2 ||
+        !CHECK(sl_split_merge(dir, out, SL_F32, &err) == 0, "merge: %s", err.msg))
+        return;
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    sl_st_file *merged = sl_st_open(path, &err), *top = sl_st_open(info[1].file, &err);
+    const char *name = "transformer.h.3.mlp.c_fc.weight";
+    char scales_name[96];
+    snprintf(scales_name, sizeof scales_name, "%s.scales", name);
+    const sl_tensor *w = merged ? sl_st_find(merged, name) : NULL, *q = top ? sl_st_find(top, name) : NULL;
+    const sl_tensor *d = top ? sl_st_find(top, scales_name) : NULL;
+    if (CHECK(w && q && d && w->dtype == SL_F32, "%s in the merged model (F32) and the q8_0 top", name)) {
+        const int C = m->C, I = (int)w->shape[1], nb = sl_wmat_q8_blocks(C);
+        int differ = 0;
+        for (int c = 0; c < C; c++)
+            for (int o = 0; o < I; o++) {
+                float scale, got;
+                sl_dtype_to_f32(&scale, (const uint16_t *)d->data + (size_t)o * nb + c / SL_Q8_BLOCK, SL_F16, 1);
+                memcpy(&got, (const float *)w->data + (size_t)c * I + o, sizeof got);
+                differ += got != scale * ((const int8_t *)q->data)[(size_t)o * nb * SL_Q8_BLOCK + c];
+            }
+        CHECK(differ == 0, "merged q8_0 parts hold d * q in HF's layout (%d of %d differ)", differ, C * I);
+    }
+    sl_st_close(&merged);
+    sl_st_close(&top);
+}
+
+static void test_merge(void)
+{
+    model a, b;
+    char root[256];
+    if (model_open(&a, "tiny-a") == 0 && model_open(&b, "tiny-b") == 0 &&
+        CHECK(check_tmpdir(root, sizeof root, "wmerge") == 0, "tmpdir")) {
+        check_merge_f16(&a, root);
+        check_merge_q8(&b, root);
+        check_rmtree(root);
+    }
+    model_close(&a);
+    model_close(&b);
+}
+
+/* A trunk trains from a part in format f: the learner widens it once (the same values, F32), its
+ * forward equals the runner's on the part, one AdamW step moves it; and a learner that never
+ * trained saves the part as it is. */
+static void check_train_from(const model *m, const char *root, sl_wformat f)
+{
+    char dir[512], ckpt[600];
+    sl_err err;
+    const int split[2] = {1, 3};
+    snprintf(dir, sizeof dir, "%s/%s", root, sl_wformat_name(f));
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt-%s", root, sl_wformat_name(f));
+    if (write_split(m, dir, split, f) != 0) return;
+    const fixture_prompt *fp = &m->prompts[m->n_prompts - 1];
+    const int T = fp->n_ids, C = m->C;
+    const float *in = ref_hidden(m, m->n_prompts - 1, 1);
+    sl_part *mapped = sl_part_open(dir, 1, 3, true, &err), *trained = sl_part_open(dir, 1, 3, true, &err);
+    sl_params p;
+    if (!in || !CHECK(mapped && trained && sl_part_load_params(mapped, &p, false, &err) == 0, "%s", err.msg)) {
+        sl_part_destroy(&mapped);
+        sl_part_destroy(&trained);
+        return;
+    }
+    sl_learner *l = sl_learner_new(trained, false, &err);
+    float *want = malloc((size_t)T * C * sizeof *want), *got = malloc((size_t)T * C * sizeof *got);
+    sl_runner *r = sl_runner_new(&p, T, kern_default, &err);
+    sl_kv *kv = r ? sl_kv_new(&p, T, SL_F32, &err) : NULL;
+    if (CHECK(l && kv && sl_runner_forward(r, kv, T, NULL, in, want, SL_OUT_HIDDEN, &err) == 0, "%s", err.msg) &&
+        CHECK(sl_learner_params(l)->format == f, "the learner uses the %s part in place until it trains",
+              sl_wformat_name(f)) &&
+        CHECK(sl_learner_prepare(l, 1, T, &err) == 0, "prepare: %s", err.msg)) {
+        sl_params *w = sl_learner_params(l);
+        const size_t n = (size_t)C * 3 * C;
+        float *widened = malloc(n * sizeof *widened);
+        sl_wmat_to_f32(&p.blocks[0].qkv, widened, SL_WL_CONV1D);
+        CHECK(w->format == SL_WF_F32 && w->blocks[0].qkv_w && !memcmp(w->blocks[0].qkv_w, widened, n * sizeof(float)),
+              "%s part widened once to F32 for training: the same values", sl_wformat_name(f));
+        sl_backprop *bp = sl_learner_train(l);
+        sl_adamw opt = SL_ADAMW_DEFAULT;
+        if (CHECK(sl_backprop_forward(bp, NULL, in, NULL, got, NULL, &err) == 0, "forward: %s", err.msg)) {
+            CHECK_CLOSE(got, want, (size_t)T * C, TOL, "training forward on the widened part vs the runner on it");
+            sl_backprop_zero_grad(bp);
+            for (size_t i = 0; i < (size_t)T * C; i++)
+                got[i] = got[i] - in[i]; /* any gradient */
+            CHECK(sl_backprop_backward(bp, got, want, &err) == 0, "backward: %s", err.msg);
+            sl_backprop_step(bp, &opt, 1.0f);
+            size_t moved = 0, finite = 0;
+            for (size_t i = 0; i < n; i++) {
+                moved += w->blocks[0].qkv_w[i] != widened[i];
+                finite += isfinite(w->blocks[0].qkv_w[i]);
+            }
+            CHECK(moved > n / 2 && finite == n, "one AdamW step moves the widened weights (%zu of %zu)", moved, n);
+        }
+        free(widened);
+    }
+    sl_kv_destroy(&kv);
+    sl_runner_destroy(&r);
+    sl_learner_destroy(&l);
+    free(want);
+    free(got);
+    /* a learner of the part that never trained: its checkpoint is the part */
+    sl_learner *idle = sl_learner_new(sl_part_open(dir, 1, 3, false, &err), false, &err);
+    sl_part_info saved;
+    if (CHECK(idle != NULL, "%s", err.msg) && CHECK(sl_learner_save(idle, ckpt, -1, NAN, &saved, &err) == 0,
+                                                    "an untrained %s learner saves: %s", sl_wformat_name(f), err.msg)) {
+        sl_part *back = sl_part_open_info(&saved, true, &err);
+        sl_params q;
+        if (CHECK(back && sl_part_load_params(back, &q, false, &err) == 0, "%s", err.msg)) {
+            size_t bytes = 0, scale_bytes = 0;
+            sl_wmat_sizes(f, C, 3 * C, &bytes, &scale_bytes, NULL);
+            CHECK(q.format == f && !memcmp(q.blocks[0].qkv.data, p.blocks[0].qkv.data, bytes),
+                  "... in its format, %s, with the same weights", sl_wformat_name(f));
+            sl_params_free(&q);
+        }
+        sl_part_destroy(&back);
+    }
+    sl_learner_destroy(&idle);
+    sl_params_free(&p);
+    sl_part_destroy(&mapped);
+}
+
+static void test_train(void)
+{
+    model m;
+    char root[256];
+    if (model_open(&m, "tiny-b") == 0 && CHECK(check_tmpdir(root, sizeof root, "wtrain") == 0, "tmpdir")) {
+        for (int fi = 1; fi < N_FORMATS; fi++)
+            check_train_from(&m, root, formats[fi]);
+        check_rmtree(root);
+    }
+    model_close(&m);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -1029,6 +1198,8 @@ int main(int argc, char **argv)
     if (check_selected("paths-tiny-b")) test_paths("tiny-b");
     if (check_selected("files")) test_files();
     if (check_selected("hostile")) test_hostile();
+    if (check_selected("merge")) test_merge();
+    if (check_selected("train")) test_train();
     sl_kern_destroy(&kern_default);
     return check_done();
 }
