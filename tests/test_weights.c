@@ -666,66 +666,54 @@ static double diff64(const float *a, const double *b, size_t n)
     return worst;
 }
 
-/* One format on one kernel set: the prompt and DECODE_STEPS decode steps along the reference's
- * greedy ids, against the float64 forward pass of the same (dequantised) weights within F32's
- * rounding (plus, for Q8_0 on avx512vnni, x's rounding to int8: 1/254 of the scale per matrix);
- * the same bits with 1 and 2 threads, twice; an F16 cache the same bits with 1 and 2 threads. */
-static void check_path(const model *m, sl_wformat f, sl_kern_isa isa, const fixture_prompt *fp, const double *want)
+/* The prompt and DECODE_STEPS decode steps along the reference's greedy ids, with weights in f, a
+ * cache of kv_dtype and the kernels of isa on `threads` threads: runs times on the same kernels,
+ * logits (runs of DECODE_STEPS x V each) receiving each run's. */
+static int decode_on(const model *m, sl_wformat f, sl_dtype kv_dtype, sl_kern_isa isa, int threads,
+                     const fixture_prompt *fp, int runs, float **logits)
 {
-    float *logits[3];
     sl_err err;
-    for (int run = 0; run < 3; run++) {
-        logits[run] = calloc((size_t)DECODE_STEPS * m->V, sizeof(float));
-        sl_kern *kern = sl_kern_new(run == 0 ? 1 : 2, false, isa, &err);
-        chain whole;
-        int32_t gen[DECODE_STEPS];
-        if (!CHECK(kern != NULL, "%s: %s", sl_kern_isa_name(isa), err.msg)) continue;
-        if (chain_whole(&whole, m->ck, f, SL_F32, kern) == 0)
-            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[run]);
-        if (run == 2) { /* and twice more on the same kernels */
-            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[1]);
-            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[0]);
-        }
-        chain_close(&whole);
-        sl_kern_destroy(&kern);
-    }
-    const size_t n = (size_t)DECODE_STEPS * m->V;
-    const char *name = sl_kern_isa_name(isa);
-    CHECK(!memcmp(logits[0], logits[2], n * sizeof(float)) && !memcmp(logits[1], logits[2], n * sizeof(float)),
-          "%s %s on %s: the same bits with 1 and 2 threads and on every run", m->name, sl_wformat_name(f), name);
-    double scale = 0;
-    for (size_t i = 0; i < n; i++)
-        scale = fabs(want[i]) > scale ? fabs(want[i]) : scale;
-    const bool int8_x = f == SL_WF_Q8_0 && isa == SL_KERN_AVX512VNNI;
-    const double tol = TOL + (int8_x ? (2 + 4 * m->L) * scale / 254 : 0), got = diff64(logits[2], want, n);
-    CHECK(got <= tol, "%s %s on %s: prompt and decode logits %.3g from the float64 pass of the same weights (> %.3g)",
-          m->name, sl_wformat_name(f), name, got, tol);
-    printf("%-6s %-4s on %-10s: %d decode steps within %.3g of float64 on the same weights (allowed %.3g)\n", m->name,
-           sl_wformat_name(f), name, DECODE_STEPS, got, tol);
-    for (int run = 0; run < 3; run++)
-        free(logits[run]);
+    sl_kern *kern = sl_kern_new(threads, false, isa, &err);
+    chain whole;
+    int32_t gen[DECODE_STEPS];
+    int rc = CHECK(kern != NULL, "%s: %s", sl_kern_isa_name(isa), err.msg) ? 0 : -1;
+    if (rc == 0) rc = chain_whole(&whole, m->ck, f, kv_dtype, kern);
+    for (int run = 0; run < runs && rc == 0; run++)
+        rc = chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[run]);
+    if (kern) chain_close(&whole);
+    sl_kern_destroy(&kern);
+    return rc;
 }
 
-/* An F16 cache on one kernel set: its widening gives the same bits with 1 and 2 threads. */
-static void check_path_kv16(const model *m, sl_kern_isa isa, const fixture_prompt *fp)
+/* One format (and cache) on one kernel set: the same bits with 1 and 2 threads and on a second run;
+ * the logits within F32's rounding of a float64 pass over the same (dequantised) weights, want
+ * (plus, for Q8_0 on avx512vnni, x's rounding to int8: 1/254 of the scale per matrix). */
+static void check_path(const model *m, sl_wformat f, sl_dtype kv_dtype, sl_kern_isa isa, const fixture_prompt *fp,
+                       const double *want)
 {
-    float *logits[2];
-    sl_err err;
-    for (int run = 0; run < 2; run++) {
-        logits[run] = calloc((size_t)DECODE_STEPS * m->V, sizeof(float));
-        sl_kern *kern = sl_kern_new(run + 1, false, isa, &err);
-        chain whole;
-        int32_t gen[DECODE_STEPS];
-        if (kern && chain_whole(&whole, m->ck, SL_WF_Q8_0, SL_F16, kern) == 0) {
-            chain_decode(&whole, fp, DECODE_STEPS, fp->greedy, gen, logits[run]);
-            chain_close(&whole);
+    const size_t n = (size_t)DECODE_STEPS * m->V;
+    float *logits[3] = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
+    const char *name = sl_kern_isa_name(isa);
+    if (decode_on(m, f, kv_dtype, isa, 1, fp, 1, logits) == 0 &&
+        decode_on(m, f, kv_dtype, isa, 2, fp, 2, logits + 1) == 0) {
+        CHECK(!memcmp(logits[0], logits[1], n * sizeof(float)) && !memcmp(logits[1], logits[2], n * sizeof(float)),
+              "%s %s, kv %s on %s: the same bits with 1 and 2 threads and on a second run", m->name, sl_wformat_name(f),
+              sl_dtype_lower(kv_dtype), name);
+        if (want) {
+            double scale = 0;
+            for (size_t i = 0; i < n; i++)
+                scale = fabs(want[i]) > scale ? fabs(want[i]) : scale;
+            const bool int8_x = f == SL_WF_Q8_0 && isa == SL_KERN_AVX512VNNI;
+            const double tol = TOL + (int8_x ? (2 + 4 * m->L) * scale / 254 : 0), got = diff64(logits[0], want, n);
+            CHECK(got <= tol,
+                  "%s %s on %s: prompt and decode logits %.3g from the float64 pass of the same weights (> %.3g)",
+                  m->name, sl_wformat_name(f), name, got, tol);
+            printf("%-6s %-4s on %-10s: %d decode steps within %.3g of float64 on the same weights (allowed %.3g)\n",
+                   m->name, sl_wformat_name(f), name, DECODE_STEPS, got, tol);
         }
-        sl_kern_destroy(&kern);
     }
-    CHECK(!memcmp(logits[0], logits[1], (size_t)DECODE_STEPS * m->V * sizeof(float)),
-          "%s q8_0, kv f16 on %s: the same bits with 1 and 2 threads", m->name, sl_kern_isa_name(isa));
-    free(logits[0]);
-    free(logits[1]);
+    for (int i = 0; i < 3; i++)
+        free(logits[i]);
 }
 
 /* Every format on every kernel set this CPU runs, through the runner. */
@@ -755,13 +743,13 @@ static void test_paths(const char *name)
         chain_close(&whole);
         for (int isa = 0; isa < SL_KERN_ISA_COUNT; isa++) {
             if (!sl_kern_isa_supported((sl_kern_isa)isa)) continue;
-            check_path(&m, formats[fi], (sl_kern_isa)isa, fp, want);
+            check_path(&m, formats[fi], SL_F32, (sl_kern_isa)isa, fp, want);
             paths += fi == 0;
             if (fi == 0) {
                 sl_kern *kern = sl_kern_new(2, false, (sl_kern_isa)isa, NULL);
                 if (kern) check_f32_prefill(&m, kern);
                 sl_kern_destroy(&kern);
-                check_path_kv16(&m, (sl_kern_isa)isa, fp);
+                check_path(&m, SL_WF_Q8_0, SL_F16, (sl_kern_isa)isa, fp, NULL);
             }
         }
     }
