@@ -952,54 +952,50 @@ static void refused(const sl_part_info *info, const char *file, const char *need
     sl_hf_model_destroy(&ck);
 }
 
+/* Malformed parts: how each is made from a good top part, what the refusal must name. */
+#define QKV "transformer.h.3.attn.c_attn.weight"
+#define FIRST_QKV "transformer.h.2.attn.c_attn.weight" /* the top's first matrix, checked first */
+static const struct {
+    const char *format, *tensor; /* as rewrite takes them */
+    edit_kind kind;
+    const char *needle, *what;
+    bool q8_0; /* a case of Q8_0 parts only, else of 16-bit ones only when misaligning */
+} hostile_cases[] = {
+    {"q4_k", NULL, EDIT_NONE, "weights_format", "an unknown weights_format", false},
+    {NULL, QKV, EDIT_AS_F32, QKV, "a matrix stored F32", false},
+    {NULL, QKV, EDIT_TRANSPOSE, QKV, "a matrix in HF's orientation", false},
+    {"", NULL, EDIT_NONE, FIRST_QKV, "no weights_format (its matrices taken for HF's)", false},
+    {NULL, NULL, EDIT_MISALIGN, FIRST_QKV, "16-bit matrices at odd addresses", false},
+    {NULL, QKV ".scales", EDIT_DROP, QKV ".scales", "a matrix without its scales", true},
+    {NULL, QKV ".scales", EDIT_AS_F32, QKV ".scales", "scales stored F32", true},
+    {NULL, QKV ".scales", EDIT_TRANSPOSE, QKV ".scales", "scales of another shape", true},
+    {NULL, NULL, EDIT_MISALIGN, ".scales", "scales at odd addresses", true},
+};
+
 static void test_hostile(void)
 {
     model m;
-    char root[256], dir[512], bad[600];
+    char root[256], dir[512], bad[600], what[160];
     sl_err err;
     if (model_open(&m, "tiny-b") != 0 || !CHECK(check_tmpdir(root, sizeof root, "whostile") == 0, "tmpdir")) {
         model_close(&m);
         return;
     }
     const int split[2] = {2, 0};
-    const char *qkv = "transformer.h.3.attn.c_attn.weight", *scales = "transformer.h.3.attn.c_attn.weight.scales";
     snprintf(bad, sizeof bad, "%s/bad.safetensors", root);
     for (int fi = 1; fi < N_FORMATS; fi++) {
         const sl_wformat f = formats[fi];
         sl_part_info info[2];
         snprintf(dir, sizeof dir, "%s/%s", root, sl_wformat_name(f));
         if (write_split(&m, dir, split, f) != 0 || sl_split_read_index(dir, info, 2, &err) != 2) continue;
-        const sl_part_info *top = &info[1];
-        char what[96];
-        snprintf(what, sizeof what, "%s: ", sl_wformat_name(f));
-        const size_t len = strlen(what);
-        if (rewrite(top->file, bad, "q4_k", NULL, EDIT_NONE) == 0)
-            refused(top, bad, "weights_format", strcat(what, "an unknown weights_format"));
-        what[len] = '\0';
-        if (rewrite(top->file, bad, NULL, qkv, EDIT_AS_F32) == 0)
-            refused(top, bad, qkv, strcat(what, "a matrix stored F32"));
-        what[len] = '\0';
-        if (rewrite(top->file, bad, NULL, qkv, EDIT_TRANSPOSE) == 0)
-            refused(top, bad, qkv, strcat(what, "a matrix in HF's orientation"));
-        what[len] = '\0';
-        if (rewrite(top->file, bad, "", NULL, EDIT_NONE) == 0) /* its matrices taken for HF's */
-            refused(top, bad, "transformer.h.2.attn.c_attn.weight", strcat(what, "no weights_format"));
-        what[len] = '\0';
-        if (f != SL_WF_Q8_0 && rewrite(top->file, bad, NULL, NULL, EDIT_MISALIGN) == 0)
-            refused(top, bad, "transformer.h.2.attn.c_attn.weight", strcat(what, "16-bit matrices at odd addresses"));
-        if (f != SL_WF_Q8_0) continue;
-        what[len] = '\0';
-        if (rewrite(top->file, bad, NULL, scales, EDIT_DROP) == 0)
-            refused(top, bad, scales, strcat(what, "a matrix without its scales"));
-        what[len] = '\0';
-        if (rewrite(top->file, bad, NULL, scales, EDIT_AS_F32) == 0)
-            refused(top, bad, scales, strcat(what, "scales stored F32"));
-        what[len] = '\0';
-        if (rewrite(top->file, bad, NULL, scales, EDIT_TRANSPOSE) == 0)
-            refused(top, bad, scales, strcat(what, "scales of another shape"));
-        what[len] = '\0';
-        if (rewrite(top->file, bad, NULL, NULL, EDIT_MISALIGN) == 0)
-            refused(top, bad, ".scales", strcat(what, "scales at odd addresses"));
+        for (size_t i = 0; i < sizeof hostile_cases / sizeof *hostile_cases; i++) {
+            const bool q8_0 = f == SL_WF_Q8_0, misalign = hostile_cases[i].kind == EDIT_MISALIGN;
+            if (hostile_cases[i].q8_0 ? !q8_0 : misalign && q8_0) continue;
+            snprintf(what, sizeof what, "%s: %s", sl_wformat_name(f), hostile_cases[i].what);
+            if (rewrite(info[1].file, bad, hostile_cases[i].format, hostile_cases[i].tensor, hostile_cases[i].kind) ==
+                0)
+                refused(&info[1], bad, hostile_cases[i].needle, what);
+        }
     }
     check_rmtree(root);
     model_close(&m);
@@ -1007,20 +1003,31 @@ static void test_hostile(void)
 
 /* ---- merging and training from parts in other formats ---- */
 
+/* m split at split in format f under root/tag and merged as dtype into root/tag-merged: its
+ * model.safetensors opened (NULL, a failed check, on failure); info (2 parts at most) the parts. */
+static sl_st_file *split_merged(const model *m, const char *root, const char *tag, const int *split, sl_wformat f,
+                                sl_dtype dtype, sl_part_info *info)
+{
+    char dir[512], out[600], path[700];
+    sl_err err;
+    snprintf(dir, sizeof dir, "%s/%s", root, tag);
+    snprintf(out, sizeof out, "%s-merged", dir);
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    if (write_split(m, dir, split, f) != 0 || sl_split_read_index(dir, info, MAX_STAGES, &err) < 2 ||
+        !CHECK(sl_split_merge(dir, out, dtype, &err) == 0, "merge: %s", err.msg))
+        return NULL;
+    sl_st_file *merged = sl_st_open(path, &err);
+    CHECK(merged != NULL, "%s", err.msg);
+    return merged;
+}
+
 /* tiny-a (stored F16) split in f16 and merged as F16: every tensor's bytes as in its file. */
 static void check_merge_f16(const model *m, const char *root)
 {
-    char dir[512], out[512], path[600];
-    sl_err err;
     const int split[2] = {2, 4};
-    snprintf(dir, sizeof dir, "%s/a-f16", root);
-    snprintf(out, sizeof out, "%s/a-merged", root);
-    if (write_split(m, dir, split, SL_WF_F16) != 0 ||
-        !CHECK(sl_split_merge(dir, out, SL_F16, &err) == 0, "merge: %s", err.msg))
-        return;
-    snprintf(path, sizeof path, "%s/model.safetensors", out);
-    sl_st_file *merged = sl_st_open(path, &err);
-    if (!CHECK(merged != NULL, "%s", err.msg)) return;
+    sl_part_info info[MAX_STAGES];
+    sl_st_file *merged = split_merged(m, root, "a-f16", split, SL_WF_F16, SL_F16, info);
+    if (!merged) return;
     int same = 0;
     for (size_t i = 0; i < sl_st_count(merged); i++) {
         const sl_tensor *t = sl_st_at(merged, i);
@@ -1037,17 +1044,11 @@ static void check_merge_f16(const model *m, const char *root)
 /* tiny-b split in q8_0 and merged as F32: each block matrix the dequantised stored weights, d * q. */
 static void check_merge_q8(const model *m, const char *root)
 {
-    char dir[512], out[512], path[600];
-    sl_err err;
     const int split[2] = {2, 0};
-    snprintf(dir, sizeof dir, "%s/b-q8", root);
-    snprintf(out, sizeof out, "%s/b-merged", root);
-    sl_part_info info[2];
-    if (write_split(m, dir, split, SL_WF_Q8_0) != 0 || sl_split_read_index(dir, info, 2, &err) != 2 ||
-        !CHECK(sl_split_merge(dir, out, SL_F32, &err) == 0, "merge: %s", err.msg))
-        return;
-    snprintf(path, sizeof path, "%s/model.safetensors", out);
-    sl_st_file *merged = sl_st_open(path, &err), *top = sl_st_open(info[1].file, &err);
+    sl_part_info info[MAX_STAGES];
+    sl_err err;
+    sl_st_file *merged = split_merged(m, root, "b-q8", split, SL_WF_Q8_0, SL_F32, info);
+    sl_st_file *top = merged ? sl_st_open(info[1].file, &err) : NULL;
     const char *name = "transformer.h.3.mlp.c_fc.weight";
     char scales_name[96];
     snprintf(scales_name, sizeof scales_name, "%s.scales", name);
