@@ -263,12 +263,19 @@ static int remote_update(sl_trainer *t, stage *s, const sl_adamw *opt, float sca
     return await(t, SL_MSG_UPDATE, m.step, NULL, NULL, err);
 }
 
-/* Where a trunk's ack of a dry-run save says it would save. */
-static void place_of(const sl_msg *ack, const sl_topo_node *node, sl_trainer_place *place)
+/* Where a trunk's ack of a dry-run save says it would save. A node that ignored "dry_run" (one
+ * older than the flag: an unknown key) saved instead, and its ack says nowhere. */
+static int place_of(const sl_msg *ack, const sl_topo_node *node, sl_trainer_place *place, sl_err *err)
 {
+    if (!ack->dir[0])
+        return sl_fail(err,
+                       "node %s saved instead of checking where it would (a zmq-splitlearn-node older than this "
+                       "trainer): update it",
+                       node->name);
     snprintf(place->node, sizeof place->node, "%s", node->name);
     snprintf(place->host, sizeof place->host, "%s", ack->host);
     snprintf(place->dir, sizeof place->dir, "%s", ack->dir);
+    return 0;
 }
 
 /* Sends kind (save or load) with dir to every trunk of s and waits for each one's ack. With places,
@@ -294,7 +301,7 @@ static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const
         if (rc == 0) rc = await_on(t, direct, SL_MSG_ACK, step, NULL, NULL, &ack, err);
         zsock_destroy(&direct);
         if (rc != 0) return -1;
-        if (places) place_of(&ack, node, &places[i - s->first]);
+        if (places && place_of(&ack, node, &places[i - s->first], err) != 0) return -1;
     }
     return 0;
 }
