@@ -119,7 +119,7 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
         checkpoint_stem(name, stem, sizeof stem, err) != 0)
         return -1;
     cJSON *extra = training_members(step, loss);
-    int rc = extra ? sl_part_write(p, name, role, SL_F32, next, stem, NULL, extra, info, err)
+    int rc = extra ? sl_part_write(p, name, role, SL_WF_F32, next, stem, NULL, extra, info, err)
                    : sl_fail(err, "out of memory");
     cJSON_Delete(extra);
     return rc;

@@ -39,7 +39,7 @@ static int make_split_and_keys(void)
     sl_part_info info[3];
     const int splits[2] = {2, 4};
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .format = SL_WF_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
     sl_hf_model_destroy(&ck);
     if (rc == 0) rc = sl_mkdirs(certs, &err);

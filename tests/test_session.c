@@ -17,12 +17,12 @@ static void test_open_find_close(const sl_params *p)
 {
     sl_err err;
     uint64_t evicted = 99;
-    sl_sessions *s = sl_sessions_new(p, 2, 60);
+    sl_sessions *s = sl_sessions_new(p, 2, 60, SL_F32);
     sl_kv *a = sl_sessions_open(s, 7, 16, 0, &evicted, &err);
     CHECK(a && evicted == 0 && sl_sessions_count(s) == 1, "open session 7 (evicted %llu)", (unsigned long long)evicted);
     CHECK(sl_sessions_find(s, 7, 1) == a && !sl_sessions_find(s, 8, 1), "find by id");
     CHECK(!sl_sessions_open(s, 0, 16, 0, &evicted, &err) && strstr(err.msg, "reserved"), "id 0 refused: %s", err.msg);
-    sl_runner *stage = sl_runner_new(p, 4, &err);
+    sl_runner *stage = sl_runner_new(p, 4, NULL, &err);
     float in[3 * 16] = {0}, out[3 * 16];
     CHECK(sl_runner_forward(stage, a, 3, NULL, in, out, SL_OUT_HIDDEN, &err) == 0 && sl_kv_len(a) == 3,
           "session 7 holds 3 positions");
@@ -44,7 +44,7 @@ static void test_eviction_and_expiry(const sl_params *p)
 {
     sl_err err;
     uint64_t evicted = 0, first = 0;
-    sl_sessions *s = sl_sessions_new(p, 2, 10);
+    sl_sessions *s = sl_sessions_new(p, 2, 10, SL_F32);
     sl_sessions_open(s, 1, 8, 0, &evicted, &err);
     sl_sessions_open(s, 2, 8, 1, &evicted, &err);
     sl_sessions_find(s, 1, 2); /* 2 is now the least recently used */

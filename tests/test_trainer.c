@@ -44,7 +44,7 @@ static int split_tiny_b(const int *splits, int n, const char *out)
     sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info parts[8];
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = n, .dtype = SL_F32, .out_dir = out};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = n, .format = SL_WF_F32, .out_dir = out};
     int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
     CHECK(rc == 0, "split: %s", err.msg);
     sl_hf_model_destroy(&ck);

@@ -26,7 +26,7 @@ static int make_split(void)
     sl_part_info info[3];
     const int splits[2] = {1, 3};
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .format = SL_WF_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
     CHECK(rc == 0, "split: %s", err.msg);
     sl_hf_model_destroy(&ck);
