@@ -139,10 +139,10 @@ int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_
 const char *sl_gen_timings_text(const sl_gen_timings *t, char *out, size_t size)
 {
     int n = snprintf(out, size, "prefill: %d tokens in %.2f ms\ndecode: %d tokens in %.2f ms", t->prompt_tokens,
-                     t->prefill_ms, t->generated, t->decode_ms);
+                     t->prefill_ms, t->decoded, t->decode_ms);
     if (n < 0 || (size_t)n >= size) return out;
-    if (t->generated > 0)
-        snprintf(out + n, size - (size_t)n, " (%.2f ms/token)\n", t->decode_ms / t->generated);
+    if (t->decoded > 0)
+        snprintf(out + n, size - (size_t)n, " (%.2f ms/token)\n", t->decode_ms / t->decoded);
     else
         snprintf(out + n, size - (size_t)n, "\n");
     return out;

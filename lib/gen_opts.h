@@ -86,15 +86,17 @@ int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_
 /* --timings of one generation: the prompt's time up to its first token (run: the prompt's
  * forward; send: from sending the prompt to the first token's answer) and the rest of the
  * generation, with the tokens generated (as llama.cpp's server counts them: Z = Y / N). */
+/* A generation's times. The first token comes from the prompt's forward pass (prefill); each
+ * later one costs one decode step, so decoded counts those steps (llama.cpp's "runs"). */
 typedef struct sl_gen_timings {
     int prompt_tokens;
     double prefill_ms;
-    int generated;
+    int decoded;
     double decode_ms;
 } sl_gen_timings;
 
 /* The lines "prefill: N tokens in X ms" and "decode: N tokens in Y ms (Z ms/token)" (without the
- * ms/token when no token was generated), each ending in a newline, into out; returns out. */
+ * ms/token when no token was decoded), each ending in a newline, into out; returns out. */
 const char *sl_gen_timings_text(const sl_gen_timings *t, char *out, size_t size);
 
 /* The text of generated tokens as they arrive, cut on character boundaries (a character split

@@ -133,15 +133,15 @@ static void test_gen_seed(void)
     CHECK(sl_gen_opts_finish(&c, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 && !c.seed_drawn, "greedy draws no seed");
 }
 
-/* --timings' lines: llama.cpp's, ms/token the decode time over the tokens generated. */
+/* --timings' lines: llama.cpp's, ms/token the decode time over the tokens decoded. */
 static void test_gen_timings(void)
 {
     char text[160];
-    sl_gen_timings t = {.prompt_tokens = 7, .prefill_ms = 1.234, .generated = 4, .decode_ms = 10.0};
+    sl_gen_timings t = {.prompt_tokens = 7, .prefill_ms = 1.234, .decoded = 4, .decode_ms = 10.0};
     CHECK(!strcmp(sl_gen_timings_text(&t, text, sizeof text),
                   "prefill: 7 tokens in 1.23 ms\ndecode: 4 tokens in 10.00 ms (2.50 ms/token)\n"),
           "the two lines: %s", text);
-    t.generated = 0;
+    t.decoded = 0;
     CHECK(!strcmp(sl_gen_timings_text(&t, text, sizeof text),
                   "prefill: 7 tokens in 1.23 ms\ndecode: 0 tokens in 10.00 ms\n"),
           "no token generated: no ms/token: %s", text);

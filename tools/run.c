@@ -160,9 +160,9 @@ static int generate(run *r, sl_err *err)
         }
         if (sl_runner_forward(r->stage, r->kv, 1, &next, NULL, r->logits, SL_OUT_LOGITS_LAST, err) != 0) return -1;
         last = r->logits;
+        timings.decoded++;
     }
     timings.decode_ms = (sl_now() - t0) * 1e3;
-    timings.generated = r->n_generated;
     end_text(r);
     if (r->opts.print_ids) {
         for (int i = 0; i < r->n_generated; i++)

@@ -181,13 +181,13 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
 }
 
 /* --timings of a generation from sent to end: prefill up to the first token's answer (all of it
- * when none came), decode the rest. */
+ * when none came), decode the rest: the answers after the first, one decode step each. */
 static void timings_of(const send_ctx *s, double sent, double end, int n_prompt, int n_out, sl_gen_timings *t)
 {
     double first = s->first_token ? s->first_token : end;
     *t = (sl_gen_timings){.prompt_tokens = n_prompt,
                           .prefill_ms = (first - sent) * 1e3,
-                          .generated = n_out,
+                          .decoded = n_out > 1 ? n_out - 1 : 0,
                           .decode_ms = (end - first) * 1e3};
 }
 
