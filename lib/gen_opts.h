@@ -84,10 +84,9 @@ sl_tokenizer *sl_gen_tokenizer(const char *vocab_dir, const char *model_dir, int
 int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err);
 
 /* --timings of one generation: the prompt's time up to its first token (run: the prompt's
- * forward; send: from sending the prompt to the first token's answer) and the rest of the
- * generation, with the tokens generated (as llama.cpp's server counts them: Z = Y / N). */
-/* A generation's times. The first token comes from the prompt's forward pass (prefill); each
- * later one costs one decode step, so decoded counts those steps (llama.cpp's "runs"). */
+ * forward; send: from sending the prompt to the first token's answer) and the rest. The first
+ * token comes from the prompt's pass; each later one costs one decode step, so decoded counts
+ * those steps (llama.cpp's "runs") and ms/token is decode_ms / decoded. */
 typedef struct sl_gen_timings {
     int prompt_tokens;
     double prefill_ms;
