@@ -52,6 +52,12 @@ int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, cha
     return checkpoint_path(dir, role, name, SLOT_CURRENT, ".safetensors", out, size, err);
 }
 
+unsigned long long sl_checkpoint_room(size_t parameters, bool resumed_there)
+{
+    const unsigned long long one_save = 12ull * parameters + (64u << 10);
+    return (resumed_there ? 1 : 3) * one_save;
+}
+
 /* The checkpoint of (role, name) in a slot, if complete: its metadata, a part file of the size
  * it says and, once trained, its optimizer state. */
 static int read_checkpoint(const char *dir, sl_role role, const char *name, slot where, sl_part_info *info, sl_err *err)

@@ -28,6 +28,12 @@
 /* The current save's part file of (role, name) under dir: DIR/<role>/checkpoint_<name>.safetensors. */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 
+/* The room a run's saves of a part of `parameters` weights take in a checkpoint directory: a save
+ * is F32 weights and AdamW's two moments (12 bytes a weight) and metadata; a directory holds the
+ * previous, the current and the next save, so three in a new directory and one more in the
+ * directory the run resumed from. */
+unsigned long long sl_checkpoint_room(size_t parameters, bool resumed_there);
+
 /* Writes p (in its own format: F32 once trained, a part's F16, BF16 or Q8_0 as it was loaded when
  * it never trained) and its metadata with step and loss (NaN or infinite: no loss) into the next
  * save's slot; info receives what was written. */

@@ -9,7 +9,8 @@
  *   backward         must answer the last training forward (same step, same rows), once;
  *                    with "update", AdamW follows once its gradient has been sent on
  *   update           needs the gradients of a backward; non-finite gradients are refused
- *   save             writes the part and optimizer state below checkpoint_root
+ *   save             writes the part and optimizer state below checkpoint_root; a dry run
+ *                    only checks that it could (allowed, writable, room) and says where
  *   load             replaces weights and optimizer state by a checkpoint's below checkpoint_root
  * Anything else is refused with SL_TRUNK_BAD (the sender's mistake) or SL_TRUNK_INTERNAL.
  * Ownership: the trunk owns its learner; replies point into its buffers until the next call. */

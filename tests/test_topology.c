@@ -205,6 +205,26 @@ static const char hosted[] =
     "restart = no\n\n"
     "[node.top]\nrole = top\nlayers = 4-5\nlisten = tcp://10.0.0.1:5703\nhost = laptop\n%s";
 
+/* kv: the pipeline's default, a node's own, and a value that is not f32 or f16. */
+static void test_kv(void)
+{
+    static const char chain[] = "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n%s";
+    char nodes[1024], text[2048];
+    static sl_topology t;
+    sl_err err;
+    snprintf(nodes, sizeof nodes, chain, "");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && t.nodes[0].kv == SL_F32 && t.nodes[1].kv == SL_F32,
+          "kv is f32 by default: %s", err.msg);
+    snprintf(nodes, sizeof nodes, chain, "kv = f32\n");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nkv = f16\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && t.nodes[0].kv == SL_F16 && t.nodes[1].kv == SL_F32,
+          "the pipeline's kv = f16 reaches the bottom, the top's own kv = f32 wins: %s", err.msg);
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nkv = bf16\n%s", parts, nodes);
+    expect("kv = bf16", text, false, "t.ini:3: kv: 'bf16' is not f32 or f16");
+}
+
 static void test_hosts(void)
 {
     static sl_topology t;
@@ -316,6 +336,7 @@ int main(int argc, char **argv)
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
     if (check_selected("defences")) test_defences();
+    if (check_selected("kv")) test_kv();
     if (check_selected("hosts")) test_hosts();
     if (check_selected("host_errors")) test_host_errors();
     if (check_selected("words")) test_words();
