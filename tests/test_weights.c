@@ -20,8 +20,6 @@
 #include "split.h"
 #include "wmat.h"
 
-#include <sys/stat.h>
-
 #define TOL 1e-5
 #define KV_EPS 0x1p-11
 
@@ -30,7 +28,7 @@ enum { MAX_STAGES = 4, MAX_PROMPTS = 8, DECODE_STEPS = 6 };
 static const sl_wformat formats[] = {SL_WF_F32, SL_WF_F16, SL_WF_BF16, SL_WF_Q8_0};
 enum { N_FORMATS = sizeof formats / sizeof *formats };
 
-/* The kernels every runner here uses but where a test asks for others: two threads, the best set. */
+/* The kernels of every runner here unless a test asks for others: two threads, the best set. */
 static sl_kern *kern_default;
 
 static double format_eps(sl_wformat f)
