@@ -52,10 +52,10 @@ int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, cha
     return checkpoint_path(dir, role, name, SLOT_CURRENT, ".safetensors", out, size, err);
 }
 
-unsigned long long sl_part_save_bytes(const sl_part_info *part)
+unsigned long long sl_checkpoint_room(size_t parameters, bool resumed_there)
 {
-    unsigned long long tensors = 12ull * (unsigned)(part->last - part->first) + 5; /* + wte, wpe, ln_f, head */
-    return 12ull * part->parameters + 3 * 256 * tensors + (64u << 10);
+    const unsigned long long one_save = 12ull * parameters + (64u << 10);
+    return (resumed_there ? 1 : 3) * one_save;
 }
 
 int sl_part_checkpoint_bytes(const char *dir, sl_role role, const char *name, unsigned long long *bytes, sl_err *err)
@@ -132,7 +132,7 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
         checkpoint_stem(name, stem, sizeof stem, err) != 0)
         return -1;
     cJSON *extra = training_members(step, loss);
-    int rc = extra ? sl_part_write(p, name, role, SL_F32, next, stem, NULL, extra, info, err)
+    int rc = extra ? sl_part_write(p, name, role, p->format, next, stem, NULL, extra, info, err)
                    : sl_fail(err, "out of memory");
     cJSON_Delete(extra);
     return rc;

@@ -104,6 +104,19 @@ bool sl_shell_safe(const char *word)
     return true;
 }
 
+int sl_parse_wformat(const char *text, const char *option, sl_wformat *out, sl_err *err)
+{
+    if (sl_wformat_parse(text, out) != 0) return sl_fail(err, "%s: '%s' is not f32, f16, bf16 or q8_0", option, text);
+    return 0;
+}
+
+int sl_parse_kv_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err)
+{
+    if (sl_dtype_parse(text, out) != 0 || (*out != SL_F32 && *out != SL_F16))
+        return sl_fail(err, "%s: '%s' is not f32 or f16", option, text);
+    return 0;
+}
+
 int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err)
 {
     sl_dtype dtype;

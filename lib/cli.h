@@ -3,6 +3,7 @@
 #define SL_CLI_H
 
 #include "dtype.h"
+#include "wmat.h"
 #include "err.h"
 
 #include <stdbool.h>
@@ -46,5 +47,11 @@ bool sl_shell_safe(const char *word);
 
 /* A stored float type: f32, f16 or bf16 (any case). */
 int sl_parse_float_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err);
+
+/* What a KV cache holds: f32 or f16; the error names the option. */
+int sl_parse_kv_dtype(const char *text, const char *option, sl_dtype *out, sl_err *err);
+
+/* A weight format: f32, f16, bf16 or q8_0 (any case); the error names the option. */
+int sl_parse_wformat(const char *text, const char *option, sl_wformat *out, sl_err *err);
 
 #endif

@@ -9,7 +9,7 @@ static const struct {
     size_t size;
 } dtypes[SL_DTYPE_COUNT] = {
     [SL_F32] = {"F32", "f32", 4}, [SL_F16] = {"F16", "f16", 2}, [SL_BF16] = {"BF16", "bf16", 2},
-    [SL_I64] = {"I64", "i64", 8}, [SL_I32] = {"I32", "i32", 4},
+    [SL_I64] = {"I64", "i64", 8}, [SL_I32] = {"I32", "i32", 4}, [SL_I8] = {"I8", "i8", 1},
 };
 
 size_t sl_dtype_size(sl_dtype dt) { return dtypes[dt].size; }

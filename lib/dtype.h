@@ -5,12 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum sl_dtype { SL_F32, SL_F16, SL_BF16, SL_I64, SL_I32, SL_DTYPE_COUNT } sl_dtype;
+typedef enum sl_dtype { SL_F32, SL_F16, SL_BF16, SL_I64, SL_I32, SL_I8, SL_DTYPE_COUNT } sl_dtype;
 
 /* Bytes per element. */
 size_t sl_dtype_size(sl_dtype dt);
 
-/* Safetensors spelling: "F32", "F16", "BF16", "I64", "I32". */
+/* Safetensors spelling: "F32", "F16", "BF16", "I64", "I32", "I8". */
 const char *sl_dtype_name(sl_dtype dt);
 
 /* The lower-case spelling used on the command line, in metadata and on the wire: "f32", "bf16". */

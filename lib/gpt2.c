@@ -1,21 +1,29 @@
 /* gpt2.c — the forward pass of a stage: embeddings, transformer blocks, ln_f, LM head. */
 #include "gpt2.h"
 
+#include "cpu.h"
 #include "ops.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys and values in F32, or in F16 (half the memory per session; widened a layer at a time into
+ * the runner's scratch before attention, so attention itself is the F32 one). */
 struct sl_kv {
     int layers, n_ctx, C, len;
-    float *k, *v; /* (layers, n_ctx, C) each, one allocation */
+    sl_dtype dtype;
+    void *k, *v; /* (layers, n_ctx, C) each, one allocation */
 };
 
-sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_err *err)
+sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_dtype dtype, sl_err *err)
 {
     if (n_ctx < 1 || n_ctx > p->cfg.n_positions) {
         sl_fail(err, "context of %d positions is outside 1..%d (n_positions)", n_ctx, p->cfg.n_positions);
+        return NULL;
+    }
+    if (dtype != SL_F32 && dtype != SL_F16) {
+        sl_fail(err, "a KV cache holds f32 or f16, not %s", sl_dtype_lower(dtype));
         return NULL;
     }
     sl_kv *kv = calloc(1, sizeof *kv);
@@ -23,15 +31,15 @@ sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_err *err)
         sl_fail(err, "out of memory for a KV cache of %d positions", n_ctx);
         return NULL;
     }
-    *kv = (sl_kv){.layers = p->last - p->first, .n_ctx = n_ctx, .C = p->cfg.n_embd};
-    size_t per = (size_t)kv->layers * n_ctx * kv->C;
-    kv->k = malloc((per ? 2 * per : 1) * sizeof(float));
+    *kv = (sl_kv){.layers = p->last - p->first, .n_ctx = n_ctx, .C = p->cfg.n_embd, .dtype = dtype};
+    size_t per = (size_t)kv->layers * n_ctx * kv->C * sl_dtype_size(dtype);
+    kv->k = malloc(per ? 2 * per : 1);
     if (!kv->k) {
         free(kv);
         sl_fail(err, "out of memory for a KV cache of %d positions", n_ctx);
         return NULL;
     }
-    kv->v = kv->k + per;
+    kv->v = (char *)kv->k + per;
     return kv;
 }
 
@@ -51,23 +59,45 @@ void sl_kv_truncate(sl_kv *self, int len)
     if (len >= 0 && len < self->len) self->len = len;
 }
 int sl_kv_capacity(const sl_kv *self) { return self->n_ctx; }
-size_t sl_kv_bytes(const sl_kv *self) { return 2 * (size_t)self->layers * self->n_ctx * self->C * sizeof(float); }
+size_t sl_kv_bytes(const sl_kv *self)
+{
+    return 2 * (size_t)self->layers * self->n_ctx * self->C * sl_dtype_size(self->dtype);
+}
+sl_dtype sl_kv_dtype(const sl_kv *self) { return self->dtype; }
+
+/* Where layer l's keys (or values) of position `pos` are. */
+static void *kv_row(const sl_kv *kv, void *base, int l, int pos)
+{
+    return (char *)base + (((size_t)l * kv->n_ctx + pos) * kv->C) * sl_dtype_size(kv->dtype);
+}
+
+/* Stores a key or value row (C floats) at position pos of layer l. */
+static void kv_store(sl_kv *kv, void *base, int l, int pos, const float *row)
+{
+    void *dst = kv_row(kv, base, l, pos);
+    if (kv->dtype == SL_F32)
+        memcpy(dst, row, (size_t)kv->C * sizeof(float));
+    else
+        sl_dtype_from_f32(dst, kv->dtype, row, (size_t)kv->C);
+}
 
 /* Scratch of one forward call of up to max_tokens tokens: one block's worth, reused by every
  * block. Training keeps one of these per layer instead (see the training module). */
 struct sl_runner {
     const sl_params *p;
+    sl_kern *kern, *own_kern; /* the kernels in use; own_kern when the runner made them */
     int max_tokens;
-    float *x;     /* (T,C) residual stream */
-    float *ln;    /* (T,C) */
-    float *qkv;   /* (T,3C) */
-    float *probs; /* (n_head, T, n_positions) */
-    float *atty;  /* (T,C) */
-    float *fch;   /* (T,I) */
+    float *x;       /* (T,C) residual stream */
+    float *ln;      /* (T,C) */
+    float *qkv;     /* (T,3C) */
+    float *probs;   /* (n_head, T, n_positions) */
+    float *atty;    /* (T,C) */
+    float *fch;     /* (T,I) */
+    float *kw, *vw; /* (n_positions, C) each: one layer's F16 keys and values widened; NULL for F32 */
     float *mem;
 };
 
-sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err)
+sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_kern *kern, sl_err *err)
 {
     const sl_config *c = &p->cfg;
     if (max_tokens < 1 || max_tokens > c->n_positions) max_tokens = c->n_positions;
@@ -76,8 +106,8 @@ sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err)
         sl_fail(err, "out of memory for a stage workspace of %d tokens", max_tokens);
         return NULL;
     }
-    size_t T = (size_t)max_tokens, C = (size_t)c->n_embd;
-    size_t sizes[] = {T * C, T * C, T * 3 * C, (size_t)c->n_head * T * c->n_positions, T * C, T * c->n_inner};
+    size_t T = (size_t)max_tokens, C = (size_t)c->n_embd, P = (size_t)c->n_positions;
+    size_t sizes[] = {T * C, T * C, T * 3 * C, (size_t)c->n_head * T * P, T * C, T * c->n_inner};
     float **slots[] = {&s->x, &s->ln, &s->qkv, &s->probs, &s->atty, &s->fch};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
@@ -94,6 +124,8 @@ sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err)
     }
     s->p = p;
     s->max_tokens = max_tokens;
+    s->kern = kern ? kern : (s->own_kern = sl_kern_new(sl_cpu_count(), false, SL_KERN_AUTO, err));
+    if (!s->kern) sl_runner_destroy(&s);
     return s;
 }
 
@@ -101,39 +133,67 @@ void sl_runner_destroy(sl_runner **self)
 {
     assert(self);
     if (!*self) return;
+    sl_kern_destroy(&(*self)->own_kern);
+    free((*self)->kw);
     free((*self)->mem);
     free(*self);
     *self = NULL;
 }
 
+/* Layer l's keys and values for positions [0, n) as F32: the cache itself, or for an F16 cache
+ * the rows widened into the runner's scratch (allocated at the first F16 cache it meets). */
+static int kv_f32(sl_runner *s, const sl_kv *kv, int l, int n, const float **k, const float **v, sl_err *err)
+{
+    if (kv->dtype == SL_F32) {
+        *k = kv_row(kv, kv->k, l, 0);
+        *v = kv_row(kv, kv->v, l, 0);
+        return 0;
+    }
+    const size_t rows = (size_t)s->p->cfg.n_positions, C = (size_t)kv->C;
+    if (!s->kw && !(s->kw = malloc(2 * rows * C * sizeof(float))))
+        return sl_fail(err, "out of memory for widening an f16 KV cache");
+    s->vw = s->kw + rows * C;
+    const sl_wmat keys = {.format = SL_WF_F16, .in = kv->C, .out = n, .data = kv_row(kv, kv->k, l, 0)};
+    const sl_wmat values = {.format = SL_WF_F16, .in = kv->C, .out = n, .data = kv_row(kv, kv->v, l, 0)};
+    sl_kern_widen(s->kern, s->kw, &keys, 0, n);
+    sl_kern_widen(s->kern, s->vw, &values, 0, n);
+    *k = s->kw;
+    *v = s->vw;
+    return 0;
+}
+
 /* One transformer block on s->x (T,C) in place; its keys and values go to layer l of kv. With
  * alternatives, the T rows are T alternatives for the one position after the cache: each attends
  * to the cached positions and to itself, its key and value passing through that position's slot. */
-static void block_forward(sl_runner *s, const sl_block *w, sl_kv *kv, int l, int T, bool alternatives)
+static int block_forward(sl_runner *s, const sl_block *w, sl_kv *kv, int l, int T, bool alternatives, sl_err *err)
 {
     const sl_config *c = &s->p->cfg;
     const int C = c->n_embd, past = kv->len, hd = C / c->n_head;
-    float *kc = kv->k + (size_t)l * kv->n_ctx * C, *vc = kv->v + (size_t)l * kv->n_ctx * C;
-    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln1_w, w->ln1_b, T, C, (float)c->layer_norm_epsilon);
-    sl_matmul_forward(s->qkv, s->ln, w->qkv_w, w->qkv_b, T, C, 3 * C, false);
+    const float eps = (float)c->layer_norm_epsilon, *kc, *vc;
+    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln1_w, w->ln1_b, T, C, eps);
+    if (sl_kern_matmul(s->kern, s->qkv, s->ln, T, &w->qkv, w->qkv_b, false, err) != 0) return -1;
     for (int t = 0; t < T; t++) {
         const float *row = s->qkv + (size_t)t * 3 * C;
         const int slot = alternatives ? past : past + t;
-        memcpy(kc + (size_t)slot * C, row + C, (size_t)C * sizeof(float));
-        memcpy(vc + (size_t)slot * C, row + 2 * C, (size_t)C * sizeof(float));
-        if (alternatives)
-            sl_attention_forward(s->atty + (size_t)t * C, s->probs, row, 3 * C, kc, vc, C, 1, past, c->n_head, hd);
+        kv_store(kv, kv->k, l, slot, row + C);
+        kv_store(kv, kv->v, l, slot, row + 2 * C);
+        if (!alternatives) continue;
+        if (kv_f32(s, kv, l, past + 1, &kc, &vc, err) != 0) return -1;
+        sl_attention_forward(s->atty + (size_t)t * C, s->probs, row, 3 * C, kc, vc, C, 1, past, c->n_head, hd);
     }
-    if (!alternatives) sl_attention_forward(s->atty, s->probs, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, hd);
-    sl_matmul_forward(s->x, s->atty, w->attn_proj_w, w->attn_proj_b, T, C, C, true);
-    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln2_w, w->ln2_b, T, C, (float)c->layer_norm_epsilon);
-    sl_matmul_forward(s->fch, s->ln, w->fc_w, w->fc_b, T, C, c->n_inner, false);
+    if (!alternatives) {
+        if (kv_f32(s, kv, l, past + T, &kc, &vc, err) != 0) return -1;
+        sl_attention_forward(s->atty, s->probs, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, hd);
+    }
+    if (sl_kern_matmul(s->kern, s->x, s->atty, T, &w->attn_proj, w->attn_proj_b, true, err) != 0) return -1;
+    sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln2_w, w->ln2_b, T, C, eps);
+    if (sl_kern_matmul(s->kern, s->fch, s->ln, T, &w->fc, w->fc_b, false, err) != 0) return -1;
     sl_gelu_forward(s->fch, s->fch, (size_t)T * c->n_inner);
-    sl_matmul_forward(s->x, s->fch, w->fc_proj_w, w->fc_proj_b, T, c->n_inner, C, true);
+    return sl_kern_matmul(s->kern, s->x, s->fch, T, &w->fc_proj, w->fc_proj_b, true, err);
 }
 
 /* ln_f and the head on the T rows of s->x, writing what `which` asks for. */
-static void head_forward(sl_runner *s, int T, float *out, sl_output which)
+static int head_forward(sl_runner *s, int T, float *out, sl_output which, sl_err *err)
 {
     const sl_config *c = &s->p->cfg;
     const int C = c->n_embd;
@@ -144,7 +204,21 @@ static void head_forward(sl_runner *s, int T, float *out, sl_output which)
     }
     float *normed = which == SL_OUT_HIDDEN ? out : s->ln;
     sl_layernorm_forward(normed, NULL, NULL, rows, s->p->lnf_w, s->p->lnf_b, T, C, (float)c->layer_norm_epsilon);
-    if (which != SL_OUT_HIDDEN) sl_matmul_forward_wt(out, normed, s->p->lm_head, T, C, c->vocab_size);
+    if (which == SL_OUT_HIDDEN) return 0;
+    return sl_kern_matmul(s->kern, out, normed, T, &s->p->head_m, NULL, false, err);
+}
+
+/* x (T,C) = wte[ids] + wpe[pos0 ..]: the token rows read from wte in its format. */
+static void embed_forward(const sl_params *p, float *x, const int32_t *ids, int T, int pos0)
+{
+    const int C = p->cfg.n_embd;
+    for (int t = 0; t < T; t++) {
+        float *o = x + (size_t)t * C;
+        const float *pe = p->wpe + (size_t)(pos0 + t) * C;
+        sl_wmat_row_f32(&p->wte_m, ids[t], 0, C, o);
+        for (int i = 0; i < C; i++)
+            o[i] += pe[i];
+    }
 }
 
 static int check_request(const sl_runner *s, const sl_kv *kv, int T, const int32_t *ids, const float *hidden,
@@ -171,27 +245,30 @@ int sl_runner_forward(sl_runner *self, sl_kv *kv, int T, const int32_t *ids, con
 {
     if (check_request(self, kv, T, ids, hidden, which, err) != 0) return -1;
     const sl_params *p = self->p;
-    const int C = p->cfg.n_embd, V = p->cfg.vocab_size;
-    for (int t0 = 0; t0 < T; t0 += self->max_tokens) {
+    const int C = p->cfg.n_embd, V = p->cfg.vocab_size, len0 = kv->len;
+    int rc = 0;
+    for (int t0 = 0; t0 < T && rc == 0; t0 += self->max_tokens) {
         int n = T - t0 < self->max_tokens ? T - t0 : self->max_tokens;
         if (p->embed)
-            sl_encoder_forward(self->x, ids + t0, p->wte, p->wpe, n, kv->len, C);
+            embed_forward(p, self->x, ids + t0, n, kv->len);
         else
             memcpy(self->x, hidden + (size_t)t0 * C, (size_t)n * C * sizeof(float));
-        for (int l = 0; l < p->last - p->first; l++)
-            block_forward(self, &p->blocks[l], kv, l, n, false);
+        for (int l = 0; l < p->last - p->first && rc == 0; l++)
+            rc = block_forward(self, &p->blocks[l], kv, l, n, false, err);
+        if (rc != 0) break;
         kv->len += n;
         bool last_chunk = t0 + n == T;
         if (!p->head)
             memcpy(out + (size_t)t0 * C, self->x, (size_t)n * C * sizeof(float));
         else if (which == SL_OUT_HIDDEN)
-            head_forward(self, n, out + (size_t)t0 * C, which);
+            rc = head_forward(self, n, out + (size_t)t0 * C, which, err);
         else if (which == SL_OUT_LOGITS_ALL)
-            head_forward(self, n, out + (size_t)t0 * V, which);
+            rc = head_forward(self, n, out + (size_t)t0 * V, which, err);
         else if (last_chunk)
-            head_forward(self, n, out, which);
+            rc = head_forward(self, n, out, which, err);
     }
-    return 0;
+    if (rc != 0) kv->len = len0; /* as it was: the positions written are past its length */
+    return rc;
 }
 
 int sl_runner_forward_alternatives(sl_runner *self, sl_kv *kv, int K, const int32_t *ids, const float *hidden,
@@ -207,12 +284,12 @@ int sl_runner_forward_alternatives(sl_runner *self, sl_kv *kv, int K, const int3
     const int C = p->cfg.n_embd;
     if (p->embed) {
         for (int k = 0; k < K; k++) /* every alternative at the same position */
-            sl_encoder_forward(self->x + (size_t)k * C, ids + k, p->wte, p->wpe, 1, kv->len, C);
+            embed_forward(p, self->x + (size_t)k * C, ids + k, 1, kv->len);
     } else {
         memcpy(self->x, hidden, (size_t)K * C * sizeof(float));
     }
     for (int l = 0; l < p->last - p->first; l++)
-        block_forward(self, &p->blocks[l], kv, l, K, true);
+        if (block_forward(self, &p->blocks[l], kv, l, K, true, err) != 0) return -1;
     memcpy(out, self->x, (size_t)K * C * sizeof(float));
     return 0;
 }

@@ -7,13 +7,15 @@
 #ifndef SL_GPT2_H
 #define SL_GPT2_H
 
+#include "kern.h"
 #include "params.h"
 
 /* The keys and values of one sequence for a stage's layers. */
 typedef struct sl_kv sl_kv;
 
-/* A cache for up to n_ctx positions (<= n_positions) of p's layers. Caller owns the result. */
-sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_err *err);
+/* A cache for up to n_ctx positions (<= n_positions) of p's layers, holding F32 or F16 (half the
+ * memory; each key and value rounded to F16 as it is stored). Caller owns the result. */
+sl_kv *sl_kv_new(const sl_params *p, int n_ctx, sl_dtype dtype, sl_err *err);
 void sl_kv_destroy(sl_kv **self);
 /* Positions held so far: the position of the next token. */
 int sl_kv_len(const sl_kv *self);
@@ -23,6 +25,7 @@ void sl_kv_reset(sl_kv *self);
 void sl_kv_truncate(sl_kv *self, int len);
 int sl_kv_capacity(const sl_kv *self);
 size_t sl_kv_bytes(const sl_kv *self);
+sl_dtype sl_kv_dtype(const sl_kv *self);
 
 /* What a stage returns: its output activations (a stage without head, or a head stage's
  * hidden state after ln_f), or logits at every position or only at the last one. */
@@ -32,12 +35,14 @@ typedef enum sl_output {
     SL_OUT_LOGITS_LAST, /* out (V) */
 } sl_output;
 
-/* A stage runner: borrowed params plus the scratch memory of one forward call, allocated once. */
+/* A stage runner: borrowed params plus the scratch memory of one forward call, allocated once.
+ * Its linear layers are sl_kern_matmul on the stage's matrices in their format. */
 typedef struct sl_runner sl_runner;
 
 /* max_tokens bounds the tokens computed at once (longer inputs run in chunks through the
- * cache). p must outlive the stage. Caller owns the result. */
-sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_err *err);
+ * cache). p must outlive the stage. kern (borrowed; it must outlive the runner) runs the linear
+ * layers; NULL: the runner makes its own, one thread per CPU, unpinned. Caller owns the result. */
+sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_kern *kern, sl_err *err);
 void sl_runner_destroy(sl_runner **self);
 
 /* Runs T tokens at positions sl_kv_len(kv) .. +T-1 and appends them to kv.

@@ -275,6 +275,15 @@ const char *sl_hf_model_dir(const sl_hf_model *self) { return self->dir; }
 size_t sl_hf_model_file_count(const sl_hf_model *self) { return self->file_count; }
 const char *sl_hf_model_file_path(const sl_hf_model *self, size_t i) { return file_path(&self->files[i]); }
 
+const char *sl_hf_model_metadata(const sl_hf_model *self, const char *key)
+{
+    for (size_t i = 0; i < self->file_count; i++) {
+        const char *value = self->files[i].st ? sl_st_metadata(self->files[i].st, key) : NULL;
+        if (value) return value;
+    }
+    return NULL;
+}
+
 const sl_tensor *sl_hf_model_tensor(const sl_hf_model *self, const char *name, const char **file)
 {
     char prefixed[256];

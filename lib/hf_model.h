@@ -47,4 +47,8 @@ const char *sl_hf_model_file_path(const sl_hf_model *self, size_t i);
  * is not NULL it receives the path of the file holding it. Owned by the checkpoint. */
 const sl_tensor *sl_hf_model_tensor(const sl_hf_model *self, const char *name, const char **file);
 
+/* A "__metadata__" value of its safetensors files (the first file that has key), or NULL. Owned
+ * by the checkpoint. */
+const char *sl_hf_model_metadata(const sl_hf_model *self, const char *key);
+
 #endif

@@ -319,6 +319,11 @@ int sl_kern_matmul(sl_kern *self, float *out, const float *inp, int n, const sl_
     return matmul_tiles(self, out, inp, n, w, bias, accumulate, err);
 }
 
+void sl_kern_widen(sl_kern *self, float *dst, const sl_wmat *w, int o0, int o1)
+{
+    if (o1 > o0) self->fns->tile[w->format](dst, w, o0, o1);
+}
+
 /* ---- the floor: reading bytes once ---- */
 
 typedef struct stream_job {

@@ -79,6 +79,10 @@ void sl_kern_set_linger(sl_kern *self, int linger_us);
 int sl_kern_matmul(sl_kern *self, float *out, const float *inp, int n, const sl_wmat *w, const float *bias,
                    bool accumulate, sl_err *err);
 
+/* dst ((o1-o0) x in floats) = outputs [o0, o1) of w (ROWS layout) dequantised, on the calling
+ * thread with the set's kernels (an F16 KV cache's rows, widened before attention). */
+void sl_kern_widen(sl_kern *self, float *dst, const sl_wmat *w, int o0, int o1);
+
 /* Reads every byte of the n buffers once on the pool's threads (each thread its share of every
  * buffer as 8 software-prefetched streams, with the set's vector loads) and returns a value
  * computed from them (so that the reads happen). Its time is the floor under matrix–vector

@@ -57,16 +57,18 @@ sl_params sl_leak_bottom_of(const sl_params *whole, int cut)
     p.last = cut;
     p.head = p.head_is_wte = false;
     p.lnf_w = p.lnf_b = p.lm_head = NULL;
+    p.head_m = (sl_wmat){0};
     p.owned = NULL;
     p.owned_count = 0;
+    p.owned_mats = NULL;
     return p;
 }
 
 int sl_leak_run(const sl_params *p, int window, const int32_t *ids, const float *in, int n, float *out, sl_err *err)
 {
     const int C = p->cfg.n_embd;
-    sl_runner *stage = sl_runner_new(p, window, err);
-    sl_kv *kv = stage ? sl_kv_new(p, window, err) : NULL;
+    sl_runner *stage = sl_runner_new(p, window, NULL, err);
+    sl_kv *kv = stage ? sl_kv_new(p, window, SL_F32, err) : NULL;
     int rc = kv ? 0 : -1;
     for (int s = 0; rc == 0 && s < n; s += window) {
         int len = n - s < window ? n - s : window;
@@ -110,6 +112,9 @@ static void candidate_norms(float *cand_norm, const float *wte, const float *wte
 int sl_leak_nn(const sl_params *bottom, int window, const float *rows, int n, int32_t *guesses, sl_err *err)
 {
     if (!bottom->embed) return sl_fail(err, "the nn attack needs the bottom's embeddings");
+    if (bottom->format != SL_WF_F32)
+        return sl_fail(err, "the nn attack reads the bottom's embeddings in f32, not %s (load it widened)",
+                       sl_wformat_name(bottom->format));
     const int V = bottom->cfg.vocab_size, C = bottom->cfg.n_embd;
     float *wte_sq = malloc((size_t)V * sizeof(float)), *cand_norm = malloc((size_t)V * sizeof(float));
     float *dots = malloc((size_t)SCORE_ROWS * V * sizeof(float)), *scores = malloc((size_t)V * sizeof(float));
@@ -266,8 +271,8 @@ sl_leak_search *sl_leak_search_new(const sl_params *bottom, const sl_leak_search
     s->dist = malloc((size_t)s->budget * sizeof *s->dist);
     s->tried = malloc((size_t)s->budget * sizeof *s->tried);
     int rc = s->dict && s->scores && s->out && s->norm && s->dist && s->tried ? 0 : sl_fail(err, "out of memory");
-    if (rc == 0 &&
-        (!(s->stage = sl_runner_new(bottom, batch, err)) || !(s->kv = sl_kv_new(bottom, bottom->cfg.n_positions, err))))
+    if (rc == 0 && (!(s->stage = sl_runner_new(bottom, batch, NULL, err)) ||
+                    !(s->kv = sl_kv_new(bottom, bottom->cfg.n_positions, SL_F32, err))))
         rc = -1;
     if (rc == 0) rc = build_dictionary(s, err);
     if (rc != 0) sl_leak_search_destroy(&s);

@@ -14,10 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int visit(sl_param_ref *ref, float **slot, int ndim, int64_t d0, int64_t d1, int (*fn)(sl_param_ref *, void *),
-                 void *ctx)
+/* A matrix of a block is (in, out), HF's Conv1D; wte and the head are (out, in), rows. */
+static int visit(sl_param_ref *ref, float **slot, sl_wmat *wmat, int ndim, int64_t d0, int64_t d1,
+                 int (*fn)(sl_param_ref *, void *), void *ctx)
 {
+    const bool rows = strncmp(ref->name, "transformer.h.", 14) != 0;
     ref->slot = slot;
+    ref->wmat = wmat;
+    ref->layout = rows ? SL_WL_ROWS : SL_WL_CONV1D;
+    ref->in = (int)(rows ? d1 : d0);
+    ref->out = (int)(rows ? d0 : d1);
     ref->ndim = ndim;
     ref->shape[0] = d0;
     ref->shape[1] = d1;
@@ -31,26 +37,27 @@ static int visit_block(sl_block *b, int layer, const sl_config *c, int (*fn)(sl_
     const struct {
         const char *suffix;
         float **slot;
+        sl_wmat *wmat;
         int ndim;
         int64_t d0, d1;
     } t[] = {
-        {"ln_1.weight", &b->ln1_w, 1, C, 0},
-        {"ln_1.bias", &b->ln1_b, 1, C, 0},
-        {"attn.c_attn.weight", &b->qkv_w, 2, C, 3 * C},
-        {"attn.c_attn.bias", &b->qkv_b, 1, 3 * C, 0},
-        {"attn.c_proj.weight", &b->attn_proj_w, 2, C, C},
-        {"attn.c_proj.bias", &b->attn_proj_b, 1, C, 0},
-        {"ln_2.weight", &b->ln2_w, 1, C, 0},
-        {"ln_2.bias", &b->ln2_b, 1, C, 0},
-        {"mlp.c_fc.weight", &b->fc_w, 2, C, I},
-        {"mlp.c_fc.bias", &b->fc_b, 1, I, 0},
-        {"mlp.c_proj.weight", &b->fc_proj_w, 2, I, C},
-        {"mlp.c_proj.bias", &b->fc_proj_b, 1, C, 0},
+        {"ln_1.weight", &b->ln1_w, NULL, 1, C, 0},
+        {"ln_1.bias", &b->ln1_b, NULL, 1, C, 0},
+        {"attn.c_attn.weight", &b->qkv_w, &b->qkv, 2, C, 3 * C},
+        {"attn.c_attn.bias", &b->qkv_b, NULL, 1, 3 * C, 0},
+        {"attn.c_proj.weight", &b->attn_proj_w, &b->attn_proj, 2, C, C},
+        {"attn.c_proj.bias", &b->attn_proj_b, NULL, 1, C, 0},
+        {"ln_2.weight", &b->ln2_w, NULL, 1, C, 0},
+        {"ln_2.bias", &b->ln2_b, NULL, 1, C, 0},
+        {"mlp.c_fc.weight", &b->fc_w, &b->fc, 2, C, I},
+        {"mlp.c_fc.bias", &b->fc_b, NULL, 1, I, 0},
+        {"mlp.c_proj.weight", &b->fc_proj_w, &b->fc_proj, 2, I, C},
+        {"mlp.c_proj.bias", &b->fc_proj_b, NULL, 1, C, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         sl_param_ref ref;
         snprintf(ref.name, sizeof ref.name, "transformer.h.%d.%s", layer, t[i].suffix);
-        int rc = visit(&ref, t[i].slot, t[i].ndim, t[i].d0, t[i].d1, fn, ctx);
+        int rc = visit(&ref, t[i].slot, t[i].wmat, t[i].ndim, t[i].d0, t[i].d1, fn, ctx);
         if (rc) return rc;
     }
     return 0;
@@ -62,24 +69,43 @@ int sl_params_foreach(sl_params *p, int (*fn)(sl_param_ref *ref, void *ctx), voi
     const int64_t C = c->n_embd;
     sl_param_ref ref;
     int rc = 0;
-#define VISIT(nm, slot, nd, d0, d1)                                                                                    \
+#define VISIT(nm, slot, wmat, nd, d0, d1)                                                                              \
     do {                                                                                                               \
         snprintf(ref.name, sizeof ref.name, "%s", nm);                                                                 \
-        if ((rc = visit(&ref, slot, nd, d0, d1, fn, ctx)) != 0) return rc;                                             \
+        if ((rc = visit(&ref, slot, wmat, nd, d0, d1, fn, ctx)) != 0) return rc;                                       \
     } while (0)
     if (p->embed) {
-        VISIT("transformer.wte.weight", &p->wte, 2, c->vocab_size, C);
-        VISIT("transformer.wpe.weight", &p->wpe, 2, c->n_positions, C);
+        VISIT("transformer.wte.weight", &p->wte, &p->wte_m, 2, c->vocab_size, C);
+        VISIT("transformer.wpe.weight", &p->wpe, NULL, 2, c->n_positions, C);
     }
     for (int l = p->first; l < p->last; l++)
         if ((rc = visit_block(&p->blocks[l - p->first], l, c, fn, ctx)) != 0) return rc;
     if (p->head) {
-        VISIT("transformer.ln_f.weight", &p->lnf_w, 1, C, 0);
-        VISIT("transformer.ln_f.bias", &p->lnf_b, 1, C, 0);
-        if (!p->head_is_wte) VISIT("lm_head.weight", &p->lm_head, 2, c->vocab_size, C);
+        VISIT("transformer.ln_f.weight", &p->lnf_w, NULL, 1, C, 0);
+        VISIT("transformer.ln_f.bias", &p->lnf_b, NULL, 1, C, 0);
+        if (!p->head_is_wte) VISIT("lm_head.weight", &p->lm_head, &p->head_m, 2, c->vocab_size, C);
     }
 #undef VISIT
     return 0;
+}
+
+/* The F32 view of a matrix's floats, in the layout HF stores it in. */
+static int view_f32(sl_param_ref *ref, void *ctx)
+{
+    (void)ctx;
+    if (ref->wmat)
+        *ref->wmat =
+            (sl_wmat){.format = SL_WF_F32, .layout = ref->layout, .in = ref->in, .out = ref->out, .data = *ref->slot};
+    return 0;
+}
+
+/* Once an F32 stage's float pointers are set: its views, and the head as wte when tied. */
+static void bind_f32_views(sl_params *p)
+{
+    p->format = SL_WF_F32;
+    if (p->head_is_wte) p->lm_head = p->wte;
+    sl_params_foreach(p, view_f32, NULL);
+    if (p->head_is_wte) p->head_m = p->wte_m;
 }
 
 static int add_numel(sl_param_ref *ref, void *ctx)
@@ -114,16 +140,22 @@ static int params_init(sl_params *p, const sl_config *cfg, int first, int last, 
 typedef struct load_ctx {
     const sl_hf_model *ck;
     bool copy;
+    sl_wformat stored;   /* the file's matrices: F32 for HF's files (any float dtype, Conv1D) */
     size_t needed, used; /* floats in the owned allocation: counted, then filled */
     float *owned;
     sl_err *err;
 } load_ctx;
 
-static const sl_tensor *find_tensor(load_ctx *lc, const sl_param_ref *ref, const char **file)
+/* The tensor name + suffix (""; ".scales"), or for a tied checkpoint's missing head, wte's. */
+static const sl_tensor *find_tensor(load_ctx *lc, const sl_param_ref *ref, const char *suffix, const char **file)
 {
-    const sl_tensor *t = sl_hf_model_tensor(lc->ck, ref->name, file);
-    /* A tied checkpoint has no lm_head.weight: the head is wte. */
-    if (!t && strcmp(ref->name, "lm_head.weight") == 0) t = sl_hf_model_tensor(lc->ck, "transformer.wte.weight", file);
+    char name[96];
+    snprintf(name, sizeof name, "%s%s", ref->name, suffix);
+    const sl_tensor *t = sl_hf_model_tensor(lc->ck, name, file);
+    if (!t && strcmp(ref->name, "lm_head.weight") == 0) {
+        snprintf(name, sizeof name, "transformer.wte.weight%s", suffix);
+        t = sl_hf_model_tensor(lc->ck, name, file);
+    }
     return t;
 }
 
@@ -140,24 +172,89 @@ static void format_shape(char *out, size_t size, int ndim, const int64_t *shape)
         len += (size_t)snprintf(out + len, size - len, "%s%lld", d ? ", " : "", (long long)shape[d]);
 }
 
+/* What an error names: the one file a part is, or the directory of an HF model's files. */
+static const char *model_path(const sl_hf_model *ck)
+{
+    return sl_hf_model_file_count(ck) == 1 ? sl_hf_model_file_path(ck, 0) : sl_hf_model_dir(ck);
+}
+
+/* t (found in file) is dtype dt with shape [d0] or [d0, d1] (ndim), else an error naming both. */
+static int expect_tensor(load_ctx *lc, const sl_tensor *t, const char *file, const char *name, sl_dtype dt, int ndim,
+                         int64_t d0, int64_t d1, const char *why)
+{
+    if (!t) return sl_fail(lc->err, "%s: tensor '%s' is missing", file, name);
+    bool same = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
+    if (!same) {
+        char got[96], want[96];
+        const int64_t shape[2] = {d0, d1};
+        format_shape(got, sizeof got, t->ndim, t->shape);
+        format_shape(want, sizeof want, ndim, shape);
+        return sl_fail(lc->err, "%s: tensor '%s' has shape [%s] but %s implies [%s]", file, name, got, why, want);
+    }
+    if (t->dtype != dt)
+        return sl_fail(lc->err, "%s: tensor '%s' is %s where %s implies %s", file, name, sl_dtype_name(t->dtype), why,
+                       sl_dtype_name(dt));
+    return 0;
+}
+
+/* The kernels read a mapped matrix's elements where they are: each must start on a multiple of
+ * its size (a file whose tensors are placed otherwise is refused, not read unaligned). */
+static int expect_aligned(load_ctx *lc, const sl_tensor *t, const char *file, const char *name)
+{
+    size_t size = sl_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % size != 0)
+        return sl_fail(lc->err, "%s: tensor '%s' does not start on a multiple of its %zu-byte elements in the file",
+                       file, name, size);
+    return 0;
+}
+
+/* A matrix of a file in format lc->stored (not F32): its view of the mapping, checked. */
+static int stored_view(load_ctx *lc, const sl_param_ref *ref, sl_wmat *view)
+{
+    static const sl_dtype elem[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
+    const char *file = model_path(lc->ck), *scales_file = file;
+    const sl_wformat f = lc->stored;
+    const bool q8 = f == SL_WF_Q8_0;
+    const int64_t cols = q8 ? (int64_t)sl_wmat_q8_blocks(ref->in) * SL_Q8_BLOCK : ref->in;
+    char why[64], scales_name[96];
+    snprintf(why, sizeof why, "its weights_format %s", sl_wformat_name(f));
+    snprintf(scales_name, sizeof scales_name, "%s.scales", ref->name);
+    const sl_tensor *t = find_tensor(lc, ref, "", &file),
+                    *scales = q8 ? find_tensor(lc, ref, ".scales", &scales_file) : NULL;
+    if (expect_tensor(lc, t, file, ref->name, elem[f], 2, ref->out, cols, why) != 0 ||
+        expect_aligned(lc, t, file, ref->name) != 0)
+        return -1;
+    if (q8 && (expect_tensor(lc, scales, scales_file, scales_name, SL_F16, 2, ref->out, sl_wmat_q8_blocks(ref->in),
+                             why) != 0 ||
+               expect_aligned(lc, scales, scales_file, scales_name) != 0))
+        return -1;
+    *view = (sl_wmat){.format = f,
+                      .layout = SL_WL_ROWS,
+                      .in = ref->in,
+                      .out = ref->out,
+                      .data = t->data,
+                      .scales = scales ? scales->data : NULL};
+    if (sl_wmat_check(view, lc->err) != 0) {
+        sl_err_prefix(lc->err, "%s: tensor '%s'", file, ref->name);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_tensor(sl_param_ref *ref, void *ctx)
 {
     load_ctx *lc = ctx;
-    const char *file = sl_hf_model_dir(lc->ck);
-    const sl_tensor *t = find_tensor(lc, ref, &file);
-    if (!t) return sl_fail(lc->err, "%s: tensor '%s' is missing", file, ref->name);
-    bool same =
-        t->ndim == ref->ndim && t->shape[0] == ref->shape[0] && (ref->ndim == 1 || t->shape[1] == ref->shape[1]);
-    if (!same) {
-        char got[96], want[96];
-        format_shape(got, sizeof got, t->ndim, t->shape);
-        format_shape(want, sizeof want, ref->ndim, ref->shape);
-        return sl_fail(lc->err, "%s: tensor '%s' has shape [%s] but config.json implies [%s]", file, ref->name, got,
-                       want);
+    if (ref->wmat && lc->stored != SL_WF_F32) {
+        sl_wmat view;
+        if (stored_view(lc, ref, &view) != 0) return -1;
+        if (lc->copy) lc->needed += ref->numel;
+        return 0;
     }
-    if (t->dtype != SL_F32 && t->dtype != SL_F16 && t->dtype != SL_BF16)
-        return sl_fail(lc->err, "%s: tensor '%s' is %s; weights must be F32, F16 or BF16", file, ref->name,
-                       sl_dtype_name(t->dtype));
+    const char *file = model_path(lc->ck);
+    const sl_tensor *t = find_tensor(lc, ref, "", &file);
+    sl_dtype dt = t && (t->dtype == SL_F16 || t->dtype == SL_BF16) ? t->dtype : SL_F32;
+    if (expect_tensor(lc, t, file, ref->name, dt, ref->ndim, ref->shape[0], ref->shape[1], "config.json") != 0)
+        return -1;
     if (!in_place(lc, t)) lc->needed += ref->numel;
     return 0;
 }
@@ -165,7 +262,20 @@ static int check_tensor(sl_param_ref *ref, void *ctx)
 static int bind_tensor(sl_param_ref *ref, void *ctx)
 {
     load_ctx *lc = ctx;
-    const sl_tensor *t = find_tensor(lc, ref, NULL);
+    if (ref->wmat && lc->stored != SL_WF_F32) {
+        sl_wmat view;
+        stored_view(lc, ref, &view); /* checked by check_tensor */
+        if (!lc->copy) {
+            *ref->wmat = view;
+            *ref->slot = NULL;
+            return 0;
+        }
+        *ref->slot = lc->owned + lc->used;
+        sl_wmat_to_f32(&view, *ref->slot, ref->layout);
+        lc->used += ref->numel;
+        return 0;
+    }
+    const sl_tensor *t = find_tensor(lc, ref, "", NULL);
     if (in_place(lc, t)) {
         *ref->slot = (float *)t->data; /* read-only mapping: the inference path never writes */
         return 0;
@@ -177,12 +287,22 @@ static int bind_tensor(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
+/* The format the file's metadata declares for its matrices (F32: an HF file). */
+static int stored_format(const sl_hf_model *ck, sl_wformat *out, sl_err *err)
+{
+    const char *name = sl_hf_model_metadata(ck, "weights_format");
+    *out = SL_WF_F32;
+    if (name && sl_wformat_parse(name, out) != 0)
+        return sl_fail(err, "%s: weights_format \"%.32s\" is not f32, f16, bf16 or q8_0", model_path(ck), name);
+    return 0;
+}
+
 int sl_params_load(sl_params *p, const sl_hf_model *ck, int first, int last, bool embed, bool head, bool copy,
                    sl_err *err)
 {
     if (params_init(p, sl_hf_model_config(ck), first, last, embed, head, err) != 0) return -1;
     load_ctx lc = {.ck = ck, .copy = copy, .err = err};
-    if (sl_params_foreach(p, check_tensor, &lc) != 0) {
+    if (stored_format(ck, &lc.stored, err) != 0 || sl_params_foreach(p, check_tensor, &lc) != 0) {
         sl_params_free(p);
         return -1;
     }
@@ -193,8 +313,114 @@ int sl_params_load(sl_params *p, const sl_hf_model *ck, int first, int last, boo
     p->owned = lc.owned;
     p->owned_count = lc.needed;
     sl_params_foreach(p, bind_tensor, &lc);
-    if (p->head_is_wte) p->lm_head = p->wte;
+    if (copy || lc.stored == SL_WF_F32) {
+        bind_f32_views(p);
+    } else {
+        p->format = lc.stored;
+        if (p->head_is_wte) p->head_m = p->wte_m;
+    }
     return 0;
+}
+
+/* ---- converting ---- */
+
+/* Matrices of a converted stage start on 64-byte boundaries (whole cache lines for the kernels). */
+#define MAT_ALIGN 64
+
+typedef struct convert_ctx {
+    sl_wformat format;
+    bool fill;            /* false: count what is needed; true: copy into it */
+    size_t floats, bytes; /* F32 floats and matrix bytes: counted, then used */
+    float *f;             /* dst->owned */
+    unsigned char *m;     /* dst->owned_mats */
+    sl_err *err;
+} convert_ctx;
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/* One tensor of dst, whose slot and view still point at src's: counted, or copied into dst's. */
+static int convert_tensor(sl_param_ref *ref, void *ctx)
+{
+    convert_ctx *cc = ctx;
+    if (!ref->wmat || cc->format == SL_WF_F32) {
+        if (cc->fill) {
+            memcpy(cc->f + cc->floats, *ref->slot, ref->numel * sizeof(float));
+            *ref->slot = cc->f + cc->floats;
+        }
+        cc->floats += ref->numel;
+        return 0;
+    }
+    size_t data_bytes, scale_bytes;
+    if (sl_wmat_sizes(cc->format, ref->in, ref->out, &data_bytes, &scale_bytes, cc->err) != 0) return -1;
+    if (cc->fill) {
+        const sl_wmat from = *ref->wmat;
+        unsigned char *data = cc->m + cc->bytes;
+        uint16_t *scales = scale_bytes ? (uint16_t *)(data + round_up(data_bytes, MAT_ALIGN)) : NULL;
+        if (sl_wmat_convert(ref->wmat, data, scales, cc->format, from.data, SL_F32, from.layout, ref->in, ref->out,
+                            cc->err) != 0) {
+            sl_err_prefix(cc->err, "%s", ref->name);
+            return -1;
+        }
+        *ref->slot = NULL;
+    }
+    cc->bytes += round_up(data_bytes, MAT_ALIGN) + round_up(scale_bytes, MAT_ALIGN);
+    return 0;
+}
+
+int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, sl_err *err)
+{
+    if (src->format != SL_WF_F32)
+        return sl_fail(err, "weights are converted from F32, not from %s", sl_wformat_name(src->format));
+    *dst = *src;
+    dst->owned = NULL;
+    dst->owned_mats = NULL;
+    size_t n_blocks = (size_t)(src->last - src->first) + 1;
+    if (!(dst->blocks = malloc(n_blocks * sizeof *dst->blocks))) {
+        memset(dst, 0, sizeof *dst);
+        return sl_fail(err, "out of memory");
+    }
+    memcpy(dst->blocks, src->blocks, n_blocks * sizeof *dst->blocks);
+    convert_ctx cc = {.format = format, .err = err};
+    int rc = sl_params_foreach(dst, convert_tensor, &cc);
+    if (rc == 0) {
+        dst->owned_count = cc.floats;
+        dst->owned = malloc((cc.floats ? cc.floats : 1) * sizeof(float));
+        dst->owned_mats = cc.bytes ? aligned_alloc(MAT_ALIGN, cc.bytes) : NULL;
+        if (!dst->owned || (cc.bytes && !dst->owned_mats))
+            rc = sl_fail(err, "out of memory for %zu bytes of %s weights", cc.bytes + cc.floats * sizeof(float),
+                         sl_wformat_name(format));
+    }
+    if (rc == 0) {
+        cc = (convert_ctx){.format = format, .fill = true, .f = dst->owned, .m = dst->owned_mats, .err = err};
+        rc = sl_params_foreach(dst, convert_tensor, &cc);
+    }
+    if (rc != 0) {
+        sl_params_free(dst);
+        return -1;
+    }
+    if (format == SL_WF_F32) {
+        bind_f32_views(dst);
+    } else {
+        dst->format = format;
+        dst->lm_head = NULL;
+        if (dst->head_is_wte) dst->head_m = dst->wte_m;
+    }
+    return 0;
+}
+
+static int add_bytes(sl_param_ref *ref, void *ctx)
+{
+    size_t data_bytes = ref->numel * sizeof(float), scale_bytes = 0;
+    if (ref->wmat) sl_wmat_sizes(ref->wmat->format, ref->in, ref->out, &data_bytes, &scale_bytes, NULL);
+    *(size_t *)ctx += data_bytes + scale_bytes;
+    return 0;
+}
+
+size_t sl_params_bytes(const sl_params *p)
+{
+    size_t n = 0;
+    sl_params_foreach((sl_params *)p, add_bytes, &n);
+    return n;
 }
 
 static int bind_zeroed(sl_param_ref *ref, void *ctx)
@@ -214,7 +440,7 @@ int sl_params_alloc(sl_params *p, const sl_config *cfg, int first, int last, boo
         return sl_fail(err, "out of memory for %zu floats", n);
     }
     sl_params_foreach(p, bind_zeroed, p);
-    if (p->head_is_wte) p->lm_head = p->wte;
+    bind_f32_views(p);
     return 0;
 }
 
@@ -350,5 +576,6 @@ void sl_params_free(sl_params *p)
 {
     free(p->blocks);
     free(p->owned);
+    free(p->owned_mats);
     memset(p, 0, sizeof *p);
 }

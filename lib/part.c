@@ -249,17 +249,49 @@ int sl_part_load_params(const sl_part *self, sl_params *p, bool copy, sl_err *er
 
 typedef struct add_ctx {
     sl_st_writer *w;
-    sl_dtype dtype;
+    sl_wformat format;
     sl_err *err;
 } add_ctx;
 
+/* A tensor as the part stores it: F32, or a matrix in the stage's format (params.h). */
 static int add_param(sl_param_ref *ref, void *ctx)
 {
     add_ctx *ac = ctx;
-    return sl_st_writer_add_f32(ac->w, ref->name, ac->dtype, *ref->slot, ref->ndim, ref->shape, ac->err);
+    if (!ref->wmat || ac->format == SL_WF_F32)
+        return sl_st_writer_add_f32(ac->w, ref->name, SL_F32, *ref->slot, ref->ndim, ref->shape, ac->err);
+    static const sl_dtype elem[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
+    const sl_wmat *m = ref->wmat;
+    const int nb = sl_wmat_q8_blocks(m->in);
+    const int64_t shape[2] = {m->out, m->format == SL_WF_Q8_0 ? (int64_t)nb * SL_Q8_BLOCK : m->in};
+    if (sl_st_writer_add_raw(ac->w, ref->name, elem[m->format], m->data, 2, shape, ac->err) != 0) return -1;
+    if (m->format != SL_WF_Q8_0) return 0;
+    char name[96];
+    snprintf(name, sizeof name, "%s.scales", ref->name);
+    const int64_t scale_shape[2] = {m->out, nb};
+    return sl_st_writer_add_raw(ac->w, name, SL_F16, m->scales, 2, scale_shape, ac->err);
 }
 
-int sl_part_write_tensors(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
+/* Writes p (in its own format) to info->file; info->sha256 and bytes receive what was written. */
+static int write_part_file(sl_params *p, sl_part_info *info, sl_err *err)
+{
+    sl_st_writer *w = sl_st_writer_new();
+    if (!w) return sl_fail(err, "out of memory");
+    add_ctx ac = {w, p->format, err};
+    uint8_t digest[32];
+    int rc = sl_st_writer_set_metadata(w, "format", "pt", err);
+    if (rc == 0 && p->format != SL_WF_F32)
+        rc = sl_st_writer_set_metadata(w, "weights_format", sl_wformat_name(p->format), err);
+    if (rc == 0) rc = sl_params_foreach(p, add_param, &ac);
+    if (rc == 0) rc = sl_st_writer_write(w, info->file, digest, err);
+    sl_st_writer_destroy(&w);
+    if (rc != 0) return -1;
+    sl_sha256_hex(digest, info->sha256);
+    struct stat st;
+    info->bytes = stat(info->file, &st) == 0 ? (size_t)st.st_size : 0;
+    return 0;
+}
+
+int sl_part_write_tensors(sl_params *p, const char *name, sl_role role, sl_wformat format, const char *dir,
                           const char *file_stem, sl_part_info *info, sl_err *err)
 {
     memset(info, 0, sizeof *info);
@@ -270,22 +302,15 @@ int sl_part_write_tensors(sl_params *p, const char *name, sl_role role, sl_dtype
     info->cfg = p->cfg;
     info->parameters = sl_params_count(p);
     info->step = -1;
-    snprintf(info->dtype, sizeof info->dtype, "%s", sl_dtype_lower(dtype));
+    snprintf(info->dtype, sizeof info->dtype, "%s", sl_wformat_name(format));
     snprintf(info->file, sizeof info->file, "%s/%s.safetensors", dir, file_stem);
     if (sl_mkdirs(dir, err) != 0) return -1;
-    sl_st_writer *w = sl_st_writer_new();
-    if (!w) return sl_fail(err, "out of memory");
-    add_ctx ac = {w, dtype, err};
-    uint8_t digest[32];
-    int rc = sl_st_writer_set_metadata(w, "format", "pt", err);
-    if (rc == 0) rc = sl_params_foreach(p, add_param, &ac);
-    if (rc == 0) rc = sl_st_writer_write(w, info->file, digest, err);
-    sl_st_writer_destroy(&w);
-    if (rc != 0) return -1;
-    sl_sha256_hex(digest, info->sha256);
-    struct stat st;
-    info->bytes = stat(info->file, &st) == 0 ? (size_t)st.st_size : 0;
-    return 0;
+    if (p->format == format) return write_part_file(p, info, err);
+    sl_params converted;
+    if (sl_params_convert(&converted, p, format, err) != 0) return -1;
+    int rc = write_part_file(&converted, info, err);
+    sl_params_free(&converted);
+    return rc;
 }
 
 int sl_part_write_metadata(const sl_part_info *info, const cJSON *source, const cJSON *extra, sl_err *err)
@@ -298,9 +323,9 @@ int sl_part_write_metadata(const sl_part_info *info, const cJSON *source, const 
     return rc;
 }
 
-int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir, const char *file_stem,
-                  const cJSON *source, const cJSON *extra, sl_part_info *info, sl_err *err)
+int sl_part_write(sl_params *p, const char *name, sl_role role, sl_wformat format, const char *dir,
+                  const char *file_stem, const cJSON *source, const cJSON *extra, sl_part_info *info, sl_err *err)
 {
-    if (sl_part_write_tensors(p, name, role, dtype, dir, file_stem, info, err) != 0) return -1;
+    if (sl_part_write_tensors(p, name, role, format, dir, file_stem, info, err) != 0) return -1;
     return sl_part_write_metadata(info, source, extra, err);
 }

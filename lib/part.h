@@ -32,7 +32,7 @@ typedef struct sl_part_info {
     sl_role role;
     int first, last; /* blocks [first, last) */
     sl_config cfg;
-    char dtype[8];       /* f32, f16, bf16 */
+    char dtype[8];       /* its matrices' format: f32, f16, bf16, q8_0 (wmat.h) */
     char file[PATH_MAX]; /* the safetensors file, absolute or relative to the cwd */
     char sha256[65];
     char model[65]; /* the model it was cut from: SHA-256 of its source files' SHA-256s ("": unknown) */
@@ -66,16 +66,18 @@ const sl_part_info *sl_part_info_of(const sl_part *self);
  * sl_params_load. The part must outlive p when copy is false. */
 int sl_part_load_params(const sl_part *self, sl_params *p, bool copy, sl_err *err);
 
-/* Writes one part file and its metadata from p: dir/file_stem.safetensors, stored as dtype (F32,
- * F16 or BF16), and info receives what was written. source and extra may be NULL; the metadata
+/* Writes one part file and its metadata from p: dir/file_stem.safetensors with its matrices in
+ * format (params.h; an F32 stage is converted on the way, other stages are written in their own
+ * format only), and info receives what was written. source and extra may be NULL; the metadata
  * gets a copy of source as "source" and of extra's members at its end (a checkpoint's "step" and
  * "loss"). The caller keeps both. */
-int sl_part_write(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir, const char *file_stem,
-                  const struct cJSON *source, const struct cJSON *extra, sl_part_info *info, sl_err *err);
+int sl_part_write(sl_params *p, const char *name, sl_role role, sl_wformat format, const char *dir,
+                  const char *file_stem, const struct cJSON *source, const struct cJSON *extra, sl_part_info *info,
+                  sl_err *err);
 
 /* sl_part_write in its two halves, for a writer that learns source only once the tensors are
  * written (a split hashes its model's files meanwhile): the tensors and info, then the metadata. */
-int sl_part_write_tensors(sl_params *p, const char *name, sl_role role, sl_dtype dtype, const char *dir,
+int sl_part_write_tensors(sl_params *p, const char *name, sl_role role, sl_wformat format, const char *dir,
                           const char *file_stem, sl_part_info *info, sl_err *err);
 int sl_part_write_metadata(const sl_part_info *info, const struct cJSON *source, const struct cJSON *extra,
                            sl_err *err);

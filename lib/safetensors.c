@@ -5,6 +5,7 @@
 #include "sha256.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -259,7 +260,8 @@ typedef struct pending {
     int ndim;
     int64_t shape[SL_MAX_DIMS];
     size_t numel;
-    const float *data; /* stored as dtype */
+    const void *data; /* floats stored as dtype, or with raw dtype's own bytes */
+    bool raw;
 } pending;
 
 struct sl_st_writer {
@@ -282,11 +284,10 @@ void sl_st_writer_destroy(sl_st_writer **self)
     *self = NULL;
 }
 
-int sl_st_writer_add_f32(sl_st_writer *w, const char *name, sl_dtype dtype, const float *data, int ndim,
-                         const int64_t *shape, sl_err *err)
+/* Queues a tensor: data is floats stored as dtype (raw false) or dtype's own bytes (raw true). */
+static int add_pending(sl_st_writer *w, const char *name, sl_dtype dtype, const void *data, bool raw, int ndim,
+                       const int64_t *shape, sl_err *err)
 {
-    if (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16)
-        return sl_fail(err, "tensor '%s': cannot store floats as %s", name, sl_dtype_name(dtype));
     if (ndim < 0 || ndim > SL_MAX_DIMS) return sl_fail(err, "tensor '%s': %d dimensions", name, ndim);
     if (w->count == w->cap) {
         size_t cap = w->cap ? 2 * w->cap : 64;
@@ -296,7 +297,7 @@ int sl_st_writer_add_f32(sl_st_writer *w, const char *name, sl_dtype dtype, cons
         w->cap = cap;
     }
     pending *p = &w->items[w->count];
-    *p = (pending){.dtype = dtype, .ndim = ndim, .numel = 1, .data = data};
+    *p = (pending){.dtype = dtype, .ndim = ndim, .numel = 1, .data = data, .raw = raw};
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0) return sl_fail(err, "tensor '%s': negative dimension", name);
         p->shape[d] = shape[d];
@@ -305,6 +306,20 @@ int sl_st_writer_add_f32(sl_st_writer *w, const char *name, sl_dtype dtype, cons
     if (!(p->name = strdup(name))) return sl_fail(err, "tensor '%s': out of memory", name);
     w->count++;
     return 0;
+}
+
+int sl_st_writer_add_f32(sl_st_writer *w, const char *name, sl_dtype dtype, const float *data, int ndim,
+                         const int64_t *shape, sl_err *err)
+{
+    if (dtype != SL_F32 && dtype != SL_F16 && dtype != SL_BF16)
+        return sl_fail(err, "tensor '%s': cannot store floats as %s", name, sl_dtype_name(dtype));
+    return add_pending(w, name, dtype, data, false, ndim, shape, err);
+}
+
+int sl_st_writer_add_raw(sl_st_writer *w, const char *name, sl_dtype dtype, const void *data, int ndim,
+                         const int64_t *shape, sl_err *err)
+{
+    return add_pending(w, name, dtype, data, true, ndim, shape, err);
 }
 
 int sl_st_writer_set_metadata(sl_st_writer *self, const char *key, const char *value, sl_err *err)
@@ -360,12 +375,12 @@ static int write_all(FILE *fp, sl_sha256 *hash, const void *data, size_t len)
 static int write_tensor(FILE *fp, sl_sha256 *hash, const pending *p)
 {
     size_t elem = sl_dtype_size(p->dtype);
-    if (p->dtype == SL_F32) return write_all(fp, hash, p->data, p->numel * elem);
+    if (p->raw || p->dtype == SL_F32) return write_all(fp, hash, p->data, p->numel * elem);
     enum { CHUNK = 16384 };
     unsigned char buf[CHUNK * 4];
     for (size_t i = 0; i < p->numel; i += CHUNK) {
         size_t n = p->numel - i < CHUNK ? p->numel - i : CHUNK;
-        sl_dtype_from_f32(buf, p->dtype, p->data + i, n);
+        sl_dtype_from_f32(buf, p->dtype, (const float *)p->data + i, n);
         if (write_all(fp, hash, buf, n * elem) != 0) return -1;
     }
     return 0;

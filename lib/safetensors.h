@@ -5,7 +5,7 @@
  *   offset 0        u64 little-endian N: length of the header
  *   offset 8        N bytes of UTF-8 JSON (may be padded with trailing spaces):
  *                     { "__metadata__": { "key": "value", ... },           (optional, strings only)
- *                       "<tensor name>": { "dtype": "F32" | "F16" | "BF16" | "I64" | "I32",
+ *                       "<tensor name>": { "dtype": "F32" | "F16" | "BF16" | "I64" | "I32" | "I8",
  *                                          "shape": [d0, d1, ...],
  *                                          "data_offsets": [begin, end] }, ... }
  *   offset 8 + N    the data: tensor bytes, little-endian, row-major; begin/end (end exclusive)
@@ -52,6 +52,11 @@ void sl_st_writer_destroy(sl_st_writer **self);
 /* Adds a tensor whose float32 values are stored as dtype (F32, F16 or BF16). The writer keeps
  * a pointer to data, not a copy: data must stay valid until sl_st_writer_write returns. */
 int sl_st_writer_add_f32(sl_st_writer *self, const char *name, sl_dtype dtype, const float *data, int ndim,
+                         const int64_t *shape, sl_err *err);
+
+/* Adds a tensor whose bytes are already in dtype (any); stored as they are. The same lifetime rule
+ * as sl_st_writer_add_f32. */
+int sl_st_writer_add_raw(sl_st_writer *self, const char *name, sl_dtype dtype, const void *data, int ndim,
                          const int64_t *shape, sl_err *err);
 
 /* Adds a "__metadata__" entry (both strings copied). */

@@ -215,7 +215,7 @@ static int import_part(const seed_part *sp, const sl_seed_request *req, const ch
         if (count != sp->parameters)
             rc = sl_fail(err, "%s: %zu parameters but %s says %zu", sp->pt, count, sp->meta, sp->parameters);
         else
-            rc = sl_part_write(&p, part_name, sp->role, req->dtype, dir, stem, source, NULL, info, err);
+            rc = sl_part_write(&p, part_name, sp->role, req->format, dir, stem, source, NULL, info, err);
         sl_params_free(&p);
     }
     sl_hf_model_destroy(&ck);

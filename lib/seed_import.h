@@ -25,8 +25,8 @@
 typedef struct sl_seed_request {
     const char *seed_dir;
     const char *out_dir;
-    const char *name; /* model name in our file names; NULL: the seed's, from its file names */
-    sl_dtype dtype;   /* F32, F16 or BF16 */
+    const char *name;  /* model name in our file names; NULL: the seed's, from its file names */
+    sl_wformat format; /* of the parts' matrices (params.h) */
 } sl_seed_request;
 
 /* Imports the seed's parts. parts (room for SL_MAX_SPLITS + 1) receives the parts written, in

@@ -21,9 +21,10 @@ struct sl_sessions {
     slot *slots;
     int max;
     double idle_timeout;
+    sl_dtype kv_dtype; /* what every cache holds: f32 or f16 */
 };
 
-sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double idle_timeout)
+sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double idle_timeout, sl_dtype kv_dtype)
 {
     sl_sessions *self = calloc(1, sizeof *self);
     if (!self) return NULL;
@@ -35,6 +36,7 @@ sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double i
     self->params = params;
     self->max = max_sessions;
     self->idle_timeout = idle_timeout;
+    self->kv_dtype = kv_dtype;
     return self;
 }
 
@@ -99,7 +101,7 @@ sl_kv *sl_sessions_open(sl_sessions *self, sl_id id, int ctx, double now, sl_id 
         sl_kv_reset(s->kv);
     } else {
         sl_kv_destroy(&s->kv);
-        if (!(s->kv = sl_kv_new(self->params, ctx, err))) return NULL;
+        if (!(s->kv = sl_kv_new(self->params, ctx, self->kv_dtype, err))) return NULL;
     }
     s->id = id;
     s->last_used = now;

@@ -12,8 +12,9 @@
 
 typedef struct sl_sessions sl_sessions;
 
-/* A table of at most max_sessions for params' layers. Caller owns the result. */
-sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double idle_timeout);
+/* A table of at most max_sessions for params' layers, whose caches hold kv_dtype (f32 or f16).
+ * Caller owns the result. */
+sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double idle_timeout, sl_dtype kv_dtype);
 void sl_sessions_destroy(sl_sessions **self);
 
 /* The cache of session id, or NULL when unknown; touches its last use. */

@@ -169,7 +169,7 @@ static void *write_part_job(void *arg)
     j->rc =
         sl_params_load(&p, j->ck, j->first, j->last, j->role == SL_ROLE_BOTTOM, j->role == SL_ROLE_TOP, false, &j->err);
     if (j->rc == 0) {
-        j->rc = sl_part_write_tensors(&p, j->name, j->role, j->req->dtype, j->dir, j->stem, j->info, &j->err);
+        j->rc = sl_part_write_tensors(&p, j->name, j->role, j->req->format, j->dir, j->stem, j->info, &j->err);
         sl_params_free(&p);
     }
     return NULL;
@@ -292,7 +292,7 @@ int sl_split_join(const char *dir, sl_params *whole, sl_err *err)
     for (int i = 0; i < n && rc == 0; i++) {
         sl_part *part = sl_part_open(dir, parts[i].first, parts[i].last, true, err);
         sl_params p;
-        if (!part || sl_part_load_params(part, &p, false, err) != 0) {
+        if (!part || sl_part_load_params(part, &p, true, err) != 0) { /* F32 whatever the part holds */
             sl_part_destroy(&part);
             rc = -1;
             break;

@@ -34,7 +34,7 @@ typedef struct sl_split_request {
     const char *name;       /* model name used in file names */
     const int *splits;      /* strictly increasing, inside 1 .. n_layer-1 */
     int n_splits;
-    sl_dtype dtype; /* F32, F16 or BF16 */
+    sl_wformat format; /* of the parts' matrices (params.h) */
     const char *out_dir;
     sl_progress_fn progress; /* may be NULL; called with bytes written so far */
     void *progress_ctx;

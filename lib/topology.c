@@ -30,6 +30,8 @@ typedef struct parse_state {
     int train_set[SL_MAX_NODES];       /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
     bool checkpoint_set[SL_MAX_NODES]; /* a node's own max_checkpoint_mb given */
     bool pipeline_train;
+    int kv_set[SL_MAX_NODES]; /* a node's own kv dtype, or -1: the pipeline's */
+    sl_dtype pipeline_kv;
     char keys_section[128]; /* the section whose keys keys_seen holds */
     struct {
         char key[48];
@@ -42,8 +44,8 @@ typedef struct parse_state {
 
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
                                     "hwm, verify, max_train_tokens, checkpoint_root, security, certs, clients, "
-                                    "trainers, train, restart, max_checkpoint_mb";
-static const char node_keys[] = "role, layers, listen, host, threads, pin, cert, train, restart, "
+                                    "trainers, train, restart, kv, max_checkpoint_mb";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, kv, cert, train, restart, "
                                 "max_checkpoint_mb, clip, noise (bottom), grad_clip, grad_noise (top)";
 static const char host_keys[] = "run, dir, bin";
 
@@ -88,6 +90,7 @@ static void open_node(parse_state *ps, const char *section, const char *name)
     snprintf(ps->node->host, sizeof ps->node->host, "localhost");
     ps->node->line = ps->line;
     ps->train_set[ps->node - t->nodes] = -1;
+    ps->kv_set[ps->node - t->nodes] = -1;
     ps->section = SECTION_NODE;
 }
 
@@ -215,6 +218,12 @@ static int parse_megabytes(parse_state *ps, const char *key, const char *value, 
     return 0;
 }
 
+/* kv = f32 | f16: what a node's KV cache holds. */
+static int parse_kv(parse_state *ps, const char *value, sl_dtype *out)
+{
+    return at_line(ps, sl_parse_kv_dtype(value, "kv", out, ps->err));
+}
+
 static int pipeline_key(parse_state *ps, const char *key, const char *value)
 {
     sl_topology *t = ps->t;
@@ -271,6 +280,7 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
     if (!strcmp(key, "clients")) return parse_names(ps, key, value, &t->clients);
     if (!strcmp(key, "trainers")) return parse_names(ps, key, value, &t->trainers);
     if (!strcmp(key, "train")) return parse_bool(ps, key, value, &ps->pipeline_train);
+    if (!strcmp(key, "kv")) return parse_kv(ps, value, &ps->pipeline_kv);
     if (!strcmp(key, "max_train_tokens")) {
         int rc = at_line(ps, sl_parse_long(value, "max_train_tokens", 2, 1 << 24, &v, ps->err));
         t->max_train_tokens = (int)v;
@@ -321,6 +331,11 @@ static int node_key(parse_state *ps, const char *key, const char *value)
         return rc;
     }
     if (!strcmp(key, "pin")) return parse_bool(ps, key, value, &n->pin);
+    if (!strcmp(key, "kv")) {
+        int rc = parse_kv(ps, value, &n->kv);
+        ps->kv_set[n - ps->t->nodes] = (int)n->kv;
+        return rc;
+    }
     if (!strcmp(key, "cert")) return parse_name(ps, key, value, n->cert, sizeof n->cert);
     if (!strcmp(key, "train")) {
         int rc = parse_bool(ps, key, value, &n->train);
@@ -431,13 +446,14 @@ static int resolve_dir(parse_state *ps, const char *key, const char *raw, char *
     return 0;
 }
 
-/* security = curve needs certs and every node's cert; each node's train and max_checkpoint_mb
+/* security = curve needs certs and every node's cert; each node's train, kv and max_checkpoint_mb
  * fall back to the pipeline's. */
 static int check_security(parse_state *ps)
 {
     sl_topology *t = ps->t;
     for (int i = 0; i < t->n_nodes; i++) {
         if (ps->train_set[i] < 0) t->nodes[i].train = ps->pipeline_train;
+        if (ps->kv_set[i] < 0) t->nodes[i].kv = ps->pipeline_kv;
         if (!ps->checkpoint_set[i]) t->nodes[i].max_checkpoint = t->max_checkpoint;
     }
     if (!t->curve) return 0;

@@ -28,6 +28,7 @@ typedef struct sl_topo_node {
     char host[128];               /* where the launcher starts it (default localhost) */
     int threads;                  /* compute threads, 0: one per CPU */
     bool pin;                     /* pin compute threads one per CPU */
+    sl_dtype kv;                  /* what its KV cache holds: f32, or f16 (half the memory; kv = f16) */
     char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
     bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
     bool restart;                 /* the launcher starts it again when it dies (its own or [pipeline]'s) */

@@ -158,10 +158,11 @@ static bool admitted(sl_trainer *t, const sl_peer *from, bool ours, zmq_msg_t *f
 }
 
 /* Waits for a message of kind and step from the trunks (or from extra, a direct connection to
- * one); copies its payload into out when given. A node's error, or a dropped connection to the
- * first or last trunk, ends the wait. */
+ * one); copies its payload into out and the message into answer when given (its payload views
+ * then point nowhere). A node's error, or a dropped connection to the first or last trunk, ends
+ * the wait. */
 static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2,
-                    sl_err *err)
+                    sl_msg *answer, sl_err *err)
 {
     zsock_t *socks[3] = {t->from_trunks, t->to_first, extra};
     zmq_pollitem_t items[5] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
@@ -209,6 +210,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out); /* its width is the model's: the decoder checked */
                     if (gnorm2) *gnorm2 = m.gnorm2;
+                    if (answer) *answer = m;
                     if (i == 0) /* the backward goes back on this connection */
                         t->last_trunk = from, t->trunk_fd = sl_net_fd(&frame);
                     rc = 0;
@@ -222,7 +224,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
 
 static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2, sl_err *err)
 {
-    return await_on(t, NULL, kind, step, out, gnorm2, err);
+    return await_on(t, NULL, kind, step, out, gnorm2, NULL, err);
 }
 
 /* A training message of this run to the trunks. */
@@ -290,8 +292,25 @@ static int remote_update(sl_trainer *t, stage *s, const sl_adamw *opt, float sca
     return await(t, SL_MSG_UPDATE, m.step, NULL, NULL, err);
 }
 
-/* Sends kind (save or load) with dir to every trunk of s and waits for each one's ack. */
-static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const char *dir, float loss, sl_err *err)
+/* Where a trunk's ack of a dry-run save says it would save. A node that ignored "dry_run" (one
+ * older than the flag: an unknown key) saved instead, and its ack says nowhere. */
+static int place_of(const sl_msg *ack, const sl_topo_node *node, sl_trainer_place *place, sl_err *err)
+{
+    if (!ack->dir[0])
+        return sl_fail(err,
+                       "node %s saved instead of checking where it would (a zmq-splitlearn-node older than this "
+                       "trainer): update it",
+                       node->name);
+    snprintf(place->node, sizeof place->node, "%s", node->name);
+    snprintf(place->host, sizeof place->host, "%s", ack->host);
+    snprintf(place->dir, sizeof place->dir, "%s", ack->dir);
+    return 0;
+}
+
+/* Sends kind (save or load) with dir to every trunk of s and waits for each one's ack. With places,
+ * a save is a dry run and places[k] gets where the k-th trunk would save. */
+static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const char *dir, float loss,
+                          sl_trainer_place *places, sl_err *err)
 {
     uint64_t step = ++t->message;
     for (int i = s->first; i <= s->last; i++) {
@@ -302,13 +321,16 @@ static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const
         m.at_step = (uint64_t)t->steps;
         m.has_loss = kind == SL_MSG_SAVE && isfinite(loss);
         m.loss = loss;
+        m.dry_run = places != NULL;
         t->net.peer = node->cert;
         zsock_t *direct = i == 1 ? NULL : sl_net_connect(ZMQ_DEALER, &t->net, node->listen, err);
         if (i != 1 && !direct) return -1;
         int rc = send_to(t, direct ? direct : t->to_first, &m, node->name, err);
-        if (rc == 0) rc = await_on(t, direct, SL_MSG_ACK, step, NULL, NULL, err);
+        sl_msg ack;
+        if (rc == 0) rc = await_on(t, direct, SL_MSG_ACK, step, NULL, NULL, &ack, err);
         zsock_destroy(&direct);
         if (rc != 0) return -1;
+        if (places && place_of(&ack, node, &places[i - s->first], err) != 0) return -1;
     }
     return 0;
 }
@@ -319,7 +341,7 @@ static int remote_save(sl_trainer *t, stage *s, const char *dir, long base, floa
                        sl_err *err)
 {
     (void)base; /* each trunk knows its own */
-    if (command_trunks(t, s, SL_MSG_SAVE, dir, loss, err) != 0) return -1;
+    if (command_trunks(t, s, SL_MSG_SAVE, dir, loss, NULL, err) != 0) return -1;
     for (int i = s->first; i <= s->last; i++) {
         saved[i] = t->parts[i];
         if (sl_part_checkpoint_file(dir, saved[i].role, saved[i].name, saved[i].file, sizeof saved[i].file, err) != 0)
@@ -494,7 +516,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     if (rc == 0 && resume) snprintf(t->saved_dir, sizeof t->saved_dir, "%s", resume), t->saved_step = step;
     if (rc == 0) rc = alloc_buffers(t, err);
     if (rc == 0) rc = open_remote(t, err);
-    if (rc == 0 && resume) rc = command_trunks(t, &t->stages[1], SL_MSG_LOAD, resume, NAN, err);
+    if (rc == 0 && resume) rc = command_trunks(t, &t->stages[1], SL_MSG_LOAD, resume, NAN, NULL, err);
     if (rc != 0) sl_trainer_destroy(&t);
     return t;
 }
@@ -634,6 +656,16 @@ int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
 {
     /* Remote trunks keep this forward's activations; the next training forward replaces them. */
     return run_chain(t, ids, targets, false, false, 1, NULL, loss, err);
+}
+
+int sl_trainer_check_save(sl_trainer *self, const char *dir, sl_trainer_place *places, sl_err *err)
+{
+    for (int i = 0; i < self->n; i++) {
+        const stage *s = &self->stages[i];
+        if (s->ops == &remote_ops)
+            return command_trunks(self, s, SL_MSG_SAVE, dir, NAN, places, err) == 0 ? s->last - s->first + 1 : -1;
+    }
+    return 0; /* every stage runs here */
 }
 
 int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)

@@ -76,6 +76,20 @@ long sl_trainer_step_count(const sl_trainer *self);
 /* The learning rate of the next step. */
 float sl_trainer_lr(const sl_trainer *self);
 
+/* Where a remote trunk saves its part of a checkpoint. */
+typedef struct sl_trainer_place {
+    char node[64];      /* the trunk's node */
+    char host[256];     /* the host name of its machine, as that machine gives it */
+    char dir[PATH_MAX]; /* the checkpoint directory there, absolute */
+} sl_trainer_place;
+
+/* Asks every remote trunk whether this run's saves into dir would work, before they cost a
+ * step: a dry run of save (below its checkpoint_root, no other run's checkpoint there, writable,
+ * room for its part and optimizer state; nothing is written). places (room for SL_MAX_SPLITS + 1)
+ * gets where each one would save. Returns their number (0: every stage runs here), or -1 with the
+ * first trunk's refusal, which says what to change. */
+int sl_trainer_check_save(sl_trainer *self, const char *dir, sl_trainer_place *places, sl_err *err);
+
 /* Writes a checkpoint split directory: every part, its metadata ("step", "loss") and its
  * optimizer state (<part>_optim.safetensors), and split.json; each part's save before keeps in
  * <role>/prev/ (see ckptstore.h). Nothing to do when dir holds this run's save of this step. */

@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sl_trunk {
     sl_trunk_opts opts;
     char name[64], parts[PATH_MAX], root[PATH_MAX];
+    char host[256]; /* this machine's name, in the acks of dry-run saves */
     sl_learner *learner;
     sl_id run;             /* the trainer's session the training state belongs to (none: none) */
     uint64_t forward_step; /* the training forward whose activations a backward may use */
@@ -65,6 +67,8 @@ sl_trunk *sl_trunk_new(const sl_trunk_opts *opts, sl_err *err)
     t->opts.root = t->root;
     t->saved_step = -1;
     t->pristine = true;
+    if (gethostname(t->host, sizeof t->host) != 0) snprintf(t->host, sizeof t->host, "?");
+    t->host[sizeof t->host - 1] = '\0'; /* gethostname need not end a truncated name */
     sl_part *part = open_own_part(t, err);
     if (!part || !(t->learner = sl_learner_new(part, false, err))) sl_trunk_destroy(&t);
     return t;
@@ -265,8 +269,10 @@ static int checkpoint_dir(const sl_trunk *t, const char *asked, char *out, size_
     size_t len = strlen(t->root);
     bool under = !strncmp(asked, t->root, len) && (asked[len] == '/' || asked[len] == '\0' || len == 1);
     if (asked[0] == '/' && !under)
-        return sl_fail(err, "checkpoint directory %s is outside %s, where %s keeps checkpoints (checkpoint_root)",
-                       asked, t->root, t->name);
+        return sl_fail(err,
+                       "checkpoint directory %s is outside %s, where %s keeps checkpoints (checkpoint_root): set "
+                       "checkpoint_root = %s in [pipeline], or use a path below %s (a relative one is taken there)",
+                       asked, t->root, t->name, asked, t->root);
     int written = asked[0] == '/' ? snprintf(out, size, "%s", asked) : snprintf(out, size, "%s/%s", t->root, asked);
     return written < (int)size ? 0 : sl_fail(err, "checkpoint directory %s: path too long", asked);
 }
@@ -294,14 +300,15 @@ static int add_held(const sl_trunk *t, const char *dir, unsigned long long *held
     return 0;
 }
 
-/* Whether a save into dir keeps the run's disk use within max_checkpoint: what its saves of this
- * part hold in its directories (dir's too) and an upper bound of the save to write. */
-static int within_checkpoint_limit(sl_trunk *t, const char *dir, sl_err *err)
+/* Whether run's save into dir keeps its disk use within max_checkpoint: what its saves of this
+ * part hold in its directories (dir's too; a run that is not the trunk's yet has none) and the
+ * room of the save to write. */
+static int within_checkpoint_limit(const sl_trunk *t, sl_id run, const char *dir, sl_err *err)
 {
     if (!t->opts.max_checkpoint) return 0;
-    unsigned long long held = 0, save = sl_part_save_bytes(sl_trunk_info(t));
-    bool listed = false;
-    for (int i = 0; i < t->n_run_dirs; i++) {
+    unsigned long long held = 0, save = sl_checkpoint_room(sl_params_count(sl_trunk_params(t)), true);
+    bool listed = false, ours = sl_id_equal(run, t->run);
+    for (int i = 0; ours && i < t->n_run_dirs; i++) {
         listed = listed || sl_same_dir(t->run_dirs[i], dir);
         if (add_held(t, t->run_dirs[i], &held, err) != 0) return -1;
     }
@@ -309,8 +316,7 @@ static int within_checkpoint_limit(sl_trunk *t, const char *dir, sl_err *err)
     if (held + save <= t->opts.max_checkpoint) return 0;
     return sl_fail(err,
                    "this run's checkpoints of %s would take %.1f MB with this save (%.1f MB saved, up to %.1f MB "
-                   "for this one), over max_checkpoint_mb = %.1f: raise it in [pipeline] or [node.%s], or save "
-                   "over this run's checkpoint",
+                   "for this one), over max_checkpoint_mb = %.1f: raise it in [pipeline] or [node.%s]",
                    t->name, (double)(held + save) / 1048576.0, (double)held / 1048576.0, (double)save / 1048576.0,
                    (double)t->opts.max_checkpoint / 1048576.0, t->name);
 }
@@ -323,8 +329,8 @@ static int save_to(sl_trunk *t, const char *dir, double loss, sl_err *err)
     long base = t->save_dir[0] && sl_same_dir(dir, t->save_dir) ? t->saved_step : -1;
     if (base == step && base >= 0) return 0;
     sl_part_info saved;
-    if (within_checkpoint_limit(t, dir, err) != 0 || sl_learner_save(t->learner, dir, base, loss, &saved, err) != 0 ||
-        add_run_dir(t, dir, err) != 0)
+    if (within_checkpoint_limit(t, t->run, dir, err) != 0 ||
+        sl_learner_save(t->learner, dir, base, loss, &saved, err) != 0 || add_run_dir(t, dir, err) != 0)
         return -1;
     note(t, "saved %s (step %ld)", saved.file, step);
     return 0;
@@ -336,11 +342,17 @@ static void ack(const sl_trunk *t, const sl_msg *req, sl_msg *reply)
     snprintf(reply->node, sizeof reply->node, "%s", t->name);
 }
 
+/* Whether dir is run's checkpoint here: where it last saved or resumed from. */
+static bool run_dir(const sl_trunk *t, sl_id run, const char *dir)
+{
+    return sl_id_equal(t->run, run) && t->save_dir[0] && sl_same_dir(dir, t->save_dir);
+}
+
 /* A run saves where it saved before or resumed from, or where no checkpoint of this part is: a
  * save never replaces another run's. */
-static int own_checkpoint_dir(const sl_trunk *t, const char *dir, sl_err *err)
+static int own_checkpoint_dir(const sl_trunk *t, sl_id run, const char *dir, sl_err *err)
 {
-    if (t->save_dir[0] && sl_same_dir(dir, t->save_dir)) return 0;
+    if (run_dir(t, run, dir)) return 0;
     sl_err ignored;
     sl_part *there = sl_part_open_checkpoint(dir, sl_trunk_info(t)->role, sl_trunk_info(t)->name, -1, false, &ignored);
     bool taken = there != NULL;
@@ -354,13 +366,53 @@ static int save(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
 {
     char dir[PATH_MAX];
     if (checkpoint_dir(t, req->dir, dir, sizeof dir, err) != 0 || begin_run(t, req->session, err) != 0 ||
-        own_checkpoint_dir(t, dir, err) != 0 || save_to(t, dir, req->has_loss ? req->loss : NAN, err) != 0) {
+        own_checkpoint_dir(t, req->session, dir, err) != 0 ||
+        save_to(t, dir, req->has_loss ? req->loss : NAN, err) != 0) {
         sl_err_prefix(err, "cannot save");
         return SL_TRUNK_INTERNAL;
     }
     t->saved_step = sl_learner_steps(t->learner);
     snprintf(t->save_dir, sizeof t->save_dir, "%s", dir);
     ack(t, req, reply);
+    return 0;
+}
+
+/* Whether dir (there, or made by the save) takes files and has room for a run's saves of the
+ * part; the error says what to change. */
+static int check_room(const sl_trunk *t, const char *dir, bool resumed_there, sl_err *err)
+{
+    sl_err why;
+    if (sl_check_output(dir, true, &why) != 0)
+        return sl_fail(err,
+                       "%s: use another directory, or set checkpoint_root in [pipeline] to a directory %s can "
+                       "write on its host",
+                       why.msg, t->name);
+    if (sl_check_space(dir, sl_checkpoint_room(sl_params_count(sl_trunk_params(t)), resumed_there), &why) != 0)
+        return sl_fail(err,
+                       "%s: free space there, or set checkpoint_root in [pipeline] to a file system of %s's host "
+                       "with room",
+                       why.msg, t->name);
+    return 0;
+}
+
+/* A dry run of save: whether the run's saves into the directory asked would work (the rule,
+ * another run's checkpoint, write access, room, max_checkpoint), acked with that directory as an
+ * absolute path and this host's name. Nothing is written and the training state stays as it is. */
+static int check_save(const sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
+{
+    char dir[PATH_MAX];
+    if (checkpoint_dir(t, req->dir, dir, sizeof dir, err) != 0 || own_checkpoint_dir(t, req->session, dir, err) != 0 ||
+        check_room(t, dir, run_dir(t, req->session, dir), err) != 0 ||
+        within_checkpoint_limit(t, req->session, dir, err) != 0) {
+        sl_err_prefix(err, "cannot save");
+        return SL_TRUNK_INTERNAL;
+    }
+    ack(t, req, reply);
+    snprintf(reply->host, sizeof reply->host, "%s", t->host);
+    if (snprintf(reply->dir, sizeof reply->dir, "%s", dir) >= (int)sizeof reply->dir)
+        return sl_fail(err, "cannot save in %s: its path is longer than the %zu bytes a message carries", dir,
+                       sizeof reply->dir - 1),
+               SL_TRUNK_INTERNAL;
     return 0;
 }
 
@@ -419,7 +471,7 @@ int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_t
         return update(self, msg, reply, err);
     case SL_MSG_SAVE:
         *to = SL_TRUNK_CLIENT;
-        return save(self, msg, reply, err);
+        return msg->dry_run ? check_save(self, msg, reply, err) : save(self, msg, reply, err);
     case SL_MSG_LOAD:
         *to = SL_TRUNK_CLIENT;
         return load(self, msg, reply, err);

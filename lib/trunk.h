@@ -11,7 +11,8 @@
  *   update           needs the gradients of a backward; non-finite gradients are refused
  *   save             writes the part and optimizer state below checkpoint_root, unless the run's
  *                    saves (every file of this part in the directories it saved into or loaded
- *                    from) would hold more than max_checkpoint bytes with it
+ *                    from) would hold more than max_checkpoint bytes with it; a dry run only
+ *                    checks that it could (allowed, writable, room, the limit) and says where
  *   load             replaces weights and optimizer state by a checkpoint's below checkpoint_root
  * Anything else is refused with SL_TRUNK_BAD (the sender's mistake) or SL_TRUNK_INTERNAL.
  * Ownership: the trunk owns its learner; replies point into its buffers until the next call. */

@@ -45,6 +45,9 @@ static bool sends_shape(const sl_msg *m) { return m->kind == SL_MSG_RESULT ? m->
 static bool trains(const sl_msg *m) { return m->train; }
 static bool traced(const sl_msg *m) { return m->trace[0] != '\0'; }
 static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
+static bool sends_dir(const sl_msg *m) { return m->dir[0] != '\0'; } /* an ack: of a dry-run save */
+static bool sends_host(const sl_msg *m) { return m->host[0] != '\0'; }
+static bool dry_run(const sl_msg *m) { return m->dry_run; }
 
 /* The ranges are the sampler's own; checked even when greedy ignores them. */
 /* An all-zero session means "none" in every session table. */
@@ -111,11 +114,13 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
     FIELD(WD, "wd", FLOAT64, OPTIMIZER, 0, MEMBER(weight_decay), .lo = 0, .hi = 10)                                    \
     FIELD(SCALE, "scale", FLOAT64, OPTIMIZER, 0, MEMBER(grad_scale), .lo = 0, .lo_open = true, .hi = 1, .dflt = 1)     \
     FIELD(GNORM2, "gnorm2", FLOAT64, K(BACKWARD), 0, MEMBER(gnorm2), FLAG(has_gnorm2), .lo = 0, .hi = INFINITY)        \
-    FIELD(DIR, "dir", STR, K(SAVE) | K(LOAD), K(SAVE) | K(LOAD), MEMBER(dir))                                          \
+    FIELD(DIR, "dir", STR, K(SAVE) | K(LOAD) | K(ACK), K(SAVE) | K(LOAD), MEMBER(dir), .when = sends_dir)              \
+    FIELD(DRY_RUN, "dry_run", BOOL, K(SAVE), 0, MEMBER(dry_run), .when = dry_run)                                      \
     FIELD(AT_STEP, "at_step", UINT, K(FORWARD) | K(LOAD), 0, MEMBER(at_step), FLAG(has_at_step), .max = 1ull << 53,    \
           .when = sends_at_step)                                                                                       \
     FIELD(LOSS, "loss", FLOAT32, K(SAVE), 0, MEMBER(loss), FLAG(has_loss), .lo = -FLT_MAX, .hi = FLT_MAX)              \
     FIELD(NODE, "node", STR, K(ACK) | K(ERROR) | K(HELLO), K(ACK) | K(HELLO), MEMBER(node))                            \
+    FIELD(HOST, "host", STR, K(ACK), 0, MEMBER(host), .when = sends_host)                                              \
     FIELD(MODEL, "model", STR, K(HELLO), K(HELLO), MEMBER(model))                                                      \
     FIELD(FIRST, "first", UINT, K(HELLO), K(HELLO), MEMBER(first), .max = UINT32_MAX)                                  \
     FIELD(LAST, "last", UINT, K(HELLO), K(HELLO), MEMBER(last), .max = UINT32_MAX)                                     \

@@ -44,14 +44,21 @@
  *                                                           its (scaled) gradients: for global clipping; the
  *                                                           update then comes as an "update" message that
  *                                                           travels the forward path back to the client
- *   "dir"          str           save load                  where the node writes (save) or reads (load, to
- *                                                           resume) its part + optimizer state
+ *   "dir"          str           save load ack?             where the node writes (save) or reads (load, to
+ *                                                           resume) its part + optimizer state; the ack of a
+ *                                                           dry run: that directory as an absolute path
+ *   "dry_run"      bool          save?                      only check that the save could be written there
+ *                                                           (allowed, writable, room for the part and its
+ *                                                           optimizer state); nothing is written, the ack
+ *                                                           carries "dir" and "host"
  *   "at_step"      uint          forward? load?             the step the trainer has reached (a training
  *                                                           forward: a trunk whose own count differs, as it
  *                                                           restarted or another run used it, refuses) or
  *                                                           resumes at (load: a trunk opens its save of it)
  *   "loss"         float32       save?                      the loss of the step saved, for the metadata
  *   "node"         str           ack hello error?           the node that sends it
+ *   "host"         str           ack?                       the ack of a dry-run save: the host name of the
+ *                                                           node's machine
  *   "model"        str           hello                      the sender's model: SHA-256 of its source files
  *   "first"        uint          hello                      the sender's layers [first, last)
  *   "last"         uint          hello
@@ -126,11 +133,13 @@ typedef struct sl_msg {
     bool has_gnorm2;
     double gnorm2;
     char dir[512];
+    bool dry_run; /* save: only check that it could be written (the ack says where) */
     bool has_at_step, has_loss;
     uint64_t at_step;
     float loss;
     /* ack, error */
     char node[64];
+    char host[256]; /* the ack of a dry-run save: the trunk's host name (its dir, the absolute directory) */
     char code[32];
     /* hello: what the sender is, for its next stage to check that the chain agrees */
     char model[65];       /* the model's identity (SHA-256 of its source files); "" when unknown */

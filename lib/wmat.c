@@ -12,7 +12,7 @@
 enum { GROUP = 32 };
 
 static const char *const names[SL_WF_COUNT] = {"f32", "f16", "bf16", "q8_0"};
-static const sl_dtype elem_dtype[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I32 /* unused */};
+static const sl_dtype elem_dtype[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
 
 const char *sl_wformat_name(sl_wformat f) { return f >= 0 && f < SL_WF_COUNT ? names[f] : "?"; }
 

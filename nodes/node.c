@@ -69,6 +69,7 @@ typedef struct node {
     bool bottom;              /* answers clients: a session belongs to the connection that opened it */
     sl_trunk *trunk;          /* the part's weights and, on a trunk, its training state */
     unsigned generation;      /* of the weights the runner and sessions were made for */
+    sl_kern *kern;            /* the linear layers' kernels and threads, shared by every runner of the node */
     sl_runner *stage;
     sl_sessions *sessions;
     sl_sampler *sampler;
@@ -395,8 +396,8 @@ static int follow_weights(node *n, sl_err *err)
     sl_runner_destroy(&n->stage);
     sl_sessions_destroy(&n->sessions);
     const sl_params *p = sl_trunk_params(n->trunk);
-    n->stage = sl_runner_new(p, 128, err);
-    n->sessions = sl_sessions_new(p, n->topo.max_sessions, n->topo.idle_timeout);
+    n->stage = sl_runner_new(p, 128, n->kern, err);
+    n->sessions = sl_sessions_new(p, n->topo.max_sessions, n->topo.idle_timeout, n->self->kv);
     n->generation = generation;
     return n->stage && n->sessions ? 0 : sl_fail(err, "out of memory");
 }
@@ -643,7 +644,9 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
     if (!realpath(root, root_dir)) return sl_fail(err, "checkpoint_root %s: %s", root, strerror(errno));
     const char *trace = getenv("SL_NODE_TRACE");
     if (trace && *trace) n->trace = fopen(trace, "a");
+    const int threads = n->self->threads ? n->self->threads : sl_cpu_count(); /* counted before pinning */
     if (sl_threads_setup(n->self->threads, n->self->pin, err) != 0) return -1;
+    if (!(n->kern = sl_kern_new(threads, n->self->pin, SL_KERN_AUTO, err))) return -1;
     sl_trunk_opts to = {.name = n->name,
                         .parts = n->topo.parts,
                         .first = n->self->first,
@@ -786,6 +789,7 @@ static void shutdown_node(node *n)
     sl_sampler_destroy(&n->sampler);
     sl_sessions_destroy(&n->sessions);
     sl_runner_destroy(&n->stage);
+    sl_kern_destroy(&n->kern);
     sl_trunk_destroy(&n->trunk);
 }
 
@@ -832,8 +836,10 @@ int main(int argc, char **argv)
     if (n.guard)
         log_line(&n, "rows leave clipped to an L2 norm of %g with Gaussian noise of std %g (cryptographic)",
                  (double)d.clip, (double)d.noise * d.clip);
-    log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters, %s", n.self->listen, sl_role_name(info->role),
-             info->first, info->last, (double)info->parameters / 1e6, n.next ? n.next->listen : "answers clients");
+    log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters in %s (%s kernels, kv %s), %s", n.self->listen,
+             sl_role_name(info->role), info->first, info->last, (double)info->parameters / 1e6, info->dtype,
+             sl_kern_isa_name(sl_kern_isa_used(n.kern)), sl_dtype_lower(n.self->kv),
+             n.next ? n.next->listen : "answers clients");
     serve(&n, lifeline);
     char stopped[PATH_MAX];
     int saved = sl_trunk_save_on_stop(n.trunk, stopped, sizeof stopped, &err);

@@ -107,8 +107,8 @@ static inline float *fixture_chain_logits(const char *dir, const sl_part_info *p
             rc = -1;
             break;
         }
-        sl_runner *s = sl_runner_new(&p, T, &err);
-        sl_kv *kv = sl_kv_new(&p, T, &err);
+        sl_runner *s = sl_runner_new(&p, T, NULL, &err);
+        sl_kv *kv = sl_kv_new(&p, T, SL_F32, &err);
         bool top = i == n - 1;
         rc = sl_runner_forward(s, kv, T, i == 0 ? fp->ids : NULL, act, top ? logits : next,
                                top ? SL_OUT_LOGITS_LAST : SL_OUT_HIDDEN, &err);

@@ -1,6 +1,7 @@
 /* safetensors_seeds.c — writes safetensors files with our writer, one file each into a
  * directory: the seed corpus `make fuzz` gives fuzz_safetensors (tensors of each dtype and rank,
- * with and without metadata, and a part as a split writes it). Usage: safetensors_seeds DIR */
+ * with and without metadata, and parts as a split writes them: F16, and Q8_0 with its scales). Usage: safetensors_seeds
+ * DIR */
 #include "fileio.h"
 #include "part.h"
 #include "safetensors.h"
@@ -29,28 +30,29 @@ static int write_tensors(const char *dir, sl_dtype dtype, bool metadata, sl_err 
     return rc;
 }
 
-/* The part file a split writes for a one-block bottom of a small GPT-2 (its metadata left out). */
-static int write_part(const char *dir, sl_err *err)
+/* The part file a split writes for a one-block bottom of a small GPT-2, its weights stored as
+ * format (its metadata left out). */
+static int write_part(const char *dir, sl_wformat format, const char *label, sl_err *err)
 {
     const sl_config cfg = {.n_layer = 2,
-                           .n_embd = 8,
+                           .n_embd = 32,
                            .n_head = 2,
-                           .n_inner = 32,
-                           .vocab_size = 16,
+                           .n_inner = 128,
+                           .vocab_size = 64,
                            .n_positions = 8,
                            .layer_norm_epsilon = 1e-5};
     char sub[4096], from[4096 + 64], to[4096 + 64];
-    snprintf(sub, sizeof sub, "%s/part", dir);
+    snprintf(sub, sizeof sub, "%s/part-%s", dir, label);
     sl_params p;
     sl_part_info info;
     if (sl_params_alloc(&p, &cfg, 0, 1, true, false, err) != 0) return -1;
     sl_params_init_gpt2(&p, 1);
     int rc = sl_mkdirs(sub, err) == 0
-                 ? sl_part_write(&p, "bottom", SL_ROLE_BOTTOM, SL_F16, sub, "bottom", NULL, NULL, &info, err)
+                 ? sl_part_write(&p, "bottom", SL_ROLE_BOTTOM, format, sub, "bottom", NULL, NULL, &info, err)
                  : -1;
     sl_params_free(&p);
     snprintf(from, sizeof from, "%s/bottom.safetensors", sub);
-    snprintf(to, sizeof to, "%s/seed-part-bottom.safetensors", dir);
+    snprintf(to, sizeof to, "%s/seed-part-%s.safetensors", dir, label);
     if (rc == 0 && rename(from, to) != 0) rc = sl_fail(err, "%s: cannot move it to %s", from, to);
     snprintf(from, sizeof from, "%s/bottom_metadata.json", sub);
     unlink(from);
@@ -70,7 +72,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3 && rc == 0; i++)
         rc = write_tensors(argv[1], dtypes[i], i == 0, &err);
     if (rc == 0) rc = write_tensors(argv[1], SL_F32, false, &err);
-    if (rc == 0) rc = write_part(argv[1], &err);
+    if (rc == 0) rc = write_part(argv[1], SL_WF_F16, "f16", &err);
+    if (rc == 0) rc = write_part(argv[1], SL_WF_Q8_0, "q8_0", &err);
     if (rc != 0) fprintf(stderr, "safetensors_seeds: %s\n", err.msg);
     return rc == 0 ? 0 : 1;
 }

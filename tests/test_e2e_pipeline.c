@@ -46,8 +46,12 @@ static int make_pipeline(pipeline *p, const char *model, const int *splits, int 
     sl_err err;
     sl_hf_model *ck = sl_hf_model_open(src, &err);
     sl_part_info parts[SL_MAX_SPLITS + 1];
-    sl_split_request req = {
-        .model_path = src, .name = model, .splits = splits, .n_splits = n_splits, .dtype = SL_F32, .out_dir = p->parts};
+    sl_split_request req = {.model_path = src,
+                            .name = model,
+                            .splits = splits,
+                            .n_splits = n_splits,
+                            .format = SL_WF_F32,
+                            .out_dir = p->parts};
     int rc = ck ? sl_split_write(ck, &req, parts, &err) : -1;
     sl_hf_model_destroy(&ck);
     if (!CHECK(rc == 0, "%s: split: %s", label, err.msg)) return -1;
@@ -108,8 +112,8 @@ static void reference(const char *model, const int32_t *ids, int T, int max_new,
     const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
-    sl_runner *s = sl_runner_new(&p, 128, &err);
-    sl_kv *kv = sl_kv_new(&p, T + max_new, &err);
+    sl_runner *s = sl_runner_new(&p, 128, NULL, &err);
+    sl_kv *kv = sl_kv_new(&p, T + max_new, SL_F32, &err);
     a->logits = malloc((size_t)T * c->vocab_size * sizeof(float));
     float *last = malloc((size_t)c->vocab_size * sizeof(float));
     sl_runner_forward(s, kv, T, ids, NULL, a->logits, SL_OUT_LOGITS_ALL, &err);

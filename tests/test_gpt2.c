@@ -22,8 +22,8 @@ static float *run_stage(model *m, int layers, bool head, const fixture_prompt *f
     sl_params p;
     sl_err err;
     if (!CHECK(sl_params_load(&p, m->ck, 0, layers, true, head, false, &err) == 0, "%s", err.msg)) return NULL;
-    sl_runner *s = sl_runner_new(&p, fp->n_ids, &err);
-    sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
+    sl_runner *s = sl_runner_new(&p, fp->n_ids, NULL, &err);
+    sl_kv *kv = sl_kv_new(&p, fp->n_ids, SL_F32, &err);
     size_t width = which == SL_OUT_HIDDEN ? (size_t)c->n_embd : (size_t)c->vocab_size;
     float *out = malloc((size_t)fp->n_ids * width * sizeof(float));
     int rc = sl_runner_forward(s, kv, fp->n_ids, fp->ids, NULL, out, which, &err);
@@ -118,8 +118,8 @@ static void greedy(model *m, const fixture_prompt *fp, int steps, bool use_cache
     sl_err err;
     if (!CHECK(sl_params_load(&p, m->ck, 0, c->n_layer, true, true, false, &err) == 0, "%s", err.msg)) return;
     int total = fp->n_ids + steps;
-    sl_runner *s = sl_runner_new(&p, total, &err);
-    sl_kv *kv = sl_kv_new(&p, total, &err);
+    sl_runner *s = sl_runner_new(&p, total, NULL, &err);
+    sl_kv *kv = sl_kv_new(&p, total, SL_F32, &err);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     int32_t seq[256];
     memcpy(seq, fp->ids, (size_t)fp->n_ids * sizeof *seq);
@@ -182,8 +182,8 @@ static void test_split_chain(model *m)
             const float *in = NULL;
             float *outs[3] = {a_out, b_out, logits};
             for (int k = 0; k < 3; k++) {
-                sl_runner *s = sl_runner_new(&pp[k], T, &err);
-                sl_kv *kv = sl_kv_new(&pp[k], T, &err);
+                sl_runner *s = sl_runner_new(&pp[k], T, NULL, &err);
+                sl_kv *kv = sl_kv_new(&pp[k], T, SL_F32, &err);
                 rc |= sl_runner_forward(s, kv, T, k == 0 ? fp->ids : NULL, in, outs[k],
                                         k == 2 ? SL_OUT_LOGITS_ALL : SL_OUT_HIDDEN, &err);
                 in = outs[k];

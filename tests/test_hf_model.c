@@ -25,8 +25,8 @@ static float *logits_of(const char *path, int *T_out)
     sl_params p;
     float *out = NULL;
     if (CHECK(sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err) == 0, "%s", err.msg)) {
-        sl_runner *s = sl_runner_new(&p, fp->n_ids, &err);
-        sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
+        sl_runner *s = sl_runner_new(&p, fp->n_ids, NULL, &err);
+        sl_kv *kv = sl_kv_new(&p, fp->n_ids, SL_F32, &err);
         out = malloc((size_t)fp->n_ids * c->vocab_size * sizeof(float));
         CHECK(sl_runner_forward(s, kv, fp->n_ids, fp->ids, NULL, out, SL_OUT_LOGITS_ALL, &err) == 0, "%s", err.msg);
         sl_kv_destroy(&kv);

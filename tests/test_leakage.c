@@ -71,8 +71,8 @@ static void test_alternatives(const world *w)
     const int C = bottom.cfg.n_embd, P = 9, K = 6;
     const int32_t alts[6] = {11, 290, 5, 999, 169, 0};
     sl_err err;
-    sl_runner *stage = sl_runner_new(&bottom, 16, &err);
-    sl_kv *kv = sl_kv_new(&bottom, 16, &err), *one = sl_kv_new(&bottom, 16, &err);
+    sl_runner *stage = sl_runner_new(&bottom, 16, NULL, &err);
+    sl_kv *kv = sl_kv_new(&bottom, 16, SL_F32, &err), *one = sl_kv_new(&bottom, 16, SL_F32, &err);
     float batched[6 * 1024], single[10 * 1024];
     CHECK(sl_runner_forward(stage, kv, P, w->ids, NULL, single, SL_OUT_HIDDEN, &err) == 0, "prefix: %s", err.msg);
     CHECK(sl_runner_forward_alternatives(stage, kv, K, alts, NULL, batched, &err) == 0, "alternatives: %s", err.msg);

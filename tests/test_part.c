@@ -17,7 +17,7 @@
 
 static char tmp_root[256];
 
-static int split(const char *model, const int *splits, int n, sl_dtype dtype, const char *out, sl_part_info *parts)
+static int split(const char *model, const int *splits, int n, sl_wformat format, const char *out, sl_part_info *parts)
 {
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/%s", check_fixtures(), model);
@@ -25,7 +25,7 @@ static int split(const char *model, const int *splits, int n, sl_dtype dtype, co
     sl_hf_model *ck = sl_hf_model_open(src, &err);
     if (!CHECK(ck != NULL, "%s", err.msg)) return -1;
     sl_split_request req = {
-        .model_path = src, .name = model, .splits = splits, .n_splits = n, .dtype = dtype, .out_dir = out};
+        .model_path = src, .name = model, .splits = splits, .n_splits = n, .format = format, .out_dir = out};
     int rc = sl_split_write(ck, &req, parts, &err);
     CHECK(rc == 0, "split %s: %s", model, err.msg);
     sl_hf_model_destroy(&ck);
@@ -48,7 +48,7 @@ static void test_split_reproduces_logits(void)
         char out[PATH_MAX];
         snprintf(out, sizeof out, "%s/tiny-a-%d", tmp_root, k);
         sl_part_info parts[4];
-        if (split("tiny-a", splits[k], counts[k], SL_F32, out, parts) != 0) continue;
+        if (split("tiny-a", splits[k], counts[k], SL_WF_F32, out, parts) != 0) continue;
         float *got = fixture_chain_logits(out, parts, counts[k] + 1, &prompts[3]);
         char what[64];
         snprintf(what, sizeof what, "tiny-a split %d parts", counts[k] + 1);
@@ -64,7 +64,7 @@ static void test_part_contents_and_metadata(void)
     snprintf(out, sizeof out, "%s/tiny-a-meta", tmp_root);
     const int splits[] = {2, 4};
     sl_part_info parts[3];
-    if (split("tiny-a", splits, 2, SL_F16, out, parts) != 0) return;
+    if (split("tiny-a", splits, 2, SL_WF_F16, out, parts) != 0) return;
     const char *names[] = {"bottom", "trunk1", "top"};
     const int ranges[][2] = {{0, 2}, {2, 4}, {4, 6}};
     sl_part_info index[4];
@@ -110,7 +110,7 @@ static void test_damaged_parts(void)
     snprintf(out, sizeof out, "%s/tiny-b-damaged", tmp_root);
     const int splits[] = {3};
     sl_part_info parts[2];
-    if (split("tiny-b", splits, 1, SL_F32, out, parts) != 0) return;
+    if (split("tiny-b", splits, 1, SL_WF_F32, out, parts) != 0) return;
     sl_err err;
     /* Flip one byte of the top's data: same size, different hash. */
     FILE *fp = fopen(parts[1].file, "r+b");
@@ -194,7 +194,7 @@ static void test_merge_gives_back_hf(const char *model, sl_dtype dtype)
     snprintf(merged, sizeof merged, "%s/%s-merged", tmp_root, model);
     sl_part_info parts[3];
     sl_err err;
-    if (split(model, splits, 2, dtype, parts_dir, parts) != 0) return;
+    if (split(model, splits, 2, dtype == SL_F16 ? SL_WF_F16 : SL_WF_F32, parts_dir, parts) != 0) return;
     if (!CHECK(sl_split_merge(parts_dir, merged, dtype, &err) == 0, "merge %s: %s", model, err.msg)) return;
     snprintf(path, sizeof path, "%s/model.safetensors", merged);
     sl_st_file *ours = sl_st_open(path, &err);
@@ -241,7 +241,7 @@ static void test_write_with_members(char *meta, size_t size)
     cJSON *source = cJSON_Parse("{\"path\": \"m\", \"files\": [{\"file\": \"a\", \"sha256\": \"00\"}]}");
     cJSON *extra = cJSON_Parse("{\"step\": 12, \"loss\": 3.5}");
     sl_part_info info, back;
-    int rc = sl_part_write(&p, "trunk1", SL_ROLE_TRUNK, SL_BF16, dir, "stem", source, extra, &info, &err);
+    int rc = sl_part_write(&p, "trunk1", SL_ROLE_TRUNK, SL_WF_BF16, dir, "stem", source, extra, &info, &err);
     sl_part_sibling(info.file, "_metadata.json", meta, size);
     if (CHECK(rc == 0 && sl_part_read_metadata(meta, &back, &err) == 0, "write and read back: %s", err.msg)) {
         CHECK(back.step == 12 && back.loss == 3.5 && info.step == -1, "step %ld and loss %g from extra", back.step,
@@ -315,7 +315,7 @@ static void test_bad_splits(void)
     sl_part_info parts[3];
     for (int i = 0; i < 4 && ck; i++) {
         sl_split_request req = {
-            .model_path = src, .name = "x", .splits = cases[i], .n_splits = 2, .dtype = SL_F32, .out_dir = out};
+            .model_path = src, .name = "x", .splits = cases[i], .n_splits = 2, .format = SL_WF_F32, .out_dir = out};
         CHECK(sl_split_write(ck, &req, parts, &err) != 0 && strstr(err.msg, needles[i]), "splits %d,%d: %s",
               cases[i][0], cases[i][1], err.msg);
     }

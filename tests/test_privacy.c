@@ -332,7 +332,7 @@ int main(int argc, char **argv)
     const int splits[] = {2};
     sl_part_info info[2];
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 1, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 1, .format = SL_WF_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
     sl_hf_model_destroy(&ck);
     sl_rng rng;

@@ -41,7 +41,7 @@ static int make_split_and_keys(void)
     sl_part_info info[3];
     const int splits[2] = {2, 4};
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .format = SL_WF_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
     sl_hf_model_destroy(&ck);
     if (rc == 0) rc = sl_mkdirs(certs, &err);
@@ -403,6 +403,21 @@ static void test_curve(void)
                sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll;
     }
     CHECK(same, "three training steps through CURVE equal the in-process chain: %s", same ? "" : err.msg);
+    /* A dry-run save is a save: the trainer's key may ask, the previous stage's may not. */
+    sl_trainer_place places[SL_MAX_SPLITS + 1];
+    char dry[PATH_MAX + 8], bottom_secret[PATH_MAX];
+    snprintf(dry, sizeof dry, "%s/dry", tmp);
+    CHECK(remote && sl_trainer_check_save(remote, "dry", places, &err) == 1 && !strcmp(places[0].dir, dry) &&
+              access(dry, F_OK) != 0,
+          "the trainer's key asks the trunk where it would save, and nothing is written: %s",
+          remote ? err.msg : "no trainer");
+    cert_path(bottom_secret, sizeof bottom_secret, certs, "bottom", true);
+    zsock_t *as_prev = raw_client(trunk_at, bottom_secret, trunk_pub);
+    sl_msg ask = {.kind = SL_MSG_SAVE, .session = {{99}}, .step = 1, .dry_run = true};
+    snprintf(ask.dir, sizeof ask.dir, "dry");
+    CHECK(exchange(as_prev, &ask, message, sizeof message) == SL_MSG_ERROR && strstr(message, "does not take 'save'"),
+          "a dry-run save from the previous stage's key is forbidden: %s", message);
+    zsock_destroy(&as_prev);
     /* One save of the trunk's part fits in max_checkpoint_mb = 1, two do not. */
     char kept[PATH_MAX + 16], over[PATH_MAX + 16];
     snprintf(kept, sizeof kept, "%s/run-save-1", tmp);

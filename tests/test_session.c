@@ -22,7 +22,7 @@ static void test_open_find_close(const sl_params *p)
 {
     sl_err err;
     sl_id evicted = id(99, 0);
-    sl_sessions *s = sl_sessions_new(p, 2, 60);
+    sl_sessions *s = sl_sessions_new(p, 2, 60, SL_F32);
     sl_kv *a = sl_sessions_open(s, id(7, 0), 16, 0, &evicted, &err);
     CHECK(a && sl_id_none(evicted) && sl_sessions_count(s) == 1, "open session 7 (evicted %04x..)",
           SL_ID_SHORT(evicted));
@@ -30,7 +30,7 @@ static void test_open_find_close(const sl_params *p)
     CHECK(!sl_sessions_find(s, id(7, 1), 1), "an id that differs in its last byte is another session");
     CHECK(!sl_sessions_open(s, id(0, 0), 16, 0, &evicted, &err) && strstr(err.msg, "reserved"),
           "the all-zero id refused: %s", err.msg);
-    sl_runner *stage = sl_runner_new(p, 4, &err);
+    sl_runner *stage = sl_runner_new(p, 4, NULL, &err);
     float in[3 * 16] = {0}, out[3 * 16];
     CHECK(sl_runner_forward(stage, a, 3, NULL, in, out, SL_OUT_HIDDEN, &err) == 0 && sl_kv_len(a) == 3,
           "session 7 holds 3 positions");
@@ -52,7 +52,7 @@ static void test_eviction_and_expiry(const sl_params *p)
 {
     sl_err err;
     sl_id evicted, first = {{0}};
-    sl_sessions *s = sl_sessions_new(p, 2, 10);
+    sl_sessions *s = sl_sessions_new(p, 2, 10, SL_F32);
     sl_sessions_open(s, id(1, 0), 8, 0, &evicted, &err);
     sl_sessions_open(s, id(2, 0), 8, 1, &evicted, &err);
     sl_sessions_find(s, id(1, 0), 2); /* 2 is now the least recently used */

@@ -226,6 +226,26 @@ static const char hosted[] =
     "restart = no\n\n"
     "[node.top]\nrole = top\nlayers = 4-5\nlisten = tcp://10.0.0.1:5703\nhost = laptop\n%s";
 
+/* kv: the pipeline's default, a node's own, and a value that is not f32 or f16. */
+static void test_kv(void)
+{
+    static const char chain[] = "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n%s";
+    char nodes[1024], text[2048];
+    static sl_topology t;
+    sl_err err;
+    snprintf(nodes, sizeof nodes, chain, "");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && t.nodes[0].kv == SL_F32 && t.nodes[1].kv == SL_F32,
+          "kv is f32 by default: %s", err.msg);
+    snprintf(nodes, sizeof nodes, chain, "kv = f32\n");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nkv = f16\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && t.nodes[0].kv == SL_F16 && t.nodes[1].kv == SL_F32,
+          "the pipeline's kv = f16 reaches the bottom, the top's own kv = f32 wins: %s", err.msg);
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nkv = bf16\n%s", parts, nodes);
+    expect("kv = bf16", text, false, "t.ini:3: kv: 'bf16' is not f32 or f16");
+}
+
 static void test_hosts(void)
 {
     static sl_topology t;
@@ -331,13 +351,14 @@ int main(int argc, char **argv)
     const int splits[] = {2, 4};
     sl_part_info info[3];
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .format = SL_WF_F32, .out_dir = parts};
     CHECK(ck && sl_split_write(ck, &req, info, &err) == 0, "split: %s", err.msg);
     sl_hf_model_destroy(&ck);
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
     if (check_selected("checkpoint_limit")) test_checkpoint_limit();
     if (check_selected("defences")) test_defences();
+    if (check_selected("kv")) test_kv();
     if (check_selected("hosts")) test_hosts();
     if (check_selected("host_errors")) test_host_errors();
     if (check_selected("words")) test_words();

@@ -385,8 +385,8 @@ static float *logits_of(const char *path, const char *config_path, const fixture
     sl_params p;
     float *out = NULL;
     if (CHECK(sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err) == 0, "%s: %s", path, err.msg)) {
-        sl_runner *stage = sl_runner_new(&p, fp->n_ids, &err);
-        sl_kv *kv = sl_kv_new(&p, fp->n_ids, &err);
+        sl_runner *stage = sl_runner_new(&p, fp->n_ids, NULL, &err);
+        sl_kv *kv = sl_kv_new(&p, fp->n_ids, SL_F32, &err);
         out = malloc((size_t)(all ? fp->n_ids : 1) * c->vocab_size * sizeof(float));
         if (!CHECK(stage && kv &&
                        sl_runner_forward(stage, kv, fp->n_ids, fp->ids, NULL, out,
@@ -562,7 +562,7 @@ static void test_seed_import(void)
     fixture_path(seed, sizeof seed, "torch", "tiny-b-seed-parts");
     tmp_path(out, sizeof out, "seed-import");
     sl_part_info parts[SL_MAX_SPLITS + 1];
-    sl_seed_request req = {.seed_dir = seed, .out_dir = out, .dtype = SL_F32};
+    sl_seed_request req = {.seed_dir = seed, .out_dir = out, .format = SL_WF_F32};
     sl_err err;
     int n = sl_seed_import(&req, parts, name, sizeof name, &err);
     if (!CHECK(n == 3, "import %s: %d parts: %s", seed, n, n < 0 ? err.msg : "")) return;
@@ -648,7 +648,7 @@ static void test_seed_refusals(void)
         damaged_seed(dir, cases[i].file, cases[i].from, cases[i].to);
         sl_part_info parts[SL_MAX_SPLITS + 1];
         char name[64];
-        sl_seed_request req = {.seed_dir = dir, .out_dir = out, .dtype = SL_F32};
+        sl_seed_request req = {.seed_dir = dir, .out_dir = out, .format = SL_WF_F32};
         sl_err err = {{0}};
         int n = sl_seed_import(&req, parts, name, sizeof name, &err);
         CHECK(n < 0 && strstr(err.msg, cases[i].needle), "%s: refused saying '%s' (got '%s')", cases[i].label,

@@ -11,6 +11,7 @@
 
 #include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum { B = 2, T = 8, C = 48, ROWS = B * T };
 
@@ -26,7 +27,7 @@ static int make_split(void)
     sl_part_info info[3];
     const int splits[2] = {1, 3};
     sl_split_request req = {
-        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .dtype = SL_F32, .out_dir = parts};
+        .model_path = src, .name = "tb", .splits = splits, .n_splits = 2, .format = SL_WF_F32, .out_dir = parts};
     int rc = ck ? sl_split_write(ck, &req, info, &err) : -1;
     CHECK(rc == 0, "split: %s", err.msg);
     sl_hf_model_destroy(&ck);
@@ -281,7 +282,8 @@ static unsigned long long held_in(const sl_trunk *t, const char *dir)
 static void test_checkpoint_limit(void)
 {
     sl_trunk *probe = new_trunk(1, 3);
-    const unsigned long long save = probe ? sl_part_save_bytes(sl_trunk_info(probe)) : 0, limit = 3 * save;
+    const unsigned long long save = probe ? sl_checkpoint_room(sl_params_count(sl_trunk_params(probe)), true) : 0,
+                             limit = 3 * save;
     sl_trunk_destroy(&probe);
     sl_trunk *t = limited_trunk(1, 3, limit);
     sl_err err = {{0}};
@@ -324,6 +326,45 @@ done:
     sl_trunk_destroy(&t);
 }
 
+/* A dry run of save: acked with the absolute directory and this host's name, writing nothing and
+ * leaving every run's state as it was; refused, saying what to change, where a save would fail. */
+static void test_dry_run(void)
+{
+    sl_trunk *t = new_trunk(1, 3);
+    if (!t) return;
+    sl_err err;
+    char host[256] = "", want[PATH_MAX + 16], made[PATH_MAX + 16], fix[PATH_MAX + 128];
+    gethostname(host, sizeof host - 1);
+    CHECK(step(t, 12, 1, NULL, &err) == 0, "a step of run 12: %s", err.msg);
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = {{13}}, .step = 1, .dry_run = true};
+    snprintf(m.dir, sizeof m.dir, "dry/run");
+    snprintf(want, sizeof want, "%s/dry/run", root);
+    int rc = send_msg(t, &m, &reply, &err);
+    CHECK(rc == 0 && reply.kind == SL_MSG_ACK && !strcmp(reply.dir, want) && !strcmp(reply.host, host),
+          "a dry run is acked with where the save would go: %s:%s %s", reply.host, reply.dir, rc ? err.msg : "");
+    snprintf(made, sizeof made, "%s/dry", root);
+    CHECK(access(made, F_OK) != 0, "... and writes nothing there");
+    CHECK(step(t, 12, 2, NULL, &err) == 0, "another run's dry run leaves run 12's training state: %s", err.msg);
+    snprintf(m.dir, sizeof m.dir, "/etc/x");
+    snprintf(fix, sizeof fix, "set checkpoint_root = /etc/x in [pipeline], or use a path below %s", root);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, fix, "a dry run outside checkpoint_root");
+    snprintf(made, sizeof made, "%s/dry-file", root);
+    FILE *f = fopen(made, "w");
+    if (f) fclose(f);
+    snprintf(m.dir, sizeof m.dir, "dry-file/ck");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err,
+            "set checkpoint_root in [pipeline] to a directory trunk1 can write", "a dry run where nothing can be made");
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = {{12}}, .step = 3};
+    snprintf(save.dir, sizeof save.dir, "dry-taken");
+    CHECK(send_msg(t, &save, &reply, &err) == 0, "run 12 saves: %s", err.msg);
+    snprintf(m.dir, sizeof m.dir, "dry-taken");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "another run's checkpoint",
+            "a dry run of another run into a checkpoint");
+    m.session = (sl_id){{12}};
+    CHECK(send_msg(t, &m, &reply, &err) == 0, "... which its own run may save into again: %s", err.msg);
+    sl_trunk_destroy(&t);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -342,6 +383,7 @@ int main(int argc, char **argv)
         if (check_selected("save_load")) test_save_load();
         if (check_selected("idle_expiry")) test_idle_expiry();
         if (check_selected("checkpoint_limit")) test_checkpoint_limit();
+        if (check_selected("dry_run")) test_dry_run();
     }
     check_rmtree(tmp);
     return check_done();

@@ -81,7 +81,8 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
                      .lr = 1.5f,
                      .weight_decay = 0.0625f,
                      .grad_scale = 0.375f};
-    ex[8] = (sl_msg){.kind = SL_MSG_SAVE, .session = {{91}}, .step = 92, .has_loss = true, .loss = 3.25f};
+    ex[8] =
+        (sl_msg){.kind = SL_MSG_SAVE, .session = {{91}}, .step = 92, .has_loss = true, .loss = 3.25f, .dry_run = true};
     ex[9] = (sl_msg){.kind = SL_MSG_LOAD, .session = {{101}}, .step = 102, .has_at_step = true, .at_step = 1200};
     ex[10] = (sl_msg){
         .kind = SL_MSG_HELLO, .session = {{111}}, .step = 112, .first = 2, .last = 4, .width = 4, .dtype = SL_F16};
@@ -93,6 +94,8 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
     strcpy(ex[3].code, "unknown_session");
     strcpy(ex[3].message, "no such session");
     strcpy(ex[5].node, "bottom");
+    strcpy(ex[5].dir, "/srv/ckpt/run 1");
+    strcpy(ex[5].host, "gpu-2");
     strcpy(ex[8].dir, "ckpt/run 1");
     strcpy(ex[9].dir, "ckpt/run 2");
 }

@@ -154,8 +154,8 @@ static void monolithic(const char *model, const int32_t *ids, int prompt, int de
     const sl_config *c = sl_hf_model_config(ck);
     sl_params p;
     sl_params_load(&p, ck, 0, c->n_layer, true, true, false, &err);
-    sl_runner *s = sl_runner_new(&p, 128, &err);
-    sl_kv *kv = sl_kv_new(&p, prompt + decode, &err);
+    sl_runner *s = sl_runner_new(&p, 128, NULL, &err);
+    sl_kv *kv = sl_kv_new(&p, prompt + decode, SL_F32, &err);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     double pre[32], dec[32];
     for (int r = -1; r < runs; r++) {

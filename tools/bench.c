@@ -213,8 +213,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "zmq-splitlearn-bench: --prompt + --decode exceed n_positions %d\n", cfg->n_positions);
         return SL_EXIT_USAGE;
     }
-    b.stage = sl_runner_new(&b.p, (int)prompt, &err);
-    b.kv = sl_kv_new(&b.p, (int)(prompt + decode), &err);
+    b.stage = sl_runner_new(&b.p, (int)prompt, NULL, &err);
+    b.kv = sl_kv_new(&b.p, (int)(prompt + decode), SL_F32, &err);
     b.ids = malloc((size_t)prompt * sizeof *b.ids);
     b.logits = malloc((size_t)prompt * cfg->vocab_size * sizeof(float));
     for (int i = 0; i < prompt; i++)

@@ -12,7 +12,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: zmq-splitlearn-import SEED_DIR -o OUT_DIR [--name NAME] [--dtype f32|f16|bf16]\n"
+    "usage: zmq-splitlearn-import SEED_DIR -o OUT_DIR [--name NAME] [--dtype f32|f16|bf16|q8_0]\n"
     "                             [--topology FILE [--port 5701]]\n"
     "\n"
     "SEED_DIR holds the split parts the seed's tool writes (splitlearn_core's save_split_model):\n"
@@ -21,7 +21,8 @@ static const char usage[] =
     "read without running any of their code. Writes, as zmq-splitlearn-split does, OUT_DIR/split.json\n"
     "and per part OUT_DIR/<role>/<name>_<splits>_<part>.safetensors + _metadata.json (SHA-256,\n"
     "config, layers, and the seed's files with their SHA-256 as the source).\n"
-    "--name NAME is the model name in file names (default: the seed's); --dtype the stored type.\n"
+    "--name NAME is the model name in file names (default: the seed's); --dtype the stored format of the\n"
+    "matrices, as for zmq-splitlearn-split.\n"
     "--topology FILE also writes a local topology for these parts, endpoints tcp://127.0.0.1 from --port.\n"
     "\n"
     "exit status: 0 written, 1 could not read or write, 2 usage error\n";
@@ -31,7 +32,7 @@ int main(int argc, char **argv)
     static const struct option options[] = {{"output", 1, 0, 'o'}, {"name", 1, 0, 'n'},     {"dtype", 1, 0, 'd'},
                                             {"port", 1, 0, 'p'},   {"topology", 1, 0, 't'}, SL_TOOL_OPTIONS,
                                             {0, 0, 0, 0}};
-    sl_seed_request req = {.dtype = SL_F32};
+    sl_seed_request req = {.format = SL_WF_F32};
     const char *topology = NULL;
     long port = 5701;
     sl_err err;
@@ -45,7 +46,7 @@ int main(int argc, char **argv)
             req.name = optarg;
             break;
         case 'd':
-            rc = sl_parse_float_dtype(optarg, "--dtype", &req.dtype, &err);
+            rc = sl_parse_wformat(optarg, "--dtype", &req.format, &err);
             break;
         case 't':
             topology = optarg;

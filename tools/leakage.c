@@ -205,8 +205,12 @@ static int read_tokens(meter *m, const char *path, long max, int32_t **ids, int 
     return rc;
 }
 
-/* The parts of the topology's split in chain order: the bottom and trunks mapped, the top copied
- * (its gradient is computed with the training code, which needs its own weights). */
+/* Whether a part's matrices are in a format the attacks cannot read in place (they read f32). */
+static bool widen(const sl_part *part) { return strcmp(sl_part_info_of(part)->dtype, "f32") != 0; }
+
+/* The parts of the topology's split in chain order: the bottom and trunks mapped (widened to f32
+ * when stored in another format), the top copied (its gradient is computed with the training
+ * code, which needs its own weights). */
 static int load_parts(meter *m, sl_err *err)
 {
     const sl_topology *t = &m->topo;
@@ -214,7 +218,7 @@ static int load_parts(meter *m, sl_err *err)
         const sl_topo_node *node = &t->nodes[i];
         bool top = i == t->n_nodes - 1;
         if (!(m->parts[i] = sl_part_open(t->parts, node->first, node->last, t->verify, err)) ||
-            sl_part_load_params(m->parts[i], &m->params[i], top, err) != 0)
+            sl_part_load_params(m->parts[i], &m->params[i], top || widen(m->parts[i]), err) != 0)
             return -1;
         m->n_parts = i + 1;
     }

@@ -2,6 +2,7 @@
  * reference that every pipeline's answer is compared against. */
 #include "hf_model.h"
 #include "cli.h"
+#include "clock.h"
 #include "cpu.h"
 #include "fileio.h"
 #include "gen_opts.h"
@@ -25,6 +26,10 @@ static const char usage[] =
     "entry, a repo id in the hub cache, or one checkpoint file (.safetensors, .pt, .bin) with\n"
     "config.json beside it or given with --config.\n"
     "\n" SL_GEN_USAGE "  --config FILE          the config.json of a MODEL_DIR that is one checkpoint file\n"
+    "  --weights FMT          compute on the matrices (wte, the blocks', the head) in f32 (default),\n"
+    "                         f16, bf16 or q8_0, converted at load; only the converted copy stays\n"
+    "                         in memory (docs/WEIGHTS.md)\n"
+    "  --kv f32|f16           what the KV cache holds (default f32; f16: half the memory)\n"
     "  --threads N            compute threads (default: one per CPU)\n"
     "  --pin                  pin the compute threads one per CPU\n"
     "  --help, --version\n"
@@ -42,6 +47,9 @@ static void on_sigint(int sig)
 typedef struct run {
     sl_gen_opts opts;
     const char *config; /* --config FILE, or NULL */
+    sl_wformat weights; /* --weights */
+    sl_dtype kv_dtype;  /* --kv */
+    sl_kern *kern;
     sl_params p;
     sl_runner *stage;
     sl_kv *kv;
@@ -52,6 +60,16 @@ typedef struct run {
     int32_t *generated;
     int n_generated;
 } run;
+
+/* --weights: r->p converted, the mapped F32 tensors no longer used (the caller closes the file). */
+static int convert_weights(run *r, sl_err *err)
+{
+    sl_params converted;
+    if (sl_params_convert(&converted, &r->p, r->weights, err) != 0) return -1;
+    sl_params_free(&r->p);
+    r->p = converted;
+    return 0;
+}
 
 /* Opens the model and what the options need: returns an exit status, err filled when not 0. */
 static int load(run *r, const char *model_dir, sl_hf_model **ck, sl_err *err)
@@ -81,11 +99,16 @@ static int load(run *r, const char *model_dir, sl_hf_model **ck, sl_err *err)
         free(ids);
         if (rc != 0) return SL_EXIT_USAGE;
     }
+    if (r->weights != r->p.format) { /* converted, then the file's mapping released */
+        if (convert_weights(r, err) != 0) return SL_EXIT_FAILURE;
+        sl_hf_model_destroy(ck);
+    }
     int T = r->opts.n_ids, ctx = T + r->opts.max_new_tokens;
     if (sl_gen_check_prompt((size_t)T, cfg->n_positions, err) != 0) return SL_EXIT_USAGE;
     if (ctx > cfg->n_positions) ctx = cfg->n_positions;
-    r->stage = sl_runner_new(&r->p, T < 128 ? T : 128, err);
-    r->kv = sl_kv_new(&r->p, ctx, err);
+    r->stage = sl_runner_new(&r->p, T < 128 ? T : 128, r->kern, err);
+    r->kv = r->stage ? sl_kv_new(&r->p, ctx, r->kv_dtype, err) : NULL;
+    if (!r->stage || !r->kv) return SL_EXIT_FAILURE;
     r->sampler = sl_sampler_new(&r->opts.sampling, cfg->vocab_size);
     r->logits = malloc((size_t)(r->opts.logits_path ? T : 1) * cfg->vocab_size * sizeof(float));
     r->generated = malloc(((size_t)r->opts.max_new_tokens + 1) * sizeof(int32_t));
@@ -118,9 +141,13 @@ static int generate(run *r, sl_err *err)
     const sl_config *cfg = &r->p.cfg;
     const int T = r->opts.n_ids, V = cfg->vocab_size;
     sl_output which = r->opts.logits_path ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST;
+    sl_gen_timings timings = {.prompt_tokens = T};
+    double t0 = sl_now();
     if (sl_runner_forward(r->stage, r->kv, T, r->opts.ids, NULL, r->logits, which, err) != 0) return -1;
+    timings.prefill_ms = (sl_now() - t0) * 1e3;
     if (r->opts.logits_path && sl_write_logits(r->opts.logits_path, r->logits, T, V, err) != 0) return -1;
     const float *last = r->logits + (r->opts.logits_path ? (size_t)(T - 1) * V : 0);
+    t0 = sl_now(); /* decode: the rest, without writing --logits */
     for (int step = 0; step < r->opts.max_new_tokens && !interrupted; step++) {
         int32_t next = sl_sampler_next(r->sampler, last, (uint64_t)step);
         if (next == cfg->eos_token_id && !r->opts.ignore_eos) break;
@@ -133,20 +160,25 @@ static int generate(run *r, sl_err *err)
         }
         if (sl_runner_forward(r->stage, r->kv, 1, &next, NULL, r->logits, SL_OUT_LOGITS_LAST, err) != 0) return -1;
         last = r->logits;
+        timings.decoded++;
     }
+    timings.decode_ms = (sl_now() - t0) * 1e3;
     end_text(r);
     if (r->opts.print_ids) {
         for (int i = 0; i < r->n_generated; i++)
             printf("%s%d", i ? " " : "", r->generated[i]);
         putchar('\n');
     }
+    char text[160];
+    if (r->opts.timings) fputs(sl_gen_timings_text(&timings, text, sizeof text), stderr);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {SL_GEN_OPTIONS,     {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'},
-                                            {"pin", 0, 0, 'p'}, SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
+    static const struct option options[] = {
+        SL_GEN_OPTIONS,         {"config", 1, 0, 'c'}, {"threads", 1, 0, 't'}, {"pin", 0, 0, 'p'},
+        {"weights", 1, 0, 'w'}, {"kv", 1, 0, 'k'},     SL_TOOL_OPTIONS,        {0, 0, 0, 0}};
     run r = {0};
     sl_gen_opts_init(&r.opts);
     long threads = 0;
@@ -162,6 +194,10 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--threads", 1, 1024, &threads, &err);
         else if (c == 'p')
             pin = true;
+        else if (c == 'w')
+            rc = sl_parse_wformat(optarg, "--weights", &r.weights, &err);
+        else if (c == 'k')
+            rc = sl_parse_kv_dtype(optarg, "--kv", &r.kv_dtype, &err);
         else
             return sl_tool_other_option(c, prog, usage);
     }
@@ -174,7 +210,11 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
     sl_hf_model *ck = NULL;
-    int status = sl_threads_setup((int)threads, pin, &err) != 0 ? SL_EXIT_FAILURE : load(&r, target, &ck, &err);
+    const int n_threads = threads ? (int)threads : sl_cpu_count(); /* counted before pinning */
+    int status =
+        sl_threads_setup((int)threads, pin, &err) != 0 || !(r.kern = sl_kern_new(n_threads, pin, SL_KERN_AUTO, &err))
+            ? SL_EXIT_FAILURE
+            : load(&r, target, &ck, &err);
     if (status == SL_EXIT_OK && generate(&r, &err) != 0) status = SL_EXIT_FAILURE;
     if (status != SL_EXIT_OK) fprintf(stderr, "%s: %s\n", prog, err.msg);
     if (status == SL_EXIT_OK && interrupted) status = SL_EXIT_INTERRUPTED;
@@ -183,6 +223,7 @@ int main(int argc, char **argv)
     sl_sampler_destroy(&r.sampler);
     sl_kv_destroy(&r.kv);
     sl_runner_destroy(&r.stage);
+    sl_kern_destroy(&r.kern);
     sl_tokenizer_destroy(&r.tok);
     sl_params_free(&r.p);
     sl_hf_model_destroy(&ck);

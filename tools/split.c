@@ -21,8 +21,9 @@
 static const char prog[] = "zmq-splitlearn-split";
 
 static const char usage[] =
-    "usage: zmq-splitlearn-split MODEL_DIR --splits 2,10 -o OUT_DIR [--dtype f32|f16|bf16] [--name NAME]\n"
-    "                            [--topology FILE [--port 5701]] [--host-dirs TOPOLOGY.ini] [--config FILE]\n"
+    "usage: zmq-splitlearn-split MODEL_DIR --splits 2,10 -o OUT_DIR [--name NAME]\n"
+    "                            [--dtype f32|f16|bf16|q8_0] [--topology FILE [--port 5701]] [--host-dirs "
+    "TOPOLOGY.ini] [--config FILE]\n"
     "                            [--force]\n"
     "\n"
     "MODEL_DIR is an HF GPT-2 directory (config.json + model.safetensors or pytorch_model.bin, or\n"
@@ -32,6 +33,9 @@ static const char usage[] =
     "trunk1 [2,10), top [10,L); every further point adds a trunk. Writes OUT_DIR/split.json and per\n"
     "part OUT_DIR/<role>/<name>_<splits>_<part>.safetensors + _metadata.json (SHA-256, config, layers).\n"
     "A tied model's top gets its own copy of wte as lm_head.weight.\n"
+    "--dtype stores the matrices (wte, the blocks' four, lm_head) as f32 (default), f16, bf16 or q8_0\n"
+    "(int8 in blocks of 32 with an f16 scale); wpe, LayerNorms and biases stay f32. Nodes compute on\n"
+    "the stored format directly (docs/WEIGHTS.md); a trunk trained from such a part widens it to f32.\n"
     "--topology FILE also writes a local topology for these parts, endpoints tcp://127.0.0.1 from --port.\n"
     "--host-dirs TOPOLOGY.ini also lays the parts out one directory per host of that topology, ready to\n"
     "copy there: OUT_DIR/hosts/<host>/ holds the topology and, at its (relative) parts path, split.json,\n"
@@ -132,7 +136,7 @@ int main(int argc, char **argv)
     int n_splits = 0;
     long port = 5701;
     const char *out = NULL, *topology = NULL, *name = NULL, *host_dirs = NULL, *config = NULL;
-    sl_dtype dtype = SL_F32;
+    sl_wformat format = SL_WF_F32;
     bool force = false;
     sl_err err;
     int c, rc = 0;
@@ -145,7 +149,7 @@ int main(int argc, char **argv)
             out = optarg;
             break;
         case 'd':
-            rc = sl_parse_float_dtype(optarg, "--dtype", &dtype, &err);
+            rc = sl_parse_wformat(optarg, "--dtype", &format, &err);
             break;
         case 'n':
             name = optarg;
@@ -210,7 +214,7 @@ int main(int argc, char **argv)
                             .name = name,
                             .splits = splits_int,
                             .n_splits = n_splits,
-                            .dtype = dtype,
+                            .format = format,
                             .out_dir = out,
                             .progress = show_progress,
                             .progress_ctx = &pr};
