@@ -1,4 +1,4 @@
-/* wire.h — the messages nodes and clients exchange, and their msgpack encoding (version 1).
+/* wire.h — the messages nodes and clients exchange, and their msgpack encoding (version 2).
  *
  * Every message is one ZeroMQ frame holding one msgpack map with string keys. The codec is
  * driven by one table, WIRE_FIELDS in wire.c (read it with sl_wire_fields): this comment is its
@@ -8,7 +8,7 @@
  * order of the table; a float field also accepts a non-negative integer.
  *
  *   key            type          kinds                      meaning
- *   "v"            uint          all                        protocol version: 1
+ *   "v"            uint          all                        protocol version: 2 (1 had 64-bit sessions)
  *   "kind"         str           all                        "forward" "result" "error" "end" "ack" "backward"
  *                                                           "save" "load" "update" "hello"
  *   "session"      bin           all                        the sequence's id (a training run's for training
@@ -90,7 +90,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SL_WIRE_VERSION 1
+#define SL_WIRE_VERSION 2
 
 #define SL_WIRE_TRACE_MAX 2048
 

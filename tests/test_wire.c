@@ -82,7 +82,7 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     CHECK(roundtrip(&end, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_END && out.session.bytes[0] == 77, "end: %s",
           err.msg);
     /* The bytes of an end, as wire.h lays them out: the session is a bin 8 of its 16 bytes in order. */
-    static const unsigned char end_bytes[] = {0x83, 0xa1, 'v', 1,   0xa4, 'k', 'i', 'n', 'd',  0xa3, 'e',  'n', 'd',
+    static const unsigned char end_bytes[] = {0x83, 0xa1, 'v', 2,   0xa4, 'k', 'i', 'n', 'd',  0xa3, 'e',  'n', 'd',
                                               0xa7, 's',  'e', 's', 's',  'i', 'o', 'n', 0xc4, 0x10, 0x4d, 0,   0,
                                               0,    0,    0,   0,   0,    0,   0,   0,   0,    0,    0,    0,   0xee};
     end.session.bytes[SL_ID_BYTES - 1] = 0xee;
@@ -204,26 +204,29 @@ static void test_validation(sl_wire_decoder *dec)
 {
     packed p;
     msgpack_sbuffer_init(&p.buf);
-    forward_head(&p, 1, 2, "forward", 0);
+    forward_head(&p, 1, 3, "forward", 0);
     kbin(&p, "ids", 8);
-    expect_refused(dec, &p, "\"v\": version 2", "unknown version");
-    forward_head(&p, 1, 1, "teleport", 0);
+    expect_refused(dec, &p, "\"v\": version 3", "unknown version");
+    forward_head(&p, 1, 1, "forward", 0);
+    kbin(&p, "ids", 8);
+    expect_refused(dec, &p, "\"v\": version 1 is not supported (this is 2)", "protocol 1 (64-bit sessions)");
+    forward_head(&p, 1, SL_WIRE_VERSION, "teleport", 0);
     kbin(&p, "ids", 8);
     expect_refused(dec, &p, "unknown kind \"teleport\"", "unknown kind");
-    forward_head(&p, 0, 1, "forward", 0);
+    forward_head(&p, 0, SL_WIRE_VERSION, "forward", 0);
     expect_refused(dec, &p, "exactly one of \"ids\" and \"x\"", "no payload");
     start(&p, 3);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "forward");
     ksession(&p, 16, 1);
     expect_refused(dec, &p, "\"step\" is missing from a forward", "missing step");
     start(&p, 3);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "end");
     kstr(&p, "session", "one");
     expect_refused(dec, &p, "\"session\" must be binary of 16 bytes", "mistyped session");
     start(&p, 3);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "end");
     kuint(&p, "session", 0xfedcba9876543210ull);
     expect_refused(dec, &p, "\"session\" must be binary of 16 bytes",
@@ -231,7 +234,7 @@ static void test_validation(sl_wire_decoder *dec)
     const size_t lengths[3] = {8, 15, 17};
     for (int i = 0; i < 3; i++) {
         start(&p, 3);
-        kuint(&p, "v", 1);
+        kuint(&p, "v", SL_WIRE_VERSION);
         kstr(&p, "kind", "end");
         ksession(&p, lengths[i], 1);
         char label[64];
@@ -239,39 +242,39 @@ static void test_validation(sl_wire_decoder *dec)
         expect_refused(dec, &p, "\"session\" must be binary of 16 bytes", label);
     }
     start(&p, 3);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "end");
     ksession(&p, 16, 0);
     expect_refused(dec, &p, "all-zero is reserved", "the all-zero session");
-    forward_head(&p, 1, 1, "forward", 0);
+    forward_head(&p, 1, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "ids", 7);
     expect_refused(dec, &p, "not a whole number of int32", "ids of 7 bytes");
-    forward_head(&p, 3, 1, "forward", 0);
+    forward_head(&p, 3, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "x", 16);
     kshape(&p, 2, 4);
     kstr(&p, "dtype", "f32");
     expect_refused(dec, &p, "16 bytes but shape [2, 4] of F32 needs 32", "x shorter than its shape");
-    forward_head(&p, 3, 1, "forward", 0);
+    forward_head(&p, 3, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "x", 40);
     kshape(&p, 2, 5);
     kstr(&p, "dtype", "f32");
     expect_refused(dec, &p, "width 5 but the model's n_embd is 4", "wrong hidden size");
-    forward_head(&p, 3, 1, "forward", 0);
+    forward_head(&p, 3, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "x", 16);
     kshape(&p, 2, 4);
     kstr(&p, "dtype", "f64");
     expect_refused(dec, &p, "\"dtype\": \"f64\"", "unknown dtype");
-    forward_head(&p, 1, 1, "forward", 14);
+    forward_head(&p, 1, SL_WIRE_VERSION, "forward", 14);
     kbin(&p, "ids", 12);
     expect_refused(dec, &p, "beyond n_positions 16", "positions beyond the model");
     start(&p, 5);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "forward");
     ksession(&p, 16, 1);
     kuint(&p, "step", 1);
     kstr(&p, "reply_to", "tcp://127.0.0.1:1"); /* no longer a field: ignored, as any unknown key */
     expect_refused(dec, &p, "\"pos\" is missing", "no pos");
-    forward_head(&p, 1, 1, "forward", 0);
+    forward_head(&p, 1, SL_WIRE_VERSION, "forward", 0);
     msgpack_pack_str_with_body(&p.pk, "sample", 6);
     msgpack_pack_map(&p.pk, 1);
     msgpack_pack_str_with_body(&p.pk, "top_p", 5);
