@@ -50,6 +50,9 @@ TOOLS := $(patsubst tools/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard tools/*.c))
 NODES := $(patsubst nodes/%.c,$(BIN)/zmq-splitlearn-%,$(wildcard nodes/*.c))
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 UNIT_TESTS := $(filter-out $(BUILD)/tests/test_e2e%,$(TESTS))
+# The fuzzers' seed writers, and each harness as a plain program replaying files (tests/replay.c):
+# test_fuzz_seeds.sh runs them.
+FUZZ_REPLAYS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/fuzz_*.c) $(wildcard tests/*_seeds.c))
 SCRIPT_TESTS := $(wildcard tests/test_*.sh)
 PROGRAMS := $(TOOLS) $(NODES)
 MANPAGES := $(patsubst $(BIN)/%,$(BUILD)/man/%.1,$(PROGRAMS))
@@ -64,7 +67,7 @@ MANPAGES := $(patsubst $(BIN)/%,$(BUILD)/man/%.1,$(PROGRAMS))
 all: ensure-deps
 	@$(MAKE) --no-print-directory build
 
-build: $(TOOLS) $(NODES) $(TESTS)
+build: $(TOOLS) $(NODES) $(TESTS) $(FUZZ_REPLAYS)
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h tools/*.h) | ensure-deps
 	@mkdir -p $(dir $@)
@@ -83,6 +86,9 @@ $(BIN)/zmq-splitlearn-%: $(BUILD)/nodes/%.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/fuzz_%: $(BUILD)/tests/fuzz_%.o $(BUILD)/tests/replay.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%.o: tests/%.c $(wildcard tests/*.h) $(wildcard lib/*.h) | ensure-deps
@@ -105,12 +111,12 @@ ensure-deps:
 # The sub-make re-reads pkg-config after ensure-deps may have installed the packages.
 test check: ensure-deps
 	@$(MAKE) --no-print-directory build
-	@SL_BIN=$(BIN) tests/run.sh $(TESTS) $(SCRIPT_TESTS)
+	@SL_BIN=$(BIN) SL_BUILD=$(BUILD) tests/run.sh $(TESTS) $(SCRIPT_TESTS)
 
 sanitize: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-san BIN=build-san/bin OPT="$(SAN_FLAGS)" build
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    SL_BIN=build-san/bin tests/run.sh $(patsubst $(BUILD)/%,build-san/%,$(TESTS)) $(SCRIPT_TESTS)
+	    SL_BIN=build-san/bin SL_BUILD=build-san tests/run.sh $(patsubst $(BUILD)/%,build-san/%,$(TESTS)) $(SCRIPT_TESTS)
 
 valgrind: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-vg BIN=build-vg/bin OPT="-O1 -g" build
@@ -129,21 +135,32 @@ demo: ensure-deps
 	@$(MAKE) --no-print-directory build
 	@MODEL="$(MODEL)" PROMPT="$(PROMPT)" PORT="$(PORT)" tools/demo.sh
 
-# Each parser under libFuzzer (clang) for FUZZ_SECONDS each. A fuzzer fuzz_X whose tests/X_seeds.c
-# exists starts from the seed files that program writes (messages made by our own encoder), and
-# from build-fuzz/seeds-NAME when a test writes seeds for it (test_torch --seeds: our pickles).
+# Each parser under libFuzzer (clang) for FUZZ_SECONDS each, every one from a seed corpus of files
+# our own writers made: a fuzzer fuzz_X starts from what tests/X_seeds.c writes (messages from our
+# encoder, safetensors from our writer, our topologies, texts our tokenizer decodes), and from
+# build-fuzz/seeds-NAME when a test writes seeds for it (test_torch --seeds: our pickles). cJSON is
+# instrumented too, so that the JSON headers and tokenizer files are fuzzed down into its parser:
+# tools/cjson-source.sh fetches the source of the libcjson1 installed (apt-get source, into
+# build-fuzz/cjson; never into the repository) and it is linked in place of the library. Without
+# a Debian mirror to fetch it from, the fuzzers link the system's cJSON and say so.
 FUZZ_SECONDS ?= 30
 FUZZ_CC := clang -O1 -g -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS)
 fuzz: ensure-deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g -fsanitize=address,fuzzer-no-link" \
 	    build-fuzz/libsplitlearn.a
 	@$(MAKE) --no-print-directory $(BUILD)/tests/test_torch && $(BUILD)/tests/test_torch --seeds build-fuzz
-	@for f in tests/fuzz_*.c; do \
+	@rm -f build-fuzz/cJSON.o; cjson=$$(tools/cjson-source.sh build-fuzz/cjson 2>build-fuzz/cjson-fetch.log) && \
+	    $(FUZZ_CC) -fsanitize=address,fuzzer-no-link -c $$cjson/cJSON.c -o build-fuzz/cJSON.o && \
+	    echo "== cJSON instrumented: $$cjson" || \
+	    echo "== WARNING: cJSON is not instrumented: its source could not be fetched (build-fuzz/cjson-fetch.log)"
+	@if [ -f build-fuzz/cJSON.o ]; then libs="build-fuzz/cJSON.o $(filter-out -lcjson,$(LDLIBS))"; \
+	    else libs="$(LDLIBS)"; fi; \
+	for f in tests/fuzz_*.c; do \
 	    name=$$(basename $$f .c); seeds=tests/$${name#fuzz_}_seeds.c; \
-	    $(FUZZ_CC) -fsanitize=address,fuzzer $$f build-fuzz/libsplitlearn.a $(LDLIBS) -o build-fuzz/$$name || exit 1; \
+	    $(FUZZ_CC) -fsanitize=address,fuzzer $$f build-fuzz/libsplitlearn.a $$libs -o build-fuzz/$$name || exit 1; \
 	    mkdir -p build-fuzz/corpus-$$name; \
 	    if [ -f $$seeds ]; then \
-	        $(FUZZ_CC) -fsanitize=address,fuzzer-no-link $$seeds build-fuzz/libsplitlearn.a $(LDLIBS) \
+	        $(FUZZ_CC) -fsanitize=address,fuzzer-no-link $$seeds build-fuzz/libsplitlearn.a $$libs \
 	            -o build-fuzz/$${name}_seeds && build-fuzz/$${name}_seeds build-fuzz/corpus-$$name || exit 1; \
 	    fi; \
 	    echo "== $$name ($(FUZZ_SECONDS) s)"; \

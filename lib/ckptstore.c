@@ -52,6 +52,25 @@ int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, cha
     return checkpoint_path(dir, role, name, SLOT_CURRENT, ".safetensors", out, size, err);
 }
 
+unsigned long long sl_checkpoint_room(size_t parameters, bool resumed_there)
+{
+    const unsigned long long one_save = 12ull * parameters + (64u << 10);
+    return (resumed_there ? 1 : 3) * one_save;
+}
+
+int sl_part_checkpoint_bytes(const char *dir, sl_role role, const char *name, unsigned long long *bytes, sl_err *err)
+{
+    *bytes = 0;
+    for (slot where = SLOT_CURRENT; where <= SLOT_NEXT; where++)
+        for (int i = 0; i < 3; i++) {
+            char path[PATH_MAX];
+            struct stat st;
+            if (checkpoint_path(dir, role, name, where, checkpoint_suffixes[i], path, sizeof path, err) != 0) return -1;
+            if (stat(path, &st) == 0) *bytes += (unsigned long long)st.st_size;
+        }
+    return 0;
+}
+
 /* The checkpoint of (role, name) in a slot, if complete: its metadata, a part file of the size
  * it says and, once trained, its optimizer state. */
 static int read_checkpoint(const char *dir, sl_role role, const char *name, slot where, sl_part_info *info, sl_err *err)
@@ -113,7 +132,7 @@ int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const
         checkpoint_stem(name, stem, sizeof stem, err) != 0)
         return -1;
     cJSON *extra = training_members(step, loss);
-    int rc = extra ? sl_part_write(p, name, role, SL_WF_F32, next, stem, NULL, extra, info, err)
+    int rc = extra ? sl_part_write(p, name, role, p->format, next, stem, NULL, extra, info, err)
                    : sl_fail(err, "out of memory");
     cJSON_Delete(extra);
     return rc;

@@ -28,13 +28,24 @@
 /* The current save's part file of (role, name) under dir: DIR/<role>/checkpoint_<name>.safetensors. */
 int sl_part_checkpoint_file(const char *dir, sl_role role, const char *name, char *out, size_t size, sl_err *err);
 
-/* Writes p (F32) and its metadata with step and loss (NaN or infinite: no loss) into the next
+/* The room a run's saves of a part of `parameters` weights take in a checkpoint directory: a save
+ * is F32 weights and AdamW's two moments (12 bytes a weight) and metadata; a directory holds the
+ * previous, the current and the next save, so three in a new directory and one more in the
+ * directory the run resumed from. */
+unsigned long long sl_checkpoint_room(size_t parameters, bool resumed_there);
+
+/* Writes p (in its own format: F32 once trained, a part's F16, BF16 or Q8_0 as it was loaded when
+ * it never trained) and its metadata with step and loss (NaN or infinite: no loss) into the next
  * save's slot; info receives what was written. */
 int sl_part_write_checkpoint(sl_params *p, const char *name, sl_role role, const char *dir, long step, double loss,
                              sl_part_info *info, sl_err *err);
 
 /* Makes the next save of info's part the current one, as described above. */
 int sl_part_commit_checkpoint(const char *dir, long base, long step, sl_part_info *info, sl_err *err);
+
+/* *bytes receives the size of the files (role, name) has under dir: its current save, the save
+ * before it and a save being written or left unfinished. Missing files count 0. */
+int sl_part_checkpoint_bytes(const char *dir, sl_role role, const char *name, unsigned long long *bytes, sl_err *err);
 
 /* Opens the part a checkpoint holds for (role, name) under dir, without its split.json: its
  * current save or, with step >= 0, the current or previous save of that step. Caller owns the

@@ -9,7 +9,6 @@
 #include <assert.h>
 #include <czmq.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 struct sl_client {
@@ -125,7 +124,7 @@ static int pipeline_gone(sl_client *self, sl_err *err)
 typedef enum { GOT_RESULT, GOT_LOST_SESSION } outcome;
 
 /* Waits for the result of (session, step), collecting acks; -1/-2 on error or timeout. */
-static int await_result(sl_client *self, uint64_t session, uint64_t step, const sl_client_request *req, int32_t *token,
+static int await_result(sl_client *self, sl_id session, uint64_t step, const sl_client_request *req, int32_t *token,
                         outcome *what, sl_err *err)
 {
     bool acked[SL_MAX_NODES] = {false};
@@ -149,7 +148,7 @@ static int await_result(sl_client *self, uint64_t session, uint64_t step, const 
         sl_wire_limits limits = {.vocab_size = (uint32_t)req->vocab_size};
         sl_err bad;
         int ok = sl_wire_decode(self->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
-                 m.session == session && m.step == step;
+                 sl_id_equal(m.session, session) && m.step == step;
         int result = 1; /* keep waiting */
         if (ok && m.kind == SL_MSG_ACK) {
             for (int i = 0; i < self->topo->n_nodes; i++)
@@ -195,9 +194,8 @@ int sl_client_generate(sl_client *self, const sl_client_request *req, int32_t *o
     memcpy(self->context, req->ids, (size_t)req->n_ids * sizeof *req->ids);
     self->traces[0][0] = self->traces[1][0] = '\0';
     int len = req->n_ids;
-    uint64_t session = 0;
-    while (!session && getrandom(&session, sizeof session, 0) != sizeof session) {
-    }
+    sl_id session;
+    if (sl_id_new(&session, err) != 0) return -1;
     sl_msg m = {.kind = SL_MSG_FORWARD,
                 .session = session,
                 .ctx = (uint32_t)total,

@@ -67,6 +67,9 @@ int sl_gen_opts_apply(sl_gen_opts *o, int code, const char *arg, sl_err *err)
     case 1011:
         o->quiet = true;
         return 0;
+    case 1012:
+        o->timings = true;
+        return 0;
     default:
         return sl_fail(err, "unknown option");
     }
@@ -131,6 +134,18 @@ int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_
     if (rc == 0) rc = sl_st_writer_write(w, path, NULL, err);
     sl_st_writer_destroy(&w);
     return rc;
+}
+
+const char *sl_gen_timings_text(const sl_gen_timings *t, char *out, size_t size)
+{
+    int n = snprintf(out, size, "prefill: %d tokens in %.2f ms\ndecode: %d tokens in %.2f ms", t->prompt_tokens,
+                     t->prefill_ms, t->decoded, t->decode_ms);
+    if (n < 0 || (size_t)n >= size) return out;
+    if (t->decoded > 0)
+        snprintf(out + n, size - (size_t)n, " (%.2f ms/token)\n", t->decode_ms / t->decoded);
+    else
+        snprintf(out + n, size - (size_t)n, "\n");
+    return out;
 }
 
 const char *sl_gen_text_token(sl_gen_text *self, int32_t id, size_t *len)

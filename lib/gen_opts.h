@@ -24,6 +24,7 @@ typedef struct sl_gen_opts {
     bool seed_given; /* --seed S; else sampling draws a fresh seed (sl_gen_opts_finish) */
     bool seed_drawn; /* the seed was drawn: the tool prints it, so the run can be repeated */
     bool print_ids, ignore_eos, quiet;
+    bool timings;            /* --timings: the prefill and decode times on stderr at the end */
     const char *logits_path; /* --logits FILE */
     const char *vocab_dir;   /* --vocab DIR */
 } sl_gen_opts;
@@ -32,7 +33,7 @@ typedef struct sl_gen_opts {
 #define SL_GEN_OPTIONS                                                                                                 \
     {"ids", 1, 0, 1000}, {"max-new-tokens", 1, 0, 1001}, {"greedy", 0, 0, 1002}, {"temperature", 1, 0, 1003},          \
         {"top-k", 1, 0, 1004}, {"top-p", 1, 0, 1005}, {"seed", 1, 0, 1006}, {"print-ids", 0, 0, 1007},                 \
-        {"logits", 1, 0, 1008}, {"ignore-eos", 0, 0, 1009}, {"vocab", 1, 0, 1010},                                     \
+        {"logits", 1, 0, 1008}, {"ignore-eos", 0, 0, 1009}, {"vocab", 1, 0, 1010}, {"timings", 0, 0, 1012},            \
     {                                                                                                                  \
         "quiet", 0, 0, 1011                                                                                            \
     }
@@ -48,7 +49,9 @@ typedef struct sl_gen_opts {
     "  --logits FILE          write F32 'logits' [T, vocab] at every prompt position\n"                                \
     "  --vocab DIR            vocab.json + merges.txt or tokenizer.json (default: the model's, else the\n"             \
     "                         bundled GPT-2 vocab, which the program then names on stderr)\n"                          \
-    "  --quiet                do not stream the generated text\n"
+    "  --quiet                do not stream the generated text\n"                                                      \
+    "  --timings              at the end, on stderr: \"prefill: N tokens in X ms\" (the prompt, up to its\n"           \
+    "                         first token) and \"decode: N tokens in Y ms (Z ms/token)\" (the rest)\n"
 
 /* Defaults: 32 greedy tokens. */
 void sl_gen_opts_init(sl_gen_opts *o);
@@ -79,6 +82,21 @@ sl_tokenizer *sl_gen_tokenizer(const char *vocab_dir, const char *model_dir, int
 
 /* Writes the logits [T, vocab] to a safetensors file with one F32 tensor "logits". */
 int sl_write_logits(const char *path, const float *logits, int T, int vocab, sl_err *err);
+
+/* --timings of one generation: the prompt's time up to its first token (run: the prompt's
+ * forward; send: from sending the prompt to the first token's answer) and the rest. The first
+ * token comes from the prompt's pass; each later one costs one decode step, so decoded counts
+ * those steps (llama.cpp's "runs") and ms/token is decode_ms / decoded. */
+typedef struct sl_gen_timings {
+    int prompt_tokens;
+    double prefill_ms;
+    int decoded;
+    double decode_ms;
+} sl_gen_timings;
+
+/* The lines "prefill: N tokens in X ms" and "decode: N tokens in Y ms (Z ms/token)" (without the
+ * ms/token when no token was decoded), each ending in a newline, into out; returns out. */
+const char *sl_gen_timings_text(const sl_gen_timings *t, char *out, size_t size);
 
 /* The text of generated tokens as they arrive, cut on character boundaries (a character split
  * between two tokens comes out whole with the second). Zero-initialise, then set tok (borrowed). */

@@ -5,9 +5,14 @@
  *   SPLIT/hosts/<host>/<parts>/split.json       the index, as in SPLIT
  *   SPLIT/hosts/<host>/<parts>/<role>/...       every part's metadata, and the part files of that
  *                                               host's nodes only (hard links when possible)
+ *   SPLIT/hosts/<host>/<certs>/                 with security = curve: every public certificate
+ *                                               the topology names (nodes, clients, trainers) and
+ *                                               the key pairs (.cert_secret, mode 0600) of that
+ *                                               host's nodes only, those found in certs here
  *
- * where <parts> is the topology's `parts` as written: relative, so that a host's [host.NAME] dir
- * holding a copy of its directory is where its nodes find their parts. */
+ * where <parts> and <certs> are the topology's `parts` and `certs` as written: relative, so that
+ * a host's [host.NAME] dir holding a copy of its directory is where its nodes find them. A key
+ * pair made on its own host (and absent here) stays there; no host gets another host's. */
 #ifndef SL_HOSTDIRS_H
 #define SL_HOSTDIRS_H
 
@@ -16,8 +21,9 @@
 #include "topology.h"
 
 /* Whether the layout can be written below split_dir for t, before anything is split: t's parts
- * is a relative path inside a host directory, and split_dir/hosts does not exist yet (a directory
- * of an earlier layout could keep part files a host must not have). */
+ * (and with CURVE its certs) is a relative path inside a host directory, every public certificate
+ * it names is in certs here, and split_dir/hosts does not exist yet (a directory of an earlier
+ * layout could keep part files or key pairs a host must not have). */
 int sl_hostdirs_check(const char *split_dir, const sl_topology *t, sl_err *err);
 
 /* Writes the layout for the split just written to split_dir (its parts[0..n), each run by a

@@ -26,7 +26,7 @@ static zsock_t *make(int type, const sl_net_opts *o, bool bind, sl_err *err)
     zsock_set_rcvhwm(s, o->hwm);
     zsock_set_linger(s, o->linger_ms);
     zsock_set_sndtimeo(s, o->send_timeout_ms);
-    if (o->max_message) zsock_set_maxmsgsize(s, (int64_t)o->max_message);
+    if (o->max_message) zsock_set_maxmsgsize(s, (int64_t)o->max_message * SL_NET_GUARD);
     if (o->immediate) zsock_set_immediate(s, 1);
     if (o->keepalive) {
         zsock_set_tcp_keepalive(s, 1);
@@ -137,14 +137,18 @@ zactor_t *sl_net_watch(zsock_t *sock)
     return m;
 }
 
-void sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size)
+int sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size)
 {
     zmsg_t *event = zmsg_recv(watch);
     char *name = event ? zmsg_popstr(event) : NULL, *value = event ? zmsg_popstr(event) : NULL;
     char *where = event ? zmsg_popstr(event) : NULL;
     snprintf(endpoint, size, "%s", where ? where : "?");
+    int fd = value ? atoi(value) : -1; /* zmonitor's text of ZeroMQ's event value: the fd */
     free(name);
     free(value);
     free(where);
     zmsg_destroy(&event);
+    return fd;
 }
+
+int sl_net_fd(zmq_msg_t *msg) { return zmq_msg_get(msg, ZMQ_SRCFD); }

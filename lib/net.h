@@ -19,13 +19,20 @@ typedef struct sl_net_opts {
     int hwm;                     /* messages queued per peer, each way */
     int linger_ms;               /* how long a closing socket still tries to deliver */
     int send_timeout_ms;         /* a blocking send gives up after it (-1: never) */
-    size_t max_message;          /* bytes: a larger incoming message is dropped by ZeroMQ (0: no cap) */
+    size_t max_message;          /* bytes: the receiver refuses a larger message (0: no cap); see SL_NET_GUARD */
     bool keepalive;              /* TCP keepalive probes: a peer whose host vanished is noticed */
     bool immediate;              /* queue only to completed connections: a send with no peer fails in time */
     const sl_security *security; /* CURVE with this process's keys (NULL: none) */
     const char *peer;            /* with security, on connect: the certificate the server must hold */
     int answers;                 /* ROUTER: answers queued per peer (0: hwm; clients: SL_NET_CLIENT_ANSWERS) */
 } sl_net_opts;
+
+/* ZeroMQ's own cap on an incoming message (ZMQ_MAXMSGSIZE) is SL_NET_GUARD times max_message. A
+ * message over max_message but within it arrives whole, so that its receiver can refuse it and
+ * say who sent it; one over it is dropped by libzmq with its connection, which its socket
+ * monitor reports as a plain disconnection (the same events as a peer closing), so it is bounded
+ * in memory but cannot be told apart. */
+#define SL_NET_GUARD 2
 
 /* The options a topology's [pipeline] section sets (hwm, timeout, max_message_mb). */
 sl_net_opts sl_net_opts_of(const sl_topology *topo);
@@ -60,7 +67,12 @@ int sl_net_send_to(zsock_t *router, const sl_peer *peer, const void *data, size_
  * the actor for input, then sl_net_watch_event tells which endpoint. Caller owns it (zactor_destroy). */
 zactor_t *sl_net_watch(zsock_t *sock);
 
-/* Reads the event a watch reported; endpoint receives the connection's endpoint ("?" if none). */
-void sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size);
+/* Reads the event a watch reported; endpoint receives the connection's endpoint ("?" if none).
+ * Returns the dropped connection's file descriptor (-1 if none): on a bound socket, every peer's
+ * connection is watched, and sl_net_fd tells which one a message came on. */
+int sl_net_watch_event(zactor_t *watch, char *endpoint, size_t size);
+
+/* The file descriptor of the connection msg (received) came on. */
+int sl_net_fd(zmq_msg_t *msg);
 
 #endif

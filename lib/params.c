@@ -172,6 +172,12 @@ static void format_shape(char *out, size_t size, int ndim, const int64_t *shape)
         len += (size_t)snprintf(out + len, size - len, "%s%lld", d ? ", " : "", (long long)shape[d]);
 }
 
+/* What an error names: the one file a part is, or the directory of an HF model's files. */
+static const char *model_path(const sl_hf_model *ck)
+{
+    return sl_hf_model_file_count(ck) == 1 ? sl_hf_model_file_path(ck, 0) : sl_hf_model_dir(ck);
+}
+
 /* t (found in file) is dtype dt with shape [d0] or [d0, d1] (ndim), else an error naming both. */
 static int expect_tensor(load_ctx *lc, const sl_tensor *t, const char *file, const char *name, sl_dtype dt, int ndim,
                          int64_t d0, int64_t d1, const char *why)
@@ -191,21 +197,36 @@ static int expect_tensor(load_ctx *lc, const sl_tensor *t, const char *file, con
     return 0;
 }
 
+/* The kernels read a mapped matrix's elements where they are: each must start on a multiple of
+ * its size (a file whose tensors are placed otherwise is refused, not read unaligned). */
+static int expect_aligned(load_ctx *lc, const sl_tensor *t, const char *file, const char *name)
+{
+    size_t size = sl_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % size != 0)
+        return sl_fail(lc->err, "%s: tensor '%s' does not start on a multiple of its %zu-byte elements in the file",
+                       file, name, size);
+    return 0;
+}
+
 /* A matrix of a file in format lc->stored (not F32): its view of the mapping, checked. */
 static int stored_view(load_ctx *lc, const sl_param_ref *ref, sl_wmat *view)
 {
     static const sl_dtype elem[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
-    const char *file = sl_hf_model_dir(lc->ck), *scales_file = file;
+    const char *file = model_path(lc->ck), *scales_file = file;
     const sl_wformat f = lc->stored;
     const bool q8 = f == SL_WF_Q8_0;
     const int64_t cols = q8 ? (int64_t)sl_wmat_q8_blocks(ref->in) * SL_Q8_BLOCK : ref->in;
-    char why[64];
+    char why[64], scales_name[96];
     snprintf(why, sizeof why, "its weights_format %s", sl_wformat_name(f));
+    snprintf(scales_name, sizeof scales_name, "%s.scales", ref->name);
     const sl_tensor *t = find_tensor(lc, ref, "", &file),
                     *scales = q8 ? find_tensor(lc, ref, ".scales", &scales_file) : NULL;
-    if (expect_tensor(lc, t, file, ref->name, elem[f], 2, ref->out, cols, why) != 0) return -1;
-    if (q8 && expect_tensor(lc, scales, scales_file, "scales of a q8_0 matrix", SL_F16, 2, ref->out,
-                            sl_wmat_q8_blocks(ref->in), why) != 0)
+    if (expect_tensor(lc, t, file, ref->name, elem[f], 2, ref->out, cols, why) != 0 ||
+        expect_aligned(lc, t, file, ref->name) != 0)
+        return -1;
+    if (q8 && (expect_tensor(lc, scales, scales_file, scales_name, SL_F16, 2, ref->out, sl_wmat_q8_blocks(ref->in),
+                             why) != 0 ||
+               expect_aligned(lc, scales, scales_file, scales_name) != 0))
         return -1;
     *view = (sl_wmat){.format = f,
                       .layout = SL_WL_ROWS,
@@ -229,7 +250,7 @@ static int check_tensor(sl_param_ref *ref, void *ctx)
         if (lc->copy) lc->needed += ref->numel;
         return 0;
     }
-    const char *file = sl_hf_model_dir(lc->ck);
+    const char *file = model_path(lc->ck);
     const sl_tensor *t = find_tensor(lc, ref, "", &file);
     sl_dtype dt = t && (t->dtype == SL_F16 || t->dtype == SL_BF16) ? t->dtype : SL_F32;
     if (expect_tensor(lc, t, file, ref->name, dt, ref->ndim, ref->shape[0], ref->shape[1], "config.json") != 0)
@@ -272,7 +293,7 @@ static int stored_format(const sl_hf_model *ck, sl_wformat *out, sl_err *err)
     const char *name = sl_hf_model_metadata(ck, "weights_format");
     *out = SL_WF_F32;
     if (name && sl_wformat_parse(name, out) != 0)
-        return sl_fail(err, "%s: weights_format \"%.32s\" is not f32, f16, bf16 or q8_0", sl_hf_model_dir(ck), name);
+        return sl_fail(err, "%s: weights_format \"%.32s\" is not f32, f16, bf16 or q8_0", model_path(ck), name);
     return 0;
 }
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 typedef struct slot {
-    uint64_t id; /* 0: free (kv may still hold a cache to reuse) */
+    sl_id id; /* none: free (kv may still hold a cache to reuse) */
     sl_kv *kv;
     double last_used;
     sl_peer peer;
@@ -43,7 +43,7 @@ sl_sessions *sl_sessions_new(const sl_params *params, int max_sessions, double i
 static void free_slot(slot *s)
 {
     sl_kv_destroy(&s->kv);
-    s->id = 0;
+    s->id = (sl_id){{0}};
 }
 
 static bool fits(const slot *s, int ctx) { return s->kv && sl_kv_capacity(s->kv) >= ctx; }
@@ -59,14 +59,14 @@ void sl_sessions_destroy(sl_sessions **self)
     *self = NULL;
 }
 
-static slot *find(sl_sessions *self, uint64_t id)
+static slot *find(sl_sessions *self, sl_id id)
 {
     for (int i = 0; i < self->max; i++)
-        if (self->slots[i].id == id && id) return &self->slots[i];
+        if (sl_id_equal(self->slots[i].id, id) && !sl_id_none(id)) return &self->slots[i];
     return NULL;
 }
 
-sl_kv *sl_sessions_find(sl_sessions *self, uint64_t id, double now)
+sl_kv *sl_sessions_find(sl_sessions *self, sl_id id, double now)
 {
     slot *s = find(self, id);
     if (!s) return NULL;
@@ -74,11 +74,11 @@ sl_kv *sl_sessions_find(sl_sessions *self, uint64_t id, double now)
     return s->kv;
 }
 
-sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uint64_t *evicted, sl_err *err)
+sl_kv *sl_sessions_open(sl_sessions *self, sl_id id, int ctx, double now, sl_id *evicted, sl_err *err)
 {
-    *evicted = 0;
-    if (id == 0) {
-        sl_fail(err, "session id 0 is reserved");
+    *evicted = (sl_id){{0}};
+    if (sl_id_none(id)) {
+        sl_fail(err, "the all-zero session id is reserved");
         return NULL;
     }
     slot *s = find(self, id);
@@ -87,16 +87,16 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
         s = NULL;
     }
     for (int i = 0; i < self->max && !s; i++) /* a free slot whose cache fits */
-        if (!self->slots[i].id && fits(&self->slots[i], ctx)) s = &self->slots[i];
+        if (sl_id_none(self->slots[i].id) && fits(&self->slots[i], ctx)) s = &self->slots[i];
     for (int i = 0; i < self->max && !s; i++)
-        if (!self->slots[i].id) s = &self->slots[i];
+        if (sl_id_none(self->slots[i].id)) s = &self->slots[i];
     if (!s) {
         s = &self->slots[0];
         for (int i = 1; i < self->max; i++)
             if (self->slots[i].last_used < s->last_used) s = &self->slots[i];
         *evicted = s->id;
     }
-    s->id = 0;
+    s->id = (sl_id){{0}};
     if (fits(s, ctx)) {
         sl_kv_reset(s->kv);
     } else {
@@ -110,13 +110,13 @@ sl_kv *sl_sessions_open(sl_sessions *self, uint64_t id, int ctx, double now, uin
     return s->kv;
 }
 
-sl_peer *sl_sessions_peer(sl_sessions *self, uint64_t id)
+sl_peer *sl_sessions_peer(sl_sessions *self, sl_id id)
 {
     slot *s = find(self, id);
     return s ? &s->peer : NULL;
 }
 
-void sl_sessions_set_pending(sl_sessions *self, uint64_t id, bool pending, uint64_t step)
+void sl_sessions_set_pending(sl_sessions *self, sl_id id, bool pending, uint64_t step)
 {
     slot *s = find(self, id);
     if (!s) return;
@@ -124,12 +124,12 @@ void sl_sessions_set_pending(sl_sessions *self, uint64_t id, bool pending, uint6
     s->pending_step = step;
 }
 
-int sl_sessions_take_pending(sl_sessions *self, void (*fn)(void *ctx, uint64_t id, uint64_t step), void *ctx)
+int sl_sessions_take_pending(sl_sessions *self, void (*fn)(void *ctx, sl_id id, uint64_t step), void *ctx)
 {
     int n = 0;
     for (int i = 0; i < self->max; i++) {
         slot *s = &self->slots[i];
-        if (!s->id || !s->pending) continue;
+        if (sl_id_none(s->id) || !s->pending) continue;
         s->pending = false;
         fn(ctx, s->id, s->pending_step);
         n++;
@@ -137,20 +137,20 @@ int sl_sessions_take_pending(sl_sessions *self, void (*fn)(void *ctx, uint64_t i
     return n;
 }
 
-bool sl_sessions_close(sl_sessions *self, uint64_t id)
+bool sl_sessions_close(sl_sessions *self, sl_id id)
 {
     slot *s = find(self, id);
-    if (s) s->id = 0; /* the cache stays for the next session */
+    if (s) s->id = (sl_id){{0}}; /* the cache stays for the next session */
     return s != NULL;
 }
 
-int sl_sessions_expire(sl_sessions *self, double now, uint64_t *first)
+int sl_sessions_expire(sl_sessions *self, double now, sl_id *first)
 {
     int n = 0;
     for (int i = 0; i < self->max; i++) {
         slot *s = &self->slots[i];
         if (!s->kv || now - s->last_used <= self->idle_timeout) continue;
-        if (s->id && n++ == 0 && first) *first = s->id;
+        if (!sl_id_none(s->id) && n++ == 0 && first) *first = s->id;
         free_slot(s);
     }
     return n;
@@ -160,7 +160,7 @@ int sl_sessions_count_peer(const sl_sessions *self, const sl_peer *peer)
 {
     int n = 0;
     for (int i = 0; i < self->max; i++)
-        n += self->slots[i].id != 0 && sl_peer_same(&self->slots[i].peer, peer);
+        n += !sl_id_none(self->slots[i].id) && sl_peer_same(&self->slots[i].peer, peer);
     return n;
 }
 
@@ -168,7 +168,7 @@ int sl_sessions_count(const sl_sessions *self)
 {
     int n = 0;
     for (int i = 0; i < self->max; i++)
-        n += self->slots[i].id != 0;
+        n += !sl_id_none(self->slots[i].id);
     return n;
 }
 

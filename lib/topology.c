@@ -27,8 +27,8 @@ typedef struct parse_state {
     sl_topo_host *host;                /* its host, for [host.NAME] */
     bool seen[SL_MAX_NODES][4];        /* role, layers, listen, restart given */
     int defence_line[SL_MAX_NODES][2]; /* where clip/noise, grad_clip/grad_noise were set (0: not) */
-    char certs_raw[PATH_MAX];
-    int train_set[SL_MAX_NODES]; /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
+    int train_set[SL_MAX_NODES];       /* a node's own train = (1 yes, 0 no, -1 the pipeline's) */
+    bool checkpoint_set[SL_MAX_NODES]; /* a node's own max_checkpoint_mb given */
     bool pipeline_train;
     int kv_set[SL_MAX_NODES]; /* a node's own kv dtype, or -1: the pipeline's */
     sl_dtype pipeline_kv;
@@ -44,9 +44,9 @@ typedef struct parse_state {
 
 static const char pipeline_keys[] = "name, parts, activations, timeout, idle_timeout, max_sessions, max_message_mb, "
                                     "hwm, verify, max_train_tokens, checkpoint_root, security, certs, clients, "
-                                    "trainers, train, restart, kv";
-static const char node_keys[] = "role, layers, listen, host, threads, pin, kv, cert, train, restart, clip, noise "
-                                "(bottom), grad_clip, grad_noise (top)";
+                                    "trainers, train, restart, kv, max_checkpoint_mb";
+static const char node_keys[] = "role, layers, listen, host, threads, pin, kv, cert, train, restart, "
+                                "max_checkpoint_mb, clip, noise (bottom), grad_clip, grad_noise (top)";
 static const char host_keys[] = "run, dir, bin";
 
 /* Node and host names travel as program arguments to other hosts (ssh takes a leading '-' for an
@@ -209,6 +209,15 @@ static int at_line(parse_state *ps, int rc)
     return rc;
 }
 
+/* A size in megabytes (MiB, fractions allowed) into bytes: at least 1, at most 2^30 (a petabyte). */
+static int parse_megabytes(parse_state *ps, const char *key, const char *value, unsigned long long *bytes)
+{
+    double mb;
+    if (at_line(ps, sl_parse_double(value, key, 1, 1 << 30, &mb, ps->err)) != 0) return -1;
+    *bytes = (unsigned long long)(mb * 1048576.0);
+    return 0;
+}
+
 /* kv = f32 | f16: what a node's KV cache holds. */
 static int parse_kv(parse_state *ps, const char *value, sl_dtype *out)
 {
@@ -266,7 +275,7 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
     }
     if (!strcmp(key, "certs")) {
         t->certs_line = ps->line;
-        return snprintf(ps->certs_raw, sizeof ps->certs_raw, "%s", value), 0;
+        return snprintf(t->certs_given, sizeof t->certs_given, "%s", value), 0;
     }
     if (!strcmp(key, "clients")) return parse_names(ps, key, value, &t->clients);
     if (!strcmp(key, "trainers")) return parse_names(ps, key, value, &t->trainers);
@@ -277,6 +286,7 @@ static int pipeline_key(parse_state *ps, const char *key, const char *value)
         t->max_train_tokens = (int)v;
         return rc;
     }
+    if (!strcmp(key, "max_checkpoint_mb")) return parse_megabytes(ps, key, value, &t->max_checkpoint);
     return sl_fail(ps->err, "%s:%d: unknown key '%s' in [pipeline] (keys: %s)", t->path, ps->line, key, pipeline_keys);
 }
 
@@ -331,6 +341,10 @@ static int node_key(parse_state *ps, const char *key, const char *value)
         int rc = parse_bool(ps, key, value, &n->train);
         ps->train_set[n - ps->t->nodes] = n->train;
         return rc;
+    }
+    if (!strcmp(key, "max_checkpoint_mb")) {
+        ps->checkpoint_set[n - ps->t->nodes] = true;
+        return parse_megabytes(ps, key, value, &n->max_checkpoint);
     }
     if (!strcmp(key, "clip") || !strcmp(key, "noise") || !strcmp(key, "grad_clip") || !strcmp(key, "grad_noise"))
         return defence_key(ps, key, value);
@@ -432,17 +446,18 @@ static int resolve_dir(parse_state *ps, const char *key, const char *raw, char *
     return 0;
 }
 
-/* security = curve needs certs and every node's cert; each node's train and kv fall back to the
- * pipeline's. */
+/* security = curve needs certs and every node's cert; each node's train, kv and max_checkpoint_mb
+ * fall back to the pipeline's. */
 static int check_security(parse_state *ps)
 {
     sl_topology *t = ps->t;
     for (int i = 0; i < t->n_nodes; i++) {
         if (ps->train_set[i] < 0) t->nodes[i].train = ps->pipeline_train;
         if (ps->kv_set[i] < 0) t->nodes[i].kv = ps->pipeline_kv;
+        if (!ps->checkpoint_set[i]) t->nodes[i].max_checkpoint = t->max_checkpoint;
     }
     if (!t->curve) return 0;
-    if (!ps->certs_raw[0])
+    if (!t->certs_given[0])
         return sl_fail(ps->err,
                        "%s:%d: security = curve needs certs = DIR (the certificates, see zmq-splitlearn-keygen)",
                        t->path, ps->pipeline_line);
@@ -594,6 +609,7 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
     t->max_message = 256u << 20;
     t->hwm = 1000;
     t->max_train_tokens = 16384;
+    t->max_checkpoint = 64ull << 30;
     parse_state ps = {.t = t, .err = err, .fp = fp};
     int bad_line = ini_parse_stream(read_line, &ps, on_key, &ps);
     if (ps.rc != 0) return -1;
@@ -601,7 +617,7 @@ static int load_stream(FILE *fp, const char *origin, sl_topology *t, bool check_
         return sl_fail(err, "%s:%d: not INI syntax (expected [section], key = value or a ; comment)", origin, bad_line);
     if (check_nodes(&ps) != 0 || check_hosts(&ps) != 0 || check_defences(&ps) != 0) return -1;
     if (resolve_dir(&ps, "parts", t->parts_given, t->parts, sizeof t->parts) != 0 || check_security(&ps) != 0 ||
-        (ps.certs_raw[0] && resolve_dir(&ps, "certs", ps.certs_raw, t->certs, sizeof t->certs) != 0))
+        (t->certs_given[0] && resolve_dir(&ps, "certs", t->certs_given, t->certs, sizeof t->certs) != 0))
         return -1;
     if (!t->name[0]) {
         const char *base = strrchr(t->parts, '/');

@@ -32,6 +32,8 @@ typedef struct sl_topo_node {
     char cert[64];                /* its CurveZMQ certificate's name in certs (security = curve) */
     bool train;                   /* it accepts training messages (train = yes; default: the pipeline's) */
     bool restart;                 /* the launcher starts it again when it dies (its own or [pipeline]'s) */
+    /* bytes a training run's saves may hold on its disk (its own max_checkpoint_mb or [pipeline]'s) */
+    unsigned long long max_checkpoint;
     /* Defences at the cut (cutguard.h): the bottom's on the rows it sends (clip, noise), the
      * top's on the gradient it sends back in training (grad_clip, grad_noise); 0: none. */
     float clip, noise, grad_clip, grad_noise;
@@ -59,20 +61,23 @@ typedef struct sl_topo_host {
 typedef struct sl_topology {
     char path[PATH_MAX];
     char name[128];
-    char parts[PATH_MAX];           /* split directory, resolved */
-    char parts_given[PATH_MAX];     /* parts as written */
-    int parts_line;                 /* where it is written */
-    sl_dtype activations;           /* dtype of activations on the wire: f32 (default), f16, bf16 */
-    double timeout;                 /* seconds a client waits for an answer (default 30) */
-    double idle_timeout;            /* seconds before an idle session is dropped (default 600) */
-    int max_sessions;               /* sessions a node keeps; the least recently used goes (default 64) */
-    size_t max_message;             /* bytes; larger messages are refused (default 256 MiB) */
-    int hwm;                        /* ZeroMQ high-water mark in messages (default 1000) */
-    bool verify;                    /* nodes recompute their part's SHA-256 at start */
-    int max_train_tokens;           /* B x T of a training batch a trunk accepts (default 16384) */
+    char parts[PATH_MAX];       /* split directory, resolved */
+    char parts_given[PATH_MAX]; /* parts as written */
+    int parts_line;             /* where it is written */
+    sl_dtype activations;       /* dtype of activations on the wire: f32 (default), f16, bf16 */
+    double timeout;             /* seconds a client waits for an answer (default 30) */
+    double idle_timeout;        /* seconds before an idle session is dropped (default 600) */
+    int max_sessions;           /* sessions a node keeps; the least recently used goes (default 64) */
+    size_t max_message;         /* bytes; larger messages are refused (default 256 MiB) */
+    int hwm;                    /* ZeroMQ high-water mark in messages (default 1000) */
+    bool verify;                /* nodes recompute their part's SHA-256 at start */
+    int max_train_tokens;       /* B x T of a training batch a trunk accepts (default 16384) */
+    /* the nodes' default max_checkpoint (default 64 GiB) */
+    unsigned long long max_checkpoint;
     char checkpoint_root[PATH_MAX]; /* where trunks read and write checkpoints ("": their working directory) */
     bool curve;                     /* security = curve: every link encrypted and authenticated */
     char certs[PATH_MAX];           /* the public certificates (and, on each host, its own secret one) */
+    char certs_given[PATH_MAX];     /* certs as written */
     int certs_line;                 /* where certs is written (0: it is not) */
     sl_party_list clients;          /* names of the certificates that may generate */
     sl_party_list trainers;         /* names of the certificates that may train, save and load */

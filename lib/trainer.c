@@ -12,7 +12,6 @@
 
 #include <assert.h>
 #include <czmq.h>
-#include <sys/random.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -74,7 +73,10 @@ struct sl_trainer {
     const char *watched[2]; /* their nodes' names */
     sl_wire_decoder *decoder;
     msgpack_sbuffer out;
-    uint64_t run_id, message;
+    sl_id run_id;
+    uint64_t message;
+    long refused[2];         /* messages at the top's endpoint not of this run, and not from the last trunk */
+    int trunk_fd;            /* the last trunk's connection there (-1: it has not answered yet) */
     sl_security *as_trainer; /* security = curve: the trainer's key pair, towards the trunks */
     sl_security *as_top;     /* the top's, at its endpoint: admits the last trunk only */
 };
@@ -120,23 +122,47 @@ static int send_to(sl_trainer *t, zsock_t *sock, const sl_msg *m, const char *wh
     return sl_net_send(sock, t->out.data, t->out.size, false, who, err);
 }
 
-/* A dropped connection reported by watch i, as the trainer's error. */
+/* A dropped connection reported by watch i, as the trainer's error; 1 when it is not a trunk's (at
+ * the top's endpoint, anyone's connection may come and go: only the last trunk's matters). */
 static int connection_lost(sl_trainer *t, int i, sl_msg_kind kind, sl_err *err)
 {
-    t->lost = t->watched[i];
     char endpoint[SL_MAX_ENDPOINT];
-    sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
+    int fd = sl_net_watch_event(t->watch[i], endpoint, sizeof endpoint);
+    if (i == 1 && (fd < 0 || fd != t->trunk_fd)) return 1;
+    t->lost = t->watched[i];
     return sl_fail(err,
                    "lost the connection to node %s (%s) while waiting for a %s message in step %ld: the node "
                    "stopped or its host is unreachable",
                    t->watched[i], endpoint, sl_msg_kind_name(kind), t->steps + 1);
 }
 
+/* Whether a message at the top's endpoint is taken (ours: it carries this run's id): once the
+ * last trunk answered, only its connection's are (with CURVE, its key's). The others are counted
+ * by why, and logged the 1st, 10th, 100th... time of each why, with the sender's address. */
+static bool admitted(sl_trainer *t, const sl_peer *from, bool ours, zmq_msg_t *frame)
+{
+    static const char *const why[2] = {"not an answer of this training run",
+                                       "from another connection than the last trunk's"};
+    bool elsewhere = t->last_trunk.len && !sl_peer_same(from, &t->last_trunk);
+    if (ours && !elsewhere) return true;
+    long count = ++t->refused[ours];
+    while (count % 10 == 0)
+        count /= 10;
+    if (count != 1 || !t->opts.log) return false;
+    const char *address = zmq_msg_gets(frame, "Peer-Address");
+    char line[512];
+    snprintf(line, sizeof line, "refused a message from %s at the top's endpoint: %s (%ld such so far)",
+             address ? address : "an unknown address", why[ours], t->refused[ours]);
+    t->opts.log(t->opts.log_ctx, line);
+    return false;
+}
+
 /* Waits for a message of kind and step from the trunks (or from extra, a direct connection to
- * one); copies its payload into out when given. A node's error, or a dropped connection to the
- * first or last trunk, ends the wait. */
+ * one); copies its payload into out and the message into answer when given (its payload views
+ * then point nowhere). A node's error, or a dropped connection to the first or last trunk, ends
+ * the wait. */
 static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2,
-                    sl_err *err)
+                    sl_msg *answer, sl_err *err)
 {
     zsock_t *socks[3] = {t->from_trunks, t->to_first, extra};
     zmq_pollitem_t items[5] = {{.socket = zsock_resolve(t->from_trunks), .events = ZMQ_POLLIN},
@@ -159,7 +185,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
                            "zmq-splitlearn-launch TOPOLOGY --only trunk1 ...)",
                            sl_msg_kind_name(kind), t->topo.timeout, t->steps + 1);
         for (int i = 0; i < 2; i++)
-            if (items[2 + i].revents & ZMQ_POLLIN) return connection_lost(t, i, kind, err);
+            if ((items[2 + i].revents & ZMQ_POLLIN) && connection_lost(t, i, kind, err) != 1) return -1;
         for (int i = 0; i < 3; i++) {
             if (!socks[i] || !(items[i == 2 ? 4 : i].revents & ZMQ_POLLIN)) continue;
             zmq_msg_t frame;
@@ -168,9 +194,12 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
             zmq_msg_init(&frame);
             int got = sl_net_recv(socks[i], i == 0 ? &from : NULL, &frame, &bad), rc = 1;
             sl_msg m;
-            if (got == 0 &&
-                sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits, &m, &bad) == 0 &&
-                m.session == t->run_id) {
+            bool decoded = got == 0 && sl_wire_decode(t->decoder, zmq_msg_data(&frame), zmq_msg_size(&frame), &limits,
+                                                      &m, &bad) == 0,
+                 ours = decoded && sl_id_equal(m.session, t->run_id);
+            bool greeting = decoded && m.kind == SL_MSG_HELLO; /* a trunk greets its next stage: not an answer */
+            if (i == 0 && got != 1 && !greeting) ours = admitted(t, &from, ours, &frame);
+            if (ours) {
                 if (m.kind == SL_MSG_ERROR && !strcmp(m.code, "out_of_step")) /* it restarted */
                     t->lost = sl_topology_node(&t->topo, m.node) ? sl_topology_node(&t->topo, m.node)->name : NULL;
                 if (m.kind == SL_MSG_ERROR)
@@ -181,7 +210,9 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
                 else if (m.kind == kind && m.step == step) {
                     if (out) sl_msg_copy_x(&m, out); /* its width is the model's: the decoder checked */
                     if (gnorm2) *gnorm2 = m.gnorm2;
-                    if (i == 0) t->last_trunk = from; /* the backward goes back on this connection */
+                    if (answer) *answer = m;
+                    if (i == 0) /* the backward goes back on this connection */
+                        t->last_trunk = from, t->trunk_fd = sl_net_fd(&frame);
                     rc = 0;
                 }
             }
@@ -193,7 +224,7 @@ static int await_on(sl_trainer *t, zsock_t *extra, sl_msg_kind kind, uint64_t st
 
 static int await(sl_trainer *t, sl_msg_kind kind, uint64_t step, float *out, double *gnorm2, sl_err *err)
 {
-    return await_on(t, NULL, kind, step, out, gnorm2, err);
+    return await_on(t, NULL, kind, step, out, gnorm2, NULL, err);
 }
 
 /* A training message of this run to the trunks. */
@@ -261,8 +292,25 @@ static int remote_update(sl_trainer *t, stage *s, const sl_adamw *opt, float sca
     return await(t, SL_MSG_UPDATE, m.step, NULL, NULL, err);
 }
 
-/* Sends kind (save or load) with dir to every trunk of s and waits for each one's ack. */
-static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const char *dir, float loss, sl_err *err)
+/* Where a trunk's ack of a dry-run save says it would save. A node that ignored "dry_run" (one
+ * older than the flag: an unknown key) saved instead, and its ack says nowhere. */
+static int place_of(const sl_msg *ack, const sl_topo_node *node, sl_trainer_place *place, sl_err *err)
+{
+    if (!ack->dir[0])
+        return sl_fail(err,
+                       "node %s saved instead of checking where it would (a zmq-splitlearn-node older than this "
+                       "trainer): update it",
+                       node->name);
+    snprintf(place->node, sizeof place->node, "%s", node->name);
+    snprintf(place->host, sizeof place->host, "%s", ack->host);
+    snprintf(place->dir, sizeof place->dir, "%s", ack->dir);
+    return 0;
+}
+
+/* Sends kind (save or load) with dir to every trunk of s and waits for each one's ack. With places,
+ * a save is a dry run and places[k] gets where the k-th trunk would save. */
+static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const char *dir, float loss,
+                          sl_trainer_place *places, sl_err *err)
 {
     uint64_t step = ++t->message;
     for (int i = s->first; i <= s->last; i++) {
@@ -273,13 +321,16 @@ static int command_trunks(sl_trainer *t, const stage *s, sl_msg_kind kind, const
         m.at_step = (uint64_t)t->steps;
         m.has_loss = kind == SL_MSG_SAVE && isfinite(loss);
         m.loss = loss;
+        m.dry_run = places != NULL;
         t->net.peer = node->cert;
         zsock_t *direct = i == 1 ? NULL : sl_net_connect(ZMQ_DEALER, &t->net, node->listen, err);
         if (i != 1 && !direct) return -1;
         int rc = send_to(t, direct ? direct : t->to_first, &m, node->name, err);
-        if (rc == 0) rc = await_on(t, direct, SL_MSG_ACK, step, NULL, NULL, err);
+        sl_msg ack;
+        if (rc == 0) rc = await_on(t, direct, SL_MSG_ACK, step, NULL, NULL, &ack, err);
         zsock_destroy(&direct);
         if (rc != 0) return -1;
+        if (places && place_of(&ack, node, &places[i - s->first], err) != 0) return -1;
     }
     return 0;
 }
@@ -290,7 +341,7 @@ static int remote_save(sl_trainer *t, stage *s, const char *dir, long base, floa
                        sl_err *err)
 {
     (void)base; /* each trunk knows its own */
-    if (command_trunks(t, s, SL_MSG_SAVE, dir, loss, err) != 0) return -1;
+    if (command_trunks(t, s, SL_MSG_SAVE, dir, loss, NULL, err) != 0) return -1;
     for (int i = s->first; i <= s->last; i++) {
         saved[i] = t->parts[i];
         if (sl_part_checkpoint_file(dir, saved[i].role, saved[i].name, saved[i].file, sizeof saved[i].file, err) != 0)
@@ -363,6 +414,7 @@ static sl_trainer *trainer_alloc(const sl_trainer_opts *opts, sl_err *err)
         return NULL;
     }
     t->opts = *opts;
+    t->trunk_fd = -1;
     msgpack_sbuffer_init(&t->out);
     return t;
 }
@@ -400,7 +452,7 @@ static int open_security(sl_trainer *t, sl_err *err)
     snprintf(top_secret, sizeof top_secret, "%s/%s.cert_secret", topo->certs, topo->nodes[topo->n_nodes - 1].cert);
     const char *last_trunk = topo->nodes[topo->n_nodes - 2].cert;
     if (!(t->as_trainer = sl_security_new(topo->certs, t->opts.cert, NULL, 0, NULL, NULL, err)) ||
-        !(t->as_top = sl_security_new(topo->certs, top_secret, &last_trunk, 1, NULL, NULL, err)))
+        !(t->as_top = sl_security_new(topo->certs, top_secret, &last_trunk, 1, t->opts.log, t->opts.log_ctx, err)))
         return -1;
     return 0;
 }
@@ -443,7 +495,9 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     sl_trainer *t = trainer_alloc(opts, err);
     if (!t) return NULL;
     t->topo = *topo;
-    while (!t->run_id && getrandom(&t->run_id, sizeof t->run_id, 0) != sizeof t->run_id) {
+    if (sl_id_new(&t->run_id, err) != 0) {
+        sl_trainer_destroy(&t);
+        return NULL;
     }
     /* The split says what each stage is; a checkpoint's bottom and top are read from its files
      * here, the trunks' from theirs on their hosts (a checkpoint needs no shared directory). */
@@ -462,7 +516,7 @@ sl_trainer *sl_trainer_new_remote(const sl_topology *topo, const char *resume, c
     if (rc == 0 && resume) snprintf(t->saved_dir, sizeof t->saved_dir, "%s", resume), t->saved_step = step;
     if (rc == 0) rc = alloc_buffers(t, err);
     if (rc == 0) rc = open_remote(t, err);
-    if (rc == 0 && resume) rc = command_trunks(t, &t->stages[1], SL_MSG_LOAD, resume, NAN, err);
+    if (rc == 0 && resume) rc = command_trunks(t, &t->stages[1], SL_MSG_LOAD, resume, NAN, NULL, err);
     if (rc != 0) sl_trainer_destroy(&t);
     return t;
 }
@@ -602,6 +656,16 @@ int sl_trainer_eval(sl_trainer *t, const int32_t *ids, const int32_t *targets, f
 {
     /* Remote trunks keep this forward's activations; the next training forward replaces them. */
     return run_chain(t, ids, targets, false, false, 1, NULL, loss, err);
+}
+
+int sl_trainer_check_save(sl_trainer *self, const char *dir, sl_trainer_place *places, sl_err *err)
+{
+    for (int i = 0; i < self->n; i++) {
+        const stage *s = &self->stages[i];
+        if (s->ops == &remote_ops)
+            return command_trunks(self, s, SL_MSG_SAVE, dir, NAN, places, err) == 0 ? s->last - s->first + 1 : -1;
+    }
+    return 0; /* every stage runs here */
 }
 
 int sl_trainer_save(sl_trainer *t, const char *dir, float loss, sl_err *err)

@@ -25,6 +25,11 @@ typedef struct sl_trainer_opts {
     bool cosine;             /* cosine decay to 10% of lr over total_steps after warmup */
     const char *cert;        /* with security = curve: the trainer's secret certificate (a name in trainers) */
     sl_privacy_opts privacy; /* defences at the cuts: the caller takes them from the topology (privacy.h) */
+    /* Lines for the program's log: messages refused at the top's endpoint (not this run's, or not
+     * from its last trunk's connection) and, with CURVE, the peers its ZAP handler refused (from
+     * that handler's thread: log must be thread-safe). NULL: not logged. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
 } sl_trainer_opts;
 
 typedef struct sl_trainer sl_trainer;
@@ -34,7 +39,10 @@ typedef struct sl_trainer sl_trainer;
 sl_trainer *sl_trainer_new(const char *dir, const sl_trainer_opts *opts, sl_err *err);
 /* The same chain with the trunks on the topology's nodes (which must be running): this process
  * runs the bottom and the top, binding their listen endpoints, so token ids and labels never
- * leave it; trunks receive activations and gradients only, and update themselves. With resume
+ * leave it; trunks receive activations and gradients only, and update themselves. The top's
+ * endpoint takes answers of this run only (its id is 128 random bits), and once the last trunk
+ * answered, from its connection only (with CURVE, from its key only: the ZAP handler admits no
+ * other); everything else there is refused and logged, the 1st, 10th, 100th... time. With resume
  * (a checkpoint directory, which must exist at that path on every trunk's host too) every
  * stage continues from it. With gradient clipping the trunks report their gradient norms and
  * update only when the global factor is known. Caller owns the result. */
@@ -67,6 +75,20 @@ long sl_trainer_step_count(const sl_trainer *self);
 
 /* The learning rate of the next step. */
 float sl_trainer_lr(const sl_trainer *self);
+
+/* Where a remote trunk saves its part of a checkpoint. */
+typedef struct sl_trainer_place {
+    char node[64];      /* the trunk's node */
+    char host[256];     /* the host name of its machine, as that machine gives it */
+    char dir[PATH_MAX]; /* the checkpoint directory there, absolute */
+} sl_trainer_place;
+
+/* Asks every remote trunk whether this run's saves into dir would work, before they cost a
+ * step: a dry run of save (below its checkpoint_root, no other run's checkpoint there, writable,
+ * room for its part and optimizer state; nothing is written). places (room for SL_MAX_SPLITS + 1)
+ * gets where each one would save. Returns their number (0: every stage runs here), or -1 with the
+ * first trunk's refusal, which says what to change. */
+int sl_trainer_check_save(sl_trainer *self, const char *dir, sl_trainer_place *places, sl_err *err);
 
 /* Writes a checkpoint split directory: every part, its metadata ("step", "loss") and its
  * optimizer state (<part>_optim.safetensors), and split.json; each part's save before keeps in

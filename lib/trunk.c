@@ -12,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sl_trunk {
     sl_trunk_opts opts;
     char name[64], parts[PATH_MAX], root[PATH_MAX];
+    char host[256]; /* this machine's name, in the acks of dry-run saves */
     sl_learner *learner;
-    uint64_t run;          /* the trainer's session the training state belongs to (0: none) */
+    sl_id run;             /* the trainer's session the training state belongs to (none: none) */
     uint64_t forward_step; /* the training forward whose activations a backward may use */
     bool pristine;         /* the learner holds the split's part as opened: a new run can start from it */
     bool forward_ready, grads_pending;
@@ -26,6 +28,8 @@ struct sl_trunk {
     char save_dir[PATH_MAX]; /* this run's checkpoint (its last save or load): a stop saves beside it */
     long saved_step;         /* the step of that checkpoint */
     double last_message;     /* when the run last sent a training message (sl_now) */
+    char **run_dirs;         /* the directories the run saved into or loaded from: its disk use */
+    int n_run_dirs;
     float *in, *out;         /* (rows, C): room for the run's batch */
     size_t rows, batch_rows; /* that room; the run's B x T */
 };
@@ -63,15 +67,28 @@ sl_trunk *sl_trunk_new(const sl_trunk_opts *opts, sl_err *err)
     t->opts.root = t->root;
     t->saved_step = -1;
     t->pristine = true;
+    if (gethostname(t->host, sizeof t->host) != 0) snprintf(t->host, sizeof t->host, "?");
+    t->host[sizeof t->host - 1] = '\0'; /* gethostname need not end a truncated name */
     sl_part *part = open_own_part(t, err);
     if (!part || !(t->learner = sl_learner_new(part, false, err))) sl_trunk_destroy(&t);
     return t;
+}
+
+/* A new run has written nothing yet. */
+static void forget_run_dirs(sl_trunk *t)
+{
+    for (int i = 0; i < t->n_run_dirs; i++)
+        free(t->run_dirs[i]);
+    free(t->run_dirs);
+    t->run_dirs = NULL;
+    t->n_run_dirs = 0;
 }
 
 void sl_trunk_destroy(sl_trunk **self)
 {
     assert(self);
     if (!*self) return;
+    forget_run_dirs(*self);
     sl_learner_destroy(&(*self)->learner);
     free((*self)->in);
     free((*self)->out);
@@ -83,7 +100,7 @@ const sl_params *sl_trunk_params(const sl_trunk *self) { return sl_learner_param
 unsigned sl_trunk_generation(const sl_trunk *self) { return sl_learner_generation(self->learner); }
 const sl_part_info *sl_trunk_info(const sl_trunk *self) { return sl_learner_info(self->learner); }
 
-uint64_t sl_trunk_run(const sl_trunk *self) { return self->run; }
+sl_id sl_trunk_run(const sl_trunk *self) { return self->run; }
 
 bool sl_trunk_takes(const sl_msg *msg)
 {
@@ -93,9 +110,9 @@ bool sl_trunk_takes(const sl_msg *msg)
 
 /* Gives the training state to run: a run this trunk has not seen starts from the part's own
  * weights and a fresh optimizer. */
-static int begin_run(sl_trunk *t, uint64_t run, sl_err *err)
+static int begin_run(sl_trunk *t, sl_id run, sl_err *err)
 {
-    if (t->run == run) return 0;
+    if (sl_id_equal(t->run, run)) return 0;
     if (!t->pristine) {
         if (sl_learner_replace(t->learner, open_own_part(t, err), false, err) != 0) return -1;
         t->pristine = true;
@@ -105,6 +122,7 @@ static int begin_run(sl_trunk *t, uint64_t run, sl_err *err)
     t->forward_ready = t->grads_pending = t->update_due = false;
     t->save_dir[0] = '\0'; /* a stop saves only where this run saved */
     t->saved_step = -1;
+    forget_run_dirs(t);
     return 0;
 }
 
@@ -170,7 +188,7 @@ static int train_forward(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *
 /* Whether req belongs to the run this trunk trains for. */
 static int in_run(const sl_trunk *t, const sl_msg *req, sl_err *err)
 {
-    if (sl_learner_train(t->learner) && req->session == t->run) return 0;
+    if (sl_learner_train(t->learner) && sl_id_equal(req->session, t->run)) return 0;
     return sl_fail(err, "%s has no training state of run %04x.. (a trainer that is gone?)", t->name,
                    SL_ID_SHORT(req->session));
 }
@@ -251,10 +269,56 @@ static int checkpoint_dir(const sl_trunk *t, const char *asked, char *out, size_
     size_t len = strlen(t->root);
     bool under = !strncmp(asked, t->root, len) && (asked[len] == '/' || asked[len] == '\0' || len == 1);
     if (asked[0] == '/' && !under)
-        return sl_fail(err, "checkpoint directory %s is outside %s, where %s keeps checkpoints (checkpoint_root)",
-                       asked, t->root, t->name);
+        return sl_fail(err,
+                       "checkpoint directory %s is outside %s, where %s keeps checkpoints (checkpoint_root): set "
+                       "checkpoint_root = %s in [pipeline], or use a path below %s (a relative one is taken there)",
+                       asked, t->root, t->name, asked, t->root);
     int written = asked[0] == '/' ? snprintf(out, size, "%s", asked) : snprintf(out, size, "%s/%s", t->root, asked);
     return written < (int)size ? 0 : sl_fail(err, "checkpoint directory %s: path too long", asked);
+}
+
+/* Counts dir among the run's directories (once). */
+static int add_run_dir(sl_trunk *t, const char *dir, sl_err *err)
+{
+    for (int i = 0; i < t->n_run_dirs; i++)
+        if (sl_same_dir(dir, t->run_dirs[i])) return 0;
+    char **more = realloc(t->run_dirs, (size_t)(t->n_run_dirs + 1) * sizeof *more);
+    char *copy = more ? strdup(dir) : NULL;
+    if (more) t->run_dirs = more;
+    if (!copy) return sl_fail(err, "out of memory");
+    t->run_dirs[t->n_run_dirs++] = copy;
+    return 0;
+}
+
+/* Adds to *held the bytes of this part's checkpoint files in dir. */
+static int add_held(const sl_trunk *t, const char *dir, unsigned long long *held, sl_err *err)
+{
+    unsigned long long bytes;
+    const sl_part_info *info = sl_trunk_info(t);
+    if (sl_part_checkpoint_bytes(dir, info->role, info->name, &bytes, err) != 0) return -1;
+    *held += bytes;
+    return 0;
+}
+
+/* Whether run's save into dir keeps its disk use within max_checkpoint: what its saves of this
+ * part hold in its directories (dir's too; a run that is not the trunk's yet has none) and the
+ * room of the save to write. */
+static int within_checkpoint_limit(const sl_trunk *t, sl_id run, const char *dir, sl_err *err)
+{
+    if (!t->opts.max_checkpoint) return 0;
+    unsigned long long held = 0, save = sl_checkpoint_room(sl_params_count(sl_trunk_params(t)), true);
+    bool listed = false, ours = sl_id_equal(run, t->run);
+    for (int i = 0; ours && i < t->n_run_dirs; i++) {
+        listed = listed || sl_same_dir(t->run_dirs[i], dir);
+        if (add_held(t, t->run_dirs[i], &held, err) != 0) return -1;
+    }
+    if (!listed && add_held(t, dir, &held, err) != 0) return -1;
+    if (held + save <= t->opts.max_checkpoint) return 0;
+    return sl_fail(err,
+                   "this run's checkpoints of %s would take %.1f MB with this save (%.1f MB saved, up to %.1f MB "
+                   "for this one), over max_checkpoint_mb = %.1f: raise it in [pipeline] or [node.%s]",
+                   t->name, (double)(held + save) / 1048576.0, (double)held / 1048576.0, (double)save / 1048576.0,
+                   (double)t->opts.max_checkpoint / 1048576.0, t->name);
 }
 
 /* Writes the part and optimizer state as dir's checkpoint of the current step (nothing when dir
@@ -265,7 +329,9 @@ static int save_to(sl_trunk *t, const char *dir, double loss, sl_err *err)
     long base = t->save_dir[0] && sl_same_dir(dir, t->save_dir) ? t->saved_step : -1;
     if (base == step && base >= 0) return 0;
     sl_part_info saved;
-    if (sl_learner_save(t->learner, dir, base, loss, &saved, err) != 0) return -1;
+    if (within_checkpoint_limit(t, t->run, dir, err) != 0 ||
+        sl_learner_save(t->learner, dir, base, loss, &saved, err) != 0 || add_run_dir(t, dir, err) != 0)
+        return -1;
     note(t, "saved %s (step %ld)", saved.file, step);
     return 0;
 }
@@ -276,11 +342,17 @@ static void ack(const sl_trunk *t, const sl_msg *req, sl_msg *reply)
     snprintf(reply->node, sizeof reply->node, "%s", t->name);
 }
 
+/* Whether dir is run's checkpoint here: where it last saved or resumed from. */
+static bool run_dir(const sl_trunk *t, sl_id run, const char *dir)
+{
+    return sl_id_equal(t->run, run) && t->save_dir[0] && sl_same_dir(dir, t->save_dir);
+}
+
 /* A run saves where it saved before or resumed from, or where no checkpoint of this part is: a
  * save never replaces another run's. */
-static int own_checkpoint_dir(const sl_trunk *t, const char *dir, sl_err *err)
+static int own_checkpoint_dir(const sl_trunk *t, sl_id run, const char *dir, sl_err *err)
 {
-    if (t->save_dir[0] && sl_same_dir(dir, t->save_dir)) return 0;
+    if (run_dir(t, run, dir)) return 0;
     sl_err ignored;
     sl_part *there = sl_part_open_checkpoint(dir, sl_trunk_info(t)->role, sl_trunk_info(t)->name, -1, false, &ignored);
     bool taken = there != NULL;
@@ -294,13 +366,53 @@ static int save(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
 {
     char dir[PATH_MAX];
     if (checkpoint_dir(t, req->dir, dir, sizeof dir, err) != 0 || begin_run(t, req->session, err) != 0 ||
-        own_checkpoint_dir(t, dir, err) != 0 || save_to(t, dir, req->has_loss ? req->loss : NAN, err) != 0) {
+        own_checkpoint_dir(t, req->session, dir, err) != 0 ||
+        save_to(t, dir, req->has_loss ? req->loss : NAN, err) != 0) {
         sl_err_prefix(err, "cannot save");
         return SL_TRUNK_INTERNAL;
     }
     t->saved_step = sl_learner_steps(t->learner);
     snprintf(t->save_dir, sizeof t->save_dir, "%s", dir);
     ack(t, req, reply);
+    return 0;
+}
+
+/* Whether dir (there, or made by the save) takes files and has room for a run's saves of the
+ * part; the error says what to change. */
+static int check_room(const sl_trunk *t, const char *dir, bool resumed_there, sl_err *err)
+{
+    sl_err why;
+    if (sl_check_output(dir, true, &why) != 0)
+        return sl_fail(err,
+                       "%s: use another directory, or set checkpoint_root in [pipeline] to a directory %s can "
+                       "write on its host",
+                       why.msg, t->name);
+    if (sl_check_space(dir, sl_checkpoint_room(sl_params_count(sl_trunk_params(t)), resumed_there), &why) != 0)
+        return sl_fail(err,
+                       "%s: free space there, or set checkpoint_root in [pipeline] to a file system of %s's host "
+                       "with room",
+                       why.msg, t->name);
+    return 0;
+}
+
+/* A dry run of save: whether the run's saves into the directory asked would work (the rule,
+ * another run's checkpoint, write access, room, max_checkpoint), acked with that directory as an
+ * absolute path and this host's name. Nothing is written and the training state stays as it is. */
+static int check_save(const sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
+{
+    char dir[PATH_MAX];
+    if (checkpoint_dir(t, req->dir, dir, sizeof dir, err) != 0 || own_checkpoint_dir(t, req->session, dir, err) != 0 ||
+        check_room(t, dir, run_dir(t, req->session, dir), err) != 0 ||
+        within_checkpoint_limit(t, req->session, dir, err) != 0) {
+        sl_err_prefix(err, "cannot save");
+        return SL_TRUNK_INTERNAL;
+    }
+    ack(t, req, reply);
+    snprintf(reply->host, sizeof reply->host, "%s", t->host);
+    if (snprintf(reply->dir, sizeof reply->dir, "%s", dir) >= (int)sizeof reply->dir)
+        return sl_fail(err, "cannot save in %s: its path is longer than the %zu bytes a message carries", dir,
+                       sizeof reply->dir - 1),
+               SL_TRUNK_INTERNAL;
     return 0;
 }
 
@@ -335,6 +447,8 @@ static int load(sl_trunk *t, const sl_msg *req, sl_msg *reply, sl_err *err)
     t->pristine = false;
     t->run = req->session;
     t->forward_ready = t->grads_pending = t->update_due = false;
+    forget_run_dirs(t);
+    if (add_run_dir(t, dir, err) != 0) return SL_TRUNK_INTERNAL;
     snprintf(t->save_dir, sizeof t->save_dir, "%s", dir);
     t->saved_step = sl_trunk_info(t)->step;
     note(t, "loaded %s (step %ld)", sl_trunk_info(t)->file, sl_trunk_info(t)->step);
@@ -357,7 +471,7 @@ int sl_trunk_handle(sl_trunk *self, const sl_msg *msg, sl_msg *reply, sl_trunk_t
         return update(self, msg, reply, err);
     case SL_MSG_SAVE:
         *to = SL_TRUNK_CLIENT;
-        return save(self, msg, reply, err);
+        return msg->dry_run ? check_save(self, msg, reply, err) : save(self, msg, reply, err);
     case SL_MSG_LOAD:
         *to = SL_TRUNK_CLIENT;
         return load(self, msg, reply, err);
@@ -374,10 +488,11 @@ int sl_trunk_expire(sl_trunk *self, double now, double idle, sl_err *err)
     note(self, "training run %04x.. idle for %.0f s: its training state freed", SL_ID_SHORT(self->run),
          now - self->last_message);
     self->pristine = true;
-    self->run = 0;
+    self->run = (sl_id){{0}};
     self->forward_ready = self->grads_pending = self->update_due = false;
     self->save_dir[0] = '\0';
     self->saved_step = -1;
+    forget_run_dirs(self);
     free(self->in);
     free(self->out);
     self->in = self->out = NULL;

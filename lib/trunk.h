@@ -9,7 +9,10 @@
  *   backward         must answer the last training forward (same step, same rows), once;
  *                    with "update", AdamW follows once its gradient has been sent on
  *   update           needs the gradients of a backward; non-finite gradients are refused
- *   save             writes the part and optimizer state below checkpoint_root
+ *   save             writes the part and optimizer state below checkpoint_root, unless the run's
+ *                    saves (every file of this part in the directories it saved into or loaded
+ *                    from) would hold more than max_checkpoint bytes with it; a dry run only
+ *                    checks that it could (allowed, writable, room, the limit) and says where
  *   load             replaces weights and optimizer state by a checkpoint's below checkpoint_root
  * Anything else is refused with SL_TRUNK_BAD (the sender's mistake) or SL_TRUNK_INTERNAL.
  * Ownership: the trunk owns its learner; replies point into its buffers until the next call. */
@@ -25,6 +28,7 @@ typedef struct sl_trunk_opts {
     int first, last;                          /* its layers */
     bool verify;                              /* recompute SHA-256 of what it opens */
     int max_train_tokens;                     /* B x T of a batch it accepts */
+    unsigned long long max_checkpoint;        /* bytes a run's saves may hold on disk (0: no limit) */
     const char *root;                         /* checkpoint_root, an existing directory */
     sl_dtype activations;                     /* dtype of what it sends */
     void (*log)(void *ctx, const char *line); /* its events, for the node's log; may be NULL */
@@ -42,8 +46,8 @@ const sl_params *sl_trunk_params(const sl_trunk *self);
 unsigned sl_trunk_generation(const sl_trunk *self);
 const sl_part_info *sl_trunk_info(const sl_trunk *self);
 
-/* The run (trainer's session id) the training state belongs to; 0: none. */
-uint64_t sl_trunk_run(const sl_trunk *self);
+/* The run (trainer's session id) the training state belongs to; all-zero: none. */
+sl_id sl_trunk_run(const sl_trunk *self);
 
 /* Whether msg is a training message (this module's to handle). */
 bool sl_trunk_takes(const sl_msg *msg);

@@ -45,12 +45,17 @@ static bool sends_shape(const sl_msg *m) { return m->kind == SL_MSG_RESULT ? m->
 static bool trains(const sl_msg *m) { return m->train; }
 static bool traced(const sl_msg *m) { return m->trace[0] != '\0'; }
 static bool sends_at_step(const sl_msg *m) { return m->kind != SL_MSG_FORWARD || m->train; }
+static bool sends_dir(const sl_msg *m) { return m->dir[0] != '\0'; } /* an ack: of a dry-run save */
+static bool sends_host(const sl_msg *m) { return m->host[0] != '\0'; }
+static bool dry_run(const sl_msg *m) { return m->dry_run; }
 
 /* The ranges are the sampler's own; checked even when greedy ignores them. */
-/* Session 0 means "none" in every session table. */
+/* An all-zero session means "none" in every session table. */
 static int check_session(const sl_msg *m, sl_err *err)
 {
-    return m->session ? 0 : sl_fail(err, "field \"session\": 0 is reserved (a session id is a random nonzero number)");
+    return sl_id_none(m->session)
+               ? sl_fail(err, "field \"session\": all-zero is reserved (an id is 16 random bytes, not all zero)")
+               : 0;
 }
 
 static int check_sampling(const sl_msg *m, sl_err *err)
@@ -86,7 +91,7 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
 #define WIRE_FIELDS(FIELD)                                                                                             \
     FIELD(V, "v", VERSION, ALL, ALL, .max = SL_WIRE_VERSION)                                                           \
     FIELD(KIND, "kind", KIND, ALL, ALL, MEMBER(kind))                                                                  \
-    FIELD(SESSION, "session", UINT, ALL, ALL, MEMBER(session), .max = UINT64_MAX, .check = check_session)              \
+    FIELD(SESSION, "session", ID, ALL, ALL, MEMBER(session), .check = check_session)                                   \
     FIELD(STEP, "step", UINT, ALL & ~K(END), ALL & ~(K(END) | K(ERROR)), MEMBER(step), .max = UINT64_MAX)              \
     FIELD(POS, "pos", UINT, K(FORWARD) | K(RESULT), K(FORWARD) | K(RESULT), MEMBER(pos), .max = UINT32_MAX)            \
     FIELD(CTX, "ctx", UINT, K(FORWARD), 0, MEMBER(ctx), .max = UINT32_MAX)                                             \
@@ -109,11 +114,13 @@ static const sl_wire_field sample_fields[] = {SAMPLE_FIELDS(ROW)};
     FIELD(WD, "wd", FLOAT64, OPTIMIZER, 0, MEMBER(weight_decay), .lo = 0, .hi = 10)                                    \
     FIELD(SCALE, "scale", FLOAT64, OPTIMIZER, 0, MEMBER(grad_scale), .lo = 0, .lo_open = true, .hi = 1, .dflt = 1)     \
     FIELD(GNORM2, "gnorm2", FLOAT64, K(BACKWARD), 0, MEMBER(gnorm2), FLAG(has_gnorm2), .lo = 0, .hi = INFINITY)        \
-    FIELD(DIR, "dir", STR, K(SAVE) | K(LOAD), K(SAVE) | K(LOAD), MEMBER(dir))                                          \
+    FIELD(DIR, "dir", STR, K(SAVE) | K(LOAD) | K(ACK), K(SAVE) | K(LOAD), MEMBER(dir), .when = sends_dir)              \
+    FIELD(DRY_RUN, "dry_run", BOOL, K(SAVE), 0, MEMBER(dry_run), .when = dry_run)                                      \
     FIELD(AT_STEP, "at_step", UINT, K(FORWARD) | K(LOAD), 0, MEMBER(at_step), FLAG(has_at_step), .max = 1ull << 53,    \
           .when = sends_at_step)                                                                                       \
     FIELD(LOSS, "loss", FLOAT32, K(SAVE), 0, MEMBER(loss), FLAG(has_loss), .lo = -FLT_MAX, .hi = FLT_MAX)              \
     FIELD(NODE, "node", STR, K(ACK) | K(ERROR) | K(HELLO), K(ACK) | K(HELLO), MEMBER(node))                            \
+    FIELD(HOST, "host", STR, K(ACK), 0, MEMBER(host), .when = sends_host)                                              \
     FIELD(MODEL, "model", STR, K(HELLO), K(HELLO), MEMBER(model))                                                      \
     FIELD(FIRST, "first", UINT, K(HELLO), K(HELLO), MEMBER(first), .max = UINT32_MAX)                                  \
     FIELD(LAST, "last", UINT, K(HELLO), K(HELLO), MEMBER(last), .max = UINT32_MAX)                                     \
@@ -424,6 +431,11 @@ static int decode_value(const sl_wire_field *f, const char *name, const msgpack_
         return 0;
     case SL_WIRE_T_SHAPE:
         return decode_shape(name, o, at, err);
+    case SL_WIRE_T_ID:
+        if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != SL_ID_BYTES)
+            return sl_fail(err, "field \"%s\" must be binary of %d bytes", name, SL_ID_BYTES);
+        memcpy(at, o->via.bin.ptr, SL_ID_BYTES);
+        return 0;
     case SL_WIRE_T_MAP:
         if (o->type != MSGPACK_OBJECT_MAP) return sl_fail(err, "field \"%s\" must be a map", name);
         set_defaults(f->sub, f->n_sub, m);
@@ -642,6 +654,10 @@ static void encode_value(msgpack_packer *pk, const sl_wire_field *f, const sl_ms
         break;
     case SL_WIRE_T_UINT:
         msgpack_pack_uint64(pk, load_uint(at, f->size));
+        break;
+    case SL_WIRE_T_ID:
+        msgpack_pack_bin(pk, SL_ID_BYTES);
+        msgpack_pack_bin_body(pk, at, SL_ID_BYTES);
         break;
     case SL_WIRE_T_FLOAT64:
         msgpack_pack_double(pk, real_to_send(f, at));

@@ -1,4 +1,4 @@
-/* wire.h — the messages nodes and clients exchange, and their msgpack encoding (version 1).
+/* wire.h — the messages nodes and clients exchange, and their msgpack encoding (version 2).
  *
  * Every message is one ZeroMQ frame holding one msgpack map with string keys. The codec is
  * driven by one table, WIRE_FIELDS in wire.c (read it with sl_wire_fields): this comment is its
@@ -8,10 +8,14 @@
  * order of the table; a float field also accepts a non-negative integer.
  *
  *   key            type          kinds                      meaning
- *   "v"            uint          all                        protocol version: 1
+ *   "v"            uint          all                        protocol version: 2 (1 had 64-bit sessions)
  *   "kind"         str           all                        "forward" "result" "error" "end" "ack" "backward"
  *                                                           "save" "load" "update" "hello"
- *   "session"      uint          all                        64-bit id the client chose for the sequence
+ *   "session"      bin           all                        the sequence's id (a training run's for training
+ *                                                           messages): 16 bytes the client or trainer drew
+ *                                                           from a cryptographic generator (id.h), opaque and
+ *                                                           compared whole; all-zero or another length is
+ *                                                           refused; logs show its first 2 bytes only
  *   "step"         uint          all but end, error?        request number within the session
  *   "pos"          uint          forward result             position of the request's first token
  *   "ctx"          uint          forward?                   positions the session will need (KV size)
@@ -40,14 +44,21 @@
  *                                                           its (scaled) gradients: for global clipping; the
  *                                                           update then comes as an "update" message that
  *                                                           travels the forward path back to the client
- *   "dir"          str           save load                  where the node writes (save) or reads (load, to
- *                                                           resume) its part + optimizer state
+ *   "dir"          str           save load ack?             where the node writes (save) or reads (load, to
+ *                                                           resume) its part + optimizer state; the ack of a
+ *                                                           dry run: that directory as an absolute path
+ *   "dry_run"      bool          save?                      only check that the save could be written there
+ *                                                           (allowed, writable, room for the part and its
+ *                                                           optimizer state); nothing is written, the ack
+ *                                                           carries "dir" and "host"
  *   "at_step"      uint          forward? load?             the step the trainer has reached (a training
  *                                                           forward: a trunk whose own count differs, as it
  *                                                           restarted or another run used it, refuses) or
  *                                                           resumes at (load: a trunk opens its save of it)
  *   "loss"         float32       save?                      the loss of the step saved, for the metadata
  *   "node"         str           ack hello error?           the node that sends it
+ *   "host"         str           ack?                       the ack of a dry-run save: the host name of the
+ *                                                           node's machine
  *   "model"        str           hello                      the sender's model: SHA-256 of its source files
  *   "first"        uint          hello                      the sender's layers [first, last)
  *   "last"         uint          hello
@@ -71,6 +82,7 @@
 
 #include "dtype.h"
 #include "err.h"
+#include "id.h"
 #include "sampler.h"
 
 #include <msgpack.h>
@@ -78,7 +90,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SL_WIRE_VERSION 1
+#define SL_WIRE_VERSION 2
 
 #define SL_WIRE_TRACE_MAX 2048
 
@@ -98,7 +110,8 @@ typedef enum sl_msg_kind {
 
 typedef struct sl_msg {
     sl_msg_kind kind;
-    uint64_t session, step;
+    sl_id session;
+    uint64_t step;
     uint32_t pos, ctx;
     /* forward: either ids or x */
     const void *ids; /* n_ids int32 LE; decode: view into the frame (maybe unaligned) */
@@ -120,11 +133,13 @@ typedef struct sl_msg {
     bool has_gnorm2;
     double gnorm2;
     char dir[512];
+    bool dry_run; /* save: only check that it could be written (the ack says where) */
     bool has_at_step, has_loss;
     uint64_t at_step;
     float loss;
     /* ack, error */
     char node[64];
+    char host[256]; /* the ack of a dry-run save: the trunk's host name (its dir, the absolute directory) */
     char code[32];
     /* hello: what the sender is, for its next stage to check that the chain agrees */
     char model[65];       /* the model's identity (SHA-256 of its source files); "" when unknown */
@@ -144,10 +159,6 @@ typedef struct sl_wire_limits {
 } sl_wire_limits;
 
 const char *sl_msg_kind_name(sl_msg_kind kind);
-
-/* Session and run ids are secrets of their owners: logs and errors show only their first 16 bits
- * ("%04x..", SL_ID_SHORT(id)), enough for people to tell them apart. */
-#define SL_ID_SHORT(id) ((unsigned)((uint64_t)(id) >> 48))
 
 /* A decoder keeps msgpack's memory between messages. Caller owns the result; NULL when out of
  * memory. */
@@ -177,6 +188,7 @@ typedef enum sl_wire_type {
     SL_WIRE_T_KIND,    /* str, a kind name; member sl_msg_kind */
     SL_WIRE_T_DTYPE,   /* str "f32" "f16" "bf16"; member sl_dtype */
     SL_WIRE_T_UINT,    /* uint <= max; member an integer of 4 or 8 bytes */
+    SL_WIRE_T_ID,      /* bin of SL_ID_BYTES bytes; member sl_id */
     SL_WIRE_T_FLOAT64, /* float64 in the bounds; member float or double */
     SL_WIRE_T_FLOAT32, /* float32 in the bounds; member float */
     SL_WIRE_T_BOOL,    /* bool; member bool */

@@ -23,7 +23,6 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/random.h>
 #include <time.h>
 
 static const char usage[] =
@@ -95,7 +94,7 @@ typedef struct node {
     long long arrived_us, started_us; /* the request being handled: received, computing (wall clock) */
     double refusal_second;            /* the second refusals are being counted in */
     long refusals_this_second, refusals_unlogged;
-    uint64_t hello_session;             /* the hello this node sent its next stage (its answer comes back with it) */
+    sl_id hello_session;                /* the hello this node sent its next stage (its answer comes back with it) */
     char chain_error[512];              /* when a neighbour's part does not fit: refused requests say why */
     client_budget budgets[MAX_CLIENTS]; /* at the bottom: how fast each client opened sessions */
 } node;
@@ -138,10 +137,10 @@ static void answer(node *n, const sl_peer *to, const sl_msg *msg)
 }
 
 /* Where answers about session go back to: the connection its requests came from. */
-static const sl_peer *peer_of(node *n, uint64_t session)
+static const sl_peer *peer_of(node *n, sl_id session)
 {
     const sl_peer *p = sl_sessions_peer(n->sessions, session);
-    return p && p->len ? p : session == sl_trunk_run(n->trunk) && n->train_from.len ? &n->train_from : NULL;
+    return p && p->len ? p : sl_id_equal(session, sl_trunk_run(n->trunk)) && n->train_from.len ? &n->train_from : NULL;
 }
 
 /* The request's sender, or the session's when the request came back from the next stage. */
@@ -164,7 +163,7 @@ static bool refusal_logged(node *n)
 }
 
 /* This node's error about (session, step): code, and a message formatted from fmt. */
-static sl_msg error_vmsg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, va_list ap)
+static sl_msg error_vmsg(const node *n, sl_id session, uint64_t step, const char *code, const char *fmt, va_list ap)
 {
     sl_msg e = {.kind = SL_MSG_ERROR, .session = session, .step = step};
     snprintf(e.node, sizeof e.node, "%s", n->name);
@@ -173,9 +172,9 @@ static sl_msg error_vmsg(const node *n, uint64_t session, uint64_t step, const c
     return e;
 }
 
-static sl_msg error_msg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, ...)
+static sl_msg error_msg(const node *n, sl_id session, uint64_t step, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-static sl_msg error_msg(const node *n, uint64_t session, uint64_t step, const char *code, const char *fmt, ...)
+static sl_msg error_msg(const node *n, sl_id session, uint64_t step, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -267,14 +266,14 @@ static sl_kv *session_for(node *n, const sl_msg *req, int tokens)
     }
     if (n->bottom && !within_budget(n, req)) return NULL;
     int ctx = req->ctx > (uint32_t)tokens ? (int)req->ctx : tokens;
-    uint64_t evicted;
+    sl_id evicted;
     sl_err err;
     if (!(kv = sl_sessions_open(n->sessions, req->session, ctx, t, &evicted, &err))) {
         reply_error(n, req, "internal", "cannot open a session: %s", err.msg);
         return NULL;
     }
     *sl_sessions_peer(n->sessions, req->session) = *n->from;
-    if (evicted) log_line(n, "session %04x.. evicted (least recently used)", SL_ID_SHORT(evicted));
+    if (!sl_id_none(evicted)) log_line(n, "session %04x.. evicted (least recently used)", SL_ID_SHORT(evicted));
     log_line(n, "session %04x.. opened (%d positions, %d sessions)", SL_ID_SHORT(req->session), ctx,
              sl_sessions_count(n->sessions));
     return kv;
@@ -524,7 +523,7 @@ static void hello_answered(node *n, const sl_msg *msg)
 static void handle_from_next(node *n, const sl_msg *msg, const void *data, size_t len)
 {
     sl_err err;
-    if (msg->session == n->hello_session && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
+    if (sl_id_equal(msg->session, n->hello_session) && (msg->kind == SL_MSG_ACK || msg->kind == SL_MSG_ERROR)) {
         hello_answered(n, msg);
     } else if (msg->kind == SL_MSG_BACKWARD) {
         handle_training(n, msg);
@@ -609,8 +608,7 @@ static int open_sockets(node *n, sl_err *err)
     n->net.peer = n->next->cert;
     if (!(n->next_link = sl_net_connect(ZMQ_DEALER, &n->net, n->next->listen, err))) return -1;
     if (!(n->next_watch = sl_net_watch(n->next_link))) return sl_fail(err, "cannot watch the next stage's connection");
-    while (!n->hello_session && getrandom(&n->hello_session, sizeof n->hello_session, 0) != sizeof n->hello_session) {
-    }
+    if (sl_id_new(&n->hello_session, err) != 0) return -1;
     say_hello(n);
     return 0;
 }
@@ -655,6 +653,7 @@ static int start(node *n, const char *topology, const char *topology_data, bool 
                         .last = n->self->last,
                         .verify = verify || n->topo.verify,
                         .max_train_tokens = n->topo.max_train_tokens,
+                        .max_checkpoint = n->self->max_checkpoint,
                         .root = root_dir,
                         .activations = n->topo.activations,
                         .log = log_event,
@@ -691,7 +690,7 @@ static bool lifeline_closed(void)
 
 /* Tells the client of a request that was in flight beyond this node that it was lost, as a lost
  * session: the client re-sends the whole context, which waits here until the next stage is back. */
-static void lost_request(void *ctx, uint64_t session, uint64_t step)
+static void lost_request(void *ctx, sl_id session, uint64_t step)
 {
     node *n = ctx;
     sl_msg e = error_msg(n, session, step, "unknown_session",
@@ -711,6 +710,16 @@ static void next_stage_lost(node *n)
     say_hello(n); /* to whoever comes back there */
 }
 
+/* A message over max_message_mb: dropped unread, logged with its sender's address (rate-limited). */
+static void too_big(node *n, zmq_msg_t *msg)
+{
+    const char *from = zmq_msg_gets(msg, "Peer-Address");
+    n->refused++;
+    if (refusal_logged(n))
+        log_line(n, "refused a message of %zu bytes from %s: over max_message_mb = %g", zmq_msg_size(msg),
+                 from ? from : "an unknown address", (double)n->topo.max_message / 1048576.0);
+}
+
 /* Handles every message waiting on sock (the listen socket when routed, else the next stage's). */
 static void drain_socket(node *n, zsock_t *sock, bool routed)
 {
@@ -721,7 +730,10 @@ static void drain_socket(node *n, zsock_t *sock, bool routed)
         zmq_msg_init(&msg);
         int rc = sl_net_recv(sock, routed ? &from : NULL, &msg, &err);
         n->arrived_us = sl_wall_us();
-        if (rc == 0) handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        if (rc == 0 && zmq_msg_size(&msg) > n->topo.max_message)
+            too_big(n, &msg);
+        else if (rc == 0)
+            handle(n, routed ? &from : NULL, zmq_msg_data(&msg), zmq_msg_size(&msg));
         if (rc < 0) log_line(n, "dropped %s", err.msg);
         zmq_msg_close(&msg);
         if (rc == 1) break;
@@ -749,7 +761,7 @@ static void serve(node *n, bool lifeline)
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) drain_socket(n, n->listen, true);
         double t = sl_now();
         if (t - last_expiry > 1.0) {
-            uint64_t first = 0;
+            sl_id first = {{0}};
             int gone = sl_sessions_expire(n->sessions, t, &first);
             if (gone) log_line(n, "%d idle session(s) expired (first %04x..)", gone, SL_ID_SHORT(first));
             sl_err err;

@@ -55,6 +55,20 @@ check "send --trace --json: every hop of the prompt and of the last token, in ch
     grep -Eq '"prompt":\{"hops":\[\{"node":"bottom".*\{"node":"trunk1".*\{"node":"top".*"last_token":\{"hops":\[\{"node":"bottom"' <<<"$traced"
 check "send --trace: a table on stderr" bash -c "'$bin/zmq-splitlearn-send' '$tmp/topo.ini' --ids $ids \
     --max-new-tokens 2 --trace --quiet 2>&1 >/dev/null | grep -Eq '^  trunk1 +localhost +[0-9.]+ +[0-9.]+ +[0-9.]+$'"
+# --timings: llama.cpp's two lines end stderr: the prompt's 7 tokens, then the decode steps (the
+# first of --print-ids' 6 tokens comes from the prompt's pass, each other costs one step) and
+# Z = Y/N within the rounding of the printed figures (0.005 each)
+timings_ok() { # timings_ok PROGRAM TARGET
+    "$bin/zmq-splitlearn-$1" "$2" --ids $ids --max-new-tokens 6 --ignore-eos --print-ids --quiet --timings \
+        >"$tmp/timed.out" 2>"$tmp/timed.err" || return 1
+    local n prefill decode re1='^prefill: 7 tokens in [0-9]+\.[0-9]{2} ms$'
+    local re2='^decode: ([0-9]+) tokens in ([0-9]+\.[0-9]{2}) ms \(([0-9]+\.[0-9]{2}) ms/token\)$'
+    n=$(wc -w <"$tmp/timed.out") prefill=$(tail -n 2 "$tmp/timed.err" | head -n 1) decode=$(tail -n 1 "$tmp/timed.err")
+    [[ $prefill =~ $re1 ]] && [[ $decode =~ $re2 ]] && test "$n" -eq 6 -a "${BASH_REMATCH[1]}" -eq $((n - 1)) &&
+        awk -v y="${BASH_REMATCH[2]}" -v z="${BASH_REMATCH[3]}" -v n=$((n - 1)) 'BEGIN { d = z - y / n; exit !(d * d <= 0.006 ^ 2) }'
+}
+check "run --timings: prefill and decode on stderr, N the decode steps, Z = Y/N" timings_ok run "$fixtures/tiny-b"
+check "send --timings: the same" timings_ok send "$tmp/topo.ini"
 # sampling: the pipeline samples exactly what run samples, whatever the temperature, top-k, top-p
 # and seed; the draws must also differ from one another, or equal answers would prove nothing
 greedy16=$("$bin/zmq-splitlearn-run" "$fixtures/tiny-b" --ids $ids --max-new-tokens 16 --ignore-eos --print-ids --quiet)

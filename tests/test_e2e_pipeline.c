@@ -342,7 +342,8 @@ static void test_garbage(void)
     msgpack_pack_str_with_body(&pk, "v", 1);
     msgpack_pack_uint8(&pk, 1);
     /* A forward whose x claims more rows than it carries. */
-    sl_msg lie = {.kind = SL_MSG_FORWARD, .session = 9, .step = 0, .pos = 0, .rows = 3, .cols = 48, .dtype = SL_F32};
+    sl_msg lie = {
+        .kind = SL_MSG_FORWARD, .session = {{9}}, .step = 0, .pos = 0, .rows = 3, .cols = 48, .dtype = SL_F32};
     float x[3 * 48] = {0};
     lie.x = x;
     msgpack_sbuffer lie_buf;
@@ -431,14 +432,15 @@ static void test_training_garbage(void)
     if (start_tiny_b(&p, "b-train-garbage", &topo) != 0) return;
     zsock_t *trunk = probe(topo.nodes[1].listen);
     float x[4 * 48] = {0};
-    sl_msg back = {.kind = SL_MSG_BACKWARD, .session = 77, .step = 1, .x = x, .rows = 2, .cols = 48, .grad_scale = 1};
+    sl_msg back = {
+        .kind = SL_MSG_BACKWARD, .session = {{77}}, .step = 1, .x = x, .rows = 2, .cols = 48, .grad_scale = 1};
     CHECK(refused_with(trunk, &back, "a backward comes from the next stage"),
           "a backward sent to a trunk's listen socket: refused (the state machine's refusals: test_trunk)");
     sl_msg fwd = {
-        .kind = SL_MSG_FORWARD, .session = 77, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
+        .kind = SL_MSG_FORWARD, .session = {{77}}, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
     CHECK(refused_with(trunk, &fwd, "in training the bottom and the top run inside"),
           "a training forward goes through the trunk (the top refuses it, the error comes back)");
-    sl_msg update = {.kind = SL_MSG_UPDATE, .session = 77, .step = 3, .lr = 1e-3f, .grad_scale = 1};
+    sl_msg update = {.kind = SL_MSG_UPDATE, .session = {{77}}, .step = 3, .lr = 1e-3f, .grad_scale = 1};
     CHECK(refused_with(trunk, &update, "has no gradients to apply"), "an update without a backward: refused");
     fwd.rows = 4;
     CHECK(refused_with(trunk, &fwd, "trains batches of 1 x 2 here, not 1 x 4"),
@@ -447,7 +449,7 @@ static void test_training_garbage(void)
     char other[400];
     snprintf(other, sizeof other, "%s/other-model", tmp);
     bool written = write_trunk_checkpoint("tiny-a", topo.nodes[1].name, other, &err);
-    sl_msg load = {.kind = SL_MSG_LOAD, .session = 78, .step = 1};
+    sl_msg load = {.kind = SL_MSG_LOAD, .session = {{78}}, .step = 1};
     snprintf(load.dir, sizeof load.dir, "%s", other);
     CHECK(written && refused_with(trunk, &load, "is a part of another model"),
           "a checkpoint of another model: refused (%s)", written ? "" : err.msg);
@@ -457,7 +459,7 @@ static void test_training_garbage(void)
     snprintf(load.dir, sizeof load.dir, "%s", other);
     load.has_at_step = true;
     load.at_step = 0;
-    fwd.session = 78, fwd.step = 2, fwd.rows = 2, fwd.has_at_step = true, fwd.at_step = 0;
+    fwd.session = (sl_id){{78}}, fwd.step = 2, fwd.rows = 2, fwd.has_at_step = true, fwd.at_step = 0;
     x[5] = 0;
     CHECK(written && answered(trunk, &load, SL_MSG_ACK, NULL), "a step-0 checkpoint loads");
     CHECK(refused_with(trunk, &fwd, "in training the bottom and the top run inside"),
@@ -467,7 +469,7 @@ static void test_training_garbage(void)
           "a trainer further on than the trunk (it restarted, or another run used it): refused");
     snprintf(load.dir, sizeof load.dir, "%s/../etc", tmp);
     CHECK(refused_with(trunk, &load, "'..' is not allowed"), "a checkpoint path with '..': refused");
-    sl_msg save = {.kind = SL_MSG_SAVE, .session = 78, .step = 2};
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = {{78}}, .step = 2};
     snprintf(save.dir, sizeof save.dir, "/var/tmp/elsewhere");
     CHECK(refused_with(trunk, &save, "is outside"), "a save outside checkpoint_root: refused");
     zsock_destroy(&trunk);

@@ -103,6 +103,33 @@ check "... and every part's metadata, the index and the topology" test -f "$tmp/
     "$(cd "$tmp/parts/hosts/gpu1" && find . -name '*_metadata.json' -o -name split.json | wc -l)" -eq 4
 check "split --host-dirs again into the same directory: refused (exit 2)" status_is 2 "$bin/zmq-splitlearn-split" \
     "$fixtures/tiny-b" --splits 2,4 -o "$tmp/parts" --host-dirs "$topo"
+# With security = curve: each host gets every public certificate the topology names and the key
+# pairs of its own nodes only (never another host's, nor a client's or trainer's).
+mkdir -p "$tmp/conf/certs"
+for name in bottom trunk1 top alice carol; do "$bin/zmq-splitlearn-keygen" $name -o "$tmp/conf/certs" >/dev/null; done
+sed 's|^parts .*|parts = parts\nsecurity = curve\ncerts = certs\nclients = alice\ntrainers = carol|;
+     s|^layers *= 0-2$|&\ncert = bottom|; s|^layers *= 2-4$|&\ncert = trunk1|; s|^layers *= 4-5$|&\ncert = top|' \
+    "$topo" >"$tmp/conf/curve.ini"
+certs_of() { (cd "$tmp/curve/hosts/$1/certs" && ls | tr '\n' ' '); }
+check "split --host-dirs with security = curve: done" status_is 0 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" \
+    --splits 2,4 -o "$tmp/curve" --host-dirs "$tmp/conf/curve.ini"
+check "gpu1's certs: every public certificate and trunk1's key pair only ($(certs_of gpu1))" \
+    test "$(certs_of gpu1)" = "alice.cert bottom.cert carol.cert top.cert trunk1.cert trunk1.cert_secret "
+check "localhost's certs: every public certificate, the bottom's and the top's key pairs ($(certs_of localhost))" \
+    test "$(certs_of localhost)" = "alice.cert bottom.cert bottom.cert_secret carol.cert top.cert top.cert_secret trunk1.cert "
+check "the key pairs placed are as the originals, mode 0600" bash -c \
+    "cmp -s '$tmp/conf/certs/trunk1.cert_secret' '$tmp/curve/hosts/gpu1/certs/trunk1.cert_secret' &&
+     test \"\$(stat -c %a '$tmp/curve/hosts/gpu1/certs/trunk1.cert_secret')\" = 600"
+check "no key pair anywhere but its node's host (3 in all)" \
+    test "$(find "$tmp/curve/hosts" -name '*.cert_secret' | wc -l)" -eq 3
+sed 's|^certs .*|certs = ../certs|' "$tmp/conf/curve.ini" >"$tmp/conf/curve-climbing.ini"
+check "split --host-dirs with certs outside the host's directory: refused naming file:line" bash -c \
+    "'$bin/zmq-splitlearn-split' '$fixtures/tiny-b' --splits 2,4 -o '$tmp/p3' --host-dirs '$tmp/conf/curve-climbing.ini' 2>&1 |
+     grep -q 'curve-climbing.ini:[0-9]*: certs = ../certs: with --host-dirs the certs path must be relative'"
+rm "$tmp/conf/certs/carol.cert"
+check "split --host-dirs with a public certificate missing: refused naming it" bash -c \
+    "'$bin/zmq-splitlearn-split' '$fixtures/tiny-b' --splits 2,4 -o '$tmp/p4' --host-dirs '$tmp/conf/curve.ini' 2>&1 |
+     grep -q 'certs/carol.cert: no such certificate'"
 sed 's|^parts .*|parts = ../parts|' "$topo" >"$tmp/conf/climbing.ini"
 check "split --host-dirs with parts outside the host's directory: refused naming file:line" bash -c \
     "'$bin/zmq-splitlearn-split' '$fixtures/tiny-b' --splits 2,4 -o '$tmp/p2' --host-dirs '$tmp/conf/climbing.ini' 2>&1 |

@@ -81,10 +81,11 @@ static void test_gen_opts(void)
     int rc = apply(&o, "temperature", "0.8", &err) | apply(&o, "top-k", "40", &err) | apply(&o, "top-p", "0.9", &err) |
              apply(&o, "seed", "9223372036854775807", &err) | apply(&o, "max-new-tokens", "5", &err) |
              apply(&o, "ids", "1,2,3", &err) | apply(&o, "print-ids", NULL, &err) | apply(&o, "quiet", NULL, &err) |
-             apply(&o, "ignore-eos", NULL, &err) | apply(&o, "logits", "l.st", &err) | apply(&o, "vocab", "v", &err);
+             apply(&o, "ignore-eos", NULL, &err) | apply(&o, "logits", "l.st", &err) | apply(&o, "vocab", "v", &err) |
+             apply(&o, "timings", NULL, &err);
     CHECK(rc == 0 && !o.sampling.greedy && o.sampling.temperature == 0.8f && o.sampling.top_k == 40 &&
               o.sampling.top_p == 0.9f && o.sampling.seed == 9223372036854775807ull && o.max_new_tokens == 5 &&
-              o.n_ids == 3 && o.ids[2] == 3 && o.print_ids && o.quiet && o.ignore_eos &&
+              o.n_ids == 3 && o.ids[2] == 3 && o.print_ids && o.quiet && o.ignore_eos && o.timings &&
               strcmp(o.logits_path, "l.st") == 0 && strcmp(o.vocab_dir, "v") == 0,
           "every option lands in its field: %s", err.msg);
     CHECK(apply(&o, "greedy", NULL, &err) == 0 && o.sampling.greedy, "--greedy after sampling options wins");
@@ -130,6 +131,21 @@ static void test_gen_seed(void)
     sl_gen_opts_init(&c);
     apply(&c, "ids", "1", &err);
     CHECK(sl_gen_opts_finish(&c, 2, argv, 1, "MODEL_DIR", &target, &err) == 0 && !c.seed_drawn, "greedy draws no seed");
+}
+
+/* --timings' lines: llama.cpp's, ms/token the decode time over the tokens decoded. */
+static void test_gen_timings(void)
+{
+    char text[160];
+    sl_gen_timings t = {.prompt_tokens = 7, .prefill_ms = 1.234, .decoded = 4, .decode_ms = 10.0};
+    CHECK(!strcmp(sl_gen_timings_text(&t, text, sizeof text),
+                  "prefill: 7 tokens in 1.23 ms\ndecode: 4 tokens in 10.00 ms (2.50 ms/token)\n"),
+          "the two lines: %s", text);
+    t.decoded = 0;
+    CHECK(!strcmp(sl_gen_timings_text(&t, text, sizeof text),
+                  "prefill: 7 tokens in 1.23 ms\ndecode: 0 tokens in 10.00 ms\n"),
+          "no token generated: no ms/token: %s", text);
+    CHECK(!strcmp(sl_gen_timings_text(&t, text, 12), "prefill: 7 "), "cut to the buffer: %s", text);
 }
 
 /* The prompt against n_positions, and why a generation stopped. */
@@ -216,6 +232,7 @@ int main(int argc, char **argv)
     if (check_selected("gen_finish")) test_gen_finish();
     if (check_selected("gen_seed")) test_gen_seed();
     if (check_selected("gen_limits")) test_gen_limits();
+    if (check_selected("gen_timings")) test_gen_timings();
     if (check_selected("gen_text")) test_gen_text();
     return check_done();
 }

@@ -222,7 +222,7 @@ static bool capture_from_node(zsock_t *client, zsock_t *trunk, uint64_t session,
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
     sl_msg m = {.kind = SL_MSG_FORWARD,
-                .session = session,
+                .session = {{(uint8_t)session}},
                 .ctx = NT,
                 .ids = node_ids,
                 .n_ids = NT,

@@ -3,7 +3,8 @@
  * with the wrong key get nothing through (refusals logged); one client cannot touch another's
  * session; a client key cannot train; what crosses the wire holds no ids, field names or
  * activations in the clear (a TCP relay records it; the same relay without CURVE sees them);
- * without CURVE a trunk refuses training unless its topology says train = yes. */
+ * without CURVE a trunk refuses training unless its topology says train = yes; forged answers
+ * sent to a running training's trainer, with or without CURVE, change no loss and are refused. */
 #include "client.h"
 #include "fixtures.h"
 #include "procs.h"
@@ -18,6 +19,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 static char tmp[256], bin[512], parts[PATH_MAX], certs[PATH_MAX], log_path[PATH_MAX];
@@ -58,7 +60,9 @@ static int make_split_and_keys(void)
 static void write_topology(const char *path, bool curve, int base, int bottom_at, const char *certs_dir)
 {
     char text[4096];
-    int len = snprintf(text, sizeof text, "[pipeline]\nparts = %s\ntimeout = 5\ncheckpoint_root = %s\ntrain = yes\n",
+    int len = snprintf(text, sizeof text,
+                       "[pipeline]\nparts = %s\ntimeout = 5\ncheckpoint_root = %s\ntrain = yes\nmax_checkpoint_mb = 1\n"
+                       "max_message_mb = 1\n",
                        parts, tmp);
     if (curve)
         len += snprintf(text + len, sizeof text - (size_t)len,
@@ -140,17 +144,20 @@ typedef struct relay {
     int listen_fd, port, target;
     unsigned char *seen;
     size_t n_seen, cap;
+    pthread_mutex_t lock; /* seen may be read while the relay runs */
     pthread_t thread;
 } relay;
 
 static void record(relay *r, const unsigned char *data, size_t n)
 {
+    pthread_mutex_lock(&r->lock);
     if (r->n_seen + n > r->cap) {
         r->cap = (r->n_seen + n) * 2;
         r->seen = realloc(r->seen, r->cap);
     }
     memcpy(r->seen + r->n_seen, data, n);
     r->n_seen += n;
+    pthread_mutex_unlock(&r->lock);
 }
 
 static void *pump(void *arg)
@@ -181,6 +188,7 @@ done:
 static int start_relay(relay *r, int port, int target)
 {
     *r = (relay){.port = port, .target = target};
+    pthread_mutex_init(&r->lock, NULL);
     r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(r->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -270,6 +278,20 @@ static int exchange(zsock_t *s, const sl_msg *m, char *message, size_t size)
     return kind;
 }
 
+/* The nodes' log names the session by its first 16 bits (so the check below can fail) and never
+ * holds more of it: neither its first 6 bytes nor its last 14 in hex. */
+static void check_id_in_log(sl_id id, const char *whose)
+{
+    char prefix[32], head[2 * 6 + 1], tail[2 * (SL_ID_BYTES - 2) + 1];
+    snprintf(prefix, sizeof prefix, "session %04x..", SL_ID_SHORT(id));
+    for (int i = 0; i < SL_ID_BYTES; i++) {
+        if (i < 6) snprintf(head + 2 * i, 3, "%02x", id.bytes[i]);
+        if (i >= 2) snprintf(tail + 2 * (i - 2), 3, "%02x", id.bytes[i]);
+    }
+    CHECK(wait_for(log_path, prefix, 5) && !file_has(log_path, head) && !file_has(log_path, tail),
+          "the log shows %s as '%s' and never more of it", whose, prefix);
+}
+
 static void test_curve(void)
 {
     int base = check_port(next_port);
@@ -288,6 +310,7 @@ static void test_curve(void)
     snprintf(eve, sizeof eve, "%s/elsewhere/eve.cert_secret", tmp);
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", base);
     snprintf(trunk_at, sizeof trunk_at, "tcp://127.0.0.1:%d", base + 1);
+    sl_err err = {{0}};
 
     /* Without CURVE first: the numbers to equal. */
     pid_t pids[3];
@@ -309,7 +332,8 @@ static void test_curve(void)
     CHECK(got.rc != 0, "a key nobody listed gets nothing through: %s", got.err);
     CHECK(wait_for(log_path, "refused a peer at", 5), "... and the bottom logs it with its address and key");
     zsock_t *naked = raw_client(endpoint, NULL, NULL);
-    sl_msg fwd = {.kind = SL_MSG_FORWARD, .session = 4242, .step = 0, .pos = 0, .ctx = 16};
+    sl_msg fwd = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16};
+    if (!CHECK(sl_id_new(&fwd.session, &err) == 0, "a session id: %s", err.msg)) return;
     fwd.ids = prompt, fwd.n_ids = T;
     CHECK(exchange(naked, &fwd, NULL, 0) == -1, "a peer without CURVE gets nothing through");
     CHECK(wait_for(log_path, "no CURVE", 5), "... and is logged");
@@ -323,8 +347,9 @@ static void test_curve(void)
     int stolen = exchange(b, &fwd, message, sizeof message);
     CHECK(first == SL_MSG_ACK || first == SL_MSG_RESULT, "alice's session opens (answer %d)", first);
     CHECK(stolen == SL_MSG_ERROR && strstr(message, "another client"), "bob cannot use alice's session: %s", message);
+    check_id_in_log(fwd.session, "alice's session");
     /* A client key cannot train. */
-    sl_msg train = {.kind = SL_MSG_SAVE, .session = 99, .step = 1};
+    sl_msg train = {.kind = SL_MSG_SAVE, .session = {{99}}, .step = 1};
     snprintf(train.dir, sizeof train.dir, "ck");
     CHECK(exchange(a, &train, message, sizeof message) == SL_MSG_ERROR && strstr(message, "does not take"),
           "a client's training message to the bottom is refused: %s", message);
@@ -340,7 +365,6 @@ static void test_curve(void)
     snprintf(impostor, sizeof impostor, "%s/impostor.ini", tmp);
     char forged[PATH_MAX + 16];
     snprintf(forged, sizeof forged, "%s/forged", tmp);
-    sl_err err;
     sl_mkdirs(forged, &err);
     for (int i = 0; i < 6; i++) { /* the same certs, but trunk1's key pair is another one */
         char from[PATH_MAX + 64], to[PATH_MAX + 64];
@@ -379,10 +403,34 @@ static void test_curve(void)
                sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll;
     }
     CHECK(same, "three training steps through CURVE equal the in-process chain: %s", same ? "" : err.msg);
+    /* A dry-run save is a save: the trainer's key may ask, the previous stage's may not. */
+    sl_trainer_place places[SL_MAX_SPLITS + 1];
+    char dry[PATH_MAX + 8], bottom_secret[PATH_MAX];
+    snprintf(dry, sizeof dry, "%s/dry", tmp);
+    CHECK(remote && sl_trainer_check_save(remote, "dry", places, &err) == 1 && !strcmp(places[0].dir, dry) &&
+              access(dry, F_OK) != 0,
+          "the trainer's key asks the trunk where it would save, and nothing is written: %s",
+          remote ? err.msg : "no trainer");
+    cert_path(bottom_secret, sizeof bottom_secret, certs, "bottom", true);
+    zsock_t *as_prev = raw_client(trunk_at, bottom_secret, trunk_pub);
+    sl_msg ask = {.kind = SL_MSG_SAVE, .session = {{99}}, .step = 1, .dry_run = true};
+    snprintf(ask.dir, sizeof ask.dir, "dry");
+    CHECK(exchange(as_prev, &ask, message, sizeof message) == SL_MSG_ERROR && strstr(message, "does not take 'save'"),
+          "a dry-run save from the previous stage's key is forbidden: %s", message);
+    zsock_destroy(&as_prev);
+    /* One save of the trunk's part fits in max_checkpoint_mb = 1, two do not. */
+    char kept[PATH_MAX + 16], over[PATH_MAX + 16];
+    snprintf(kept, sizeof kept, "%s/run-save-1", tmp);
+    snprintf(over, sizeof over, "%s/run-save-2", tmp);
+    float loss;
+    bool saved = same && sl_trainer_save(remote, kept, NAN, &err) == 0;
+    CHECK(saved && sl_trainer_step(remote, ids, targets, &loss, &err) == 0 &&
+              sl_trainer_save(remote, over, NAN, &err) != 0 && strstr(err.msg, "max_checkpoint_mb = 1.0") &&
+              strstr(err.msg, "MB with this save"),
+          "a run's second checkpoint is refused by the trunk, naming the limit and the size: %s", err.msg);
     sl_trainer_destroy(&remote);
     o.cert = alice;
     remote = sl_trainer_new_remote(&t, NULL, &o, &err);
-    float loss;
     CHECK(!remote || sl_trainer_step(remote, ids, targets, &loss, &err) != 0,
           "a client's key cannot train through the trunk: %s", err.msg);
     sl_trainer_destroy(&remote);
@@ -424,7 +472,7 @@ static void *session_flood(void *arg)
     zsock_t *s = raw_client(arg, NULL, NULL);
     sl_msg m = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16, .ids = prompt, .n_ids = T};
     for (double end = sl_now() + 1.0; sl_now() < end;) {
-        m.session++;
+        sl_id_new(&m.session, NULL);
         send_msg_on(s, &m);
         zmsg_t *drop;
         while ((drop = zmsg_recv_nowait(s)) != NULL)
@@ -460,7 +508,7 @@ static void test_attacks(void)
     sl_msg fwd = {.kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 16, .ids = prompt, .n_ids = T};
     for (int i = 0; i < 1100; i++) {
         zsock_t *s = raw_client(endpoint, NULL, NULL);
-        fwd.session = 100000 + (uint64_t)i;
+        sl_id_new(&fwd.session, NULL);
         send_msg_on(s, &fwd);
         zsock_destroy(&s);
     }
@@ -470,9 +518,9 @@ static void test_attacks(void)
     for (int i = 0; i < 2 * 48; i++)
         x[i] = 0.1f * (float)i, g[i] = 100;
     sl_msg tf = {
-        .kind = SL_MSG_FORWARD, .session = 7, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
+        .kind = SL_MSG_FORWARD, .session = {{7}}, .step = 1, .train = true, .batch = 1, .x = x, .rows = 2, .cols = 48};
     sl_msg tb = {.kind = SL_MSG_BACKWARD,
-                 .session = 7,
+                 .session = {{7}},
                  .step = 1,
                  .x = g,
                  .rows = 2,
@@ -480,7 +528,7 @@ static void test_attacks(void)
                  .update = true,
                  .lr = 10,
                  .grad_scale = 1};
-    sl_msg save = {.kind = SL_MSG_SAVE, .session = 7, .step = 2};
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = {{7}}, .step = 2};
     snprintf(save.dir, sizeof save.dir, "overwritten");
     char message[512];
     CHECK(exchange(t, &tf, message, sizeof message) == SL_MSG_ERROR && strstr(message, "train = no"),
@@ -494,6 +542,21 @@ static void test_attacks(void)
     CHECK(access(written, F_OK) != 0, "... and wrote nothing");
     zsock_destroy(&t);
 
+    /* Messages over max_message_mb = 1: one the node reads whole and refuses, naming the sender's
+     * address and the limit; one over ZeroMQ's cap (twice that), dropped with its connection. */
+    for (int over = 0; over < 2; over++) {
+        size_t size = over ? (5u << 20) / 2 : (3u << 20) / 2;
+        unsigned char *huge = calloc(size, 1);
+        zsock_t *s = raw_client(endpoint, NULL, NULL);
+        if (huge) zmq_send(zsock_resolve(s), huge, size, 0);
+        char line[128];
+        snprintf(line, sizeof line, "refused a message of %zu bytes from 127.0.0.1: over max_message_mb = 1", size);
+        if (!over) CHECK(huge && wait_for(log_path, line, 5), "an oversize message is logged: '%s'", line);
+        usleep(over ? 300000 : 0);
+        zsock_destroy(&s);
+        free(huge);
+    }
+
     /* 100 requests for every position's logits whose answers nobody reads. */
     long before = rss_kb(pids[0]) + rss_kb(pids[2]);
     zsock_t *deaf = raw_client(endpoint, NULL, NULL);
@@ -504,7 +567,7 @@ static void test_attacks(void)
     sl_msg greedy = {
         .kind = SL_MSG_FORWARD, .step = 0, .pos = 0, .ctx = 60, .ids = many, .n_ids = 60, .want_logits = true};
     for (int i = 0; i < 100; i++) {
-        greedy.session = 200000 + (uint64_t)i;
+        sl_id_new(&greedy.session, NULL);
         send_msg_on(deaf, &greedy);
         usleep(2000);
     }
@@ -528,6 +591,163 @@ static void test_attacks(void)
               !memcmp(got.logits, want.logits, sizeof got.logits),
           "after every attack the pipeline answers exactly as before: %s", got.err);
     stop_nodes(pids, 3);
+}
+
+/* ---- forged answers to a training: the trainer takes its trunk's answers only ---- */
+
+static pthread_mutex_t trainer_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char trainer_log[8192];
+
+/* The trainer's log lines (from its thread and its ZAP handler's). */
+static void keep_trainer_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    pthread_mutex_lock(&trainer_log_lock);
+    size_t used = strlen(trainer_log);
+    snprintf(trainer_log + used, sizeof trainer_log - used, "%s\n", line);
+    pthread_mutex_unlock(&trainer_log_lock);
+}
+
+static bool trainer_logged(const char *needle)
+{
+    pthread_mutex_lock(&trainer_log_lock);
+    bool found = strstr(trainer_log, needle) != NULL;
+    pthread_mutex_unlock(&trainer_log_lock);
+    return found;
+}
+
+/* Someone sending forged answers (activations for the top) to the trainer's endpoint, from a
+ * connection of its own, for every step: with a run id read off the wire through tap when it
+ * shows one, else with guessed ids. */
+typedef struct forger {
+    const char *endpoint, *secret, *server; /* secret, server: its key pair and the server's cert (CURVE) */
+    relay *tap;
+    atomic_bool stop, sniffed;
+    long sent; /* answers offered to ZeroMQ */
+} forger;
+
+/* The run id in a training message the tap saw (the bytes after the key "session"). */
+static bool sniff_run_id(relay *tap, sl_id *id)
+{
+    static const char key[] = "\xa7session\xc4\x10";
+    pthread_mutex_lock(&tap->lock);
+    const unsigned char *at = memmem(tap->seen, tap->n_seen, key, sizeof key - 1);
+    bool found = at && at + sizeof key - 1 + SL_ID_BYTES <= tap->seen + tap->n_seen;
+    if (found) memcpy(id->bytes, at + sizeof key - 1, SL_ID_BYTES);
+    pthread_mutex_unlock(&tap->lock);
+    return found;
+}
+
+static void *forge(void *arg)
+{
+    forger *f = arg;
+    zsock_t *s = raw_client(f->endpoint, f->secret, f->server);
+    float x[24 * 48];
+    for (int i = 0; i < 24 * 48; i++)
+        x[i] = 5.0f * (float)(i % 7); /* not what the trunk computes */
+    sl_msg m = {.kind = SL_MSG_FORWARD, .train = true, .batch = 1, .x = x, .rows = 24, .cols = 48, .dtype = SL_F32};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    while (!atomic_load(&f->stop)) {
+        bool known = f->tap && sniff_run_id(f->tap, &m.session);
+        if (known) atomic_store(&f->sniffed, true);
+        for (uint64_t step = 1; step <= 16; step++) {
+            sl_err err;
+            if (!known) sl_id_new(&m.session, NULL);
+            m.step = step;
+            if (sl_wire_encode(&m, &buf, &err) != 0) continue;
+            zmq_send(zsock_resolve(s), buf.data, buf.size, ZMQ_DONTWAIT); /* with CURVE, refused at the handshake */
+            f->sent++;
+        }
+        usleep(2000);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    zsock_destroy(&s);
+    return NULL;
+}
+
+/* A training through the pipeline's trunk (reached through a relay: the wire a stranger reads)
+ * while two forgers send answers to the trainer's endpoint, one with the run id the wire shows,
+ * one guessing: every loss equals the in-process chain's, and the forgeries are refused and
+ * logged (without CURVE, by the trainer: not of the run, or not from its trunk's connection;
+ * with CURVE, by its ZAP handler: the forgers' keys, a listed client's among them, never reach it). */
+static void forged_answers(bool curve)
+{
+    const char *mode = curve ? "with CURVE" : "without CURVE";
+    int base = check_port(next_port);
+    next_port += 4;
+    char topo[PATH_MAX], via_relay[PATH_MAX], endpoint[64], listen[64], moved[64], alice[PATH_MAX], eve[PATH_MAX],
+        carol[PATH_MAX], top_pub[PATH_MAX];
+    snprintf(topo, sizeof topo, "%s/forged-%d.ini", tmp, curve);
+    snprintf(via_relay, sizeof via_relay, "%s/forged-relay-%d.ini", tmp, curve);
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", base + 2);
+    cert_path(alice, sizeof alice, certs, "alice", true);
+    cert_path(carol, sizeof carol, certs, "carol", true);
+    cert_path(top_pub, sizeof top_pub, certs, "top", false);
+    snprintf(eve, sizeof eve, "%s/elsewhere/eve.cert_secret", tmp);
+    write_topology(topo, curve, base, 0, certs);
+    sl_err err = {{0}};
+    char *text = sl_read_text_file(topo, 1 << 16, &err), *at;
+    snprintf(listen, sizeof listen, "listen = tcp://127.0.0.1:%d", base + 1);
+    snprintf(moved, sizeof moved, "listen = tcp://127.0.0.1:%d", base + 3);
+    if (text && (at = strstr(text, listen)) && strlen(moved) == strlen(listen)) memcpy(at, moved, strlen(moved));
+    if (text) sl_write_text_file(via_relay, text, &err);
+    free(text);
+    pid_t trunk;
+    const int middle[1] = {1};
+    relay r;
+    if (!CHECK(start_nodes(topo, middle, 1, &trunk) && start_relay(&r, base + 3, base + 1) == 0,
+               "%s: the trunk and a relay in front of it start", mode))
+        return stop_nodes(&trunk, 1);
+    sl_topology t;
+    sl_topology_load(via_relay, &t, true, &err);
+    int32_t ids[24], targets[24];
+    for (int i = 0; i < 24; i++)
+        ids[i] = (i * 31 + 5) % V, targets[i] = i + 1 < 24 ? (i * 31 + 36) % V : -1;
+    trainer_log[0] = '\0';
+    sl_trainer_opts o = {.batch = 1,
+                         .seq_len = 24,
+                         .grad_accum = 1,
+                         .adamw = SL_ADAMW_DEFAULT,
+                         .cert = curve ? carol : NULL,
+                         .log = keep_trainer_line};
+    sl_trainer *remote = sl_trainer_new_remote(&t, NULL, &o, &err), *local = sl_trainer_new(parts, &o, &err);
+    float lr = 0, ll = 0;
+    bool same = remote && local && sl_trainer_step(remote, ids, targets, &lr, &err) == 0 &&
+                sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll; /* the trainer knows its trunk */
+    forger f[2] = {{.endpoint = endpoint, .secret = curve ? alice : NULL, .server = top_pub, .tap = &r},
+                   {.endpoint = endpoint, .secret = curve ? eve : NULL, .server = top_pub}};
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&threads[i], NULL, forge, &f[i]);
+    usleep(100000);
+    for (int step = 2; same && step <= 6; step++)
+        same = sl_trainer_step(remote, ids, targets, &lr, &err) == 0 &&
+               sl_trainer_step(local, ids, targets, &ll, &err) == 0 && lr == ll;
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&f[i].stop, true);
+        pthread_join(threads[i], NULL);
+    }
+    sl_trainer_destroy(&remote);
+    sl_trainer_destroy(&local);
+    stop_nodes(&trunk, 1);
+    pthread_join(r.thread, NULL);
+    close(r.listen_fd);
+    free(r.seen);
+    CHECK(same && f[0].sent > 0 && f[1].sent > 0,
+          "%s, six training steps while forgers sent %ld + %ld answers equal the in-process chain's: %s", mode,
+          f[0].sent, f[1].sent, same ? "" : err.msg);
+    if (curve)
+        CHECK(!atomic_load(&f[0].sniffed) && trainer_logged("security: refused a peer at 127.0.0.1") &&
+                  !trainer_logged("refused a message"),
+              "%s the wire shows no run id, the trainer's ZAP handler refuses the forgers' keys and nothing reaches "
+              "the trainer:\n%s",
+              mode, trainer_log);
+    else
+        CHECK(atomic_load(&f[0].sniffed) && trainer_logged("from another connection than the last trunk's") &&
+                  trainer_logged("not an answer of this training run"),
+              "%s the run id read off the wire does not help: the trainer refuses and logs both forgers:\n%s", mode,
+              trainer_log);
 }
 
 /* ---- nodes check at start that the chain agrees ---- */
@@ -597,6 +817,7 @@ int main(int argc, char **argv)
         if (check_selected("curve")) test_curve();
         if (check_selected("attacks")) test_attacks();
         if (check_selected("chain")) test_chain();
+        if (check_selected("forged")) forged_answers(false), forged_answers(true);
     }
     check_rmtree(tmp);
     return check_done();

@@ -56,6 +56,27 @@ static void test_valid(void)
              "listen = tcp://127.0.0.1:65535\n[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://[::1]:1\n",
              parts);
     CHECK(load_text(edge, &t, false, &err) == 0, "ports 65535 and 1 (an IPv6 host) are valid: %s", err.msg);
+    CHECK(t.nodes[0].max_checkpoint == 64ull << 30 && t.nodes[1].max_checkpoint == 64ull << 30,
+          "max_checkpoint_mb is 64 GiB by default (%llu)", t.nodes[0].max_checkpoint);
+}
+
+/* max_checkpoint_mb: [pipeline]'s for every node, a node's own for it; at least 1 MB. */
+static void test_checkpoint_limit(void)
+{
+    static sl_topology t;
+    char text[4096];
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nmax_checkpoint_mb = 2.5\n%s\nmax_checkpoint_mb = 100\n", parts,
+             nodes3);
+    sl_err err;
+    CHECK(load_text(text, &t, false, &err) == 0, "max_checkpoint_mb in [pipeline] and [node.top]: %s", err.msg);
+    CHECK(t.nodes[0].max_checkpoint == 5ull << 19 && t.nodes[1].max_checkpoint == 5ull << 19 &&
+              t.nodes[2].max_checkpoint == 100ull << 20,
+          "the pipeline's 2.5 MB for bottom and trunk1 (%llu %llu), the top's own 100 MB (%llu)",
+          t.nodes[0].max_checkpoint, t.nodes[1].max_checkpoint, t.nodes[2].max_checkpoint);
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nmax_checkpoint_mb = 0.5\n%s", parts, nodes3);
+    expect("max_checkpoint_mb under 1", text, false, "t.ini:3: max_checkpoint_mb");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s\nmax_checkpoint_mb = lots\n", parts, nodes3);
+    expect("max_checkpoint_mb not a number", text, false, "t.ini:21: max_checkpoint_mb");
 }
 
 static void test_errors(void)
@@ -205,6 +226,26 @@ static const char hosted[] =
     "restart = no\n\n"
     "[node.top]\nrole = top\nlayers = 4-5\nlisten = tcp://10.0.0.1:5703\nhost = laptop\n%s";
 
+/* kv: the pipeline's default, a node's own, and a value that is not f32 or f16. */
+static void test_kv(void)
+{
+    static const char chain[] = "[node.bottom]\nrole = bottom\nlayers = 0-2\nlisten = tcp://a:1\n"
+                                "[node.top]\nrole = top\nlayers = 2-5\nlisten = tcp://a:2\n%s";
+    char nodes[1024], text[2048];
+    static sl_topology t;
+    sl_err err;
+    snprintf(nodes, sizeof nodes, chain, "");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && t.nodes[0].kv == SL_F32 && t.nodes[1].kv == SL_F32,
+          "kv is f32 by default: %s", err.msg);
+    snprintf(nodes, sizeof nodes, chain, "kv = f32\n");
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nkv = f16\n%s", parts, nodes);
+    CHECK(load_text(text, &t, false, &err) == 0 && t.nodes[0].kv == SL_F16 && t.nodes[1].kv == SL_F32,
+          "the pipeline's kv = f16 reaches the bottom, the top's own kv = f32 wins: %s", err.msg);
+    snprintf(text, sizeof text, "[pipeline]\nparts = %s\nkv = bf16\n%s", parts, nodes);
+    expect("kv = bf16", text, false, "t.ini:3: kv: 'bf16' is not f32 or f16");
+}
+
 static void test_hosts(void)
 {
     static sl_topology t;
@@ -315,7 +356,9 @@ int main(int argc, char **argv)
     sl_hf_model_destroy(&ck);
     if (check_selected("valid")) test_valid();
     if (check_selected("errors")) test_errors();
+    if (check_selected("checkpoint_limit")) test_checkpoint_limit();
     if (check_selected("defences")) test_defences();
+    if (check_selected("kv")) test_kv();
     if (check_selected("hosts")) test_hosts();
     if (check_selected("host_errors")) test_host_errors();
     if (check_selected("words")) test_words();

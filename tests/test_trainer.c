@@ -1,11 +1,13 @@
 /* test_trainer.c — split learning in process: three steps through 2, 3 and 4 stages give the
  * single-process trainer's losses and parameters; a checkpoint resumed continues exactly; data
- * batches are reproducible from their number. */
+ * batches are reproducible from their number; a trunk that saved instead of a dry run is named. */
 #include "data.h"
 #include "fileio.h"
 #include "fixtures.h"
 #include "trainer.h"
+#include "wire.h"
 
+#include <czmq.h>
 #include <limits.h>
 
 static char tmp[200];
@@ -176,6 +178,65 @@ static void test_data(void)
     sl_tokenizer_destroy(&tok);
 }
 
+/* A trunk older than "dry_run" (an unknown key to it): it acks every save as a save. */
+static void old_trunk(zsock_t *pipe, void *endpoint)
+{
+    zsock_t *router = zsock_new_router(endpoint);
+    zpoller_t *poller = zpoller_new(pipe, router, NULL);
+    sl_wire_decoder *dec = sl_wire_decoder_new();
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    zsock_signal(pipe, 0);
+    while (router && zpoller_wait(poller, -1) == router) {
+        zmsg_t *msg = zmsg_recv(router);
+        zframe_t *from = zmsg_pop(msg), *body = zmsg_pop(msg);
+        sl_msg m, ack;
+        sl_err err;
+        if (body && sl_wire_decode(dec, zframe_data(body), zframe_size(body), NULL, &m, &err) == 0 &&
+            m.kind == SL_MSG_SAVE) {
+            ack = (sl_msg){.kind = SL_MSG_ACK, .session = m.session, .step = m.step};
+            snprintf(ack.node, sizeof ack.node, "trunk1");
+            sl_wire_encode(&ack, &buf, &err);
+            zframe_send(&from, router, ZFRAME_MORE);
+            zmq_send(zsock_resolve(router), buf.data, buf.size, 0);
+        }
+        zframe_destroy(&from);
+        zframe_destroy(&body);
+        zmsg_destroy(&msg);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    sl_wire_decoder_destroy(&dec);
+    zpoller_destroy(&poller);
+    zsock_destroy(&router);
+}
+
+/* The dry run before step 1 against a trunk that saved instead: the trainer says so. */
+static void test_old_trunk(void)
+{
+    sl_topology topo;
+    char dir[PATH_MAX], ini[PATH_MAX], bind[sizeof topo.nodes[1].listen + 1];
+    snprintf(dir, sizeof dir, "%s/old", tmp);
+    snprintf(ini, sizeof ini, "%s/old.ini", tmp);
+    const int splits[2] = {1, 3}, port = check_port(0);
+    sl_part_info parts[3];
+    sl_err err;
+    if (split_tiny_b(splits, 2, dir) != 0 || sl_split_read_index(dir, parts, 3, &err) != 3 ||
+        sl_topology_write_local(ini, parts, 3, "old", dir, port, "test_trainer", &err) != 0 ||
+        !CHECK(sl_topology_load(ini, &topo, true, &err) == 0, "the topology: %s", err.msg))
+        return;
+    topo.nodes[1].train = true;
+    topo.timeout = 5;
+    snprintf(bind, sizeof bind, "@%s", topo.nodes[1].listen);
+    zactor_t *trunk = zactor_new(old_trunk, bind);
+    sl_trainer_opts o = opts();
+    sl_trainer *tr = sl_trainer_new_remote(&topo, NULL, &o, &err);
+    sl_trainer_place places[3];
+    CHECK(tr && sl_trainer_check_save(tr, "ck", places, &err) == -1 && strstr(err.msg, "node trunk1 saved instead"),
+          "a trunk that ignores dry_run is named, as older than the trainer: %s", err.msg);
+    sl_trainer_destroy(&tr);
+    zactor_destroy(&trunk);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -197,6 +258,7 @@ int main(int argc, char **argv)
         if (check_selected("chains")) test_chains();
         if (check_selected("resume")) test_resume();
         if (check_selected("data")) test_data();
+        if (check_selected("old_trunk")) test_old_trunk();
     }
     sl_params_free(&reference);
     check_rmtree(tmp);

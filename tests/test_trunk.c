@@ -1,7 +1,8 @@
 /* test_trunk.c — the trunk's training protocol without processes: a forward/backward/update
- * through sl_trunk equals the same stage trained directly, and every message that does not fit
+ * through sl_trunk equals the same stage trained directly, every message that does not fit
  * the state (README, "A trunk's training state belongs to one run") is refused and changes
- * nothing. */
+ * nothing, and a run's saves stay within max_checkpoint. */
+#include "ckptstore.h"
 #include "clock.h"
 #include "fileio.h"
 #include "fixtures.h"
@@ -10,6 +11,7 @@
 
 #include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum { B = 2, T = 8, C = 48, ROWS = B * T };
 
@@ -32,12 +34,14 @@ static int make_split(void)
     return rc;
 }
 
-static sl_trunk *new_trunk(int first, int last)
+/* A trunk of layers [first, last) whose runs' saves may hold max_checkpoint bytes (0: no limit). */
+static sl_trunk *limited_trunk(int first, int last, unsigned long long max_checkpoint)
 {
     sl_trunk_opts o = {.name = "trunk1",
                        .parts = parts,
                        .first = first,
                        .last = last,
+                       .max_checkpoint = max_checkpoint,
                        .max_train_tokens = 64,
                        .root = root,
                        .activations = SL_F32};
@@ -47,10 +51,12 @@ static sl_trunk *new_trunk(int first, int last)
     return t;
 }
 
+static sl_trunk *new_trunk(int first, int last) { return limited_trunk(first, last, 0); }
+
 static sl_msg forward_msg(uint64_t run, uint64_t step, uint32_t batch, uint64_t at_step)
 {
     return (sl_msg){.kind = SL_MSG_FORWARD,
-                    .session = run,
+                    .session = {{(uint8_t)run}},
                     .step = step,
                     .train = true,
                     .batch = batch,
@@ -65,7 +71,7 @@ static sl_msg forward_msg(uint64_t run, uint64_t step, uint32_t batch, uint64_t 
 static sl_msg backward_msg(uint64_t run, uint64_t step, bool update)
 {
     return (sl_msg){.kind = SL_MSG_BACKWARD,
-                    .session = run,
+                    .session = {{(uint8_t)run}},
                     .step = step,
                     .x = g,
                     .rows = ROWS,
@@ -153,7 +159,7 @@ static void test_refusals(void)
     m = backward_msg(9, 2, false);
     m.rows = ROWS / 2;
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "rows", "a backward of other rows");
-    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = 9, .step = 2, .lr = 1e-2f, .grad_scale = 1};
+    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = {{9}}, .step = 2, .lr = 1e-2f, .grad_scale = 1};
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no gradients", "an update without gradients");
     m = backward_msg(9, 2, false);
     CHECK(send_msg(t, &m, &reply, &err) == 0, "the backward: %s", err.msg);
@@ -161,18 +167,18 @@ static void test_refusals(void)
     m = backward_msg(8, 2, false);
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "no training state of run", "another run's backward");
     float before = sl_trunk_params(t)->blocks[0].fc_w[0];
-    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = 9, .step = 2, .lr = 1e-2f, .grad_scale = NAN};
+    m = (sl_msg){.kind = SL_MSG_UPDATE, .session = {{9}}, .step = 2, .lr = 1e-2f, .grad_scale = NAN};
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "non-finite", "non-finite gradients");
     CHECK(sl_trunk_params(t)->blocks[0].fc_w[0] == before, "weights unchanged by the refused update");
     m = forward_msg(9, 3, 1, 1);
     m.rows = 128;
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "max_train_tokens", "a batch over max_train_tokens");
-    m = (sl_msg){.kind = SL_MSG_SAVE, .session = 9, .step = 4};
+    m = (sl_msg){.kind = SL_MSG_SAVE, .session = {{9}}, .step = 4};
     snprintf(m.dir, sizeof m.dir, "a/../../b");
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "'..'", "a save with '..'");
     snprintf(m.dir, sizeof m.dir, "/etc/x");
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "outside", "a save outside checkpoint_root");
-    m = (sl_msg){.kind = SL_MSG_END, .session = 9};
+    m = (sl_msg){.kind = SL_MSG_END, .session = {{9}}};
     refused(send_msg(t, &m, &reply, &err), SL_TRUNK_BAD, &err, "does not take", "a message of no training kind");
     sl_trunk_destroy(&t);
 }
@@ -221,13 +227,13 @@ static void test_save_load(void)
     sl_trunk *t = new_trunk(1, 3), *u = new_trunk(1, 3);
     if (!t || !u) goto done;
     sl_err err;
-    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = 3, .step = 10, .has_loss = true, .loss = 2.5f};
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = {{3}}, .step = 10, .has_loss = true, .loss = 2.5f};
     snprintf(m.dir, sizeof m.dir, "ck");
     float want[ROWS * C], got[ROWS * C];
     CHECK(step(t, 3, 1, NULL, &err) == 0 && send_msg(t, &m, &reply, &err) == 0, "save: %s", err.msg);
     CHECK(reply.kind == SL_MSG_ACK && !strcmp(reply.node, "trunk1"), "a save is acknowledged by the node");
     CHECK(step(t, 3, 2, want, &err) == 0, "step 2: %s", err.msg);
-    m = (sl_msg){.kind = SL_MSG_LOAD, .session = 4, .step = 1, .has_at_step = true, .at_step = 1};
+    m = (sl_msg){.kind = SL_MSG_LOAD, .session = {{4}}, .step = 1, .has_at_step = true, .at_step = 1};
     snprintf(m.dir, sizeof m.dir, "%.400s/ck", root);
     CHECK(send_msg(u, &m, &reply, &err) == 0, "load: %s", err.msg);
     CHECK(sl_trunk_info(u)->step == 1, "the loaded part is of step 1 (%ld)", sl_trunk_info(u)->step);
@@ -239,7 +245,7 @@ static void test_save_load(void)
     CHECK(sl_trunk_save_on_stop(t, stopped, sizeof stopped, &err) == 1 && strstr(stopped, "stopped-step2"),
           "a stop saves beside the run's checkpoint: %s", stopped);
     sl_trunk *v = new_trunk(1, 3);
-    sl_msg save_over = {.kind = SL_MSG_SAVE, .session = 5, .step = 1};
+    sl_msg save_over = {.kind = SL_MSG_SAVE, .session = {{5}}, .step = 1};
     snprintf(save_over.dir, sizeof save_over.dir, "ck");
     if (v && step(v, 5, 1, NULL, &err) == 0)
         refused(send_msg(v, &save_over, &reply, &err), SL_TRUNK_INTERNAL, &err, "another run's checkpoint",
@@ -259,6 +265,106 @@ done:
     sl_trunk_destroy(&u);
 }
 
+/* The bytes of the part's checkpoint files in root/dir. */
+static unsigned long long held_in(const sl_trunk *t, const char *dir)
+{
+    char path[PATH_MAX + 64];
+    unsigned long long bytes = 0;
+    snprintf(path, sizeof path, "%s/%s", root, dir);
+    sl_part_checkpoint_bytes(path, sl_trunk_info(t)->role, sl_trunk_info(t)->name, &bytes, NULL);
+    return bytes;
+}
+
+/* A run's saves hold at most max_checkpoint bytes: a trainer saving into one new directory after
+ * another is refused once the next save could pass the limit, told the limit and the size, and
+ * nothing more is written; saving over its own checkpoint step after step stays within it; a new
+ * run counts its own saves. */
+static void test_checkpoint_limit(void)
+{
+    sl_trunk *probe = new_trunk(1, 3);
+    const unsigned long long save = probe ? sl_checkpoint_room(sl_params_count(sl_trunk_params(probe)), true) : 0,
+                             limit = 3 * save;
+    sl_trunk_destroy(&probe);
+    sl_trunk *t = limited_trunk(1, 3, limit);
+    sl_err err = {{0}};
+    if (!CHECK(t && step(t, 6, 1, NULL, &err) == 0, "a limited trunk trains: %s", err.msg)) goto done;
+    enum { TRIES = 8 };
+    int saved = 0, refused_at = -1;
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = {{6}}, .step = 1};
+    for (int i = 0; i < TRIES; i++) {
+        snprintf(m.dir, sizeof m.dir, "fill-%d", i);
+        m.step++;
+        if (send_msg(t, &m, &reply, &err) == 0)
+            saved++;
+        else if (refused_at < 0)
+            refused_at = i;
+    }
+    unsigned long long on_disk = 0;
+    char dir[32];
+    for (int i = 0; i < TRIES; i++) {
+        snprintf(dir, sizeof dir, "fill-%d", i);
+        on_disk += held_in(t, dir);
+    }
+    CHECK(saved >= 2 && refused_at == saved, "saves into new directories go on until the limit: %d saved, then refused",
+          saved);
+    CHECK(strstr(err.msg, "max_checkpoint_mb = ") && strstr(err.msg, "MB with this save"),
+          "the refusal names the limit and the size: %s", err.msg);
+    CHECK(on_disk <= limit && on_disk + save > limit,
+          "the run's saves hold %llu bytes: within the limit (%llu), and one more could pass it", on_disk, limit);
+    snprintf(dir, sizeof dir, "fill-%d", saved);
+    CHECK(held_in(t, dir) == 0, "a refused save writes nothing");
+    bool rotated = true;
+    for (uint64_t s = 1; rotated && s <= 4; s++) {
+        sl_msg over = {.kind = SL_MSG_SAVE, .session = {{7}}, .step = 100 + s};
+        snprintf(over.dir, sizeof over.dir, "own");
+        rotated = step(t, 7, s, NULL, &err) == 0 && send_msg(t, &over, &reply, &err) == 0;
+    }
+    CHECK(rotated && held_in(t, "own") <= limit,
+          "a new run saving over its own checkpoint four times stays within the limit (%llu bytes): %s",
+          held_in(t, "own"), rotated ? "" : err.msg);
+done:
+    sl_trunk_destroy(&t);
+}
+
+/* A dry run of save: acked with the absolute directory and this host's name, writing nothing and
+ * leaving every run's state as it was; refused, saying what to change, where a save would fail. */
+static void test_dry_run(void)
+{
+    sl_trunk *t = new_trunk(1, 3);
+    if (!t) return;
+    sl_err err;
+    char host[256] = "", want[PATH_MAX + 16], made[PATH_MAX + 16], fix[PATH_MAX + 128];
+    gethostname(host, sizeof host - 1);
+    CHECK(step(t, 12, 1, NULL, &err) == 0, "a step of run 12: %s", err.msg);
+    sl_msg reply, m = {.kind = SL_MSG_SAVE, .session = {{13}}, .step = 1, .dry_run = true};
+    snprintf(m.dir, sizeof m.dir, "dry/run");
+    snprintf(want, sizeof want, "%s/dry/run", root);
+    int rc = send_msg(t, &m, &reply, &err);
+    CHECK(rc == 0 && reply.kind == SL_MSG_ACK && !strcmp(reply.dir, want) && !strcmp(reply.host, host),
+          "a dry run is acked with where the save would go: %s:%s %s", reply.host, reply.dir, rc ? err.msg : "");
+    snprintf(made, sizeof made, "%s/dry", root);
+    CHECK(access(made, F_OK) != 0, "... and writes nothing there");
+    CHECK(step(t, 12, 2, NULL, &err) == 0, "another run's dry run leaves run 12's training state: %s", err.msg);
+    snprintf(m.dir, sizeof m.dir, "/etc/x");
+    snprintf(fix, sizeof fix, "set checkpoint_root = /etc/x in [pipeline], or use a path below %s", root);
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, fix, "a dry run outside checkpoint_root");
+    snprintf(made, sizeof made, "%s/dry-file", root);
+    FILE *f = fopen(made, "w");
+    if (f) fclose(f);
+    snprintf(m.dir, sizeof m.dir, "dry-file/ck");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err,
+            "set checkpoint_root in [pipeline] to a directory trunk1 can write", "a dry run where nothing can be made");
+    sl_msg save = {.kind = SL_MSG_SAVE, .session = {{12}}, .step = 3};
+    snprintf(save.dir, sizeof save.dir, "dry-taken");
+    CHECK(send_msg(t, &save, &reply, &err) == 0, "run 12 saves: %s", err.msg);
+    snprintf(m.dir, sizeof m.dir, "dry-taken");
+    refused(send_msg(t, &m, &reply, &err), SL_TRUNK_INTERNAL, &err, "another run's checkpoint",
+            "a dry run of another run into a checkpoint");
+    m.session = (sl_id){{12}};
+    CHECK(send_msg(t, &m, &reply, &err) == 0, "... which its own run may save into again: %s", err.msg);
+    sl_trunk_destroy(&t);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
@@ -276,6 +382,8 @@ int main(int argc, char **argv)
         if (check_selected("runs")) test_runs();
         if (check_selected("save_load")) test_save_load();
         if (check_selected("idle_expiry")) test_idle_expiry();
+        if (check_selected("checkpoint_limit")) test_checkpoint_limit();
+        if (check_selected("dry_run")) test_dry_run();
     }
     check_rmtree(tmp);
     return check_done();

@@ -227,6 +227,48 @@ check "train stopped by SIGINT: 130 ..." test $? -eq 130
 check "... after saving its checkpoint" grep -q '^checkpoint: .* (step [0-9]*)$' "$tmp/int.log"
 kill -TERM $launcher
 wait $launcher
+# With checkpoint_root relative (the node's working directory) only the trunk can tell where it
+# writes: the trainer asks it with a dry-run save before step 1, and the trunk answers where, or
+# refuses saying what to change
+start_trunk_in() { # start_trunk_in DIR TOPOLOGY: the trunk launched from DIR, $launcher
+    (cd "$1" && exec "$bin/zmq-splitlearn-launch" "$2" --only trunk1 --ready-file "$1/ready" >"$1/launch.log" 2>&1) &
+    launcher=$!
+    wait_for "$1/ready"
+}
+mkdir -p "$tmp/host-b/troot" "$tmp/host-c" "$tmp/host-t"
+sed "s|^checkpoint_root = .*|checkpoint_root = troot|" "$tmp/b.ini" >"$tmp/b-rel.ini"
+check "a trunk with a relative checkpoint_root starts" start_trunk_in "$tmp/host-b" "$tmp/b-rel.ini"
+cd "$tmp/host-t" || exit 1
+run_tool train "$tmp/b-rel.ini" --ids $train_ids --steps 2 --save-dir "$tmp/outside"
+cond() {
+    test "$status" -eq 2 && err_has "node trunk1: .*set checkpoint_root = $tmp/outside in \[pipeline\], or use a path below $tmp/host-b/troot" &&
+        ! out_has "^step 1 " && ! out_has "will save" && test ! -e "$tmp/outside"
+}
+check "a --save-dir outside a trunk's checkpoint_root, which only the trunk knows: exit 2 before step 1, with the fix" cond
+run_tool train "$tmp/b-rel.ini" --ids $train_ids --steps 2 --save-every 1 --save-dir ck
+trunk_dir="$tmp/host-b/troot/ck"
+cond() { test "$status" -eq 0 && out_has "^trunk trunk1 will save to $(uname -n):$trunk_dir$" &&
+    test "$(grep -n -m 1 'will save' "$tmp/out" | cut -d: -f1)" -lt "$(grep -n -m 1 '^step 1 ' "$tmp/out" | cut -d: -f1)"; }
+check "before step 1 the trainer prints where the trunk will save: its host and absolute path" cond
+cond() { grep -Eq '"step":[[:space:]]*2,?$' "$trunk_dir/trunk/checkpoint_trunk1_metadata.json" &&
+    test -f "$trunk_dir/trunk/prev/checkpoint_trunk1.safetensors" && test ! -e "$tmp/host-t/ck/trunk"; }
+check "... and the saves land there" cond
+check "... as trunks.json says, for merge" grep -q "\"file\":.*\"$trunk_dir/trunk/checkpoint_trunk1.safetensors\"" ck/trunks.json
+kill -TERM $launcher
+wait $launcher
+# a checkpoint_root nobody can write (root writes anywhere but in sysfs)
+if [ "$(id -u)" -eq 0 ]; then ln -s /sys "$tmp/host-c/ro"; else mkdir "$tmp/host-c/ro" && chmod 555 "$tmp/host-c/ro"; fi
+sed "s|^checkpoint_root = .*|checkpoint_root = ro|" "$tmp/b.ini" >"$tmp/b-ro.ini"
+check "a trunk with an unwritable checkpoint_root starts" start_trunk_in "$tmp/host-c" "$tmp/b-ro.ini"
+run_tool train "$tmp/b-ro.ini" --ids $train_ids --steps 2 --save-dir ck2
+cond() {
+    test "$status" -eq 2 && err_has "node trunk1: .*cannot write in .*set checkpoint_root in \[pipeline\] to a directory trunk1 can write" &&
+        ! out_has "^step 1 " && test ! -e ck2
+}
+check "a trunk whose checkpoint_root it cannot write: exit 2 before step 1, with the fix" cond
+cd "$root" || exit 1
+kill -TERM $launcher
+wait $launcher
 
 # data named on the command line
 run_tool train "$tmp/b.ini" --local --data /tmp --steps 1

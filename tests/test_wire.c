@@ -19,7 +19,12 @@ static int roundtrip(const sl_msg *in, sl_msg *out, msgpack_sbuffer *buf, sl_wir
 static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
 {
     sl_err err;
-    sl_msg in = {.kind = SL_MSG_FORWARD, .session = 0xfedcba9876543210ull, .step = 7, .pos = 3, .ctx = 12}, out;
+    sl_msg in = {.kind = SL_MSG_FORWARD,
+                 .session = {{0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10, 1, 2, 3, 4, 5, 6, 7, 8}},
+                 .step = 7,
+                 .pos = 3,
+                 .ctx = 12},
+           out;
     int32_t ids[3] = {1, 9, 0};
     in.ids = ids;
     in.n_ids = 3;
@@ -30,15 +35,15 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     CHECK(roundtrip(&in, &out, buf, dec, &err) == 0, "forward ids: %s", err.msg);
     int32_t got[3];
     sl_msg_copy_ids(&out, got);
-    CHECK(out.kind == SL_MSG_FORWARD && out.session == in.session && out.step == 7 && out.pos == 3 && out.ctx == 12 &&
-              out.n_ids == 3 && memcmp(got, ids, sizeof ids) == 0,
+    CHECK(out.kind == SL_MSG_FORWARD && sl_id_equal(out.session, in.session) && out.step == 7 && out.pos == 3 &&
+              out.ctx == 12 && out.n_ids == 3 && memcmp(got, ids, sizeof ids) == 0,
           "forward ids fields survive");
     CHECK(out.has_sample && !out.sample.greedy && out.sample.top_k == 5 && out.sample.seed == 42 &&
               fabsf(out.sample.temperature - 0.7f) < 1e-6f && out.sample_index == 11 && out.ack && !out.want_logits,
           "sampling fields survive");
 
     float x[8] = {1.5f, -2, 3.25f, 0, 1e-3f, 7, -8, 65504};
-    sl_msg fx = {.kind = SL_MSG_FORWARD, .session = 1, .step = 1, .pos = 0, .x = x, .rows = 2, .cols = 4};
+    sl_msg fx = {.kind = SL_MSG_FORWARD, .session = {{1}}, .step = 1, .pos = 0, .x = x, .rows = 2, .cols = 4};
     for (int dt = SL_F32; dt <= SL_BF16; dt++) {
         fx.dtype = (sl_dtype)dt;
         float back[8];
@@ -55,22 +60,36 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     float logits[20];
     for (int i = 0; i < 20; i++)
         logits[i] = (float)i / 3;
-    sl_msg res = {
-        .kind = SL_MSG_RESULT, .session = 5, .step = 2, .pos = 4, .token = 9, .logits = logits, .rows = 2, .cols = 10};
+    sl_msg res = {.kind = SL_MSG_RESULT,
+                  .session = {{5}},
+                  .step = 2,
+                  .pos = 4,
+                  .token = 9,
+                  .logits = logits,
+                  .rows = 2,
+                  .cols = 10};
     CHECK(roundtrip(&res, &out, buf, dec, &err) == 0 && out.token == 9 && out.rows == 2 &&
               memcmp(out.logits, logits, sizeof logits) == 0,
           "result with logits: %s", err.msg);
-    sl_msg e = {.kind = SL_MSG_ERROR, .session = 5, .step = 3};
+    sl_msg e = {.kind = SL_MSG_ERROR, .session = {{5}}, .step = 3};
     snprintf(e.node, sizeof e.node, "trunk1");
     snprintf(e.code, sizeof e.code, "unknown_session");
     snprintf(e.message, sizeof e.message, "no such session");
     CHECK(roundtrip(&e, &out, buf, dec, &err) == 0 && strcmp(out.code, "unknown_session") == 0 &&
               strcmp(out.node, "trunk1") == 0 && strcmp(out.message, "no such session") == 0,
           "error: %s", err.msg);
-    sl_msg end = {.kind = SL_MSG_END, .session = 77};
-    CHECK(roundtrip(&end, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_END && out.session == 77, "end: %s",
+    sl_msg end = {.kind = SL_MSG_END, .session = {{77}}};
+    CHECK(roundtrip(&end, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_END && out.session.bytes[0] == 77, "end: %s",
           err.msg);
-    sl_msg ack = {.kind = SL_MSG_ACK, .session = 77, .step = 4};
+    /* The bytes of an end, as wire.h lays them out: the session is a bin 8 of its 16 bytes in order. */
+    static const unsigned char end_bytes[] = {0x83, 0xa1, 'v', 2,   0xa4, 'k', 'i', 'n', 'd',  0xa3, 'e',  'n', 'd',
+                                              0xa7, 's',  'e', 's', 's',  'i', 'o', 'n', 0xc4, 0x10, 0x4d, 0,   0,
+                                              0,    0,    0,   0,   0,    0,   0,   0,   0,    0,    0,    0,   0xee};
+    end.session.bytes[SL_ID_BYTES - 1] = 0xee;
+    CHECK(sl_wire_encode(&end, buf, &err) == 0 && buf->size == sizeof end_bytes &&
+              !memcmp(buf->data, end_bytes, sizeof end_bytes),
+          "an end encodes to its documented bytes (%zu of them)", buf->size);
+    sl_msg ack = {.kind = SL_MSG_ACK, .session = {{77}}, .step = 4};
     snprintf(ack.node, sizeof ack.node, "bottom");
     CHECK(roundtrip(&ack, &out, buf, dec, &err) == 0 && out.step == 4 && strcmp(out.node, "bottom") == 0, "ack: %s",
           err.msg);
@@ -78,7 +97,7 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     /* training */
     float g[2 * 4] = {1, -2, 3, -4, 5, -6, 7, -8};
     sl_msg back = {.kind = SL_MSG_BACKWARD,
-                   .session = 9,
+                   .session = {{9}},
                    .step = 5,
                    .x = g,
                    .rows = 2,
@@ -95,10 +114,10 @@ static void test_roundtrips(sl_wire_decoder *dec, msgpack_sbuffer *buf)
     CHECK(rc == 0 && out.kind == SL_MSG_BACKWARD && out.update && out.lr == 0.25f && out.weight_decay == 0.5f &&
               out.grad_scale == 0.125f && out.has_gnorm2 && out.gnorm2 == 3.5 && !memcmp(gback, g, sizeof g),
           "backward: %s", err.msg);
-    sl_msg update = {.kind = SL_MSG_UPDATE, .session = 9, .step = 6, .lr = 0.5f, .grad_scale = 1};
+    sl_msg update = {.kind = SL_MSG_UPDATE, .session = {{9}}, .step = 6, .lr = 0.5f, .grad_scale = 1};
     CHECK(roundtrip(&update, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_UPDATE && out.lr == 0.5f, "update: %s",
           err.msg);
-    sl_msg load = {.kind = SL_MSG_LOAD, .session = 9, .step = 7, .has_at_step = true, .at_step = 1200};
+    sl_msg load = {.kind = SL_MSG_LOAD, .session = {{9}}, .step = 7, .has_at_step = true, .at_step = 1200};
     snprintf(load.dir, sizeof load.dir, "ckpt/run 1");
     CHECK(roundtrip(&load, &out, buf, dec, &err) == 0 && out.kind == SL_MSG_LOAD && out.has_at_step &&
               out.at_step == 1200 && !strcmp(out.dir, "ckpt/run 1"),
@@ -143,6 +162,14 @@ static void kbin(packed *p, const char *k, size_t n)
     msgpack_pack_bin_with_body(&p->pk, zeros, n);
 }
 
+/* A "session" of n bytes, the first of them first (0: all zero). */
+static void ksession(packed *p, size_t n, unsigned char first)
+{
+    unsigned char bytes[32] = {first};
+    msgpack_pack_str_with_body(&p->pk, "session", 7);
+    msgpack_pack_bin_with_body(&p->pk, bytes, n);
+}
+
 static void kshape(packed *p, uint32_t r, uint32_t c)
 {
     msgpack_pack_str_with_body(&p->pk, "shape", 5);
@@ -167,7 +194,7 @@ static void forward_head(packed *p, size_t extra, uint64_t version, const char *
     start(p, 6 + extra);
     kuint(p, "v", version);
     kstr(p, "kind", kind);
-    kuint(p, "session", 1);
+    ksession(p, 16, 1);
     kuint(p, "step", 0);
     kuint(p, "pos", pos);
     kstr(p, "reply_to", "tcp://127.0.0.1:1");
@@ -177,53 +204,77 @@ static void test_validation(sl_wire_decoder *dec)
 {
     packed p;
     msgpack_sbuffer_init(&p.buf);
-    forward_head(&p, 1, 2, "forward", 0);
+    forward_head(&p, 1, 3, "forward", 0);
     kbin(&p, "ids", 8);
-    expect_refused(dec, &p, "\"v\": version 2", "unknown version");
-    forward_head(&p, 1, 1, "teleport", 0);
+    expect_refused(dec, &p, "\"v\": version 3", "unknown version");
+    forward_head(&p, 1, 1, "forward", 0);
+    kbin(&p, "ids", 8);
+    expect_refused(dec, &p, "\"v\": version 1 is not supported (this is 2)", "protocol 1 (64-bit sessions)");
+    forward_head(&p, 1, SL_WIRE_VERSION, "teleport", 0);
     kbin(&p, "ids", 8);
     expect_refused(dec, &p, "unknown kind \"teleport\"", "unknown kind");
-    forward_head(&p, 0, 1, "forward", 0);
+    forward_head(&p, 0, SL_WIRE_VERSION, "forward", 0);
     expect_refused(dec, &p, "exactly one of \"ids\" and \"x\"", "no payload");
     start(&p, 3);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "forward");
-    kuint(&p, "session", 1);
+    ksession(&p, 16, 1);
     expect_refused(dec, &p, "\"step\" is missing from a forward", "missing step");
     start(&p, 3);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "end");
     kstr(&p, "session", "one");
-    expect_refused(dec, &p, "\"session\" must be an unsigned integer", "mistyped session");
-    forward_head(&p, 1, 1, "forward", 0);
+    expect_refused(dec, &p, "\"session\" must be binary of 16 bytes", "mistyped session");
+    start(&p, 3);
+    kuint(&p, "v", SL_WIRE_VERSION);
+    kstr(&p, "kind", "end");
+    kuint(&p, "session", 0xfedcba9876543210ull);
+    expect_refused(dec, &p, "\"session\" must be binary of 16 bytes",
+                   "a 64-bit session id (protocol 1 before ids grew)");
+    const size_t lengths[3] = {8, 15, 17};
+    for (int i = 0; i < 3; i++) {
+        start(&p, 3);
+        kuint(&p, "v", SL_WIRE_VERSION);
+        kstr(&p, "kind", "end");
+        ksession(&p, lengths[i], 1);
+        char label[64];
+        snprintf(label, sizeof label, "a session of %zu bytes", lengths[i]);
+        expect_refused(dec, &p, "\"session\" must be binary of 16 bytes", label);
+    }
+    start(&p, 3);
+    kuint(&p, "v", SL_WIRE_VERSION);
+    kstr(&p, "kind", "end");
+    ksession(&p, 16, 0);
+    expect_refused(dec, &p, "all-zero is reserved", "the all-zero session");
+    forward_head(&p, 1, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "ids", 7);
     expect_refused(dec, &p, "not a whole number of int32", "ids of 7 bytes");
-    forward_head(&p, 3, 1, "forward", 0);
+    forward_head(&p, 3, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "x", 16);
     kshape(&p, 2, 4);
     kstr(&p, "dtype", "f32");
     expect_refused(dec, &p, "16 bytes but shape [2, 4] of F32 needs 32", "x shorter than its shape");
-    forward_head(&p, 3, 1, "forward", 0);
+    forward_head(&p, 3, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "x", 40);
     kshape(&p, 2, 5);
     kstr(&p, "dtype", "f32");
     expect_refused(dec, &p, "width 5 but the model's n_embd is 4", "wrong hidden size");
-    forward_head(&p, 3, 1, "forward", 0);
+    forward_head(&p, 3, SL_WIRE_VERSION, "forward", 0);
     kbin(&p, "x", 16);
     kshape(&p, 2, 4);
     kstr(&p, "dtype", "f64");
     expect_refused(dec, &p, "\"dtype\": \"f64\"", "unknown dtype");
-    forward_head(&p, 1, 1, "forward", 14);
+    forward_head(&p, 1, SL_WIRE_VERSION, "forward", 14);
     kbin(&p, "ids", 12);
     expect_refused(dec, &p, "beyond n_positions 16", "positions beyond the model");
     start(&p, 5);
-    kuint(&p, "v", 1);
+    kuint(&p, "v", SL_WIRE_VERSION);
     kstr(&p, "kind", "forward");
-    kuint(&p, "session", 1);
+    ksession(&p, 16, 1);
     kuint(&p, "step", 1);
     kstr(&p, "reply_to", "tcp://127.0.0.1:1"); /* no longer a field: ignored, as any unknown key */
     expect_refused(dec, &p, "\"pos\" is missing", "no pos");
-    forward_head(&p, 1, 1, "forward", 0);
+    forward_head(&p, 1, SL_WIRE_VERSION, "forward", 0);
     msgpack_pack_str_with_body(&p.pk, "sample", 6);
     msgpack_pack_map(&p.pk, 1);
     msgpack_pack_str_with_body(&p.pk, "top_p", 5);
@@ -269,6 +320,8 @@ static bool member_fits(const sl_wire_field *f)
         return f->size == sizeof(float);
     case SL_WIRE_T_BOOL:
         return f->size == sizeof(bool);
+    case SL_WIRE_T_ID:
+        return f->size == SL_ID_BYTES;
     case SL_WIRE_T_STR:
         return f->size >= 2;
     case SL_WIRE_T_KIND:
@@ -309,6 +362,7 @@ static const char *doc_type(sl_wire_type type)
         return "float32";
     case SL_WIRE_T_BOOL:
         return "bool";
+    case SL_WIRE_T_ID:
     case SL_WIRE_T_IDS:
     case SL_WIRE_T_MATRIX:
     case SL_WIRE_T_LOGITS:
@@ -497,11 +551,17 @@ static msgpack_object uint_object(uint64_t u)
     return (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = u};
 }
 
+static msgpack_object bin_object(const char *bytes, uint32_t size)
+{
+    return (msgpack_object){.type = MSGPACK_OBJECT_BIN, .via.bin = {.size = size, .ptr = bytes}};
+}
+
 static msgpack_object float_object(double d) { return (msgpack_object){.type = MSGPACK_OBJECT_FLOAT64, .via.f64 = d}; }
 
 /* Values out of f's bounds, by its type; returns their number. */
 static int out_of_bounds(const sl_wire_field *f, msgpack_object *bad, msgpack_object *shape_item)
 {
+    static const char one[2 * SL_ID_BYTES] = {1}; /* a 1, then zeros */
     static char long_text[2 * SL_WIRE_TRACE_MAX];
     memset(long_text, 'a', f->size < sizeof long_text ? f->size : sizeof long_text - 1);
     int n = 0;
@@ -523,6 +583,11 @@ static int out_of_bounds(const sl_wire_field *f, msgpack_object *bad, msgpack_ob
         break;
     case SL_WIRE_T_DTYPE:
         bad[n++] = str_object("f64");
+        break;
+    case SL_WIRE_T_ID: /* shorter, longer, all-zero */
+        bad[n++] = bin_object(one, SL_ID_BYTES - 1);
+        bad[n++] = bin_object(one, SL_ID_BYTES + 1);
+        bad[n++] = bin_object(one + 1, SL_ID_BYTES);
         break;
     case SL_WIRE_T_SHAPE:
         shape_item[0] = uint_object((uint64_t)UINT32_MAX + 1), shape_item[1] = uint_object(4);

@@ -25,20 +25,21 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
     static const float x[4 * 4] = {1.5f, -2, 3.25f, 0, 0.125f, 7, -8, 96, 0.5f, -0.75f, 2, 3, -1, 4, 5, -6};
     static const float logits[10] = {0.5f, 1, -2, 3, 4, 5, 6, 7, 8, 9.5f};
     memset(ex, 0, WIRE_EXAMPLES * sizeof *ex);
-    ex[0] = (sl_msg){.kind = SL_MSG_FORWARD,
-                     .session = 0xfedcba9876543210ull,
-                     .step = 7,
-                     .pos = 3,
-                     .ctx = 12,
-                     .ids = ids,
-                     .n_ids = 3,
-                     .want_logits = true,
-                     .ack = true,
-                     .has_sample = true,
-                     .sample = {.temperature = 0.75f, .top_k = 5, .top_p = 0.875f, .seed = 42},
-                     .sample_index = 11};
+    ex[0] = (sl_msg){
+        .kind = SL_MSG_FORWARD,
+        .session = {{0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10, 0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78}},
+        .step = 7,
+        .pos = 3,
+        .ctx = 12,
+        .ids = ids,
+        .n_ids = 3,
+        .want_logits = true,
+        .ack = true,
+        .has_sample = true,
+        .sample = {.temperature = 0.75f, .top_k = 5, .top_p = 0.875f, .seed = 42},
+        .sample_index = 11};
     ex[1] = (sl_msg){.kind = SL_MSG_FORWARD,
-                     .session = 21,
+                     .session = {{21}},
                      .step = 22,
                      .pos = 2,
                      .ctx = 13,
@@ -51,18 +52,18 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
                      .has_at_step = true,
                      .at_step = 1234};
     ex[2] = (sl_msg){.kind = SL_MSG_RESULT,
-                     .session = 31,
+                     .session = {{31}},
                      .step = 32,
                      .pos = 5,
                      .token = 9,
                      .logits = logits,
                      .rows = 1,
                      .cols = 10};
-    ex[3] = (sl_msg){.kind = SL_MSG_ERROR, .session = 41, .step = 42};
-    ex[4] = (sl_msg){.kind = SL_MSG_END, .session = 51};
-    ex[5] = (sl_msg){.kind = SL_MSG_ACK, .session = 61, .step = 62};
+    ex[3] = (sl_msg){.kind = SL_MSG_ERROR, .session = {{41}}, .step = 42};
+    ex[4] = (sl_msg){.kind = SL_MSG_END, .session = {{51}}};
+    ex[5] = (sl_msg){.kind = SL_MSG_ACK, .session = {{61}}, .step = 62};
     ex[6] = (sl_msg){.kind = SL_MSG_BACKWARD,
-                     .session = 71,
+                     .session = {{71}},
                      .step = 72,
                      .x = x,
                      .rows = 2,
@@ -74,12 +75,17 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
                      .grad_scale = 0.125f,
                      .has_gnorm2 = true,
                      .gnorm2 = 3.5};
-    ex[7] = (sl_msg){
-        .kind = SL_MSG_UPDATE, .session = 81, .step = 82, .lr = 1.5f, .weight_decay = 0.0625f, .grad_scale = 0.375f};
-    ex[8] = (sl_msg){.kind = SL_MSG_SAVE, .session = 91, .step = 92, .has_loss = true, .loss = 3.25f};
-    ex[9] = (sl_msg){.kind = SL_MSG_LOAD, .session = 101, .step = 102, .has_at_step = true, .at_step = 1200};
-    ex[10] =
-        (sl_msg){.kind = SL_MSG_HELLO, .session = 111, .step = 112, .first = 2, .last = 4, .width = 4, .dtype = SL_F16};
+    ex[7] = (sl_msg){.kind = SL_MSG_UPDATE,
+                     .session = {{81}},
+                     .step = 82,
+                     .lr = 1.5f,
+                     .weight_decay = 0.0625f,
+                     .grad_scale = 0.375f};
+    ex[8] =
+        (sl_msg){.kind = SL_MSG_SAVE, .session = {{91}}, .step = 92, .has_loss = true, .loss = 3.25f, .dry_run = true};
+    ex[9] = (sl_msg){.kind = SL_MSG_LOAD, .session = {{101}}, .step = 102, .has_at_step = true, .at_step = 1200};
+    ex[10] = (sl_msg){
+        .kind = SL_MSG_HELLO, .session = {{111}}, .step = 112, .first = 2, .last = 4, .width = 4, .dtype = SL_F16};
     strcpy(ex[10].node, "bottom");
     strcpy(ex[0].trace, "-");
     strcpy(ex[2].trace, "bottom@client 1 2 3;trunk1@server 4 5 6;");
@@ -88,6 +94,8 @@ static inline void wire_examples(sl_msg ex[WIRE_EXAMPLES])
     strcpy(ex[3].code, "unknown_session");
     strcpy(ex[3].message, "no such session");
     strcpy(ex[5].node, "bottom");
+    strcpy(ex[5].dir, "/srv/ckpt/run 1");
+    strcpy(ex[5].host, "gpu-2");
     strcpy(ex[8].dir, "ckpt/run 1");
     strcpy(ex[9].dir, "ckpt/run 2");
 }

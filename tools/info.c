@@ -297,7 +297,7 @@ static void print_tensors(const cJSON *files)
                                   : " (DOES NOT MATCH)");
         cJSON_ArrayForEach(t, cJSON_GetObjectItem(file, "tensors"))
         {
-            printf("    %-28s %-4s [", cJSON_GetStringValue(cJSON_GetObjectItem(t, "name")),
+            printf("    %-35s %-4s [", cJSON_GetStringValue(cJSON_GetObjectItem(t, "name")),
                    cJSON_GetStringValue(cJSON_GetObjectItem(t, "dtype")));
             int k = 0;
             cJSON_ArrayForEach(d, cJSON_GetObjectItem(t, "shape")) printf("%s%d", k++ ? ", " : "", d->valueint);

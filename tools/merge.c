@@ -26,6 +26,9 @@ static const char usage[] =
     "Writes HF_DIR/config.json and model.safetensors with transformer.-prefixed names. A split model\n"
     "is untied (the bottom's wte and the top's lm_head were trained apart), so lm_head.weight is\n"
     "written and tie_word_embeddings is false. The parts' vocab, when they have one, is copied.\n"
+    "Parts written in f16, bf16 or q8_0 (split --dtype) are widened and written in --dtype (default\n"
+    "f32): f16 parts merged with --dtype f16 give their weights back exactly; q8_0 parts are written\n"
+    "dequantised, their quantisation error kept (merge says so).\n"
     "HF_DIR must be new or empty, or --force replaces the model there. A checkpoint's trunk parts\n"
     "are written on their nodes' hosts: a missing one is named with its host and path.\n"
     "  --help, --version\n"
@@ -57,6 +60,23 @@ static int check_trunks_present(const char *dir, sl_err *err)
     return rc;
 }
 
+/* Says what becomes of q8_0 parts: written dequantised, their quantisation error kept. (A split
+ * that cannot be read says nothing here: the merge names the problem.) */
+static void note_q8_0(const char *dir, sl_dtype dtype)
+{
+    sl_part_info *parts = calloc(SL_MAX_SPLITS + 1, sizeof *parts);
+    sl_err err;
+    int n = parts ? sl_split_read_index(dir, parts, SL_MAX_SPLITS + 1, &err) : -1;
+    bool q8_0 = false;
+    for (int i = 0; i < n; i++)
+        q8_0 = q8_0 || strcmp(parts[i].dtype, "q8_0") == 0;
+    if (q8_0)
+        fprintf(stderr,
+                "%s: the parts hold q8_0 weights: writing them dequantised to %s (the quantisation error stays)\n",
+                prog, sl_dtype_lower(dtype));
+    free(parts);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -84,6 +104,7 @@ int main(int argc, char **argv)
     if (rc == 0 && sl_check_output(out, true, &err) != 0) rc = -1;
     if (rc == 0 && access(argv[optind], F_OK) != 0) rc = sl_fail(&err, "%s does not exist", argv[optind]);
     if (rc != 0) return sl_tool_usage_error(prog, err.msg);
+    note_q8_0(argv[optind], dtype);
     if (check_trunks_present(argv[optind], &err) != 0 || sl_split_merge(argv[optind], out, dtype, &err) != 0 ||
         sl_tokenizer_copy_files(argv[optind], out, &err) != 0) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);

@@ -2,6 +2,7 @@
  * reference that every pipeline's answer is compared against. */
 #include "hf_model.h"
 #include "cli.h"
+#include "clock.h"
 #include "cpu.h"
 #include "fileio.h"
 #include "gen_opts.h"
@@ -140,9 +141,13 @@ static int generate(run *r, sl_err *err)
     const sl_config *cfg = &r->p.cfg;
     const int T = r->opts.n_ids, V = cfg->vocab_size;
     sl_output which = r->opts.logits_path ? SL_OUT_LOGITS_ALL : SL_OUT_LOGITS_LAST;
+    sl_gen_timings timings = {.prompt_tokens = T};
+    double t0 = sl_now();
     if (sl_runner_forward(r->stage, r->kv, T, r->opts.ids, NULL, r->logits, which, err) != 0) return -1;
+    timings.prefill_ms = (sl_now() - t0) * 1e3;
     if (r->opts.logits_path && sl_write_logits(r->opts.logits_path, r->logits, T, V, err) != 0) return -1;
     const float *last = r->logits + (r->opts.logits_path ? (size_t)(T - 1) * V : 0);
+    t0 = sl_now(); /* decode: the rest, without writing --logits */
     for (int step = 0; step < r->opts.max_new_tokens && !interrupted; step++) {
         int32_t next = sl_sampler_next(r->sampler, last, (uint64_t)step);
         if (next == cfg->eos_token_id && !r->opts.ignore_eos) break;
@@ -155,13 +160,17 @@ static int generate(run *r, sl_err *err)
         }
         if (sl_runner_forward(r->stage, r->kv, 1, &next, NULL, r->logits, SL_OUT_LOGITS_LAST, err) != 0) return -1;
         last = r->logits;
+        timings.decoded++;
     }
+    timings.decode_ms = (sl_now() - t0) * 1e3;
     end_text(r);
     if (r->opts.print_ids) {
         for (int i = 0; i < r->n_generated; i++)
             printf("%s%d", i ? " " : "", r->generated[i]);
         putchar('\n');
     }
+    char text[160];
+    if (r->opts.timings) fputs(sl_gen_timings_text(&timings, text, sizeof text), stderr);
     return 0;
 }
 

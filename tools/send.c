@@ -2,6 +2,7 @@
  * with the same options and output as zmq-splitlearn-run. */
 #include "cli.h"
 #include "client.h"
+#include "clock.h"
 #include "gen_opts.h"
 #include "split.h"
 #include "tokenizer.h"
@@ -52,11 +53,13 @@ typedef struct send_ctx {
     bool json;
     bool trace;            /* --trace */
     const char *traces[2]; /* with --trace: the client's traces of the prompt and the last token */
+    double first_token;    /* when the first token's answer came (sl_now; 0: none yet), for --timings */
 } send_ctx;
 
 static void stream_token(void *ctx, int32_t token)
 {
     send_ctx *s = ctx;
+    if (!s->first_token) s->first_token = sl_now();
     if (s->json || s->opts.quiet || !s->tok) return;
     size_t len = 0;
     const char *bytes = sl_gen_text_token(&s->text, token, &len);
@@ -177,6 +180,17 @@ static void print_json(const send_ctx *s, const int32_t *ids, int n, int resends
     cJSON_Delete(root);
 }
 
+/* --timings of a generation from sent to end: prefill up to the first token's answer (all of it
+ * when none came), decode the rest: the answers after the first, one decode step each. */
+static void timings_of(const send_ctx *s, double sent, double end, int n_prompt, int n_out, sl_gen_timings *t)
+{
+    double first = s->first_token ? s->first_token : end;
+    *t = (sl_gen_timings){.prompt_tokens = n_prompt,
+                          .prefill_ms = (first - sent) * 1e3,
+                          .decoded = n_out > 1 ? n_out - 1 : 0,
+                          .decode_ms = (end - first) * 1e3};
+}
+
 /* Parses the command line into s; returns -1 to go on, else the exit status (help, version, a
  * usage error). */
 static int parse(send_ctx *s, int argc, char **argv, double *timeout, const char **cert, const char **target)
@@ -250,6 +264,7 @@ int main(int argc, char **argv)
     float *logits = s.opts.logits_path ? malloc(n_prompt * (size_t)cfg.vocab_size * sizeof(float)) : NULL;
     int32_t *out = malloc(((size_t)s.opts.max_new_tokens + 1) * sizeof *out);
     int n_out = 0, rc = status == SL_EXIT_OK ? 0 : -1;
+    sl_gen_timings timings = {0};
     zsys_handler_set(NULL); /* SIGINT interrupts the wait for an answer (EINTR), then exits 130 */
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
@@ -268,7 +283,9 @@ int main(int argc, char **argv)
                                  .on_token = stream_token,
                                  .ctx = &s,
                                  .trace = s.trace};
+        double sent = sl_now();
         rc = sl_client_generate(client, &req, out, &n_out, &err);
+        timings_of(&s, sent, sl_now(), (int)n_prompt, n_out, &timings);
         if (s.trace) s.traces[0] = sl_client_trace(client, 0), s.traces[1] = sl_client_trace(client, 1);
     }
     if (rc == 0 && logits) rc = sl_write_logits(s.opts.logits_path, logits, (int)n_prompt, cfg.vocab_size, &err);
@@ -286,6 +303,8 @@ int main(int argc, char **argv)
             printf("%s%d", i ? " " : "", out[i]);
         putchar('\n');
     }
+    char text[160];
+    if (rc == 0 && s.opts.timings) fputs(sl_gen_timings_text(&timings, text, sizeof text), stderr);
     if (rc != 0 && !interrupted) fprintf(stderr, "%s: %s\n", prog, err.msg);
     if (status == SL_EXIT_OK && rc != 0) status = rc == SL_CLIENT_TIMEOUT ? SL_EXIT_TIMEOUT : SL_EXIT_FAILURE;
     if (interrupted) status = SL_EXIT_INTERRUPTED;

@@ -279,11 +279,11 @@ static sl_msg valid_forward(const soak *s, int i, sl_rng *rng, int32_t *ids, flo
     const sl_config *cfg = &s->parts[0].cfg;
     int T = 1 + (int)sl_rng_below(rng, 8);
     sl_msg m = {.kind = SL_MSG_FORWARD,
-                .session = sl_rng_next(rng) | 1,
                 .ctx = (uint32_t)(T + 8),
                 .has_sample = true,
                 .sample = SL_SAMPLING_GREEDY,
                 .dtype = s->topo.activations};
+    sl_id_new(&m.session, NULL); /* a fresh session, as a client draws it */
     for (int k = 0; k < T; k++)
         ids[k] = (int32_t)sl_rng_below(rng, (uint64_t)cfg->vocab_size);
     for (int k = 0; k < T * cfg->n_embd; k++)

@@ -68,9 +68,10 @@ static const char usage[] =
     "state. A checkpoint is written where each part runs: the trunks write theirs under the\n"
     "topology's checkpoint_root on their hosts, and --resume DIR reads each part where it was\n"
     "written. --local runs every stage here instead.\n"
-    "Before step 1 every place a save writes to is checked (--save-dir here; each trunk's directory\n"
-    "below checkpoint_root when its host is this one; the rule every trunk applies), and training\n"
-    "without --save-dir says that nothing will be kept. Every save and a resume are announced.\n"
+    "Before step 1 every place a save writes to is checked (--save-dir here; each trunk asked on its\n"
+    "host with a dry-run save, which writes nothing: \"trunk NAME will save to HOST:/abs/path\", or\n"
+    "exit 2 with what to change), and training without --save-dir says that nothing will be kept.\n"
+    "Every save and a resume are announced.\n"
     "SIGINT or SIGTERM finishes the step, saves a checkpoint (with --save-dir), then exits.\n"
     "When a node stops mid-training the trainer stops too (at once when it was the first or\n"
     "last trunk, else after the topology's timeout) and names the last checkpoint to --resume\n"
@@ -431,9 +432,6 @@ static void trunk_dir(const sl_topology *topo, const char *dir, char *out, size_
     }
 }
 
-/* Bytes of one save of a part: F32 weights and AdamW's two moments, and room for the metadata. */
-static unsigned long long save_bytes(const sl_part_info *part) { return 12ull * part->parameters + (64u << 10); }
-
 static const sl_part_info *part_of(const sl_topo_node *node, const sl_part_info *parts, int n_parts)
 {
     for (int i = 0; i < n_parts; i++)
@@ -441,17 +439,30 @@ static const sl_part_info *part_of(const sl_topo_node *node, const sl_part_info 
     return &parts[0];
 }
 
-/* Where each trunk writes its part: printed, and kept in SAVE_DIR/trunks.json, where
- * zmq-splitlearn-merge looks when a trunk's part is missing. */
-static int announce_trunks(const run *r, const sl_topology *topo, const sl_part_info *parts, int n_parts, sl_err *err)
+/* Asks every trunk whether it can save this run's checkpoints in --save-dir (a dry run on its
+ * host) and prints where each one will; places[k] gets trunk k + 1's. Returns an exit status: a
+ * refusal is the user's to fix. */
+static int check_trunk_saves(const run *r, sl_trainer *tr, sl_trainer_place *places, sl_err *err)
+{
+    int n = sl_trainer_check_save(tr, r->save_dir, places, err);
+    if (n < 0)
+        return sl_trainer_timed_out(tr) ? SL_EXIT_TIMEOUT : sl_trainer_lost(tr) ? SL_EXIT_FAILURE : SL_EXIT_USAGE;
+    for (int k = 0; k < n; k++)
+        printf("trunk %s will save to %s:%s\n", places[k].node, places[k].host, places[k].dir);
+    return SL_EXIT_OK;
+}
+
+/* Where each trunk writes its part (places: as the trunks said): printed, and kept in
+ * SAVE_DIR/trunks.json, where zmq-splitlearn-merge looks when a trunk's part is missing. */
+static int announce_trunks(const run *r, const sl_topology *topo, const sl_part_info *parts, int n_parts,
+                           const sl_trainer_place *places, sl_err *err)
 {
     cJSON *where = cJSON_CreateObject();
     for (int i = 1; i + 1 < topo->n_nodes; i++) {
         const sl_topo_node *node = &topo->nodes[i];
-        char dir[PATH_MAX], file[PATH_MAX + 64] = "";
-        trunk_dir(topo, r->save_dir, dir, sizeof dir);
-        if (!dir[0]) snprintf(dir, sizeof dir, "<its working directory>/%s", r->save_dir);
-        sl_part_checkpoint_file(dir, part_of(node, parts, n_parts)->role, node->name, file, sizeof file, NULL);
+        char file[PATH_MAX + 64] = "";
+        sl_part_checkpoint_file(places[i - 1].dir, part_of(node, parts, n_parts)->role, node->name, file, sizeof file,
+                                NULL);
         printf("checkpoints of %s: on %s, %s\n", node->name, node->host, file);
         cJSON *entry = cJSON_AddObjectToObject(where, node->name);
         cJSON_AddStringToObject(entry, "host", node->host);
@@ -477,10 +488,10 @@ static int preflight(const run *r, const sl_topology *topo, const sl_part_info *
         printf("warning: no --save-dir: nothing of this run will be kept (--save-dir DIR keeps checkpoints)\n");
         return SL_EXIT_OK;
     }
-    int saves = r->resume && sl_same_dir(r->resume, r->save_dir) ? 1 : 3;
+    const bool resumed_there = r->resume && sl_same_dir(r->resume, r->save_dir);
     unsigned long long here = 0;
     for (int i = 0; i < n_parts; i++)
-        here += !remote || parts[i].role != SL_ROLE_TRUNK ? saves * save_bytes(&parts[i]) : 0;
+        here += !remote || parts[i].role != SL_ROLE_TRUNK ? sl_checkpoint_room(parts[i].parameters, resumed_there) : 0;
     if (sl_check_output(r->save_dir, true, err) != 0 || sl_check_space(r->save_dir, here, err) != 0) {
         sl_err_prefix(err, "--save-dir %s cannot take this run's checkpoints", r->save_dir);
         return SL_EXIT_USAGE;
@@ -495,7 +506,8 @@ static int preflight(const run *r, const sl_topology *topo, const sl_part_info *
         trunk_dir(topo, r->save_dir, dir, sizeof dir);
         if (!dir[0] || !sl_topology_host_is_local(node->host)) continue; /* the node checks it at the first save */
         if (sl_check_output(dir, true, err) != 0 ||
-            sl_check_space(dir, saves * save_bytes(part_of(node, parts, n_parts)), err) != 0) {
+            sl_check_space(dir, sl_checkpoint_room(part_of(node, parts, n_parts)->parameters, resumed_there), err) !=
+                0) {
             sl_err_prefix(err,
                           "%s (on this host) cannot save its part in %s; set checkpoint_root in [pipeline] of %s "
                           "to a directory it can write",
@@ -527,6 +539,13 @@ static int recover(const sl_topology *topo, const char *ckpt, long ckpt_step, do
     return 0;
 }
 
+/* The trainer's refusals (its own, and its ZAP handler's from that thread): one write a line. */
+static void log_refusal(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "%s: %s\n", prog, line);
+}
+
 /* Trains from the topology's split (or r->resume) to the end, or to a stop signal. Returns an
  * exit status. */
 static int train(run *r, sl_err *err)
@@ -548,12 +567,15 @@ static int train(run *r, sl_err *err)
     const long total = total_steps(r, c.data);
     long eval_every = r->eval_every ? r->eval_every : c.eval ? 100 : 0;
     r->opts.total_steps = total;
+    r->opts.log = log_refusal;
     sl_trainer *tr = NULL;
     if (rc == 0)
         tr = remote ? sl_trainer_new_remote(&topo, r->resume, &r->opts, err)
                     : sl_trainer_new(r->resume ? r->resume : topo.parts, &r->opts, err);
     if (!tr) rc = -1;
     if (rc == 0 && r->resume) printf("resumed %s at step %ld\n", r->resume, sl_trainer_step_count(tr));
+    sl_trainer_place places[SL_MAX_SPLITS + 1];
+    if (rc == 0 && r->save_dir && remote && (status = check_trunk_saves(r, tr, places, err)) != SL_EXIT_OK) rc = -1;
     const size_t tokens_per_step = (size_t)r->opts.grad_accum * r->opts.batch * r->opts.seq_len;
     int32_t *ids = malloc(tokens_per_step * sizeof *ids), *targets = malloc(tokens_per_step * sizeof *targets);
     if (rc == 0 && (!ids || !targets)) rc = sl_fail(err, "out of memory for a step of %zu tokens", tokens_per_step);
@@ -561,7 +583,7 @@ static int train(run *r, sl_err *err)
     if (r->save_dir) log_in(r->save_dir, log_default, sizeof log_default);
     const char *log_path = r->log_path ? r->log_path : r->save_dir ? log_default : NULL;
     if (rc == 0 && r->save_dir) rc = sl_mkdirs(r->save_dir, err);
-    if (rc == 0 && r->save_dir && remote) rc = announce_trunks(r, &topo, infos, n_parts, err);
+    if (rc == 0 && r->save_dir && remote) rc = announce_trunks(r, &topo, infos, n_parts, places, err);
     FILE *log = NULL;
     if (rc == 0 && log_path && !(log = log_open(log_path, sl_trainer_step_count(tr), r->resume, err))) rc = -1;
     if (rc == 0 && c.data)
