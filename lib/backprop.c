@@ -154,8 +154,8 @@ static void block_forward(sl_backprop *t, const sl_block *w, block_acts *a, cons
     sl_matmul_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C, false);
     for (int b = 0; b < t->B; b++) {
         const float *q = a->qkv + (size_t)b * T * 3 * C;
-        sl_attention_forward(a->atty + (size_t)b * T * C, a->probs + (size_t)b * nh * T * T, q, 3 * C, q + C, q + 2 * C,
-                             3 * C, T, 0, nh, hd);
+        sl_attention_forward(a->atty + (size_t)b * T * C, a->probs + (size_t)b * nh * T * T, true, q, 3 * C, q + C,
+                             q + 2 * C, 3 * C, T, 0, nh, hd);
     }
     memcpy(a->res2, in, (size_t)N * C * sizeof(float));
     sl_matmul_forward(a->res2, a->atty, w->attn_proj_w, w->attn_proj_b, N, C, C, true);

@@ -38,6 +38,12 @@ int sl_cpu_count(void)
     return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
 }
 
+int sl_cpu_online(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 static int pin_thread(pid_t tid, int cpu, sl_err *err)
 {
     cpu_set_t set;

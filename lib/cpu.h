@@ -19,4 +19,7 @@ int sl_threads_setup(int n_threads, bool pin, sl_err *err);
 /* CPUs this process may run on. */
 int sl_cpu_count(void);
 
+/* CPUs online (a thread pinned by sl_threads_setup may use only one of them). */
+int sl_cpu_online(void);
+
 #endif

@@ -86,11 +86,12 @@ static void kv_store(sl_kv *kv, void *base, int l, int pos, const float *row)
 struct sl_runner {
     const sl_params *p;
     sl_kern *kern, *own_kern; /* the kernels in use; own_kern when the runner made them */
+    int linger_us;            /* the workers' watch within a forward call */
     int max_tokens;
     float *x;       /* (T,C) residual stream */
     float *ln;      /* (T,C) */
     float *qkv;     /* (T,3C) */
-    float *probs;   /* (n_head, T, n_positions) */
+    float *probs;   /* (T, n_positions): one head's attention weights at a time */
     float *atty;    /* (T,C) */
     float *fch;     /* (T,I) */
     float *kw, *vw; /* (n_positions, C) each: one layer's F16 keys and values widened; NULL for F32 */
@@ -107,7 +108,7 @@ sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_kern *kern, sl_e
         return NULL;
     }
     size_t T = (size_t)max_tokens, C = (size_t)c->n_embd, P = (size_t)c->n_positions;
-    size_t sizes[] = {T * C, T * C, T * 3 * C, (size_t)c->n_head * T * P, T * C, T * c->n_inner};
+    size_t sizes[] = {T * C, T * C, T * 3 * C, T * P, T * C, T * c->n_inner};
     float **slots[] = {&s->x, &s->ln, &s->qkv, &s->probs, &s->atty, &s->fch};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
@@ -124,10 +125,13 @@ sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_kern *kern, sl_e
     }
     s->p = p;
     s->max_tokens = max_tokens;
-    s->kern = kern ? kern : (s->own_kern = sl_kern_new(sl_cpu_count(), false, SL_KERN_AUTO, err));
+    s->linger_us = SL_RUNNER_LINGER_US;
+    s->kern = kern ? kern : (s->own_kern = sl_kern_new(sl_cpu_online(), false, SL_KERN_AUTO, err));
     if (!s->kern) sl_runner_destroy(&s);
     return s;
 }
+
+void sl_runner_set_linger(sl_runner *self, int linger_us) { self->linger_us = linger_us; }
 
 void sl_runner_destroy(sl_runner **self)
 {
@@ -179,11 +183,11 @@ static int block_forward(sl_runner *s, const sl_block *w, sl_kv *kv, int l, int 
         kv_store(kv, kv->v, l, slot, row + 2 * C);
         if (!alternatives) continue;
         if (kv_f32(s, kv, l, past + 1, &kc, &vc, err) != 0) return -1;
-        sl_attention_forward(s->atty + (size_t)t * C, s->probs, row, 3 * C, kc, vc, C, 1, past, c->n_head, hd);
+        sl_attention_forward(s->atty + (size_t)t * C, s->probs, false, row, 3 * C, kc, vc, C, 1, past, c->n_head, hd);
     }
     if (!alternatives) {
         if (kv_f32(s, kv, l, past + T, &kc, &vc, err) != 0) return -1;
-        sl_attention_forward(s->atty, s->probs, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, hd);
+        sl_attention_forward(s->atty, s->probs, false, s->qkv, 3 * C, kc, vc, C, T, past, c->n_head, hd);
     }
     if (sl_kern_matmul(s->kern, s->x, s->atty, T, &w->attn_proj, w->attn_proj_b, true, err) != 0) return -1;
     sl_layernorm_forward(s->ln, NULL, NULL, s->x, w->ln2_w, w->ln2_b, T, C, eps);
@@ -247,6 +251,7 @@ int sl_runner_forward(sl_runner *self, sl_kv *kv, int T, const int32_t *ids, con
     const sl_params *p = self->p;
     const int C = p->cfg.n_embd, V = p->cfg.vocab_size, len0 = kv->len;
     int rc = 0;
+    sl_kern_set_linger(self->kern, self->linger_us);
     for (int t0 = 0; t0 < T && rc == 0; t0 += self->max_tokens) {
         int n = T - t0 < self->max_tokens ? T - t0 : self->max_tokens;
         if (p->embed)
@@ -289,8 +294,11 @@ int sl_runner_forward_alternatives(sl_runner *self, sl_kv *kv, int K, const int3
     } else {
         memcpy(self->x, hidden, (size_t)K * C * sizeof(float));
     }
-    for (int l = 0; l < p->last - p->first; l++)
-        if (block_forward(self, &p->blocks[l], kv, l, K, true, err) != 0) return -1;
-    memcpy(out, self->x, (size_t)K * C * sizeof(float));
-    return 0;
+    sl_kern_set_linger(self->kern, self->linger_us);
+    int rc = 0;
+    for (int l = 0; l < p->last - p->first && rc == 0; l++)
+        rc = block_forward(self, &p->blocks[l], kv, l, K, true, err);
+    sl_kern_rest(self->kern);
+    if (rc == 0) memcpy(out, self->x, (size_t)K * C * sizeof(float));
+    return rc;
 }

@@ -41,8 +41,18 @@ typedef struct sl_runner sl_runner;
 
 /* max_tokens bounds the tokens computed at once (longer inputs run in chunks through the
  * cache). p must outlive the stage. kern (borrowed; it must outlive the runner) runs the linear
- * layers; NULL: the runner makes its own, one thread per CPU, unpinned. Caller owns the result. */
+ * layers; NULL: the runner makes its own, one thread per online CPU (not only those a pinned caller
+ * may use), unpinned. Caller owns the result. */
 sl_runner *sl_runner_new(const sl_params *p, int max_tokens, sl_kern *kern, sl_err *err);
+
+/* Within one forward call the kernels' workers watch for the next matrix–vector product this long
+ * (sl_kern_set_linger) instead of sleeping between products: a decode step makes ~50 of them a
+ * few microseconds apart, and waking a sleeping worker costs 20-40 us on a VM (about 10% of a
+ * token). At the end of every call they sleep (sl_kern_rest): nothing spins between calls. */
+#define SL_RUNNER_LINGER_US 200
+
+/* Sets that watch (0: the workers sleep after every product). */
+void sl_runner_set_linger(sl_runner *self, int linger_us);
 void sl_runner_destroy(sl_runner **self);
 
 /* Runs T tokens at positions sl_kv_len(kv) .. +T-1 and appends them to kv.

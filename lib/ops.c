@@ -109,13 +109,13 @@ static void causal_softmax_row(float *row, int valid, int len)
         row[j] = 0;
 }
 
-void sl_attention_forward(float *out, float *probs, const float *q, int q_stride, const float *k, const float *v,
-                          int kv_stride, int T, int past, int n_head, int hd)
+void sl_attention_forward(float *out, float *probs, bool keep, const float *q, int q_stride, const float *k,
+                          const float *v, int kv_stride, int T, int past, int n_head, int hd)
 {
     const int Tk = past + T, C = n_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < n_head; h++) {
-        float *p = probs + (size_t)h * T * Tk;
+        float *p = probs + (keep ? (size_t)h * T * Tk : 0);
         const float *qh = q + h * hd, *kh = k + h * hd, *vh = v + h * hd;
         if (T == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Tk, hd, scale, kh, kv_stride, qh, 1, 0.0f, p, 1);

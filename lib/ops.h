@@ -31,10 +31,10 @@ void sl_matmul_forward_wt(float *out, const float *inp, const float *w, int N, i
 
 /* Causal multi-head attention for T queries at positions past .. past+T-1.
  * q (T, q_stride): head h at columns h*hd; k, v (past+T, kv_stride): keys/values of every
- * position so far; probs (n_head, T, past+T): the softmax weights, kept for backward;
- * out (T, n_head*hd). */
-void sl_attention_forward(float *out, float *probs, const float *q, int q_stride, const float *k, const float *v,
-                          int kv_stride, int T, int past, int n_head, int hd);
+ * position so far; out (T, n_head*hd). probs receives the softmax weights: (n_head, T, past+T)
+ * with keep (backward needs them), else (T, past+T), reused by every head (inference). */
+void sl_attention_forward(float *out, float *probs, bool keep, const float *q, int q_stride, const float *k,
+                          const float *v, int kv_stride, int T, int past, int n_head, int hd);
 
 /* out = gelu_new(inp) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); out may equal inp. */
 void sl_gelu_forward(float *out, const float *inp, size_t n);

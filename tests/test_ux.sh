@@ -180,6 +180,9 @@ cond() { test "$status" -eq 2 && err_has "1..65535"; }
 check "a topology with listen port 0: exit 2 naming the port rule" cond
 
 # ---- §3: train checks every save location before step 1, and says what it keeps ----
+# A model directory given with a trailing slash names the parts as without it.
+check "split MODEL/ names the parts after the directory" bash -c "'$bin/zmq-splitlearn-split' '$fixtures/tiny-b/' \
+    --splits 2 -o '$tmp/slash-parts' >/dev/null && test -f '$tmp/slash-parts/bottom/tiny-b_2_bottom.safetensors'"
 "$bin/zmq-splitlearn-split" "$fixtures/tiny-b" --splits 2,4 -o "$tmp/b-parts" --topology "$tmp/b.ini" \
     --port $((port + 4)) >/dev/null
 sed -i "/^\[pipeline\]/a checkpoint_root = $tmp/root\ntrain = yes" "$tmp/b.ini"

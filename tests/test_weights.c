@@ -619,7 +619,7 @@ static void ops_forward(const sl_params *p, const int32_t *ids, int T, float *lo
             memcpy(k + (size_t)t * C, qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof *k);
             memcpy(v + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof *v);
         }
-        sl_attention_forward(att, probs, qkv, 3 * C, k, v, C, T, 0, H, C / H);
+        sl_attention_forward(att, probs, true, qkv, 3 * C, k, v, C, T, 0, H, C / H);
         sl_matmul_forward(x, att, b->attn_proj_w, b->attn_proj_b, T, C, C, true);
         sl_layernorm_forward(ln, NULL, NULL, x, b->ln2_w, b->ln2_b, T, C, eps);
         sl_matmul_forward(fch, ln, b->fc_w, b->fc_b, T, C, I, false);

@@ -24,7 +24,7 @@ static const char prog[] = "zmq-splitlearn-bench";
 
 static const char usage[] =
     "usage: zmq-splitlearn-bench MODEL_DIR [--runs 7] [--prompt 64] [--decode 32] [--threads 2] [--no-pin]\n"
-    "                            [--linger US] [--parts DIR]\n"
+    "                            [--parts DIR]\n"
     "\n"
     "Loads MODEL_DIR (F32) and converts its matrices to F16, BF16 and Q8_0 (sl_params_convert), then\n"
     "times in --runs interleaved rounds (medians, after a warm-up round), for every format through\n"
@@ -33,8 +33,9 @@ static const char usage[] =
     "byte a token reads (the matrices in the format, the head included; LayerNorms and biases) with\n"
     "sl_kern_stream; also a STREAM triad, and the F32 prefill with logits at every position and at\n"
     "the last one against OpenBLAS sgemm on the same shapes. Times are medians; a ratio is the\n"
-    "median over the rounds of the ratio within a round. --linger US adds decode rows with the\n"
-    "kernels' workers lingering US microseconds between products (sl_kern_set_linger). --parts: time\n"
+    "median over the rounds of the ratio within a round. Decode runs as shipped (the kernels' workers\n"
+    "watch for the next product within a step: SL_RUNNER_LINGER_US) and with them sleeping after\n"
+    "every product (linger 0), to show what waking them costs. --parts: time\n"
     "loading each part of that split directory. Prints Markdown tables. SL_KERNELS forces a kernel set.\n"
     "  --help, --version\n"
     "\n"
@@ -60,7 +61,7 @@ typedef struct model {
 
 /* One round's times in seconds: [format] and the F32 extras. */
 typedef struct round_times {
-    double floor[SL_WF_COUNT], decode[SL_WF_COUNT], linger[SL_WF_COUNT], prefill[SL_WF_COUNT];
+    double floor[SL_WF_COUNT], decode[SL_WF_COUNT], sleeping[SL_WF_COUNT], prefill[SL_WF_COUNT];
     double prefill_all, sgemm_all, sgemm_last, triad;
 } round_times;
 
@@ -71,7 +72,7 @@ typedef struct bench {
     bench_triad triad;
     int32_t *ids;
     float *logits, *sgemm_in, *sgemm_out;
-    int prompt, decode, linger_us;
+    int prompt, decode;
 } bench;
 
 static void die(const char *what, const char *msg)
@@ -168,7 +169,8 @@ static double time_sgemm(bench *b, bool all_logits)
 }
 
 /* One round: the formats in a rotating order, each read once (its floor), decoded and prefilled
- * (and decoded with lingering workers when asked); the triad; then the F32 sgemm comparison. */
+ * (as shipped, then with the workers sleeping between products); the triad; then the F32 sgemm
+ * comparison. */
 static void run_round(bench *b, int round, round_times *t)
 {
     for (int i = 0; i < SL_WF_COUNT; i++) {
@@ -177,11 +179,9 @@ static void run_round(bench *b, int round, round_times *t)
         t->floor[f] = time_floor(b, m);
         t->prefill[f] = time_prefill(b, m, SL_OUT_LOGITS_LAST);
         t->decode[f] = time_decode(b, m);
-        if (b->linger_us) {
-            sl_kern_set_linger(b->kern, b->linger_us);
-            t->linger[f] = time_decode(b, m);
-            sl_kern_set_linger(b->kern, 0);
-        }
+        sl_runner_set_linger(m->stage, 0);
+        t->sleeping[f] = time_decode(b, m);
+        sl_runner_set_linger(m->stage, SL_RUNNER_LINGER_US);
     }
     t->triad = bench_triad_time(&b->triad);
     model *f32 = &b->m[SL_WF_F32];
@@ -225,21 +225,21 @@ static void print_f32_table(const bench *b, const round_times *t, int rounds, co
 
 static void print_tables(const bench *b, const round_times *t, int rounds, int threads, bool pin)
 {
-    double mb[SL_WF_COUNT], floor[SL_WF_COUNT], dec[SL_WF_COUNT], lin[SL_WF_COUNT], pre[SL_WF_COUNT];
-    double r_floor[SL_WF_COUNT], r_f32[SL_WF_COUNT], r_pre[SL_WF_COUNT], r_lin[SL_WF_COUNT], r_lin32[SL_WF_COUNT];
+    double mb[SL_WF_COUNT], floor[SL_WF_COUNT], dec[SL_WF_COUNT], slept[SL_WF_COUNT], pre[SL_WF_COUNT];
+    double r_floor[SL_WF_COUNT], r_f32[SL_WF_COUNT], r_pre[SL_WF_COUNT], r_slept[SL_WF_COUNT], r_slept32[SL_WF_COUNT];
     for (int f = 0; f < SL_WF_COUNT; f++) {
         mb[f] = (double)b->m[f].reads.bytes / 1e6;
         floor[f] = MEDIAN(t, rounds, floor[f]);
         dec[f] = MEDIAN(t, rounds, decode[f]);
-        lin[f] = MEDIAN(t, rounds, linger[f]);
+        slept[f] = MEDIAN(t, rounds, sleeping[f]);
         pre[f] = MEDIAN(t, rounds, prefill[f]);
     }
     for (int f = 0; f < SL_WF_COUNT; f++) {
         r_floor[f] = RATIO(t, rounds, decode[f], floor[f]);
         r_f32[f] = RATIO(t, rounds, decode[f], decode[SL_WF_F32]);
         r_pre[f] = RATIO(t, rounds, prefill[f], prefill[SL_WF_F32]);
-        r_lin[f] = RATIO(t, rounds, linger[f], floor[f]);
-        r_lin32[f] = RATIO(t, rounds, linger[f], linger[SL_WF_F32]);
+        r_slept[f] = RATIO(t, rounds, sleeping[f], floor[f]);
+        r_slept32[f] = RATIO(t, rounds, sleeping[f], sleeping[SL_WF_F32]);
     }
     double triad_gbs = bench_triad_gbs(&b->triad, MEDIAN(t, rounds, triad) / 1e3);
     double read_gbs = mb[SL_WF_F32] / floor[SL_WF_F32];
@@ -261,12 +261,9 @@ static void print_tables(const bench *b, const round_times *t, int rounds, int t
     bench_format_row(label, dec, " %.2f |");
     bench_format_row("decode / its floor", r_floor, " %.3f |");
     bench_format_row("decode / F32 decode", r_f32, " %.3f |");
-    if (b->linger_us) {
-        snprintf(label, sizeof label, "decode, workers lingering %d us between products, ms per token", b->linger_us);
-        bench_format_row(label, lin, " %.2f |");
-        bench_format_row("lingering decode / its floor", r_lin, " %.3f |");
-        bench_format_row("lingering decode / F32 lingering decode", r_lin32, " %.3f |");
-    }
+    bench_format_row("decode with the workers sleeping after every product (linger 0), ms per token", slept, " %.2f |");
+    bench_format_row("sleeping decode / its floor", r_slept, " %.3f |");
+    bench_format_row("sleeping decode / F32 sleeping decode", r_slept32, " %.3f |");
     snprintf(label, sizeof label, "prefill %d tokens (logits at the last position), ms", b->prompt);
     bench_format_row(label, pre, " %.1f |");
     bench_format_row("prefill / F32 prefill", r_pre, " %.3f |");
@@ -352,8 +349,8 @@ int main(int argc, char **argv)
 {
     static const struct option options[] = {{"runs", 1, 0, 'r'},    {"prompt", 1, 0, 'p'}, {"decode", 1, 0, 'd'},
                                             {"threads", 1, 0, 't'}, {"no-pin", 0, 0, 'n'}, {"parts", 1, 0, 'P'},
-                                            {"linger", 1, 0, 'l'},  SL_TOOL_OPTIONS,       {0, 0, 0, 0}};
-    long runs = 7, prompt = 64, decode = 32, threads = 2, linger = 0;
+                                            SL_TOOL_OPTIONS,        {0, 0, 0, 0}};
+    long runs = 7, prompt = 64, decode = 32, threads = 2;
     bool pin = true;
     const char *parts_dir = NULL;
     sl_err err;
@@ -367,8 +364,6 @@ int main(int argc, char **argv)
             rc = sl_parse_long(optarg, "--decode", 1, 1024, &decode, &err);
         else if (c == 't')
             rc = sl_parse_long(optarg, "--threads", 1, 64, &threads, &err);
-        else if (c == 'l')
-            rc = sl_parse_long(optarg, "--linger", 0, 100000, &linger, &err);
         else if (c == 'n')
             pin = false;
         else if (c == 'P')
@@ -379,7 +374,7 @@ int main(int argc, char **argv)
     if (rc == 0 && optind != argc - 1) rc = sl_fail(&err, "give exactly one MODEL_DIR");
     if (rc != 0) return sl_tool_usage_error(prog, err.msg);
     if (sl_threads_setup((int)threads, pin, &err) != 0) fprintf(stderr, "warning: %s\n", err.msg), pin = false;
-    bench b = {.prompt = (int)prompt, .decode = (int)decode, .linger_us = (int)linger};
+    bench b = {.prompt = (int)prompt, .decode = (int)decode};
     sl_hf_model *ck = NULL;
     setup(&b, argv[optind], &ck, (int)threads, pin);
     round_times *t = calloc((size_t)runs + 1, sizeof *t);

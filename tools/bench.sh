@@ -30,7 +30,7 @@ split_median=$(printf '%s\n' "${split_times[@]}" | sort -n | awk '{a[NR]=$1} END
     echo "Command: \`make bench\` (tools/bench.sh; model: zmq-splitlearn-mkmodel --seed 1, GPT-2 124M shape, F32)"
     echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
     echo
-    "$bin/zmq-splitlearn-bench" "$model" --runs "$runs" --parts "$dir/parts-124m" --threads 2 --linger 200
+    "$bin/zmq-splitlearn-bench" "$model" --runs "$runs" --parts "$dir/parts-124m" --threads 2
     echo "| split 124M at 2,10 into 3 parts, F32, SHA-256 of all (median of $runs) | $(awk -v s="$split_median" 'BEGIN {printf "%.0f", s * 1000}') | | |"
     echo
     "$bin/zmq-splitlearn-bench-pipeline" "$model" "$dir/parts-124m" --runs "$runs" --threads 2

@@ -198,7 +198,11 @@ int main(int argc, char **argv)
     char default_name[256];
     if (!name) {
         /* The model directory's name, the repo's for a hub cache entry, a checkpoint file's stem. */
-        const char *base = strrchr(model, '/') && strrchr(model, '/')[1] ? strrchr(model, '/') + 1 : model;
+        char trimmed[PATH_MAX];
+        snprintf(trimmed, sizeof trimmed, "%s", model);
+        for (size_t n = strlen(trimmed); n > 1 && trimmed[n - 1] == '/'; n--) /* "tiny-b/" is tiny-b */
+            trimmed[n - 1] = '\0';
+        const char *base = sl_path_base(trimmed);
         snprintf(default_name, sizeof default_name, "%s", strncmp(base, "models--", 8) == 0 ? base + 8 : base);
         char *ext = strrchr(default_name, '.'); /* a checkpoint file: its stem */
         if (ext && ext != default_name &&
