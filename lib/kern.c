@@ -21,7 +21,7 @@
  * (a fixed count, so that the bands' sums, added in order, do not depend on the threads). */
 enum { CHUNK_BYTES = 1 << 20, CONV1D_BANDS = 8 };
 /* A prefill tile widened to F32 is at most this big (it stays in the caches for sgemm). */
-enum { TILE_BYTES = 2 << 20, TILE_CHUNK_ROWS = 16 };
+enum { TILE_BYTES = 1 << 20, TILE_CHUNK_ROWS = 16 };
 
 static const char *const isa_names[SL_KERN_ISA_COUNT] = {"portable", "avx2", "avx512", "avx512vnni"};
 

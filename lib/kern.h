@@ -6,7 +6,7 @@
  * 16-bit and 8-bit weights in registers, so a token costs the bytes of its weights' format. An F32
  * Conv1D matrix is split instead into 8 bands of its rows (each row is contiguous there), whose
  * partial sums are added in order. Several tokens (prefill, training forward) convert the weights
- * tile by tile into F32 (at most 2 MB, made by the pool's threads) and multiply with OpenBLAS's
+ * tile by tile into F32 (at most 1 MB, made by the pool's threads) and multiply with OpenBLAS's
  * sgemm; F32 matrices go to sgemm as they are.
  *
  * Instruction sets (each a complete set of kernels; `SL_KERNELS=name` forces one):
