@@ -76,8 +76,9 @@ static int load(run *r, const char *model_dir, sl_hf_model **ck, sl_err *err)
 {
     if (!(*ck = sl_hf_model_open_with_config(model_dir, r->config, err)))
         return access(model_dir, F_OK) != 0 ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
-    const sl_config *cfg = sl_hf_model_config(*ck);
-    if (sl_params_load(&r->p, *ck, 0, cfg->n_layer, true, true, false, err) != 0) return SL_EXIT_FAILURE;
+    if (sl_params_load(&r->p, *ck, 0, sl_hf_model_config(*ck)->n_layer, true, true, false, err) != 0)
+        return SL_EXIT_FAILURE;
+    const sl_config *cfg = &r->p.cfg; /* the params' copy: it outlives the file (--weights closes it) */
     if (r->opts.prompt || !r->opts.quiet) {
         bool bundled;
         char vocab[PATH_MAX];
