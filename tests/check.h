@@ -90,6 +90,15 @@ static inline int check_remove_entry(const char *path, const struct stat *st, in
     return 0; /* go on with the rest */
 }
 
+/* The programs' directory as an absolute path: $SL_BIN (make sanitize's build-san/bin), else bin. */
+static inline void check_bin_dir(char *out, size_t size)
+{
+    const char *env = getenv("SL_BIN");
+    char *abs = realpath(env && *env ? env : "bin", NULL);
+    snprintf(out, size, "%s", abs ? abs : "bin");
+    free(abs);
+}
+
 /* Removes a directory made by check_tmpdir, with everything in it (symbolic links are
  * removed, not followed). */
 static inline void check_rmtree(const char *dir) { nftw(dir, check_remove_entry, 16, FTW_DEPTH | FTW_PHYS); }

@@ -918,10 +918,7 @@ int main(int argc, char **argv)
 {
     check_init(argc, argv);
     if (check_tmpdir(tmp, sizeof tmp, "e2e") != 0) return 1;
-    const char *env = getenv("SL_BIN");
-    char *abs = realpath(env && *env ? env : "bin", NULL);
-    snprintf(bin, sizeof bin, "%s", abs ? abs : "bin");
-    free(abs);
+    check_bin_dir(bin, sizeof bin);
     struct sigaction ignore = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ignore, NULL);
     zsys_handler_set(NULL);

@@ -226,10 +226,7 @@ int main(int argc, char **argv)
 {
     check_init(argc, argv);
     if (check_tmpdir(tmp, sizeof tmp, "perplexity") != 0) return 1;
-    const char *env = getenv("SL_BIN");
-    char *abs = realpath(env && *env ? env : "bin", NULL);
-    snprintf(bin, sizeof bin, "%s", abs ? abs : "bin");
-    free(abs);
+    check_bin_dir(bin, sizeof bin);
     if (check_selected("tiny_b")) test_tiny_b();
     if (check_selected("text")) test_text();
     if (check_selected("usage")) test_usage();
