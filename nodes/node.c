@@ -836,8 +836,12 @@ int main(int argc, char **argv)
     if (n.guard)
         log_line(&n, "rows leave clipped to an L2 norm of %g with Gaussian noise of std %g (cryptographic)",
                  (double)d.clip, (double)d.noise * d.clip);
+    const char *computed = sl_wformat_name(sl_trunk_params(n.trunk)->format); /* an HF-layout f16 file: f32 */
+    char held[64];
+    snprintf(held, sizeof held, strcmp(computed, info->dtype) ? "%s, widened from its %s file" : "%s", computed,
+             info->dtype);
     log_line(&n, "ready on %s: %s, layers %d-%d, %.1fM parameters in %s (%s kernels, kv %s), %s", n.self->listen,
-             sl_role_name(info->role), info->first, info->last, (double)info->parameters / 1e6, info->dtype,
+             sl_role_name(info->role), info->first, info->last, (double)info->parameters / 1e6, held,
              sl_kern_isa_name(sl_kern_isa_used(n.kern)), sl_dtype_lower(n.self->kv),
              n.next ? n.next->listen : "answers clients");
     serve(&n, lifeline);
