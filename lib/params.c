@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* A matrix of a block is (in, out), HF's Conv1D; wte and the head are (out, in), rows. */
 static int visit(sl_param_ref *ref, float **slot, sl_wmat *wmat, int ndim, int64_t d0, int64_t d1,
@@ -330,6 +332,7 @@ int sl_params_load(sl_params *p, const sl_hf_model *ck, int first, int last, boo
 typedef struct convert_ctx {
     sl_wformat format;
     bool fill;            /* false: count what is needed; true: copy into it */
+    bool release;         /* true: each source tensor's pages go back to the system once copied */
     size_t floats, bytes; /* F32 floats and matrix bytes: counted, then used */
     float *f;             /* dst->owned */
     unsigned char *m;     /* dst->owned_mats */
@@ -338,6 +341,15 @@ typedef struct convert_ctx {
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+/* The whole pages of [p, p + n) back to the system (MADV_DONTNEED): a file's mapping reads them
+ * again if touched, anonymous memory reads zeros. Only for bytes nobody reads again. */
+static void release_pages(const void *p, size_t n)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), from = ((uintptr_t)p + page - 1) / page * page;
+    const uintptr_t to = ((uintptr_t)p + n) / page * page;
+    if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
 /* One tensor of dst, whose slot and view still point at src's: counted, or copied into dst's. */
 static int convert_tensor(sl_param_ref *ref, void *ctx)
 {
@@ -345,6 +357,7 @@ static int convert_tensor(sl_param_ref *ref, void *ctx)
     if (!ref->wmat || cc->format == SL_WF_F32) {
         if (cc->fill) {
             memcpy(cc->f + cc->floats, *ref->slot, ref->numel * sizeof(float));
+            if (cc->release) release_pages(*ref->slot, ref->numel * sizeof(float));
             *ref->slot = cc->f + cc->floats;
         }
         cc->floats += ref->numel;
@@ -361,13 +374,15 @@ static int convert_tensor(sl_param_ref *ref, void *ctx)
             sl_err_prefix(cc->err, "%s", ref->name);
             return -1;
         }
+        if (cc->release) release_pages(from.data, (size_t)ref->in * (size_t)ref->out * sizeof(float));
         *ref->slot = NULL;
     }
     cc->bytes += round_up(data_bytes, MAT_ALIGN) + round_up(scale_bytes, MAT_ALIGN);
     return 0;
 }
 
-int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, sl_err *err)
+/* sl_params_convert and sl_params_convert_release: with release, src's tensors are given back. */
+static int convert(sl_params *dst, const sl_params *src, sl_wformat format, bool release, sl_err *err)
 {
     if (src->format != SL_WF_F32)
         return sl_fail(err, "weights are converted from F32, not from %s", sl_wformat_name(src->format));
@@ -391,7 +406,8 @@ int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, s
                          sl_wformat_name(format));
     }
     if (rc == 0) {
-        cc = (convert_ctx){.format = format, .fill = true, .f = dst->owned, .m = dst->owned_mats, .err = err};
+        cc = (convert_ctx){
+            .format = format, .fill = true, .release = release, .f = dst->owned, .m = dst->owned_mats, .err = err};
         rc = sl_params_foreach(dst, convert_tensor, &cc);
     }
     if (rc != 0) {
@@ -406,6 +422,16 @@ int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, s
         if (dst->head_is_wte) dst->head_m = dst->wte_m;
     }
     return 0;
+}
+
+int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, sl_err *err)
+{
+    return convert(dst, src, format, false, err);
+}
+
+int sl_params_convert_release(sl_params *dst, sl_params *src, sl_wformat format, sl_err *err)
+{
+    return convert(dst, src, format, true, err);
 }
 
 static int add_bytes(sl_param_ref *ref, void *ctx)

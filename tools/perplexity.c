@@ -105,7 +105,7 @@ static int convert_weights(eval *e, sl_wformat format, sl_hf_model **ck, sl_err 
 {
     if (format == e->p.format) return 0;
     sl_params converted;
-    if (sl_params_convert(&converted, &e->p, format, err) != 0) return -1;
+    if (sl_params_convert_release(&converted, &e->p, format, err) != 0) return -1;
     sl_params_free(&e->p);
     sl_hf_model_destroy(ck);
     e->p = converted;

@@ -65,7 +65,7 @@ typedef struct run {
 static int convert_weights(run *r, sl_err *err)
 {
     sl_params converted;
-    if (sl_params_convert(&converted, &r->p, r->weights, err) != 0) return -1;
+    if (sl_params_convert_release(&converted, &r->p, r->weights, err) != 0) return -1;
     sl_params_free(&r->p);
     r->p = converted;
     return 0;
