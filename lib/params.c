@@ -213,22 +213,22 @@ static int expect_aligned(load_ctx *lc, const sl_tensor *t, const char *file, co
 /* A matrix of a file in format lc->stored (not F32): its view of the mapping, checked. */
 static int stored_view(load_ctx *lc, const sl_param_ref *ref, sl_wmat *view)
 {
-    static const sl_dtype elem[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
     const char *file = model_path(lc->ck), *scales_file = file;
     const sl_wformat f = lc->stored;
     const bool q8 = f == SL_WF_Q8_0;
-    const int64_t cols = q8 ? (int64_t)sl_wmat_q8_blocks(ref->in) * SL_Q8_BLOCK : ref->in;
+    int64_t shape[2], scale_shape[2];
+    const sl_dtype dtype = sl_wmat_tensor_shapes(f, ref->in, ref->out, shape, scale_shape);
     char why[64], scales_name[96];
     snprintf(why, sizeof why, "its weights_format %s", sl_wformat_name(f));
     snprintf(scales_name, sizeof scales_name, "%s.scales", ref->name);
     const sl_tensor *t = find_tensor(lc, ref, "", &file),
                     *scales = q8 ? find_tensor(lc, ref, ".scales", &scales_file) : NULL;
-    if (expect_tensor(lc, t, file, ref->name, elem[f], 2, ref->out, cols, why) != 0 ||
+    if (expect_tensor(lc, t, file, ref->name, dtype, 2, shape[0], shape[1], why) != 0 ||
         expect_aligned(lc, t, file, ref->name) != 0)
         return -1;
-    if (q8 && (expect_tensor(lc, scales, scales_file, scales_name, SL_F16, 2, ref->out, sl_wmat_q8_blocks(ref->in),
-                             why) != 0 ||
-               expect_aligned(lc, scales, scales_file, scales_name) != 0))
+    if (q8 &&
+        (expect_tensor(lc, scales, scales_file, scales_name, SL_F16, 2, scale_shape[0], scale_shape[1], why) != 0 ||
+         expect_aligned(lc, scales, scales_file, scales_name) != 0))
         return -1;
     *view = (sl_wmat){.format = f,
                       .layout = SL_WL_ROWS,

@@ -259,15 +259,13 @@ static int add_param(sl_param_ref *ref, void *ctx)
     add_ctx *ac = ctx;
     if (!ref->wmat || ac->format == SL_WF_F32)
         return sl_st_writer_add_f32(ac->w, ref->name, SL_F32, *ref->slot, ref->ndim, ref->shape, ac->err);
-    static const sl_dtype elem[SL_WF_COUNT] = {SL_F32, SL_F16, SL_BF16, SL_I8};
     const sl_wmat *m = ref->wmat;
-    const int nb = sl_wmat_q8_blocks(m->in);
-    const int64_t shape[2] = {m->out, m->format == SL_WF_Q8_0 ? (int64_t)nb * SL_Q8_BLOCK : m->in};
-    if (sl_st_writer_add_raw(ac->w, ref->name, elem[m->format], m->data, 2, shape, ac->err) != 0) return -1;
+    int64_t shape[2], scale_shape[2];
+    const sl_dtype dtype = sl_wmat_tensor_shapes(m->format, m->in, m->out, shape, scale_shape);
+    if (sl_st_writer_add_raw(ac->w, ref->name, dtype, m->data, 2, shape, ac->err) != 0) return -1;
     if (m->format != SL_WF_Q8_0) return 0;
     char name[96];
     snprintf(name, sizeof name, "%s.scales", ref->name);
-    const int64_t scale_shape[2] = {m->out, nb};
     return sl_st_writer_add_raw(ac->w, name, SL_F16, m->scales, 2, scale_shape, ac->err);
 }
 

@@ -3,6 +3,7 @@
 #include "wmat.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +28,16 @@ int sl_wformat_parse(const char *name, sl_wformat *out)
 }
 
 int sl_wmat_q8_blocks(int in) { return (in + SL_Q8_BLOCK - 1) / SL_Q8_BLOCK; }
+
+sl_dtype sl_wmat_tensor_shapes(sl_wformat f, int in, int out, int64_t values[2], int64_t scales[2])
+{
+    const bool q8 = f == SL_WF_Q8_0;
+    values[0] = out;
+    values[1] = q8 ? (int64_t)sl_wmat_q8_blocks(in) * SL_Q8_BLOCK : in;
+    scales[0] = q8 ? out : 0;
+    scales[1] = q8 ? sl_wmat_q8_blocks(in) : 0;
+    return elem_dtype[f];
+}
 
 int sl_wmat_sizes(sl_wformat f, int in, int out, size_t *data_bytes, size_t *scale_bytes, sl_err *err)
 {

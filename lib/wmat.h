@@ -64,6 +64,11 @@ int sl_wmat_q8_blocks(int in);
  * Fails on a non-positive size or one that does not fit in size_t. */
 int sl_wmat_sizes(sl_wformat f, int in, int out, size_t *data_bytes, size_t *scale_bytes, sl_err *err);
 
+/* How a ROWS matrix of format f, in x out, is stored as safetensors tensors: NAME's dtype and shape
+ * (F16/BF16 [out, in]; Q8_0 I8 [out, nb*32]) and, for Q8_0, NAME.scales' shape (F16 [out, nb];
+ * zeros for the other formats). */
+sl_dtype sl_wmat_tensor_shapes(sl_wformat f, int in, int out, int64_t values[2], int64_t scales[2]);
+
 /* Checks that w is a matrix the kernels accept: sizes positive, arrays present, CONV1D only
  * for F32. The error names the problem. */
 int sl_wmat_check(const sl_wmat *w, sl_err *err);
