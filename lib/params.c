@@ -381,7 +381,7 @@ static int convert_tensor(sl_param_ref *ref, void *ctx)
     return 0;
 }
 
-/* sl_params_convert and sl_params_convert_release: with release, src's tensors are given back. */
+/* sl_params_convert and sl_params_reformat: with release, src's tensors are given back. */
 static int convert(sl_params *dst, const sl_params *src, sl_wformat format, bool release, sl_err *err)
 {
     if (src->format != SL_WF_F32)
@@ -429,9 +429,14 @@ int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, s
     return convert(dst, src, format, false, err);
 }
 
-int sl_params_convert_release(sl_params *dst, sl_params *src, sl_wformat format, sl_err *err)
+int sl_params_reformat(sl_params *p, sl_wformat format, sl_err *err)
 {
-    return convert(dst, src, format, true, err);
+    if (p->format == format) return 0;
+    sl_params converted;
+    int rc = convert(&converted, p, format, true, err);
+    sl_params_free(p);
+    if (rc == 0) *p = converted;
+    return rc;
 }
 
 static int add_bytes(sl_param_ref *ref, void *ctx)

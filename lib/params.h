@@ -93,10 +93,11 @@ int sl_params_load(sl_params *p, const sl_hf_model *ck, int first, int last, boo
  * others copied as F32): it owns everything, so src and what src borrows can then be freed. */
 int sl_params_convert(sl_params *dst, const sl_params *src, sl_wformat format, sl_err *err);
 
-/* sl_params_convert, giving each of src's tensors back to the system once it is copied (the whole
- * pages inside it: a mapped file's are read again if touched, memory src owns reads zeros), so that
- * the peak is about one copy, not two. src is not to be read afterwards, only freed. */
-int sl_params_convert_release(sl_params *dst, sl_params *src, sl_wformat format, sl_err *err);
+/* Converts p itself to format (nothing to do when it is in it already), giving each of its
+ * tensors back to the system once copied (the whole pages inside it: a mapped file's are read
+ * again if touched, memory p owns reads zeros), so that the peak is about one copy, not two.
+ * Afterwards p owns everything: what it borrowed may be closed. On failure p is freed. */
+int sl_params_reformat(sl_params *p, sl_wformat format, sl_err *err);
 
 /* Bytes of the stage's tensors as held in its format (a view's values and scales, an aliased head
  * counted once). */

@@ -100,15 +100,12 @@ static int load_model(eval *e, const char *model, const options *o, sl_hf_model 
     return sl_params_load(&e->p, *ck, 0, cfg->n_layer, true, true, false, err) == 0 ? SL_EXIT_OK : SL_EXIT_FAILURE;
 }
 
-/* --weights: e->p converted, the F32 copy or mapping released. */
+/* --weights: e->p converted, then the file it borrowed from closed (its mapping released). */
 static int convert_weights(eval *e, sl_wformat format, sl_hf_model **ck, sl_err *err)
 {
     if (format == e->p.format) return 0;
-    sl_params converted;
-    if (sl_params_convert_release(&converted, &e->p, format, err) != 0) return -1;
-    sl_params_free(&e->p);
+    if (sl_params_reformat(&e->p, format, err) != 0) return -1;
     sl_hf_model_destroy(ck);
-    e->p = converted;
     return 0;
 }
 

@@ -61,16 +61,6 @@ typedef struct run {
     int n_generated;
 } run;
 
-/* --weights: r->p converted, the mapped F32 tensors no longer used (the caller closes the file). */
-static int convert_weights(run *r, sl_err *err)
-{
-    sl_params converted;
-    if (sl_params_convert_release(&converted, &r->p, r->weights, err) != 0) return -1;
-    sl_params_free(&r->p);
-    r->p = converted;
-    return 0;
-}
-
 /* Opens the model and what the options need: returns an exit status, err filled when not 0. */
 static int load(run *r, const char *model_dir, sl_hf_model **ck, sl_err *err)
 {
@@ -101,7 +91,7 @@ static int load(run *r, const char *model_dir, sl_hf_model **ck, sl_err *err)
         if (rc != 0) return SL_EXIT_USAGE;
     }
     if (r->weights != r->p.format) { /* converted, then the file's mapping released */
-        if (convert_weights(r, err) != 0) return SL_EXIT_FAILURE;
+        if (sl_params_reformat(&r->p, r->weights, err) != 0) return SL_EXIT_FAILURE;
         sl_hf_model_destroy(ck);
     }
     int T = r->opts.n_ids, ctx = T + r->opts.max_new_tokens;
