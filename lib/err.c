@@ -30,3 +30,10 @@ void sl_err_prefix(sl_err *err, const char *fmt, ...)
     memcpy(err->msg + n, old, len);
     err->msg[n + len] = '\0';
 }
+
+bool sl_err_worth_logging(long count)
+{
+    while (count > 0 && count % 10 == 0)
+        count /= 10;
+    return count == 1;
+}

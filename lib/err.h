@@ -5,6 +5,7 @@
 #ifndef SL_ERR_H
 #define SL_ERR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct sl_err {
@@ -16,5 +17,9 @@ int sl_fail(sl_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 
 
 /* Prepends "prefix: " to the message already in err, to add context on the way up. */
 void sl_err_prefix(sl_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Whether the count-th time a failure repeats gets a line of its own: the 1st, 10th, 100th...
+ * (a flood is seen, and logs stay short). */
+bool sl_err_worth_logging(long count);
 
 #endif

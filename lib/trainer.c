@@ -145,10 +145,7 @@ static bool admitted(sl_trainer *t, const sl_peer *from, bool ours, zmq_msg_t *f
                                        "from another connection than the last trunk's"};
     bool elsewhere = t->last_trunk.len && !sl_peer_same(from, &t->last_trunk);
     if (ours && !elsewhere) return true;
-    long count = ++t->refused[ours];
-    while (count % 10 == 0)
-        count /= 10;
-    if (count != 1 || !t->opts.log) return false;
+    if (!sl_err_worth_logging(++t->refused[ours]) || !t->opts.log) return false;
     const char *address = zmq_msg_gets(frame, "Peer-Address");
     char line[512];
     snprintf(line, sizeof line, "refused a message from %s at the top's endpoint: %s (%ld such so far)",

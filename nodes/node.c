@@ -120,10 +120,7 @@ static void log_line(const node *n, const char *fmt, ...)
 /* An answer that could not go back: counted, and logged at the 1st, 10th, 100th... */
 static void dropped(node *n, const sl_err *err)
 {
-    long count = ++n->dropped;
-    while (count % 10 == 0)
-        count /= 10;
-    if (count == 1) log_line(n, "dropped an answer (%ld so far): %s", n->dropped, err->msg);
+    if (sl_err_worth_logging(++n->dropped)) log_line(n, "dropped an answer (%ld so far): %s", n->dropped, err->msg);
 }
 
 /* Sends msg back towards whoever asked (to: the previous stage's connection or a client's); a

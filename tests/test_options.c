@@ -222,10 +222,22 @@ static void test_gen_text(void)
     sl_tokenizer_destroy(&tok);
 }
 
+/* A repeated failure is logged the 1st, 10th, 100th... time only. */
+static void test_worth_logging(void)
+{
+    int logged = 0;
+    for (long i = 1; i <= 1000; i++)
+        logged += sl_err_worth_logging(i);
+    CHECK(logged == 4 && sl_err_worth_logging(1) && sl_err_worth_logging(100) && !sl_err_worth_logging(20) &&
+              !sl_err_worth_logging(0),
+          "1, 10, 100 and 1000 of the first 1000 (%d logged)", logged);
+}
+
 int main(int argc, char **argv)
 {
     check_init(argc, argv);
     if (check_selected("parse_long")) test_parse_long();
+    if (check_selected("worth_logging")) test_worth_logging();
     if (check_selected("parse_double")) test_parse_double();
     if (check_selected("parse_int_list")) test_parse_int_list();
     if (check_selected("gen_opts")) test_gen_opts();
